@@ -1,0 +1,60 @@
+//! Writes the CRDs to `crds/` (default) or checks that the committed files match.
+//!
+//! ```text
+//! cargo run -p secretsync-api --bin crdgen            # regenerate crds/
+//! cargo run -p secretsync-api --bin crdgen -- --check # exit 1 when crds/ drifted
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut check = false;
+    let mut dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds"));
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--check" => check = true,
+            "--out" => match args.next() {
+                Some(d) => dir = PathBuf::from(d),
+                None => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+
+    let mut drifted = Vec::new();
+    for crd in secretsync_api::crds() {
+        let path = dir.join(secretsync_api::crd_file_name(&crd));
+        let want = secretsync_api::crd_yaml(&crd);
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
+                drifted.push(path);
+            }
+        } else if let Err(e) = std::fs::write(&path, want) {
+            eprintln!("crdgen: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        } else {
+            println!("wrote {}", path.display());
+        }
+    }
+    if drifted.is_empty() {
+        if check {
+            println!("crds/ is up to date");
+        }
+        ExitCode::SUCCESS
+    } else {
+        for path in drifted {
+            eprintln!(
+                "crdgen: {} differs from the Rust types; run `cargo run -p secretsync-api --bin crdgen` and commit",
+                path.display()
+            );
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: crdgen [--check] [--out DIR]");
+    ExitCode::from(2)
+}

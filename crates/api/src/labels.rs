@@ -1,0 +1,29 @@
+//! Label and annotation keys that make up the contract with users and tools.
+
+/// `app.kubernetes.io/managed-by` on every Secret the operator writes.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "secretsync";
+/// The owning SecretSync's name.
+pub const SYNC: &str = "secretsync.io/sync";
+/// The version number N of a `<name>-v<N>` Secret.
+pub const VERSION: &str = "secretsync.io/version";
+/// `sha256:<hex>` over type and sorted data.
+pub const CONTENT_HASH: &str = "secretsync.io/content-hash";
+/// The SecretSync's `spec.version` when this version was made.
+pub const SPEC_VERSION: &str = "secretsync.io/spec-version";
+/// JSON map of remote key → backend version id read for this version.
+pub const SOURCE_VERSIONS: &str = "secretsync.io/source-versions";
+/// Finalizer on SecretSyncs, for Secret deletion and lease revocation.
+pub const FINALIZER: &str = "secretsync.io/finalizer";
+/// The field manager used for every server-side apply by the operator.
+pub const FIELD_MANAGER: &str = "secretsync";
+
+/// The label selector matching every Secret the operator manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
+}
+
+/// The label selector matching the Secrets of one SecretSync.
+pub fn sync_selector(sync_name: &str) -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE},{SYNC}={sync_name}")
+}

@@ -1,0 +1,422 @@
+//! The `SecretSync` kind: which remote values become which versioned Secret, and which
+//! workloads follow it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::parse_duration;
+
+/// Default `refreshInterval` when the field is omitted.
+pub const DEFAULT_REFRESH_INTERVAL: &str = "1h";
+/// Default `history.limit`.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 3;
+/// Default `rollout.timeout`.
+pub const DEFAULT_ROLLOUT_TIMEOUT: &str = "10m";
+/// How many revoked/deleted versions `status.versions` keeps as tombstones.
+pub const MAX_TOMBSTONES: usize = 20;
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "secretsync.io",
+    version = "v1alpha1",
+    kind = "SecretSync",
+    namespaced,
+    status = "SecretSyncStatus",
+    shortname = "ssync",
+    category = "secretsync",
+    doc = "Which remote values become which immutable, version-suffixed Secret, and which workloads follow it",
+    printcolumn = r#"{"name":"Store","type":"string","jsonPath":".spec.storeRef.name"}"#,
+    printcolumn = r#"{"name":"Version","type":"integer","description":"Newest version made","jsonPath":".status.currentVersion"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","description":"The Secret that rollout targets point at","jsonPath":".status.activeSecretName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!has(self.pinVersion) || !has(self.revokedVersions) || !(self.pinVersion in self.revokedVersions)").message("pinVersion must not name a revoked version"))]
+#[x_kube(validation = Rule::new("has(self.data) || has(self.dataFrom)").message("at least one of data or dataFrom is required"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSyncSpec {
+    /// The SecretStore or ClusterSecretStore to read from.
+    pub store_ref: StoreRef,
+
+    /// Rotation counter. Raising it forces a new version now, after a fresh backend read,
+    /// even if the content is unchanged. It can never decrease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("spec.version must never decrease"))]
+    pub version: Option<i64>,
+
+    /// How often the backend is polled (Go-style duration such as `1h`, `30m`, `1h30m`);
+    /// `0` turns polling off. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+(ms|s|m|h))+)$"))]
+    pub refresh_interval: Option<String>,
+
+    /// Individual remote values, each becoming one key of the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<DataItem>>,
+
+    /// Remote secrets whose every field becomes a key of the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_from: Option<Vec<DataFrom>>,
+
+    /// The Secrets to write: `<target.name>-v<N>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+
+    /// How many non-revoked versions are kept, the active one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+
+    /// Workloads whose pod templates follow the active version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+
+    /// Rollback: targets point at this version instead of the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pin_version: Option<i64>,
+
+    /// Versions that must disappear (compromised credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_versions: Option<Vec<i64>>,
+
+    /// When a revoked version's Secret is deleted. Default `AfterRollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_policy: Option<RevokePolicy>,
+
+    /// What happens to the Secrets when the SecretSync is deleted. Default `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `SecretStore` (default) or `ClusterSecretStore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StoreKind>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum StoreKind {
+    #[default]
+    SecretStore,
+    ClusterSecretStore,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::SecretStore => "SecretStore",
+            StoreKind::ClusterSecretStore => "ClusterSecretStore",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataItem {
+    /// Key in the Kubernetes Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub secret_key: String,
+    pub remote_ref: RemoteRef,
+}
+
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRef {
+    /// Path or name of the secret in the backend.
+    #[schemars(length(min = 1))]
+    pub key: String,
+    /// Field of a JSON / KV secret; omitted: the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// Backend version (Vault KV v2 version, AWS VersionId or VersionStage); omitted or
+    /// empty: latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl RemoteRef {
+    /// The pinned backend version, treating `""` as "latest" like omission.
+    pub fn pinned_version(&self) -> Option<&str> {
+        self.version.as_deref().filter(|v| !v.is_empty())
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFrom {
+    /// Every field of this remote secret becomes a key of the Secret.
+    pub extract: RemoteRef,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Base name; Secrets are `<name>-v<N>`. Default `metadata.name`. A DNS subdomain short
+    /// enough to leave room for the `-v<N>` suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 242),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: Option<String>,
+    /// Secret type; default `Opaque`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    /// Secret keys rendered from the fetched values (Jinja syntax).
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// Non-revoked versions kept, the active one included. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<u32>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<RolloutTarget>>,
+    /// All workloads of the rollout kinds in the namespace with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// After this, a rollout that has not completed is Failed. Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    pub kind: WorkloadKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 3] = [Self::Deployment, Self::StatefulSet, Self::DaemonSet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RevokePolicy {
+    /// Delete the revoked Secret once the rollout off it is Complete (or Failed by timeout).
+    #[default]
+    AfterRollout,
+    /// Delete the revoked Secret at once.
+    Immediate,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Remove every versioned Secret (and revoke leases).
+    #[default]
+    Delete,
+    /// Drop the ownerReferences and leave the Secrets.
+    Retain,
+}
+
+impl SecretSyncSpec {
+    /// `spec.target.name`, defaulting to the SecretSync's own name.
+    pub fn target_name<'a>(&'a self, metadata_name: &'a str) -> &'a str {
+        self.target
+            .as_ref()
+            .and_then(|t| t.name.as_deref())
+            .unwrap_or(metadata_name)
+    }
+
+    /// The rotation counter, 0 when unset.
+    pub fn spec_version(&self) -> i64 {
+        self.version.unwrap_or(0)
+    }
+
+    pub fn store_kind(&self) -> StoreKind {
+        self.store_ref.kind.unwrap_or_default()
+    }
+
+    /// The refresh interval, `None` when polling is off (`"0"`). Assumes a validated spec and
+    /// falls back to the default for an unparsable value.
+    pub fn refresh_interval(&self) -> Option<std::time::Duration> {
+        let raw = self
+            .refresh_interval
+            .as_deref()
+            .unwrap_or(DEFAULT_REFRESH_INTERVAL);
+        let interval = parse_duration(raw)
+            .or_else(|_| parse_duration(DEFAULT_REFRESH_INTERVAL))
+            .unwrap_or_default();
+        (!interval.is_zero()).then_some(interval)
+    }
+
+    pub fn history_limit(&self) -> u32 {
+        self.history
+            .as_ref()
+            .and_then(|h| h.limit)
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+    }
+
+    pub fn rollout_timeout(&self) -> std::time::Duration {
+        let raw = self
+            .rollout
+            .as_ref()
+            .and_then(|r| r.timeout.as_deref())
+            .unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
+        parse_duration(raw)
+            .or_else(|_| parse_duration(DEFAULT_ROLLOUT_TIMEOUT))
+            .unwrap_or_default()
+    }
+
+    pub fn revoked(&self) -> &[i64] {
+        self.revoked_versions.as_deref().unwrap_or_default()
+    }
+
+    pub fn is_revoked(&self, version: i64) -> bool {
+        self.revoked().contains(&version)
+    }
+
+    pub fn data_items(&self) -> &[DataItem] {
+        self.data.as_deref().unwrap_or_default()
+    }
+
+    pub fn data_from_items(&self) -> &[DataFrom] {
+        self.data_from.as_deref().unwrap_or_default()
+    }
+
+    pub fn secret_type(&self) -> &str {
+        self.target
+            .as_ref()
+            .and_then(|t| t.type_.as_deref())
+            .unwrap_or("Opaque")
+    }
+
+    pub fn revoke_policy(&self) -> RevokePolicy {
+        self.revoke_policy.unwrap_or_default()
+    }
+
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.deletion_policy.unwrap_or_default()
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSyncStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Newest version made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
+    /// What targets point at: `pinVersion` or `currentVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<Time>,
+    /// Newest first; revoked and deleted versions stay as tombstones (the last 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    pub version: i64,
+    pub secret_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    #[serde(default)]
+    pub spec_version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// Backend version id of each remote key used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_versions: Option<BTreeMap<String, String>>,
+    pub state: VersionState,
+    #[serde(default)]
+    pub revoked_at: Option<Time>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VersionState {
+    /// Targets point at it.
+    Active,
+    /// Kept for rollback or while something still references it.
+    #[default]
+    Retained,
+    Revoked,
+    Deleted,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    #[serde(default)]
+    pub targets: Vec<TargetStatus>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// The version this target was rolled to.
+    pub version: i64,
+    pub state: TargetState,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    Progressing,
+    Complete,
+    Failed,
+    NotFound,
+}

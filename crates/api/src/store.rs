@@ -1,0 +1,289 @@
+//! `SecretStore` and `ClusterSecretStore`: how to reach one backend and authenticate.
+//!
+//! Both kinds share one spec. Provider and auth blocks are enums (exactly one of), so an
+//! object naming two providers cannot even be represented.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "secretsync.io",
+    version = "v1alpha1",
+    kind = "SecretStore",
+    namespaced,
+    status = "SecretStoreStatus",
+    shortname = "sstore",
+    category = "secretsync",
+    doc = "How to reach one secrets backend and authenticate, for SecretSyncs in this namespace",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    derive = "PartialEq",
+    validation = Rule::new("!has(self.spec.conditions)").message("conditions are only allowed on a ClusterSecretStore")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreSpec {
+    pub provider: Provider,
+    /// How often the store itself is re-validated against the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+(ms|s|m|h))+)$"))]
+    pub refresh_interval: Option<String>,
+    /// Protects the backend from refresh storms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// ClusterSecretStore only: which namespaces may use it. Refused on a SecretStore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<StoreCondition>>,
+}
+
+/// The cluster-scoped twin of [`SecretStore`], shared by the namespaces its `conditions` admit.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "secretsync.io",
+    version = "v1alpha1",
+    kind = "ClusterSecretStore",
+    status = "SecretStoreStatus",
+    shortname = "cstore",
+    category = "secretsync",
+    derive = "PartialEq",
+    doc = "How to reach one secrets backend and authenticate, shared by the namespaces its conditions admit",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSecretStoreSpec {
+    #[serde(flatten)]
+    pub store: SecretStoreSpec,
+}
+
+/// Exactly one backend.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    /// HashiCorp Vault or OpenBao.
+    Vault(VaultProvider),
+    /// AWS Secrets Manager.
+    Aws(AwsProvider),
+    /// In-memory values, for demos and tests.
+    Fake(FakeProvider),
+}
+
+impl Provider {
+    /// Short name used in status, logs and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Vault(_) => "vault",
+            Provider::Aws(_) => "aws",
+            Provider::Fake(_) => "fake",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultProvider {
+    /// Address, e.g. `https://vault.vault:8200`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub server: String,
+    /// KV mount path. Default `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// KV engine version. Default `v2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VaultKvVersion>,
+    /// Vault namespace header (Vault Enterprise / OpenBao namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Base64-encoded PEM bundle to trust for the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    pub auth: VaultAuth,
+}
+
+impl VaultProvider {
+    pub fn mount(&self) -> &str {
+        self.path.as_deref().unwrap_or("secret")
+    }
+
+    pub fn kv_version(&self) -> VaultKvVersion {
+        self.version.unwrap_or_default()
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultKvVersion {
+    V1,
+    #[default]
+    V2,
+}
+
+/// Exactly one way to log in to Vault.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum VaultAuth {
+    /// A token read from a Secret.
+    TokenSecretRef(SecretKeySelector),
+    /// AppRole login.
+    AppRole(AppRoleAuth),
+    /// Kubernetes auth: a token for the named ServiceAccount (TokenRequest), then login.
+    Kubernetes(KubernetesAuth),
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRoleAuth {
+    /// Mount path of the AppRole auth method. Default `approle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[schemars(length(min = 1))]
+    pub role_id: String,
+    /// The secret-id.
+    pub secret_ref: SecretKeySelector,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesAuth {
+    /// Mount path of the Kubernetes auth method. Default `kubernetes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    #[schemars(length(min = 1))]
+    pub role: String,
+    pub service_account_ref: ServiceAccountRef,
+    /// Audiences requested for the ServiceAccount token. Default: the API server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Required in a ClusterSecretStore; refused in a SecretStore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A key of a Kubernetes Secret holding a credential.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+    /// Required in a ClusterSecretStore; refused in a SecretStore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsProvider {
+    #[schemars(length(min = 1))]
+    pub region: String,
+    /// Endpoint override (VPC endpoint, local emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Omitted: the SDK's default chain (IRSA, environment, IMDS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AwsAuth>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum AwsAuth {
+    /// Static access keys read from Secrets.
+    SecretRef(AwsSecretRef),
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSecretRef {
+    pub access_key_id_secret_ref: SecretKeySelector,
+    pub secret_access_key_secret_ref: SecretKeySelector,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FakeProvider {
+    #[serde(default)]
+    pub data: Vec<FakeEntry>,
+}
+
+/// One value of the fake backend. Its value is inline in the store spec, so the fake
+/// backend is for demos and tests only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FakeEntry {
+    pub key: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl std::fmt::Debug for FakeEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeEntry")
+            .field("key", &self.key)
+            .field("value", &"[REDACTED]")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    #[schemars(range(min = 1))]
+    pub qps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+}
+
+/// One rule admitting namespaces to a ClusterSecretStore; a namespace is admitted when any
+/// rule matches it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreCondition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+impl StoreCondition {
+    /// Whether this rule admits a namespace with these labels.
+    pub fn admits(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        let by_name = self
+            .namespaces
+            .as_ref()
+            .is_some_and(|names| names.iter().any(|n| n == namespace));
+        let by_selector = self
+            .namespace_selector
+            .as_ref()
+            .is_some_and(|selector| crate::selector::matches(selector, labels));
+        by_name || by_selector
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreStatus {
+    /// The provider in use (`vault`, `aws`, `fake`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

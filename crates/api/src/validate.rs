@@ -1,0 +1,232 @@
+//! Checks of a spec that the API server may not enforce (a sandbox or an old cluster may not
+//! run CEL): the operator repeats every schema rule here, so a bad object is explained with
+//! `InvalidSpec` and never crashes or half-applies anything.
+
+use std::collections::BTreeSet;
+
+use crate::duration::parse_duration;
+use crate::keys::validate_secret_key;
+use crate::naming::validate_base_name;
+use crate::secretsync::{SecretSync, SecretSyncSpec};
+use crate::store::{Provider, SecretKeySelector, SecretStoreSpec, VaultAuth};
+
+/// Every problem found, each as one sentence naming the field.
+pub type Problems = Vec<String>;
+
+/// Validates a SecretSync's spec; `Err` lists every problem, not just the first.
+pub fn validate_secret_sync(sync: &SecretSync) -> Result<(), Problems> {
+    let name = sync.metadata.name.as_deref().unwrap_or_default();
+    validate_spec(&sync.spec, name)
+}
+
+pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), Problems> {
+    let mut problems = Problems::new();
+
+    if spec.store_ref.name.is_empty() {
+        problems.push("spec.storeRef.name must not be empty".into());
+    }
+    if spec.spec_version() < 0 {
+        problems.push(format!(
+            "spec.version must be 0 or more, got {}",
+            spec.spec_version()
+        ));
+    }
+    if let Some(raw) = &spec.refresh_interval
+        && let Err(e) = parse_duration(raw)
+    {
+        problems.push(format!("spec.refreshInterval: {e}"));
+    }
+    if let Err(e) = validate_base_name(spec.target_name(metadata_name)) {
+        let field = if spec.target.as_ref().is_some_and(|t| t.name.is_some()) {
+            "spec.target.name"
+        } else {
+            "metadata.name (the default target.name)"
+        };
+        problems.push(format!("{field}: {e}"));
+    }
+
+    if spec.data_items().is_empty() && spec.data_from_items().is_empty() {
+        problems.push("at least one of spec.data or spec.dataFrom is required".into());
+    }
+    let mut seen = BTreeSet::new();
+    for (i, item) in spec.data_items().iter().enumerate() {
+        if let Err(e) = validate_secret_key(&item.secret_key) {
+            problems.push(format!("spec.data[{i}].secretKey: {e}"));
+        }
+        if !seen.insert(item.secret_key.as_str()) {
+            problems.push(format!(
+                "spec.data[{i}].secretKey: {:?} is listed twice",
+                item.secret_key
+            ));
+        }
+        if item.remote_ref.key.is_empty() {
+            problems.push(format!("spec.data[{i}].remoteRef.key must not be empty"));
+        }
+    }
+    for (i, item) in spec.data_from_items().iter().enumerate() {
+        if item.extract.key.is_empty() {
+            problems.push(format!("spec.dataFrom[{i}].extract.key must not be empty"));
+        }
+    }
+    if let Some(template) = spec.target.as_ref().and_then(|t| t.template.as_ref()) {
+        for key in template.data.keys() {
+            if let Err(e) = validate_secret_key(key) {
+                problems.push(format!("spec.target.template.data: {e}"));
+            }
+        }
+    }
+    if let Some(limit) = spec.history.as_ref().and_then(|h| h.limit)
+        && !(1..=100).contains(&limit)
+    {
+        problems.push(format!(
+            "spec.history.limit must be between 1 and 100, got {limit}"
+        ));
+    }
+    if let Some(rollout) = &spec.rollout {
+        if let Some(raw) = &rollout.timeout {
+            match parse_duration(raw) {
+                Ok(d) if d.is_zero() => {
+                    problems.push("spec.rollout.timeout must be greater than 0".into())
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("spec.rollout.timeout: {e}")),
+            }
+        }
+        let mut targets = BTreeSet::new();
+        for (i, target) in rollout.targets.iter().flatten().enumerate() {
+            if target.name.is_empty() {
+                problems.push(format!("spec.rollout.targets[{i}].name must not be empty"));
+            }
+            if !targets.insert(target) {
+                problems.push(format!(
+                    "spec.rollout.targets[{i}]: {} {} is listed twice",
+                    target.kind.as_str(),
+                    target.name
+                ));
+            }
+        }
+        for expr in rollout
+            .selector
+            .iter()
+            .flat_map(|s| s.match_expressions.iter().flatten())
+        {
+            if !matches!(
+                expr.operator.as_str(),
+                "In" | "NotIn" | "Exists" | "DoesNotExist"
+            ) {
+                problems.push(format!(
+                    "spec.rollout.selector: unknown operator {:?} (In, NotIn, Exists, DoesNotExist)",
+                    expr.operator
+                ));
+            }
+        }
+    }
+    if let Some(pin) = spec.pin_version
+        && pin < 1
+    {
+        problems.push(format!("spec.pinVersion must be 1 or more, got {pin}"));
+    }
+    for v in spec.revoked() {
+        if *v < 1 {
+            problems.push(format!(
+                "spec.revokedVersions: {v} is not a version (versions start at 1)"
+            ));
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// `spec.version` may only grow (the CRD's transition rule, repeated for servers without CEL).
+/// `newest_spec_version` is the `specVersion` of the newest version made.
+pub fn check_spec_version(spec_version: i64, newest_spec_version: i64) -> Result<(), String> {
+    if spec_version < newest_spec_version {
+        Err(format!(
+            "spec.version decreased to {spec_version}, below {newest_spec_version} of the newest version; \
+             it may only grow (use pinVersion to roll back)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Where a store's credentials may live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreScope {
+    /// A SecretStore: every reference is read from the store's own namespace.
+    Namespaced,
+    /// A ClusterSecretStore: every reference names its namespace.
+    Cluster,
+}
+
+/// Validates a store's spec for its scope; `Err` lists every problem.
+pub fn validate_store(spec: &SecretStoreSpec, scope: StoreScope) -> Result<(), Problems> {
+    let mut problems = Problems::new();
+    let mut check_ref = |field: &str, namespace: Option<&String>| {
+        match (scope, namespace) {
+        (StoreScope::Namespaced, Some(_)) => problems.push(format!(
+            "{field}.namespace is not allowed in a SecretStore: credentials are read from the store's own namespace"
+        )),
+        (StoreScope::Cluster, None) => problems.push(format!(
+            "{field}.namespace is required in a ClusterSecretStore"
+        )),
+        _ => {}
+    }
+    };
+    let mut check_key_ref = |field: &str, sel: &SecretKeySelector| {
+        check_ref(field, sel.namespace.as_ref());
+    };
+    match &spec.provider {
+        Provider::Vault(vault) => match &vault.auth {
+            VaultAuth::TokenSecretRef(sel) => {
+                check_key_ref("spec.provider.vault.auth.tokenSecretRef", sel)
+            }
+            VaultAuth::AppRole(approle) => check_key_ref(
+                "spec.provider.vault.auth.appRole.secretRef",
+                &approle.secret_ref,
+            ),
+            VaultAuth::Kubernetes(k8s) => check_ref(
+                "spec.provider.vault.auth.kubernetes.serviceAccountRef",
+                k8s.service_account_ref.namespace.as_ref(),
+            ),
+        },
+        Provider::Aws(aws) => {
+            if let Some(crate::store::AwsAuth::SecretRef(refs)) = &aws.auth {
+                check_key_ref(
+                    "spec.provider.aws.auth.secretRef.accessKeyIdSecretRef",
+                    &refs.access_key_id_secret_ref,
+                );
+                check_key_ref(
+                    "spec.provider.aws.auth.secretRef.secretAccessKeySecretRef",
+                    &refs.secret_access_key_secret_ref,
+                );
+            }
+        }
+        Provider::Fake(_) => {}
+    }
+    if let Provider::Vault(vault) = &spec.provider
+        && !(vault.server.starts_with("http://") || vault.server.starts_with("https://"))
+    {
+        problems.push(format!(
+            "spec.provider.vault.server {:?} must start with http:// or https://",
+            vault.server
+        ));
+    }
+    if let Some(raw) = &spec.refresh_interval
+        && let Err(e) = parse_duration(raw)
+    {
+        problems.push(format!("spec.refreshInterval: {e}"));
+    }
+    if scope == StoreScope::Namespaced && spec.conditions.is_some() {
+        problems.push("spec.conditions is only allowed on a ClusterSecretStore".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,174 @@
+//! The operator's own spec checks (repeating what CEL and the schema enforce, for servers
+//! that run neither), as a table of YAML specs and the problem each must report.
+
+use secretsync_api::validate::{StoreScope, check_spec_version, validate_spec, validate_store};
+use secretsync_api::{SecretStoreSpec, SecretSyncSpec};
+
+const BASE: &str = r#"
+storeRef: {name: vault}
+data:
+  - secretKey: password
+    remoteRef: {key: app/db, property: password}
+"#;
+
+fn spec(extra: &str) -> SecretSyncSpec {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(BASE).unwrap();
+    let extra: serde_yaml::Value = serde_yaml::from_str(extra).unwrap();
+    if let serde_yaml::Value::Mapping(extra) = extra {
+        for (k, v) in extra {
+            value.as_mapping_mut().unwrap().insert(k, v);
+        }
+    }
+    serde_yaml::from_value(value).unwrap()
+}
+
+#[test]
+fn valid_specs_pass() {
+    validate_spec(&spec("{}"), "db").unwrap();
+    validate_spec(
+        &spec("{refreshInterval: '0', history: {limit: 1}, rollout: {timeout: 30s, targets: [{kind: Deployment, name: api}]}, pinVersion: 1, revokedVersions: [2]}"),
+        "db",
+    )
+    .unwrap();
+}
+
+#[test]
+fn each_invalid_spec_names_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("{refreshInterval: 1d}", "db", "spec.refreshInterval"),
+        ("{refreshInterval: '-1h'}", "db", "spec.refreshInterval"),
+        ("{target: {name: Bad_Name}}", "db", "spec.target.name"),
+        (
+            "{}",
+            &"x".repeat(250),
+            "metadata.name (the default target.name)",
+        ),
+        (
+            "{data: [{secretKey: 'a b', remoteRef: {key: k}}]}",
+            "db",
+            "spec.data[0].secretKey",
+        ),
+        (
+            "{data: [{secretKey: a, remoteRef: {key: k}}, {secretKey: a, remoteRef: {key: j}}]}",
+            "db",
+            "is listed twice",
+        ),
+        (
+            "{data: [{secretKey: a, remoteRef: {key: ''}}]}",
+            "db",
+            "remoteRef.key",
+        ),
+        (
+            "{data: []}",
+            "db",
+            "at least one of spec.data or spec.dataFrom",
+        ),
+        ("{history: {limit: 0}}", "db", "spec.history.limit"),
+        ("{rollout: {timeout: soon}}", "db", "spec.rollout.timeout"),
+        (
+            "{rollout: {timeout: '0'}}",
+            "db",
+            "spec.rollout.timeout must be greater than 0",
+        ),
+        (
+            "{rollout: {targets: [{kind: Deployment, name: a}, {kind: Deployment, name: a}]}}",
+            "db",
+            "Deployment a is listed twice",
+        ),
+        (
+            "{rollout: {selector: {matchExpressions: [{key: a, operator: Like, values: [b]}]}}}",
+            "db",
+            "unknown operator",
+        ),
+        ("{pinVersion: 0}", "db", "spec.pinVersion"),
+        ("{revokedVersions: [0]}", "db", "spec.revokedVersions"),
+        ("{version: -1}", "db", "spec.version"),
+        (
+            "{target: {template: {data: {'x y': '{{ a }}'}}}}",
+            "db",
+            "spec.target.template.data",
+        ),
+    ];
+    for (extra, name, want) in cases {
+        let problems = validate_spec(&spec(extra), name).expect_err(extra);
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{extra}: expected a problem mentioning {want:?}, got {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let problems = validate_spec(
+        &spec("{refreshInterval: x, history: {limit: 0}, pinVersion: 0}"),
+        "db",
+    )
+    .unwrap_err();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+#[test]
+fn decreasing_spec_version_is_rejected() {
+    assert!(check_spec_version(3, 3).is_ok());
+    assert!(check_spec_version(4, 3).is_ok());
+    let err = check_spec_version(2, 3).unwrap_err();
+    assert!(err.contains("decreased to 2"), "{err}");
+    assert!(err.contains("pinVersion"), "{err}");
+}
+
+/// YAML → JSON value → type: serde_yaml alone would expect `!vault` tags for enums.
+fn store(yaml: &str) -> SecretStoreSpec {
+    let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+    serde_json::from_value(value).unwrap()
+}
+
+#[test]
+fn store_references_follow_the_scope() {
+    let namespaced_ref = "provider: {vault: {server: 'http://v:8200', auth: {tokenSecretRef: {name: t, key: token}}}}";
+    validate_store(&store(namespaced_ref), StoreScope::Namespaced).unwrap();
+    let problems = validate_store(&store(namespaced_ref), StoreScope::Cluster).unwrap_err();
+    assert!(
+        problems[0].contains("tokenSecretRef.namespace is required"),
+        "{problems:?}"
+    );
+
+    let cluster_ref = "provider: {aws: {region: eu-west-1, auth: {secretRef: {accessKeyIdSecretRef: {name: a, key: id, namespace: ops}, secretAccessKeySecretRef: {name: a, key: s, namespace: ops}}}}}";
+    validate_store(&store(cluster_ref), StoreScope::Cluster).unwrap();
+    let problems = validate_store(&store(cluster_ref), StoreScope::Namespaced).unwrap_err();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("not allowed in a SecretStore"));
+
+    let sa = "provider: {vault: {server: 'https://v', auth: {kubernetes: {role: r, serviceAccountRef: {name: app, namespace: x}}}}}";
+    assert!(validate_store(&store(sa), StoreScope::Namespaced).is_err());
+
+    let conditions = "{provider: {fake: {data: []}}, conditions: [{namespaces: [a]}]}";
+    let problems = validate_store(&store(conditions), StoreScope::Namespaced).unwrap_err();
+    assert!(problems[0].contains("only allowed on a ClusterSecretStore"));
+    validate_store(&store(conditions), StoreScope::Cluster).unwrap();
+
+    let bad_server =
+        "provider: {vault: {server: 'vault:8200', auth: {tokenSecretRef: {name: t, key: token}}}}";
+    let problems = validate_store(&store(bad_server), StoreScope::Namespaced).unwrap_err();
+    assert!(problems[0].contains("must start with http"));
+}
+
+#[test]
+fn cluster_store_conditions_admit_namespaces() {
+    let spec = store(
+        "{provider: {fake: {data: []}}, conditions: [{namespaces: [payments]}, {namespaceSelector: {matchLabels: {secrets: allowed}}}]}",
+    );
+    let conditions = spec.conditions.unwrap();
+    let labels = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let admitted = |ns: &str, l: &std::collections::BTreeMap<String, String>| {
+        conditions.iter().any(|c| c.admits(ns, l))
+    };
+    assert!(admitted("payments", &labels(&[])));
+    assert!(admitted("orders", &labels(&[("secrets", "allowed")])));
+    assert!(!admitted("orders", &labels(&[("secrets", "denied")])));
+}

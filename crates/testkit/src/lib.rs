@@ -1,0 +1,106 @@
+//! Helpers shared by secretsync's integration tests.
+//!
+//! External tools (real `kubectl`, `bao`, `moto_server`) are installed by `scripts/setup.sh`
+//! into the git-ignored `.venv/` at the repository root. Tests find them here; when a tool is
+//! missing they fail with a message naming the set-up command, unless the developer opted out
+//! of tool-backed tests (`SECRETSYNC_SKIP_TOOLS=1`), in which case they report a skip.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+/// Root of the repository (the workspace directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit lives two levels below the repository root")
+        .to_path_buf()
+}
+
+/// Where an external tool is: `$SECRETSYNC_<TOOL>` if set, else `.venv/bin/<tool>`, else `PATH`.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let var = format!(
+        "SECRETSYNC_{}",
+        name.to_ascii_uppercase().replace(['-', '.'], "_")
+    );
+    if let Some(p) = std::env::var_os(&var) {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo_root().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The tool's path, or `None` when the developer opted out of tool-backed tests.
+///
+/// Panics with the set-up command when the tool is missing and tests were not opted out:
+/// a missing tool must never turn into a silently passing test.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    match find_tool(name) {
+        Some(p) => Some(p),
+        None if std::env::var_os("SECRETSYNC_SKIP_TOOLS").is_some() => {
+            eprintln!("SKIPPED: `{name}` not installed and SECRETSYNC_SKIP_TOOLS is set");
+            None
+        }
+        None => panic!(
+            "`{name}` is not installed; run `scripts/setup.sh` (installs it into .venv/) \
+             or set SECRETSYNC_SKIP_TOOLS=1 to skip tests that need it"
+        ),
+    }
+}
+
+/// A free TCP port on 127.0.0.1. The port is released before returning, so a child process
+/// can bind it; the tiny race with other processes is acceptable for tests.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// A child process that is killed (and reaped) when dropped, so a failing test never leaves
+/// a server running.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+    name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> std::io::Result<Self> {
+        let child = cmd.spawn()?;
+        Ok(Self {
+            child: Some(child),
+            name: name.to_owned(),
+        })
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops the process now (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
