@@ -1,0 +1,9 @@
+//! Integration tests: each test starts its own sandbox on a free port and talks to it
+//! through kube-rs or real kubectl.
+
+mod common;
+mod controller;
+mod crds;
+mod crud;
+mod patches;
+mod watches;
