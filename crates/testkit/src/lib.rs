@@ -7,7 +7,9 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
+
+pub mod openbao;
 
 /// Root of the repository (the workspace directory).
 pub fn repo_root() -> PathBuf {
@@ -84,6 +86,14 @@ impl ChildGuard {
 
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has exited (without blocking); `None` while it runs
+    /// or after [`ChildGuard::stop`].
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Stops the process now (SIGKILL) and waits for it.

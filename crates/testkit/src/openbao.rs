@@ -1,0 +1,288 @@
+//! A throwaway OpenBao dev server per test.
+//!
+//! ```no_run
+//! use secretsync_testkit::openbao::OpenBao;
+//!
+//! let Some(bao) = OpenBao::start() else { return }; // SECRETSYNC_SKIP_TOOLS opt-out
+//! bao.kv_put("secret", "app/db", &[("password", "hunter2")]);
+//! let addr = bao.addr(); // http://127.0.0.1:PORT, root token: bao.root_token()
+//! ```
+//!
+//! Dev mode keeps everything in memory: `secret/` is a KV v2 mount, the root token is the
+//! random one [`OpenBao::root_token`] returns, and a restart ([`OpenBao::start_again`])
+//! comes back empty, so callers re-seed. The server's output goes to a log file in the
+//! handle's temporary directory (printed when start-up fails), never to the test output.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{ChildGuard, free_port, require_tool};
+
+/// How long a dev server may take to answer `/v1/sys/health` after being spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running OpenBao dev server, killed when dropped.
+#[derive(Debug)]
+pub struct OpenBao {
+    // Dropped first: the server stops before its directory is removed.
+    child: Option<ChildGuard>,
+    bin: PathBuf,
+    port: u16,
+    root_token: String,
+    dir: TempDir,
+}
+
+impl OpenBao {
+    /// Starts a dev server on a free port with a random root token and waits until it
+    /// answers health checks.
+    ///
+    /// `None` when `bao` is missing and the developer set `SECRETSYNC_SKIP_TOOLS` (the test
+    /// should return early); panics when `bao` is missing otherwise, or when the server
+    /// does not come up (with its log).
+    pub fn start() -> Option<OpenBao> {
+        let bin = require_tool("bao")?;
+        let mut bao = OpenBao {
+            child: None,
+            bin,
+            port: free_port(),
+            root_token: format!("root-{:016x}{:016x}", random_u64(), random_u64()),
+            dir: TempDir::new("openbao"),
+        };
+        bao.spawn();
+        Some(bao)
+    }
+
+    /// `http://127.0.0.1:PORT`, the address clients use (`BAO_ADDR`).
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The dev server's root token.
+    pub fn root_token(&self) -> &str {
+        &self.root_token
+    }
+
+    /// Where the server's stdout and stderr go.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Runs the `bao` CLI against this server as root and returns its output, whatever
+    /// the exit status.
+    pub fn bao(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", self.bin.display()))
+    }
+
+    /// Runs the `bao` CLI like [`OpenBao::bao`], panics (with its stderr) unless it
+    /// succeeds, and returns its stdout, trimmed.
+    pub fn bao_ok(&self, args: &[&str]) -> String {
+        let out = self.bao(args);
+        assert!(
+            out.status.success(),
+            "bao {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Writes a secret with the given string fields at `path` of the KV mount `mount`
+    /// (v1 or v2; on v2 this creates a new version). Panics when the CLI fails.
+    pub fn kv_put(&self, mount: &str, path: &str, fields: &[(&str, &str)]) {
+        let mount_arg = format!("-mount={mount}");
+        let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args = vec!["kv", "put", mount_arg.as_str(), path];
+        args.extend(pairs.iter().map(String::as_str));
+        self.bao_ok(&args);
+    }
+
+    /// A `bao` command with the server's address and root token in its environment (both
+    /// the `BAO_*` and the `VAULT_*` names), for callers that need more control.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .env("BAO_ADDR", self.addr())
+            .env("BAO_TOKEN", &self.root_token)
+            .env("VAULT_ADDR", self.addr())
+            .env("VAULT_TOKEN", &self.root_token)
+            // Keeps the CLI's token helper away from the developer's ~/.vault-token.
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Kills the server (SIGKILL), for outage tests. Requests then fail with
+    /// "connection refused" until [`OpenBao::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.stop();
+        }
+    }
+
+    /// Starts a fresh dev server on the same port with the same root token (stopping the
+    /// running one first, if any). Dev mode is in-memory: mounts, policies and secrets
+    /// made since [`OpenBao::start`] are gone, so callers re-seed.
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path().display()));
+        let log_err = log.try_clone().expect("clone the log file handle");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("server")
+            .arg("-dev")
+            .arg(format!("-dev-root-token-id={}", self.root_token))
+            .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
+            .arg("-dev-no-store-token")
+            .env("HOME", self.dir.path())
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_ADDR")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut child = ChildGuard::spawn("bao server -dev", &mut cmd)
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            if health_status(addr) == Some(200) {
+                break;
+            }
+            if let Some(status) = child.try_wait() {
+                panic!(
+                    "bao server exited with {status} before answering health checks; log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                child.stop();
+                panic!(
+                    "bao server did not answer {}/v1/sys/health within {START_TIMEOUT:?}; log:\n{}",
+                    self.addr(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+/// The HTTP status of `GET /v1/sys/health`, or `None` when nothing answers yet. A bare
+/// HTTP/1.0 request keeps the test kit free of an HTTP client dependency.
+fn health_status(addr: SocketAddr) -> Option<u16> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream
+        .write_all(b"GET /v1/sys/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    // "HTTP/1.x NNN"
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn random_u64() -> u64 {
+    // RandomState is seeded from the OS per instance: enough randomness for a test token.
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// A directory removed (with its contents) on drop.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "secretsync-{prefix}-{}-{:016x}",
+            std::process::id(),
+            random_u64()
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_seeds_stops_and_starts_again() {
+        let Some(mut bao) = OpenBao::start() else {
+            return;
+        };
+        assert!(bao.addr().starts_with("http://127.0.0.1:"));
+        bao.kv_put("secret", "app/db", &[("password", "p4ss")]);
+        let got = bao.bao_ok(&["kv", "get", "-mount=secret", "-field=password", "app/db"]);
+        assert_eq!(got, "p4ss");
+
+        bao.stop();
+        assert!(!bao.is_running());
+        assert_eq!(
+            health_status(SocketAddr::from(([127, 0, 0, 1], bao.port()))),
+            None
+        );
+        assert!(
+            !bao.bao(&["kv", "get", "-mount=secret", "app/db"])
+                .status
+                .success()
+        );
+
+        bao.start_again();
+        assert!(bao.is_running());
+        // In-memory: the secret is gone, the root token still works.
+        let out = bao.bao(&["kv", "get", "-mount=secret", "app/db"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("No value found"));
+        bao.kv_put("secret", "app/db", &[("password", "again")]);
+        let log = bao.log_path();
+        drop(bao);
+        assert!(!log.exists(), "the temporary directory is removed on drop");
+    }
+}
