@@ -65,6 +65,20 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let query = parse_query(parts.uri.query());
+    // Only JSON (and YAML for apply) bodies are understood; clients that prefer protobuf or
+    // CBOR fall back to JSON on 415, as they do with aggregated servers that lack them.
+    if let Some(ct) = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        && !bytes.is_empty()
+        && (ct.contains("protobuf") || ct.contains("cbor"))
+    {
+        return ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+        ))
+        .into_response();
+    }
     match route(
         &st,
         &parts.method,

@@ -5,5 +5,7 @@ mod common;
 mod controller;
 mod crds;
 mod crud;
+mod kubectl;
+mod lifecycle;
 mod patches;
 mod watches;

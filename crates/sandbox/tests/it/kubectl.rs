@@ -1,0 +1,352 @@
+//! Real kubectl against the sandbox.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use secretsync_sandbox::Sandbox;
+
+pub const CRD_YAML: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.io
+spec:
+  group: example.io
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget, shortNames: [gd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, minimum: 1}
+          status:
+            type: object
+            properties:
+              phase: {type: string}
+              conditions:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    type: {type: string}
+                    status: {type: string}
+";
+
+fn gadget_yaml(size: u32) -> String {
+    format!(
+        "apiVersion: example.io/v1\nkind: Gadget\nmetadata:\n  name: g1\nspec:\n  size: {size}\n"
+    )
+}
+
+pub struct Kubectl {
+    bin: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    pub fn new(sb: &Sandbox) -> Option<Self> {
+        let bin = secretsync_testkit::require_tool("kubectl")?;
+        Some(Self {
+            bin,
+            kubeconfig: sb.kubeconfig_path().to_path_buf(),
+        })
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut child = self.command(args).spawn().expect("spawn kubectl");
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            pipe.write_all(s.as_bytes()).await.unwrap();
+        }
+        drop(pipe);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl finishes within 60s")
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let o = self.run(args, stdin).await;
+        assert!(o.ok, "kubectl {args:?} failed:\n{}\n{}", o.stdout, o.stderr);
+        o.stdout
+    }
+}
+
+#[tokio::test]
+async fn kubectl_applies_crds_and_custom_resources_client_and_server_side() {
+    let sb = Sandbox::start().await.unwrap();
+    let Some(k) = Kubectl::new(&sb) else { return };
+    assert!(
+        k.ok(&["apply", "-f", "-"], Some(CRD_YAML))
+            .await
+            .contains("created")
+    );
+    assert!(
+        k.ok(&["apply", "-f", "-"], Some(&gadget_yaml(2)))
+            .await
+            .contains("gadget.example.io/g1 created")
+    );
+    assert!(
+        k.ok(&["apply", "-f", "-"], Some(&gadget_yaml(2)))
+            .await
+            .contains("unchanged")
+    );
+    assert!(
+        k.ok(&["apply", "-f", "-"], Some(&gadget_yaml(3)))
+            .await
+            .contains("configured")
+    );
+    let yaml = k.ok(&["get", "gd", "g1", "-o", "yaml"], None).await;
+    assert!(yaml.contains("size: 3"), "{yaml}");
+    assert!(
+        yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
+        "{yaml}"
+    );
+    let names = k.ok(&["get", "gd", "-o", "name"], None).await;
+    assert_eq!(names.trim(), "gadget.example.io/g1");
+
+    // Server-side validation is used (kubectl sends fieldValidation=Strict).
+    let bad = k.run(&["apply", "-f", "-"], Some("apiVersion: example.io/v1\nkind: Gadget\nmetadata: {name: g2}\nspec: {size: 1, bogus: 1}\n")).await;
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.contains("unknown field \"spec.bogus\""),
+        "{}",
+        bad.stderr
+    );
+    let invalid = k
+        .run(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: example.io/v1\nkind: Gadget\nmetadata: {name: g3}\nspec: {size: 0}\n",
+            ),
+        )
+        .await;
+    assert!(
+        invalid.stderr.contains("spec.size: Invalid value: 0"),
+        "{}",
+        invalid.stderr
+    );
+
+    let ssa = k
+        .ok(
+            &["apply", "--server-side", "-f", "-"],
+            Some(
+                "apiVersion: example.io/v1\nkind: Gadget\nmetadata: {name: g4}\nspec: {size: 4}\n",
+            ),
+        )
+        .await;
+    assert!(ssa.contains("serverside-applied"), "{ssa}");
+    let got = k
+        .ok(
+            &["get", "gadget", "g4", "-o", "jsonpath={.spec.size}"],
+            None,
+        )
+        .await;
+    assert_eq!(got, "4");
+
+    // Built-in kinds through client-side apply (strategic merge patch on update).
+    let cm = |v: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  key: {v}\n")
+    };
+    k.ok(&["apply", "-f", "-"], Some(&cm("one"))).await;
+    assert!(
+        k.ok(&["apply", "-f", "-"], Some(&cm("two")))
+            .await
+            .contains("configured")
+    );
+    assert_eq!(
+        k.ok(&["get", "cm", "app", "-o", "jsonpath={.data.key}"], None)
+            .await,
+        "two"
+    );
+
+    assert!(
+        k.ok(&["delete", "gd", "g1"], None)
+            .await
+            .contains("deleted")
+    );
+    let gone = k.run(&["get", "gd", "g1"], None).await;
+    assert!(
+        !gone.ok && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_patches_waits_and_watches() {
+    let sb = Sandbox::start().await.unwrap();
+    let Some(k) = Kubectl::new(&sb) else { return };
+    k.ok(&["apply", "-f", "-"], Some(CRD_YAML)).await;
+    k.ok(&["apply", "-f", "-"], Some(&gadget_yaml(1))).await;
+    k.ok(
+        &[
+            "patch",
+            "gd",
+            "g1",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"size":5}}"#,
+        ],
+        None,
+    )
+    .await;
+    k.ok(
+        &[
+            "patch",
+            "gd",
+            "g1",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/size","value":6}]"#,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        k.ok(&["get", "gd", "g1", "-o", "jsonpath={.spec.size}"], None)
+            .await,
+        "6"
+    );
+
+    k.ok(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sm}\ndata: {a: '1'}\n"),
+    )
+    .await;
+    k.ok(
+        &[
+            "patch",
+            "configmap",
+            "sm",
+            "--type",
+            "strategic",
+            "-p",
+            r#"{"data":{"b":"2"}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        k.ok(
+            &["get", "cm", "sm", "-o", "jsonpath={.data.a}{.data.b}"],
+            None
+        )
+        .await,
+        "12"
+    );
+
+    // wait: start waiting, then make the condition true.
+    let mut waiter = k
+        .command(&["wait", "--for=condition=Ready", "gd/g1", "--timeout=30s"])
+        .spawn()
+        .unwrap();
+    let mut jsonpath_waiter = k
+        .command(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Done",
+            "gd/g1",
+            "--timeout=30s",
+        ])
+        .spawn()
+        .unwrap();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        sb.client(),
+        "default",
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("example.io", "v1", "Gadget"),
+            "gadgets",
+        ),
+    );
+    api.patch_status("g1", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Done", "conditions": [{"type": "Ready", "status": "True"}]}})))
+        .await
+        .unwrap();
+    let st = tokio::time::timeout(Duration::from_secs(30), waiter.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "kubectl wait --for=condition=Ready");
+    let st = tokio::time::timeout(Duration::from_secs(30), jsonpath_waiter.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "kubectl wait --for=jsonpath");
+
+    // get -w shows a later change.
+    let mut w = k
+        .command(&[
+            "get",
+            "cm",
+            "-w",
+            "-o",
+            "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(w.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "sm=1");
+    let cms: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    cms.patch(
+        "sm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a": "changed"}})),
+    )
+    .await
+    .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l == "sm=changed" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(seen);
+    w.kill().await.unwrap();
+    sb.shutdown().await;
+}
