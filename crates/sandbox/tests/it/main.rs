@@ -8,4 +8,5 @@ mod crud;
 mod kubectl;
 mod lifecycle;
 mod patches;
+mod sim;
 mod watches;
