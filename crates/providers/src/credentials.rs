@@ -1,12 +1,14 @@
-//! Reading credentials from Kubernetes Secrets named by a store.
+//! Reading credentials from Kubernetes: Secrets named by a store, ServiceAccount tokens.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
-use secretsync_api::SecretKeySelector;
+use kube::api::PostParams;
+use secretsync_api::{SecretKeySelector, ServiceAccountRef};
 
+use crate::ConnectContext;
 use crate::error::{ProviderError, Result};
 use crate::value::SecretString;
-use crate::ConnectContext;
 
 /// The namespace a reference resolves in: the store's own for a SecretStore, the
 /// reference's for a ClusterSecretStore.
@@ -65,5 +67,62 @@ pub(crate) async fn read_key(
             selector.name, selector.key
         ))
     })?;
-    Ok(SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned()))
+    Ok(SecretString::from(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+/// How long a requested ServiceAccount token lives: the API server's minimum. It is used
+/// once, to log in, so it never needs to outlive that.
+const SERVICE_ACCOUNT_TOKEN_SECONDS: i64 = 600;
+
+/// A short-lived token for the ServiceAccount `account` (TokenRequest API), for
+/// `audiences` (empty: the API server's own).
+pub(crate) async fn service_account_token(
+    ctx: &ConnectContext,
+    account: &ServiceAccountRef,
+    audiences: &[String],
+    field: &str,
+) -> Result<SecretString> {
+    let namespace = namespace_for(ctx, account.namespace.as_deref(), field)?;
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audiences.to_vec(),
+            expiration_seconds: Some(SERVICE_ACCOUNT_TOKEN_SECONDS),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    let name = &account.name;
+    match api
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+    {
+        Ok(response) => response
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from)
+            .ok_or_else(|| {
+                ProviderError::AuthFailed(format!(
+                    "the TokenRequest for ServiceAccount {namespace}/{name} ({field}) returned no token"
+                ))
+            }),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            Err(ProviderError::AuthFailed(format!(
+                "ServiceAccount {namespace}/{name} ({field}) not found"
+            )))
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            Err(ProviderError::AuthFailed(format!(
+                "the operator may not request tokens for ServiceAccount {namespace}/{name} \
+                 ({field}): {}",
+                status.message
+            )))
+        }
+        Err(e) => Err(ProviderError::Unavailable(format!(
+            "requesting a token for ServiceAccount {namespace}/{name}: {e}"
+        ))),
+    }
 }
