@@ -139,6 +139,8 @@ async fn route(
                 &discovery::openapi_v3_doc(&core.registry, &gv).ok_or_else(not_found_path)?
             ))
         }
+        [".well-known", "openid-configuration"] => Ok(ok(&tokens::openid_configuration(&st.url))),
+        ["openid", "v1", "jwks"] => Ok(ok(&core.signer.jwks())),
         ["sandbox", "stats"] => Ok(ok(
             &serde_json::to_value(core.stats.snapshot()).unwrap_or_default()
         )),

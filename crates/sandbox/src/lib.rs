@@ -51,6 +51,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 pub use stats::{StatKey, Stats};
+pub use tokens::PLACEHOLDER_CA_PEM;
 
 use api::Core;
 use store::{Key, Precondition};

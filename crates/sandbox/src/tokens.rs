@@ -1,16 +1,27 @@
-//! ServiceAccount tokens (TokenRequest) and their review (TokenReview), HS256-signed.
+//! ServiceAccount tokens (TokenRequest) and their review (TokenReview), ES256-signed with a
+//! per-server P-256 key (published at `/openid/v1/jwks`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
-use rand::Rng;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// A self-signed CA certificate (its key was discarded) for clients that insist on a CA
+/// even though the sandbox serves plain HTTP, e.g. OpenBao's Kubernetes auth method with
+/// `disable_local_ca_jwt=true` requires `kubernetes_ca_cert`.
+pub const PLACEHOLDER_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBjjCCATWgAwIBAgIULArQLsWvR9f7bDyU85oHNor6WdMwCgYIKoZIzj0EAwIw\nHDEaMBgGA1UEAwwRc2FuZGJveC11bnVzZWQtY2EwIBcNMjYxMTIzMDUzMjMxWhgP\nMjEyNjEwMzAwNTMyMzFaMBwxGjAYBgNVBAMMEXNhbmRib3gtdW51c2VkLWNhMFkw\nEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE+U8KqtQwTes6/Dj46/+ktN+uizAHNej3\nejFpjL1wVIjEcSyXJwWU+xiPcEUuvIJtQPh5gS3wZGXuwCib8eW/WqNTMFEwHQYD\nVR0OBBYEFKFSsFh1Gqlyw8qdzS6UjD0Eo242MB8GA1UdIwQYMBaAFKFSsFh1Gqly\nw8qdzS6UjD0Eo242MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIg\nQ0vW287ixhr8nr5DiFE4xGPJeDC7yfrxEFOjN4OybgUCIFMsPB8QYXCaQAqkQGrU\nzpnNBKEpfhQ94n4P11gXSbQo\n-----END CERTIFICATE-----\n";
+
 pub struct Signer {
-    key: [u8; 32],
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+    kid: String,
 }
 
 impl Default for Signer {
@@ -21,22 +32,34 @@ impl Default for Signer {
 
 impl Signer {
     pub fn new() -> Self {
-        Self {
-            key: rand::rng().random(),
-        }
-    }
-
-    fn mac(&self, data: &[u8]) -> Vec<u8> {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("P-256 key generation");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("a freshly generated key parses");
+        let kid = B64.encode(&Sha256::digest(key.public_key().as_ref())[..16]);
+        Self { key, rng, kid }
     }
 
     pub fn sign(&self, claims: &Value) -> String {
-        let header = B64.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
+        let header = B64.encode(json!({"alg": "ES256", "typ": "JWT", "kid": self.kid}).to_string());
         let payload = B64.encode(claims.to_string());
-        let sig = B64.encode(self.mac(format!("{header}.{payload}").as_bytes()));
-        format!("{header}.{payload}.{sig}")
+        let signing_input = format!("{header}.{payload}");
+        let sig = self
+            .key
+            .sign(&self.rng, signing_input.as_bytes())
+            .expect("ECDSA signing");
+        format!("{signing_input}.{}", B64.encode(sig.as_ref()))
+    }
+
+    /// The public key as a JWK Set, as kube-apiserver serves at `/openid/v1/jwks`.
+    pub fn jwks(&self) -> Value {
+        // Uncompressed point: 0x04 || x || y.
+        let pk = self.key.public_key().as_ref();
+        json!({"keys": [{
+            "use": "sig", "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": self.kid,
+            "x": B64.encode(&pk[1..33]), "y": B64.encode(&pk[33..65]),
+        }]})
     }
 
     /// The claims of a token this signer issued, if the signature holds and it is in date.
@@ -48,9 +71,8 @@ impl Signer {
         let sig = B64
             .decode(parts[2])
             .map_err(|_| "token signature is malformed")?;
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        m.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-        m.verify_slice(&sig)
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
+            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
             .map_err(|_| "invalid bearer token, token signature is invalid")?;
         let claims: Value = serde_json::from_slice(
             &B64.decode(parts[1])
@@ -73,6 +95,17 @@ impl Signer {
         }
         Ok(claims)
     }
+}
+
+/// `/.well-known/openid-configuration` for the service account issuer.
+pub fn openid_configuration(url: &str) -> Value {
+    json!({
+        "issuer": ISSUER,
+        "jwks_uri": format!("{url}/openid/v1/jwks"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    })
 }
 
 /// The TokenRequest response for a service account.

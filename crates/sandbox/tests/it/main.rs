@@ -9,4 +9,5 @@ mod kubectl;
 mod lifecycle;
 mod patches;
 mod sim;
+mod tokens;
 mod watches;
