@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
-use secretsync_api::{AppRoleAuth, SecretKeySelector, VaultAuth, VaultProvider};
+use secretsync_api::{
+    AppRoleAuth, KubernetesAuth, SecretKeySelector, ServiceAccountRef, VaultAuth, VaultProvider,
+};
 use secretsync_providers::vault::Vault;
 use secretsync_providers::{ConnectContext, ProviderError};
 use secretsync_sandbox::Sandbox;
@@ -204,4 +206,94 @@ async fn reference_namespaces_follow_the_store_kind() {
     Vault::connect(&with_ref(None), &store(Some("default")))
         .await
         .unwrap();
+}
+
+/// OpenBao's kubernetes auth at `auth/kubernetes`, checking tokens with the sandbox's
+/// TokenReview; role `syncer` admits ServiceAccount default/syncer for audience `openbao`.
+fn seed_kubernetes_auth(bao: &OpenBao, sandbox: &Sandbox) {
+    bao.bao_ok(&["auth", "enable", "kubernetes"]);
+    bao.bao_ok(&[
+        "write",
+        "auth/kubernetes/config",
+        &format!("kubernetes_host={}", sandbox.url()),
+        "disable_local_ca_jwt=true",
+        &format!(
+            "kubernetes_ca_cert={}",
+            secretsync_sandbox::PLACEHOLDER_CA_PEM
+        ),
+    ]);
+    bao.bao_ok(&[
+        "write",
+        "auth/kubernetes/role/syncer",
+        "bound_service_account_names=syncer",
+        "bound_service_account_namespaces=default",
+        "audience=openbao",
+        "token_policies=read-app",
+    ]);
+}
+
+fn kubernetes_auth(account: &str) -> VaultAuth {
+    VaultAuth::Kubernetes(KubernetesAuth {
+        mount_path: None,
+        role: "syncer".into(),
+        service_account_ref: ServiceAccountRef {
+            name: account.into(),
+            namespace: None,
+        },
+        audiences: Some(vec!["openbao".into()]),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_auth_logs_in_with_a_requested_service_account_token() {
+    let Some(bao) = OpenBao::start() else { return };
+    let sandbox = Sandbox::start().await.unwrap();
+    bao.kv_put("secret", "app/db", &[("password", CANARY)]);
+    seed_policy(&bao);
+    seed_kubernetes_auth(&bao, &sandbox);
+    let accounts: Api<ServiceAccount> = Api::namespaced(sandbox.client(), "default");
+    for name in ["syncer", "intruder"] {
+        let account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+    }
+    let ctx = ConnectContext {
+        client: sandbox.client(),
+        store_namespace: Some("default".into()),
+    };
+
+    let vault = Vault::connect(&spec(&bao, kubernetes_auth("syncer")), &ctx)
+        .await
+        .unwrap();
+    let value = vault.fetch("app/db", None).await.unwrap();
+    assert_eq!(value.version.as_deref(), Some("1"));
+    vault.check().await.unwrap();
+    assert_eq!(vault.logins(), 1);
+
+    // A ServiceAccount the role does not admit: Vault rejects the login.
+    let intruder = Vault::connect(&spec(&bao, kubernetes_auth("intruder")), &ctx)
+        .await
+        .unwrap();
+    let err = intruder.fetch("app/db", None).await.unwrap_err();
+    assert!(matches!(err, ProviderError::AuthFailed(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("auth/kubernetes/login"), "{text}");
+    assert!(text.contains("default/intruder"), "{text}");
+    assert!(!text.contains(CANARY));
+
+    // No such ServiceAccount: the TokenRequest fails before Vault is asked.
+    let missing = Vault::connect(&spec(&bao, kubernetes_auth("nobody")), &ctx)
+        .await
+        .unwrap();
+    let err = missing.fetch("app/db", None).await.unwrap_err();
+    assert!(matches!(err, ProviderError::AuthFailed(_)), "{err}");
+    assert!(err.to_string().contains("default/nobody"), "{err}");
 }
