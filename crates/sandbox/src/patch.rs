@@ -31,8 +31,32 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
 }
 
 pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), ApiError> {
-    let p: json_patch::Patch = serde_json::from_slice(body)
+    let mut p: json_patch::Patch = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    // kube-apiserver (evanphx/json-patch) treats a missing path as null in a `test`
+    // operation; kube-runtime's finalizer helper relies on it (`test /metadata/finalizers
+    // null` before adding the first finalizer). The json-patch crate would fail, so such
+    // tests are checked here and dropped.
+    let mut failed_null_test = None;
+    p.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(t) if t.value.is_null() => {
+            let found = doc.pointer(t.path.as_str());
+            if found.is_some_and(|v| !v.is_null()) {
+                failed_null_test.get_or_insert_with(|| t.path.to_string());
+            }
+            false
+        }
+        _ => true,
+    });
+    if let Some(path) = failed_null_test {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "the server rejected our request due to an error in our request: testing value {path} failed: test failed"
+            ),
+        ));
+    }
     json_patch::patch(doc, &p).map_err(|e| {
         ApiError::new(
             422,
@@ -194,5 +218,24 @@ mod tests {
             &json!({"spec": {"volumes": [{"$patch": "replace"}, {"name": "c"}]}}),
         );
         assert_eq!(doc, json!({"spec": {"volumes": [{"name": "c"}]}}));
+    }
+}
+
+#[cfg(test)]
+mod null_test_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn test_null_matches_a_missing_path_like_kube_apiserver() {
+        let mut doc = json!({"metadata": {"name": "a"}});
+        let body = br#"[{"op":"test","path":"/metadata/finalizers","value":null},
+                        {"op":"add","path":"/metadata/finalizers","value":["f"]}]"#;
+        json_patch(&mut doc, body).unwrap();
+        assert_eq!(doc["metadata"]["finalizers"], json!(["f"]));
+        // now the path exists, so the same test fails and nothing changes
+        let err = json_patch(&mut doc, body).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert_eq!(doc["metadata"]["finalizers"], json!(["f"]));
     }
 }
