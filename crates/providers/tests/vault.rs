@@ -498,3 +498,29 @@ async fn bad_configuration_is_refused_up_front() {
         ..base.clone()
     });
 }
+
+#[tokio::test]
+async fn https_servers_are_trusted_through_the_ca_bundle_only() {
+    use base64::Engine as _;
+    let Some(bao) = OpenBao::start_tls() else {
+        return;
+    };
+    bao.kv_put("secret", "app/db", &[("password", CANARY)]);
+    let bundle = base64::engine::general_purpose::STANDARD.encode(bao.ca_pem().unwrap());
+    let trusted = with_token(
+        &VaultProvider {
+            ca_bundle: Some(bundle),
+            ..spec(&bao, token_auth())
+        },
+        bao.root_token(),
+    );
+    let value = trusted.fetch("app/db", None).await.unwrap();
+    assert_eq!(json(&value), serde_json::json!({"password": CANARY}));
+
+    // Without the bundle the generated CA is unknown: the TLS handshake fails.
+    let untrusted = root_vault(&bao);
+    let err = untrusted.fetch("app/db", None).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains(&bao.addr()), "{err}");
+    assert_clean(&err, &[bao.root_token()]);
+}

@@ -34,6 +34,8 @@ pub struct OpenBao {
     bin: PathBuf,
     port: u16,
     root_token: String,
+    /// Serving HTTPS with a generated CA (`-dev-tls`).
+    tls: bool,
     dir: TempDir,
 }
 
@@ -45,21 +47,47 @@ impl OpenBao {
     /// should return early); panics when `bao` is missing otherwise, or when the server
     /// does not come up (with its log).
     pub fn start() -> Option<OpenBao> {
+        Self::start_with(false)
+    }
+
+    /// Like [`OpenBao::start`], but serving HTTPS (`-dev-tls`) with a certificate from a
+    /// generated CA, whose PEM [`OpenBao::ca_pem`] returns. The CLI helpers trust it.
+    pub fn start_tls() -> Option<OpenBao> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<OpenBao> {
         let bin = require_tool("bao")?;
         let mut bao = OpenBao {
             child: None,
             bin,
             port: free_port(),
             root_token: format!("root-{:016x}{:016x}", random_u64(), random_u64()),
+            tls,
             dir: TempDir::new("openbao"),
         };
         bao.spawn();
         Some(bao)
     }
 
-    /// `http://127.0.0.1:PORT`, the address clients use (`BAO_ADDR`).
+    /// `http://127.0.0.1:PORT` (`https://` after [`OpenBao::start_tls`]), the address
+    /// clients use (`BAO_ADDR`).
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM of the CA that signed the server's certificate (`None` without TLS). A
+    /// restart generates a new one.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.tls.then(|| {
+            std::fs::read_to_string(self.ca_path())
+                .unwrap_or_else(|e| panic!("read {}: {e}", self.ca_path().display()))
+        })
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("tls").join("vault-ca.pem")
     }
 
     pub fn port(&self) -> u16 {
@@ -119,6 +147,10 @@ impl OpenBao {
             // Keeps the CLI's token helper away from the developer's ~/.vault-token.
             .env("HOME", self.dir.path())
             .stdin(Stdio::null());
+        if self.tls {
+            cmd.env("BAO_CACERT", self.ca_path())
+                .env("VAULT_CACERT", self.ca_path());
+        }
         cmd
     }
 
@@ -161,13 +193,22 @@ impl OpenBao {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        if self.tls {
+            let certs = self.dir.path().join("tls");
+            // A restart makes a new CA; the old files must not pass for the new ones.
+            let _ = std::fs::remove_dir_all(&certs);
+            std::fs::create_dir_all(&certs)
+                .unwrap_or_else(|e| panic!("create {}: {e}", certs.display()));
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", certs.display()));
+        }
         let mut child = ChildGuard::spawn("bao server -dev", &mut cmd)
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
 
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         loop {
-            if health_status(addr) == Some(200) {
+            if self.healthy(addr) {
                 break;
             }
             if let Some(status) = child.try_wait() {
@@ -187,6 +228,20 @@ impl OpenBao {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.child = Some(child);
+    }
+
+    fn healthy(&self, addr: SocketAddr) -> bool {
+        if !self.tls {
+            return health_status(addr) == Some(200);
+        }
+        // Over TLS the CLI does the handshake: `bao status` exits 0 once unsealed.
+        self.ca_path().is_file()
+            && self
+                .command(&["status"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
     }
 
     fn log(&self) -> String {
@@ -284,5 +339,15 @@ mod tests {
         let log = bao.log_path();
         drop(bao);
         assert!(!log.exists(), "the temporary directory is removed on drop");
+    }
+
+    #[test]
+    fn serves_tls_with_a_generated_ca() {
+        let Some(bao) = OpenBao::start_tls() else {
+            return;
+        };
+        assert!(bao.addr().starts_with("https://127.0.0.1:"));
+        assert!(bao.ca_pem().unwrap().contains("BEGIN CERTIFICATE"));
+        bao.kv_put("secret", "app/db", &[("password", "p4ss")]);
     }
 }
