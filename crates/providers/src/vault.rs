@@ -2,9 +2,9 @@
 //! AppRole or a Kubernetes ServiceAccount.
 //!
 //! The Vault protocol (this module) is kept apart from where the secret half of a login
-//! comes from ([`Credentials`]): in the operator, a Secret or a ServiceAccount token read
-//! through the Kubernetes API at each login; in tests and tools, a value given directly
-//! ([`Vault::with_static_credential`]).
+//! comes from (the private `Credentials`): in the operator, a Secret or a ServiceAccount
+//! token read through the Kubernetes API at each login; in tests and tools, a value given
+//! directly ([`Vault::with_static_credential`]).
 //!
 //! A `Vault` logs in lazily, keeps its token until about two thirds of its TTL, then renews
 //! it (or logs in again), one login at a time however many fetches are waiting. A 403 on a
