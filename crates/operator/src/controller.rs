@@ -1,0 +1,226 @@
+//! Wiring: watches, caches and the kube-runtime `Controller`.
+//!
+//! Four watches feed the controller:
+//! - SecretSyncs (the controller's own reflector);
+//! - managed Secrets, metadata only, into the [`VersionIndex`]; each change wakes the owner;
+//! - SecretStores and ClusterSecretStores (reflectors); a change wakes every SecretSync that
+//!   uses the store.
+
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, StoreKind, labels};
+use tracing::{info, warn};
+
+use crate::context::{Config, Context};
+use crate::index::VersionIndex;
+use crate::metrics::Metrics;
+use crate::reconcile::{error_policy, reconcile};
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Watch only this namespace (SecretSyncs, SecretStores, Secrets); all when `None`.
+    pub namespace: Option<String>,
+    /// SecretSyncs reconciled at once.
+    pub concurrency: u16,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 16,
+        }
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the operator until `shutdown` resolves, counting its work in `metrics`.
+pub async fn run(
+    client: Client,
+    config: Config,
+    options: RunOptions,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (wake_tx, wake_rx) = mpsc::unbounded::<ObjectRef<SecretSync>>();
+
+    // Managed Secrets → version index, waking owners.
+    let index = Arc::new(VersionIndex::default());
+    let (index_ready_tx, index_ready_rx) = tokio::sync::oneshot::channel();
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &options.namespace);
+    let secret_watch = watcher(
+        secrets,
+        watcher::Config::default().labels(&labels::managed_selector()),
+    )
+    .default_backoff();
+    tokio::spawn(feed_index(
+        secret_watch,
+        index.clone(),
+        wake_tx.clone(),
+        index_ready_tx,
+    ));
+
+    // Stores → reflectors, waking the SecretSyncs that use them.
+    let (stores, stores_writer) = reflector::store::<SecretStore>();
+    let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
+    let store_watch = reflector::reflector(
+        stores_writer,
+        watcher(
+            scoped::<SecretStore>(&client, &options.namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+    let cluster_watch = reflector::reflector(
+        cluster_writer,
+        watcher(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+
+    let controller = Controller::new(
+        scoped::<SecretSync>(&client, &options.namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(controller::Config::default().concurrency(options.concurrency));
+    let syncs = controller.store();
+    tokio::spawn(wake_store_users(
+        store_watch,
+        StoreKind::SecretStore,
+        syncs.clone(),
+        wake_tx.clone(),
+    ));
+    tokio::spawn(wake_store_users(
+        cluster_watch,
+        StoreKind::ClusterSecretStore,
+        syncs.clone(),
+        wake_tx,
+    ));
+
+    // Reconciling before the caches are filled would see no versions and no stores.
+    let _ = index_ready_rx.await;
+    let _ = stores.wait_until_ready().await;
+    let _ = cluster_stores.wait_until_ready().await;
+    info!(
+        secrets = index.len(),
+        "caches ready; starting the controller"
+    );
+
+    let ctx = Arc::new(Context::new(
+        client,
+        config,
+        index,
+        metrics,
+        syncs,
+        stores,
+        cluster_stores,
+    ));
+    controller
+        .reconcile_on(wake_rx)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::trace!(sync = %obj, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(e, obj)) => {
+                    tracing::debug!(sync = %obj, reason = %e.reason(), "reconcile failed")
+                }
+                Err(e) => warn!(error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+async fn feed_index(
+    events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>>,
+    index: Arc<VersionIndex>,
+    wake: mpsc::UnboundedSender<ObjectRef<SecretSync>>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let owner = |secret: &PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace()?;
+            let owner = secret
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true) && o.kind == "SecretSync")?;
+            Some(ObjectRef::<SecretSync>::new(&owner.name).within(&namespace))
+        };
+        match event {
+            Ok(watcher::Event::Apply(secret)) => {
+                index.apply(&secret);
+                if let Some(o) = owner(&secret) {
+                    let _ = wake.unbounded_send(o);
+                }
+            }
+            Ok(watcher::Event::Delete(secret)) => {
+                index.delete(&secret);
+                if let Some(o) = owner(&secret) {
+                    let _ = wake.unbounded_send(o);
+                }
+            }
+            Ok(watcher::Event::Init) => index.relist_start(),
+            Ok(watcher::Event::InitApply(secret)) => index.relist_apply(secret),
+            Ok(watcher::Event::InitDone) => {
+                index.relist_done();
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            }
+            Err(e) => warn!(error = %e, "watching managed Secrets"),
+        }
+    }
+}
+
+/// Wakes every SecretSync that references a changed store.
+async fn wake_store_users<S: Resource<DynamicType = ()>>(
+    changes: impl Stream<Item = Result<S, watcher::Error>>,
+    kind: StoreKind,
+    syncs: Store<SecretSync>,
+    wake: mpsc::UnboundedSender<ObjectRef<SecretSync>>,
+) {
+    let mut changes = std::pin::pin!(changes);
+    while let Some(change) = changes.next().await {
+        let store = match change {
+            Ok(store) => store,
+            Err(e) => {
+                warn!(error = %e, kind = kind.as_str(), "watching stores");
+                continue;
+            }
+        };
+        let name = store.name_any();
+        let namespace = store.namespace();
+        for sync in syncs.state() {
+            let uses = sync.spec.store_kind() == kind
+                && sync.spec.store_ref.name == name
+                && (kind == StoreKind::ClusterSecretStore || sync.namespace() == namespace);
+            if uses {
+                let _ = wake.unbounded_send(ObjectRef::from_obj(&*sync));
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! An in-memory index of the versioned Secrets the operator manages, built from a
+//! metadata-only watch (Secret bodies are never cached). It answers "which versions does
+//! this SecretSync have" and "who owns `<base>-v<N>` names in this namespace" without an API
+//! call, so a steady-state reconcile reads nothing from the API server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::PartialObjectMeta;
+use secretsync_api::labels;
+
+/// What the operator needs to know of one version, read from its labels and annotations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionMeta {
+    pub version: i64,
+    pub secret_name: String,
+    pub content_hash: Option<String>,
+    pub spec_version: i64,
+    pub created_at: Option<Time>,
+    pub source_versions: Option<BTreeMap<String, String>>,
+}
+
+impl VersionMeta {
+    /// Reads a managed Secret's metadata; `None` when it is not one of ours (no controller
+    /// owner of kind SecretSync, or no version label).
+    pub fn from_secret(meta: &kube::core::ObjectMeta) -> Option<(String, VersionMeta)> {
+        let owner = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "SecretSync")?;
+        let version: i64 = meta.labels.as_ref()?.get(labels::VERSION)?.parse().ok()?;
+        let annotations = meta.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+        Some((
+            owner.uid.clone(),
+            VersionMeta {
+                version,
+                secret_name: meta.name.clone()?,
+                content_hash: annotation(labels::CONTENT_HASH),
+                spec_version: annotation(labels::SPEC_VERSION)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                created_at: meta.creation_timestamp.clone(),
+                source_versions: annotation(labels::SOURCE_VERSIONS)
+                    .and_then(|v| serde_json::from_str(&v).ok()),
+            },
+        ))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// owner UID → version → meta
+    by_owner: HashMap<String, BTreeMap<i64, VersionMeta>>,
+    /// (namespace, Secret name) → owner UID, to find the owner of a name on delete and to
+    /// detect two SecretSyncs claiming one target name.
+    owner_of: HashMap<(String, String), String>,
+    /// Objects seen during a relist, swapped in when it completes.
+    relist: Option<Vec<PartialObjectMeta<Secret>>>,
+}
+
+/// See the module docs. Cheap to share (`Arc`); all methods take `&self`.
+#[derive(Default)]
+pub struct VersionIndex {
+    inner: Mutex<Inner>,
+}
+
+impl VersionIndex {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces a Secret; returns its owner UID when it is one of ours.
+    pub fn apply(&self, secret: &PartialObjectMeta<Secret>) -> Option<String> {
+        let mut inner = self.lock();
+        Self::apply_locked(&mut inner, secret)
+    }
+
+    fn apply_locked(inner: &mut Inner, secret: &PartialObjectMeta<Secret>) -> Option<String> {
+        let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+        let (owner, meta) = VersionMeta::from_secret(&secret.metadata)?;
+        inner
+            .owner_of
+            .insert((namespace, meta.secret_name.clone()), owner.clone());
+        inner
+            .by_owner
+            .entry(owner.clone())
+            .or_default()
+            .insert(meta.version, meta);
+        Some(owner)
+    }
+
+    /// Removes a Secret; returns its owner UID when it was one of ours.
+    pub fn delete(&self, secret: &PartialObjectMeta<Secret>) -> Option<String> {
+        let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+        let name = secret.metadata.name.clone()?;
+        let mut inner = self.lock();
+        let owner = inner.owner_of.remove(&(namespace, name.clone()))?;
+        if let Some(versions) = inner.by_owner.get_mut(&owner) {
+            versions.retain(|_, m| m.secret_name != name);
+            if versions.is_empty() {
+                inner.by_owner.remove(&owner);
+            }
+        }
+        Some(owner)
+    }
+
+    /// A relist began: collect objects until [`VersionIndex::relist_done`].
+    pub fn relist_start(&self) {
+        self.lock().relist = Some(Vec::new());
+    }
+
+    pub fn relist_apply(&self, secret: PartialObjectMeta<Secret>) {
+        if let Some(buffer) = self.lock().relist.as_mut() {
+            buffer.push(secret);
+        }
+    }
+
+    /// The relist completed: its objects replace the index (Secrets deleted while the watch
+    /// was down disappear).
+    pub fn relist_done(&self) {
+        let mut inner = self.lock();
+        let listed = inner.relist.take().unwrap_or_default();
+        inner.by_owner.clear();
+        inner.owner_of.clear();
+        for secret in &listed {
+            Self::apply_locked(&mut inner, secret);
+        }
+    }
+
+    /// The versions of one SecretSync (by UID), oldest first.
+    pub fn versions(&self, owner_uid: &str) -> BTreeMap<i64, VersionMeta> {
+        self.lock()
+            .by_owner
+            .get(owner_uid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The owner of a Secret name in a namespace, if it is a managed Secret.
+    pub fn owner_of(&self, namespace: &str, name: &str) -> Option<String> {
+        self.lock()
+            .owner_of
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Another owner of any `<base>-v<N>` Secret in `namespace`, if there is one.
+    pub fn other_owner_of_base(&self, namespace: &str, base: &str, uid: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .owner_of
+            .iter()
+            .find(|((ns, name), owner)| {
+                ns == namespace
+                    && owner.as_str() != uid
+                    && secretsync_api::naming::parse_versioned_name(base, name).is_some()
+            })
+            .map(|((_, name), _)| name.clone())
+    }
+
+    /// How many Secrets are indexed (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.lock().owner_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::core::{ObjectMeta, PartialObjectMetaExt};
+
+    fn secret(ns: &str, name: &str, owner: &str, version: i64) -> PartialObjectMeta<Secret> {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            labels: Some(
+                [(labels::VERSION.to_string(), version.to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+            annotations: Some(
+                [
+                    (
+                        labels::CONTENT_HASH.to_string(),
+                        format!("sha256:{version}"),
+                    ),
+                    (labels::SPEC_VERSION.to_string(), "2".to_string()),
+                    (
+                        labels::SOURCE_VERSIONS.to_string(),
+                        r#"{"app/db":"7"}"#.to_string(),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "secretsync.io/v1alpha1".into(),
+                kind: "SecretSync".into(),
+                name: "db".into(),
+                uid: owner.into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        }
+        .into_request_partial::<Secret>()
+    }
+
+    #[test]
+    fn indexes_versions_by_owner_and_forgets_deleted_ones() {
+        let index = VersionIndex::default();
+        assert_eq!(
+            index.apply(&secret("ns", "db-v1", "u1", 1)).as_deref(),
+            Some("u1")
+        );
+        index.apply(&secret("ns", "db-v2", "u1", 2));
+        let versions = index.versions("u1");
+        assert_eq!(versions.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(versions[&2].content_hash.as_deref(), Some("sha256:2"));
+        assert_eq!(versions[&2].spec_version, 2);
+        assert_eq!(
+            versions[&2].source_versions.as_ref().unwrap()["app/db"],
+            "7"
+        );
+        assert_eq!(
+            index.delete(&secret("ns", "db-v1", "u1", 1)).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            index.versions("u1").keys().copied().collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(index.owner_of("ns", "db-v2").as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn unowned_secrets_are_ignored() {
+        let index = VersionIndex::default();
+        let mut foreign = secret("ns", "db-v1", "u1", 1);
+        foreign.metadata.owner_references = None;
+        assert_eq!(index.apply(&foreign), None);
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn finds_other_owners_of_a_base_name() {
+        let index = VersionIndex::default();
+        index.apply(&secret("ns", "db-v1", "u1", 1));
+        assert_eq!(index.other_owner_of_base("ns", "db", "u1"), None);
+        assert_eq!(
+            index.other_owner_of_base("ns", "db", "u2").as_deref(),
+            Some("db-v1")
+        );
+        assert_eq!(index.other_owner_of_base("other", "db", "u2"), None);
+        assert_eq!(index.other_owner_of_base("ns", "d", "u2"), None);
+    }
+
+    #[test]
+    fn relist_replaces_the_index() {
+        let index = VersionIndex::default();
+        index.apply(&secret("ns", "db-v1", "u1", 1));
+        index.relist_start();
+        index.relist_apply(secret("ns", "db-v2", "u1", 2));
+        // until the relist completes, the old view is served
+        assert_eq!(index.versions("u1").len(), 1);
+        index.relist_done();
+        assert_eq!(
+            index.versions("u1").keys().copied().collect::<Vec<_>>(),
+            [2]
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The secretsync operator: reconciles `SecretSync` objects into immutable, version-suffixed
+//! Secrets. See `docs/api.md` for the guarantees; each module's docs say which it serves.
+
+pub mod context;
+pub mod controller;
+pub mod desired;
+pub mod error;
+pub mod index;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+pub mod telemetry;
+
+pub use context::Config;
+pub use controller::{RunOptions, run};

@@ -1,0 +1,534 @@
+//! The SecretSync reconciler: resolve store → fetch → build content (pure) → write a new
+//! version when needed → status. Each step is small; the decisions live in pure functions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMetaExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use secretsync_api::reason::{condition, event};
+use secretsync_api::validate::{check_spec_version, validate_spec};
+use secretsync_api::{
+    DeletionPolicy, Reason, SecretSync, SecretSyncStatus, labels, naming::versioned_name,
+};
+use secretsync_providers::{RemoteValue, SecretData, extract};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::context::{Context, ResolvedStore};
+use crate::desired::{Content, build_content, version_secret};
+use crate::error::{Error, Result, backoff_delay};
+use crate::index::VersionMeta;
+use crate::metrics::Metrics;
+use crate::status::{now, set_condition, version_list};
+
+/// Entry point for the controller: the finalizer wraps apply and cleanup.
+pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let api: Api<SecretSync> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, labels::FINALIZER, sync, |event| async {
+        match event {
+            FinalizerEvent::Apply(sync) => apply(sync, &ctx).await,
+            FinalizerEvent::Cleanup(sync) => cleanup(sync, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    Metrics::inc(&ctx.metrics.reconciles);
+    if result.is_err() {
+        Metrics::inc(&ctx.metrics.reconcile_errors);
+    }
+    result
+}
+
+/// Per-object capped exponential backoff; specs that cannot succeed wait for an edit.
+pub fn error_policy(sync: Arc<SecretSync>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempt = ctx.record_failure(&sync.uid().unwrap_or_default());
+    match backoff_delay(error.retry(), attempt) {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    }
+}
+
+/// What a successful pass decided.
+struct Done {
+    status: SecretSyncStatus,
+    requeue: Option<Duration>,
+    events: Vec<Event>,
+}
+
+async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
+    let previous = sync.status.clone().unwrap_or_default();
+    match sync_versions(&sync, ctx, &previous).await {
+        Ok(done) => {
+            ctx.record_success(&sync.uid().unwrap_or_default());
+            write_status(&sync, ctx, &previous, &done.status).await?;
+            for ev in &done.events {
+                publish(ctx, &sync, ev).await;
+            }
+            Ok(done
+                .requeue
+                .map(Action::requeue)
+                .unwrap_or_else(Action::await_change))
+        }
+        Err(error) => {
+            // status.observedGeneration stays: the spec was not handled, so the retry must
+            // fetch again. The conditions say which generation failed.
+            let mut status = previous.clone();
+            let generation = sync.metadata.generation;
+            let message = error.to_string();
+            for type_ in [condition::READY, condition::SYNCED] {
+                set_condition(
+                    &mut status.conditions,
+                    type_,
+                    false,
+                    error.reason(),
+                    message.clone(),
+                    generation,
+                );
+            }
+            warn!(reason = %error.reason(), error = %message, "sync failed");
+            // Status and event only when something changed: a retry of the same failure
+            // writes nothing.
+            if write_status(&sync, ctx, &previous, &status).await? {
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: event::SYNC_FAILED.into(),
+                    note: Some(crate::status::truncate(
+                        format!("{}: {message}", error.reason()),
+                        1024,
+                    )),
+                    action: "Sync".into(),
+                    secondary: None,
+                };
+                publish(ctx, &sync, &ev).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn sync_versions(
+    sync: &SecretSync,
+    ctx: &Context,
+    previous: &SecretSyncStatus,
+) -> Result<Done> {
+    let uid = sync.uid().unwrap_or_default();
+    let name = sync.name_any();
+    let spec = &sync.spec;
+    validate_spec(spec, &name).map_err(Error::InvalidSpec)?;
+    let base = spec.target_name(&name).to_owned();
+    check_target_conflict(sync, ctx, &base)?;
+
+    let mut existing = ctx.index.versions(&uid);
+    let newest = existing.values().next_back().cloned();
+    // The highest number ever used: Secrets, status (tombstones included) and our own
+    // recent writes. A number is never reused.
+    let highest_used = [
+        newest.as_ref().map(|m| m.version),
+        previous.current_version,
+        previous.versions.iter().map(|v| v.version).max(),
+        ctx.written.get(&uid),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
+
+    if let Some(newest) = &newest {
+        check_spec_version(spec.spec_version(), newest.spec_version)
+            .map_err(|e| Error::InvalidSpec(vec![e]))?;
+    }
+    if let Some(pin) = spec.pin_version {
+        if spec.is_revoked(pin) {
+            return Err(Error::PinnedVersionUnavailable {
+                version: pin,
+                why: "it is revoked",
+            });
+        }
+        if !existing.contains_key(&pin) {
+            return Err(Error::PinnedVersionUnavailable {
+                version: pin,
+                why: "its Secret does not exist (never made, or deleted)",
+            });
+        }
+    }
+
+    let rotate = newest
+        .as_ref()
+        .is_none_or(|n| spec.spec_version() > n.spec_version);
+    let spec_changed = sync.metadata.generation != previous.observed_generation;
+    let refresh_due = match (&previous.last_refresh_time, spec.refresh_interval()) {
+        (None, _) => true,
+        (Some(last), Some(interval)) => due_at(&uid, last, interval) <= jiff::Timestamp::now(),
+        (Some(_), None) => false,
+    };
+
+    let store_identity = ctx.store_identity(sync);
+    let store_changed = ctx.store_changed(&uid, store_identity.as_ref());
+
+    let mut status = previous.clone();
+    let mut events = Vec::new();
+    if rotate || spec_changed || refresh_due || store_changed {
+        let store = ctx.resolve_store(sync).await?;
+        let (fetched, sources) = fetch_all(&store, sync, &ctx.metrics).await?;
+        let content = build_content(sync, fetched, sources)?;
+        let changed = newest
+            .as_ref()
+            .is_none_or(|n| n.content_hash.as_deref() != Some(content.hash.as_str()));
+        if rotate || changed {
+            let made = create_version(sync, ctx, &base, highest_used + 1, &content).await?;
+            info!(secret = %made.secret_name, version = made.version, rotate, "version created");
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: event::VERSION_CREATED.into(),
+                note: Some(format!(
+                    "created {} from {} {:?}{}",
+                    made.secret_name,
+                    store.kind.as_str(),
+                    store.name,
+                    if rotate && !changed {
+                        " (rotation requested by spec.version)"
+                    } else {
+                        ""
+                    }
+                )),
+                action: "CreateVersion".into(),
+                secondary: None,
+            });
+            existing.insert(made.version, made);
+        } else {
+            debug!("backend content unchanged");
+        }
+        status.last_refresh_time = Some(now());
+        if let Some(identity) = store_identity {
+            ctx.record_store(&uid, identity);
+        }
+    }
+
+    let current = existing.keys().next_back().copied();
+    let active = spec.pin_version.or(current);
+    status.observed_generation = sync.metadata.generation;
+    status.current_version = current;
+    status.active_version = active;
+    status.active_secret_name =
+        active.and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()));
+    status.versions = version_list(&existing, &previous.versions, active, spec.revoked());
+    let active_name = status.active_secret_name.clone().unwrap_or_default();
+    let generation = sync.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        condition::SYNCED,
+        true,
+        Reason::Synced,
+        format!("{active_name} is up to date with {}", spec.store_ref.name),
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        true,
+        Reason::Synced,
+        format!("{active_name} active"),
+        generation,
+    );
+
+    let requeue = match (&status.last_refresh_time, spec.refresh_interval()) {
+        (Some(last), Some(interval)) => {
+            let wait = due_at(&uid, last, interval).duration_since(jiff::Timestamp::now());
+            Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+        }
+        _ => None,
+    };
+    Ok(Done {
+        status,
+        requeue,
+        events,
+    })
+}
+
+/// When the next refresh is due: `last + interval`, ±10% jitter. The jitter is derived from
+/// the object and the last refresh, not drawn at random, so a restarted operator computes
+/// the same due time and makes no early backend reads.
+fn due_at(
+    uid: &str,
+    last: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    interval: Duration,
+) -> jiff::Timestamp {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{uid}/{}", last.0.as_second()));
+    let unit = f64::from(u16::from_le_bytes([digest[0], digest[1]])) / f64::from(u16::MAX);
+    let factor = 0.9 + 0.2 * unit;
+    let jittered = interval.mul_f64(factor);
+    let span = jiff::SignedDuration::try_from(jittered).unwrap_or(jiff::SignedDuration::MAX);
+    last.0.checked_add(span).unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// Two SecretSyncs claiming one target name in a namespace: the older one keeps it.
+fn check_target_conflict(sync: &SecretSync, ctx: &Context, base: &str) -> Result<()> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let uid = sync.uid().unwrap_or_default();
+    if let Some(secret) = ctx.index.other_owner_of_base(&namespace, base, &uid) {
+        return Err(Error::TargetConflict(format!(
+            "Secret {secret} belongs to another SecretSync, so target name {base:?} is taken; choose another spec.target.name"
+        )));
+    }
+    let ours = (sync.creation_timestamp(), sync.name_any());
+    let older = ctx.syncs.state().into_iter().find(|other| {
+        other.namespace().as_deref() == Some(namespace.as_str())
+            && other.uid().as_deref() != Some(uid.as_str())
+            && other.meta().deletion_timestamp.is_none()
+            && other.spec.target_name(&other.name_any()) == base
+            && (other.creation_timestamp(), other.name_any()) < ours
+    });
+    match older {
+        Some(other) => Err(Error::TargetConflict(format!(
+            "SecretSync {:?} already claims target name {base:?}; choose another spec.target.name",
+            other.name_any()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Reads every remote key the spec names, each (key, version) once, and assembles the
+/// Secret data plus the backend version id of each key.
+async fn fetch_all(
+    store: &ResolvedStore,
+    sync: &SecretSync,
+    metrics: &Metrics,
+) -> Result<(SecretData, BTreeMap<String, String>)> {
+    let provider_error = |source| Error::Provider {
+        store: store.name.clone(),
+        source,
+    };
+    let mut fetched: HashMap<(String, Option<String>), RemoteValue> = HashMap::new();
+    let mut get = async |key: &str, version: Option<&str>| -> Result<RemoteValue> {
+        let cache_key = (key.to_owned(), version.map(str::to_owned));
+        if let Some(v) = fetched.get(&cache_key) {
+            return Ok(v.clone());
+        }
+        Metrics::inc(&metrics.backend_reads);
+        let value = store
+            .provider
+            .fetch(key, version)
+            .await
+            .map_err(provider_error)?;
+        fetched.insert(cache_key, value.clone());
+        Ok(value)
+    };
+    let mut data = SecretData::new();
+    let mut sources = BTreeMap::new();
+    for from in sync.spec.data_from_items() {
+        let remote = get(&from.extract.key, from.extract.pinned_version()).await?;
+        let fields = extract::extract_all(&from.extract.key, &remote).map_err(provider_error)?;
+        record_source(&mut sources, &from.extract.key, &remote);
+        data.extend(fields);
+    }
+    // Explicit keys win over extracted fields of the same name.
+    for item in sync.spec.data_items() {
+        let remote_ref = &item.remote_ref;
+        let remote = get(&remote_ref.key, remote_ref.pinned_version()).await?;
+        let value = extract::select(&remote_ref.key, &remote, remote_ref.property.as_deref())
+            .map_err(provider_error)?;
+        record_source(&mut sources, &remote_ref.key, &remote);
+        data.insert(item.secret_key.clone(), value);
+    }
+    Ok((data, sources))
+}
+
+fn record_source(sources: &mut BTreeMap<String, String>, key: &str, remote: &RemoteValue) {
+    if let Some(version) = &remote.version {
+        sources.insert(key.to_owned(), version.clone());
+    }
+}
+
+/// Creates `<base>-v<next>`, moving past numbers already taken. A name taken by this
+/// SecretSync with the same content is a version made just before a crash: it is adopted.
+async fn create_version(
+    sync: &SecretSync,
+    ctx: &Context,
+    base: &str,
+    mut next: i64,
+    content: &Content,
+) -> Result<VersionMeta> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let uid = sync.uid().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    loop {
+        let name =
+            versioned_name(base, next).map_err(|e| Error::InvalidSpec(vec![e.to_string()]))?;
+        let secret = version_secret(sync, &name, next, content);
+        match with_timeout(ctx, api.create(&params, &secret)).await? {
+            Ok(created) => {
+                Metrics::inc(&ctx.metrics.versions_created);
+                ctx.written.record(&uid, next);
+                // The response carries the data; keep only the metadata.
+                let meta = created.metadata.into_request_partial::<Secret>();
+                ctx.index.apply(&meta);
+                return VersionMeta::from_secret(&meta.metadata)
+                    .map(|(_, m)| m)
+                    .ok_or_else(|| {
+                        Error::InvalidSpec(vec!["created Secret lost its labels".into()])
+                    });
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let taken = api.get_metadata_opt(&name).await?;
+                let owner = taken
+                    .as_ref()
+                    .and_then(|m| VersionMeta::from_secret(&m.metadata));
+                match owner {
+                    Some((owner_uid, meta)) if owner_uid == uid => {
+                        ctx.written.record(&uid, next);
+                        if let Some(m) = &taken {
+                            ctx.index.apply(m);
+                        }
+                        if meta.content_hash.as_deref() == Some(content.hash.as_str())
+                            && meta.spec_version == sync.spec.spec_version()
+                        {
+                            return Ok(meta);
+                        }
+                        next += 1;
+                    }
+                    _ if taken.is_none() => continue, // deleted meanwhile: try the name again
+                    _ => {
+                        return Err(Error::TargetConflict(format!(
+                            "Secret {namespace}/{name} already exists and is not owned by this SecretSync; \
+                             delete it or choose another spec.target.name"
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Deletion: `Delete` removes every versioned Secret; `Retain` drops our ownerReferences
+/// so the garbage collector leaves them.
+async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let uid = sync.uid().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let listed = api
+        .list_metadata(&ListParams::default().labels(&labels::sync_selector(&sync.name_any())))
+        .await?;
+    let owned = listed.items.into_iter().filter(|s| {
+        s.owner_references()
+            .iter()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    });
+    let policy = sync.spec.deletion_policy();
+    for secret in owned {
+        let name = secret.name_any();
+        match policy {
+            DeletionPolicy::Delete => {
+                match with_timeout(ctx, api.delete(&name, &DeleteParams::default())).await? {
+                    Ok(_) => info!(secret = %name, "deleted with its SecretSync"),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            DeletionPolicy::Retain => {
+                let remaining: Vec<_> = secret
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.uid != uid)
+                    .cloned()
+                    .collect();
+                let patch = json!({"metadata": {
+                    "ownerReferences": remaining,
+                    "resourceVersion": secret.resource_version(),
+                }});
+                with_timeout(
+                    ctx,
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
+                )
+                .await??;
+                info!(secret = %name, "retained after its SecretSync was deleted");
+            }
+        }
+    }
+    ctx.written.forget(&uid);
+    ctx.record_success(&uid);
+    Ok(Action::await_change())
+}
+
+/// Writes status by server-side apply when it differs from what the object has; returns
+/// whether it wrote.
+async fn write_status(
+    sync: &SecretSync,
+    ctx: &Context,
+    previous: &SecretSyncStatus,
+    status: &SecretSyncStatus,
+) -> Result<bool> {
+    if previous == status {
+        return Ok(false);
+    }
+    let api: Api<SecretSync> =
+        Api::namespaced(ctx.client.clone(), &sync.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": SecretSync::api_version(&()),
+        "kind": SecretSync::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+    with_timeout(
+        ctx,
+        api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
+    )
+    .await??;
+    Metrics::inc(&ctx.metrics.status_writes);
+    Ok(true)
+}
+
+async fn publish(ctx: &Context, sync: &SecretSync, ev: &Event) {
+    if let Err(e) = ctx.recorder.publish(ev, &sync.object_ref(&())).await {
+        warn!(reason = %ev.reason, error = %e, "could not publish event");
+    }
+}
+
+/// Bounds an API write; a timed-out write is retried like any transient API error.
+async fn with_timeout<T>(
+    ctx: &Context,
+    fut: impl Future<Output = kube::Result<T>>,
+) -> Result<kube::Result<T>> {
+    tokio::time::timeout(ctx.config.write_timeout, fut)
+        .await
+        .map_err(|_| {
+            Metrics::inc(&ctx.metrics.api_write_timeouts);
+            Error::WriteTimeout(ctx.config.write_timeout)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn due_time_is_jittered_within_ten_percent_and_stable() {
+        let last = Time("2026-11-23T10:00:00Z".parse().unwrap());
+        let hour = Duration::from_secs(3600);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let uid = format!("uid-{i}");
+            let due = due_at(&uid, &last, hour);
+            let offset = due.duration_since(last.0).as_secs();
+            assert!((3240..=3960).contains(&offset), "{offset}");
+            assert_eq!(due, due_at(&uid, &last, hour), "stable across calls");
+            seen.insert(offset / 60);
+        }
+        assert!(seen.len() > 5, "jitter spreads due times: {seen:?}");
+    }
+}

@@ -1,0 +1,366 @@
+//! Test harness: a sandbox API server with the CRDs installed, a namespace, and an operator
+//! running in-process that can be stopped and restarted.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use secretsync_api::{SecretStore, SecretSync};
+use secretsync_operator::metrics::Metrics;
+use secretsync_operator::{Config, RunOptions};
+use secretsync_sandbox::Sandbox;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Operator {
+    pub fn start(client: Client, namespace: Option<String>) -> Self {
+        if let Ok(level) = std::env::var("SECRETSYNC_TEST_LOG") {
+            secretsync_operator::telemetry::init(
+                secretsync_operator::telemetry::LogFormat::Text,
+                &level,
+            );
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = RunOptions {
+            namespace,
+            concurrency: 8,
+        };
+        let task = tokio::spawn(secretsync_operator::run(
+            client,
+            Config::default(),
+            options,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+            metrics,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // Graceful shutdown waits for running reconciles; abort if it takes too long.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        Metrics::get(&self.metrics.reconciles)
+    }
+
+    pub fn backend_reads(&self) -> u64 {
+        Metrics::get(&self.metrics.backend_reads)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub struct Env {
+    pub sandbox: Sandbox,
+    pub client: Client,
+    pub ns: String,
+    pub operator: Option<Operator>,
+}
+
+impl Env {
+    /// A sandbox with the CRDs and namespace `ns`, and a running operator.
+    pub async fn start(ns: &str) -> Env {
+        let env = Self::without_operator(ns).await;
+        env.with_operator()
+    }
+
+    pub async fn without_operator(ns: &str) -> Env {
+        let sandbox = Sandbox::start().await.expect("sandbox starts");
+        let client = sandbox.client();
+        install_crds(&client).await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        Env {
+            sandbox,
+            client,
+            ns: ns.to_owned(),
+            operator: None,
+        }
+    }
+
+    pub fn with_operator(mut self) -> Env {
+        self.operator = Some(Operator::start(self.client.clone(), None));
+        self
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+    }
+
+    pub fn start_operator(&mut self) {
+        self.operator = Some(Operator::start(self.client.clone(), None));
+    }
+
+    pub fn operator(&self) -> &Operator {
+        self.operator.as_ref().expect("operator running")
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates a namespaced object from YAML (in this env's namespace).
+    pub async fn create<K>(&self, yaml: &str) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + Debug,
+        K::DynamicType: Default,
+    {
+        let value: Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+        let obj: K = serde_json::from_value(value).expect("test YAML fits the type");
+        self.api::<K>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create")
+    }
+
+    /// A fake SecretStore named `name` with these (key, value, version) entries.
+    pub async fn fake_store(&self, name: &str, entries: &[(&str, &str, &str)]) -> SecretStore {
+        let data: Vec<Value> = entries
+            .iter()
+            .map(|(k, v, ver)| json!({"key": k, "value": v, "version": ver}))
+            .collect();
+        let store: SecretStore = serde_json::from_value(json!({
+            "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+            "metadata": {"name": name},
+            "spec": {"provider": {"fake": {"data": data}}},
+        }))
+        .unwrap();
+        self.api::<SecretStore>()
+            .create(&PostParams::default(), &store)
+            .await
+            .unwrap()
+    }
+
+    /// Replaces a fake store's entries (a backend write, as far as the operator can tell).
+    pub async fn set_fake_data(&self, name: &str, entries: &[(&str, &str, &str)]) {
+        let data: Vec<Value> = entries
+            .iter()
+            .map(|(k, v, ver)| json!({"key": k, "value": v, "version": ver}))
+            .collect();
+        self.api::<SecretStore>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"provider": {"fake": {"data": data}}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn merge_sync(&self, name: &str, patch: Value) -> SecretSync {
+        self.api::<SecretSync>()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap()
+    }
+
+    /// Polls `get` until `check` returns `Some`, or panics with `what` at the deadline.
+    pub async fn wait_for<K, T>(&self, name: &str, what: &str, check: impl Fn(&K) -> Option<T>) -> T
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api = self.api::<K>();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut last = None;
+        loop {
+            if let Ok(Some(obj)) = api.get_opt(name).await {
+                if let Some(found) = check(&obj) {
+                    return found;
+                }
+                last = Some(obj);
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last seen: {last:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a SecretSync condition of `type_` with `status` and returns its reason and
+    /// message.
+    pub async fn wait_condition(&self, sync: &str, type_: &str, status: &str) -> (String, String) {
+        self.wait_for::<SecretSync, _>(sync, &format!("{sync} {type_}={status}"), |s| {
+            s.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .map(|c| (c.reason.clone(), c.message.clone()))
+        })
+        .await
+    }
+
+    /// Waits for the SecretSync's `status.currentVersion` to reach `version`.
+    pub async fn wait_version(&self, sync: &str, version: i64) -> SecretSync {
+        self.wait_for::<SecretSync, _>(sync, &format!("{sync} at version {version}"), |s| {
+            (s.status.as_ref()?.current_version == Some(version)).then(|| s.clone())
+        })
+        .await
+    }
+
+    pub async fn secret(&self, name: &str) -> Option<Secret> {
+        self.api::<Secret>().get_opt(name).await.unwrap()
+    }
+
+    /// Names of the Secrets labelled as versions of `sync`, sorted by version.
+    pub async fn version_secrets(&self, sync: &str) -> Vec<String> {
+        let list = self
+            .api::<Secret>()
+            .list_metadata(
+                &kube::api::ListParams::default()
+                    .labels(&secretsync_api::labels::sync_selector(sync)),
+            )
+            .await
+            .unwrap();
+        let mut named: Vec<(i64, String)> = list
+            .items
+            .into_iter()
+            .filter_map(|s| {
+                let v = s
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get("secretsync.io/version")?
+                    .parse()
+                    .ok()?;
+                Some((v, s.metadata.name?))
+            })
+            .collect();
+        named.sort();
+        named.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Waits until the operator has done at least `n` more reconciles than `since`.
+    pub async fn wait_reconciles(&self, since: u64, n: u64) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.operator().reconciles() < since + n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "operator did not reconcile"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in secretsync_api::crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+    for crd in secretsync_api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let got = crds.get(&name).await.unwrap();
+            let established = got
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not established"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A SecretSync manifest reading `password` from the fake store's `app/db`.
+pub fn sync_yaml(name: &str, store: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: {store}}}
+  data:
+    - secretKey: password
+      remoteRef: {{key: app/db, property: password}}
+{extra}
+"#
+    )
+}
+
+impl Env {
+    /// Waits until the named object no longer exists.
+    pub async fn wait_for_absent<K>(&self, name: &str)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api = self.api::<K>();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while api.get_opt(name).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} still exists"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Failures lose nothing (api.md guarantee 7): each reason is caused for real, the condition
+//! says what to do, and existing Secrets stay as they were.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use secretsync_api::SecretSync;
+use serde_json::json;
+
+use crate::common::{Env, sync_yaml};
+
+/// Waits for Ready=False with `reason` and a message mentioning `hint`; Synced agrees.
+async fn expect_failure(env: &Env, sync: &str, reason: &str, hint: &str) {
+    let what = format!("{sync} Ready=False {reason} mentioning {hint:?}");
+    env.wait_for::<SecretSync, _>(sync, &what, |s| {
+        let conditions = &s.status.as_ref()?.conditions;
+        let failed = |type_: &str| {
+            conditions.iter().any(|c| {
+                c.type_ == type_
+                    && c.status == "False"
+                    && c.reason == reason
+                    && c.message.contains(hint)
+            })
+        };
+        (failed("Ready") && failed("Synced")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_store() {
+    let env = Env::start("payments").await;
+    env.create::<SecretSync>(&sync_yaml("db", "nowhere", ""))
+        .await;
+    expect_failure(
+        &env,
+        "db",
+        "StoreNotFound",
+        "SecretStore \"nowhere\" not found",
+    )
+    .await;
+    // creating the store fixes it without touching the SecretSync
+    env.fake_store("nowhere", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    env.wait_version("db", 1).await;
+    env.wait_condition("db", "Ready", "True").await;
+}
+
+#[tokio::test]
+async fn missing_remote_key_keeps_existing_versions() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("db", "vault", ""))
+        .await;
+    env.wait_version("db", 1).await;
+
+    env.merge_sync(
+        "db",
+        json!({"spec": {"data": [{"secretKey": "password", "remoteRef": {"key": "app/missing"}}]}}),
+    )
+    .await;
+    expect_failure(&env, "db", "RemoteKeyNotFound", "app/missing").await;
+    let v1 = env.secret("db-v1").await.expect("v1 intact");
+    assert_eq!(v1.data.unwrap()["password"].0, b"x");
+    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+    let status = env
+        .api::<SecretSync>()
+        .get("db")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.active_secret_name.as_deref(), Some("db-v1"));
+
+    // A missing property is the same reason, naming the property.
+    env.merge_sync(
+        "db",
+        json!({"spec": {"data": [{"secretKey": "password", "remoteRef": {"key": "app/db", "property": "pass"}}]}}),
+    )
+    .await;
+    expect_failure(&env, "db", "RemoteKeyNotFound", "\"pass\"").await;
+}
+
+#[tokio::test]
+async fn invalid_secret_key_from_extracted_fields() {
+    let env = Env::start("payments").await;
+    env.fake_store(
+        "vault",
+        &[("app/config", r#"{"ok":"1","not ok":"2"}"#, "1")],
+    )
+    .await;
+    env.create::<SecretSync>(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {name: cfg}
+spec:
+  storeRef: {name: vault}
+  dataFrom: [{extract: {key: app/config}}]
+"#,
+    )
+    .await;
+    expect_failure(&env, "cfg", "InvalidSecretKey", "\"not ok\"").await;
+    assert!(env.version_secrets("cfg").await.is_empty());
+}
+
+#[tokio::test]
+async fn secret_over_one_mebibyte() {
+    let env = Env::start("payments").await;
+    let big = "x".repeat(600 * 1024);
+    env.fake_store("vault", &[("app/blob", &big, "1")]).await;
+    env.create::<SecretSync>(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {name: blob}
+spec:
+  storeRef: {name: vault}
+  data:
+    - {secretKey: a, remoteRef: {key: app/blob}}
+    - {secretKey: b, remoteRef: {key: app/blob}}
+"#,
+    )
+    .await;
+    expect_failure(&env, "blob", "SecretTooLarge", "1 MiB").await;
+    assert!(env.version_secrets("blob").await.is_empty());
+}
+
+#[tokio::test]
+async fn template_error() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml(
+        "db",
+        "vault",
+        "  target: {template: {data: {dsn: 'postgres://{{ username }}@db'}}}",
+    ))
+    .await;
+    expect_failure(&env, "db", "TemplateError", "dsn").await;
+}
+
+#[tokio::test]
+async fn invalid_spec_is_explained_and_not_retried_in_a_loop() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    // Valid for the schema, but two data entries write the same key.
+    env.create::<SecretSync>(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {name: db}
+spec:
+  storeRef: {name: vault}
+  data:
+    - {secretKey: password, remoteRef: {key: app/db, property: password}}
+    - {secretKey: password, remoteRef: {key: app/other}}
+"#,
+    )
+    .await;
+    expect_failure(&env, "db", "InvalidSpec", "\"password\" is listed twice").await;
+    let reconciles = env.operator().reconciles();
+    let reads = env.operator().backend_reads();
+    // nothing was fetched or written for an invalid spec
+    assert_eq!(reads, 0);
+    assert!(env.version_secrets("db").await.is_empty());
+    // fixing it recovers
+    env.merge_sync(
+        "db",
+        json!({"spec": {"data": [{"secretKey": "password", "remoteRef": {"key": "app/db", "property": "password"}}]}}),
+    )
+    .await;
+    env.wait_version("db", 1).await;
+    assert!(env.operator().reconciles() > reconciles);
+}
+
+#[tokio::test]
+async fn cluster_store_not_allowed_for_the_namespace() {
+    let env = Env::start("payments").await;
+    let stores: kube::Api<secretsync_api::ClusterSecretStore> = kube::Api::all(env.client.clone());
+    let store = serde_json::from_value(json!({
+        "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretStore",
+        "metadata": {"name": "shared"},
+        "spec": {
+            "provider": {"fake": {"data": [{"key": "app/db", "value": "{\"password\":\"x\"}"}]}},
+            "conditions": [{"namespaces": ["orders"]}],
+        },
+    }))
+    .unwrap();
+    stores.create(&PostParams::default(), &store).await.unwrap();
+    env.create::<SecretSync>(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {name: db}
+spec:
+  storeRef: {name: shared, kind: ClusterSecretStore}
+  data: [{secretKey: password, remoteRef: {key: app/db, property: password}}]
+"#,
+    )
+    .await;
+    expect_failure(&env, "db", "StoreNotAllowed", "spec.conditions").await;
+    assert!(env.version_secrets("db").await.is_empty());
+}
+
+#[tokio::test]
+async fn two_syncs_claiming_one_target_the_later_one_conflicts() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("first", "vault", "  target: {name: shared}"))
+        .await;
+    env.wait_version("first", 1).await;
+    env.create::<SecretSync>(&sync_yaml("second", "vault", "  target: {name: shared}"))
+        .await;
+    expect_failure(&env, "second", "TargetConflict", "shared").await;
+    // the first one's Secret is untouched and still its own
+    let secret: Secret = env.secret("shared-v1").await.unwrap();
+    assert_eq!(
+        secret.metadata.labels.unwrap()["secretsync.io/sync"],
+        "first"
+    );
+}

@@ -1,0 +1,6 @@
+//! The operator against the sandbox API server (and real OpenBao where a test says so).
+//! One test binary, so the harness is shared and linked once.
+
+mod common;
+mod failures;
+mod sync;

@@ -1,0 +1,256 @@
+//! Versions are made exactly when api.md guarantee 2 says, and never otherwise.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use secretsync_api::SecretSync;
+use serde_json::json;
+
+use crate::common::{Env, sync_yaml};
+
+#[tokio::test]
+async fn first_sync_creates_v1_with_the_contract() {
+    let env = Env::start("payments").await;
+    env.fake_store(
+        "vault",
+        &[("app/db", r#"{"password":"hunter2","user":"app"}"#, "7")],
+    )
+    .await;
+    let sync: SecretSync = env
+        .create(&sync_yaml(
+            "db",
+            "vault",
+            "  target: {type: kubernetes.io/basic-auth, labels: {team: payments}, annotations: {owner: ops}}",
+        ))
+        .await;
+    let synced = env.wait_version("db", 1).await;
+
+    let secret = env.secret("db-v1").await.expect("db-v1 exists");
+    assert_eq!(secret.immutable, Some(true));
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+    let data = secret.data.as_ref().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data["password"].0, b"hunter2");
+    let labels = secret.labels();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "secretsync");
+    assert_eq!(labels["secretsync.io/sync"], "db");
+    assert_eq!(labels["secretsync.io/version"], "1");
+    assert_eq!(labels["team"], "payments");
+    let annotations = secret.annotations();
+    assert!(annotations["secretsync.io/content-hash"].starts_with("sha256:"));
+    assert_eq!(annotations["secretsync.io/spec-version"], "0");
+    assert_eq!(annotations["owner"], "ops");
+    let owner = &secret.owner_references()[0];
+    assert_eq!(owner.kind, "SecretSync");
+    assert_eq!(owner.uid, sync.uid().unwrap());
+    assert_eq!(owner.controller, Some(true));
+
+    let status = synced.status.unwrap();
+    assert_eq!(status.active_version, Some(1));
+    assert_eq!(status.active_secret_name.as_deref(), Some("db-v1"));
+    assert_eq!(status.versions.len(), 1);
+    assert_eq!(
+        status.versions[0].state,
+        secretsync_api::VersionState::Active
+    );
+    assert_eq!(
+        status.versions[0].source_versions.as_ref().unwrap()["app/db"],
+        "7"
+    );
+    assert_eq!(status.observed_generation, synced.metadata.generation);
+    let (reason, message) = env.wait_condition("db", "Ready", "True").await;
+    assert_eq!(reason, "Synced");
+    assert!(message.contains("db-v1"), "{message}");
+    assert!(
+        synced
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"secretsync.io/finalizer".to_string())
+    );
+}
+
+#[tokio::test]
+async fn changed_content_makes_a_new_version_and_unchanged_content_writes_nothing() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("db", "vault", "  refreshInterval: 1s"))
+        .await;
+    let first = env.wait_version("db", 1).await;
+    let first_refresh = first.status.unwrap().last_refresh_time.unwrap();
+
+    // Several refreshes of unchanged content: no Secret write, no new version.
+    env.sandbox.reset_stats();
+    env.wait_for::<SecretSync, _>("db", "two more refreshes", |s| {
+        let last = s.status.as_ref()?.last_refresh_time.clone()?;
+        (last.0.as_second() >= first_refresh.0.as_second() + 2).then_some(())
+    })
+    .await;
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.writes_to("secrets"), 0, "{stats:?}");
+    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+
+    // The backend changes: the next refresh makes v2 with the new value.
+    env.set_fake_data("vault", &[("app/db", r#"{"password":"two"}"#, "2")])
+        .await;
+    let second = env.wait_version("db", 2).await;
+    let v2 = env.secret("db-v2").await.unwrap();
+    assert_eq!(v2.data.as_ref().unwrap()["password"].0, b"two");
+    assert_eq!(
+        v2.annotations()["secretsync.io/source-versions"],
+        r#"{"app/db":"2"}"#
+    );
+    // v1 is kept (history) and untouched
+    assert_eq!(
+        env.secret("db-v1").await.unwrap().data.unwrap()["password"].0,
+        b"one"
+    );
+    let status = second.status.unwrap();
+    assert_eq!(status.active_secret_name.as_deref(), Some("db-v2"));
+    let states: Vec<_> = status
+        .versions
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (2, secretsync_api::VersionState::Active),
+            (1, secretsync_api::VersionState::Retained)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_store_edit_is_picked_up_without_waiting_for_the_refresh() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("db", "vault", ""))
+        .await; // default 1h refresh
+    env.wait_version("db", 1).await;
+    env.set_fake_data("vault", &[("app/db", r#"{"password":"two"}"#, "2")])
+        .await;
+    env.wait_version("db", 2).await;
+    assert_eq!(
+        env.secret("db-v2").await.unwrap().data.unwrap()["password"].0,
+        b"two"
+    );
+}
+
+#[tokio::test]
+async fn raising_spec_version_rotates_even_with_identical_content() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"same"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("db", "vault", "  version: 1"))
+        .await;
+    env.wait_version("db", 1).await;
+    let reads_before = env.operator().backend_reads();
+
+    env.merge_sync("db", json!({"spec": {"version": 2}})).await;
+    let rotated = env.wait_version("db", 2).await;
+    assert!(
+        env.operator().backend_reads() > reads_before,
+        "rotation re-reads the backend"
+    );
+    let v1 = env.secret("db-v1").await.unwrap();
+    let v2 = env.secret("db-v2").await.unwrap();
+    assert_eq!(v2.data.as_ref().unwrap()["password"].0, b"same");
+    assert_eq!(
+        v1.annotations()["secretsync.io/content-hash"],
+        v2.annotations()["secretsync.io/content-hash"]
+    );
+    assert_eq!(v2.annotations()["secretsync.io/spec-version"], "2");
+    assert_eq!(rotated.status.unwrap().versions[0].spec_version, 2);
+
+    // An unrelated spec edit (same spec.version) does not rotate.
+    env.merge_sync("db", json!({"spec": {"history": {"limit": 5}}}))
+        .await;
+    env.wait_for::<SecretSync, _>("db", "the edit observed", |s| {
+        (s.status.as_ref()?.observed_generation == s.metadata.generation).then_some(())
+    })
+    .await;
+    assert_eq!(env.version_secrets("db").await, ["db-v1", "db-v2"]);
+}
+
+#[tokio::test]
+async fn a_restart_makes_no_writes_and_no_backend_reads_for_up_to_date_syncs() {
+    let mut env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    for name in ["a", "b", "c"] {
+        env.create::<SecretSync>(&sync_yaml(name, "vault", ""))
+            .await;
+    }
+    for name in ["a", "b", "c"] {
+        env.wait_version(name, 1).await;
+        env.wait_condition(name, "Ready", "True").await;
+    }
+    env.stop_operator().await;
+    env.sandbox.reset_stats();
+    env.start_operator();
+    // Every SecretSync is reconciled once at start-up.
+    env.wait_reconciles(0, 3).await;
+    let stats = env.sandbox.stats();
+    for resource in ["secrets", "secretsyncs", "events"] {
+        assert_eq!(stats.writes_to(resource), 0, "{resource}: {stats:?}");
+    }
+    assert_eq!(env.operator().backend_reads(), 0);
+}
+
+#[tokio::test]
+async fn lost_status_never_reuses_a_version_number() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("db", "vault", "  version: 1"))
+        .await;
+    env.wait_version("db", 1).await;
+    env.merge_sync("db", json!({"spec": {"version": 2}})).await;
+    env.wait_version("db", 2).await;
+
+    // The status is wiped (a backup restore without status, say).
+    let api = env.api::<SecretSync>();
+    api.patch_status(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": null})),
+    )
+    .await
+    .unwrap();
+    // Recovered from the labelled Secrets:
+    env.wait_version("db", 2).await;
+    env.merge_sync("db", json!({"spec": {"version": 3}})).await;
+    env.wait_version("db", 3).await;
+    assert_eq!(env.version_secrets("db").await, ["db-v1", "db-v2", "db-v3"]);
+}
+
+#[tokio::test]
+async fn deletion_removes_or_retains_versions_by_policy() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    env.create::<SecretSync>(&sync_yaml("gone", "vault", ""))
+        .await;
+    env.create::<SecretSync>(&sync_yaml("kept", "vault", "  deletionPolicy: Retain"))
+        .await;
+    env.wait_version("gone", 1).await;
+    env.wait_version("kept", 1).await;
+
+    let api = env.api::<SecretSync>();
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    api.delete("kept", &DeleteParams::default()).await.unwrap();
+    for name in ["gone", "kept"] {
+        env.wait_for_absent::<SecretSync>(name).await;
+    }
+    env.wait_for_absent::<Secret>("gone-v1").await;
+    let kept = env.secret("kept-v1").await.expect("retained Secret stays");
+    assert!(
+        kept.owner_references().is_empty(),
+        "{:?}",
+        kept.owner_references()
+    );
+    assert_eq!(kept.data.unwrap()["password"].0, b"x");
+}
