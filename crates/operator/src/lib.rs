@@ -8,6 +8,7 @@ pub mod error;
 pub mod index;
 pub mod metrics;
 pub mod reconcile;
+pub mod rollout;
 pub mod status;
 pub mod telemetry;
 

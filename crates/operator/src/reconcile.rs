@@ -328,6 +328,7 @@ async fn fetch_all(
     for from in sync.spec.data_from_items() {
         let remote = get(&from.extract.key, from.extract.pinned_version()).await?;
         let fields = extract::extract_all(&from.extract.key, &remote).map_err(provider_error)?;
+        check_extracted_keys(&from.extract.key, &fields)?;
         record_source(&mut sources, &from.extract.key, &remote);
         data.extend(fields);
     }
@@ -341,6 +342,23 @@ async fn fetch_all(
         data.insert(item.secret_key.clone(), value);
     }
     Ok((data, sources))
+}
+
+/// Field names of an extracted secret come from the backend and may themselves be
+/// sensitive (a map of user → password, say), so an invalid one is counted, not quoted.
+fn check_extracted_keys(remote_key: &str, fields: &SecretData) -> Result<()> {
+    let invalid = fields
+        .keys()
+        .filter(|k| secretsync_api::keys::validate_secret_key(k).is_err())
+        .count();
+    if invalid == 0 {
+        return Ok(());
+    }
+    Err(Error::InvalidSecretKey(format!(
+        "remote secret {remote_key:?} has {invalid} field(s) whose names are not valid Secret keys \
+         (letters, digits, '-', '_' and '.', at most 253); rename them in the backend, or select \
+         fields with data[].remoteRef.property instead of dataFrom.extract"
+    )))
 }
 
 fn record_source(sources: &mut BTreeMap<String, String>, key: &str, remote: &RemoteValue) {

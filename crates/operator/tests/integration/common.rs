@@ -2,7 +2,7 @@
 //! running in-process that can be stopped and restarted.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -20,6 +20,58 @@ use tokio::task::JoinHandle;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Every log line of every operator in this test binary, at debug level, so the leak test
+/// can search them for canary values. `SECRETSYNC_TEST_LOG=<filter>` prints to the test
+/// output instead, for debugging.
+pub fn logs() -> &'static LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = LogBuffer::default();
+        match std::env::var("SECRETSYNC_TEST_LOG") {
+            Ok(level) => secretsync_operator::telemetry::init(
+                secretsync_operator::telemetry::LogFormat::Text,
+                &level,
+            ),
+            Err(_) => {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter("debug")
+                    .with_ansi(false)
+                    .with_writer(buffer.clone())
+                    .try_init();
+            }
+        }
+        buffer
+    })
+}
+
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -28,12 +80,7 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client, namespace: Option<String>) -> Self {
-        if let Ok(level) = std::env::var("SECRETSYNC_TEST_LOG") {
-            secretsync_operator::telemetry::init(
-                secretsync_operator::telemetry::LogFormat::Text,
-                &level,
-            );
-        }
+        logs();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let options = RunOptions {

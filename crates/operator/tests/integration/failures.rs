@@ -100,7 +100,13 @@ spec:
 "#,
     )
     .await;
-    expect_failure(&env, "cfg", "InvalidSecretKey", "\"not ok\"").await;
+    expect_failure(
+        &env,
+        "cfg",
+        "InvalidSecretKey",
+        "\"app/config\" has 1 field(s)",
+    )
+    .await;
     assert!(env.version_secrets("cfg").await.is_empty());
 }
 

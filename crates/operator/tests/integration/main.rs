@@ -3,4 +3,6 @@
 
 mod common;
 mod failures;
+mod leak;
 mod sync;
+mod vault;
