@@ -294,8 +294,17 @@ impl Core {
             .map(|s| s.parse::<u64>().unwrap_or(u64::MAX));
         loop {
             let Some(old) = self.store.get(&t.key()) else {
-                // PUT creates only for kinds that allow it (leases and CRs do not, in practice
-                // the operator never relies on it); answer as the real server does.
+                // Like the real strategies, only Leases and Events allow create-on-update.
+                let upsert = t.sub.is_empty()
+                    && matches!(
+                        (t.def.group.as_str(), t.def.plural.as_str()),
+                        ("coordination.k8s.io", "leases")
+                            | ("", "events")
+                            | ("events.k8s.io", "events")
+                    );
+                if upsert && wanted_rv.is_none() {
+                    return self.create(t, body, raw, opts);
+                }
                 return Err(ApiError::not_found(&t.def.group, &t.def.plural, &t.name));
             };
             if let Some(w) = wanted_rv

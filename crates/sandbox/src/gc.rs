@@ -195,6 +195,7 @@ fn resync(core: &Core) {
                         kind: ChangeKind::Modified,
                         object: o,
                         prev: None,
+                        json: std::sync::OnceLock::new(),
                     },
                 );
             }

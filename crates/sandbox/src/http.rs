@@ -541,29 +541,39 @@ fn list(core: &Core, t: &Target, q: &Query, how: Render) -> ApiResult<Response> 
         };
         meta["continue"] = json!(B64.encode(serde_json::to_vec(&c).unwrap_or_default()));
     }
-    let items: Vec<Value> = objs
-        .iter()
-        .map(|o| render(o, def, &t.version, how))
-        .collect();
+    if how == Render::Table {
+        let refs: Vec<&Value> = objs.iter().map(|o| o.as_ref()).collect();
+        let mut tbl = crate::table::table(def, &t.version, &refs, &rv.to_string());
+        tbl["metadata"] = meta;
+        return Ok(ok(&tbl));
+    }
     let (kind, api_version) = match how {
+        Render::Table => unreachable!("answered above"),
         Render::Metadata => (
             "PartialObjectMetadataList".to_string(),
             "meta.k8s.io/v1".to_string(),
         ),
         Render::Full => (def.list_kind.clone(), def.api_version(&t.version)),
     };
-    // Serialize straight from the parts so a 100k-item list is not built twice.
+    // Serialize straight from the stored objects so a 100k-item list is not copied first.
     let mut s = format!(
         "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":[",
         json!(kind),
         json!(api_version),
         meta
     );
-    for (i, it) in items.iter().enumerate() {
+    let item_api_version = def.api_version(&t.version);
+    for (i, o) in objs.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&it.to_string());
+        let as_stored = how == Render::Full
+            && o.get("apiVersion").and_then(Value::as_str) == Some(item_api_version.as_str());
+        if as_stored {
+            s.push_str(&o.to_string());
+        } else {
+            s.push_str(&render(o, def, &t.version, how).to_string());
+        }
     }
     s.push_str("]}");
     Ok((

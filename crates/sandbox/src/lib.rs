@@ -38,6 +38,7 @@ pub mod selectors;
 pub mod sim;
 pub mod stats;
 pub mod store;
+pub mod table;
 pub mod tokens;
 pub mod util;
 pub mod validation;

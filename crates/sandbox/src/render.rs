@@ -9,6 +9,8 @@ use crate::resources::ResourceDef;
 pub enum Render {
     Full,
     Metadata,
+    /// A one-row `meta.k8s.io/v1` Table (kubectl's human-readable output).
+    Table,
 }
 
 impl Render {
@@ -16,7 +18,9 @@ impl Render {
     /// `application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`.
     pub fn from_accept(accept: &str) -> Self {
         let first = accept.split(',').next().unwrap_or("");
-        if first.contains("as=PartialObjectMetadata") {
+        if crate::table::wants_table(accept) {
+            Self::Table
+        } else if first.contains("as=PartialObjectMetadata") {
             Self::Metadata
         } else {
             Self::Full
@@ -37,6 +41,14 @@ pub fn render(v: &Value, def: &ResourceDef, version: &str, how: Render) -> Value
                 c
             }
         }
+        Render::Table => crate::table::table(
+            def,
+            version,
+            &[v],
+            v.pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ),
         Render::Metadata => json!({
             "kind": "PartialObjectMetadata",
             "apiVersion": "meta.k8s.io/v1",

@@ -51,6 +51,8 @@ pub struct Change {
     pub object: Obj,
     /// The object before the write, for watch selector transitions.
     pub prev: Option<Obj>,
+    /// `object` serialized once, shared by every watcher that shows it as stored.
+    pub json: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +315,7 @@ impl Store {
             kind,
             object,
             prev,
+            json: std::sync::OnceLock::new(),
         });
         if inner.history.len() >= self.history_cap {
             inner.history.pop_front();

@@ -90,6 +90,7 @@ pub fn serve(
             }
         };
         let out = |v: &Value| render(v, &def, &version, p.render);
+        let api_version = def.api_version(&version);
         let mut last_rv = start_rv;
         match start {
             WatchStart::Snapshot(objs) => {
@@ -148,7 +149,15 @@ pub fn serve(
                         }
                         if let Some((kind, obj)) = classify(&p, &c) {
                             ticker.reset();
-                            if tx.send(line(kind, out(obj))).await.is_err() {
+                            let as_stored = p.render == Render::Full
+                                && obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str());
+                            let bytes = if as_stored {
+                                let j = c.json.get_or_init(|| c.object.to_string());
+                                Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{j}}}\n"))
+                            } else {
+                                line(kind, out(obj))
+                            };
+                            if tx.send(bytes).await.is_err() {
                                 return;
                             }
                         }

@@ -24,6 +24,9 @@ spec:
     served: true
     storage: true
     subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Phase, type: string, jsonPath: .status.phase}
     schema:
       openAPIV3Schema:
         type: object
@@ -136,6 +139,30 @@ async fn kubectl_applies_crds_and_custom_resources_client_and_server_side() {
     assert!(
         yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
         "{yaml}"
+    );
+    // Human-readable output uses the CRD's printer columns (server-side Table).
+    let table = k.ok(&["get", "gd"], None).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SIZE", "PHASE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["g1", "3", "<none>"], "{table}");
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: shown}\nstringData: {a: '1', b: '2'}\n",
+        ),
+    )
+    .await;
+    let secrets = k.ok(&["get", "secrets"], None).await;
+    let header: Vec<&str> = secrets.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"], "{secrets}");
+    assert!(
+        secrets.lines().nth(1).unwrap().starts_with("shown"),
+        "{secrets}"
+    );
+    assert!(
+        secrets.contains("Opaque") && secrets.contains(" 2 "),
+        "{secrets}"
     );
     let names = k.ok(&["get", "gd", "-o", "name"], None).await;
     assert_eq!(names.trim(), "gadget.example.io/g1");

@@ -1,6 +1,7 @@
 //! Integration tests: each test starts its own sandbox on a free port and talks to it
 //! through kube-rs or real kubectl.
 
+mod binary;
 mod common;
 mod controller;
 mod crds;
