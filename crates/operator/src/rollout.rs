@@ -297,7 +297,7 @@ fn pointer(segments: &[&str]) -> String {
 /// RFC 6901: `~` becomes `~0` and `/` becomes `~1` (in that order, so `~1` in a key stays
 /// distinct from `/`).
 fn escape_segment(segment: &str) -> String {
-    segment.to_owned()
+    segment.replace('~', "~0").replace('/', "~1")
 }
 
 #[cfg(test)]
