@@ -154,18 +154,23 @@ impl Env {
         let sandbox = Sandbox::start().await.expect("sandbox starts");
         let client = sandbox.client();
         install_crds(&client).await;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        install_namespace(&client, ns).await;
         Env {
             sandbox,
             client,
             ns: ns.to_owned(),
+            operator: None,
+        }
+    }
+
+    /// A bare sandbox: no CRDs, no namespace, no operator (namespace `payments` assumed).
+    pub async fn bare() -> Env {
+        let sandbox = Sandbox::start().await.expect("sandbox starts");
+        let client = sandbox.client();
+        Env {
+            sandbox,
+            client,
+            ns: "payments".to_owned(),
             operator: None,
         }
     }
@@ -344,6 +349,17 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+pub async fn install_namespace(client: &Client, ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
 }
 
 pub async fn install_crds(client: &Client) {

@@ -2,6 +2,7 @@
 //! One test binary, so the harness is shared and linked once.
 
 mod common;
+mod examples;
 mod failures;
 mod leak;
 mod sync;

@@ -1,0 +1,192 @@
+//! The CRDs and the examples, applied with real kubectl 1.37 as a user would, reconciled by
+//! the operator.
+
+use std::path::Path;
+use std::process::Output;
+
+use secretsync_testkit::openbao::OpenBao;
+use secretsync_testkit::{repo_root, require_tool};
+
+use crate::common::{Env, Operator, install_namespace};
+
+struct Kubectl {
+    bin: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Kubectl {
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .await
+            .expect("kubectl runs")
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+async fn kubectl_env() -> Option<(Env, Kubectl)> {
+    let bin = require_tool("kubectl")?;
+    let env = Env::bare().await;
+    let kubectl = Kubectl {
+        bin,
+        kubeconfig: env.sandbox.kubeconfig_path().to_path_buf(),
+    };
+    Some((env, kubectl))
+}
+
+fn path(rel: &str) -> String {
+    repo_root().join(rel).to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn crds_load_in_real_kubectl_and_the_fake_example_syncs() {
+    let Some((mut env, kubectl)) = kubectl_env().await else {
+        return;
+    };
+    // Client-side dry run first (what issue reviewers run), then for real.
+    let dry = kubectl
+        .ok(&[
+            "apply",
+            "--dry-run=client",
+            "--validate=false",
+            "-f",
+            &path("crds"),
+        ])
+        .await;
+    assert_eq!(dry.matches("(dry run)").count(), 3, "{dry}");
+    let applied = kubectl.ok(&["apply", "-f", &path("crds")]).await;
+    assert!(
+        applied.contains("secretsyncs.secretsync.io created"),
+        "{applied}"
+    );
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/secretsyncs.secretsync.io",
+            "--timeout=30s",
+        ])
+        .await;
+    install_namespace(&env.client, "payments").await;
+    env.operator = Some(Operator::start(env.client.clone(), None));
+
+    kubectl
+        .ok(&["apply", "-n", "payments", "-f", &path("examples/fake")])
+        .await;
+    kubectl
+        .ok(&[
+            "wait",
+            "-n",
+            "payments",
+            "--for=condition=Ready",
+            "secretsync/db",
+            "--timeout=30s",
+        ])
+        .await;
+    let secret = env
+        .secret("db-v1")
+        .await
+        .expect("db-v1 made from the example");
+    let data = secret.data.unwrap();
+    assert_eq!(data["username"].0, b"app");
+    assert_eq!(data["password"].0, b"correct-horse-1");
+    assert_eq!(data["host"].0, b"db.internal");
+
+    // The printer columns a user sees, by short name and category.
+    let table = kubectl.ok(&["get", "ssync", "-n", "payments"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "STORE", "VERSION", "ACTIVE", "READY", "AGE"],
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap();
+    for cell in ["db", "demo-store", "1", "db-v1", "True"] {
+        assert!(
+            row.split_whitespace().any(|c| c == cell),
+            "{cell} missing in {row:?}"
+        );
+    }
+    let by_category = kubectl
+        .ok(&["get", "secretsync", "-n", "payments", "-o", "name"])
+        .await;
+    assert!(
+        by_category.contains("secretsync.secretsync.io/db"),
+        "{by_category}"
+    );
+    env.stop_operator().await;
+}
+
+#[tokio::test]
+async fn the_vault_example_syncs_from_openbao() {
+    let Some(bao) = OpenBao::start() else { return };
+    let Some((mut env, kubectl)) = kubectl_env().await else {
+        return;
+    };
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "from-openbao")],
+    );
+    bao.kv_put(
+        "secret",
+        "app/config",
+        &[("host", "db.internal"), ("port", "5432")],
+    );
+    kubectl.ok(&["apply", "-f", &path("crds")]).await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/secretstores.secretsync.io",
+        ])
+        .await;
+    install_namespace(&env.client, "payments").await;
+    env.operator = Some(Operator::start(env.client.clone(), None));
+
+    // The examples as a user would adapt them: the token and the server address.
+    let dir = tempfile::tempdir().unwrap();
+    let examples = repo_root().join("examples/vault");
+    for file in ["token-secret.yaml", "store.yaml", "secretsync.yaml"] {
+        let text = std::fs::read_to_string(examples.join(file))
+            .unwrap()
+            .replace("token: root", &format!("token: {}", bao.root_token()))
+            .replace("http://127.0.0.1:8200", &bao.addr());
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    kubectl
+        .ok(&[
+            "apply",
+            "-n",
+            "payments",
+            "-f",
+            &dir.path().to_string_lossy(),
+        ])
+        .await;
+    env.wait_version("db", 1).await;
+    let data = env.secret("db-v1").await.unwrap().data.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&data["dsn"].0),
+        "postgres://app:from-openbao@db.internal:5432/app"
+    );
+    assert_eq!(data["username"].0, b"app");
+    assert_eq!(
+        data.len(),
+        2,
+        "a template Secret holds exactly the rendered keys"
+    );
+    assert!(Path::new(&examples.join("store-kubernetes-auth.yaml")).exists());
+    env.stop_operator().await;
+}
