@@ -930,6 +930,10 @@ impl Core {
     fn validate(&self, t: &Target, old: Option<&Value>, new: &Value, causes: &mut Vec<Cause>) {
         let def = &t.def;
         let name = &t.name;
+        crate::objmeta::validate_meta(new, causes);
+        if def.group.is_empty() && matches!(def.kind.as_str(), "Secret" | "ConfigMap") {
+            crate::objmeta::validate_data(&def.kind, new, causes);
+        }
         if name.is_empty() {
             causes.push(Cause::new(
                 "FieldValueRequired",

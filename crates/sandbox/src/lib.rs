@@ -30,6 +30,7 @@ pub mod error;
 pub mod fields;
 pub mod gc;
 pub mod http;
+pub mod objmeta;
 pub mod patch;
 pub mod render;
 pub mod resources;

@@ -402,3 +402,53 @@ async fn generation_tracks_spec_for_workloads_and_status_is_ignored_on_main_endp
     assert_eq!(got.binary_data.unwrap()["b"], ByteString(vec![0, 1, 2]));
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn unknown_fields_warn_by_default_and_invalid_metadata_is_rejected() {
+    let sb = Sandbox::start().await.unwrap();
+    let client = sb.client();
+    let req = hyper::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w"}, "spec": {"x": 1}})).unwrap(),
+        ))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let warning = resp
+        .headers()
+        .get("warning")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(warning, "299 - \"unknown field \\\"spec\\\"\"");
+
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let bad: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bad", "labels": {"app": "has space"}}, "data": {"bad key": "v"}})).unwrap();
+    let e = status_of(api.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message
+            .contains("metadata.labels: Invalid value: \"has space\""),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("data[bad key]: Invalid value: \"bad key\": a valid config key"),
+        "{}",
+        e.message
+    );
+    let long: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "long", "labels": {"app": "x".repeat(64)}}}),
+    )
+    .unwrap();
+    let e = status_of(api.create(&PostParams::default(), &long).await.unwrap_err());
+    assert!(
+        e.message.contains("must be no more than 63 characters"),
+        "{}",
+        e.message
+    );
+    sb.shutdown().await;
+}
