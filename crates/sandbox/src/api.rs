@@ -219,6 +219,9 @@ impl Core {
         raw: Option<&[u8]>,
         opts: &WriteOpts,
     ) -> ApiResult<Written> {
+        if let Some(core) = self.events_core_target(t) {
+            return self.create(&core, crate::events::to_core(&body), None, opts);
+        }
         self.check_namespace(t)?;
         let mut t = t.clone();
         if !body.is_object() {
@@ -277,6 +280,9 @@ impl Core {
         raw: Option<&[u8]>,
         opts: &WriteOpts,
     ) -> ApiResult<Written> {
+        if let Some(core) = self.events_core_target(t) {
+            return self.update(&core, crate::events::to_core(&body), None, opts);
+        }
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was in an unknown format",
@@ -352,7 +358,13 @@ impl Core {
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
             ),
         };
+        let events_core = self.events_core_target(t);
         if ptype == PatchType::Apply {
+            if events_core.is_some() {
+                return Err(ApiError::unsupported_media(
+                    "server-side apply of events.k8s.io/v1 Events is not supported by the sandbox; use core/v1 Events",
+                ));
+            }
             if opts.field_manager.as_deref().unwrap_or("").is_empty() {
                 return Err(ApiError::bad_request(
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
@@ -365,9 +377,15 @@ impl Core {
             .and_then(|p| p.pointer("/metadata/resourceVersion"))
             .and_then(Value::as_str)
             .map(|s| s.parse::<u64>().unwrap_or(u64::MAX));
+        // events.k8s.io/v1 patches apply to that view, then store the core form.
+        let t = events_core.as_ref().unwrap_or(t);
         loop {
             let old = self.get(t)?;
-            let mut doc = (*old).clone();
+            let mut doc = if events_core.is_some() {
+                crate::events::from_core(&old)
+            } else {
+                (*old).clone()
+            };
             match ptype {
                 PatchType::Merge => {
                     patch::merge_patch(&mut doc, parsed.as_ref().unwrap_or(&Value::Null))
@@ -377,6 +395,9 @@ impl Core {
                 }
                 PatchType::Json => patch::json_patch(&mut doc, body)?,
                 PatchType::Apply => unreachable!("handled above"),
+            }
+            if events_core.is_some() {
+                doc = crate::events::to_core(&doc);
             }
             if let Some(w) = wanted_rv
                 && w != object_rv(&old)
@@ -1179,6 +1200,18 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The core/v1 Events target behind an events.k8s.io/v1 request.
+    fn events_core_target(&self, t: &Target) -> Option<Target> {
+        if !t.def.is_events_v1() {
+            return None;
+        }
+        Some(Target {
+            def: self.registry.by_plural("", "events")?,
+            version: "v1".into(),
+            ..t.clone()
+        })
     }
 
     /// A target for an object identified by store key (used by in-process controllers).

@@ -18,6 +18,7 @@ use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::patch::PatchType;
 use crate::render::{Render, render};
+use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::Key;
 use crate::tokens;
@@ -292,7 +293,7 @@ async fn resource(
         }
         "list" => list(core, &t, q, how),
         "watch" => {
-            let p = watch_params(q, how)?;
+            let p = watch_params(q, how, &def)?;
             Ok(watchmod::serve(core.clone(), st.shutdown.clone(), t, p))
         }
         "create" => {
@@ -385,13 +386,11 @@ async fn resource(
             let opts = delete_opts(&def, q, &body)?;
             let labels =
                 LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-            let fields =
-                FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+            let fields = field_selector(&def, q)?;
             let keep = |v: &Value| labels.matches(v) && fields.matches(v);
             let nsf = (!t.namespace.is_empty()).then_some(t.namespace.as_str());
-            let (objs, rv, _) = core
-                .store
-                .list(&def.group, &def.plural, nsf, None, None, &keep);
+            let (sg, sr) = def.storage();
+            let (objs, rv, _) = core.store.list(sg, sr, nsf, None, None, &keep);
             let mut items = Vec::new();
             for o in objs {
                 let tt = Target {
@@ -473,7 +472,18 @@ fn delete_opts(
     })
 }
 
-fn watch_params(q: &Query, how: Render) -> ApiResult<WatchParams> {
+/// The request's field selector, in stored terms (events.k8s.io/v1 field names map to the
+/// stored core/v1 Event fields).
+fn field_selector(def: &ResourceDef, q: &Query) -> ApiResult<FieldSelector> {
+    let raw = q.get("fieldSelector").map(String::as_str).unwrap_or("");
+    let mut fs = FieldSelector::parse(raw)?;
+    if def.is_events_v1() {
+        fs = fs.map_paths(crate::events::core_field_path);
+    }
+    Ok(fs)
+}
+
+fn watch_params(q: &Query, how: Render, def: &ResourceDef) -> ApiResult<WatchParams> {
     let since = match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
         Some(s) => Some(
@@ -492,7 +502,7 @@ fn watch_params(q: &Query, how: Render) -> ApiResult<WatchParams> {
         bookmarks: is_true(q.get("allowWatchBookmarks")),
         send_initial_events,
         labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?,
+        fields: field_selector(def, q)?,
         render: how,
         bookmark_every: Duration::from_secs(2),
     })
@@ -501,7 +511,7 @@ fn watch_params(q: &Query, how: Render) -> ApiResult<WatchParams> {
 fn list(core: &Core, t: &Target, q: &Query, how: Render) -> ApiResult<Response> {
     let def = &t.def;
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = field_selector(&t.def, q)?;
     let limit = q
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
@@ -520,9 +530,8 @@ fn list(core: &Core, t: &Target, q: &Query, how: Render) -> ApiResult<Response> 
     let keep = |v: &Value| labels.matches(v) && fields.matches(v);
     let nsf = (!t.namespace.is_empty()).then_some(t.namespace.as_str());
     let after = cont.as_ref().map(|c| (c.ns.clone(), c.name.clone()));
-    let (objs, rv, more) =
-        core.store
-            .list(&def.group, &def.plural, nsf, after.as_ref(), limit, &keep);
+    let (sg, sr) = def.storage();
+    let (objs, rv, more) = core.store.list(sg, sr, nsf, after.as_ref(), limit, &keep);
     let rv = cont.as_ref().map(|c| c.rv).unwrap_or(rv);
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if more && let Some(last) = objs.last() {

@@ -11,8 +11,8 @@
 //! Not faithful: no authentication or authorization (any or no bearer token is accepted),
 //! plain HTTP only, no admission webhooks, CRD `x-kubernetes-validations` (CEL) rules are
 //! skipped, no version conversion between CRD versions (stored objects are relabelled, as
-//! with conversion strategy `None`), core/v1 and events.k8s.io/v1 Events are stored
-//! separately, and `Table` responses are not produced (kubectl falls back to plain JSON).
+//! with conversion strategy `None`), server-side apply of events.k8s.io/v1 Events is
+//! refused, and request bodies must be JSON (or YAML for apply), not protobuf.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), secretsync_sandbox::Error> {
@@ -27,6 +27,7 @@ pub mod api;
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod fields;
 pub mod gc;
 pub mod http;

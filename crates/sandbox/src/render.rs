@@ -30,6 +30,7 @@ impl Render {
 
 pub fn render(v: &Value, def: &ResourceDef, version: &str, how: Render) -> Value {
     match how {
+        Render::Full if def.is_events_v1() => crate::events::from_core(v),
         Render::Full => {
             let av = def.api_version(version);
             if v.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {

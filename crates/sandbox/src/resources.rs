@@ -66,6 +66,20 @@ impl ResourceDef {
         }
     }
 
+    /// Where objects of this resource are stored: events.k8s.io/v1 Events share the core
+    /// Events' storage.
+    pub fn storage(&self) -> (&str, &str) {
+        if self.is_events_v1() {
+            ("", "events")
+        } else {
+            (&self.group, &self.plural)
+        }
+    }
+
+    pub fn is_events_v1(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
+    }
+
     pub fn preferred_version(&self) -> &str {
         &self.versions[0]
     }

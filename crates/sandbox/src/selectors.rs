@@ -192,6 +192,16 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// The same selector with every field path rewritten.
+    pub fn map_paths(self, f: impl Fn(&str) -> String) -> Self {
+        Self(
+            self.0
+                .into_iter()
+                .map(|(p, eq, v)| (f(&p), eq, v))
+                .collect(),
+        )
+    }
+
     /// The `metadata.name` this selector pins, if any (lets a get replace a scan).
     pub fn pinned_name(&self) -> Option<&str> {
         self.0

@@ -66,9 +66,13 @@ pub fn serve(
 ) -> Response {
     let ns = (!t.namespace.is_empty()).then(|| t.namespace.clone());
     let keep = |v: &Value| matches(&p, v);
-    let started = core
-        .store
-        .watch_from(&t.def.group, &t.def.plural, ns.as_deref(), p.since, &keep);
+    let started = core.store.watch_from(
+        t.def.storage().0,
+        t.def.storage().1,
+        ns.as_deref(),
+        p.since,
+        &keep,
+    );
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let body_stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -141,7 +145,7 @@ pub fn serve(
                             continue;
                         }
                         last_rv = c.rv;
-                        if c.key.group != def.group || c.key.resource != def.plural {
+                        if (c.key.group.as_str(), c.key.resource.as_str()) != def.storage() {
                             continue;
                         }
                         if let Some(ns) = &ns && c.key.namespace != *ns {

@@ -216,6 +216,23 @@ async fn event_recorder_creates_and_aggregates_series() {
         e.regarding.as_ref().and_then(|r| r.name.as_deref()),
         Some("evented")
     );
+    let selected = events
+        .list(&ListParams::default().fields("regarding.name=evented"))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 1);
+
+    // The same Event through core/v1, as `kubectl get events` reads it.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=evented"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let c = &list.items[0];
+    assert_eq!(c.message.as_deref(), Some("all good"));
+    assert_eq!(c.involved_object.name.as_deref(), Some("evented"));
+    assert_eq!(c.reporting_component.as_deref(), Some("tester"));
     sb.shutdown().await;
 }
 
