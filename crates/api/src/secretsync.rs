@@ -401,6 +401,12 @@ pub enum VersionState {
 pub struct RolloutStatus {
     #[serde(default)]
     pub targets: Vec<TargetStatus>,
+    /// The version this rollout moves targets to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// When the rollout to `version` began; `rollout.timeout` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -411,6 +417,9 @@ pub struct TargetStatus {
     /// The version this target was rolled to.
     pub version: i64,
     pub state: TargetState,
+    /// Progress in words, such as "2/3 replicas updated".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

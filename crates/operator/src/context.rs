@@ -18,6 +18,7 @@ use secretsync_providers::{ConnectContext, Provider};
 use crate::error::{Error, Result};
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
+use crate::workloads::Workloads;
 
 /// Settings from the command line.
 #[derive(Clone, Debug)]
@@ -76,6 +77,15 @@ impl WrittenVersions {
     }
 }
 
+/// What the watches keep in memory, filled before the first reconcile.
+pub struct Caches {
+    pub index: Arc<VersionIndex>,
+    pub syncs: Store<SecretSync>,
+    pub stores: Store<SecretStore>,
+    pub cluster_stores: Store<ClusterSecretStore>,
+    pub workloads: Workloads,
+}
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
@@ -90,6 +100,7 @@ pub struct Context {
     pub syncs: Store<SecretSync>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
+    pub workloads: Workloads,
     /// Connected providers by (store UID, generation): a store edit reconnects; credentials
     /// and tokens are shared by every SecretSync using the store.
     providers: Mutex<HashMap<(String, i64), Arc<Provider>>>,
@@ -98,15 +109,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        config: Config,
-        index: Arc<VersionIndex>,
-        metrics: Arc<Metrics>,
-        syncs: Store<SecretSync>,
-        stores: Store<SecretStore>,
-        cluster_stores: Store<ClusterSecretStore>,
-    ) -> Self {
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, caches: Caches) -> Self {
+        let Caches {
+            index,
+            syncs,
+            stores,
+            cluster_stores,
+            workloads,
+        } = caches;
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -125,6 +135,7 @@ impl Context {
             syncs,
             stores,
             cluster_stores,
+            workloads,
             providers: Mutex::default(),
             failures: Mutex::default(),
         }

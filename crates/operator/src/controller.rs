@@ -10,19 +10,23 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, StoreKind, labels};
+use secretsync_api::{
+    ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind, labels,
+};
 use tracing::{info, warn};
 
-use crate::context::{Config, Context};
+use crate::context::{Caches, Config, Context};
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
+use crate::workloads::Workloads;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -100,6 +104,43 @@ pub async fn run(
     )
     .touched_objects();
 
+    // Rollout targets → reflectors, waking the SecretSyncs that roll out to them.
+    let (deployments, deployments_writer) = reflector::store::<Deployment>();
+    let (statefulsets, statefulsets_writer) = reflector::store::<StatefulSet>();
+    let (daemonsets, daemonsets_writer) = reflector::store::<DaemonSet>();
+    let workloads = Workloads {
+        deployments: deployments.clone(),
+        statefulsets: statefulsets.clone(),
+        daemonsets: daemonsets.clone(),
+    };
+    let deployment_watch = reflector::reflector(
+        deployments_writer,
+        watcher(
+            scoped::<Deployment>(&client, &options.namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+    let statefulset_watch = reflector::reflector(
+        statefulsets_writer,
+        watcher(
+            scoped::<StatefulSet>(&client, &options.namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+    let daemonset_watch = reflector::reflector(
+        daemonsets_writer,
+        watcher(
+            scoped::<DaemonSet>(&client, &options.namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+
     let controller = Controller::new(
         scoped::<SecretSync>(&client, &options.namespace),
         watcher::Config::default().any_semantic(),
@@ -116,6 +157,24 @@ pub async fn run(
         cluster_watch,
         StoreKind::ClusterSecretStore,
         syncs.clone(),
+        wake_tx.clone(),
+    ));
+    tokio::spawn(wake_rollout_owners(
+        deployment_watch,
+        WorkloadKind::Deployment,
+        syncs.clone(),
+        wake_tx.clone(),
+    ));
+    tokio::spawn(wake_rollout_owners(
+        statefulset_watch,
+        WorkloadKind::StatefulSet,
+        syncs.clone(),
+        wake_tx.clone(),
+    ));
+    tokio::spawn(wake_rollout_owners(
+        daemonset_watch,
+        WorkloadKind::DaemonSet,
+        syncs.clone(),
         wake_tx,
     ));
 
@@ -123,20 +182,22 @@ pub async fn run(
     let _ = index_ready_rx.await;
     let _ = stores.wait_until_ready().await;
     let _ = cluster_stores.wait_until_ready().await;
+    let _ = deployments.wait_until_ready().await;
+    let _ = statefulsets.wait_until_ready().await;
+    let _ = daemonsets.wait_until_ready().await;
     info!(
         secrets = index.len(),
         "caches ready; starting the controller"
     );
 
-    let ctx = Arc::new(Context::new(
-        client,
-        config,
+    let caches = Caches {
         index,
-        metrics,
         syncs,
         stores,
         cluster_stores,
-    ));
+        workloads,
+    };
+    let ctx = Arc::new(Context::new(client, config, metrics, caches));
     controller
         .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown)
@@ -219,6 +280,34 @@ async fn wake_store_users<S: Resource<DynamicType = ()>>(
                 && sync.spec.store_ref.name == name
                 && (kind == StoreKind::ClusterSecretStore || sync.namespace() == namespace);
             if uses {
+                let _ = wake.unbounded_send(ObjectRef::from_obj(&*sync));
+            }
+        }
+    }
+}
+
+/// Wakes every SecretSync that rolls out to (or rolled out to) a changed workload, so
+/// rollout progress is seen as it happens.
+async fn wake_rollout_owners<W: Resource<DynamicType = ()>>(
+    changes: impl Stream<Item = Result<W, watcher::Error>>,
+    kind: WorkloadKind,
+    syncs: Store<SecretSync>,
+    wake: mpsc::UnboundedSender<ObjectRef<SecretSync>>,
+) {
+    let mut changes = std::pin::pin!(changes);
+    while let Some(change) = changes.next().await {
+        let workload = match change {
+            Ok(workload) => workload,
+            Err(e) => {
+                warn!(error = %e, kind = kind.as_str(), "watching workloads");
+                continue;
+            }
+        };
+        let namespace = workload.namespace();
+        for sync in syncs.state() {
+            if sync.namespace() == namespace
+                && Workloads::may_target(&sync, kind, &workload.name_any(), workload.labels())
+            {
                 let _ = wake.unbounded_send(ObjectRef::from_obj(&*sync));
             }
         }

@@ -109,6 +109,18 @@ impl VersionIndex {
         Some(owner)
     }
 
+    /// Removes a Secret we deleted ourselves, before its watch event arrives.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let mut inner = self.lock();
+        if let Some(owner) = inner
+            .owner_of
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            && let Some(versions) = inner.by_owner.get_mut(&owner)
+        {
+            versions.retain(|_, m| m.secret_name != name);
+        }
+    }
+
     /// A relist began: collect objects until [`VersionIndex::relist_done`].
     pub fn relist_start(&self) {
         self.lock().relist = Some(Vec::new());

@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod rollout;
 pub mod status;
 pub mod telemetry;
+pub mod workloads;
 
 pub use context::Config;
 pub use controller::{RunOptions, run};

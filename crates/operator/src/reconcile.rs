@@ -1,7 +1,7 @@
 //! The SecretSync reconciler: resolve store → fetch → build content (pure) → write a new
 //! version when needed → status. Each step is small; the decisions live in pure functions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use kube::{Api, Resource, ResourceExt};
 use secretsync_api::reason::{condition, event};
 use secretsync_api::validate::{check_spec_version, validate_spec};
 use secretsync_api::{
-    DeletionPolicy, Reason, SecretSync, SecretSyncStatus, labels, naming::versioned_name,
+    DeletionPolicy, Reason, RevokePolicy, RolloutStatus, SecretSync, SecretSyncStatus, TargetState,
+    TargetStatus, WorkloadKind, labels, naming::versioned_name,
 };
 use secretsync_providers::{RemoteValue, SecretData, extract};
 use serde_json::json;
@@ -27,7 +28,9 @@ use crate::desired::{Content, build_content, version_secret};
 use crate::error::{Error, Result, backoff_delay};
 use crate::index::VersionMeta;
 use crate::metrics::Metrics;
+use crate::rollout::{Progress, rewrite_patch, rollout_progress};
 use crate::status::{now, set_condition, version_list};
+use crate::workloads::{patch_workload, references};
 
 /// Entry point for the controller: the finalizer wraps apply and cleanup.
 pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Action> {
@@ -161,9 +164,10 @@ async fn sync_versions(
         }
     }
 
+    // A revoked newest version is replaced first (guarantee 5), like a rotation.
     let rotate = newest
         .as_ref()
-        .is_none_or(|n| spec.spec_version() > n.spec_version);
+        .is_none_or(|n| spec.spec_version() > n.spec_version || spec.is_revoked(n.version));
     let spec_changed = sync.metadata.generation != previous.observed_generation;
     let refresh_due = match (&previous.last_refresh_time, spec.refresh_interval()) {
         (None, _) => true,
@@ -215,14 +219,36 @@ async fn sync_versions(
 
     let current = existing.keys().next_back().copied();
     let active = spec.pin_version.or(current);
-    status.observed_generation = sync.metadata.generation;
+    let active_name = active
+        .and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()))
+        .unwrap_or_default();
+    let generation = sync.metadata.generation;
+
+    // Roll the targets onto the active version, then let go of what nobody needs.
+    let rollout = match active {
+        Some(active) => {
+            roll_out(
+                sync,
+                ctx,
+                &base,
+                active,
+                &active_name,
+                previous.rollout.as_ref(),
+            )
+            .await?
+        }
+        None => RolloutOutcome::default(),
+    };
+    events.extend(rollout.events);
+    let pruned = prune(sync, ctx, &base, &mut existing, active, &rollout.state).await?;
+    events.extend(pruned.events);
+
+    status.observed_generation = generation;
     status.current_version = current;
     status.active_version = active;
-    status.active_secret_name =
-        active.and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()));
+    status.active_secret_name = Some(active_name.clone()).filter(|n| !n.is_empty());
     status.versions = version_list(&existing, &previous.versions, active, spec.revoked());
-    let active_name = status.active_secret_name.clone().unwrap_or_default();
-    let generation = sync.metadata.generation;
+    status.rollout = rollout.status;
     set_condition(
         &mut status.conditions,
         condition::SYNCED,
@@ -231,27 +257,383 @@ async fn sync_versions(
         format!("{active_name} is up to date with {}", spec.store_ref.name),
         generation,
     );
+    let (ready, ready_reason, ready_message) = match &rollout.state {
+        RolloutState::Failed(why) => (
+            false,
+            Reason::RolloutFailed,
+            format!("{active_name} active; {why}"),
+        ),
+        RolloutState::NoTargets => (true, Reason::Synced, format!("{active_name} active")),
+        RolloutState::Progressing(summary) | RolloutState::Complete(summary) => (
+            true,
+            Reason::Synced,
+            format!("{active_name} active; {summary}"),
+        ),
+    };
     set_condition(
         &mut status.conditions,
         condition::READY,
-        true,
-        Reason::Synced,
-        format!("{active_name} active"),
+        ready,
+        ready_reason,
+        ready_message,
         generation,
     );
+    match &rollout.state {
+        RolloutState::NoTargets => status
+            .conditions
+            .retain(|c| c.type_ != condition::ROLLED_OUT),
+        RolloutState::Complete(summary) => set_condition(
+            &mut status.conditions,
+            condition::ROLLED_OUT,
+            true,
+            Reason::RolloutComplete,
+            summary.clone(),
+            generation,
+        ),
+        RolloutState::Progressing(summary) => set_condition(
+            &mut status.conditions,
+            condition::ROLLED_OUT,
+            false,
+            Reason::RolloutProgressing,
+            summary.clone(),
+            generation,
+        ),
+        RolloutState::Failed(why) => set_condition(
+            &mut status.conditions,
+            condition::ROLLED_OUT,
+            false,
+            Reason::RolloutFailed,
+            why.clone(),
+            generation,
+        ),
+    }
 
-    let requeue = match (&status.last_refresh_time, spec.refresh_interval()) {
+    let refresh = match (&status.last_refresh_time, spec.refresh_interval()) {
         (Some(last), Some(interval)) => {
             let wait = due_at(&uid, last, interval).duration_since(jiff::Timestamp::now());
             Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
         }
         _ => None,
     };
+    let requeue = [refresh, rollout.requeue, pruned.requeue]
+        .into_iter()
+        .flatten()
+        .min();
     Ok(Done {
         status,
         requeue,
         events,
     })
+}
+
+/// Where the rollout to the active version stands, with a summary for messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum RolloutState {
+    /// No `spec.rollout`, or nothing matched it.
+    #[default]
+    NoTargets,
+    Progressing(String),
+    Complete(String),
+    Failed(String),
+}
+
+#[derive(Default)]
+struct RolloutOutcome {
+    state: RolloutState,
+    status: Option<RolloutStatus>,
+    events: Vec<Event>,
+    requeue: Option<Duration>,
+}
+
+/// Points every target's pod template at the active version (a minimal JSON patch, only
+/// when something differs) and reads how far each rollout got.
+async fn roll_out(
+    sync: &SecretSync,
+    ctx: &Context,
+    base: &str,
+    active: i64,
+    active_name: &str,
+    previous: Option<&RolloutStatus>,
+) -> Result<RolloutOutcome> {
+    let targets = ctx.workloads.targets(sync);
+    if targets.is_empty() {
+        return Ok(RolloutOutcome::default());
+    }
+    let namespace = sync.namespace().unwrap_or_default();
+    let started_at = previous
+        .filter(|p| p.version == Some(active))
+        .and_then(|p| p.started_at.clone())
+        .unwrap_or_else(now);
+    let timeout = sync.spec.rollout_timeout();
+    let deadline = started_at
+        .0
+        .checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(jiff::Timestamp::MAX);
+    let timed_out = jiff::Timestamp::now() >= deadline;
+    let was = |kind: WorkloadKind, name: &str| {
+        previous
+            .filter(|p| p.version == Some(active))
+            .and_then(|p| p.targets.iter().find(|t| t.kind == kind && t.name == name))
+            .map(|t| t.state)
+    };
+
+    let mut outcome = RolloutOutcome::default();
+    let mut statuses = Vec::new();
+    for (kind, name) in &targets {
+        let (state, message) = match ctx.workloads.get(*kind, &namespace, name) {
+            None => (
+                TargetState::NotFound,
+                Some(format!("{} {name} not found", kind.as_str())),
+            ),
+            Some(workload) => match rewrite_patch(*kind, &workload, base, active_name) {
+                Some(patch) => {
+                    match patch_workload(&ctx.client, *kind, &namespace, name, patch).await {
+                        Ok(()) => {
+                            info!(kind = kind.as_str(), target = %name, secret = %active_name, "rolling out");
+                            outcome.events.push(Event {
+                                type_: EventType::Normal,
+                                reason: event::ROLLOUT_STARTED.into(),
+                                note: Some(format!(
+                                    "{} {name} now references {active_name}",
+                                    kind.as_str()
+                                )),
+                                action: "Rollout".into(),
+                                secondary: None,
+                            });
+                        }
+                        // Someone changed it meanwhile (the resourceVersion test failed):
+                        // look again on the next pass.
+                        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
+                            debug!(target = %name, "workload changed during the rollout patch");
+                            outcome.requeue = Some(Duration::from_secs(1));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    (
+                        TargetState::Progressing,
+                        Some("pod template updated".into()),
+                    )
+                }
+                None => match rollout_progress(*kind, &workload) {
+                    Progress::Complete => (TargetState::Complete, None),
+                    Progress::Failed { reason } => (TargetState::Failed, Some(reason)),
+                    Progress::Progressing { reason } if timed_out => (
+                        TargetState::Failed,
+                        Some(format!(
+                            "not complete after {}: {reason}",
+                            humanize(timeout)
+                        )),
+                    ),
+                    Progress::Progressing { reason } => (TargetState::Progressing, Some(reason)),
+                },
+            },
+        };
+        if state == TargetState::Failed && was(*kind, name) != Some(TargetState::Failed) {
+            outcome.events.push(Event {
+                type_: EventType::Warning,
+                reason: event::ROLLOUT_FAILED.into(),
+                note: Some(format!(
+                    "{} {name} did not roll out to {active_name}: {}",
+                    kind.as_str(),
+                    message.as_deref().unwrap_or("failed")
+                )),
+                action: "Rollout".into(),
+                secondary: None,
+            });
+        }
+        statuses.push(TargetStatus {
+            kind: *kind,
+            name: name.clone(),
+            version: active,
+            state,
+            message,
+        });
+    }
+
+    let counted: Vec<&TargetStatus> = statuses
+        .iter()
+        .filter(|t| t.state != TargetState::NotFound)
+        .collect();
+    let complete = counted
+        .iter()
+        .filter(|t| t.state == TargetState::Complete)
+        .count();
+    let summary = format!(
+        "{complete}/{} targets rolled out to {active_name}",
+        counted.len()
+    );
+    let previous_complete = previous.is_some_and(|p| {
+        p.version == Some(active)
+            && p.targets
+                .iter()
+                .all(|t| matches!(t.state, TargetState::Complete | TargetState::NotFound))
+    });
+    outcome.state = if let Some(failed) = statuses.iter().find(|t| t.state == TargetState::Failed) {
+        RolloutState::Failed(format!(
+            "rollout failed: {} {}: {}",
+            failed.kind.as_str(),
+            failed.name,
+            failed.message.as_deref().unwrap_or("failed")
+        ))
+    } else if complete == counted.len() {
+        if !previous_complete {
+            outcome.events.push(Event {
+                type_: EventType::Normal,
+                reason: event::ROLLOUT_COMPLETE.into(),
+                note: Some(summary.clone()),
+                action: "Rollout".into(),
+                secondary: None,
+            });
+        }
+        RolloutState::Complete(summary)
+    } else {
+        // The workload watch wakes us on progress; the deadline needs a timer.
+        let until_deadline = Duration::try_from(deadline.duration_since(jiff::Timestamp::now()))
+            .unwrap_or(Duration::ZERO);
+        outcome.requeue = outcome
+            .requeue
+            .into_iter()
+            .chain([until_deadline.max(Duration::from_millis(100))])
+            .min();
+        RolloutState::Progressing(summary)
+    };
+    outcome.status = Some(RolloutStatus {
+        targets: statuses,
+        version: Some(active),
+        started_at: Some(started_at),
+    });
+    Ok(outcome)
+}
+
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+#[derive(Default)]
+struct Pruned {
+    events: Vec<Event>,
+    requeue: Option<Duration>,
+}
+
+/// Deletes versions nobody needs: beyond `history.limit` (oldest first) once the rollout is
+/// Complete and nothing in the namespace references them; revoked ones at once
+/// (`Immediate`) or once the rollout ended (`AfterRollout`), warning about what still uses
+/// them.
+async fn prune(
+    sync: &SecretSync,
+    ctx: &Context,
+    base: &str,
+    existing: &mut BTreeMap<i64, VersionMeta>,
+    active: Option<i64>,
+    rollout: &RolloutState,
+) -> Result<Pruned> {
+    let mut pruned = Pruned::default();
+    let spec = &sync.spec;
+    let rollout_complete = matches!(rollout, RolloutState::Complete(_) | RolloutState::NoTargets);
+    let rollout_ended = rollout_complete || matches!(rollout, RolloutState::Failed(_));
+
+    // Kept: the active version and the newest non-revoked ones, `history.limit` in all.
+    let limit = spec.history_limit() as usize;
+    let mut kept: BTreeSet<i64> = active.into_iter().collect();
+    for v in existing.keys().rev().filter(|v| !spec.is_revoked(**v)) {
+        if kept.len() >= limit {
+            break;
+        }
+        kept.insert(*v);
+    }
+    let revoked: Vec<i64> = existing
+        .keys()
+        .copied()
+        .filter(|v| spec.is_revoked(*v) && Some(*v) != active)
+        .collect();
+    let surplus: Vec<i64> = existing
+        .keys()
+        .copied()
+        .filter(|v| !kept.contains(v) && !spec.is_revoked(*v))
+        .collect();
+    let revoke_now = match spec.revoke_policy() {
+        RevokePolicy::Immediate => revoked.clone(),
+        RevokePolicy::AfterRollout if rollout_ended => revoked.clone(),
+        RevokePolicy::AfterRollout => Vec::new(),
+    };
+    if revoke_now.is_empty() && (surplus.is_empty() || !rollout_complete) {
+        return Ok(pruned);
+    }
+
+    let namespace = sync.namespace().unwrap_or_default();
+    let used = references(&ctx.client, &ctx.workloads, &namespace, base).await?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    for v in revoke_now {
+        let meta = existing[&v].clone();
+        if let Some(users) = used.get(&v) {
+            pruned.events.push(Event {
+                type_: EventType::Warning,
+                reason: event::REVOKED_STILL_REFERENCED.into(),
+                note: Some(crate::status::truncate(
+                    format!("revoked {} is still referenced by {}; those Pods will fail to start until they move off it", meta.secret_name, users.join(", ")),
+                    1024,
+                )),
+                action: "Revoke".into(),
+                secondary: None,
+            });
+        }
+        delete_version(&api, ctx, &namespace, &meta).await?;
+        info!(secret = %meta.secret_name, "revoked version deleted");
+        pruned.events.push(Event {
+            type_: EventType::Normal,
+            reason: event::VERSION_REVOKED.into(),
+            note: Some(format!("deleted revoked {}", meta.secret_name)),
+            action: "Revoke".into(),
+            secondary: None,
+        });
+        existing.remove(&v);
+    }
+    if rollout_complete {
+        for v in surplus {
+            if used.contains_key(&v) {
+                // A Pod or template still needs it: try again later.
+                pruned.requeue = Some(Duration::from_secs(30));
+                continue;
+            }
+            let meta = existing[&v].clone();
+            delete_version(&api, ctx, &namespace, &meta).await?;
+            info!(secret = %meta.secret_name, "old version deleted");
+            pruned.events.push(Event {
+                type_: EventType::Normal,
+                reason: event::VERSION_DELETED.into(),
+                note: Some(format!(
+                    "deleted {} (beyond history.limit {limit})",
+                    meta.secret_name
+                )),
+                action: "Prune".into(),
+                secondary: None,
+            });
+            existing.remove(&v);
+        }
+    }
+    Ok(pruned)
+}
+
+async fn delete_version(
+    api: &Api<Secret>,
+    ctx: &Context,
+    namespace: &str,
+    meta: &VersionMeta,
+) -> Result<()> {
+    match with_timeout(ctx, api.delete(&meta.secret_name, &DeleteParams::default())).await? {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Forget it now: the watch may lag, and the next pass must not see it as present.
+    ctx.index.forget(namespace, &meta.secret_name);
+    Ok(())
 }
 
 /// When the next refresh is due: `last + interval`, ±10% jitter. The jitter is derived from
