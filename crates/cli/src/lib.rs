@@ -1,0 +1,161 @@
+//! `kubectl secretsync`: the kubectl plugin of the secretsync operator.
+//!
+//! It reads and patches `SecretSync` objects only; it never reads Secret data, so it cannot
+//! print a secret value. Output goes to stdout, progress and errors to stderr; the exit code
+//! is 0 on success, 1 when the operation failed and 2 for a usage error.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod ops;
+pub mod render;
+pub mod wait;
+
+use std::io::Write;
+use std::time::Duration;
+
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use secretsync_api::SecretSync;
+
+use crate::cli::{Cli, Command, WaitArgs};
+use crate::error::{EXIT_FAILED, Error, Result};
+use crate::ops::{Outcome, Syncs, WaitFor};
+
+/// How often `--wait` polls.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs the command line against the cluster and returns the exit code.
+pub async fn main(cli: Cli) -> i32 {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let fallback_ns = cli
+        .global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let (client, namespace) = match client::connect(
+        cli.global.kubeconfig.as_deref(),
+        cli.global.context.as_deref(),
+        cli.global.namespace.as_deref(),
+    )
+    .await
+    {
+        Ok(connected) => connected,
+        Err(e) => {
+            report(&mut err, &e, &fallback_ns);
+            return EXIT_FAILED;
+        }
+    };
+    match execute(client, &namespace, cli.command, &mut out, &mut err).await {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&mut err, &e, &namespace);
+            EXIT_FAILED
+        }
+    }
+}
+
+/// `error: …` and `hint: …` on stderr.
+pub fn report(err: &mut dyn Write, error: &Error, namespace: &str) {
+    let _ = writeln!(err, "error: {error}");
+    if let Some(hint) = error.hint(namespace) {
+        let _ = writeln!(err, "hint: {hint}");
+    }
+}
+
+/// One command against `namespace`; output to `out`, progress to `err`.
+pub async fn execute(
+    client: Client,
+    namespace: &str,
+    command: Command,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    let syncs = Syncs::new(client.clone(), namespace);
+    let now = jiff::Timestamp::now();
+    match command {
+        Command::List { all_namespaces } => {
+            let api: Api<SecretSync> = if all_namespaces {
+                Api::all(client)
+            } else {
+                syncs.api.clone()
+            };
+            let mut items = api.list(&ListParams::default()).await?.items;
+            items.sort_by_key(|s| (s.namespace(), s.name_any()));
+            if items.is_empty() {
+                let place = if all_namespaces {
+                    "any namespace".to_owned()
+                } else {
+                    format!("namespace {namespace:?}")
+                };
+                let _ = writeln!(err, "No SecretSyncs found in {place}.");
+            } else {
+                let _ = write!(out, "{}", render::list(&items, all_namespaces, now));
+            }
+        }
+        Command::Status { name, wait } => {
+            let mut sync = syncs.get(&name).await?;
+            if let Some(timeout) = wait.timeout() {
+                let want = WaitFor {
+                    generation: sync.metadata.generation.unwrap_or(0),
+                    ..Default::default()
+                };
+                sync = wait_for(&syncs, &name, &want, timeout, err).await?.0;
+            }
+            let _ = write!(out, "{}", render::status(&sync, jiff::Timestamp::now()));
+        }
+        Command::Rotate { name, wait } => {
+            let outcome = ops::rotate(&syncs, &name).await?;
+            finish(&syncs, &name, outcome, wait, out, err).await?;
+        }
+        Command::Revoke {
+            name,
+            version,
+            immediate,
+            force,
+            wait,
+        } => {
+            let outcome = ops::revoke(&syncs, &name, version, immediate, force).await?;
+            finish(&syncs, &name, outcome, wait, out, err).await?;
+        }
+        Command::Rollback { name, to, wait } => {
+            let outcome = ops::rollback(&syncs, &name, to).await?;
+            finish(&syncs, &name, outcome, wait, out, err).await?;
+        }
+        Command::Unpin { name, wait } => {
+            let outcome = ops::unpin(&syncs, &name).await?;
+            finish(&syncs, &name, outcome, wait, out, err).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn finish(
+    syncs: &Syncs,
+    name: &str,
+    outcome: Outcome,
+    wait: WaitArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    let _ = writeln!(out, "{}", outcome.message);
+    if let Some(timeout) = wait.timeout() {
+        let (_, summary) = wait_for(syncs, name, &outcome.wait, timeout, err).await?;
+        let _ = writeln!(out, "done: {summary}");
+    }
+    Ok(())
+}
+
+async fn wait_for(
+    syncs: &Syncs,
+    name: &str,
+    want: &WaitFor,
+    timeout: Duration,
+    err: &mut dyn Write,
+) -> Result<(SecretSync, String)> {
+    let mut progress = |why: &str| {
+        let _ = writeln!(err, "waiting: {why}");
+    };
+    wait::wait(syncs, name, want, timeout, POLL_INTERVAL, &mut progress).await
+}

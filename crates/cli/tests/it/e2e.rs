@@ -1,0 +1,310 @@
+//! End to end: the built `kubectl-secretsync` on PATH, run by real kubectl against the
+//! sandbox, with the operator running in this process.
+//!
+//! kubectl 1.37 refuses global flags before a plugin's name ("flags cannot be placed before
+//! plugin name"), so `--kubeconfig` goes after it (or in `KUBECONFIG`), as users must type it.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use secretsync_api::{SecretStore, SecretSync};
+use secretsync_operator::metrics::Metrics;
+use secretsync_operator::{Config, RunOptions};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::common::{DEADLINE, Env, sync_yaml};
+
+struct Kubectl {
+    kubectl: PathBuf,
+    path: std::ffi::OsString,
+    kubeconfig: PathBuf,
+    home: PathBuf,
+}
+
+impl Kubectl {
+    fn new(kubectl: PathBuf, kubeconfig: &Path, home: &Path) -> Self {
+        let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-secretsync"))
+            .parent()
+            .expect("the binary is in a directory")
+            .to_path_buf();
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(
+            std::iter::once(plugin_dir).chain(std::env::split_paths(&inherited)),
+        )
+        .unwrap();
+        Self {
+            kubectl,
+            path,
+            kubeconfig: kubeconfig.to_owned(),
+            home: home.to_owned(),
+        }
+    }
+
+    /// `kubectl ARGS`, with the kubeconfig only where the arguments say.
+    async fn run(&self, args: &[&str], kubeconfig_env: bool) -> Output {
+        let mut cmd = tokio::process::Command::new(&self.kubectl);
+        cmd.args(args)
+            .env("PATH", &self.path)
+            .env("HOME", &self.home)
+            .env_remove("KUBECONFIG")
+            .kill_on_drop(true);
+        if kubeconfig_env {
+            cmd.env("KUBECONFIG", &self.kubeconfig);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("kubectl finishes")
+            .expect("kubectl runs");
+        eprintln!(
+            "$ kubectl {}\n[exit {:?}]\n{}{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_rollback_unpin_with_wait_through_real_kubectl() {
+    let Some(kubectl) = secretsync_testkit::require_tool("kubectl") else {
+        return;
+    };
+    let env = Env::start("payments").await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let operator = tokio::spawn(secretsync_operator::run(
+        env.client.clone(),
+        Config::default(),
+        RunOptions {
+            namespace: None,
+            concurrency: 8,
+        },
+        Arc::new(Metrics::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let stores: Api<SecretStore> = Api::namespaced(env.client.clone(), "payments");
+    stores
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+                "metadata": {"name": "vault"},
+                "spec": {"provider": {"fake": {"data": [
+                    {"key": "app/db", "value": r#"{"password":"s3cret-value"}"#, "version": "1"}
+                ]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.create_sync(&sync_yaml("db", ""), None).await;
+    wait_current(&env, 1).await;
+
+    // A private HOME for kubectl's cache, so the test does not touch the developer's.
+    let home = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
+    let kubeconfig = env.sandbox.kubeconfig_path().to_str().unwrap().to_owned();
+
+    // rotate --wait
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "rotate",
+                "db",
+                "-n",
+                "payments",
+                "--wait",
+                "--timeout",
+                "60s",
+                "--kubeconfig",
+                &kubeconfig,
+            ],
+            false,
+        )
+        .await;
+    assert!(out.status.success(), "rotate failed: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rotating db: spec.version unset → 1; expect db-v2"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("done: db is Ready; db-v2 is active"),
+        "{}",
+        stdout(&out)
+    );
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "payments");
+    assert!(
+        secrets.get_opt("db-v2").await.unwrap().is_some(),
+        "db-v2 exists"
+    );
+
+    // status, with the kubeconfig from KUBECONFIG
+    let out = k
+        .run(&["secretsync", "status", "db", "-n", "payments"], true)
+        .await;
+    assert!(out.status.success(), "status failed: {}", stderr(&out));
+    let status = stdout(&out);
+    let row = |secret: &str| {
+        status
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.get(1) == Some(&secret))
+            .unwrap_or_else(|| panic!("no row for {secret} in\n{status}"))
+    };
+    assert_eq!(row("db-v2")[..3], ["2", "db-v2", "Active"]);
+    assert_eq!(row("db-v1")[..3], ["1", "db-v1", "Retained"]);
+    assert_eq!(
+        *row("db-v2").last().unwrap(),
+        "1",
+        "made for spec.version 1"
+    );
+    assert!(!status.contains("s3cret-value") && !status.contains("password"));
+
+    // list -A
+    let out = k.run(&["secretsync", "list", "-A"], true).await;
+    assert!(out.status.success());
+    let db_row: Vec<String> = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("payments"))
+        .expect("a row for payments/db")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(db_row[..5], ["payments", "db", "2", "db-v2", "True"]);
+
+    // Without -n, the context's namespace (`default` in the sandbox kubeconfig).
+    let out = k
+        .run(&["secretsync", "list", "--context", "sandbox"], true)
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No SecretSyncs found in namespace \"default\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = k
+        .run(&["secretsync", "list", "--context", "nope"], true)
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: cannot load the kubeconfig"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint: "), "{}", stderr(&out));
+
+    // A refusal exits 1 with a hint; nothing is written.
+    let before: SecretSync = env.get("db").await;
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "rollback",
+                "db",
+                "--to",
+                "7",
+                "-n",
+                "payments",
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: cannot roll db back to version 7"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("hint: versions that can be pinned: 2, 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        env.get("db").await.metadata.resource_version,
+        before.metadata.resource_version
+    );
+
+    // A usage error exits 2.
+    let out = k.run(&["secretsync", "rotate"], true).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // rollback --wait: v1 becomes active; unpin --wait: back to v2.
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "rollback",
+                "db",
+                "-n",
+                "payments",
+                "--wait",
+                "--timeout",
+                "60s",
+            ],
+            true,
+        )
+        .await;
+    assert!(out.status.success(), "rollback failed: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("done: db is Ready; db-v1 is active"),
+        "{}",
+        stdout(&out)
+    );
+    let synced = env.get("db").await;
+    assert_eq!(synced.spec.pin_version, Some(1));
+    assert_eq!(synced.status.unwrap().active_version, Some(1));
+
+    let out = k
+        .run(
+            &["secretsync", "unpin", "db", "-n", "payments", "--wait"],
+            true,
+        )
+        .await;
+    assert!(out.status.success(), "unpin failed: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("done: db is Ready; db-v2 is active"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.get("db").await.spec.pin_version, None);
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+}
+
+async fn wait_current(env: &Env, version: i64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let sync = env.get("db").await;
+        if sync.status.as_ref().and_then(|s| s.current_version) == Some(version) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "db never reached version {version}: {:#?}",
+            sync.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
