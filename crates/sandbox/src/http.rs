@@ -66,8 +66,9 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let query = parse_query(parts.uri.query());
-    // Only JSON (and YAML for apply) bodies are understood; clients that prefer protobuf or
-    // CBOR fall back to JSON on 415, as they do with aggregated servers that lack them.
+    // JSON (and YAML for apply) bodies are understood natively; protobuf bodies of the few
+    // kinds kubectl's imperative commands send are translated; anything else is a 415.
+    let mut bytes = bytes;
     if let Some(ct) = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -75,10 +76,20 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         && !bytes.is_empty()
         && (ct.contains("protobuf") || ct.contains("cbor"))
     {
-        return ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
-        ))
-        .into_response();
+        let decoded = if ct.contains("protobuf") {
+            crate::proto::decode(&bytes)
+        } else {
+            Err("CBOR is not supported".to_string())
+        };
+        match decoded {
+            Ok(v) => bytes = Bytes::from(v.to_string()),
+            Err(why) => {
+                return ApiError::unsupported_media(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({why})"
+                ))
+                .into_response();
+            }
+        }
     }
     match route(
         &st,

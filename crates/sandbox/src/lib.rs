@@ -12,7 +12,8 @@
 //! plain HTTP only, no admission webhooks, CRD `x-kubernetes-validations` (CEL) rules are
 //! skipped, no version conversion between CRD versions (stored objects are relabelled, as
 //! with conversion strategy `None`), server-side apply of events.k8s.io/v1 Events is
-//! refused, and request bodies must be JSON (or YAML for apply), not protobuf.
+//! refused, and request bodies must be JSON (or YAML for apply) except for the few
+//! protobuf bodies kubectl's imperative `create` commands send (see `proto`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), secretsync_sandbox::Error> {
@@ -33,6 +34,7 @@ pub mod gc;
 pub mod http;
 pub mod objmeta;
 pub mod patch;
+pub mod proto;
 pub mod render;
 pub mod resources;
 pub mod schema;

@@ -377,3 +377,78 @@ async fn kubectl_patches_waits_and_watches() {
     w.kill().await.unwrap();
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_imperative_creates_send_protobuf_that_the_sandbox_decodes() {
+    let sb = Sandbox::start().await.unwrap();
+    let Some(k) = Kubectl::new(&sb) else { return };
+    k.ok(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "--from-literal=user=admin",
+            "--from-literal=pass=s3cret",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        k.ok(
+            &["get", "secret", "s1", "-o", "jsonpath={.data.user}"],
+            None
+        )
+        .await,
+        "YWRtaW4="
+    );
+    k.ok(&["create", "configmap", "c1", "--from-literal=k=v"], None)
+        .await;
+    assert_eq!(
+        k.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.k}"], None)
+            .await,
+        "v"
+    );
+    k.ok(&["create", "namespace", "team-a"], None).await;
+    k.ok(&["create", "serviceaccount", "bot", "-n", "team-a"], None)
+        .await;
+    let token = k
+        .ok(
+            &[
+                "create",
+                "token",
+                "bot",
+                "-n",
+                "team-a",
+                "--audience=openbao",
+            ],
+            None,
+        )
+        .await;
+    let api: Api<k8s_openapi::api::authentication::v1::TokenReview> = Api::all(sb.client());
+    let review: k8s_openapi::api::authentication::v1::TokenReview =
+        serde_json::from_value(json!({"spec": {"token": token.trim(), "audiences": ["openbao"]}}))
+            .unwrap();
+    let r = api
+        .create(&Default::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        r.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:team-a:bot")
+    );
+    // Kinds without a protobuf decoder get a clear 415.
+    let d = k
+        .run(&["create", "deployment", "d", "--image=x"], None)
+        .await;
+    assert!(
+        !d.ok
+            && d.stderr
+                .contains("protobuf bodies of apps/v1 Deployment are not supported"),
+        "{}",
+        d.stderr
+    );
+    sb.shutdown().await;
+}
