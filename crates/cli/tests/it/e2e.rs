@@ -9,6 +9,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
@@ -85,41 +86,7 @@ async fn rotate_rollback_unpin_with_wait_through_real_kubectl() {
     let Some(kubectl) = secretsync_testkit::require_tool("kubectl") else {
         return;
     };
-    let env = Env::start("payments").await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(secretsync_operator::run(
-        env.client.clone(),
-        Config::default(),
-        RunOptions {
-            namespace: None,
-            concurrency: 8,
-        },
-        Arc::new(Metrics::default()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-
-    let stores: Api<SecretStore> = Api::namespaced(env.client.clone(), "payments");
-    stores
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-                "metadata": {"name": "vault"},
-                "spec": {"provider": {"fake": {"data": [
-                    {"key": "app/db", "value": r#"{"password":"s3cret-value"}"#, "version": "1"}
-                ]}}},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    env.create_sync(&sync_yaml("db", ""), None).await;
-    wait_current(&env, 1).await;
-
-    // A private HOME for kubectl's cache, so the test does not touch the developer's.
-    let home = tempfile::tempdir().unwrap();
+    let (env, operator, home) = start_with_db().await;
     let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
     let kubeconfig = env.sandbox.kubeconfig_path().to_str().unwrap().to_owned();
 
@@ -289,8 +256,7 @@ async fn rotate_rollback_unpin_with_wait_through_real_kubectl() {
     );
     assert_eq!(env.get("db").await.spec.pin_version, None);
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    operator.stop().await;
 }
 
 async fn wait_current(env: &Env, version: i64) {
@@ -307,4 +273,161 @@ async fn wait_current(env: &Env, version: i64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The operator running in this test's runtime.
+struct Operator {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(client: kube::Client) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(secretsync_operator::run(
+            client,
+            Config::default(),
+            RunOptions {
+                namespace: None,
+                concurrency: 8,
+            },
+            Arc::new(Metrics::default()),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// A sandbox with the operator, a fake store `vault` and SecretSync `db` at version 1, and
+/// a private HOME for kubectl's cache so the test does not touch the developer's.
+async fn start_with_db() -> (Env, Operator, tempfile::TempDir) {
+    let env = Env::start("payments").await;
+    let operator = Operator::start(env.client.clone());
+    let stores: Api<SecretStore> = Api::namespaced(env.client.clone(), "payments");
+    stores
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+                "metadata": {"name": "vault"},
+                "spec": {"provider": {"fake": {"data": [
+                    {"key": "app/db", "value": r#"{"password":"s3cret-value"}"#, "version": "1"}
+                ]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.create_sync(
+        &sync_yaml(
+            "db",
+            "  rollout: {targets: [{kind: Deployment, name: api}]}",
+        ),
+        None,
+    )
+    .await;
+    wait_current(&env, 1).await;
+    (env, operator, tempfile::tempdir().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_active_version_waits_for_the_rollout_off_it() {
+    let Some(kubectl) = secretsync_testkit::require_tool("kubectl") else {
+        return;
+    };
+    let (env, operator, home) = start_with_db().await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), "payments");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "api"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "api"}},
+                        "spec": {"containers": [{
+                            "name": "api", "image": "api:1",
+                            "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-v1", "key": "password"}}}],
+                        }]},
+                    },
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
+
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "revoke",
+                "db",
+                "--version",
+                "1",
+                "--immediate",
+                "-n",
+                "payments",
+                "--wait",
+                "--timeout",
+                "60s",
+            ],
+            true,
+        )
+        .await;
+    assert!(out.status.success(), "revoke failed: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("revoking version 1 of db (db-v1, Active):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("it is the newest version: the operator first makes a new version, db-v2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("done: db is Ready; db-v2 is active; 1/1 targets rolled out"),
+        "{text}"
+    );
+
+    let deployment = deployments.get("api").await.unwrap();
+    let env_ref =
+        serde_json::to_value(&deployment.spec.unwrap().template.spec.unwrap().containers[0].env)
+            .unwrap();
+    assert_eq!(env_ref[0]["valueFrom"]["secretKeyRef"]["name"], "db-v2");
+    let synced = env.get("db").await;
+    assert_eq!(synced.spec.revoked_versions, Some(vec![1]));
+    assert_eq!(
+        synced.spec.revoke_policy,
+        Some(secretsync_api::RevokePolicy::Immediate)
+    );
+
+    let out = k
+        .run(&["secretsync", "status", "db", "-n", "payments"], true)
+        .await;
+    let status = stdout(&out);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["Deployment", "api", "2", "Complete"]),
+        "{status}"
+    );
+    operator.stop().await;
 }
