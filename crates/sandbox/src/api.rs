@@ -1202,6 +1202,112 @@ impl Core {
         }
     }
 
+    /// The `autoscaling/v1` Scale view of a workload.
+    fn scale_view(&self, obj: &Value) -> Value {
+        let selector = obj
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+            },
+            "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+            "status": {
+                "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+                "selector": selector,
+            },
+        })
+    }
+
+    /// GET, PUT or PATCH of the `scale` subresource: only `spec.replicas` is written.
+    pub fn scale(
+        &self,
+        t: &Target,
+        verb: &str,
+        content_type: &str,
+        body: &[u8],
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
+        let main = Target {
+            sub: String::new(),
+            ..t.clone()
+        };
+        loop {
+            let cur = self.get(&main)?;
+            let view = self.scale_view(&cur);
+            let wanted = match verb {
+                "get" => return Ok(view),
+                "update" => serde_json::from_slice::<Value>(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))?,
+                _ => {
+                    let mut doc = view.clone();
+                    match PatchType::from_content_type(content_type) {
+                        Some(PatchType::Merge) => patch::merge_patch(
+                            &mut doc,
+                            &serde_json::from_slice(body)
+                                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                        ),
+                        Some(PatchType::Strategic) => patch::strategic_merge(
+                            &mut doc,
+                            &serde_json::from_slice(body)
+                                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                        ),
+                        Some(PatchType::Json) => patch::json_patch(&mut doc, body)?,
+                        _ => {
+                            return Err(ApiError::unsupported_media(
+                                "unsupported patch type for scale",
+                            ));
+                        }
+                    }
+                    doc
+                }
+            };
+            let rv = wanted
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && verb == "update")
+                .map(|s| s.parse::<u64>().unwrap_or(u64::MAX));
+            if rv.is_some_and(|rv| rv != object_rv(&cur)) {
+                return Err(ApiError::conflict(&t.def.group, &t.def.plural, &t.name));
+            }
+            let Some(replicas) = wanted
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .filter(|r| *r >= 0)
+            else {
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    &t.name,
+                    vec![Cause::invalid(
+                        "spec.replicas",
+                        wanted.pointer("/spec/replicas").unwrap_or(&Value::Null),
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            };
+            let mut next = (*cur).clone();
+            next["spec"]["replicas"] = json!(replicas);
+            let (obj, _) = self.prepare(&main, Some(&cur), next, None, opts, Mode::Update)?;
+            match self.commit_update(&main, &cur, obj, opts.dry_run) {
+                Ok(o) => return Ok(self.scale_view(&o)),
+                Err(CommitError::Stale) if rv.is_none() => continue,
+                Err(e) => return Err(commit_err(t, e)),
+            }
+        }
+    }
+
     /// The core/v1 Events target behind an events.k8s.io/v1 request.
     fn events_core_target(&self, t: &Target) -> Option<Target> {
         if !t.def.is_events_v1() {

@@ -119,7 +119,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "verbs": ["get", "patch", "update"],
             }));
         }
-        for (sub, kind, gv) in &d.extra_subresources {
+        for (sub, kind, gv, verbs) in &d.extra_subresources {
             let (g, v) = crate::resources::split_api_version(gv);
             resources.push(json!({
                 "name": format!("{}/{sub}", d.plural),
@@ -128,7 +128,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "group": g,
                 "version": v,
                 "kind": kind,
-                "verbs": ["create"],
+                "verbs": verbs,
             }));
         }
     }

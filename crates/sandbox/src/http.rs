@@ -255,7 +255,7 @@ async fn resource(
         "" => {}
         "status" if def.status_subresource => {}
         "finalize" if def.plural == "namespaces" => {}
-        "token" if def.plural == "serviceaccounts" => {}
+        "token" | "scale" if def.has_subresource(&sub) => {}
         _ => return Err(not_found_path()),
     }
     let t = Target {
@@ -298,6 +298,15 @@ async fn resource(
     }
     let out = |v: &Value| render(v, &def, version, how);
     match verb {
+        "get" | "update" | "patch" if sub == "scale" => {
+            let opts = write_opts(q, headers)?;
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let v = core.scale(&t, verb, ct, &body, &opts)?;
+            Ok(ok(&v))
+        }
         "get" => {
             let o = core.get(&t)?;
             Ok(ok(&out(&o)))

@@ -40,8 +40,14 @@ pub struct ResourceDef {
     pub generation: Generation,
     /// Verbs advertised in discovery.
     pub verbs: Vec<&'static str>,
-    /// Extra subresources advertised in discovery besides `status` (e.g. `token`).
-    pub extra_subresources: Vec<(&'static str, &'static str, &'static str)>,
+    /// Extra subresources advertised in discovery besides `status`:
+    /// (name, kind, group/version, verbs), e.g. `token` and `scale`.
+    pub extra_subresources: Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    )>,
     /// Set for CRD-defined kinds.
     pub crd: Option<Vec<CrdVersion>>,
 }
@@ -74,6 +80,10 @@ impl ResourceDef {
         } else {
             (&self.group, &self.plural)
         }
+    }
+
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.extra_subresources.iter().any(|(n, ..)| *n == name)
     }
 
     pub fn is_events_v1(&self) -> bool {
@@ -259,8 +269,23 @@ fn builtins() -> Vec<ResourceDef> {
     ];
     for d in &mut v {
         if d.plural == "serviceaccounts" {
-            d.extra_subresources
-                .push(("token", "TokenRequest", "authentication.k8s.io/v1"));
+            d.extra_subresources.push((
+                "token",
+                "TokenRequest",
+                "authentication.k8s.io/v1",
+                &["create"],
+            ));
+        }
+        if matches!(
+            d.plural.as_str(),
+            "deployments" | "statefulsets" | "replicasets"
+        ) {
+            d.extra_subresources.push((
+                "scale",
+                "Scale",
+                "autoscaling/v1",
+                &["get", "patch", "update"],
+            ));
         }
         if d.plural == "namespaces" {
             // Namespaces cannot be deleted as a collection.

@@ -36,6 +36,7 @@ pub async fn run(core: Arc<Core>) {
         first_seen: HashMap::new(),
         timers: HashSet::new(),
         blocked: HashMap::new(),
+        progress: HashMap::new(),
         timer_tx,
     };
     sim.resync();
@@ -71,6 +72,8 @@ struct Sim {
     timers: HashSet<Key>,
     /// namespace -> pods waiting for a Secret.
     blocked: HashMap<String, HashSet<Key>>,
+    /// Deployment -> (new ReplicaSet name, when its rollout started), for progress deadlines.
+    progress: HashMap<Key, (String, Instant)>,
     timer_tx: mpsc::UnboundedSender<Key>,
 }
 
@@ -219,6 +222,18 @@ fn keep_times(old: Option<&Value>, mut new: Vec<Value>) -> Value {
 }
 
 impl Sim {
+    /// Reconciles `k` again at `due` (one pending timer per key).
+    fn schedule(&mut self, k: &Key, due: Instant) {
+        if self.timers.insert(k.clone()) {
+            let tx = self.timer_tx.clone();
+            let key = k.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                let _ = tx.send(key);
+            });
+        }
+    }
+
     fn enqueue(&mut self, k: Key) {
         if self.queued.insert(k.clone()) {
             self.queue.push_back(k);
@@ -242,6 +257,9 @@ impl Sim {
     fn on_change(&mut self, c: &Change) {
         let k = &c.key;
         match (k.group.as_str(), k.resource.as_str()) {
+            ("apps", "deployments") if c.kind == ChangeKind::Deleted => {
+                self.progress.remove(k);
+            }
             ("apps", "deployments" | "statefulsets" | "daemonsets") => self.enqueue(k.clone()),
             ("apps", "replicasets") => {
                 self.enqueue(k.clone());
@@ -460,14 +478,7 @@ impl Sim {
             .or_insert_with(Instant::now);
         let due = seen + self.core.ready_delay;
         if Instant::now() < due {
-            if self.timers.insert(k.clone()) {
-                let tx = self.timer_tx.clone();
-                let key = k.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(due.into()).await;
-                    let _ = tx.send(key);
-                });
-            }
+            self.schedule(k, due);
             return;
         }
         self.first_seen.remove(k);
@@ -647,7 +658,32 @@ impl Sim {
         }
         let old_total = total - new_count;
         let complete = new_done && old_total == 0;
-        let rs_label = format!("ReplicaSet \"{}\"", s(&new_obj, "/metadata/name"));
+        let rs_name = s(&new_obj, "/metadata/name").to_string();
+        let rs_label = format!("ReplicaSet \"{rs_name}\"");
+        let deadline_exceeded = if complete {
+            self.progress.remove(k);
+            false
+        } else {
+            let start = match self.progress.get(k) {
+                Some((name, at)) if *name == rs_name => *at,
+                _ => {
+                    let now = Instant::now();
+                    self.progress.insert(k.clone(), (rs_name.clone(), now));
+                    now
+                }
+            };
+            let secs = d
+                .pointer("/spec/progressDeadlineSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(600);
+            let due = start + std::time::Duration::from_secs(secs);
+            if Instant::now() >= due {
+                true
+            } else {
+                self.schedule(k, due);
+                false
+            }
+        };
         let now = now_rfc3339();
         let available = ready >= want;
         let conditions = keep_times(
@@ -657,10 +693,16 @@ impl Sim {
                        "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
                        "message": if available { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." },
                        "lastUpdateTime": now, "lastTransitionTime": now}),
-                json!({"type": "Progressing", "status": "True",
-                       "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                       "message": if complete { format!("{rs_label} has successfully progressed.") } else { format!("{rs_label} is progressing.") },
-                       "lastUpdateTime": now, "lastTransitionTime": now}),
+                if deadline_exceeded {
+                    json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                           "message": format!("{rs_label} has timed out progressing."),
+                           "lastUpdateTime": now, "lastTransitionTime": now})
+                } else {
+                    json!({"type": "Progressing", "status": "True",
+                           "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                           "message": if complete { format!("{rs_label} has successfully progressed.") } else { format!("{rs_label} is progressing.") },
+                           "lastUpdateTime": now, "lastTransitionTime": now})
+                },
             ],
         );
         let mut status = json!({

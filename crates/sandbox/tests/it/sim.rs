@@ -424,3 +424,90 @@ async fn kubectl_rollout_status_finishes_after_template_changes() {
     assert_eq!(images, "v2 v2");
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn scale_subresource_and_progress_deadline() {
+    let sb = fast_sandbox().await;
+    let client = sb.client();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    deps.create(
+        &PostParams::default(),
+        &workload("Deployment", "web", Some(1), containers("x"), json!({})),
+    )
+    .await
+    .unwrap();
+    let scale = deps.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    deps.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    eventually(10, "three ready pods", || {
+        let pods = pods.clone();
+        async move {
+            (pods_with(&pods, "web")
+                .await
+                .iter()
+                .filter(|p| ready(p))
+                .count()
+                == 3)
+                .then_some(())
+        }
+    })
+    .await;
+    let scale = deps.get_scale("web").await.unwrap();
+    assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=web"));
+
+    // A rollout that cannot finish runs into its progress deadline.
+    let mut hung: Deployment = workload(
+        "Deployment",
+        "stuck",
+        Some(1),
+        containers("x"),
+        json!({"sandbox.secretsync.io/hang-rollout": "true"}),
+    );
+    hung.spec.as_mut().unwrap().progress_deadline_seconds = Some(1);
+    deps.create(&PostParams::default(), &hung).await.unwrap();
+    eventually(10, "progress deadline exceeded", || {
+        let deps = deps.clone();
+        async move {
+            let conds = deps.get("stuck").await.ok()?.status?.conditions?;
+            conds
+                .iter()
+                .any(|c| {
+                    c.type_ == "Progressing"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    if let Some(k) = Kubectl::new(&sb) {
+        let out = k
+            .run(
+                &["rollout", "status", "deployment/stuck", "--timeout=20s"],
+                None,
+            )
+            .await;
+        assert!(!out.ok);
+        assert!(
+            out.stderr.contains("exceeded its progress deadline"),
+            "{}",
+            out.stderr
+        );
+        let scaled = k
+            .ok(&["scale", "deployment/web", "--replicas=1"], None)
+            .await;
+        assert!(scaled.contains("scaled"), "{scaled}");
+        assert_eq!(
+            deps.get("web").await.unwrap().spec.unwrap().replicas,
+            Some(1)
+        );
+    }
+    sb.shutdown().await;
+}
