@@ -597,8 +597,9 @@ async fn prune(
     if rollout_complete {
         for v in surplus {
             if used.contains_key(&v) {
-                // A Pod or template still needs it: try again later.
-                pruned.requeue = Some(Duration::from_secs(30));
+                // A Pod or template still needs it. Nothing wakes us when a Pod goes away
+                // (Pods are not watched, to keep memory flat), so look again soon.
+                pruned.requeue = Some(Duration::from_secs(10));
                 continue;
             }
             let meta = existing[&v].clone();

@@ -151,7 +151,16 @@ impl Env {
     }
 
     pub async fn without_operator(ns: &str) -> Env {
-        let sandbox = Sandbox::start().await.expect("sandbox starts");
+        Self::with_sandbox(ns, Sandbox::builder()).await
+    }
+
+    /// Like [`Env::start`] with sandbox options (a slower simulated rollout, say).
+    pub async fn start_with(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
+        Self::with_sandbox(ns, builder).await.with_operator()
+    }
+
+    async fn with_sandbox(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
+        let sandbox = builder.start().await.expect("sandbox starts");
         let client = sandbox.client();
         install_crds(&client).await;
         install_namespace(&client, ns).await;

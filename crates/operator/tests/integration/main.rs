@@ -5,5 +5,6 @@ mod common;
 mod examples;
 mod failures;
 mod leak;
+mod rollout;
 mod sync;
 mod vault;

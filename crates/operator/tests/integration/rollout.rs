@@ -1,0 +1,575 @@
+//! Workloads follow versions safely (api.md guarantees 3–6), with the sandbox's workload
+//! simulator rolling Pods as a cluster would.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use secretsync_api::{SecretSync, TargetState, VersionState};
+use serde_json::{Value, json};
+
+use crate::common::{DEADLINE, Env};
+
+const STORE: &[(&str, &str, &str)] = &[("app/db", r#"{"password":"one"}"#, "1")];
+
+fn v(password: &str, version: &str) -> Vec<(String, String, String)> {
+    vec![(
+        "app/db".into(),
+        format!(r#"{{"password":"{password}"}}"#),
+        version.into(),
+    )]
+}
+
+async fn set_password(env: &Env, password: &str, version: &str) {
+    let entries = v(password, version);
+    let refs: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    env.set_fake_data("vault", &refs).await;
+}
+
+/// A SecretSync `db` rolling out to the given targets.
+fn sync(extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: db}}
+spec:
+  storeRef: {{name: vault}}
+  data: [{{secretKey: password, remoteRef: {{key: app/db, property: password}}}}]
+{extra}
+"#
+    )
+}
+
+/// A pod spec referencing `secret` in every way the contract lists, in a container and an
+/// initContainer, plus references that must never change.
+fn pod_spec(secret: &str) -> Value {
+    json!({
+        "initContainers": [{
+            "name": "migrate", "image": "migrate:1",
+            "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}],
+        }],
+        "containers": [{
+            "name": "api", "image": "api:1",
+            "env": [
+                {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+                {"name": "PLAIN", "value": "db-v1"},
+            ],
+            "envFrom": [{"secretRef": {"name": secret}}],
+            "volumeMounts": [{"name": "creds", "mountPath": "/creds"}, {"name": "all", "mountPath": "/all"}],
+        }],
+        "volumes": [
+            {"name": "creds", "secret": {"secretName": secret}},
+            {"name": "all", "projected": {"sources": [{"secret": {"name": secret}}]}},
+        ],
+    })
+}
+
+fn workload(kind: &str, name: &str, secret: &str, labels: Value, annotations: Value) -> Value {
+    let mut spec = json!({
+        "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec(secret)},
+    });
+    if kind != "DaemonSet" {
+        spec["replicas"] = json!(2);
+    }
+    if kind == "StatefulSet" {
+        spec["serviceName"] = json!(name);
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    })
+}
+
+async fn create_deployment(env: &Env, name: &str, secret: &str, annotations: Value) -> Deployment {
+    let d: Deployment = serde_json::from_value(workload(
+        "Deployment",
+        name,
+        secret,
+        json!({"team": "payments"}),
+        annotations,
+    ))
+    .unwrap();
+    env.api::<Deployment>()
+        .create(&Default::default(), &d)
+        .await
+        .unwrap()
+}
+
+/// The target's state once it reaches `state` at `version`.
+async fn wait_target(env: &Env, name: &str, version: i64, state: TargetState) {
+    env.wait_for::<SecretSync, _>("db", &format!("{name} {state:?} at v{version}"), |s| {
+        s.status
+            .as_ref()?
+            .rollout
+            .as_ref()?
+            .targets
+            .iter()
+            .find(|t| t.name == name && t.version == version && t.state == state)
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// Every Secret name the Deployment's pod template references.
+fn template_refs(d: &Deployment) -> Vec<String> {
+    let value = serde_json::to_value(d).unwrap();
+    secretsync_operator::rollout::secret_refs(&value["spec"]["template"]["spec"])
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+async fn event_reasons(env: &Env) -> Vec<String> {
+    env.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_rollout() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    let before = create_deployment(&env, "api", "db-v1", json!({})).await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    set_password(&env, "two", "2").await;
+    env.wait_version("db", 2).await;
+    // Until the rollout is Complete, db-v1 exists at every look.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let status = env
+            .api::<SecretSync>()
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        let done = status.rollout.as_ref().is_some_and(|r| {
+            r.targets
+                .iter()
+                .all(|t| t.version == 2 && t.state == TargetState::Complete)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            env.secret("db-v1").await.is_some(),
+            "db-v1 deleted before the rollout completed"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rollout did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Every reference moved, and nothing else in the spec changed.
+    let after = env.api::<Deployment>().get("api").await.unwrap();
+    assert_eq!(template_refs(&after), vec!["db-v2"; 5]);
+    let mut expected = serde_json::to_value(before.spec.as_ref().unwrap()).unwrap();
+    let expected_text = serde_json::to_string(&expected["template"]["spec"])
+        .unwrap()
+        .replace("\"secretName\":\"db-v1\"", "\"secretName\":\"db-v2\"")
+        .replace("\"name\":\"db-v1\"", "\"name\":\"db-v2\"");
+    expected["template"]["spec"] = serde_json::from_str(&expected_text).unwrap();
+    assert_eq!(
+        serde_json::to_value(after.spec.as_ref().unwrap()).unwrap(),
+        expected
+    );
+    assert_eq!(
+        after.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .as_ref()
+            .unwrap()[1]
+            .value
+            .as_deref(),
+        Some("db-v1"),
+        "a plain env value that looks like a name is not a reference"
+    );
+
+    env.wait_for_absent::<Secret>("db-v1").await;
+    let (reason, message) = env.wait_condition("db", "RolledOut", "True").await;
+    assert_eq!(reason, "RolloutComplete");
+    assert!(
+        message.contains("1/1 targets rolled out to db-v2"),
+        "{message}"
+    );
+    let status = env
+        .api::<SecretSync>()
+        .get("db")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.versions[1].state, VersionState::Deleted);
+    let reasons = event_reasons(&env).await;
+    for want in [
+        "VersionCreated",
+        "RolloutStarted",
+        "RolloutComplete",
+        "VersionDeleted",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "{want} missing from {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_version_still_used_by_another_workload_is_kept_until_it_moves_off() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    create_deployment(&env, "worker", "db-v1", json!({})).await; // not a target
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    set_password(&env, "two", "2").await;
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    env.wait_condition("db", "RolledOut", "True").await;
+    // The pass that saw the rollout complete also decided about db-v1: it is kept.
+    assert!(
+        env.secret("db-v1").await.is_some(),
+        "db-v1 deleted while worker uses it"
+    );
+
+    // worker moves off (its owner updates it); then db-v1 goes.
+    let patch = json!({"spec": {"template": {"spec": pod_spec("db-v2")}}});
+    env.api::<Deployment>()
+        .patch("worker", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    env.wait_for_absent::<Secret>("db-v1").await;
+}
+
+#[tokio::test]
+async fn a_hanging_rollout_fails_after_the_timeout_and_deletes_nothing() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}], timeout: 2s}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+    env.api::<Deployment>()
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sandbox.secretsync.io/hang-rollout": "true"}}})),
+        )
+        .await
+        .unwrap();
+
+    set_password(&env, "two", "2").await;
+    wait_target(&env, "api", 2, TargetState::Failed).await;
+    let (reason, message) = env.wait_condition("db", "RolledOut", "False").await;
+    assert_eq!(reason, "RolloutFailed", "{message}");
+    assert!(message.contains("Deployment api"), "{message}");
+    assert!(message.contains("2s"), "{message}");
+    let (ready, _) = env.wait_condition("db", "Ready", "False").await;
+    assert_eq!(ready, "RolloutFailed");
+    assert!(
+        event_reasons(&env)
+            .await
+            .iter()
+            .any(|r| r == "RolloutFailed")
+    );
+    assert!(
+        env.secret("db-v1").await.is_some(),
+        "no old version is deleted"
+    );
+}
+
+#[tokio::test]
+async fn revoking_the_active_version_rotates_rolls_and_deletes_it_after_the_rollout() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  rollout: {targets: [{kind: Deployment, name: api}]}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    env.merge_sync("db", json!({"spec": {"revokedVersions": [1]}}))
+        .await;
+    let rotated = env.wait_version("db", 2).await;
+    assert_eq!(
+        rotated.status.unwrap().active_version,
+        Some(2),
+        "a revoked version is never active"
+    );
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    env.wait_for_absent::<Secret>("db-v1").await;
+    let after = env.api::<Deployment>().get("api").await.unwrap();
+    assert_eq!(template_refs(&after), vec!["db-v2"; 5]);
+    let status = env
+        .wait_for::<SecretSync, _>("db", "v1 tombstone", |s| {
+            let st = s.status.as_ref()?;
+            st.versions
+                .iter()
+                .any(|v| {
+                    v.version == 1 && v.state == VersionState::Revoked && v.revoked_at.is_some()
+                })
+                .then(|| st.clone())
+        })
+        .await;
+    assert_eq!(status.active_secret_name.as_deref(), Some("db-v2"));
+    assert!(
+        event_reasons(&env)
+            .await
+            .iter()
+            .any(|r| r == "VersionRevoked")
+    );
+
+    // Pinning the revoked version is refused and changes nothing.
+    env.merge_sync("db", json!({"spec": {"pinVersion": 1}}))
+        .await;
+    let (reason, message) = env.wait_condition("db", "Ready", "False").await;
+    assert_eq!(reason, "PinnedVersionUnavailable", "{message}");
+    let still = env.api::<Deployment>().get("api").await.unwrap();
+    assert_eq!(template_refs(&still), vec!["db-v2"; 5]);
+}
+
+#[tokio::test]
+async fn immediate_revocation_deletes_at_once_and_warns_about_users() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  rollout: {targets: [{kind: Deployment, name: api}]}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    create_deployment(
+        &env,
+        "api",
+        "db-v1",
+        json!({"sandbox.secretsync.io/hang-rollout": "true"}),
+    )
+    .await;
+    env.merge_sync(
+        "db",
+        json!({"spec": {"revokedVersions": [1], "revokePolicy": "Immediate"}}),
+    )
+    .await;
+    env.wait_version("db", 2).await;
+    // Deleted although the rollout off it hangs.
+    env.wait_for_absent::<Secret>("db-v1").await;
+    let events = env
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let warning = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("RevokedStillReferenced"))
+        .expect("a RevokedStillReferenced warning");
+    let note = warning.note.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("db-v1") && note.contains("Pod/api-"),
+        "{note}"
+    );
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+}
+
+#[tokio::test]
+async fn pinning_rolls_back_and_unpinning_rolls_forward() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  rollout: {targets: [{kind: Deployment, name: api}]}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    set_password(&env, "two", "2").await;
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+
+    env.merge_sync("db", json!({"spec": {"pinVersion": 1}}))
+        .await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v1"; 5]
+    );
+
+    // New versions keep being made while pinned; the targets stay on the pin.
+    set_password(&env, "three", "3").await;
+    let pinned = env.wait_version("db", 3).await.status.unwrap();
+    assert_eq!(pinned.active_version, Some(1));
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v1"; 5]
+    );
+
+    env.api::<SecretSync>()
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(json!([{"op": "remove", "path": "/spec/pinVersion"}]))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_target(&env, "api", 3, TargetState::Complete).await;
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v3"; 5]
+    );
+}
+
+#[tokio::test]
+async fn statefulsets_daemonsets_and_selected_workloads_are_targets() {
+    let env = Env::start("payments").await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  rollout:\n    targets: [{kind: StatefulSet, name: store}, {kind: DaemonSet, name: agent}]\n    selector: {matchLabels: {rollout: db}}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    let sts: StatefulSet = serde_json::from_value(workload(
+        "StatefulSet",
+        "store",
+        "db-v1",
+        json!({}),
+        json!({}),
+    ))
+    .unwrap();
+    env.api::<StatefulSet>()
+        .create(&Default::default(), &sts)
+        .await
+        .unwrap();
+    let ds: DaemonSet = serde_json::from_value(workload(
+        "DaemonSet",
+        "agent",
+        "db-v1",
+        json!({}),
+        json!({}),
+    ))
+    .unwrap();
+    env.api::<DaemonSet>()
+        .create(&Default::default(), &ds)
+        .await
+        .unwrap();
+    let selected: Deployment = serde_json::from_value(workload(
+        "Deployment",
+        "web",
+        "db-v1",
+        json!({"rollout": "db"}),
+        json!({}),
+    ))
+    .unwrap();
+    env.api::<Deployment>()
+        .create(&Default::default(), &selected)
+        .await
+        .unwrap();
+    let unselected: Deployment = serde_json::from_value(workload(
+        "Deployment",
+        "batch",
+        "db-v1",
+        json!({"rollout": "other"}),
+        json!({}),
+    ))
+    .unwrap();
+    env.api::<Deployment>()
+        .create(&Default::default(), &unselected)
+        .await
+        .unwrap();
+
+    set_password(&env, "two", "2").await;
+    for name in ["store", "agent", "web"] {
+        wait_target(&env, name, 2, TargetState::Complete).await;
+    }
+    let refs = |v: Value| -> Vec<String> {
+        secretsync_operator::rollout::secret_refs(&v["spec"]["template"]["spec"])
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    };
+    let sts = env.api::<StatefulSet>().get("store").await.unwrap();
+    assert_eq!(refs(serde_json::to_value(sts).unwrap()), vec!["db-v2"; 5]);
+    let ds = env.api::<DaemonSet>().get("agent").await.unwrap();
+    assert_eq!(refs(serde_json::to_value(ds).unwrap()), vec!["db-v2"; 5]);
+    let web = env.api::<Deployment>().get("web").await.unwrap();
+    assert_eq!(template_refs(&web), vec!["db-v2"; 5]);
+    let batch = env.api::<Deployment>().get("batch").await.unwrap();
+    assert_eq!(
+        template_refs(&batch),
+        vec!["db-v1"; 5],
+        "not selected, not touched"
+    );
+    let (_, message) = env.wait_condition("db", "RolledOut", "True").await;
+    assert!(message.contains("3/3"), "{message}");
+}
+
+#[tokio::test]
+async fn restarts_mid_rollout_and_after_it_patch_nothing_again() {
+    let mut env = Env::start_with(
+        "payments",
+        secretsync_sandbox::Sandbox::builder().ready_delay(Duration::from_secs(2)),
+    )
+    .await;
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+    set_password(&env, "two", "2").await;
+    wait_target(&env, "api", 2, TargetState::Progressing).await;
+
+    // Mid-rollout: the new operator finds the template already on db-v2.
+    env.stop_operator().await;
+    env.sandbox.reset_stats();
+    env.start_operator();
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    env.wait_for_absent::<Secret>("db-v1").await;
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.count("patch", "apps", "deployments"), 0, "{stats:?}");
+    assert_eq!(stats.count("update", "apps", "deployments"), 0, "{stats:?}");
+    assert_eq!(stats.count("create", "", "secrets"), 0, "{stats:?}");
+
+    // After completion: a restart writes nothing at all to workloads or Secrets.
+    env.stop_operator().await;
+    env.sandbox.reset_stats();
+    env.start_operator();
+    env.wait_reconciles(0, 1).await;
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.writes_to("deployments"), 0, "{stats:?}");
+    assert_eq!(stats.writes_to("secrets"), 0, "{stats:?}");
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v2"; 5]
+    );
+}
