@@ -55,7 +55,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-pub use stats::{StatKey, Stats};
+pub use stats::{StatCount, StatKey, Stats};
 pub use tokens::PLACEHOLDER_CA_PEM;
 
 use api::Core;

@@ -14,10 +14,19 @@ pub struct StatKey {
     pub subresource: String,
 }
 
-/// A snapshot of request counts.
+/// One request class and how many requests it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatCount {
+    #[serde(flatten)]
+    pub key: StatKey,
+    pub count: u64,
+}
+
+/// A snapshot of request counts; served as JSON at `GET /sandbox/stats`:
+/// `{"requests": [{"verb": "create", "group": "", "resource": "secrets", "subresource": "", "count": 3}, ...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
-    pub requests: Vec<(StatKey, u64)>,
+    pub requests: Vec<StatCount>,
 }
 
 const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
@@ -27,8 +36,8 @@ impl Stats {
     pub fn count(&self, verb: &str, group: &str, resource: &str) -> u64 {
         self.requests
             .iter()
-            .filter(|(k, _)| k.verb == verb && k.group == group && k.resource == resource)
-            .map(|(_, n)| n)
+            .filter(|c| c.key.verb == verb && c.key.group == group && c.key.resource == resource)
+            .map(|c| c.count)
             .sum()
     }
 
@@ -36,13 +45,13 @@ impl Stats {
     pub fn count_sub(&self, verb: &str, group: &str, resource: &str, subresource: &str) -> u64 {
         self.requests
             .iter()
-            .filter(|(k, _)| {
-                k.verb == verb
-                    && k.group == group
-                    && k.resource == resource
-                    && k.subresource == subresource
+            .filter(|c| {
+                c.key.verb == verb
+                    && c.key.group == group
+                    && c.key.resource == resource
+                    && c.key.subresource == subresource
             })
-            .map(|(_, n)| n)
+            .map(|c| c.count)
             .sum()
     }
 
@@ -51,8 +60,8 @@ impl Stats {
     pub fn writes_to(&self, resource: &str) -> u64 {
         self.requests
             .iter()
-            .filter(|(k, _)| k.resource == resource && WRITE_VERBS.contains(&k.verb.as_str()))
-            .map(|(_, n)| n)
+            .filter(|c| c.key.resource == resource && WRITE_VERBS.contains(&c.key.verb.as_str()))
+            .map(|c| c.count)
             .sum()
     }
 
@@ -60,13 +69,13 @@ impl Stats {
     pub fn verb_total(&self, verb: &str) -> u64 {
         self.requests
             .iter()
-            .filter(|(k, _)| k.verb == verb)
-            .map(|(_, n)| n)
+            .filter(|c| c.key.verb == verb)
+            .map(|c| c.count)
             .sum()
     }
 
     pub fn total(&self) -> u64 {
-        self.requests.iter().map(|(_, n)| n).sum()
+        self.requests.iter().map(|c| c.count).sum()
     }
 }
 
@@ -98,7 +107,10 @@ impl Recorder {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .map(|(k, v)| (k.clone(), *v))
+                .map(|(k, v)| StatCount {
+                    key: k.clone(),
+                    count: *v,
+                })
                 .collect(),
         }
     }

@@ -281,3 +281,31 @@ async fn hundreds_of_watchers_all_receive_an_event() {
     }
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn streaming_list_watchers_get_initial_events_then_changes() {
+    let sb = Sandbox::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    api.create(&PostParams::default(), &cm("pre", json!({})))
+        .await
+        .unwrap();
+    let mut s = watcher(api.clone(), watcher::Config::default().streaming_lists())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), s.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("pre"));
+    api.create(&PostParams::default(), &cm("post", json!({})))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), s.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.metadata.name.as_deref(), Some("post"));
+    sb.shutdown().await;
+}
