@@ -134,6 +134,51 @@ fn meta_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     meta(v).and_then(|m| m.get(k)).and_then(Value::as_str)
 }
 
+/// Equal apart from `metadata.resourceVersion` and `metadata.managedFields[*].time`.
+fn same_ignoring_managed_times(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Some(am), Some(bm)) = (a.as_object(), b.as_object()) else {
+        return false;
+    };
+    if am.len() != bm.len()
+        || am
+            .iter()
+            .any(|(k, v)| k != "metadata" && bm.get(k) != Some(v))
+    {
+        return false;
+    }
+    let (Some(ameta), Some(bmeta)) = (meta(a), meta(b)) else {
+        return false;
+    };
+    // The stored object carries its resourceVersion; the candidate does not yet.
+    let skip = |k: &String| k == "managedFields" || k == "resourceVersion";
+    let differs = |x: &Map<String, Value>, y: &Map<String, Value>| {
+        x.iter().any(|(k, v)| !skip(k) && y.get(k) != Some(v))
+    };
+    if differs(ameta, bmeta) || differs(bmeta, ameta) {
+        return false;
+    }
+    let entries = |m: &Map<String, Value>| -> Vec<Value> {
+        m.get("managedFields")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        if let Some(o) = e.as_object_mut() {
+                            o.remove("time");
+                        }
+                        e
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    entries(ameta) == entries(bmeta)
+}
+
 pub fn finalizers(v: &Value) -> Vec<String> {
     v.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -585,8 +630,9 @@ impl Core {
             self.after_delete(t, &o);
             return Ok(o);
         }
-        if *old.as_ref() == obj {
-            // No-op updates keep the resourceVersion and emit no event, like the real server.
+        if same_ignoring_managed_times(old, &obj) {
+            // No-op updates (including re-applies that only refresh managedFields
+            // timestamps) keep the resourceVersion and emit no event, like the real server.
             return Ok(old.clone());
         }
         let o = self

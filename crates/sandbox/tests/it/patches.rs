@@ -240,3 +240,44 @@ async fn apply_to_status_subresource_only_touches_status() {
     assert_eq!(d.spec.unwrap().replicas, Some(0));
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn identical_reapply_is_a_no_op() {
+    let sb = Sandbox::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same"}, "data": {"a": "1"}});
+    let first = cms
+        .patch(
+            "same",
+            &PatchParams::apply("op").force(),
+            &Patch::Apply(&cfg),
+        )
+        .await
+        .unwrap();
+    let second = cms
+        .patch(
+            "same",
+            &PatchParams::apply("op").force(),
+            &Patch::Apply(&cfg),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version,
+        second.metadata.resource_version
+    );
+    // A merge patch that changes nothing is a no-op too.
+    let third = cms
+        .patch(
+            "same",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version,
+        third.metadata.resource_version
+    );
+    sb.shutdown().await;
+}
