@@ -1,13 +1,87 @@
 #!/usr/bin/env bash
-# The end-to-end demo. Until the operator lands this prints the journey it will run.
+# The secretsync demo, end to end on an embedded default: the sandbox API server, the fake
+# backend, the operator binary and real kubectl. Everything runs on 127.0.0.1 and is stopped
+# when the script exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretsync/target}"
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
 scripts/setup.sh
-cat <<'PLAN'
-secretsync demo (coming with the reconciler):
-  1. start the sandbox API server and the fake backend
-  2. apply crds/ and examples/fake/ → Secret db-v1 appears
-  3. change the backend value → db-v2, the Deployment rolls to db-v2, db-v1 is pruned after the rollout
-  4. kubectl secretsync rotate db → db-v3
-  5. kubectl secretsync revoke db --version 3 → db-v4 made, rollout, db-v3 deleted
-PLAN
+bold "building the operator, the sandbox API server and the kubectl plugin"
+cargo build -q --locked -p secretsync-operator -p secretsync-sandbox $( [ -d crates/cli ] && echo -p kubectl-secretsync )
+BIN="$CARGO_TARGET_DIR/debug"
+export PATH="$PWD/.venv/bin:$BIN:$PATH"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bold "starting the sandbox API server"
+secretsync-sandbox --port 0 --kubeconfig-out "$work/kubeconfig" >"$work/sandbox.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
+[ -s "$work/kubeconfig" ] || { cat "$work/sandbox.log"; exit 1; }
+export KUBECONFIG="$work/kubeconfig"
+head -1 "$work/sandbox.log"
+
+bold "installing the CRDs"
+run kubectl apply -f crds/
+run kubectl wait --for=condition=Established crd --all --timeout=30s
+run kubectl create namespace demo
+
+bold "starting the operator (log: $work/operator.log)"
+secretsync-operator --log-level info >"$work/operator.log" 2>&1 &
+pids+=($!)
+
+wait_version() { # sync version
+  kubectl wait -n demo --for=jsonpath='{.status.currentVersion}'="$2" "secretsync/$1" --timeout=60s >/dev/null
+}
+show() {
+  kubectl secretsync status db -n demo
+  echo
+  printf 'app Deployment references: '
+  kubectl get -n demo deployment app -o jsonpath='{.spec.template.spec.volumes[0].secret.secretName}'
+  echo
+  kubectl get -n demo secrets -l secretsync.io/sync=db \
+    -o custom-columns='SECRET:.metadata.name,VERSION:.metadata.labels.secretsync\.io/version,IMMUTABLE:.immutable,HASH:.metadata.annotations.secretsync\.io/content-hash'
+}
+
+bold "1. sync: a SecretStore (fake backend), a SecretSync and an app that uses it"
+run kubectl apply -n demo -f examples/fake/
+run kubectl wait -n demo --for=condition=Ready secretsync/db --timeout=60s
+run kubectl rollout status -n demo deployment/app --timeout=60s
+show
+printf 'keys of db-v1: '
+kubectl get -n demo secret db-v1 -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'
+echo
+
+bold "2. the backend value changes → db-v2, and the app rolls onto it"
+run kubectl patch -n demo secretstore demo-store --type merge -p \
+  '{"spec":{"provider":{"fake":{"data":[{"key":"app/db","value":"{\"username\":\"app\",\"password\":\"correct-horse-2\"}","version":"2"},{"key":"app/config","value":"{\"host\":\"db.internal\",\"port\":\"5432\"}","version":"1"}]}}}}'
+wait_version db 2
+run kubectl rollout status -n demo deployment/app --timeout=60s
+run kubectl secretsync list -n demo
+show
+
+bold "3. on-call rotates on demand → db-v3 (same content, fresh read), rolled out"
+run kubectl secretsync rotate db -n demo --wait --timeout 2m
+show
+
+bold "4. db-v3 leaked: revoke it → db-v4 is made, the app rolls off db-v3, then db-v3 is deleted"
+run kubectl secretsync revoke db -n demo --version 3 --wait --timeout 2m
+kubectl wait -n demo --for=delete secret/db-v3 --timeout=60s >/dev/null 2>&1 || true
+show
+
+bold "events"
+kubectl get -n demo events --field-selector involvedObject.name=db \
+  -o custom-columns='TYPE:.type,REASON:.reason,MESSAGE:.message' --sort-by=.metadata.creationTimestamp
+
+bold "done: the sandbox and the operator stop now"

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMetaExt;
 use kube::runtime::controller::Action;
@@ -108,7 +108,10 @@ async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
                         format!("{}: {message}", error.reason()),
                         1024,
                     )),
-                    action: "Sync".into(),
+                    // The condition reason as the action: kube's Recorder folds events of
+                    // one (reason, action) into a series, and a different failure must
+                    // not be folded into the first one's note.
+                    action: error.reason().as_str().into(),
                     secondary: None,
                 };
                 publish(ctx, &sync, &ev).await;
@@ -205,7 +208,7 @@ async fn sync_versions(
                     }
                 )),
                 action: "CreateVersion".into(),
-                secondary: None,
+                secondary: Some(secret_ref(sync, &made.secret_name)),
             });
             existing.insert(made.version, made);
         } else {
@@ -398,7 +401,7 @@ async fn roll_out(
                                     kind.as_str()
                                 )),
                                 action: "Rollout".into(),
-                                secondary: None,
+                                secondary: Some(secret_ref(sync, active_name)),
                             });
                         }
                         // Someone changed it meanwhile (the resourceVersion test failed):
@@ -438,7 +441,7 @@ async fn roll_out(
                     message.as_deref().unwrap_or("failed")
                 )),
                 action: "Rollout".into(),
-                secondary: None,
+                secondary: Some(secret_ref(sync, active_name)),
             });
         }
         statuses.push(TargetStatus {
@@ -482,7 +485,7 @@ async fn roll_out(
                 reason: event::ROLLOUT_COMPLETE.into(),
                 note: Some(summary.clone()),
                 action: "Rollout".into(),
-                secondary: None,
+                secondary: Some(secret_ref(sync, active_name)),
             });
         }
         RolloutState::Complete(summary)
@@ -580,7 +583,7 @@ async fn prune(
                     1024,
                 )),
                 action: "Revoke".into(),
-                secondary: None,
+                secondary: Some(secret_ref(sync, &meta.secret_name)),
             });
         }
         delete_version(&api, ctx, &namespace, &meta).await?;
@@ -590,7 +593,7 @@ async fn prune(
             reason: event::VERSION_REVOKED.into(),
             note: Some(format!("deleted revoked {}", meta.secret_name)),
             action: "Revoke".into(),
-            secondary: None,
+            secondary: Some(secret_ref(sync, &meta.secret_name)),
         });
         existing.remove(&v);
     }
@@ -613,7 +616,7 @@ async fn prune(
                     meta.secret_name
                 )),
                 action: "Prune".into(),
-                secondary: None,
+                secondary: Some(secret_ref(sync, &meta.secret_name)),
             });
             existing.remove(&v);
         }
@@ -891,6 +894,18 @@ async fn write_status(
     .await??;
     Metrics::inc(&ctx.metrics.status_writes);
     Ok(true)
+}
+
+/// The Secret of a version, as an event's related object: events about different versions
+/// stay separate instead of folding into one series with the first version's note.
+fn secret_ref(sync: &SecretSync, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(name.to_owned()),
+        namespace: sync.namespace(),
+        ..Default::default()
+    }
 }
 
 async fn publish(ctx: &Context, sync: &SecretSync, ev: &Event) {
