@@ -81,11 +81,17 @@ mod tests {
     fn selects_whole_values_and_properties() {
         let r = remote(r#"{"password":"p4ss","port":5432,"db":{"user":"app"},"a.b":"dotted"}"#);
         assert_eq!(select("k", &r, None).unwrap().expose(), r.bytes.expose());
-        assert_eq!(select("k", &r, Some("")).unwrap().expose(), r.bytes.expose());
+        assert_eq!(
+            select("k", &r, Some("")).unwrap().expose(),
+            r.bytes.expose()
+        );
         assert_eq!(select("k", &r, Some("password")).unwrap().expose(), b"p4ss");
         assert_eq!(select("k", &r, Some("port")).unwrap().expose(), b"5432");
         assert_eq!(select("k", &r, Some("db.user")).unwrap().expose(), b"app");
-        assert_eq!(select("k", &r, Some("db")).unwrap().expose(), br#"{"user":"app"}"#);
+        assert_eq!(
+            select("k", &r, Some("db")).unwrap().expose(),
+            br#"{"user":"app"}"#
+        );
         assert_eq!(select("k", &r, Some("a.b")).unwrap().expose(), b"dotted");
     }
 

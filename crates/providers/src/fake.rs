@@ -73,7 +73,10 @@ mod tests {
         let latest = fake.fetch("app/db", None).unwrap();
         assert_eq!(latest.bytes.expose(), b"two");
         assert_eq!(latest.version.as_deref(), Some("2"));
-        assert_eq!(fake.fetch("app/db", Some("1")).unwrap().bytes.expose(), b"one");
+        assert_eq!(
+            fake.fetch("app/db", Some("1")).unwrap().bytes.expose(),
+            b"one"
+        );
         assert!(matches!(
             fake.fetch("app/db", Some("3")),
             Err(ProviderError::NotFound { .. })

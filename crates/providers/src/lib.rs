@@ -61,10 +61,7 @@ impl Provider {
     }
 
     /// Reads one remote secret, at `version` when given (else the latest).
-    #[cfg_attr(
-        not(any(feature = "vault", feature = "fake")),
-        allow(unused_variables)
-    )] // no backend compiled in: nothing to fetch with
+    #[cfg_attr(not(any(feature = "vault", feature = "fake")), allow(unused_variables))] // no backend compiled in: nothing to fetch with
     pub async fn fetch(&self, key: &str, version: Option<&str>) -> Result<RemoteValue> {
         match *self {
             #[cfg(feature = "vault")]
