@@ -452,3 +452,42 @@ async fn unknown_fields_warn_by_default_and_invalid_metadata_is_rejected() {
     );
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_all_land_and_stale_replaces_conflict() {
+    let sb = Sandbox::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let base = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "hot"}, "data": {}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                api.patch(
+                    "hot",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {format!("k{i}"): "v"}})),
+                )
+                .await
+                .unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(api.get("hot").await.unwrap().data.unwrap().len(), 20);
+    // Replaces based on the original version all lose: someone else wrote first.
+    let e = status_of(
+        api.replace("hot", &PostParams::default(), &base)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 409);
+    sb.shutdown().await;
+}

@@ -511,3 +511,38 @@ async fn scale_subresource_and_progress_deadline() {
     }
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_a_deployment_cascades_to_replicasets_and_pods() {
+    let sb = fast_sandbox().await;
+    let client = sb.client();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    deps.create(
+        &PostParams::default(),
+        &workload("Deployment", "gone", Some(2), containers("x"), json!({})),
+    )
+    .await
+    .unwrap();
+    eventually(10, "pods exist", || {
+        let pods = pods.clone();
+        async move { (pods_with(&pods, "gone").await.len() == 2).then_some(()) }
+    })
+    .await;
+    deps.delete("gone", &Default::default()).await.unwrap();
+    eventually(10, "replicasets and pods collected", || {
+        let (rss, pods) = (rss.clone(), pods.clone());
+        async move {
+            (rss.list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                && pods_with(&pods, "gone").await.is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    sb.shutdown().await;
+}
