@@ -1001,6 +1001,17 @@ impl Core {
         if def.group.is_empty() && matches!(def.kind.as_str(), "Secret" | "ConfigMap") {
             crate::objmeta::validate_data(&def.kind, new, causes);
         }
+        let workload = matches!(
+            (def.group.as_str(), def.kind.as_str()),
+            (
+                "apps",
+                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+            ) | ("", "Pod")
+        );
+        // Status-only writes cannot make a stored spec invalid.
+        if workload && t.sub.is_empty() {
+            crate::objmeta::validate_workload(&def.kind, old, new, causes);
+        }
         if name.is_empty() {
             causes.push(Cause::new(
                 "FieldValueRequired",

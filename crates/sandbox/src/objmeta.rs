@@ -238,3 +238,98 @@ mod tests {
         );
     }
 }
+
+fn go_map(m: &serde_json::Map<String, Value>) -> String {
+    let inner: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or_default()))
+        .collect();
+    format!("map[string]string{{{}}}", inner.join(", "))
+}
+
+fn validate_containers(prefix: &str, spec: Option<&Value>, causes: &mut Vec<Cause>) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => causes.push(Cause::required(&format!("{prefix}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(Cause::required(&format!("{prefix}.containers"))),
+        Some(cs) => {
+            for (i, c) in cs.iter().enumerate() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                if name.is_empty() {
+                    causes.push(Cause::required(&format!("{prefix}.containers[{i}].name")));
+                } else if !crate::util::is_dns_label(name) {
+                    causes.push(Cause::invalid(
+                        &format!("{prefix}.containers[{i}].name"),
+                        &json!(name),
+                        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+                    ));
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    causes.push(Cause::required(&format!("{prefix}.containers[{i}].image")));
+                }
+            }
+        }
+    }
+}
+
+/// The checks of apps/v1 workloads and Pods that catch broken manifests: a selector that
+/// matches the template, containers with names and images, an immutable selector.
+pub fn validate_workload(kind: &str, old: Option<&Value>, obj: &Value, causes: &mut Vec<Cause>) {
+    if kind == "Pod" {
+        validate_containers("spec", obj.get("spec"), causes);
+        return;
+    }
+    let selector = obj.pointer("/spec/selector");
+    match selector {
+        None => causes.push(Cause::required("spec.selector")),
+        Some(sel) => {
+            let labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let empty = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+                && sel
+                    .get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_none_or(|a| a.is_empty());
+            if empty {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    sel,
+                    "empty selector is invalid for deployment",
+                ));
+            } else if !crate::selectors::LabelSelector::from_object(sel)
+                .matches_labels(Some(&labels))
+            {
+                causes.push(Cause::new(
+                    "FieldValueInvalid",
+                    "spec.template.metadata.labels",
+                    format!(
+                        "Invalid value: {}: `selector` does not match template `labels`",
+                        go_map(&labels)
+                    ),
+                ));
+            }
+            if let Some(o) = old
+                && o.pointer("/spec/selector") != Some(sel)
+            {
+                causes.push(Cause::invalid("spec.selector", sel, "field is immutable"));
+            }
+        }
+    }
+    validate_containers(
+        "spec.template.spec",
+        obj.pointer("/spec/template/spec"),
+        causes,
+    );
+}

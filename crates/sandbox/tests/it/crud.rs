@@ -491,3 +491,44 @@ async fn concurrent_patches_all_land_and_stale_replaces_conflict() {
     assert_eq!(e.code, 409);
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn broken_workload_manifests_are_rejected_like_the_real_server() {
+    let sb = Sandbox::start().await.unwrap();
+    let api: Api<Deployment> = Api::namespaced(sb.client(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "bad"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c"}]}}}
+    }))
+    .unwrap();
+    let e = status_of(api.create(&PostParams::default(), &d).await.unwrap_err());
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("spec.template.spec.containers[0].image: Required value"),
+        "{}",
+        e.message
+    );
+
+    let ok: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "ok", "annotations": {"sandbox.secretsync.io/hang-rollout": "true"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &ok).await.unwrap();
+    let e = status_of(
+        api.patch("ok", &PatchParams::default(), &Patch::Merge(json!({"spec": {"selector": {"matchLabels": {"app": "z"}}, "template": {"metadata": {"labels": {"app": "z"}}}}})))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.contains("spec.selector: Invalid value"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("field is immutable"), "{}", e.message);
+    sb.shutdown().await;
+}
