@@ -189,56 +189,6 @@ pub fn validate_data(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn causes(obj: Value) -> Vec<String> {
-        let mut c = Vec::new();
-        validate_meta(&obj, &mut c);
-        validate_data("ConfigMap", &obj, &mut c);
-        c.iter().map(Cause::render).collect()
-    }
-
-    #[test]
-    fn labels_annotations_and_keys() {
-        assert!(
-            causes(json!({"metadata": {"labels": {"app.kubernetes.io/name": "web", "x": ""}}}))
-                .is_empty()
-        );
-        let c = causes(json!({"metadata": {"labels": {"a": "has space"}}}));
-        assert!(
-            c[0].starts_with(
-                "metadata.labels: Invalid value: \"has space\": a valid label must be"
-            ),
-            "{c:?}"
-        );
-        let c = causes(json!({"metadata": {"labels": {"a": "x".repeat(64)}}}));
-        assert!(
-            c[0].ends_with("must be no more than 63 characters"),
-            "{c:?}"
-        );
-        let c = causes(json!({"metadata": {"annotations": {"Bad_Prefix.io/x": "1"}}}));
-        assert_eq!(c.len(), 1, "{c:?}");
-        let c = causes(json!({"data": {"ok.key": "1", "bad key": "2"}}));
-        assert_eq!(c.len(), 1);
-        assert!(
-            c[0].starts_with("data[bad key]: Invalid value: \"bad key\": a valid config key"),
-            "{c:?}"
-        );
-        let c = causes(
-            json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "n", "uid": ""}]}}),
-        );
-        assert_eq!(
-            c,
-            vec![
-                "metadata.ownerReferences.uid: Invalid value: \"\": uid must not be empty"
-                    .to_string()
-            ]
-        );
-    }
-}
-
 fn go_map(m: &serde_json::Map<String, Value>) -> String {
     let inner: Vec<String> = m
         .iter()
@@ -332,4 +282,54 @@ pub fn validate_workload(kind: &str, old: Option<&Value>, obj: &Value, causes: &
         obj.pointer("/spec/template/spec"),
         causes,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causes(obj: Value) -> Vec<String> {
+        let mut c = Vec::new();
+        validate_meta(&obj, &mut c);
+        validate_data("ConfigMap", &obj, &mut c);
+        c.iter().map(Cause::render).collect()
+    }
+
+    #[test]
+    fn labels_annotations_and_keys() {
+        assert!(
+            causes(json!({"metadata": {"labels": {"app.kubernetes.io/name": "web", "x": ""}}}))
+                .is_empty()
+        );
+        let c = causes(json!({"metadata": {"labels": {"a": "has space"}}}));
+        assert!(
+            c[0].starts_with(
+                "metadata.labels: Invalid value: \"has space\": a valid label must be"
+            ),
+            "{c:?}"
+        );
+        let c = causes(json!({"metadata": {"labels": {"a": "x".repeat(64)}}}));
+        assert!(
+            c[0].ends_with("must be no more than 63 characters"),
+            "{c:?}"
+        );
+        let c = causes(json!({"metadata": {"annotations": {"Bad_Prefix.io/x": "1"}}}));
+        assert_eq!(c.len(), 1, "{c:?}");
+        let c = causes(json!({"data": {"ok.key": "1", "bad key": "2"}}));
+        assert_eq!(c.len(), 1);
+        assert!(
+            c[0].starts_with("data[bad key]: Invalid value: \"bad key\": a valid config key"),
+            "{c:?}"
+        );
+        let c = causes(
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "n", "uid": ""}]}}),
+        );
+        assert_eq!(
+            c,
+            vec![
+                "metadata.ownerReferences.uid: Invalid value: \"\": uid must not be empty"
+                    .to_string()
+            ]
+        );
+    }
 }
