@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -80,7 +81,7 @@ impl WrittenVersions {
 /// What the watches keep in memory, filled before the first reconcile.
 pub struct Caches {
     pub index: Arc<VersionIndex>,
-    pub syncs: Store<SecretSync>,
+    pub syncs: Store<DeserializeGuard<SecretSync>>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub workloads: Workloads,
@@ -97,7 +98,7 @@ pub struct Context {
     /// A different one means the store was edited: fetch again now rather than at the next
     /// refresh. Empty after a restart, so a restart alone causes no backend reads.
     pub last_store: Mutex<HashMap<String, (String, i64)>>,
-    pub syncs: Store<SecretSync>,
+    pub syncs: Store<DeserializeGuard<SecretSync>>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub workloads: Workloads,
@@ -139,6 +140,15 @@ impl Context {
             providers: Mutex::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The SecretSyncs in the cache that could be read (malformed ones are reported on
+    /// their own and otherwise ignored).
+    pub fn valid_syncs(&self) -> impl Iterator<Item = SecretSync> {
+        self.syncs
+            .state()
+            .into_iter()
+            .filter_map(|guard| guard.0.as_ref().ok().cloned())
     }
 
     /// Counts a failure and returns how many came before it.

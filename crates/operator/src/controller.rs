@@ -12,7 +12,7 @@ use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -45,6 +45,13 @@ impl Default for RunOptions {
     }
 }
 
+/// What the controller is keyed by: SecretSyncs behind a deserialization guard.
+type SyncRef = ObjectRef<DeserializeGuard<SecretSync>>;
+
+fn sync_ref(sync: &SecretSync) -> SyncRef {
+    SyncRef::new(&sync.name_any()).within(&sync.namespace().unwrap_or_default())
+}
+
 fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -64,7 +71,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (wake_tx, wake_rx) = mpsc::unbounded::<ObjectRef<SecretSync>>();
+    let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
 
     // Managed Secrets → version index, waking owners.
     let index = Arc::new(VersionIndex::default());
@@ -141,8 +148,10 @@ pub async fn run(
     )
     .touched_objects();
 
+    // DeserializeGuard: one malformed SecretSync (say, after a CRD downgrade) is reported on
+    // its own instead of failing the whole watch.
     let controller = Controller::new(
-        scoped::<SecretSync>(&client, &options.namespace),
+        scoped::<DeserializeGuard<SecretSync>>(&client, &options.namespace),
         watcher::Config::default().any_semantic(),
     )
     .with_config(controller::Config::default().concurrency(options.concurrency));
@@ -217,7 +226,7 @@ pub async fn run(
 async fn feed_index(
     events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>>,
     index: Arc<VersionIndex>,
-    wake: mpsc::UnboundedSender<ObjectRef<SecretSync>>,
+    wake: mpsc::UnboundedSender<SyncRef>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
@@ -229,7 +238,7 @@ async fn feed_index(
                 .owner_references()
                 .iter()
                 .find(|o| o.controller == Some(true) && o.kind == "SecretSync")?;
-            Some(ObjectRef::<SecretSync>::new(&owner.name).within(&namespace))
+            Some(SyncRef::new(&owner.name).within(&namespace))
         };
         match event {
             Ok(watcher::Event::Apply(secret)) => {
@@ -261,8 +270,8 @@ async fn feed_index(
 async fn wake_store_users<S: Resource<DynamicType = ()>>(
     changes: impl Stream<Item = Result<S, watcher::Error>>,
     kind: StoreKind,
-    syncs: Store<SecretSync>,
-    wake: mpsc::UnboundedSender<ObjectRef<SecretSync>>,
+    syncs: Store<DeserializeGuard<SecretSync>>,
+    wake: mpsc::UnboundedSender<SyncRef>,
 ) {
     let mut changes = std::pin::pin!(changes);
     while let Some(change) = changes.next().await {
@@ -275,12 +284,12 @@ async fn wake_store_users<S: Resource<DynamicType = ()>>(
         };
         let name = store.name_any();
         let namespace = store.namespace();
-        for sync in syncs.state() {
+        for sync in syncs.state().iter().filter_map(|g| g.0.as_ref().ok()) {
             let uses = sync.spec.store_kind() == kind
                 && sync.spec.store_ref.name == name
                 && (kind == StoreKind::ClusterSecretStore || sync.namespace() == namespace);
             if uses {
-                let _ = wake.unbounded_send(ObjectRef::from_obj(&*sync));
+                let _ = wake.unbounded_send(sync_ref(sync));
             }
         }
     }
@@ -291,8 +300,8 @@ async fn wake_store_users<S: Resource<DynamicType = ()>>(
 async fn wake_rollout_owners<W: Resource<DynamicType = ()>>(
     changes: impl Stream<Item = Result<W, watcher::Error>>,
     kind: WorkloadKind,
-    syncs: Store<SecretSync>,
-    wake: mpsc::UnboundedSender<ObjectRef<SecretSync>>,
+    syncs: Store<DeserializeGuard<SecretSync>>,
+    wake: mpsc::UnboundedSender<SyncRef>,
 ) {
     let mut changes = std::pin::pin!(changes);
     while let Some(change) = changes.next().await {
@@ -304,11 +313,11 @@ async fn wake_rollout_owners<W: Resource<DynamicType = ()>>(
             }
         };
         let namespace = workload.namespace();
-        for sync in syncs.state() {
+        for sync in syncs.state().iter().filter_map(|g| g.0.as_ref().ok()) {
             if sync.namespace() == namespace
-                && Workloads::may_target(&sync, kind, &workload.name_any(), workload.labels())
+                && Workloads::may_target(sync, kind, &workload.name_any(), workload.labels())
             {
-                let _ = wake.unbounded_send(ObjectRef::from_obj(&*sync));
+                let _ = wake.unbounded_send(sync_ref(sync));
             }
         }
     }

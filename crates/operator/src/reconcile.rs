@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMetaExt;
+use kube::core::error_boundary::InvalidObject;
+use kube::core::{DeserializeGuard, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -32,8 +33,20 @@ use crate::rollout::{Progress, rewrite_patch, rollout_progress};
 use crate::status::{now, set_condition, version_list};
 use crate::workloads::{patch_workload, references};
 
-/// Entry point for the controller: the finalizer wraps apply and cleanup.
-pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Action> {
+/// Entry point for the controller: the finalizer wraps apply and cleanup. An object that
+/// does not deserialize is reported in its status and otherwise left alone.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<SecretSync>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let sync = match &guard.0 {
+        Ok(sync) => Arc::new(sync.clone()),
+        Err(invalid) => {
+            let result = report_malformed(invalid, &ctx).await;
+            Metrics::inc(&ctx.metrics.reconciles);
+            return result;
+        }
+    };
     let namespace = sync.namespace().unwrap_or_default();
     let api: Api<SecretSync> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, labels::FINALIZER, sync, |event| async {
@@ -52,12 +65,69 @@ pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// Per-object capped exponential backoff; specs that cannot succeed wait for an edit.
-pub fn error_policy(sync: Arc<SecretSync>, error: &Error, ctx: Arc<Context>) -> Action {
-    let attempt = ctx.record_failure(&sync.uid().unwrap_or_default());
+pub fn error_policy(
+    sync: Arc<DeserializeGuard<SecretSync>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let attempt = ctx.record_failure(&sync.meta().uid.clone().unwrap_or_default());
     match backoff_delay(error.retry(), attempt) {
         Some(delay) => Action::requeue(delay),
         None => Action::await_change(),
     }
+}
+
+/// A SecretSync the operator cannot read (its spec does not fit the types, as after a CRD
+/// downgrade): say so in its status, and if it is being deleted, let it go — its Secrets are
+/// still owned by it, so the garbage collector removes them.
+async fn report_malformed(invalid: &InvalidObject, ctx: &Context) -> Result<Action> {
+    let meta = &invalid.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let api: Api<SecretSync> = Api::namespaced(
+        ctx.client.clone(),
+        meta.namespace.as_deref().unwrap_or_default(),
+    );
+    warn!(sync = %name, error = %invalid.error, "SecretSync does not match the API");
+    if meta.deletion_timestamp.is_some() {
+        let remaining: Vec<&String> = meta
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| f.as_str() != labels::FINALIZER)
+            .collect();
+        let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": meta.resource_version}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        return Ok(Action::await_change());
+    }
+    let mut conditions = Vec::new();
+    let message = format!(
+        "the object does not match secretsync.io/v1alpha1 as this operator understands it: {}; \
+         fix the spec, or run an operator version that matches the installed CRD",
+        invalid.error
+    );
+    for type_ in [condition::READY, condition::SYNCED] {
+        set_condition(
+            &mut conditions,
+            type_,
+            false,
+            Reason::InvalidSpec,
+            message.clone(),
+            meta.generation,
+        );
+    }
+    let patch = json!({
+        "apiVersion": SecretSync::api_version(&()),
+        "kind": SecretSync::kind(&()),
+        "status": {"conditions": conditions},
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(Action::await_change())
 }
 
 /// What a successful pass decided.
@@ -667,7 +737,7 @@ fn check_target_conflict(sync: &SecretSync, ctx: &Context, base: &str) -> Result
         )));
     }
     let ours = (sync.creation_timestamp(), sync.name_any());
-    let older = ctx.syncs.state().into_iter().find(|other| {
+    let older = ctx.valid_syncs().find(|other| {
         other.namespace().as_deref() == Some(namespace.as_str())
             && other.uid().as_deref() != Some(uid.as_str())
             && other.meta().deletion_timestamp.is_none()

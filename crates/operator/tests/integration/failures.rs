@@ -228,3 +228,78 @@ async fn two_syncs_claiming_one_target_the_later_one_conflicts() {
         "first"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_secretsync_is_reported_and_stalls_nothing() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+
+    let env = Env::start("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
+        .await;
+    // An installed CRD that no longer matches the operator (a downgrade, say): the spec
+    // schema accepts anything.
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(env.client.clone());
+    let loosen = json!([{
+        "op": "replace",
+        "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec",
+        "value": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    }]);
+    crds.patch(
+        "secretsyncs.secretsync.io",
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(loosen).unwrap()),
+    )
+    .await
+    .unwrap();
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "secretsync.io",
+        "v1alpha1",
+        "SecretSync",
+    ));
+    let dynamic: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(env.client.clone(), "payments", &resource);
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretSync",
+        "metadata": {"name": "bad"},
+        "spec": {"storeRef": "not-an-object", "data": []},
+    }))
+    .unwrap();
+    dynamic.create(&PostParams::default(), &bad).await.unwrap();
+
+    // The watch keeps working for everyone else...
+    env.create::<SecretSync>(&sync_yaml("good", "vault", ""))
+        .await;
+    env.wait_version("good", 1).await;
+    // ...and the malformed one says what is wrong.
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    loop {
+        let obj = dynamic.get("bad").await.unwrap();
+        let ready = obj.data["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+        if let Some(ready) = ready {
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "InvalidSpec");
+            let message = ready["message"].as_str().unwrap();
+            assert!(message.contains("Expected struct StoreRef"), "{message}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no condition on the malformed object"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Deleting it is not blocked by our finalizer (it never got one).
+    dynamic.delete("bad", &Default::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    while dynamic.get_opt("bad").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "malformed SecretSync not deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
