@@ -107,8 +107,37 @@ fn owner_ref(kind: &str, obj: &Value) -> Value {
     })
 }
 
+/// Drops nulls and empty maps/lists, which the Go types omit: templates that differ only
+/// there hash alike (so `kubectl rollout undo` finds the old ReplicaSet again).
+fn normalized(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Object(m) => {
+            let m: serde_json::Map<String, Value> = m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "creationTimestamp")
+                .filter_map(|(k, v)| normalized(v).map(|v| (k.clone(), v)))
+                .collect();
+            (!m.is_empty()).then_some(Value::Object(m))
+        }
+        Value::Array(a) => {
+            let a: Vec<Value> = a.iter().filter_map(normalized).collect();
+            (!a.is_empty()).then_some(Value::Array(a))
+        }
+        other => Some(other.clone()),
+    }
+}
+
 fn template_hash(template: &Value) -> String {
-    let d = Sha256::digest(template.to_string().as_bytes());
+    let mut t = normalized(template).unwrap_or(Value::Null);
+    // The hash label the ReplicaSet adds is not part of the Deployment's template.
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove("pod-template-hash");
+    }
+    let d = Sha256::digest(t.to_string().as_bytes());
     util::safe_encode(&d, 10)
 }
 
@@ -617,7 +646,20 @@ impl Sim {
                 // The new ReplicaSet's own change event brings us back here.
                 return;
             }
-            Some((nk, _)) => self.set_spec_replicas(nk, want),
+            Some((nk, no)) => {
+                self.set_spec_replicas(nk, want);
+                // A ReplicaSet that becomes current again (rollback) gets the next revision.
+                if revision(no) < max_rev {
+                    let mut next = (**no).clone();
+                    next["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                        json!((max_rev + 1).to_string());
+                    if let Some(t) = self.target(nk, "") {
+                        let _ = self
+                            .core
+                            .update(&t, next, None, &WriteOpts::system(MANAGER));
+                    }
+                }
+            }
         }
         let (new_key, new_obj) = new_rs.expect("matched above");
         let new_obj = self.core.store.get(&new_key).unwrap_or(new_obj);

@@ -422,6 +422,18 @@ async fn kubectl_rollout_status_finishes_after_template_changes() {
         )
         .await;
     assert_eq!(images, "v2 v2");
+
+    // Rolling back reuses the first ReplicaSet, which becomes revision 3.
+    k.ok(&["rollout", "undo", "deployment/web"], None).await;
+    k.ok(
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    )
+    .await;
+    let rss = k.ok(&["get", "rs", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.metadata.annotations.deployment\\.kubernetes\\.io/revision}:{.spec.template.spec.containers[0].image}:{.spec.replicas} {end}"], None).await;
+    let mut rss: Vec<&str> = rss.split_whitespace().collect();
+    rss.sort();
+    assert_eq!(rss, ["2:v2:0", "3:v1:2"]);
     sb.shutdown().await;
 }
 
