@@ -315,6 +315,12 @@ impl Env {
         .await
     }
 
+    /// The SecretSync's status as it is now.
+    pub async fn status(&self, sync: &str) -> secretsync_api::SecretSyncStatus {
+        let obj = self.api::<SecretSync>().get(sync).await.unwrap();
+        obj.status.unwrap_or_default()
+    }
+
     pub async fn secret(&self, name: &str) -> Option<Secret> {
         self.api::<Secret>().get_opt(name).await.unwrap()
     }

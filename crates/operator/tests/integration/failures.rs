@@ -63,13 +63,7 @@ async fn missing_remote_key_keeps_existing_versions() {
     let v1 = env.secret("db-v1").await.expect("v1 intact");
     assert_eq!(v1.data.unwrap()["password"].0, b"x");
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
-    let status = env
-        .api::<SecretSync>()
-        .get("db")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = env.status("db").await;
     assert_eq!(status.active_secret_name.as_deref(), Some("db-v1"));
 
     // A missing property is the same reason, naming the property.

@@ -88,19 +88,31 @@ fn workload(kind: &str, name: &str, secret: &str, labels: Value, annotations: Va
     })
 }
 
-async fn create_deployment(env: &Env, name: &str, secret: &str, annotations: Value) -> Deployment {
-    let d: Deployment = serde_json::from_value(workload(
-        "Deployment",
-        name,
-        secret,
-        json!({"team": "payments"}),
-        annotations,
-    ))
-    .unwrap();
-    env.api::<Deployment>()
-        .create(&Default::default(), &d)
+async fn create_workload<K>(
+    env: &Env,
+    name: &str,
+    secret: &str,
+    labels: Value,
+    annotations: Value,
+) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let obj: K =
+        serde_json::from_value(workload(&kind, name, secret, labels, annotations)).unwrap();
+    env.api::<K>()
+        .create(&Default::default(), &obj)
         .await
         .unwrap()
+}
+
+async fn create_deployment(env: &Env, name: &str, secret: &str, annotations: Value) -> Deployment {
+    create_workload(env, name, secret, json!({"team": "payments"}), annotations).await
 }
 
 /// The target's state once it reaches `state` at `version`.
@@ -155,13 +167,7 @@ async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_r
     // Until the rollout is Complete, db-v1 exists at every look.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let status = env
-            .api::<SecretSync>()
-            .get("db")
-            .await
-            .unwrap()
-            .status
-            .unwrap();
+        let status = env.status("db").await;
         let done = status.rollout.as_ref().is_some_and(|r| {
             r.targets
                 .iter()
@@ -212,13 +218,7 @@ async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_r
         message.contains("1/1 targets rolled out to db-v2"),
         "{message}"
     );
-    let status = env
-        .api::<SecretSync>()
-        .get("db")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = env.status("db").await;
     assert_eq!(status.versions[1].state, VersionState::Deleted);
     let reasons = event_reasons(&env).await;
     for want in [
@@ -456,54 +456,17 @@ async fn statefulsets_daemonsets_and_selected_workloads_are_targets() {
     ))
     .await;
     env.wait_version("db", 1).await;
-    let sts: StatefulSet = serde_json::from_value(workload(
-        "StatefulSet",
-        "store",
-        "db-v1",
-        json!({}),
-        json!({}),
-    ))
-    .unwrap();
-    env.api::<StatefulSet>()
-        .create(&Default::default(), &sts)
-        .await
-        .unwrap();
-    let ds: DaemonSet = serde_json::from_value(workload(
-        "DaemonSet",
-        "agent",
-        "db-v1",
-        json!({}),
-        json!({}),
-    ))
-    .unwrap();
-    env.api::<DaemonSet>()
-        .create(&Default::default(), &ds)
-        .await
-        .unwrap();
-    let selected: Deployment = serde_json::from_value(workload(
-        "Deployment",
-        "web",
-        "db-v1",
-        json!({"rollout": "db"}),
-        json!({}),
-    ))
-    .unwrap();
-    env.api::<Deployment>()
-        .create(&Default::default(), &selected)
-        .await
-        .unwrap();
-    let unselected: Deployment = serde_json::from_value(workload(
-        "Deployment",
+    create_workload::<StatefulSet>(&env, "store", "db-v1", json!({}), json!({})).await;
+    create_workload::<DaemonSet>(&env, "agent", "db-v1", json!({}), json!({})).await;
+    create_workload::<Deployment>(&env, "web", "db-v1", json!({"rollout": "db"}), json!({})).await;
+    create_workload::<Deployment>(
+        &env,
         "batch",
         "db-v1",
         json!({"rollout": "other"}),
         json!({}),
-    ))
-    .unwrap();
-    env.api::<Deployment>()
-        .create(&Default::default(), &unselected)
-        .await
-        .unwrap();
+    )
+    .await;
 
     set_password(&env, "two", "2").await;
     for name in ["store", "agent", "web"] {

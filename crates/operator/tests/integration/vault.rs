@@ -151,13 +151,7 @@ async fn an_openbao_outage_is_reported_and_heals_with_secrets_intact() {
         during.metadata.resource_version,
         before.metadata.resource_version
     );
-    let status = env
-        .api::<SecretSync>()
-        .get("db")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = env.status("db").await;
     assert_eq!(
         status.active_secret_name.as_deref(),
         Some("db-v1"),
