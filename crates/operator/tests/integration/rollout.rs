@@ -348,13 +348,40 @@ async fn revoking_the_active_version_rotates_rolls_and_deletes_it_after_the_roll
             .any(|r| r == "VersionRevoked")
     );
 
-    // Pinning the revoked version is refused and changes nothing.
-    env.merge_sync("db", json!({"spec": {"pinVersion": 1}}))
+    // Pinning the revoked version is refused and changes nothing: by the API server when it
+    // runs the CRD's CEL rules, else by the operator.
+    let pin_revoked = env
+        .api::<SecretSync>()
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pinVersion": 1}})),
+        )
+        .await;
+    match pin_revoked {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message
+                    .contains("pinVersion must not name a revoked version"),
+                "{s:?}"
+            );
+        }
+        Ok(_) => {
+            let (reason, message) = env.wait_condition("db", "Ready", "False").await;
+            assert_eq!(reason, "PinnedVersionUnavailable", "{message}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // A version that does not exist is the operator's to refuse.
+    env.merge_sync("db", json!({"spec": {"pinVersion": 7}}))
         .await;
     let (reason, message) = env.wait_condition("db", "Ready", "False").await;
     assert_eq!(reason, "PinnedVersionUnavailable", "{message}");
+    assert!(message.contains("pinVersion 7"), "{message}");
     let still = env.api::<Deployment>().get("api").await.unwrap();
     assert_eq!(template_refs(&still), vec!["db-v2"; 5]);
+    assert!(env.secret("db-v2").await.is_some());
 }
 
 #[tokio::test]
