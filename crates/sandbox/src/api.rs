@@ -845,6 +845,13 @@ impl Core {
             }
         }
 
+        // CEL rules judge the object as it would be stored (after the status rules and
+        // defaulting), with the stored object as `oldSelf` for transition rules.
+        if invalid.is_empty()
+            && let Some(s) = def.crd_version(&t.version).and_then(|v| v.schema.as_ref())
+        {
+            invalid.extend(schema::cel_errors(s, &new, old));
+        }
         self.validate(t, old, &new, &mut invalid);
         if !invalid.is_empty() {
             return Err(ApiError::invalid(&def.group, &def.kind, &t.name, invalid));

@@ -9,11 +9,12 @@
 //! simulator, and ServiceAccount tokens with TokenReview.
 //!
 //! Not faithful: no authentication or authorization (any or no bearer token is accepted),
-//! plain HTTP only, no admission webhooks, CRD `x-kubernetes-validations` (CEL) rules are
-//! skipped, no version conversion between CRD versions (stored objects are relabelled, as
-//! with conversion strategy `None`), server-side apply of events.k8s.io/v1 Events is
-//! refused, and request bodies must be JSON (or YAML for apply) except for the few
-//! protobuf bodies kubectl's imperative `create` commands send (see `proto`).
+//! plain HTTP only, no admission webhooks, CRD `x-kubernetes-validations` (CEL) rules run
+//! through kube-cel rather than the real CEL libraries, no version conversion between CRD
+//! versions (stored objects are relabelled, as with conversion strategy `None`),
+//! server-side apply of events.k8s.io/v1 Events is refused, and request bodies must be
+//! JSON (or YAML for apply) except for the few protobuf bodies kubectl's imperative
+//! `create` commands send (see `proto`). The crate README lists the details.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), secretsync_sandbox::Error> {

@@ -1,5 +1,6 @@
 //! Structural-schema handling for custom resources: pruning, defaulting and validation
-//! against a CRD version's `openAPIV3Schema`. `x-kubernetes-validations` (CEL) is skipped.
+//! against a CRD version's `openAPIV3Schema`, including `x-kubernetes-validations` CEL
+//! rules (evaluated with kube-cel, transition rules against the old object).
 
 use serde_json::{Map, Value};
 
@@ -405,6 +406,48 @@ fn validate_only(s: &Value, v: &mut Value, path: &str, out: &mut Outcome) {
     out.errors.extend(probe.errors);
 }
 
+/// Evaluates the schema's `x-kubernetes-validations` rules (after pruning and defaulting).
+pub fn cel_errors(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let Err(errs) = kube_cel::validate(schema, obj, old) else {
+        return Vec::new();
+    };
+    errs.into_vec()
+        .into_iter()
+        .map(|e| {
+            let path = e.field_path.trim_start_matches('.').to_string();
+            let shown = lookup(obj, &path).map(|v| match v {
+                Value::Object(_) => Value::String("object".into()),
+                Value::Array(_) => Value::String("array".into()),
+                other => other.clone(),
+            });
+            Cause::invalid(
+                &path,
+                &shown.unwrap_or(Value::String("object".into())),
+                &e.message,
+            )
+        })
+        .collect()
+}
+
+/// The value at a dotted path with `[i]` indices.
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            cur = cur.get(name)?;
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            let idx = idx.trim_end_matches(']');
+            cur = match idx.parse::<usize>() {
+                Ok(i) => cur.get(i)?,
+                Err(_) => cur.get(idx.trim_matches('"'))?,
+            };
+        }
+    }
+    Some(cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +466,44 @@ mod tests {
             }},
             "status": {"type": "object", "properties": {"ok": {"type": "boolean"}}}
         }})
+    }
+
+    #[test]
+    fn cel_rules_and_transition_rules() {
+        let schema = json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "x-kubernetes-validations": [{"rule": "has(self.a) || has(self.b)", "message": "a or b is required"}],
+            "properties": {
+                "a": {"type": "string"},
+                "b": {"type": "string"},
+                "n": {"type": "integer", "x-kubernetes-validations": [{"rule": "self >= oldSelf", "message": "n may not decrease"}]}
+            }
+        }}});
+        let msgs = |o: Value, old: Option<Value>| -> Vec<String> {
+            cel_errors(&schema, &o, old.as_ref())
+                .iter()
+                .map(Cause::render)
+                .collect()
+        };
+        assert_eq!(
+            msgs(json!({"spec": {}}), None),
+            vec!["spec: Invalid value: \"object\": a or b is required".to_string()]
+        );
+        assert!(msgs(json!({"spec": {"a": "x", "n": 2}}), None).is_empty());
+        assert!(
+            msgs(
+                json!({"spec": {"a": "x", "n": 2}}),
+                Some(json!({"spec": {"a": "x", "n": 1}}))
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            msgs(
+                json!({"spec": {"a": "x", "n": 1}}),
+                Some(json!({"spec": {"a": "x", "n": 2}}))
+            ),
+            vec!["spec.n: Invalid value: 1: n may not decrease".to_string()]
+        );
     }
 
     #[test]

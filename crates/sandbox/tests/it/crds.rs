@@ -29,6 +29,9 @@ pub fn crd_json() -> Value {
                         "spec": {
                             "type": "object",
                             "required": ["data"],
+                            "x-kubernetes-validations": [
+                                {"rule": "!has(self.mode) || self.mode != 'slow' || self.size < 5", "message": "slow gadgets must be small"}
+                            ],
                             "properties": {
                                 "size": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
                                 "mode": {"type": "string", "enum": ["fast", "slow"]},
@@ -183,6 +186,29 @@ async fn custom_resources_are_validated_pruned_and_defaulted() {
         "{}",
         e.message
     );
+
+    // CEL rules (x-kubernetes-validations) are enforced.
+    let e = status_of(
+        api.create(
+            &PostParams::default(),
+            &gadget("cel", json!({"data": [], "mode": "slow", "size": 7})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message
+            .contains("spec: Invalid value: \"object\": slow gadgets must be small"),
+        "{}",
+        e.message
+    );
+    api.create(
+        &PostParams::default(),
+        &gadget("cel", json!({"data": [], "mode": "slow", "size": 2})),
+    )
+    .await
+    .unwrap();
 
     // Strategic merge patch is refused for custom resources, like the real server.
     let e = status_of(
