@@ -19,7 +19,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::api::{Core, DeleteOpts, Propagation, Target, WriteOpts};
-use crate::selectors::LabelSelector;
 use crate::store::{Change, ChangeKind, Key};
 use crate::util::{self, now_rfc3339};
 
@@ -915,12 +914,4 @@ impl Sim {
         }
         self.write_status(k, status);
     }
-}
-
-/// Whether a pod's labels match a workload's selector (used by tests and tools).
-pub fn selector_matches(workload: &Value, pod: &Value) -> bool {
-    workload
-        .pointer("/spec/selector")
-        .map(LabelSelector::from_object)
-        .is_some_and(|sel| sel.matches(pod))
 }
