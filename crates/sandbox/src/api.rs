@@ -134,6 +134,20 @@ fn meta_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     meta(v).and_then(|m| m.get(k)).and_then(Value::as_str)
 }
 
+/// The fields recorded in `kubectl.kubernetes.io/last-applied-configuration`.
+fn last_applied_fields(
+    live: &Value,
+    lt: &dyn Fn(&[String]) -> ListType,
+    has_status: bool,
+) -> Option<fields::FieldSet> {
+    let text = live
+        .pointer("/metadata/annotations")?
+        .get("kubectl.kubernetes.io/last-applied-configuration")?
+        .as_str()?;
+    let obj: Value = serde_json::from_str(text).ok()?;
+    Some(fields::owned_paths(&obj, lt, has_status.then_some(false)))
+}
+
 /// Equal apart from `metadata.resourceVersion` and `metadata.managedFields[*].time`.
 fn same_ignoring_managed_times(a: &Value, b: &Value) -> bool {
     if a == b {
@@ -497,6 +511,7 @@ impl Core {
             has_status: t.def.status_subresource,
             now: &now,
             list_type: &lt,
+            allowed_conflicts: None,
         };
         // Unknown fields are judged on the applied configuration itself.
         let raw_json = if raw.first() == Some(&b'{') {
@@ -548,6 +563,13 @@ impl Core {
                     }
                 }
                 Some(live) => {
+                    let upgrade = (opts.manager() == "kubectl")
+                        .then(|| last_applied_fields(&live, &lt, t.def.status_subresource))
+                        .flatten();
+                    let w = Writer {
+                        allowed_conflicts: upgrade.as_ref(),
+                        ..w
+                    };
                     let merged = apply::apply(&w, Some(&live), &applied, opts.force)
                         .map_err(|c| self.apply_conflict(t, &c))?;
                     let (obj, warnings) =
@@ -866,6 +888,7 @@ impl Core {
                 has_status: def.status_subresource,
                 now: &now,
                 list_type: &lt,
+                allowed_conflicts: None,
             };
             apply::record_update(&w, old, &mut new);
         }

@@ -94,6 +94,11 @@ pub struct Writer<'a> {
     pub has_status: bool,
     pub now: &'a str,
     pub list_type: ListTypeFn<'a>,
+    /// Fields whose conflicts an apply may override without `force`: for manager
+    /// `kubectl`, those in the `last-applied-configuration` annotation, so switching from
+    /// client-side to server-side apply does not conflict (as the real server's
+    /// last-applied manager does).
+    pub allowed_conflicts: Option<&'a FieldSet>,
 }
 
 /// Records a non-apply write: `new` gets the updated managedFields.
@@ -267,6 +272,7 @@ pub fn apply(
         None => cfg.clone(),
         Some(l) => {
             let mut conflicts = Vec::new();
+            let mut disallowed = Vec::new();
             for p in &new_set {
                 if p.last().map(String::as_str) == Some(".") {
                     continue;
@@ -280,17 +286,22 @@ pub fn apply(
                 for e in &entries {
                     let mine = e.manager == w.manager && e.operation == "Apply";
                     if !mine && e.set.contains(p) {
-                        conflicts.push(Conflict {
+                        let c = Conflict {
                             manager: e.manager.clone(),
                             api_version: e.api_version.clone(),
                             path: fields::render_path(p),
-                        });
+                        };
+                        if !w.allowed_conflicts.is_some_and(|a| a.contains(p)) {
+                            disallowed.push(c.clone());
+                        }
+                        conflicts.push(c);
                     }
                 }
             }
             if !conflicts.is_empty() {
-                if !force {
-                    return Err(conflicts);
+                // Conflicts the upgrade from client-side apply allows are forced.
+                if !force && !disallowed.is_empty() {
+                    return Err(disallowed);
                 }
                 for e in &mut entries {
                     if !(e.manager == w.manager && e.operation == "Apply") {
@@ -360,6 +371,7 @@ mod tests {
             has_status: false,
             now: "2026-01-01T00:00:00Z",
             list_type: &builtin_list_type,
+            allowed_conflicts: None,
         }
     }
 

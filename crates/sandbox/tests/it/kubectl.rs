@@ -221,6 +221,26 @@ async fn kubectl_applies_crds_and_custom_resources_client_and_server_side() {
             .await,
         "two"
     );
+    // Switching that object to server-side apply (manager `kubectl`) takes over the fields
+    // client-side apply recorded, without conflicts; another manager still conflicts.
+    k.ok(&["apply", "--server-side", "-f", "-"], Some(&cm("three")))
+        .await;
+    assert_eq!(
+        k.ok(&["get", "cm", "app", "-o", "jsonpath={.data.key}"], None)
+            .await,
+        "three"
+    );
+    let other = k
+        .run(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            Some(&cm("four")),
+        )
+        .await;
+    assert!(
+        !other.ok && other.stderr.contains("conflict with \"kubectl\""),
+        "{}",
+        other.stderr
+    );
 
     assert!(
         k.ok(&["delete", "gd", "g1"], None)
