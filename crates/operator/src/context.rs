@@ -19,6 +19,7 @@ use secretsync_providers::{ConnectContext, Provider};
 use crate::error::{Error, Result};
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::workloads::Workloads;
 
 /// Settings from the command line.
@@ -47,6 +48,8 @@ pub struct ResolvedStore {
     pub kind: StoreKind,
     pub name: String,
     pub provider: Arc<Provider>,
+    /// `spec.rateLimit`, shared by every SecretSync reading through this store.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 /// A store's identity and generation, as seen in the reflector (no API call).
@@ -78,6 +81,13 @@ impl WrittenVersions {
     }
 }
 
+/// A connected provider with the store's rate limiter.
+#[derive(Clone)]
+struct Connected {
+    provider: Arc<Provider>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
 /// What the watches keep in memory, filled before the first reconcile.
 pub struct Caches {
     pub index: Arc<VersionIndex>,
@@ -104,7 +114,7 @@ pub struct Context {
     pub workloads: Workloads,
     /// Connected providers by (store UID, generation): a store edit reconnects; credentials
     /// and tokens are shared by every SecretSync using the store.
-    providers: Mutex<HashMap<(String, i64), Arc<Provider>>>,
+    providers: Mutex<HashMap<(String, i64), Connected>>,
     /// Failed attempts in a row per SecretSync UID, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -257,13 +267,14 @@ impl Context {
         if scope == StoreScope::Cluster {
             self.check_admitted(&spec, &name, &namespace).await?;
         }
-        let provider = self
+        let connected = self
             .provider(&spec, uid, generation, store_namespace, &name)
             .await?;
         Ok(ResolvedStore {
             kind,
             name,
-            provider,
+            provider: connected.provider,
+            limiter: connected.limiter,
         })
     }
 
@@ -310,7 +321,7 @@ impl Context {
         generation: i64,
         store_namespace: Option<String>,
         store_name: &str,
-    ) -> Result<Arc<Provider>> {
+    ) -> Result<Connected> {
         let key = (uid, generation);
         if let Some(p) = self
             .providers
@@ -330,10 +341,16 @@ impl Context {
                 store: store_name.to_owned(),
                 source,
             })?;
-        let provider = Arc::new(provider);
+        let connected = Connected {
+            provider: Arc::new(provider),
+            limiter: spec
+                .rate_limit
+                .as_ref()
+                .map(|r| Arc::new(RateLimiter::new(r.qps, r.burst))),
+        };
         let mut providers = self.providers.lock().unwrap_or_else(|e| e.into_inner());
         // Older generations of this store are dead: drop them with their tokens.
         providers.retain(|(uid, _), _| uid != &key.0);
-        Ok(providers.entry(key).or_insert(provider).clone())
+        Ok(providers.entry(key).or_insert(connected).clone())
     }
 }

@@ -7,6 +7,7 @@ pub mod desired;
 pub mod error;
 pub mod index;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod rollout;
 pub mod status;

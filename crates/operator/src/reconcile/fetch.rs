@@ -19,6 +19,9 @@ pub(super) async fn fetch_all(
         if let Some(v) = fetched.get(&cache_key) {
             return Ok(v.clone());
         }
+        if let Some(limiter) = &store.limiter {
+            limiter.acquire().await;
+        }
         Metrics::inc(&metrics.backend_reads);
         let value = store
             .provider
