@@ -82,6 +82,28 @@ const TOKEN_REQUEST: &[(u64, &str, F)] = &[
     ),
 ];
 
+const RESOURCE_ATTRIBUTES: &[(u64, &str, F)] = &[
+    (1, "namespace", F::Str),
+    (2, "verb", F::Str),
+    (3, "group", F::Str),
+    (4, "version", F::Str),
+    (5, "resource", F::Str),
+    (6, "subresource", F::Str),
+    (7, "name", F::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[(u64, &str, F)] = &[(1, "path", F::Str), (2, "verb", F::Str)];
+const SELF_SUBJECT_ACCESS_REVIEW: &[(u64, &str, F)] = &[
+    (1, "metadata", F::Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        F::Msg(&[
+            (1, "resourceAttributes", F::Msg(RESOURCE_ATTRIBUTES)),
+            (2, "nonResourceAttributes", F::Msg(NON_RESOURCE_ATTRIBUTES)),
+        ]),
+    ),
+];
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -217,6 +239,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
         _ => {
             return Err(format!(
                 "protobuf bodies of {api_version} {kind} are not supported"

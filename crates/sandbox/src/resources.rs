@@ -305,6 +305,30 @@ fn builtins() -> Vec<ResourceDef> {
     );
     tr.verbs = vec!["create"];
     v.push(tr);
+    // No authorization: access reviews always allow (so `kubectl auth can-i` works).
+    for (plural, kind, namespaced) in [
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+        ("subjectaccessreviews", "SubjectAccessReview", false),
+        (
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+    ] {
+        let mut r = builtin(
+            "authorization.k8s.io",
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            &[],
+            false,
+            N,
+        );
+        r.verbs = vec!["create"];
+        v.push(r);
+    }
     v
 }
 

@@ -459,6 +459,16 @@ async fn kubectl_imperative_creates_send_protobuf_that_the_sandbox_decodes() {
         r.user.unwrap().username.as_deref(),
         Some("system:serviceaccount:team-a:bot")
     );
+    // No authorization: every access review allows.
+    assert_eq!(
+        k.ok(
+            &["auth", "can-i", "delete", "secrets", "-n", "kube-system"],
+            None
+        )
+        .await
+        .trim(),
+        "yes"
+    );
     // Kinds without a protobuf decoder get a clear 415.
     let d = k
         .run(&["create", "deployment", "d", "--image=x"], None)
