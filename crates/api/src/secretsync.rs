@@ -357,6 +357,10 @@ pub struct SecretSyncStatus {
     pub active_secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
+    /// The store's `metadata.generation` at the last refresh: a store edit triggers a
+    /// refresh at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_generation: Option<i64>,
     /// Newest first; revoked and deleted versions stay as tombstones (the last 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionStatus>,

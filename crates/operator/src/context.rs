@@ -52,9 +52,6 @@ pub struct ResolvedStore {
     pub limiter: Option<Arc<RateLimiter>>,
 }
 
-/// A store's identity and generation, as seen in the reflector (no API call).
-pub type StoreIdentity = (String, i64);
-
 /// Highest version this process created per SecretSync UID. The watch that feeds the
 /// [`VersionIndex`] may lag behind our own writes; this makes sure the next reconcile never
 /// picks a number that is already taken.
@@ -104,10 +101,6 @@ pub struct Context {
     pub index: Arc<VersionIndex>,
     pub metrics: Arc<Metrics>,
     pub written: WrittenVersions,
-    /// The store (UID, generation) each SecretSync last fetched through, by SecretSync UID.
-    /// A different one means the store was edited: fetch again now rather than at the next
-    /// refresh. Empty after a restart, so a restart alone causes no backend reads.
-    pub last_store: Mutex<HashMap<String, (String, i64)>>,
     pub syncs: Store<DeserializeGuard<SecretSync>>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
@@ -142,7 +135,6 @@ impl Context {
             index,
             metrics,
             written: WrittenVersions::default(),
-            last_store: Mutex::default(),
             syncs,
             stores,
             cluster_stores,
@@ -177,44 +169,22 @@ impl Context {
             .remove(uid);
     }
 
-    /// The (UID, generation) of the store a SecretSync names, if it exists.
-    pub fn store_identity(&self, sync: &SecretSync) -> Option<StoreIdentity> {
+    /// The generation of the store a SecretSync names, if it exists (from the reflector,
+    /// no API call).
+    pub fn store_generation(&self, sync: &SecretSync) -> Option<i64> {
         let name = &sync.spec.store_ref.name;
         match sync.spec.store_kind() {
             StoreKind::SecretStore => {
                 let ns = sync.namespace().unwrap_or_default();
-                self.stores.get(&ObjectRef::new(name).within(&ns)).map(|s| {
-                    (
-                        s.uid().unwrap_or_default(),
-                        s.metadata.generation.unwrap_or_default(),
-                    )
-                })
+                self.stores
+                    .get(&ObjectRef::new(name).within(&ns))
+                    .and_then(|s| s.metadata.generation)
             }
-            StoreKind::ClusterSecretStore => {
-                self.cluster_stores.get(&ObjectRef::new(name)).map(|s| {
-                    (
-                        s.uid().unwrap_or_default(),
-                        s.metadata.generation.unwrap_or_default(),
-                    )
-                })
-            }
+            StoreKind::ClusterSecretStore => self
+                .cluster_stores
+                .get(&ObjectRef::new(name))
+                .and_then(|s| s.metadata.generation),
         }
-    }
-
-    /// Whether the store changed since this SecretSync last fetched through it.
-    pub fn store_changed(&self, sync_uid: &str, now: Option<&StoreIdentity>) -> bool {
-        let last = self.last_store.lock().unwrap_or_else(|e| e.into_inner());
-        match (last.get(sync_uid), now) {
-            (Some(before), Some(now)) => before != now,
-            _ => false,
-        }
-    }
-
-    pub fn record_store(&self, sync_uid: &str, identity: StoreIdentity) {
-        self.last_store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sync_uid.to_owned(), identity);
     }
 
     /// Finds the store a SecretSync names, checks it may be used from the SecretSync's

@@ -258,8 +258,14 @@ async fn sync_versions(
         (Some(_), None) => false,
     };
 
-    let store_identity = ctx.store_identity(sync);
-    let store_changed = ctx.store_changed(&uid, store_identity.as_ref());
+    // A store edit (new credentials, or the fake backend's values) means a fetch now rather
+    // than at the next refresh. The generation fetched through is kept in the status, so a
+    // restart neither misses an edit nor re-reads for nothing.
+    let store_generation = ctx.store_generation(sync);
+    let store_changed = matches!(
+        (previous.store_generation, store_generation),
+        (Some(seen), Some(now)) if seen != now
+    );
 
     let mut status = previous.clone();
     let mut events = Vec::new();
@@ -295,9 +301,7 @@ async fn sync_versions(
             debug!("backend content unchanged");
         }
         status.last_refresh_time = Some(now());
-        if let Some(identity) = store_identity {
-            ctx.record_store(&uid, identity);
-        }
+        status.store_generation = store_generation;
     }
 
     let current = existing.keys().next_back().copied();

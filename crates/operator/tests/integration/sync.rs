@@ -124,7 +124,7 @@ async fn changed_content_makes_a_new_version_and_unchanged_content_writes_nothin
 
 #[tokio::test]
 async fn a_store_edit_is_picked_up_without_waiting_for_the_refresh() {
-    let env = Env::start("payments").await;
+    let mut env = Env::start("payments").await;
     env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
         .await;
     env.create::<SecretSync>(&sync_yaml("db", "vault", ""))
@@ -136,6 +136,19 @@ async fn a_store_edit_is_picked_up_without_waiting_for_the_refresh() {
     assert_eq!(
         env.secret("db-v2").await.unwrap().data.unwrap()["password"].0,
         b"two"
+    );
+    // Also right after a restart, and for an edit made while the operator was down.
+    env.stop_operator().await;
+    env.set_fake_data("vault", &[("app/db", r#"{"password":"three"}"#, "3")])
+        .await;
+    env.start_operator();
+    env.wait_version("db", 3).await;
+    env.set_fake_data("vault", &[("app/db", r#"{"password":"four"}"#, "4")])
+        .await;
+    env.wait_version("db", 4).await;
+    assert_eq!(
+        env.secret("db-v4").await.unwrap().data.unwrap()["password"].0,
+        b"four"
     );
 }
 
