@@ -5,6 +5,7 @@
 
 pub mod duration;
 pub mod hash;
+pub mod install;
 pub mod keys;
 pub mod labels;
 pub mod naming;

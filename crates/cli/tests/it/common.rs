@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kubectl_secretsync::ops::Syncs;
@@ -77,35 +76,9 @@ impl Env {
 }
 
 pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in secretsync_api::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
-    for crd in secretsync_api::crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let established = crds
-                .get(&name)
-                .await
-                .unwrap()
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} not established"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    secretsync_api::install::install_crds(client, DEADLINE)
+        .await
+        .expect("CRDs installed and established");
 }
 
 /// A SecretSync `db` in the fake store `vault`, with extra spec lines.
