@@ -144,15 +144,6 @@ impl Context {
         }
     }
 
-    /// The SecretSyncs in the cache that could be read (malformed ones are reported on
-    /// their own and otherwise ignored).
-    pub fn valid_syncs(&self) -> impl Iterator<Item = SecretSync> {
-        self.syncs
-            .state()
-            .into_iter()
-            .filter_map(|guard| guard.0.as_ref().ok().cloned())
-    }
-
     /// Counts a failure and returns how many came before it.
     pub fn record_failure(&self, uid: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 //! this SecretSync have" and "who owns `<base>-v<N>` names in this namespace" without an API
 //! call, so a steady-state reconcile reads nothing from the API server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -55,9 +55,11 @@ impl VersionMeta {
 struct Inner {
     /// owner UID → version → meta
     by_owner: HashMap<String, BTreeMap<i64, VersionMeta>>,
-    /// (namespace, Secret name) → owner UID, to find the owner of a name on delete and to
-    /// detect two SecretSyncs claiming one target name.
+    /// (namespace, Secret name) → owner UID, to find the owner of a name on delete.
     owner_of: HashMap<(String, String), String>,
+    /// (namespace, base name) → (owner UID, Secret name) of every `<base>-v<N>` Secret, to
+    /// detect two SecretSyncs claiming one target name without scanning every Secret.
+    by_base: HashMap<(String, String), BTreeSet<(String, String)>>,
     /// Objects seen during a relist, swapped in when it completes.
     relist: Option<Vec<PartialObjectMeta<Secret>>>,
 }
@@ -83,6 +85,13 @@ impl VersionIndex {
     fn apply_locked(inner: &mut Inner, secret: &PartialObjectMeta<Secret>) -> Option<String> {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
         let (owner, meta) = VersionMeta::from_secret(&secret.metadata)?;
+        if let Some(base) = base_of(&meta.secret_name) {
+            inner
+                .by_base
+                .entry((namespace.clone(), base.to_owned()))
+                .or_default()
+                .insert((owner.clone(), meta.secret_name.clone()));
+        }
         inner
             .owner_of
             .insert((namespace, meta.secret_name.clone()), owner.clone());
@@ -99,11 +108,26 @@ impl VersionIndex {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
         let name = secret.metadata.name.clone()?;
         let mut inner = self.lock();
-        let owner = inner.owner_of.remove(&(namespace, name.clone()))?;
+        Self::remove_locked(&mut inner, &namespace, &name)
+    }
+
+    fn remove_locked(inner: &mut Inner, namespace: &str, name: &str) -> Option<String> {
+        let owner = inner
+            .owner_of
+            .remove(&(namespace.to_owned(), name.to_owned()))?;
         if let Some(versions) = inner.by_owner.get_mut(&owner) {
             versions.retain(|_, m| m.secret_name != name);
             if versions.is_empty() {
                 inner.by_owner.remove(&owner);
+            }
+        }
+        if let Some(base) = base_of(name) {
+            let key = (namespace.to_owned(), base.to_owned());
+            if let Some(claims) = inner.by_base.get_mut(&key) {
+                claims.remove(&(owner.clone(), name.to_owned()));
+                if claims.is_empty() {
+                    inner.by_base.remove(&key);
+                }
             }
         }
         Some(owner)
@@ -112,13 +136,7 @@ impl VersionIndex {
     /// Removes a Secret we deleted ourselves, before its watch event arrives.
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut inner = self.lock();
-        if let Some(owner) = inner
-            .owner_of
-            .remove(&(namespace.to_owned(), name.to_owned()))
-            && let Some(versions) = inner.by_owner.get_mut(&owner)
-        {
-            versions.retain(|_, m| m.secret_name != name);
-        }
+        Self::remove_locked(&mut inner, namespace, name);
     }
 
     /// A relist began: collect objects until [`VersionIndex::relist_done`].
@@ -139,6 +157,7 @@ impl VersionIndex {
         let listed = inner.relist.take().unwrap_or_default();
         inner.by_owner.clear();
         inner.owner_of.clear();
+        inner.by_base.clear();
         for secret in &listed {
             Self::apply_locked(&mut inner, secret);
         }
@@ -161,18 +180,15 @@ impl VersionIndex {
             .cloned()
     }
 
-    /// Another owner of any `<base>-v<N>` Secret in `namespace`, if there is one.
+    /// A `<base>-v<N>` Secret in `namespace` owned by someone other than `uid`, if any.
     pub fn other_owner_of_base(&self, namespace: &str, base: &str, uid: &str) -> Option<String> {
         let inner = self.lock();
         inner
-            .owner_of
+            .by_base
+            .get(&(namespace.to_owned(), base.to_owned()))?
             .iter()
-            .find(|((ns, name), owner)| {
-                ns == namespace
-                    && owner.as_str() != uid
-                    && secretsync_api::naming::parse_versioned_name(base, name).is_some()
-            })
-            .map(|((_, name), _)| name.clone())
+            .find(|(owner, _)| owner != uid)
+            .map(|(_, name)| name.clone())
     }
 
     /// How many Secrets are indexed (for metrics and tests).
@@ -183,6 +199,12 @@ impl VersionIndex {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `db` for `db-v12`; `None` for a name without a `-v<N>` suffix.
+fn base_of(name: &str) -> Option<&str> {
+    let (base, _) = name.rsplit_once("-v")?;
+    secretsync_api::naming::parse_versioned_name(base, name).map(|_| base)
 }
 
 #[cfg(test)]
@@ -275,6 +297,30 @@ mod tests {
         );
         assert_eq!(index.other_owner_of_base("other", "db", "u2"), None);
         assert_eq!(index.other_owner_of_base("ns", "d", "u2"), None);
+    }
+
+    #[test]
+    fn base_names_are_what_precedes_the_version_suffix() {
+        assert_eq!(base_of("db-v12"), Some("db"));
+        assert_eq!(base_of("db-v2-v3"), Some("db-v2"));
+        for other in ["db", "db-v", "db-v01", "db-vx", "db-v1-old"] {
+            assert_eq!(base_of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn conflicts_are_forgotten_with_the_secrets() {
+        let index = VersionIndex::default();
+        index.apply(&secret("ns", "db-v1", "u1", 1));
+        index.apply(&secret("ns", "db-v2", "u1", 2));
+        index.delete(&secret("ns", "db-v1", "u1", 1));
+        assert_eq!(
+            index.other_owner_of_base("ns", "db", "u2").as_deref(),
+            Some("db-v2")
+        );
+        index.forget("ns", "db-v2");
+        assert_eq!(index.other_owner_of_base("ns", "db", "u2"), None);
+        assert!(index.is_empty());
     }
 
     #[test]
