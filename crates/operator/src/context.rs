@@ -12,7 +12,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use secretsync_api::validate::{StoreScope, validate_store};
 use secretsync_api::{
-    ClusterSecretStore, SecretStore, SecretStoreSpec, SecretSync, StoreKind, selector,
+    ClusterSecretStore, SecretStore, SecretStoreSpec, SecretSync, SecretSyncStatus, StoreKind,
+    selector,
 };
 use secretsync_providers::{ConnectContext, Provider};
 
@@ -108,6 +109,9 @@ pub struct Context {
     /// Connected providers by (store UID, generation): a store edit reconnects; credentials
     /// and tokens are shared by every SecretSync using the store.
     providers: Mutex<HashMap<(String, i64), Connected>>,
+    /// The status this process last wrote per SecretSync UID, with the resourceVersion of
+    /// the object it was computed from. See [`Context::written_status`].
+    written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
     /// Failed attempts in a row per SecretSync UID, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -140,7 +144,40 @@ impl Context {
             cluster_stores,
             workloads,
             providers: Mutex::default(),
+            written_status: Mutex::default(),
             failures: Mutex::default(),
+        }
+    }
+
+    /// Our own last status write for this SecretSync, when the cached object is still the
+    /// one that write was computed from: the watch has not delivered the write yet (another
+    /// trigger, such as the Secret we just created, came first). Without this the pass would
+    /// start from the old status and fetch and write again for nothing.
+    pub fn written_status(&self, sync: &SecretSync) -> Option<SecretSyncStatus> {
+        let uid = sync.metadata.uid.as_deref()?;
+        let mut written = self
+            .written_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match written.get(uid) {
+            Some((rv, status)) if sync.metadata.resource_version.as_ref() == Some(rv) => {
+                Some(status.clone())
+            }
+            Some(_) => {
+                // The cache caught up (or someone else wrote): trust the object again.
+                written.remove(uid);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn remember_status(&self, sync: &SecretSync, status: SecretSyncStatus) {
+        if let (Some(uid), Some(rv)) = (&sync.metadata.uid, &sync.metadata.resource_version) {
+            self.written_status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid.clone(), (rv.clone(), status));
         }
     }
 

@@ -148,7 +148,9 @@ struct Done {
 }
 
 async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
-    let previous = sync.status.clone().unwrap_or_default();
+    let previous = ctx
+        .written_status(&sync)
+        .unwrap_or_else(|| sync.status.clone().unwrap_or_default());
     match sync_versions(&sync, ctx, &previous).await {
         Ok(done) => {
             ctx.record_success(&sync.uid().unwrap_or_default());
@@ -487,6 +489,7 @@ async fn write_status(
     )
     .await??;
     Metrics::inc(&ctx.metrics.status_writes);
+    ctx.remember_status(sync, status.clone());
     Ok(true)
 }
 
