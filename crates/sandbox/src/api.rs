@@ -342,21 +342,7 @@ impl Core {
         if let Some(core) = self.events_core_target(t) {
             return self.update(&core, crate::events::to_core(&body), None, opts);
         }
-        if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
-        }
-        let body_name = meta_str(&body, "name").unwrap_or_default();
-        if !body_name.is_empty() && body_name != t.name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({})",
-                t.name
-            )));
-        }
-        let wanted_rv = meta_str(&body, "resourceVersion")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<u64>().unwrap_or(u64::MAX));
+        let wanted_rv = check_body(t, &body)?;
         loop {
             let Some(old) = self.store.get(&t.key()) else {
                 // Like the real strategies, only Leases and Events allow create-on-update.
@@ -486,21 +472,7 @@ impl Core {
         raw: &[u8],
         opts: &WriteOpts,
     ) -> ApiResult<Written> {
-        if !applied.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
-        }
-        let body_name = meta_str(&applied, "name").unwrap_or_default();
-        if !body_name.is_empty() && body_name != t.name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({})",
-                t.name
-            )));
-        }
-        let wanted_rv = meta_str(&applied, "resourceVersion")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<u64>().unwrap_or(u64::MAX));
+        let wanted_rv = check_body(t, &applied)?;
         let lt = list_type_for(&t.def, &t.version);
         let now = now_rfc3339();
         let api_version = t.api_version();
@@ -1418,4 +1390,24 @@ impl Core {
             sub: String::new(),
         })
     }
+}
+
+/// Checks a PUT or apply body against its URL and returns the resourceVersion it demands,
+/// if any (an unparsable one can never match, like the real server's).
+fn check_body(t: &Target, body: &Value) -> ApiResult<Option<u64>> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request was in an unknown format",
+        ));
+    }
+    let body_name = meta_str(body, "name").unwrap_or_default();
+    if !body_name.is_empty() && body_name != t.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({})",
+            t.name
+        )));
+    }
+    Ok(meta_str(body, "resourceVersion")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().unwrap_or(u64::MAX)))
 }
