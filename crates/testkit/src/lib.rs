@@ -12,12 +12,19 @@ use std::process::{Child, Command, ExitStatus};
 pub mod openbao;
 
 /// Root of the repository (the workspace directory).
+///
+/// Found from the running test's `CARGO_MANIFEST_DIR` (set by cargo at run time), not the
+/// one baked in when this crate was compiled: two checkouts sharing a `CARGO_TARGET_DIR`
+/// would otherwise read each other's files.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
         .ancestors()
-        .nth(2)
-        .expect("crates/testkit lives two levels below the repository root")
-        .to_path_buf()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(start)
 }
 
 /// Where an external tool is: `$SECRETSYNC_<TOOL>` if set, else `.venv/bin/<tool>`, else `PATH`.
