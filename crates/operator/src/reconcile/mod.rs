@@ -289,10 +289,14 @@ async fn sync_versions(
                     made.secret_name,
                     store.kind.as_str(),
                     store.name,
-                    if rotate && !changed {
-                        " (rotation requested by spec.version)"
-                    } else {
-                        ""
+                    match &newest {
+                        Some(n) if spec.is_revoked(n.version) => {
+                            format!(" (replaces revoked {})", n.secret_name)
+                        }
+                        Some(n) if spec.spec_version() > n.spec_version => {
+                            " (rotation requested by spec.version)".to_owned()
+                        }
+                        _ => String::new(),
                     }
                 )),
                 action: "CreateVersion".into(),

@@ -347,6 +347,21 @@ async fn revoking_the_active_version_rotates_rolls_and_deletes_it_after_the_roll
             .iter()
             .any(|r| r == "VersionRevoked")
     );
+    let notes: Vec<String> = env
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("created db-v2") && n.contains("replaces revoked db-v1")),
+        "{notes:?}"
+    );
 
     // Pinning the revoked version is refused and changes nothing: by the API server when it
     // runs the CRD's CEL rules, else by the operator.
