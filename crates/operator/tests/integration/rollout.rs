@@ -31,6 +31,13 @@ async fn set_password(env: &Env, password: &str, version: &str) {
     env.set_fake_data("vault", &refs).await;
 }
 
+/// The fake store and a SecretSync `db` with `extra` spec lines, synced to `db-v1`.
+async fn seed(env: &Env, extra: &str) {
+    env.fake_store("vault", STORE).await;
+    env.create::<SecretSync>(&sync(extra)).await;
+    env.wait_version("db", 1).await;
+}
+
 /// A SecretSync `db` rolling out to the given targets.
 fn sync(extra: &str) -> String {
     format!(
@@ -153,12 +160,11 @@ async fn event_reasons(env: &Env) -> Vec<String> {
 #[tokio::test]
 async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_rollout() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     let before = create_deployment(&env, "api", "db-v1", json!({})).await;
     wait_target(&env, "api", 1, TargetState::Complete).await;
 
@@ -237,12 +243,11 @@ async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_r
 #[tokio::test]
 async fn a_version_still_used_by_another_workload_is_kept_until_it_moves_off() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     create_deployment(&env, "api", "db-v1", json!({})).await;
     create_deployment(&env, "worker", "db-v1", json!({})).await; // not a target
     wait_target(&env, "api", 1, TargetState::Complete).await;
@@ -268,12 +273,11 @@ async fn a_version_still_used_by_another_workload_is_kept_until_it_moves_off() {
 #[tokio::test]
 async fn a_hanging_rollout_fails_after_the_timeout_and_deletes_nothing() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}], timeout: 2s}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     create_deployment(&env, "api", "db-v1", json!({})).await;
     wait_target(&env, "api", 1, TargetState::Complete).await;
     env.api::<Deployment>()
@@ -308,12 +312,11 @@ async fn a_hanging_rollout_fails_after_the_timeout_and_deletes_nothing() {
 #[tokio::test]
 async fn revoking_the_active_version_rotates_rolls_and_deletes_it_after_the_rollout() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  rollout: {targets: [{kind: Deployment, name: api}]}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     create_deployment(&env, "api", "db-v1", json!({})).await;
     wait_target(&env, "api", 1, TargetState::Complete).await;
 
@@ -402,12 +405,11 @@ async fn revoking_the_active_version_rotates_rolls_and_deletes_it_after_the_roll
 #[tokio::test]
 async fn immediate_revocation_deletes_at_once_and_warns_about_users() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  rollout: {targets: [{kind: Deployment, name: api}]}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     create_deployment(
         &env,
         "api",
@@ -444,12 +446,11 @@ async fn immediate_revocation_deletes_at_once_and_warns_about_users() {
 #[tokio::test]
 async fn pinning_rolls_back_and_unpinning_rolls_forward() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  rollout: {targets: [{kind: Deployment, name: api}]}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     create_deployment(&env, "api", "db-v1", json!({})).await;
     set_password(&env, "two", "2").await;
     wait_target(&env, "api", 2, TargetState::Complete).await;
@@ -492,12 +493,7 @@ async fn pinning_rolls_back_and_unpinning_rolls_forward() {
 #[tokio::test]
 async fn statefulsets_daemonsets_and_selected_workloads_are_targets() {
     let env = Env::start("payments").await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
-        "  rollout:\n    targets: [{kind: StatefulSet, name: store}, {kind: DaemonSet, name: agent}]\n    selector: {matchLabels: {rollout: db}}",
-    ))
-    .await;
-    env.wait_version("db", 1).await;
+    seed(&env, "  rollout:\n    targets: [{kind: StatefulSet, name: store}, {kind: DaemonSet, name: agent}]\n    selector: {matchLabels: {rollout: db}}").await;
     create_workload::<StatefulSet>(&env, "store", "db-v1", json!({}), json!({})).await;
     create_workload::<DaemonSet>(&env, "agent", "db-v1", json!({}), json!({})).await;
     create_workload::<Deployment>(&env, "web", "db-v1", json!({"rollout": "db"}), json!({})).await;
@@ -543,12 +539,11 @@ async fn restarts_mid_rollout_and_after_it_patch_nothing_again() {
         secretsync_sandbox::Sandbox::builder().ready_delay(Duration::from_secs(2)),
     )
     .await;
-    env.fake_store("vault", STORE).await;
-    env.create::<SecretSync>(&sync(
+    seed(
+        &env,
         "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
-    ))
+    )
     .await;
-    env.wait_version("db", 1).await;
     create_deployment(&env, "api", "db-v1", json!({})).await;
     wait_target(&env, "api", 1, TargetState::Complete).await;
     set_password(&env, "two", "2").await;
