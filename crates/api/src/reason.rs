@@ -7,6 +7,8 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     Synced,
+    /// A store's credentials and settings were accepted by its backend.
+    Valid,
     StoreNotFound,
     StoreNotAllowed,
     StoreInvalid,
@@ -29,6 +31,7 @@ impl Reason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::Synced => "Synced",
+            Reason::Valid => "Valid",
             Reason::StoreNotFound => "StoreNotFound",
             Reason::StoreNotAllowed => "StoreNotAllowed",
             Reason::StoreInvalid => "StoreInvalid",

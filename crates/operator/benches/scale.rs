@@ -410,7 +410,7 @@ impl ApiFigures {
 
 struct Operator {
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), secretsync_operator::RunError>>>,
     metrics: Arc<Metrics>,
 }
 

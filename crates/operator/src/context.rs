@@ -1,26 +1,23 @@
-//! State shared by every reconcile: the API client, one event recorder, caches built from
-//! watches, connected providers and per-object backoff.
+//! State shared by every reconcile: the API client, one event recorder, the caches the
+//! watches fill, connected providers and per-object backoff. Handles only; the logic that
+//! uses them lives in the pipeline's steps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::core::DeserializeGuard;
+use kube::Client;
+use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, ResourceExt};
-use secretsync_api::validate::{StoreScope, validate_store};
-use secretsync_api::{
-    ClusterSecretStore, SecretStore, SecretStoreSpec, SecretSync, SecretSyncStatus, StoreKind,
-    selector,
-};
-use secretsync_providers::{ConnectContext, Provider};
+use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStatus, StoreKind};
+use tokio::sync::watch;
 
-use crate::error::{Error, Result};
+use crate::backoff::Backoff;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::providers::ProviderCache;
+use crate::sync_index::SyncIndex;
 use crate::workloads::Workloads;
 
 /// Settings from the command line.
@@ -42,15 +39,6 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// A store resolved for one SecretSync: its spec, identity and connected provider.
-pub struct ResolvedStore {
-    pub kind: StoreKind,
-    pub name: String,
-    pub provider: Arc<Provider>,
-    /// `spec.rateLimit`, shared by every SecretSync reading through this store.
-    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 /// Highest version this process created per SecretSync UID. The watch that feeds the
@@ -77,54 +65,82 @@ impl WrittenVersions {
     pub fn forget(&self, uid: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-/// A connected provider with the store's rate limiter.
-#[derive(Clone)]
-struct Connected {
-    provider: Arc<Provider>,
-    limiter: Option<Arc<RateLimiter>>,
+/// Which caches have not delivered their first complete list yet. Reconciles wait for all
+/// of them: before that the operator would see no versions, stores or workloads.
+pub struct Readiness {
+    pending: Mutex<BTreeSet<&'static str>>,
+    ready: watch::Sender<bool>,
 }
 
-/// What the watches keep in memory, filled before the first reconcile.
-pub struct Caches {
+impl Readiness {
+    pub fn new(caches: &[&'static str]) -> Self {
+        let (ready, _) = watch::channel(caches.is_empty());
+        Self {
+            pending: Mutex::new(caches.iter().copied().collect()),
+            ready,
+        }
+    }
+
+    pub fn mark_ready(&self, cache: &'static str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.remove(cache) && pending.is_empty() {
+            self.ready.send_replace(true);
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub async fn wait(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as `self`, so this only ends when ready.
+        let _ = ready.wait_for(|r| *r).await;
+    }
+}
+
+/// The caches and shared handles the watches fill, created before the controller runs.
+pub struct Shared {
     pub index: Arc<VersionIndex>,
-    pub syncs: Store<DeserializeGuard<SecretSync>>,
+    pub sync_index: Arc<SyncIndex>,
+    pub workloads: Arc<Workloads>,
+    pub providers: Arc<ProviderCache>,
+    pub readiness: Arc<Readiness>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
-    pub workloads: Workloads,
 }
 
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub config: Config,
-    pub index: Arc<VersionIndex>,
     pub metrics: Arc<Metrics>,
-    pub written: WrittenVersions,
-    pub syncs: Store<DeserializeGuard<SecretSync>>,
+    pub index: Arc<VersionIndex>,
+    pub sync_index: Arc<SyncIndex>,
+    pub workloads: Arc<Workloads>,
+    pub providers: Arc<ProviderCache>,
+    pub readiness: Arc<Readiness>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
-    pub workloads: Workloads,
-    /// Connected providers by (store UID, generation): a store edit reconnects; credentials
-    /// and tokens are shared by every SecretSync using the store.
-    providers: Mutex<HashMap<(String, i64), Connected>>,
+    pub backoff: Backoff,
+    pub written: WrittenVersions,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
-    /// Failed attempts in a row per SecretSync UID, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, caches: Caches) -> Self {
-        let Caches {
-            index,
-            syncs,
-            stores,
-            cluster_stores,
-            workloads,
-        } = caches;
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, shared: Shared) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -136,17 +152,22 @@ impl Context {
             client,
             recorder,
             config,
-            index,
             metrics,
+            index: shared.index,
+            sync_index: shared.sync_index,
+            workloads: shared.workloads,
+            providers: shared.providers,
+            readiness: shared.readiness,
+            stores: shared.stores,
+            cluster_stores: shared.cluster_stores,
+            backoff: Backoff::default(),
             written: WrittenVersions::default(),
-            syncs,
-            stores,
-            cluster_stores,
-            workloads,
-            providers: Mutex::default(),
             written_status: Mutex::default(),
-            failures: Mutex::default(),
         }
+    }
+
+    pub async fn caches_ready(&self) {
+        self.readiness.wait().await;
     }
 
     /// Our own last status write for this SecretSync, when the cached object is still the
@@ -181,24 +202,29 @@ impl Context {
         }
     }
 
-    /// Counts a failure and returns how many came before it.
-    pub fn record_failure(&self, uid: &str) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(uid.to_owned()).or_insert(0);
-        let before = *count;
-        *count = count.saturating_add(1);
-        before
-    }
-
-    pub fn record_success(&self, uid: &str) {
-        self.failures
+    /// A SecretSync is gone: nothing this process remembers about it may outlive it.
+    pub fn forget_sync(&self, uid: &str) {
+        self.written.forget(uid);
+        self.backoff.succeeded(uid);
+        self.written_status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
     }
 
-    /// The generation of the store a SecretSync names, if it exists (from the reflector,
-    /// no API call).
+    /// How many SecretSyncs this process remembers something about (tests check that the
+    /// per-object maps shrink).
+    pub fn remembered(&self) -> usize {
+        let written_status = self
+            .written_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        self.written.len() + self.backoff.len() + written_status
+    }
+
+    /// The generation of the store a SecretSync names, if it exists (from the cache, no
+    /// API call).
     pub fn store_generation(&self, sync: &SecretSync) -> Option<i64> {
         let name = &sync.spec.store_ref.name;
         match sync.spec.store_kind() {
@@ -213,142 +239,5 @@ impl Context {
                 .get(&ObjectRef::new(name))
                 .and_then(|s| s.metadata.generation),
         }
-    }
-
-    /// Finds the store a SecretSync names, checks it may be used from the SecretSync's
-    /// namespace, and returns its connected provider.
-    pub async fn resolve_store(&self, sync: &SecretSync) -> Result<ResolvedStore> {
-        let namespace = sync.namespace().unwrap_or_default();
-        let name = sync.spec.store_ref.name.clone();
-        let kind = sync.spec.store_kind();
-        let (spec, uid, generation, scope, store_namespace) = match kind {
-            StoreKind::SecretStore => {
-                let store = self
-                    .stores
-                    .get(&ObjectRef::new(&name).within(&namespace))
-                    .ok_or_else(|| Error::StoreNotFound {
-                        kind: "SecretStore",
-                        name: name.clone(),
-                        namespace: Some(namespace.clone()),
-                    })?;
-                (
-                    store.spec.clone(),
-                    store.uid().unwrap_or_default(),
-                    store.metadata.generation.unwrap_or_default(),
-                    StoreScope::Namespaced,
-                    Some(namespace.clone()),
-                )
-            }
-            StoreKind::ClusterSecretStore => {
-                let store = self
-                    .cluster_stores
-                    .get(&ObjectRef::new(&name))
-                    .ok_or_else(|| Error::StoreNotFound {
-                        kind: "ClusterSecretStore",
-                        name: name.clone(),
-                        namespace: None,
-                    })?;
-                (
-                    store.spec.store.clone(),
-                    store.uid().unwrap_or_default(),
-                    store.metadata.generation.unwrap_or_default(),
-                    StoreScope::Cluster,
-                    None,
-                )
-            }
-        };
-        validate_store(&spec, scope).map_err(|problems| Error::StoreInvalid {
-            kind: kind.as_str(),
-            name: name.clone(),
-            problems,
-        })?;
-        if scope == StoreScope::Cluster {
-            self.check_admitted(&spec, &name, &namespace).await?;
-        }
-        let connected = self
-            .provider(&spec, uid, generation, store_namespace, &name)
-            .await?;
-        Ok(ResolvedStore {
-            kind,
-            name,
-            provider: connected.provider,
-            limiter: connected.limiter,
-        })
-    }
-
-    /// A ClusterSecretStore with `conditions` admits only the namespaces they match; without
-    /// conditions it admits every namespace (as External Secrets Operator does).
-    async fn check_admitted(&self, spec: &SecretStoreSpec, store: &str, ns: &str) -> Result<()> {
-        let Some(conditions) = spec.conditions.as_ref().filter(|c| !c.is_empty()) else {
-            return Ok(());
-        };
-        if conditions
-            .iter()
-            .any(|c| c.namespaces.iter().flatten().any(|n| n == ns))
-        {
-            return Ok(());
-        }
-        let labels = if conditions.iter().any(|c| c.namespace_selector.is_some()) {
-            Api::<Namespace>::all(self.client.clone())
-                .get_opt(ns)
-                .await?
-                .map(|n| n.labels().clone())
-                .unwrap_or_default()
-        } else {
-            Default::default()
-        };
-        let admitted = conditions.iter().any(|c| {
-            c.namespace_selector
-                .as_ref()
-                .is_some_and(|s| selector::matches(s, &labels))
-        });
-        if admitted {
-            Ok(())
-        } else {
-            Err(Error::StoreNotAllowed {
-                store: store.to_owned(),
-                namespace: ns.to_owned(),
-            })
-        }
-    }
-
-    async fn provider(
-        &self,
-        spec: &SecretStoreSpec,
-        uid: String,
-        generation: i64,
-        store_namespace: Option<String>,
-        store_name: &str,
-    ) -> Result<Connected> {
-        let key = (uid, generation);
-        if let Some(p) = self
-            .providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(p.clone());
-        }
-        let connect = ConnectContext {
-            client: self.client.clone(),
-            store_namespace,
-        };
-        let provider = Provider::connect(&spec.provider, &connect)
-            .await
-            .map_err(|source| Error::Provider {
-                store: store_name.to_owned(),
-                source,
-            })?;
-        let connected = Connected {
-            provider: Arc::new(provider),
-            limiter: spec
-                .rate_limit
-                .as_ref()
-                .map(|r| Arc::new(RateLimiter::new(r.qps, r.burst))),
-        };
-        let mut providers = self.providers.lock().unwrap_or_else(|e| e.into_inner());
-        // Older generations of this store are dead: drop them with their tokens.
-        providers.retain(|(uid, _), _| uid != &key.0);
-        Ok(providers.entry(key).or_insert(connected).clone())
     }
 }

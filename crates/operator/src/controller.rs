@@ -1,32 +1,48 @@
-//! Wiring: watches, caches and the kube-runtime `Controller`.
+//! Wiring: every watch is a trigger stream of one kube-runtime `Controller`, and each also
+//! fills the cache its decisions read:
 //!
-//! Four watches feed the controller:
-//! - SecretSyncs (the controller's own reflector);
-//! - managed Secrets, metadata only, into the [`VersionIndex`]; each change wakes the owner;
-//! - SecretStores and ClusterSecretStores (reflectors); a change wakes every SecretSync that
-//!   uses the store.
+//! | watch | cache | wakes |
+//! |---|---|---|
+//! | SecretSyncs | the controller's reflector, [`SyncIndex`] | itself; a deleted one wakes the other claimants of its target name |
+//! | managed Secrets (metadata only) | [`VersionIndex`] | the owner; a Secret gone or disowned wakes the claimants of its name |
+//! | SecretStores, ClusterSecretStores | reflectors | their users, on a spec change or deletion |
+//! | Deployments, StatefulSets, DaemonSets | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
+//!
+//! The store Ready checks run as two more controllers beside it. If any watch or controller
+//! ends while the operator is not shutting down, [`run`] returns an error, so the process
+//! exits and Kubernetes restarts it rather than leaving it running blind.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use secretsync_api::{
     ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind, labels,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::context::{Caches, Config, Context};
-use crate::index::VersionIndex;
+use crate::context::{Config, Context, Readiness, Shared};
+use crate::index::{VersionIndex, base_of};
 use crate::metrics::Metrics;
+use crate::providers::ProviderCache;
 use crate::reconcile::{error_policy, reconcile};
-use crate::workloads::Workloads;
+use crate::stores::{self, StoreContext};
+use crate::sync_index::{SyncIndex, SyncRef};
+use crate::workloads::{Workloads, to_value};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -45,11 +61,13 @@ impl Default for RunOptions {
     }
 }
 
-/// What the controller is keyed by: SecretSyncs behind a deserialization guard.
-type SyncRef = ObjectRef<DeserializeGuard<SecretSync>>;
-
-fn sync_ref(sync: &SecretSync) -> SyncRef {
-    SyncRef::new(&sync.name_any()).within(&sync.namespace().unwrap_or_default())
+/// Why the operator stopped without being asked to.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("the {0} watch ended; restarting is the only safe way to resume it")]
+    WatchEnded(&'static str),
+    #[error("the {0} controller ended without a shutdown")]
+    ControllerEnded(&'static str),
 }
 
 fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -63,153 +81,280 @@ where
     }
 }
 
+/// Reports through `ended` when `stream` ends, so a watch that stops is never silent.
+fn supervised<S: Stream>(
+    name: &'static str,
+    stream: S,
+    ended: mpsc::UnboundedSender<&'static str>,
+) -> impl Stream<Item = S::Item> {
+    stream.chain(
+        futures::stream::once(async move {
+            let _ = ended.unbounded_send(name);
+        })
+        .filter_map(|()| future::ready(None)),
+    )
+}
+
 /// Runs the operator until `shutdown` resolves, counting its work in `metrics`.
 pub async fn run(
     client: Client,
     config: Config,
     options: RunOptions,
     metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), RunError> {
+    let (ended_tx, mut ended_rx) = mpsc::unbounded::<&'static str>();
     let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+    let stopping_flag = stopping_rx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping_tx.send_replace(true);
+    });
+    let stopping = move || {
+        let mut rx = stopping_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
 
-    // Managed Secrets → version index, waking owners.
+    let readiness = Arc::new(Readiness::new(&[
+        "secretsyncs",
+        "secrets",
+        "secretstores",
+        "clustersecretstores",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+    ]));
     let index = Arc::new(VersionIndex::default());
-    let (index_ready_tx, index_ready_rx) = tokio::sync::oneshot::channel();
-    let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &options.namespace);
-    let secret_watch = watcher(
-        secrets,
-        watcher::Config::default().labels(&labels::managed_selector()),
-    )
-    .default_backoff();
-    tokio::spawn(feed_index(
-        secret_watch,
-        index.clone(),
-        wake_tx.clone(),
-        index_ready_tx,
-    ));
+    let sync_index = Arc::new(SyncIndex::default());
+    let workloads = Arc::new(Workloads::new());
+    let providers = Arc::new(ProviderCache::default());
 
-    // Stores → reflectors, waking the SecretSyncs that use them.
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
-    let store_watch = reflector::reflector(
-        stores_writer,
-        watcher(
-            scoped::<SecretStore>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-    let cluster_watch = reflector::reflector(
-        cluster_writer,
-        watcher(
-            Api::<ClusterSecretStore>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-
-    // Rollout targets → reflectors, waking the SecretSyncs that roll out to them.
-    let (deployments, deployments_writer) = reflector::store::<Deployment>();
-    let (statefulsets, statefulsets_writer) = reflector::store::<StatefulSet>();
-    let (daemonsets, daemonsets_writer) = reflector::store::<DaemonSet>();
-    let workloads = Workloads {
-        deployments: deployments.clone(),
-        statefulsets: statefulsets.clone(),
-        daemonsets: daemonsets.clone(),
+    let shared = Shared {
+        index: index.clone(),
+        sync_index: sync_index.clone(),
+        workloads: workloads.clone(),
+        providers: providers.clone(),
+        readiness: readiness.clone(),
+        stores: stores.clone(),
+        cluster_stores: cluster_stores.clone(),
     };
-    let deployment_watch = reflector::reflector(
-        deployments_writer,
-        watcher(
-            scoped::<Deployment>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-    let statefulset_watch = reflector::reflector(
-        statefulsets_writer,
-        watcher(
-            scoped::<StatefulSet>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-    let daemonset_watch = reflector::reflector(
-        daemonsets_writer,
-        watcher(
-            scoped::<DaemonSet>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-
-    // DeserializeGuard: one malformed SecretSync (say, after a CRD downgrade) is reported on
-    // its own instead of failing the whole watch.
-    let controller = Controller::new(
-        scoped::<DeserializeGuard<SecretSync>>(&client, &options.namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(controller::Config::default().concurrency(options.concurrency));
-    let syncs = controller.store();
-    tokio::spawn(wake_store_users(
-        store_watch,
-        StoreKind::SecretStore,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_store_users(
-        cluster_watch,
-        StoreKind::ClusterSecretStore,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_rollout_owners(
-        deployment_watch,
-        WorkloadKind::Deployment,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_rollout_owners(
-        statefulset_watch,
-        WorkloadKind::StatefulSet,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_rollout_owners(
-        daemonset_watch,
-        WorkloadKind::DaemonSet,
-        syncs.clone(),
-        wake_tx,
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        metrics.clone(),
+        shared,
     ));
 
-    // Reconciling before the caches are filled would see no versions and no stores.
-    let _ = index_ready_rx.await;
-    let _ = stores.wait_until_ready().await;
-    let _ = cluster_stores.wait_until_ready().await;
-    let _ = deployments.wait_until_ready().await;
-    let _ = statefulsets.wait_until_ready().await;
-    let _ = daemonsets.wait_until_ready().await;
-    info!(
-        secrets = index.len(),
-        "caches ready; starting the controller"
+    // SecretSyncs. DeserializeGuard: one malformed object (say, after a CRD downgrade) is
+    // reported on its own instead of failing the whole watch.
+    let (syncs, syncs_writer) = reflector::store::<DeserializeGuard<SecretSync>>();
+    let sync_stream = {
+        let (sync_index, readiness, wake, ctx) = (
+            sync_index.clone(),
+            readiness.clone(),
+            wake_tx.clone(),
+            ctx.clone(),
+        );
+        reflector::reflector(
+            syncs_writer,
+            watcher(
+                scoped::<DeserializeGuard<SecretSync>>(&client, &options.namespace),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff(),
+        )
+        .inspect_ok(move |event| match event {
+            watcher::Event::Init => sync_index.relist_start(),
+            watcher::Event::InitApply(sync) => sync_index.relist_apply(sync),
+            watcher::Event::InitDone => {
+                sync_index.relist_done();
+                readiness.mark_ready("secretsyncs");
+            }
+            watcher::Event::Apply(sync) => sync_index.apply(sync),
+            watcher::Event::Delete(sync) => {
+                // Gone (finalized, or deleted while this process was not running): nothing
+                // remembered about it may outlive it.
+                ctx.forget_sync(&sync.uid().unwrap_or_default());
+                for waiting in sync_index.delete(sync) {
+                    let _ = wake.unbounded_send(waiting);
+                }
+            }
+        })
+        .applied_objects()
+    };
+
+    // Managed Secrets, metadata only: Secret bodies are never cached.
+    let secret_stream = {
+        let (index, sync_index, readiness, wake) = (
+            index.clone(),
+            sync_index.clone(),
+            readiness.clone(),
+            wake_tx.clone(),
+        );
+        let wake_claimants = move |secret: &PartialObjectMeta<Secret>| {
+            let name = secret.name_any();
+            if let Some(base) = base_of(&name) {
+                for claimant in sync_index.claimants(&secret.namespace().unwrap_or_default(), base)
+                {
+                    let _ = wake.unbounded_send(claimant);
+                }
+            }
+        };
+        watcher(
+            scoped::<PartialObjectMeta<Secret>>(&client, &options.namespace),
+            watcher::Config::default().labels(&labels::managed_selector()),
+        )
+        .default_backoff()
+        .inspect_ok(move |event| match event {
+            watcher::Event::Init => index.relist_start(),
+            watcher::Event::InitApply(secret) => index.relist_apply(secret.clone()),
+            watcher::Event::InitDone => {
+                index.relist_done();
+                readiness.mark_ready("secrets");
+            }
+            watcher::Event::Apply(secret) => {
+                // Disowned by a user: a SecretSync blocked on its name may proceed.
+                if index.apply(secret).is_none() {
+                    wake_claimants(secret);
+                }
+            }
+            watcher::Event::Delete(secret) => {
+                index.delete(secret);
+                wake_claimants(secret);
+            }
+        })
+        .touched_objects()
+    };
+
+    // Stores.
+    let store_stream = store_changes(
+        "secretstores",
+        reflector::reflector(
+            stores_writer,
+            watcher(
+                scoped::<SecretStore>(&client, &options.namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        ),
+        readiness.clone(),
+        providers.clone(),
+    );
+    let cluster_store_stream = store_changes(
+        "clustersecretstores",
+        reflector::reflector(
+            cluster_writer,
+            watcher(
+                Api::<ClusterSecretStore>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        ),
+        readiness.clone(),
+        providers.clone(),
     );
 
-    let caches = Caches {
-        index,
-        syncs,
-        stores,
-        cluster_stores,
-        workloads,
+    let secretstore_users = {
+        let sync_index = sync_index.clone();
+        move |store: SecretStore| {
+            sync_index.users_of_store(&(
+                StoreKind::SecretStore,
+                store.namespace(),
+                store.name_any(),
+            ))
+        }
     };
-    let ctx = Arc::new(Context::new(client, config, metrics, caches));
-    controller
-        .reconcile_on(wake_rx)
-        .graceful_shutdown_on(shutdown)
+    let clusterstore_users = {
+        let sync_index = sync_index.clone();
+        move |store: ClusterSecretStore| {
+            sync_index.users_of_store(&(StoreKind::ClusterSecretStore, None, store.name_any()))
+        }
+    };
+
+    let controller = Controller::for_stream(
+        supervised("secretsyncs", sync_stream, ended_tx.clone()),
+        syncs,
+    )
+    .owns_stream(supervised("secrets", secret_stream, ended_tx.clone()))
+    .watches_stream(
+        supervised("secretstores", store_stream, ended_tx.clone()),
+        secretstore_users,
+    )
+    .watches_stream(
+        supervised(
+            "clustersecretstores",
+            cluster_store_stream,
+            ended_tx.clone(),
+        ),
+        clusterstore_users,
+    )
+    .watches_stream(
+        supervised(
+            "deployments",
+            workload_stream::<Deployment>(
+                &client,
+                &options,
+                WorkloadKind::Deployment,
+                &workloads,
+                &readiness,
+            ),
+            ended_tx.clone(),
+        ),
+        rollout_owners::<Deployment>(WorkloadKind::Deployment, sync_index.clone()),
+    )
+    .watches_stream(
+        supervised(
+            "statefulsets",
+            workload_stream::<StatefulSet>(
+                &client,
+                &options,
+                WorkloadKind::StatefulSet,
+                &workloads,
+                &readiness,
+            ),
+            ended_tx.clone(),
+        ),
+        rollout_owners::<StatefulSet>(WorkloadKind::StatefulSet, sync_index.clone()),
+    )
+    .watches_stream(
+        supervised(
+            "daemonsets",
+            workload_stream::<DaemonSet>(
+                &client,
+                &options,
+                WorkloadKind::DaemonSet,
+                &workloads,
+                &readiness,
+            ),
+            ended_tx.clone(),
+        ),
+        rollout_owners::<DaemonSet>(WorkloadKind::DaemonSet, sync_index.clone()),
+    )
+    .reconcile_on(wake_rx)
+    .with_config(controller::Config::default().concurrency(options.concurrency))
+    .graceful_shutdown_on(stopping());
+
+    let store_ctx = Arc::new(StoreContext::new(client.clone(), providers, metrics));
+    let store_checks = future::join(
+        stores::run(
+            scoped::<SecretStore>(&client, &options.namespace),
+            store_ctx.clone(),
+            stopping(),
+        ),
+        stores::run(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            store_ctx,
+            stopping(),
+        ),
+    );
+
+    info!(namespace = ?options.namespace, "watching; reconciles start once the caches are filled");
+    let syncs_run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -219,106 +364,126 @@ pub async fn run(
                 }
                 Err(e) => warn!(error = %e, "controller"),
             }
-        })
-        .await;
-}
-
-async fn feed_index(
-    events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>>,
-    index: Arc<VersionIndex>,
-    wake: mpsc::UnboundedSender<SyncRef>,
-    ready: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut ready = Some(ready);
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        let owner = |secret: &PartialObjectMeta<Secret>| {
-            let namespace = secret.namespace()?;
-            let owner = secret
-                .owner_references()
-                .iter()
-                .find(|o| o.controller == Some(true) && o.kind == "SecretSync")?;
-            Some(SyncRef::new(&owner.name).within(&namespace))
-        };
-        match event {
-            Ok(watcher::Event::Apply(secret)) => {
-                index.apply(&secret);
-                if let Some(o) = owner(&secret) {
-                    let _ = wake.unbounded_send(o);
-                }
-            }
-            Ok(watcher::Event::Delete(secret)) => {
-                index.delete(&secret);
-                if let Some(o) = owner(&secret) {
-                    let _ = wake.unbounded_send(o);
-                }
-            }
-            Ok(watcher::Event::Init) => index.relist_start(),
-            Ok(watcher::Event::InitApply(secret)) => index.relist_apply(secret),
-            Ok(watcher::Event::InitDone) => {
-                index.relist_done();
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
-            }
-            Err(e) => warn!(error = %e, "watching managed Secrets"),
-        }
-    }
-}
-
-/// Wakes every SecretSync that references a changed store.
-async fn wake_store_users<S: Resource<DynamicType = ()>>(
-    changes: impl Stream<Item = Result<S, watcher::Error>>,
-    kind: StoreKind,
-    syncs: Store<DeserializeGuard<SecretSync>>,
-    wake: mpsc::UnboundedSender<SyncRef>,
-) {
-    let mut changes = std::pin::pin!(changes);
-    while let Some(change) = changes.next().await {
-        let store = match change {
-            Ok(store) => store,
-            Err(e) => {
-                warn!(error = %e, kind = kind.as_str(), "watching stores");
-                continue;
-            }
-        };
-        let name = store.name_any();
-        let namespace = store.namespace();
-        for sync in syncs.state().iter().filter_map(|g| g.0.as_ref().ok()) {
-            let uses = sync.spec.store_kind() == kind
-                && sync.spec.store_ref.name == name
-                && (kind == StoreKind::ClusterSecretStore || sync.namespace() == namespace);
-            if uses {
-                let _ = wake.unbounded_send(sync_ref(sync));
+        });
+    let mut syncs_run = pin!(syncs_run);
+    let mut store_checks = pin!(store_checks);
+    tokio::select! {
+        () = &mut syncs_run => {}
+        _ = &mut store_checks => {}
+        Some(name) = ended_rx.next() => {
+            if !*stopping_flag.borrow() {
+                return Err(RunError::WatchEnded(name));
             }
         }
     }
+    // One part ended: fine only when asked to stop; then let the others finish their work.
+    if !*stopping_flag.borrow() {
+        return Err(RunError::ControllerEnded("secretsync"));
+    }
+    future::join(syncs_run, store_checks).await;
+    Ok(())
 }
 
-/// Wakes every SecretSync that rolls out to (or rolled out to) a changed workload, so
-/// rollout progress is seen as it happens.
-async fn wake_rollout_owners<W: Resource<DynamicType = ()>>(
-    changes: impl Stream<Item = Result<W, watcher::Error>>,
+/// Store changes that matter to their users: a new generation (spec edit) or a deletion.
+/// Status writes (the store's own Ready checks) wake nobody. A deleted store's provider
+/// client is dropped with its tokens.
+fn store_changes<S>(
+    cache: &'static str,
+    events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>>,
+    readiness: Arc<Readiness>,
+    providers: Arc<ProviderCache>,
+) -> impl Stream<Item = Result<S, watcher::Error>>
+where
+    S: Resource + Clone,
+{
+    let seen: Mutex<HashMap<String, Option<i64>>> = Mutex::default();
+    events.try_filter_map(move |event| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match event {
+            watcher::Event::Init => {
+                seen.clear();
+                None
+            }
+            watcher::Event::InitApply(store) => {
+                seen.insert(store.uid().unwrap_or_default(), store.meta().generation);
+                None
+            }
+            watcher::Event::InitDone => {
+                readiness.mark_ready(cache);
+                None
+            }
+            watcher::Event::Apply(store) => {
+                let uid = store.uid().unwrap_or_default();
+                let generation = store.meta().generation;
+                (seen.insert(uid, generation) != Some(generation)).then_some(store)
+            }
+            watcher::Event::Delete(store) => {
+                let uid = store.uid().unwrap_or_default();
+                seen.remove(&uid);
+                providers.forget(&uid);
+                Some(store)
+            }
+        };
+        future::ready(Ok(changed))
+    })
+}
+
+/// A workload watch that keeps the reduced copies in [`Workloads`] and passes each touched
+/// object on as a trigger (the full object is dropped right after).
+fn workload_stream<K>(
+    client: &Client,
+    options: &RunOptions,
     kind: WorkloadKind,
-    syncs: Store<DeserializeGuard<SecretSync>>,
-    wake: mpsc::UnboundedSender<SyncRef>,
-) {
-    let mut changes = std::pin::pin!(changes);
-    while let Some(change) = changes.next().await {
-        let workload = match change {
-            Ok(workload) => workload,
-            Err(e) => {
-                warn!(error = %e, kind = kind.as_str(), "watching workloads");
-                continue;
-            }
-        };
-        let namespace = workload.namespace();
-        for sync in syncs.state().iter().filter_map(|g| g.0.as_ref().ok()) {
-            if sync.namespace() == namespace
-                && Workloads::may_target(sync, kind, &workload.name_any(), workload.labels())
-            {
-                let _ = wake.unbounded_send(sync_ref(sync));
-            }
+    workloads: &Arc<Workloads>,
+    readiness: &Arc<Readiness>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (workloads, readiness) = (workloads.clone(), readiness.clone());
+    let cache = match kind {
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::StatefulSet => "statefulsets",
+        WorkloadKind::DaemonSet => "daemonsets",
+    };
+    watcher(
+        scoped::<K>(client, &options.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .inspect_ok(move |event| match event {
+        watcher::Event::Init => workloads.relist_start(kind),
+        watcher::Event::InitApply(w) => workloads.relist_apply(kind, &to_value(w)),
+        watcher::Event::InitDone => {
+            workloads.relist_done(kind);
+            readiness.mark_ready(cache);
         }
+        watcher::Event::Apply(w) => {
+            workloads.apply(kind, &to_value(w));
+        }
+        watcher::Event::Delete(w) => workloads.delete(kind, &to_value(w)),
+    })
+    .touched_objects()
+}
+
+/// Maps a workload event to the SecretSyncs that roll out (or rolled out) to it.
+fn rollout_owners<K: Resource>(
+    kind: WorkloadKind,
+    sync_index: Arc<SyncIndex>,
+) -> impl Fn(K) -> Vec<SyncRef> + Send + Sync + 'static {
+    move |workload: K| {
+        sync_index.rollout_owners(
+            &workload.namespace().unwrap_or_default(),
+            kind,
+            &workload.name_any(),
+            workload.labels(),
+        )
     }
 }

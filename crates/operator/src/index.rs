@@ -20,6 +20,10 @@ pub struct VersionMeta {
     pub spec_version: i64,
     pub created_at: Option<Time>,
     pub source_versions: Option<BTreeMap<String, String>>,
+    /// The Secret's UID and resourceVersion when indexed: deletes are conditional on both,
+    /// so the operator never deletes a Secret other than the one it decided about.
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
 }
 
 impl VersionMeta {
@@ -46,6 +50,8 @@ impl VersionMeta {
                 created_at: meta.creation_timestamp.clone(),
                 source_versions: annotation(labels::SOURCE_VERSIONS)
                     .and_then(|v| serde_json::from_str(&v).ok()),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
             },
         ))
     }
@@ -76,7 +82,9 @@ impl VersionIndex {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds or replaces a Secret; returns its owner UID when it is one of ours.
+    /// Adds or replaces a Secret; returns its owner UID when it is one of ours. A Secret
+    /// that stopped being ours (a user removed our ownerReference to keep it) is dropped:
+    /// from then on the operator neither counts it as a version nor deletes it.
     pub fn apply(&self, secret: &PartialObjectMeta<Secret>) -> Option<String> {
         let mut inner = self.lock();
         Self::apply_locked(&mut inner, secret)
@@ -84,7 +92,14 @@ impl VersionIndex {
 
     fn apply_locked(inner: &mut Inner, secret: &PartialObjectMeta<Secret>) -> Option<String> {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-        let (owner, meta) = VersionMeta::from_secret(&secret.metadata)?;
+        let Some((owner, meta)) = VersionMeta::from_secret(&secret.metadata) else {
+            if let Some(name) = &secret.metadata.name {
+                Self::remove_locked(inner, &namespace, name);
+            }
+            return None;
+        };
+        // Re-owned or relabelled since last seen: the old entry goes first.
+        Self::remove_locked(inner, &namespace, &meta.secret_name);
         if let Some(base) = base_of(&meta.secret_name) {
             inner
                 .by_base
@@ -202,7 +217,7 @@ impl VersionIndex {
 }
 
 /// `db` for `db-v12`; `None` for a name without a `-v<N>` suffix.
-fn base_of(name: &str) -> Option<&str> {
+pub fn base_of(name: &str) -> Option<&str> {
     let (base, _) = name.rsplit_once("-v")?;
     secretsync_api::naming::parse_versioned_name(base, name).map(|_| base)
 }
@@ -284,6 +299,25 @@ mod tests {
         foreign.metadata.owner_references = None;
         assert_eq!(index.apply(&foreign), None);
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_secret_that_stops_being_ours_is_dropped() {
+        let index = VersionIndex::default();
+        index.apply(&secret("ns", "db-v1", "u1", 1));
+        index.apply(&secret("ns", "db-v2", "u1", 2));
+        let mut kept = secret("ns", "db-v1", "u1", 1);
+        kept.metadata.owner_references = Some(Vec::new());
+        assert_eq!(index.apply(&kept), None);
+        assert_eq!(
+            index.versions("u1").keys().copied().collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(index.owner_of("ns", "db-v1"), None);
+        assert_eq!(
+            index.other_owner_of_base("ns", "db", "u9").as_deref(),
+            Some("db-v2")
+        );
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! The secretsync operator: reconciles `SecretSync` objects into immutable, version-suffixed
-//! Secrets. See `docs/api.md` for the guarantees; each module's docs say which it serves.
+//! Secrets. See `docs/api.md` for the guarantees; each module's docs say which it serves, and
+//! `reconcile/mod.rs` maps the pipeline's steps to their files.
 
+pub mod backoff;
+pub mod conditions;
 pub mod context;
 pub mod controller;
-pub mod desired;
 pub mod error;
 pub mod index;
 pub mod metrics;
+pub mod providers;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod rollout;
-pub mod status;
+pub mod stores;
+pub mod sync_index;
 pub mod telemetry;
 pub mod workloads;
 
 pub use context::Config;
-pub use controller::{RunOptions, run};
+pub use controller::{RunError, RunOptions, run};

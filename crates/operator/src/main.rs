@@ -65,9 +65,17 @@ async fn main() -> std::process::ExitCode {
     };
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "secretsync operator starting");
     let metrics = std::sync::Arc::new(secretsync_operator::metrics::Metrics::default());
-    secretsync_operator::run(client, config, options, metrics, shutdown_signal()).await;
-    tracing::info!("stopped");
-    std::process::ExitCode::SUCCESS
+    match secretsync_operator::run(client, config, options, metrics, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // Exit so that Kubernetes restarts the pod with fresh watches.
+            tracing::error!(error = %e, "stopping");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

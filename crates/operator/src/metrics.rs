@@ -16,6 +16,8 @@ pub struct Metrics {
     pub versions_created: AtomicU64,
     /// Status patches written.
     pub status_writes: AtomicU64,
+    /// Store Ready checks made against a backend.
+    pub store_checks: AtomicU64,
     /// API writes that did not finish within the write timeout.
     pub api_write_timeouts: AtomicU64,
 }

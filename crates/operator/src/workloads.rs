@@ -1,34 +1,226 @@
-//! The workloads a SecretSync rolls out to, and everything in a namespace that may still
-//! use one of its versions. The decisions are in [`crate::rollout`]; this module does the
-//! reading and patching.
+//! The workloads a SecretSync rolls out to, and everything in a namespace that may still use
+//! one of its versions. The pod-spec rules are in [`crate::rollout`]; this module keeps the
+//! cache and does the reading and patching.
+//!
+//! Memory follows the work, not the cluster: the cache keeps each Deployment, StatefulSet
+//! and DaemonSet reduced to what a decision reads — name, labels, resourceVersion, replica
+//! counts, status, and the Secret references of its pod template at their original list
+//! positions (so a patch built from the reduced copy addresses the real object). Other
+//! fields (images, commands, plain env values, annotations, managedFields) are dropped as
+//! the watch delivers them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use secretsync_api::{SecretSync, WorkloadKind, selector};
+use secretsync_api::naming::parse_versioned_name;
+use secretsync_api::{SecretSync, WorkloadKind, labels, selector};
 use serde::Serialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
 
-use crate::rollout::referenced_versions;
+use crate::rollout::{pod_spec_pointer, secret_refs};
 
-/// Reflected Deployments, StatefulSets and DaemonSets (full objects: progress needs status).
-#[derive(Clone)]
-pub struct Workloads {
-    pub deployments: Store<Deployment>,
-    pub statefulsets: Store<StatefulSet>,
-    pub daemonsets: Store<DaemonSet>,
+/// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
+/// the three kinds, whose pod templates sit at the same place.
+pub fn reduce(object: &Value) -> Value {
+    let pick = |from: &Value, keys: &[&str]| -> Value {
+        let mut out = Map::new();
+        for key in keys {
+            if let Some(v) = from.get(*key) {
+                out.insert((*key).to_owned(), v.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    let metadata = pick(
+        &object["metadata"],
+        &[
+            "name",
+            "namespace",
+            "labels",
+            "resourceVersion",
+            "generation",
+            "uid",
+        ],
+    );
+    let mut spec = pick(&object["spec"], &["replicas"]);
+    if let Some(pod_spec) = object.pointer("/spec/template/spec") {
+        spec["template"] = json!({"spec": reduce_pod_spec(pod_spec)});
+    }
+    let mut reduced = json!({"metadata": metadata, "spec": spec});
+    if let Some(status) = object.get("status") {
+        reduced["status"] = status.clone();
+    }
+    reduced
 }
 
-fn to_value<K: Serialize>(obj: &K) -> Value {
-    serde_json::to_value(obj).expect("Kubernetes objects serialize")
+/// Keeps every container, env entry, envFrom entry, volume and projected source at its index,
+/// but only their Secret references.
+fn reduce_pod_spec(pod_spec: &Value) -> Value {
+    let list = |value: Option<&Value>, keep: &dyn Fn(&Value) -> Value| -> Value {
+        Value::Array(
+            value
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(keep)
+                .collect(),
+        )
+    };
+    let at = |value: &Value, pointer: &str, wrap: &dyn Fn(Value) -> Value| -> Value {
+        value
+            .pointer(pointer)
+            .map(|name| wrap(name.clone()))
+            .unwrap_or_else(|| json!({}))
+    };
+    let container = |c: &Value| {
+        json!({
+            "env": list(c.get("env"), &|e| at(e, "/valueFrom/secretKeyRef/name", &|n| json!({"valueFrom": {"secretKeyRef": {"name": n}}}))),
+            "envFrom": list(c.get("envFrom"), &|e| at(e, "/secretRef/name", &|n| json!({"secretRef": {"name": n}}))),
+        })
+    };
+    let volume = |v: &Value| {
+        if let Some(name) = v.pointer("/secret/secretName") {
+            return json!({"secret": {"secretName": name}});
+        }
+        match v.pointer("/projected/sources") {
+            Some(sources) => {
+                json!({"projected": {"sources": list(Some(sources), &|s| at(s, "/secret/name", &|n| json!({"secret": {"name": n}})))}})
+            }
+            None => json!({}),
+        }
+    };
+    json!({
+        "containers": list(pod_spec.get("containers"), &container),
+        "initContainers": list(pod_spec.get("initContainers"), &container),
+        "volumes": list(pod_spec.get("volumes"), &volume),
+    })
+}
+
+type Key = (WorkloadKind, String);
+
+/// Every (Secret name, `Kind/name` of its user) found in one namespace.
+type References = Arc<Vec<(String, String)>>;
+/// Reference scans by namespace, with when they were made.
+type Scans = HashMap<String, (Instant, References)>;
+
+#[derive(Default)]
+struct Inner {
+    /// namespace → (kind, name) → reduced workload
+    by_namespace: HashMap<String, BTreeMap<Key, Arc<Value>>>,
+    relist: HashMap<WorkloadKind, Vec<(String, Key, Arc<Value>)>>,
+}
+
+/// Reduced Deployments, StatefulSets and DaemonSets by namespace, fed by their watches.
+pub struct Workloads {
+    inner: Mutex<Inner>,
+    /// Namespace-wide reference scans share one result for a few seconds, and at most two
+    /// run at once, so many SecretSyncs waiting on old versions cost a bounded load.
+    scans: Mutex<Scans>,
+    scan_permits: Semaphore,
+}
+
+/// How long a namespace's reference scan is reused.
+const SCAN_REUSE: Duration = Duration::from_secs(5);
+/// Page size of the lists a reference scan makes.
+const SCAN_PAGE: u32 = 250;
+
+impl Default for Workloads {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Workloads {
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::default(),
+            scans: Mutex::default(),
+            scan_permits: Semaphore::new(2),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Plain data behind the lock: a panic elsewhere leaves it usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a workload (reduced); returns the reduced copy.
+    pub fn apply(&self, kind: WorkloadKind, object: &Value) -> Arc<Value> {
+        let reduced = Arc::new(reduce(object));
+        let (namespace, name) = names(object);
+        self.lock()
+            .by_namespace
+            .entry(namespace)
+            .or_default()
+            .insert((kind, name), reduced.clone());
+        reduced
+    }
+
+    pub fn delete(&self, kind: WorkloadKind, object: &Value) {
+        let (namespace, name) = names(object);
+        let mut inner = self.lock();
+        if let Some(workloads) = inner.by_namespace.get_mut(&namespace) {
+            workloads.remove(&(kind, name));
+            if workloads.is_empty() {
+                inner.by_namespace.remove(&namespace);
+            }
+        }
+    }
+
+    pub fn relist_start(&self, kind: WorkloadKind) {
+        self.lock().relist.insert(kind, Vec::new());
+    }
+
+    pub fn relist_apply(&self, kind: WorkloadKind, object: &Value) {
+        let (namespace, name) = names(object);
+        let reduced = Arc::new(reduce(object));
+        if let Some(buffer) = self.lock().relist.get_mut(&kind) {
+            buffer.push((namespace, (kind, name), reduced));
+        }
+    }
+
+    /// A relist of one kind completed: its objects replace that kind's entries.
+    pub fn relist_done(&self, kind: WorkloadKind) {
+        let mut inner = self.lock();
+        let listed = inner.relist.remove(&kind).unwrap_or_default();
+        for workloads in inner.by_namespace.values_mut() {
+            workloads.retain(|(k, _), _| *k != kind);
+        }
+        for (namespace, key, reduced) in listed {
+            inner
+                .by_namespace
+                .entry(namespace)
+                .or_default()
+                .insert(key, reduced);
+        }
+        inner.by_namespace.retain(|_, w| !w.is_empty());
+    }
+
+    /// The reduced workload (no API call).
+    pub fn get(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.lock()
+            .by_namespace
+            .get(namespace)?
+            .get(&(kind, name.to_owned()))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().by_namespace.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The rollout targets of a SecretSync: the listed ones and every workload of the three
     /// kinds in its namespace that matches `rollout.selector`; sorted, without duplicates.
     pub fn targets(&self, sync: &SecretSync) -> Vec<(WorkloadKind, String)> {
@@ -43,90 +235,177 @@ impl Workloads {
             .map(|t| (t.kind, t.name.clone()))
             .collect();
         if let Some(sel) = &rollout.selector {
-            let mut add = |kind: WorkloadKind,
-                           ns: Option<String>,
-                           name: String,
-                           labels: &BTreeMap<String, String>| {
-                if ns.as_deref() == Some(namespace.as_str()) && selector::matches(sel, labels) {
-                    targets.insert((kind, name));
+            let inner = self.lock();
+            for ((kind, name), workload) in inner.by_namespace.get(&namespace).into_iter().flatten()
+            {
+                let labels: BTreeMap<String, String> = workload
+                    .pointer("/metadata/labels")
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                if selector::matches(sel, &labels) {
+                    targets.insert((*kind, name.clone()));
                 }
-            };
-            for d in self.deployments.state() {
-                add(
-                    WorkloadKind::Deployment,
-                    d.namespace(),
-                    d.name_any(),
-                    d.labels(),
-                );
-            }
-            for s in self.statefulsets.state() {
-                add(
-                    WorkloadKind::StatefulSet,
-                    s.namespace(),
-                    s.name_any(),
-                    s.labels(),
-                );
-            }
-            for d in self.daemonsets.state() {
-                add(
-                    WorkloadKind::DaemonSet,
-                    d.namespace(),
-                    d.name_any(),
-                    d.labels(),
-                );
             }
         }
         targets.into_iter().collect()
     }
 
-    /// Whether a workload is (or may be) a target of `sync`, to wake it on workload events.
-    pub fn may_target(
-        sync: &SecretSync,
-        kind: WorkloadKind,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> bool {
-        let Some(rollout) = &sync.spec.rollout else {
-            return false;
-        };
-        rollout
-            .targets
-            .iter()
-            .flatten()
-            .any(|t| t.kind == kind && t.name == name)
-            || rollout
-                .selector
-                .as_ref()
-                .is_some_and(|s| selector::matches(s, labels))
-            || sync
-                .status
-                .as_ref()
-                .and_then(|s| s.rollout.as_ref())
-                .is_some_and(|r| r.targets.iter().any(|t| t.kind == kind && t.name == name))
+    /// Which versions of `base` are still in use in a namespace, and by what (`Kind/name`):
+    /// every Pod that has not finished and every pod template that can still make Pods
+    /// (Deployments, StatefulSets, DaemonSets, ReplicaSets with replicas, unfinished Jobs,
+    /// CronJobs). A ReplicaSet scaled to zero only remembers an old Deployment revision, so
+    /// it does not hold a version back.
+    pub async fn references(
+        &self,
+        client: &Client,
+        namespace: &str,
+        base: &str,
+    ) -> kube::Result<BTreeMap<i64, Vec<String>>> {
+        let mut used: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for (secret, user) in self.namespace_references(client, namespace).await?.iter() {
+            if let Some(v) = parse_versioned_name(base, secret) {
+                used.entry(v).or_default().push(user.clone());
+            }
+        }
+        for users in used.values_mut() {
+            users.sort();
+            users.dedup();
+        }
+        Ok(used)
     }
 
-    /// A workload as JSON, from the reflector (no API call).
-    pub fn get(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Value> {
-        let key = |n: &str| (n.to_owned(), namespace.to_owned());
-        let (name, namespace) = key(name);
-        match kind {
-            WorkloadKind::Deployment => self
-                .deployments
-                .get(&ObjectRef::new(&name).within(&namespace))
-                .map(|o| to_value(&*o)),
-            WorkloadKind::StatefulSet => self
-                .statefulsets
-                .get(&ObjectRef::new(&name).within(&namespace))
-                .map(|o| to_value(&*o)),
-            WorkloadKind::DaemonSet => self
-                .daemonsets
-                .get(&ObjectRef::new(&name).within(&namespace))
-                .map(|o| to_value(&*o)),
+    /// Every (Secret name, `Kind/name` of its user) in a namespace, reused for a few seconds.
+    async fn namespace_references(
+        &self,
+        client: &Client,
+        namespace: &str,
+    ) -> kube::Result<References> {
+        let fresh = |scans: &Scans| {
+            scans
+                .get(namespace)
+                .filter(|(at, _)| at.elapsed() < SCAN_REUSE)
+                .map(|(_, refs)| refs.clone())
+        };
+        if let Some(refs) = fresh(&self.scans_lock()) {
+            return Ok(refs);
+        }
+        let _permit = self
+            .scan_permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        // Another pass may have scanned while this one waited.
+        if let Some(refs) = fresh(&self.scans_lock()) {
+            return Ok(refs);
+        }
+        let refs = Arc::new(self.scan(client, namespace).await?);
+        let mut scans = self.scans_lock();
+        scans.retain(|_, (at, _)| at.elapsed() < SCAN_REUSE);
+        scans.insert(namespace.to_owned(), (Instant::now(), refs.clone()));
+        Ok(refs)
+    }
+
+    fn scans_lock(&self) -> MutexGuard<'_, Scans> {
+        self.scans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn scan(&self, client: &Client, namespace: &str) -> kube::Result<Vec<(String, String)>> {
+        let mut refs = Vec::new();
+        let mut note = |kind: &str, name: &str, object: &Value| {
+            let Some(pod_spec) = pod_spec_pointer(kind).and_then(|p| object.pointer(p)) else {
+                return;
+            };
+            for r in secret_refs(pod_spec) {
+                refs.push((r.name, format!("{kind}/{name}")));
+            }
+        };
+        let cached: Vec<(Key, Arc<Value>)> = self
+            .lock()
+            .by_namespace
+            .get(namespace)
+            .map(|w| w.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for ((kind, name), workload) in &cached {
+            note(kind.as_str(), name, workload);
+        }
+        for_each_page::<ReplicaSet>(client, namespace, |rs| {
+            let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let running = rs.status.as_ref().map(|s| s.replicas).unwrap_or(0);
+            if wanted > 0 || running > 0 {
+                note("ReplicaSet", &rs.name_any(), &to_value(rs));
+            }
+        })
+        .await?;
+        for_each_page::<Job>(client, namespace, |job| {
+            let finished = job.status.as_ref().is_some_and(|s| {
+                s.completion_time.is_some()
+                    || s.conditions.iter().flatten().any(|c| {
+                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                    })
+            });
+            if !finished {
+                note("Job", &job.name_any(), &to_value(job));
+            }
+        })
+        .await?;
+        for_each_page::<CronJob>(client, namespace, |cj| {
+            note("CronJob", &cj.name_any(), &to_value(cj));
+        })
+        .await?;
+        for_each_page::<Pod>(client, namespace, |pod| {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if !matches!(phase, Some("Succeeded" | "Failed")) {
+                note("Pod", &pod.name_any(), &to_value(pod));
+            }
+        })
+        .await?;
+        Ok(refs)
+    }
+}
+
+/// Lists a namespace's objects of one kind page by page, so a namespace with thousands of
+/// Pods never sits in memory whole.
+async fn for_each_page<K>(
+    client: &Client,
+    namespace: &str,
+    mut each: impl FnMut(&K),
+) -> kube::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let mut params = ListParams::default().limit(SCAN_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        page.items.iter().for_each(&mut each);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
         }
     }
 }
 
-/// Applies a JSON patch (from [`crate::rollout::rewrite_patch`]) to a workload.
+fn names(object: &Value) -> (String, String) {
+    let text = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (text("/metadata/namespace"), text("/metadata/name"))
+}
+
+pub fn to_value<K: Serialize>(obj: &K) -> Value {
+    serde_json::to_value(obj).expect("Kubernetes objects serialize")
+}
+
+/// Applies a JSON patch (from [`crate::rollout::rewrite_patch`]) to a workload, under the
+/// operator's field manager, so GitOps tools can be told to ignore exactly these changes.
 pub async fn patch_workload(
     client: &Client,
     kind: WorkloadKind,
@@ -136,7 +415,10 @@ pub async fn patch_workload(
 ) -> kube::Result<()> {
     let patch: json_patch::Patch =
         serde_json::from_value(patch).expect("rewrite_patch builds valid JSON patches");
-    let params = PatchParams::default();
+    let params = PatchParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     let patch = Patch::<()>::Json(patch);
     match kind {
         WorkloadKind::Deployment => {
@@ -158,82 +440,114 @@ pub async fn patch_workload(
     Ok(())
 }
 
-/// Which versions of `base` are still in use in a namespace, and by what (`Kind/name`):
-/// every Pod that has not finished and every pod template that can still make Pods
-/// (Deployments, StatefulSets, DaemonSets, ReplicaSets with replicas, unfinished Jobs,
-/// CronJobs). A ReplicaSet scaled to zero only remembers an old Deployment revision, so it
-/// does not hold a version back.
-pub async fn references(
-    client: &Client,
-    workloads: &Workloads,
-    namespace: &str,
-    base: &str,
-) -> kube::Result<BTreeMap<i64, Vec<String>>> {
-    let mut used: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    let mut note = |kind: &str, name: String, value: &Value| {
-        for v in referenced_versions(kind, value, base) {
-            used.entry(v).or_default().push(format!("{kind}/{name}"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Progress, rewrite_patch, rollout_progress};
+
+    const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: payments
+  resourceVersion: "77"
+  generation: 3
+  labels: {team: payments}
+  annotations: {kubectl.kubernetes.io/last-applied-configuration: "{...a large blob...}"}
+  managedFields: [{manager: kubectl, operation: Apply}]
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      initContainers:
+        - name: migrate
+          image: migrate:1
+          envFrom: [{configMapRef: {name: cfg}}, {secretRef: {name: db-v1}}]
+      containers:
+        - name: app
+          image: app:2
+          command: [serve, --port, "8080"]
+          env:
+            - {name: MODE, value: production}
+            - name: PASSWORD
+              valueFrom: {secretKeyRef: {name: db-v1, key: password}}
+            - name: NODE
+              valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+      volumes:
+        - {name: cache, emptyDir: {}}
+        - {name: creds, secret: {secretName: db-v1}}
+        - name: all
+          projected:
+            sources:
+              - configMap: {name: cfg}
+              - secret: {name: db-v1}
+status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2}
+"#;
+
+    fn deployment() -> Value {
+        serde_yaml::from_str(DEPLOYMENT).unwrap()
+    }
+
+    #[test]
+    fn the_reduced_copy_patches_and_reads_like_the_original() {
+        let full = deployment();
+        let reduced = reduce(&full);
+        assert_eq!(
+            rewrite_patch(WorkloadKind::Deployment, &reduced, "db", "db-v2"),
+            rewrite_patch(WorkloadKind::Deployment, &full, "db", "db-v2"),
+            "same paths, same resourceVersion guard"
+        );
+        assert_eq!(
+            rollout_progress(WorkloadKind::Deployment, &reduced),
+            Progress::Complete
+        );
+        assert_eq!(
+            secret_refs(reduced.pointer("/spec/template/spec").unwrap()),
+            secret_refs(full.pointer("/spec/template/spec").unwrap())
+        );
+    }
+
+    #[test]
+    fn the_reduced_copy_keeps_no_unrelated_data() {
+        let reduced = reduce(&deployment()).to_string();
+        for dropped in [
+            "last-applied",
+            "managedFields",
+            "app:2",
+            "--port",
+            "production",
+            "cfg",
+            "nodeName",
+            "emptyDir",
+        ] {
+            assert!(!reduced.contains(dropped), "{dropped} kept: {reduced}");
         }
-    };
-    for d in workloads.deployments.state() {
-        if d.namespace().as_deref() == Some(namespace) {
-            note("Deployment", d.name_any(), &to_value(&*d));
-        }
+        assert!(reduced.len() < DEPLOYMENT.len() / 2, "{}", reduced.len());
     }
-    for s in workloads.statefulsets.state() {
-        if s.namespace().as_deref() == Some(namespace) {
-            note("StatefulSet", s.name_any(), &to_value(&*s));
-        }
+
+    #[test]
+    fn targets_by_selector_are_found_within_the_namespace() {
+        let workloads = Workloads::new();
+        workloads.apply(WorkloadKind::Deployment, &deployment());
+        let mut elsewhere = deployment();
+        elsewhere["metadata"]["namespace"] = json!("shop");
+        elsewhere["metadata"]["name"] = json!("other");
+        workloads.apply(WorkloadKind::Deployment, &elsewhere);
+        let sync: SecretSync = serde_json::from_value(json!({
+            "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretSync",
+            "metadata": {"name": "db", "namespace": "payments"},
+            "spec": {"storeRef": {"name": "v"}, "rollout": {"selector": {"matchLabels": {"team": "payments"}}}},
+        }))
+        .unwrap();
+        assert_eq!(
+            workloads.targets(&sync),
+            [(WorkloadKind::Deployment, "api".to_owned())]
+        );
+        workloads.delete(WorkloadKind::Deployment, &deployment());
+        assert!(workloads.targets(&sync).is_empty());
+        assert_eq!(workloads.len(), 1);
     }
-    for d in workloads.daemonsets.state() {
-        if d.namespace().as_deref() == Some(namespace) {
-            note("DaemonSet", d.name_any(), &to_value(&*d));
-        }
-    }
-    let lp = ListParams::default();
-    for rs in Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?
-    {
-        let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let running = rs.status.as_ref().map(|s| s.replicas).unwrap_or(0);
-        if wanted > 0 || running > 0 {
-            note("ReplicaSet", rs.name_any(), &to_value(&rs));
-        }
-    }
-    for job in Api::<Job>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?
-    {
-        let finished = job.status.as_ref().is_some_and(|s| {
-            s.completion_time.is_some()
-                || s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        });
-        if !finished {
-            note("Job", job.name_any(), &to_value(&job));
-        }
-    }
-    for cj in Api::<CronJob>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?
-    {
-        note("CronJob", cj.name_any(), &to_value(&cj));
-    }
-    for pod in Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?
-    {
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if !matches!(phase, Some("Succeeded" | "Failed")) {
-            note("Pod", pod.name_any(), &to_value(&pod));
-        }
-    }
-    for users in used.values_mut() {
-        users.sort();
-        users.dedup();
-    }
-    Ok(used)
 }

@@ -278,7 +278,7 @@ async fn wait_current(env: &Env, version: i64) {
 /// The operator running in this test's runtime.
 struct Operator {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), secretsync_operator::RunError>>,
 }
 
 impl Operator {

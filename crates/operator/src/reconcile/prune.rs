@@ -1,6 +1,103 @@
-//! Letting go of versions: history beyond the limit and revoked ones (guarantees 4 and 5).
+//! Step 6: letting go of versions (api.md guarantees 4 and 5). [`candidates`] picks what
+//! may go (history beyond the limit once the rollout is Complete, revoked versions per the
+//! policy); [`decide`] holds back what something still references; the I/O deletes each
+//! with a precondition on the exact Secret it decided about.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use secretsync_api::reason::event;
+use secretsync_api::{RevokePolicy, SecretSync, SecretSyncSpec};
+use tracing::info;
+
+use super::rollout::RolloutState;
+use super::{secret_ref, with_timeout};
+use crate::context::Context;
+use crate::error::Result;
+use crate::index::VersionMeta;
+
+/// Versions that may be deleted now, before looking at what references them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Candidates {
+    /// Revoked, and their policy says now.
+    pub revoked: Vec<i64>,
+    /// Beyond `history.limit`, and the rollout to the active version is Complete.
+    pub surplus: Vec<i64>,
+}
+
+impl Candidates {
+    pub fn is_empty(&self) -> bool {
+        self.revoked.is_empty() && self.surplus.is_empty()
+    }
+}
+
+pub fn candidates(
+    spec: &SecretSyncSpec,
+    existing: &BTreeSet<i64>,
+    active: Option<i64>,
+    rollout: &RolloutState,
+) -> Candidates {
+    let rollout_complete = matches!(rollout, RolloutState::Complete(_) | RolloutState::NoTargets);
+    let rollout_ended = rollout_complete || matches!(rollout, RolloutState::Failed(_));
+    // Kept: the active version and the newest non-revoked ones, `history.limit` in all.
+    let limit = spec.history_limit() as usize;
+    let mut kept: BTreeSet<i64> = active.into_iter().collect();
+    for v in existing.iter().rev().filter(|v| !spec.is_revoked(**v)) {
+        if kept.len() >= limit {
+            break;
+        }
+        kept.insert(*v);
+    }
+    let revoked_now = match spec.revoke_policy() {
+        RevokePolicy::Immediate => true,
+        RevokePolicy::AfterRollout => rollout_ended,
+    };
+    Candidates {
+        revoked: existing
+            .iter()
+            .copied()
+            .filter(|v| revoked_now && spec.is_revoked(*v) && Some(*v) != active)
+            .collect(),
+        surplus: existing
+            .iter()
+            .copied()
+            .filter(|v| rollout_complete && !kept.contains(v) && !spec.is_revoked(*v))
+            .collect(),
+    }
+}
+
+/// What to delete given what references each version (`Kind/name` per version).
+#[derive(Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Deleted now; revoked ones go even while referenced (with a warning).
+    pub delete: Vec<i64>,
+    /// Revoked versions deleted while still referenced, with their users.
+    pub still_referenced: Vec<(i64, Vec<String>)>,
+    /// A surplus version waits for its users to move off it.
+    pub held_back: bool,
+}
+
+pub fn decide(candidates: &Candidates, used: &BTreeMap<i64, Vec<String>>) -> Decision {
+    let mut decision = Decision::default();
+    for v in &candidates.revoked {
+        if let Some(users) = used.get(v) {
+            decision.still_referenced.push((*v, users.clone()));
+        }
+        decision.delete.push(*v);
+    }
+    for v in &candidates.surplus {
+        if used.contains_key(v) {
+            decision.held_back = true;
+        } else {
+            decision.delete.push(*v);
+        }
+    }
+    decision
+}
 
 #[derive(Default)]
 pub(super) struct Pruned {
@@ -8,10 +105,6 @@ pub(super) struct Pruned {
     pub(super) requeue: Option<Duration>,
 }
 
-/// Deletes versions nobody needs: beyond `history.limit` (oldest first) once the rollout is
-/// Complete and nothing in the namespace references them; revoked ones at once
-/// (`Immediate`) or once the rollout ended (`AfterRollout`), warning about what still uses
-/// them.
 pub(super) async fn prune(
     sync: &SecretSync,
     ctx: &Context,
@@ -22,104 +115,160 @@ pub(super) async fn prune(
 ) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     let spec = &sync.spec;
-    let rollout_complete = matches!(rollout, RolloutState::Complete(_) | RolloutState::NoTargets);
-    let rollout_ended = rollout_complete || matches!(rollout, RolloutState::Failed(_));
-
-    // Kept: the active version and the newest non-revoked ones, `history.limit` in all.
-    let limit = spec.history_limit() as usize;
-    let mut kept: BTreeSet<i64> = active.into_iter().collect();
-    for v in existing.keys().rev().filter(|v| !spec.is_revoked(**v)) {
-        if kept.len() >= limit {
-            break;
-        }
-        kept.insert(*v);
-    }
-    let revoked: Vec<i64> = existing
-        .keys()
-        .copied()
-        .filter(|v| spec.is_revoked(*v) && Some(*v) != active)
-        .collect();
-    let surplus: Vec<i64> = existing
-        .keys()
-        .copied()
-        .filter(|v| !kept.contains(v) && !spec.is_revoked(*v))
-        .collect();
-    let revoke_now = match spec.revoke_policy() {
-        RevokePolicy::Immediate => revoked.clone(),
-        RevokePolicy::AfterRollout if rollout_ended => revoked.clone(),
-        RevokePolicy::AfterRollout => Vec::new(),
-    };
-    if revoke_now.is_empty() && (surplus.is_empty() || !rollout_complete) {
+    let found = candidates(spec, &existing.keys().copied().collect(), active, rollout);
+    if found.is_empty() {
         return Ok(pruned);
     }
-
     let namespace = sync.namespace().unwrap_or_default();
-    let used = references(&ctx.client, &ctx.workloads, &namespace, base).await?;
+    let used = ctx
+        .workloads
+        .references(&ctx.client, &namespace, base)
+        .await?;
+    let decision = decide(&found, &used);
+    if decision.held_back {
+        // A Pod or template still needs it. Nothing wakes us when a Pod goes away (Pods
+        // are not watched, to keep memory flat), so look again soon.
+        pruned.requeue = Some(Duration::from_secs(10));
+    }
+    for (v, users) in &decision.still_referenced {
+        let name = &existing[v].secret_name;
+        pruned.events.push(Event {
+            type_: EventType::Warning,
+            reason: event::REVOKED_STILL_REFERENCED.into(),
+            note: Some(crate::conditions::truncate(
+                format!("revoked {name} is still referenced by {}; those Pods will fail to start until they move off it", users.join(", ")),
+                1024,
+            )),
+            action: "Revoke".into(),
+            secondary: Some(secret_ref(sync, name)),
+        });
+    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    for v in revoke_now {
+    let limit = spec.history_limit();
+    for v in decision.delete {
         let meta = existing[&v].clone();
-        if let Some(users) = used.get(&v) {
-            pruned.events.push(Event {
-                type_: EventType::Warning,
-                reason: event::REVOKED_STILL_REFERENCED.into(),
-                note: Some(crate::status::truncate(
-                    format!("revoked {} is still referenced by {}; those Pods will fail to start until they move off it", meta.secret_name, users.join(", ")),
-                    1024,
-                )),
-                action: "Revoke".into(),
-                secondary: Some(secret_ref(sync, &meta.secret_name)),
-            });
+        if !delete_version(&api, ctx, &namespace, &meta).await? {
+            continue;
         }
-        delete_version(&api, ctx, &namespace, &meta).await?;
-        info!(secret = %meta.secret_name, "revoked version deleted");
+        let revoked = spec.is_revoked(v);
+        info!(secret = %meta.secret_name, revoked, "version deleted");
         pruned.events.push(Event {
             type_: EventType::Normal,
-            reason: event::VERSION_REVOKED.into(),
-            note: Some(format!("deleted revoked {}", meta.secret_name)),
-            action: "Revoke".into(),
+            reason: if revoked {
+                event::VERSION_REVOKED
+            } else {
+                event::VERSION_DELETED
+            }
+            .into(),
+            note: Some(if revoked {
+                format!("deleted revoked {}", meta.secret_name)
+            } else {
+                format!(
+                    "deleted {} (beyond history.limit {limit})",
+                    meta.secret_name
+                )
+            }),
+            action: if revoked { "Revoke" } else { "Prune" }.into(),
             secondary: Some(secret_ref(sync, &meta.secret_name)),
         });
         existing.remove(&v);
     }
-    if rollout_complete {
-        for v in surplus {
-            if used.contains_key(&v) {
-                // A Pod or template still needs it. Nothing wakes us when a Pod goes away
-                // (Pods are not watched, to keep memory flat), so look again soon.
-                pruned.requeue = Some(Duration::from_secs(10));
-                continue;
-            }
-            let meta = existing[&v].clone();
-            delete_version(&api, ctx, &namespace, &meta).await?;
-            info!(secret = %meta.secret_name, "old version deleted");
-            pruned.events.push(Event {
-                type_: EventType::Normal,
-                reason: event::VERSION_DELETED.into(),
-                note: Some(format!(
-                    "deleted {} (beyond history.limit {limit})",
-                    meta.secret_name
-                )),
-                action: "Prune".into(),
-                secondary: Some(secret_ref(sync, &meta.secret_name)),
-            });
-            existing.remove(&v);
-        }
-    }
     Ok(pruned)
 }
 
+/// Deletes exactly the Secret the index described: its UID and resourceVersion are
+/// preconditions, so a Secret that was replaced, or disowned by a user since, is left alone
+/// (the watch then tells the index). Returns whether it is gone.
 async fn delete_version(
     api: &Api<Secret>,
     ctx: &Context,
     namespace: &str,
     meta: &VersionMeta,
-) -> Result<()> {
-    match with_timeout(ctx, api.delete(&meta.secret_name, &DeleteParams::default())).await? {
+) -> Result<bool> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    match with_timeout(ctx, api.delete(&meta.secret_name, &params)).await? {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            info!(secret = %meta.secret_name, "changed since it was indexed; not deleted");
+            return Ok(false);
+        }
         Err(e) => return Err(e.into()),
     }
     // Forget it now: the watch may lag, and the next pass must not see it as present.
     ctx.index.forget(namespace, &meta.secret_name);
-    Ok(())
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> SecretSyncSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn versions(v: &[i64]) -> BTreeSet<i64> {
+        v.iter().copied().collect()
+    }
+
+    fn complete() -> RolloutState {
+        RolloutState::Complete("1/1".into())
+    }
+
+    #[test]
+    fn history_beyond_the_limit_goes_only_after_the_rollout() {
+        let s = spec("{storeRef: {name: v}, history: {limit: 2}}");
+        let found = candidates(&s, &versions(&[1, 2, 3, 4]), Some(4), &complete());
+        assert_eq!(found.surplus, [1, 2]);
+        let progressing = RolloutState::Progressing("0/1".into());
+        assert!(candidates(&s, &versions(&[1, 2, 3, 4]), Some(4), &progressing).is_empty());
+        // a pinned (rolled back) version is kept besides the newest
+        let pinned = candidates(&s, &versions(&[1, 2, 3, 4]), Some(2), &complete());
+        assert_eq!(pinned.surplus, [1, 3]);
+    }
+
+    #[test]
+    fn revoked_versions_follow_their_policy() {
+        let after = spec("{storeRef: {name: v}, revokedVersions: [2]}");
+        let progressing = RolloutState::Progressing("0/1".into());
+        assert!(candidates(&after, &versions(&[2, 3]), Some(3), &progressing).is_empty());
+        let failed = RolloutState::Failed("timeout".into());
+        assert_eq!(
+            candidates(&after, &versions(&[2, 3]), Some(3), &failed).revoked,
+            [2]
+        );
+        let immediate =
+            spec("{storeRef: {name: v}, revokedVersions: [2], revokePolicy: Immediate}");
+        assert_eq!(
+            candidates(&immediate, &versions(&[2, 3]), Some(3), &progressing).revoked,
+            [2]
+        );
+    }
+
+    #[test]
+    fn referenced_history_is_held_back_but_revoked_versions_go_with_a_warning() {
+        let found = Candidates {
+            revoked: vec![2],
+            surplus: vec![1, 3],
+        };
+        let used: BTreeMap<i64, Vec<String>> = [
+            (1, vec!["Pod/api-1".to_owned()]),
+            (2, vec!["Deployment/api".to_owned()]),
+        ]
+        .into();
+        let decision = decide(&found, &used);
+        assert_eq!(decision.delete, [2, 3]);
+        assert!(decision.held_back);
+        assert_eq!(
+            decision.still_referenced,
+            [(2, vec!["Deployment/api".to_owned()])]
+        );
+    }
 }

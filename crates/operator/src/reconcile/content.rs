@@ -1,15 +1,12 @@
-//! Pure builders: fetched values → Secret data → the Secret of one version. No I/O here, so
-//! every rule is unit-tested from YAML.
+//! Step 3: the content of a version — fetched data through `target.template`, keys and size
+//! checked, hashed. Pure, so every rule is unit-tested from YAML.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Resource;
-use kube::core::ObjectMeta;
-use secretsync_api::{SecretSync, hash::content_hash, keys::validate_secret_key, labels};
+use secretsync_api::{SecretSync, hash::content_hash, keys::validate_secret_key};
 use secretsync_providers::{SecretBytes, SecretData};
 
+use super::fetch::Fetched;
 use crate::error::{Error, Result};
 
 /// Kubernetes refuses Secrets over 1 MiB.
@@ -29,11 +26,11 @@ pub struct Content {
 ///
 /// With a template, the Secret holds exactly the rendered keys (as External Secrets
 /// Operator's default `Replace` policy does), so a template can hide the raw fields it uses.
-pub fn build_content(
-    sync: &SecretSync,
-    fetched: SecretData,
-    source_versions: BTreeMap<String, String>,
-) -> Result<Content> {
+pub fn build(sync: &SecretSync, fetched: Fetched) -> Result<Content> {
+    let Fetched {
+        data: fetched,
+        sources: source_versions,
+    } = fetched;
     let template = sync
         .spec
         .target
@@ -87,51 +84,6 @@ fn render(templates: &BTreeMap<String, String>, values: &SecretData) -> Result<S
     Ok(out)
 }
 
-/// The immutable Secret of version `version`.
-pub fn version_secret(sync: &SecretSync, name: &str, version: i64, content: &Content) -> Secret {
-    let target = sync.spec.target.clone().unwrap_or_default();
-    let mut secret_labels = target.labels.unwrap_or_default();
-    secret_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
-    secret_labels.insert(
-        labels::SYNC.into(),
-        sync.metadata.name.clone().unwrap_or_default(),
-    );
-    secret_labels.insert(labels::VERSION.into(), version.to_string());
-    let mut annotations = target.annotations.unwrap_or_default();
-    annotations.insert(labels::CONTENT_HASH.into(), content.hash.clone());
-    annotations.insert(
-        labels::SPEC_VERSION.into(),
-        sync.spec.spec_version().to_string(),
-    );
-    if !content.source_versions.is_empty() {
-        annotations.insert(
-            labels::SOURCE_VERSIONS.into(),
-            serde_json::to_string(&content.source_versions).expect("a string map serializes"),
-        );
-    }
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: sync.metadata.namespace.clone(),
-            labels: Some(secret_labels),
-            annotations: Some(annotations),
-            owner_references: sync.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        immutable: Some(true),
-        type_: Some(sync.spec.secret_type().to_owned()),
-        // The one place values leave their redacting type: into the Secret body.
-        data: Some(
-            content
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,44 +107,19 @@ spec:
     annotations: {owner: "payments@example.com"}
 "#;
 
+    fn build_content(
+        sync: &SecretSync,
+        data: SecretData,
+        sources: BTreeMap<String, String>,
+    ) -> Result<Content> {
+        build(sync, Fetched { data, sources })
+    }
+
     fn data(pairs: &[(&str, &str)]) -> SecretData {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), SecretBytes::from(v.to_string())))
             .collect()
-    }
-
-    #[test]
-    fn version_secret_carries_the_contract() {
-        let sync = sync(SYNC);
-        let content = build_content(
-            &sync,
-            data(&[("password", "hunter2")]),
-            [("app/db".to_string(), "7".to_string())].into(),
-        )
-        .unwrap();
-        let secret = version_secret(&sync, "db-v3", 3, &content);
-        assert_eq!(secret.metadata.name.as_deref(), Some("db-v3"));
-        assert_eq!(secret.metadata.namespace.as_deref(), Some("payments"));
-        assert_eq!(secret.immutable, Some(true));
-        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
-        let l = secret.metadata.labels.as_ref().unwrap();
-        assert_eq!(l["app.kubernetes.io/managed-by"], "secretsync");
-        assert_eq!(l["secretsync.io/sync"], "db");
-        assert_eq!(l["secretsync.io/version"], "3");
-        assert_eq!(l["team"], "payments");
-        let a = secret.metadata.annotations.as_ref().unwrap();
-        assert_eq!(a["secretsync.io/spec-version"], "2");
-        assert_eq!(a["secretsync.io/source-versions"], r#"{"app/db":"7"}"#);
-        assert_eq!(a["owner"], "payments@example.com");
-        assert!(a["secretsync.io/content-hash"].starts_with("sha256:"));
-        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
-            ("SecretSync", "db", "1b7e-uid")
-        );
-        assert_eq!(owner.controller, Some(true));
-        assert_eq!(secret.data.as_ref().unwrap()["password"].0, b"hunter2");
     }
 
     #[test]

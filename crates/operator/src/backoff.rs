@@ -1,0 +1,116 @@
+//! Per-object backoff that every wake-up respects. kube-runtime schedules the retry, but any
+//! other trigger (a workload's status changing, a store event) would run the SecretSync
+//! again at once, and during an outage read the backend far more often than the schedule.
+//! So the schedule is kept here: until it is due, only a fix — a new generation of the
+//! SecretSync or of its store — runs the pipeline early.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Retry, backoff_delay};
+
+#[derive(Clone, Debug)]
+struct Failing {
+    /// Failures in a row.
+    attempts: u32,
+    /// No pass before this, unless something was fixed. `None`: waits for an edit.
+    not_before: Option<Instant>,
+    generation: Option<i64>,
+    store_generation: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct Backoff {
+    failing: Mutex<HashMap<String, Failing>>,
+}
+
+impl Backoff {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Failing>> {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a failure; returns when to retry (`None`: when the object changes).
+    pub fn failed(
+        &self,
+        uid: &str,
+        retry: Retry,
+        generation: Option<i64>,
+        store_generation: Option<i64>,
+    ) -> Option<Duration> {
+        let mut failing = self.lock();
+        let entry = failing.entry(uid.to_owned()).or_insert(Failing {
+            attempts: 0,
+            not_before: None,
+            generation,
+            store_generation,
+        });
+        let delay = backoff_delay(retry, entry.attempts);
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.not_before = delay.map(|d| Instant::now() + d);
+        entry.generation = generation;
+        entry.store_generation = store_generation;
+        delay
+    }
+
+    /// How long a failing object must still wait, when nothing was fixed since it failed.
+    pub fn hold(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        store_generation: Option<i64>,
+    ) -> Option<Duration> {
+        let failing = self.lock();
+        let entry = failing.get(uid)?;
+        if entry.generation != generation || entry.store_generation != store_generation {
+            return None;
+        }
+        let wait = entry.not_before?.checked_duration_since(Instant::now())?;
+        (!wait.is_zero()).then_some(wait)
+    }
+
+    pub fn succeeded(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wake_ups_wait_out_the_backoff_unless_something_was_fixed() {
+        let backoff = Backoff::default();
+        let first = backoff.failed("u", Retry::Soon, Some(1), Some(1)).unwrap();
+        let held = backoff.hold("u", Some(1), Some(1)).unwrap();
+        assert!(held <= first && held > Duration::ZERO);
+        // an edit of the SecretSync or of its store runs at once
+        assert_eq!(backoff.hold("u", Some(2), Some(1)), None);
+        assert_eq!(backoff.hold("u", Some(1), Some(2)), None);
+        tokio::time::advance(first).await;
+        assert_eq!(backoff.hold("u", Some(1), Some(1)), None, "due now");
+        // the next failure waits longer
+        let second = backoff.failed("u", Retry::Soon, Some(1), Some(1)).unwrap();
+        assert!(second > first.mul_f64(1.2), "{second:?} after {first:?}");
+        backoff.succeeded("u");
+        assert_eq!(backoff.hold("u", Some(1), Some(1)), None);
+        assert!(backoff.is_empty());
+    }
+
+    #[test]
+    fn failures_that_wait_for_an_edit_hold_nothing() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.failed("u", Retry::OnChange, Some(1), None), None);
+        assert_eq!(backoff.hold("u", Some(1), None), None);
+    }
+}

@@ -1,0 +1,73 @@
+//! Deletion of a SecretSync (api.md guarantee 9): `Delete` removes every versioned Secret it
+//! owns; `Retain` drops its ownerReferences so the garbage collector leaves them. Only
+//! Secrets it owns, each guarded by a UID and resourceVersion precondition.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use secretsync_api::{DeletionPolicy, SecretSync, labels};
+use serde_json::json;
+use tracing::info;
+
+use super::with_timeout;
+use crate::context::Context;
+use crate::error::Result;
+
+pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let uid = sync.uid().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let listed = api
+        .list_metadata(&ListParams::default().labels(&labels::sync_selector(&sync.name_any())))
+        .await?;
+    let owned = listed.items.into_iter().filter(|s| {
+        s.owner_references()
+            .iter()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    });
+    let policy = sync.spec.deletion_policy();
+    for secret in owned {
+        let name = secret.name_any();
+        match policy {
+            DeletionPolicy::Delete => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: secret.uid(),
+                        resource_version: secret.resource_version(),
+                    }),
+                    ..Default::default()
+                };
+                match with_timeout(ctx, api.delete(&name, &params)).await? {
+                    Ok(_) => info!(secret = %name, "deleted with its SecretSync"),
+                    // Gone, or changed since the list (perhaps disowned): the next pass
+                    // lists again and decides on what is there then.
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            DeletionPolicy::Retain => {
+                let remaining: Vec<_> = secret
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.uid != uid)
+                    .cloned()
+                    .collect();
+                let patch = json!({"metadata": {
+                    "ownerReferences": remaining,
+                    "resourceVersion": secret.resource_version(),
+                }});
+                with_timeout(
+                    ctx,
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
+                )
+                .await??;
+                info!(secret = %name, "retained after its SecretSync was deleted");
+            }
+        }
+    }
+    ctx.forget_sync(&uid);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,369 @@
+//! Step 7: the status. [`synced`] assembles it from what the pass decided, [`failed`] from
+//! an error; [`write`] applies it only when it differs from what the object has, so a
+//! steady state writes nothing.
+
+use std::collections::BTreeMap;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use secretsync_api::reason::{condition, event};
+use secretsync_api::{
+    MAX_TOMBSTONES, Reason, RolloutStatus, SecretSync, SecretSyncSpec, SecretSyncStatus,
+    VersionState, VersionStatus, labels,
+};
+use serde_json::json;
+
+use super::rollout::RolloutState;
+use super::with_timeout;
+use crate::conditions::{now, set_condition, truncate};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::index::VersionMeta;
+use crate::metrics::Metrics;
+
+pub struct SyncedInput<'a> {
+    pub previous: &'a SecretSyncStatus,
+    pub spec: &'a SecretSyncSpec,
+    pub generation: Option<i64>,
+    pub existing: &'a BTreeMap<i64, VersionMeta>,
+    pub active: Option<i64>,
+    pub active_name: &'a str,
+    pub rollout_state: &'a RolloutState,
+    pub rollout_status: Option<RolloutStatus>,
+    /// The backend was read in this pass, through this store generation.
+    pub refreshed: Option<Option<i64>>,
+}
+
+/// The status after a successful pass.
+pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
+    let SyncedInput {
+        previous,
+        spec,
+        generation,
+        existing,
+        active,
+        active_name,
+        rollout_state,
+        rollout_status,
+        refreshed,
+    } = input;
+    let mut status = previous.clone();
+    if let Some(store_generation) = refreshed {
+        status.last_refresh_time = Some(now());
+        status.store_generation = store_generation;
+    }
+    status.observed_generation = generation;
+    status.current_version = existing.keys().next_back().copied();
+    status.active_version = active;
+    status.active_secret_name = Some(active_name.to_owned()).filter(|n| !n.is_empty());
+    status.versions = version_list(existing, &previous.versions, active, spec.revoked());
+    status.rollout = rollout_status;
+    set_condition(
+        &mut status.conditions,
+        condition::SYNCED,
+        true,
+        Reason::Synced,
+        format!("{active_name} is up to date with {}", spec.store_ref.name),
+        generation,
+    );
+    let (ready, ready_reason, ready_message) = match rollout_state {
+        RolloutState::Failed(why) => (
+            false,
+            Reason::RolloutFailed,
+            format!("{active_name} active; {why}"),
+        ),
+        RolloutState::NoTargets => (true, Reason::Synced, format!("{active_name} active")),
+        RolloutState::Progressing(summary) | RolloutState::Complete(summary) => (
+            true,
+            Reason::Synced,
+            format!("{active_name} active; {summary}"),
+        ),
+    };
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        ready,
+        ready_reason,
+        ready_message,
+        generation,
+    );
+    let rolled_out = match rollout_state {
+        RolloutState::NoTargets => None,
+        RolloutState::Complete(summary) => Some((true, Reason::RolloutComplete, summary)),
+        RolloutState::Progressing(summary) => Some((false, Reason::RolloutProgressing, summary)),
+        RolloutState::Failed(why) => Some((false, Reason::RolloutFailed, why)),
+    };
+    match rolled_out {
+        None => status
+            .conditions
+            .retain(|c| c.type_ != condition::ROLLED_OUT),
+        Some((ok, reason, message)) => set_condition(
+            &mut status.conditions,
+            condition::ROLLED_OUT,
+            ok,
+            reason,
+            message.clone(),
+            generation,
+        ),
+    }
+    status
+}
+
+/// The status after a failed pass: Ready and Synced say why. `observedGeneration` stays,
+/// since the spec was not handled and the retry must fetch again; the conditions say which
+/// generation failed.
+pub fn failed(
+    previous: &SecretSyncStatus,
+    error: &Error,
+    generation: Option<i64>,
+) -> SecretSyncStatus {
+    let mut status = previous.clone();
+    let message = error.to_string();
+    for type_ in [condition::READY, condition::SYNCED] {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            false,
+            error.reason(),
+            message.clone(),
+            generation,
+        );
+    }
+    status
+}
+
+pub fn failed_event(error: &Error) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: event::SYNC_FAILED.into(),
+        note: Some(truncate(format!("{}: {error}", error.reason()), 1024)),
+        // The condition reason as the action: kube's Recorder folds events of one (reason,
+        // action) into a series, and a different failure must not be folded into the first
+        // one's note.
+        action: error.reason().as_str().into(),
+        secondary: None,
+    }
+}
+
+/// Writes status by server-side apply when it differs from what the object has; returns
+/// whether it wrote.
+pub(super) async fn write(
+    sync: &SecretSync,
+    ctx: &Context,
+    previous: &SecretSyncStatus,
+    status: &SecretSyncStatus,
+) -> Result<bool> {
+    if previous == status {
+        return Ok(false);
+    }
+    let api: Api<SecretSync> =
+        Api::namespaced(ctx.client.clone(), &sync.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": SecretSync::api_version(&()),
+        "kind": SecretSync::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+    with_timeout(
+        ctx,
+        api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
+    )
+    .await??;
+    Metrics::inc(&ctx.metrics.status_writes);
+    ctx.remember_status(sync, status.clone());
+    Ok(true)
+}
+
+/// `status.versions`, newest first: every existing version (Active, Retained, or Revoked
+/// while its Secret still exists), then tombstones of deleted and revoked versions from the
+/// previous status, at most [`MAX_TOMBSTONES`] of them.
+pub fn version_list(
+    existing: &BTreeMap<i64, VersionMeta>,
+    previous: &[VersionStatus],
+    active: Option<i64>,
+    revoked: &[i64],
+) -> Vec<VersionStatus> {
+    let previous_of = |v: i64| previous.iter().find(|p| p.version == v);
+    let mut list: Vec<VersionStatus> = existing
+        .values()
+        .rev()
+        .map(|meta| {
+            let state = if revoked.contains(&meta.version) {
+                VersionState::Revoked
+            } else if Some(meta.version) == active {
+                VersionState::Active
+            } else {
+                VersionState::Retained
+            };
+            let revoked_at = (state == VersionState::Revoked).then(|| {
+                previous_of(meta.version)
+                    .and_then(|p| p.revoked_at.clone())
+                    .unwrap_or_else(now)
+            });
+            VersionStatus {
+                version: meta.version,
+                secret_name: meta.secret_name.clone(),
+                content_hash: meta.content_hash.clone(),
+                spec_version: meta.spec_version,
+                created_at: meta.created_at.clone(),
+                source_versions: meta.source_versions.clone(),
+                state,
+                revoked_at,
+            }
+        })
+        .collect();
+    let mut tombstones: Vec<VersionStatus> = previous
+        .iter()
+        .filter(|p| !existing.contains_key(&p.version))
+        .map(|p| {
+            let mut t = p.clone();
+            if revoked.contains(&t.version) || t.state == VersionState::Revoked {
+                t.state = VersionState::Revoked;
+                t.revoked_at = t.revoked_at.or_else(|| Some(now()));
+            } else {
+                t.state = VersionState::Deleted;
+            }
+            t
+        })
+        .collect();
+    tombstones.truncate(MAX_TOMBSTONES);
+    list.extend(tombstones);
+    list.sort_by_key(|v| std::cmp::Reverse(v.version));
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(v: i64) -> VersionMeta {
+        VersionMeta {
+            version: v,
+            secret_name: format!("db-v{v}"),
+            content_hash: Some(format!("sha256:{v}")),
+            spec_version: 0,
+            created_at: None,
+            source_versions: None,
+            uid: None,
+            resource_version: None,
+        }
+    }
+
+    #[test]
+    fn versions_are_listed_newest_first_with_tombstones() {
+        let existing: BTreeMap<i64, VersionMeta> = [(2, meta(2)), (3, meta(3))].into();
+        let previous = vec![
+            VersionStatus {
+                version: 1,
+                secret_name: "db-v1".into(),
+                state: VersionState::Retained,
+                ..Default::default()
+            },
+            VersionStatus {
+                version: 4,
+                secret_name: "db-v4".into(),
+                state: VersionState::Revoked,
+                ..Default::default()
+            },
+        ];
+        let list = version_list(&existing, &previous, Some(3), &[4]);
+        let summary: Vec<_> = list.iter().map(|v| (v.version, v.state)).collect();
+        assert_eq!(
+            summary,
+            [
+                (4, VersionState::Revoked),
+                (3, VersionState::Active),
+                (2, VersionState::Retained),
+                (1, VersionState::Deleted)
+            ]
+        );
+        assert!(list[0].revoked_at.is_some());
+    }
+
+    #[test]
+    fn tombstones_are_bounded() {
+        let previous: Vec<_> = (1..=50)
+            .map(|v| VersionStatus {
+                version: v,
+                secret_name: format!("db-v{v}"),
+                state: VersionState::Deleted,
+                ..Default::default()
+            })
+            .collect();
+        let existing: BTreeMap<i64, VersionMeta> = [(51, meta(51))].into();
+        let list = version_list(&existing, &previous, Some(51), &[]);
+        assert_eq!(list.len(), 1 + MAX_TOMBSTONES);
+        assert_eq!(list[0].version, 51);
+    }
+
+    const SPEC: &str = "{storeRef: {name: vault}}";
+
+    #[test]
+    fn an_unchanged_pass_assembles_an_identical_status() {
+        let spec: SecretSyncSpec = serde_yaml::from_str(SPEC).unwrap();
+        let existing: BTreeMap<i64, VersionMeta> = [(1, meta(1))].into();
+        let input = |previous| SyncedInput {
+            previous,
+            spec: &spec,
+            generation: Some(1),
+            existing: &existing,
+            active: Some(1),
+            active_name: "db-v1",
+            rollout_state: &RolloutState::NoTargets,
+            rollout_status: None,
+            refreshed: None,
+        };
+        let empty = SecretSyncStatus::default();
+        let first = synced(input(&empty));
+        assert_eq!(first.active_secret_name.as_deref(), Some("db-v1"));
+        let ready = first
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Synced")
+        );
+        assert_eq!(
+            synced(input(&first)),
+            first,
+            "nothing changed: nothing to write"
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_what_was_synced_and_says_why() {
+        let spec: SecretSyncSpec = serde_yaml::from_str(SPEC).unwrap();
+        let existing: BTreeMap<i64, VersionMeta> = [(1, meta(1))].into();
+        let ok = synced(SyncedInput {
+            previous: &SecretSyncStatus::default(),
+            spec: &spec,
+            generation: Some(1),
+            existing: &existing,
+            active: Some(1),
+            active_name: "db-v1",
+            rollout_state: &RolloutState::NoTargets,
+            rollout_status: None,
+            refreshed: Some(Some(1)),
+        });
+        let error = Error::StoreNotFound {
+            kind: "SecretStore",
+            name: "vault".into(),
+            namespace: Some("payments".into()),
+        };
+        let bad = failed(&ok, &error, Some(2));
+        assert_eq!(bad.active_version, Some(1));
+        assert_eq!(bad.observed_generation, Some(1));
+        for type_ in ["Ready", "Synced"] {
+            let c = bad.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "StoreNotFound")
+            );
+            assert_eq!(c.observed_generation, Some(2));
+        }
+        assert_eq!(failed(&bad, &error, Some(2)), bad, "a retry writes nothing");
+    }
+}

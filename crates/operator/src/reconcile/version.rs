@@ -1,0 +1,557 @@
+//! Step 4: versions (api.md guarantee 2). [`plan_refresh`] decides whether this pass reads
+//! the backend and whether the result must become a new version whatever it holds (a
+//! rotation); [`next_number`] decides whether the content makes a version and its number;
+//! [`write`] creates the immutable Secret.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PostParams};
+use kube::core::{ObjectMeta, PartialObjectMetaExt};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use secretsync_api::reason::event;
+use secretsync_api::validate::check_spec_version;
+use secretsync_api::{
+    SecretSync, SecretSyncSpec, SecretSyncStatus, labels, naming::versioned_name,
+};
+use tracing::info;
+
+use super::content::Content;
+use super::store::ResolvedStore;
+use super::{secret_ref, with_timeout};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::index::VersionMeta;
+use crate::metrics::Metrics;
+
+/// Why this pass reads the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    /// The result becomes a new version even if its content is unchanged: the first sync,
+    /// `spec.version` raised above the newest version's, or the newest version revoked.
+    pub rotate: bool,
+}
+
+pub struct RefreshInput<'a> {
+    pub uid: &'a str,
+    pub spec: &'a SecretSyncSpec,
+    pub generation: Option<i64>,
+    pub previous: &'a SecretSyncStatus,
+    pub newest: Option<&'a VersionMeta>,
+    /// The store's generation now (from the cache).
+    pub store_generation: Option<i64>,
+    pub now: jiff::Timestamp,
+}
+
+/// Whether this pass reads the backend: to rotate, after a spec edit, when the refresh is
+/// due, or after a store edit. `None`: nothing to read, the pass only rolls out and prunes.
+pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
+    let spec = input.spec;
+    // A revoked newest version is replaced first (guarantee 5), like a rotation.
+    let rotate = input
+        .newest
+        .is_none_or(|n| spec.spec_version() > n.spec_version || spec.is_revoked(n.version));
+    let spec_changed = input.generation != input.previous.observed_generation;
+    let refresh_due = match (&input.previous.last_refresh_time, spec.refresh_interval()) {
+        (None, _) => true,
+        (Some(last), Some(interval)) => due_at(input.uid, last, interval) <= input.now,
+        (Some(_), None) => false,
+    };
+    // The generation fetched through is kept in the status, so a restart neither misses a
+    // store edit nor re-reads for nothing.
+    let store_changed = matches!(
+        (input.previous.store_generation, input.store_generation),
+        (Some(seen), Some(now)) if seen != now
+    );
+    (rotate || spec_changed || refresh_due || store_changed).then_some(Refresh { rotate })
+}
+
+/// The number of the version to make from `content`, or `None` when the newest version
+/// already holds it (and no rotation asks for a new one anyway).
+pub fn next_number(
+    newest: Option<&VersionMeta>,
+    content: &Content,
+    rotate: bool,
+    highest_used: i64,
+) -> Option<i64> {
+    let changed = newest.is_none_or(|n| n.content_hash.as_deref() != Some(content.hash.as_str()));
+    (rotate || changed).then_some(highest_used + 1)
+}
+
+/// The highest number ever used: Secrets, status (tombstones included) and this process's
+/// own recent writes. A number is never reused, even after the status is lost.
+pub fn highest_used(
+    newest: Option<&VersionMeta>,
+    previous: &SecretSyncStatus,
+    written: Option<i64>,
+) -> i64 {
+    [
+        newest.map(|m| m.version),
+        previous.current_version,
+        previous.versions.iter().map(|v| v.version).max(),
+        written,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0)
+}
+
+/// `spec.version` never goes below the newest version's, and a pin names a version that
+/// exists and is not revoked (guarantee 6).
+pub fn check_spec(
+    spec: &SecretSyncSpec,
+    newest: Option<&VersionMeta>,
+    existing: &BTreeMap<i64, VersionMeta>,
+) -> Result<()> {
+    if let Some(newest) = newest {
+        check_spec_version(spec.spec_version(), newest.spec_version)
+            .map_err(|e| Error::InvalidSpec(vec![e]))?;
+    }
+    if let Some(pin) = spec.pin_version {
+        if spec.is_revoked(pin) {
+            return Err(Error::PinnedVersionUnavailable {
+                version: pin,
+                why: "it is revoked",
+            });
+        }
+        if !existing.contains_key(&pin) {
+            return Err(Error::PinnedVersionUnavailable {
+                version: pin,
+                why: "its Secret does not exist (never made, or deleted)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How long until the next refresh is due, when polling is on.
+pub fn until_refresh(
+    uid: &str,
+    spec: &SecretSyncSpec,
+    status: &SecretSyncStatus,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    let last = status.last_refresh_time.as_ref()?;
+    let wait = due_at(uid, last, spec.refresh_interval()?).duration_since(now);
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// When the next refresh is due: `last + interval`, ±10% jitter. The jitter is derived from
+/// the object and the last refresh, not drawn at random, so a restarted operator computes
+/// the same due time and makes no early backend reads.
+fn due_at(uid: &str, last: &Time, interval: Duration) -> jiff::Timestamp {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{uid}/{}", last.0.as_second()));
+    let unit = f64::from(u16::from_le_bytes([digest[0], digest[1]])) / f64::from(u16::MAX);
+    let factor = 0.9 + 0.2 * unit;
+    let jittered = interval.mul_f64(factor);
+    let span = jiff::SignedDuration::try_from(jittered).unwrap_or(jiff::SignedDuration::MAX);
+    last.0.checked_add(span).unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// The `VersionCreated` event, saying why the version was made.
+pub(super) fn created_event(
+    sync: &SecretSync,
+    store: &ResolvedStore,
+    made: &VersionMeta,
+    newest: Option<&VersionMeta>,
+) -> Event {
+    let spec = &sync.spec;
+    let why = match newest {
+        Some(n) if spec.is_revoked(n.version) => format!(" (replaces revoked {})", n.secret_name),
+        Some(n) if spec.spec_version() > n.spec_version => {
+            " (rotation requested by spec.version)".to_owned()
+        }
+        _ => String::new(),
+    };
+    Event {
+        type_: EventType::Normal,
+        reason: event::VERSION_CREATED.into(),
+        note: Some(format!(
+            "created {} from {} {:?}{why}",
+            made.secret_name,
+            store.kind.as_str(),
+            store.name,
+        )),
+        action: "CreateVersion".into(),
+        secondary: Some(secret_ref(sync, &made.secret_name)),
+    }
+}
+
+/// Creates `<base>-v<next>`, moving past numbers already taken. A name taken by this
+/// SecretSync with the same content is a version made just before a crash: it is adopted.
+pub(super) async fn write(
+    sync: &SecretSync,
+    ctx: &Context,
+    base: &str,
+    mut next: i64,
+    content: &Content,
+) -> Result<VersionMeta> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let uid = sync.uid().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    loop {
+        let name =
+            versioned_name(base, next).map_err(|e| Error::InvalidSpec(vec![e.to_string()]))?;
+        let secret = version_secret(sync, &name, next, content);
+        match with_timeout(ctx, api.create(&params, &secret)).await? {
+            Ok(created) => {
+                Metrics::inc(&ctx.metrics.versions_created);
+                ctx.written.record(&uid, next);
+                // The response carries the data; keep only the metadata.
+                let meta = created.metadata.into_request_partial::<Secret>();
+                ctx.index.apply(&meta);
+                info!(secret = %name, version = next, "version created");
+                return VersionMeta::from_secret(&meta.metadata)
+                    .map(|(_, m)| m)
+                    .ok_or_else(|| {
+                        Error::InvalidSpec(vec!["created Secret lost its labels".into()])
+                    });
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let taken = api.get_metadata_opt(&name).await?;
+                let owner = taken
+                    .as_ref()
+                    .and_then(|m| VersionMeta::from_secret(&m.metadata));
+                match owner {
+                    Some((owner_uid, meta)) if owner_uid == uid => {
+                        ctx.written.record(&uid, next);
+                        if let Some(m) = &taken {
+                            ctx.index.apply(m);
+                        }
+                        if meta.content_hash.as_deref() == Some(content.hash.as_str())
+                            && meta.spec_version == sync.spec.spec_version()
+                        {
+                            return Ok(meta);
+                        }
+                        next += 1;
+                    }
+                    _ if taken.is_none() => continue, // deleted meanwhile: try the name again
+                    _ => {
+                        return Err(Error::TargetConflict(format!(
+                            "Secret {namespace}/{name} already exists and is not owned by this SecretSync; \
+                             delete it or choose another spec.target.name"
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The immutable Secret of version `version`.
+pub fn version_secret(sync: &SecretSync, name: &str, version: i64, content: &Content) -> Secret {
+    let target = sync.spec.target.clone().unwrap_or_default();
+    let mut secret_labels = target.labels.unwrap_or_default();
+    secret_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+    secret_labels.insert(
+        labels::SYNC.into(),
+        sync.metadata.name.clone().unwrap_or_default(),
+    );
+    secret_labels.insert(labels::VERSION.into(), version.to_string());
+    let mut annotations = target.annotations.unwrap_or_default();
+    annotations.insert(labels::CONTENT_HASH.into(), content.hash.clone());
+    annotations.insert(
+        labels::SPEC_VERSION.into(),
+        sync.spec.spec_version().to_string(),
+    );
+    if !content.source_versions.is_empty() {
+        annotations.insert(
+            labels::SOURCE_VERSIONS.into(),
+            serde_json::to_string(&content.source_versions).expect("a string map serializes"),
+        );
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: sync.metadata.namespace.clone(),
+            labels: Some(secret_labels),
+            annotations: Some(annotations),
+            owner_references: sync.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        immutable: Some(true),
+        type_: Some(sync.spec.secret_type().to_owned()),
+        // The one place values leave their redacting type: into the Secret body.
+        data: Some(
+            content
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secretsync_providers::{SecretBytes, SecretData};
+
+    use crate::reconcile::content;
+    use crate::reconcile::fetch::Fetched;
+
+    fn sync(yaml: &str) -> SecretSync {
+        let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        serde_json::from_value(value).unwrap()
+    }
+
+    const SYNC: &str = r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {name: db, namespace: payments, uid: 1b7e-uid, generation: 4}
+spec:
+  storeRef: {name: vault}
+  version: 2
+  refreshInterval: 1h
+  data: [{secretKey: password, remoteRef: {key: app/db, property: password}}]
+  target:
+    type: kubernetes.io/basic-auth
+    labels: {team: payments}
+    annotations: {owner: "payments@example.com"}
+"#;
+
+    fn data(pairs: &[(&str, &str)]) -> SecretData {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretBytes::from(v.to_string())))
+            .collect()
+    }
+
+    fn build_content(
+        sync: &SecretSync,
+        data: SecretData,
+        sources: BTreeMap<String, String>,
+    ) -> Result<Content> {
+        content::build(sync, Fetched { data, sources })
+    }
+
+    fn meta(version: i64, spec_version: i64, hash: &str) -> VersionMeta {
+        VersionMeta {
+            version,
+            secret_name: format!("db-v{version}"),
+            content_hash: Some(hash.into()),
+            spec_version,
+            created_at: None,
+            source_versions: None,
+            uid: None,
+            resource_version: None,
+        }
+    }
+
+    fn status(yaml: &str) -> SecretSyncStatus {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const STEADY: &str = r#"
+observedGeneration: 4
+currentVersion: 3
+lastRefreshTime: "2026-11-23T10:00:00Z"
+storeGeneration: 1
+"#;
+
+    fn input<'a>(
+        s: &'a SecretSync,
+        previous: &'a SecretSyncStatus,
+        newest: Option<&'a VersionMeta>,
+        store_generation: Option<i64>,
+        now: &str,
+    ) -> RefreshInput<'a> {
+        RefreshInput {
+            uid: "1b7e-uid",
+            spec: &s.spec,
+            generation: s.metadata.generation,
+            previous,
+            newest,
+            store_generation,
+            now: now.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_steady_state_reads_nothing_until_the_refresh_is_due() {
+        let s = sync(SYNC);
+        let previous = status(STEADY);
+        let newest = meta(3, 2, "h");
+        let soon = input(
+            &s,
+            &previous,
+            Some(&newest),
+            Some(1),
+            "2026-11-23T10:30:00Z",
+        );
+        assert_eq!(plan_refresh(&soon), None);
+        let late = input(
+            &s,
+            &previous,
+            Some(&newest),
+            Some(1),
+            "2026-11-23T11:10:00Z",
+        );
+        assert_eq!(plan_refresh(&late), Some(Refresh { rotate: false }));
+    }
+
+    #[test]
+    fn edits_rotations_and_revocations_read_at_once() {
+        let previous = status(STEADY);
+        let now = "2026-11-23T10:01:00Z";
+        let s = sync(SYNC);
+        // the store was edited
+        let newest = meta(3, 2, "h");
+        let edited = input(&s, &previous, Some(&newest), Some(2), now);
+        assert_eq!(plan_refresh(&edited), Some(Refresh { rotate: false }));
+        // spec.version raised above the newest version's
+        let older = meta(3, 1, "h");
+        let rotation = input(&s, &previous, Some(&older), Some(1), now);
+        assert_eq!(plan_refresh(&rotation), Some(Refresh { rotate: true }));
+        // the newest is revoked
+        let mut revoking = sync(SYNC);
+        revoking.spec.revoked_versions = Some(vec![3]);
+        let revoked = input(&revoking, &previous, Some(&newest), Some(1), now);
+        assert_eq!(plan_refresh(&revoked), Some(Refresh { rotate: true }));
+        // the spec changed (new generation)
+        let mut edited_spec = sync(SYNC);
+        edited_spec.metadata.generation = Some(5);
+        let spec_edit = input(&edited_spec, &previous, Some(&newest), Some(1), now);
+        assert_eq!(plan_refresh(&spec_edit), Some(Refresh { rotate: false }));
+        // first sync
+        let first = input(&s, &previous, None, Some(1), now);
+        assert_eq!(plan_refresh(&first), Some(Refresh { rotate: true }));
+    }
+
+    #[test]
+    fn polling_off_never_refreshes_by_time() {
+        let mut s = sync(SYNC);
+        s.spec.refresh_interval = Some("0".into());
+        let previous = status(STEADY);
+        let newest = meta(3, 2, "h");
+        let years_later = input(
+            &s,
+            &previous,
+            Some(&newest),
+            Some(1),
+            "2030-01-01T00:00:00Z",
+        );
+        assert_eq!(plan_refresh(&years_later), None);
+        assert_eq!(
+            until_refresh(
+                "1b7e-uid",
+                &s.spec,
+                &previous,
+                "2026-11-23T10:00:00Z".parse().unwrap()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn new_content_or_a_rotation_makes_the_next_number() {
+        let s = sync(SYNC);
+        let content = build_content(&s, data(&[("password", "a")]), BTreeMap::new()).unwrap();
+        let same = meta(3, 2, &content.hash);
+        assert_eq!(next_number(Some(&same), &content, false, 5), None);
+        assert_eq!(next_number(Some(&same), &content, true, 5), Some(6));
+        let other = meta(3, 2, "hmac-sha256:other");
+        assert_eq!(next_number(Some(&other), &content, false, 3), Some(4));
+        assert_eq!(next_number(None, &content, true, 0), Some(1));
+    }
+
+    #[test]
+    fn numbers_are_never_reused() {
+        let previous = status(
+            r#"
+currentVersion: 4
+versions:
+  - {version: 7, secretName: db-v7, specVersion: 0, state: Deleted}
+"#,
+        );
+        assert_eq!(highest_used(Some(&meta(2, 0, "h")), &previous, None), 7);
+        assert_eq!(highest_used(Some(&meta(2, 0, "h")), &previous, Some(9)), 9);
+        assert_eq!(highest_used(None, &SecretSyncStatus::default(), None), 0);
+    }
+
+    #[test]
+    fn pins_must_name_a_live_version() {
+        let mut s = sync(SYNC);
+        let existing: BTreeMap<i64, VersionMeta> =
+            [(2, meta(2, 2, "h")), (3, meta(3, 2, "h"))].into();
+        s.spec.pin_version = Some(2);
+        check_spec(&s.spec, existing.get(&3), &existing).unwrap();
+        s.spec.pin_version = Some(1);
+        let err = check_spec(&s.spec, existing.get(&3), &existing).unwrap_err();
+        assert_eq!(
+            err.reason(),
+            secretsync_api::Reason::PinnedVersionUnavailable
+        );
+        s.spec.pin_version = Some(2);
+        s.spec.revoked_versions = Some(vec![2]);
+        let err = check_spec(&s.spec, existing.get(&3), &existing).unwrap_err();
+        assert!(err.to_string().contains("revoked"), "{err}");
+        // spec.version below the newest version's is refused
+        s.spec.pin_version = None;
+        s.spec.revoked_versions = None;
+        s.spec.version = Some(1);
+        let err = check_spec(&s.spec, existing.get(&3), &existing).unwrap_err();
+        assert_eq!(err.reason(), secretsync_api::Reason::InvalidSpec);
+    }
+
+    #[test]
+    fn due_time_is_jittered_within_ten_percent_and_stable() {
+        let last = Time("2026-11-23T10:00:00Z".parse().unwrap());
+        let hour = Duration::from_secs(3600);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let uid = format!("uid-{i}");
+            let due = due_at(&uid, &last, hour);
+            let offset = due.duration_since(last.0).as_secs();
+            assert!((3240..=3960).contains(&offset), "{offset}");
+            assert_eq!(due, due_at(&uid, &last, hour), "stable across calls");
+            seen.insert(offset / 60);
+        }
+        assert!(seen.len() > 5, "jitter spreads due times: {seen:?}");
+    }
+
+    #[test]
+    fn version_secret_carries_the_contract() {
+        let sync = sync(SYNC);
+        let content = build_content(
+            &sync,
+            data(&[("password", "hunter2")]),
+            [("app/db".to_string(), "7".to_string())].into(),
+        )
+        .unwrap();
+        let secret = version_secret(&sync, "db-v3", 3, &content);
+        assert_eq!(secret.metadata.name.as_deref(), Some("db-v3"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("payments"));
+        assert_eq!(secret.immutable, Some(true));
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        let l = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(l["app.kubernetes.io/managed-by"], "secretsync");
+        assert_eq!(l["secretsync.io/sync"], "db");
+        assert_eq!(l["secretsync.io/version"], "3");
+        assert_eq!(l["team"], "payments");
+        let a = secret.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a["secretsync.io/spec-version"], "2");
+        assert_eq!(a["secretsync.io/source-versions"], r#"{"app/db":"7"}"#);
+        assert_eq!(a["owner"], "payments@example.com");
+        assert!(a["secretsync.io/content-hash"].starts_with("sha256:"));
+        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("SecretSync", "db", "1b7e-uid")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(secret.data.as_ref().unwrap()["password"].0, b"hunter2");
+    }
+}

@@ -1,0 +1,328 @@
+//! Stores report Ready: each SecretStore and ClusterSecretStore is validated and checked
+//! against its backend (credentials accepted, mount or region reachable) when it is created
+//! or changed and every `spec.refreshInterval` (default 5m). The result is the store's
+//! `Ready` condition, with the reasons SecretSyncs use, so `kubectl get secretstores` shows
+//! which store is broken before any SecretSync fails on it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use secretsync_api::duration::parse_duration;
+use secretsync_api::reason::condition;
+use secretsync_api::validate::{StoreScope, validate_store};
+use secretsync_api::{
+    ClusterSecretStore, Reason, SecretStore, SecretStoreSpec, SecretStoreStatus, labels,
+};
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::backoff::Backoff;
+use crate::conditions::set_condition;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::providers::{ProviderCache, StoreIdentity};
+
+/// How often a store is checked when its spec does not say.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+
+/// What the two store kinds share for checking.
+pub trait StoreObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const SCOPE: StoreScope;
+    fn store_spec(&self) -> &SecretStoreSpec;
+    fn store_status(&self) -> Option<&SecretStoreStatus>;
+}
+
+impl StoreObject for SecretStore {
+    const SCOPE: StoreScope = StoreScope::Namespaced;
+    fn store_spec(&self) -> &SecretStoreSpec {
+        &self.spec
+    }
+    fn store_status(&self) -> Option<&SecretStoreStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl StoreObject for ClusterSecretStore {
+    const SCOPE: StoreScope = StoreScope::Cluster;
+    fn store_spec(&self) -> &SecretStoreSpec {
+        &self.spec.store
+    }
+    fn store_status(&self) -> Option<&SecretStoreStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// The outcome of the last check of a store generation, reused until the interval passes,
+/// so the store's own status write (which wakes its controller) costs no backend call.
+#[derive(Clone)]
+struct Checked {
+    generation: i64,
+    at: Instant,
+    outcome: std::result::Result<(), (Reason, String)>,
+}
+
+pub struct StoreContext {
+    pub client: Client,
+    pub providers: Arc<ProviderCache>,
+    pub metrics: Arc<Metrics>,
+    checked: Mutex<HashMap<String, Checked>>,
+    backoff: Backoff,
+}
+
+impl StoreContext {
+    pub fn new(client: Client, providers: Arc<ProviderCache>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            providers,
+            metrics,
+            checked: Mutex::default(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// The store's status after a check: provider name, generation and the Ready condition.
+pub fn status_after_check(
+    previous: Option<&SecretStoreStatus>,
+    spec: &SecretStoreSpec,
+    generation: Option<i64>,
+    outcome: &std::result::Result<(), (Reason, String)>,
+) -> SecretStoreStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.provider = Some(spec.provider.name().to_owned());
+    status.observed_generation = generation;
+    let (ok, reason, message) = match outcome {
+        Ok(()) => (
+            true,
+            Reason::Valid,
+            format!(
+                "the {} backend accepted the store's settings and credentials",
+                spec.provider.name()
+            ),
+        ),
+        Err((reason, message)) => (false, *reason, message.clone()),
+    };
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        ok,
+        reason,
+        message,
+        generation,
+    );
+    status
+}
+
+/// When to check again: the store's `refreshInterval` (`0` turns periodic checks off).
+pub fn check_interval(spec: &SecretStoreSpec) -> Option<Duration> {
+    match spec.refresh_interval.as_deref().map(parse_duration) {
+        Some(Ok(interval)) if interval.is_zero() => None,
+        Some(Ok(interval)) => Some(interval),
+        _ => Some(DEFAULT_CHECK_INTERVAL),
+    }
+}
+
+async fn check<S: StoreObject>(
+    store: &S,
+    ctx: &StoreContext,
+) -> std::result::Result<(), (Reason, String)> {
+    let spec = store.store_spec();
+    validate_store(spec, S::SCOPE)
+        .map_err(|problems| (Reason::InvalidSpec, problems.join("; ")))?;
+    let uid = store.uid().unwrap_or_default();
+    let name = store.name_any();
+    let namespace = store.namespace();
+    let identity = StoreIdentity {
+        uid: &uid,
+        generation: store.meta().generation.unwrap_or_default(),
+        name: &name,
+        namespace: namespace.as_deref(),
+    };
+    let connected = ctx
+        .providers
+        .get(&ctx.client, spec, &identity)
+        .await
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    if let Some(limiter) = &connected.limiter {
+        limiter.acquire().await;
+    }
+    Metrics::inc(&ctx.metrics.store_checks);
+    connected.provider.check().await.map_err(|source| {
+        let error = Error::Provider {
+            store: name.clone(),
+            source,
+        };
+        (error.reason(), error.to_string())
+    })
+}
+
+async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Result<Action> {
+    let uid = store.uid().unwrap_or_default();
+    let generation = store.meta().generation;
+    let spec = store.store_spec();
+    let interval = check_interval(spec);
+    let reusable = {
+        let checked = ctx.checked.lock().unwrap_or_else(|e| e.into_inner());
+        checked.get(&uid).cloned().filter(|c| {
+            Some(c.generation) == generation && interval.is_none_or(|i| c.at.elapsed() < i)
+        })
+    };
+    let checked = match reusable {
+        Some(checked) => checked,
+        None => {
+            let checked = Checked {
+                generation: generation.unwrap_or_default(),
+                at: Instant::now(),
+                outcome: check(store.as_ref(), &ctx).await,
+            };
+            ctx.checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid.clone(), checked.clone());
+            checked
+        }
+    };
+    let status = status_after_check(store.store_status(), spec, generation, &checked.outcome);
+    if store.store_status() != Some(&status) {
+        let patch = json!({
+            "apiVersion": S::api_version(&()),
+            "kind": S::kind(&()),
+            "status": status,
+        });
+        let resource = ApiResource::erase::<S>(&());
+        let api: Api<DynamicObject> = match store.namespace() {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), &ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        api.patch_status(
+            &store.name_any(),
+            &PatchParams::apply(labels::FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    }
+    match &checked.outcome {
+        Ok(()) => {
+            ctx.backoff.succeeded(&uid);
+            let remaining = interval.map(|i| i.saturating_sub(checked.at.elapsed()));
+            Ok(remaining
+                .map(Action::requeue)
+                .unwrap_or_else(Action::await_change))
+        }
+        Err((reason, _)) => {
+            debug!(store = %store.name_any(), %reason, "store not ready");
+            let retry = if *reason == Reason::ProviderUnavailable {
+                crate::error::Retry::Soon
+            } else {
+                crate::error::Retry::Later
+            };
+            // A failed check is retried on its own schedule, not only at the interval.
+            let delay = ctx.backoff.failed(&uid, retry, generation, None);
+            ctx.checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+            Ok(delay
+                .map(Action::requeue)
+                .unwrap_or_else(Action::await_change))
+        }
+    }
+}
+
+fn error_policy<S: StoreObject>(_store: Arc<S>, error: &Error, _ctx: Arc<StoreContext>) -> Action {
+    warn!(error = %error, "writing a store's status");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the Ready checks of one store kind until `shutdown` resolves.
+pub async fn run<S>(
+    api: Api<S>,
+    ctx: Arc<StoreContext>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    S: StoreObject + Resource<Scope: Send> + serde::Serialize,
+{
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<S>, error_policy::<S>, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "store controller");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> SecretStoreSpec {
+        let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn ready_says_what_the_check_found_and_keeps_its_transition_time() {
+        let s = spec("{provider: {fake: {data: []}}}");
+        let ok = status_after_check(None, &s, Some(1), &Ok(()));
+        assert_eq!(ok.provider.as_deref(), Some("fake"));
+        let ready = &ok.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Valid")
+        );
+        assert_eq!(status_after_check(Some(&ok), &s, Some(1), &Ok(())), ok);
+        let bad = status_after_check(
+            Some(&ok),
+            &s,
+            Some(2),
+            &Err((Reason::ProviderAuthFailed, "permission denied".into())),
+        );
+        let ready = &bad.conditions[0];
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.observed_generation
+            ),
+            ("False", "ProviderAuthFailed", Some(2))
+        );
+    }
+
+    #[test]
+    fn the_check_interval_follows_the_spec() {
+        assert_eq!(
+            check_interval(&spec("{provider: {fake: {data: []}}}")),
+            Some(DEFAULT_CHECK_INTERVAL)
+        );
+        assert_eq!(
+            check_interval(&spec(
+                "{provider: {fake: {data: []}}, refreshInterval: 30s}"
+            )),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            check_interval(&spec(
+                "{provider: {fake: {data: []}}, refreshInterval: \"0\"}"
+            )),
+            None
+        );
+    }
+}
