@@ -73,7 +73,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), secretsync_operator::RunError>>>,
     pub metrics: Arc<Metrics>,
 }
 

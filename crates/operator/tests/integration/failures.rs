@@ -6,7 +6,15 @@ use kube::api::PostParams;
 use secretsync_api::SecretSync;
 use serde_json::json;
 
-use crate::common::{Env, sync_yaml};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+use secretsync_operator::metrics::Metrics;
+
+use crate::common::{DEADLINE, Env, sync_yaml};
 
 /// Waits for Ready=False with `reason` and a message mentioning `hint`; Synced agrees.
 async fn expect_failure(env: &Env, sync: &str, reason: &str, hint: &str) {
@@ -296,4 +304,47 @@ async fn a_malformed_secretsync_is_reported_and_stalls_nothing() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// When recording a failure in the status fails too, the failure keeps its own retry class:
+/// a missing store is retried on the long schedule (15 s, 30 s, …), not on the write
+/// error's 1 s one. The status endpoint is taken away (the CRD loses its status
+/// subresource), so every status write fails with 404, and each pass of the pipeline makes
+/// one such write and fails; a held wake-up does not fail. So failed reconciles count the
+/// passes.
+#[tokio::test]
+async fn a_failed_status_write_keeps_the_failures_backoff() {
+    let env = Env::start("payments").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    crds.patch(
+        "secretsyncs.secretsync.io",
+        &PatchParams::default(),
+        &Patch::<()>::Json(
+            serde_json::from_value(
+                json!([{"op": "remove", "path": "/spec/versions/0/subresources/status"}]),
+            )
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    env.create::<SecretSync>(&sync_yaml("db", "nowhere", ""))
+        .await;
+    let failed_passes = || Metrics::get(&env.operator().metrics.reconcile_errors);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while failed_passes() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status write was tried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = failed_passes();
+    // An observation window: with the write error's class, passes would come at ~1 s and ~3 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        failed_passes() - first,
+        0,
+        "the pipeline ran again within 4 s: the backoff followed the status write's error"
+    );
 }

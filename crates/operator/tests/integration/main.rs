@@ -5,6 +5,8 @@ mod common;
 mod examples;
 mod failures;
 mod leak;
+mod ownership;
 mod rollout;
+mod stores;
 mod sync;
 mod vault;
