@@ -7,9 +7,10 @@
 //!   uses the store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::channel::mpsc;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
@@ -25,22 +26,32 @@ use tracing::{info, warn};
 use crate::context::{Caches, Config, Context};
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
+use crate::multiwatch::{reflect_namespaces, watch_namespaces};
 use crate::reconcile::{error_policy, reconcile};
+use crate::supervise::{Stopped, Tasks};
 use crate::workloads::Workloads;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Watch only this namespace (SecretSyncs, SecretStores, Secrets); all when `None`.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (SecretSyncs, SecretStores, Secrets, workloads); all
+    /// when empty.
+    pub namespaces: Vec<String>,
+    /// Reconcile only the SecretSyncs matching this label selector; with `namespaces`,
+    /// this lets several deployments share a cluster.
+    pub selector: Option<String>,
     /// SecretSyncs reconciled at once.
     pub concurrency: u16,
+    /// Set once every cache has listed, for `/readyz`.
+    pub caches_synced: Arc<AtomicBool>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
+            selector: None,
             concurrency: 16,
+            caches_synced: Arc::default(),
         }
     }
 }
@@ -52,55 +63,42 @@ fn sync_ref(sync: &SecretSync) -> SyncRef {
     SyncRef::new(&sync.name_any()).within(&sync.namespace().unwrap_or_default())
 }
 
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs the operator until `shutdown` resolves, counting its work in `metrics`.
+/// Runs the operator until `shutdown` resolves (after the reconciles in flight finish),
+/// counting its work in `metrics`. Returns an error if it stopped without being asked to.
 pub async fn run(
     client: Client,
     config: Config,
     options: RunOptions,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> Result<(), Stopped> {
+    let shutdown = shutdown.boxed().shared();
+    let namespaces = &options.namespaces;
+    let mut tasks = Tasks::default();
     let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
 
     // Managed Secrets → version index, waking owners.
     let index = Arc::new(VersionIndex::default());
     let (index_ready_tx, index_ready_rx) = tokio::sync::oneshot::channel();
-    let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &options.namespace);
-    let secret_watch = watcher(
-        secrets,
+    let secret_watch = watch_namespaces::<PartialObjectMeta<Secret>>(
+        &client,
+        namespaces,
         watcher::Config::default().labels(&labels::managed_selector()),
-    )
-    .default_backoff();
-    tokio::spawn(feed_index(
-        secret_watch,
-        index.clone(),
-        wake_tx.clone(),
-        index_ready_tx,
-    ));
+    );
+    tasks.spawn(
+        "secret index",
+        feed_index(secret_watch, index.clone(), wake_tx.clone(), index_ready_tx),
+    );
 
     // Stores → reflectors, waking the SecretSyncs that use them.
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
-    let store_watch = reflector::reflector(
+    let store_watch = reflect_namespaces(
+        &client,
+        namespaces,
+        watcher::Config::default(),
         stores_writer,
-        watcher(
-            scoped::<SecretStore>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
+    );
     let cluster_watch = reflector::reflector(
         cluster_writer,
         watcher(
@@ -120,80 +118,108 @@ pub async fn run(
         statefulsets: statefulsets.clone(),
         daemonsets: daemonsets.clone(),
     };
-    let deployment_watch = reflector::reflector(
+    let deployment_watch = reflect_namespaces(
+        &client,
+        namespaces,
+        watcher::Config::default(),
         deployments_writer,
-        watcher(
-            scoped::<Deployment>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-    let statefulset_watch = reflector::reflector(
+    );
+    let statefulset_watch = reflect_namespaces(
+        &client,
+        namespaces,
+        watcher::Config::default(),
         statefulsets_writer,
-        watcher(
-            scoped::<StatefulSet>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
-    let daemonset_watch = reflector::reflector(
+    );
+    let daemonset_watch = reflect_namespaces(
+        &client,
+        namespaces,
+        watcher::Config::default(),
         daemonsets_writer,
-        watcher(
-            scoped::<DaemonSet>(&client, &options.namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects();
+    );
 
     // DeserializeGuard: one malformed SecretSync (say, after a CRD downgrade) is reported on
     // its own instead of failing the whole watch.
-    let controller = Controller::new(
-        scoped::<DeserializeGuard<SecretSync>>(&client, &options.namespace),
-        watcher::Config::default().any_semantic(),
+    let mut sync_config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &options.selector {
+        sync_config = sync_config.labels(selector);
+    }
+    let (syncs, syncs_writer) = reflector::store::<DeserializeGuard<SecretSync>>();
+    // The other caches are awaited below; this one fills once the controller polls it, so
+    // its first complete list is the moment the operator is ready. (Watched here rather than
+    // with `Store::wait_until_ready`, which wakes only one of several waiters.)
+    let synced = options.caches_synced.clone();
+    let sync_watch = reflector::reflector(
+        syncs_writer,
+        watch_namespaces(&client, namespaces, sync_config),
     )
-    .with_config(controller::Config::default().concurrency(options.concurrency));
-    let syncs = controller.store();
-    tokio::spawn(wake_store_users(
-        store_watch,
-        StoreKind::SecretStore,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_store_users(
-        cluster_watch,
-        StoreKind::ClusterSecretStore,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_rollout_owners(
-        deployment_watch,
-        WorkloadKind::Deployment,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_rollout_owners(
-        statefulset_watch,
-        WorkloadKind::StatefulSet,
-        syncs.clone(),
-        wake_tx.clone(),
-    ));
-    tokio::spawn(wake_rollout_owners(
-        daemonset_watch,
-        WorkloadKind::DaemonSet,
-        syncs.clone(),
-        wake_tx,
-    ));
+    .inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            synced.store(true, Ordering::Release);
+        }
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(sync_watch, syncs.clone())
+        .with_config(controller::Config::default().concurrency(options.concurrency));
+    tasks.spawn(
+        "SecretStore watch",
+        wake_store_users(
+            store_watch,
+            StoreKind::SecretStore,
+            syncs.clone(),
+            wake_tx.clone(),
+        ),
+    );
+    tasks.spawn(
+        "ClusterSecretStore watch",
+        wake_store_users(
+            cluster_watch,
+            StoreKind::ClusterSecretStore,
+            syncs.clone(),
+            wake_tx.clone(),
+        ),
+    );
+    tasks.spawn(
+        "Deployment watch",
+        wake_rollout_owners(
+            deployment_watch,
+            WorkloadKind::Deployment,
+            syncs.clone(),
+            wake_tx.clone(),
+        ),
+    );
+    tasks.spawn(
+        "StatefulSet watch",
+        wake_rollout_owners(
+            statefulset_watch,
+            WorkloadKind::StatefulSet,
+            syncs.clone(),
+            wake_tx.clone(),
+        ),
+    );
+    tasks.spawn(
+        "DaemonSet watch",
+        wake_rollout_owners(
+            daemonset_watch,
+            WorkloadKind::DaemonSet,
+            syncs.clone(),
+            wake_tx,
+        ),
+    );
 
     // Reconciling before the caches are filled would see no versions and no stores.
-    let _ = index_ready_rx.await;
-    let _ = stores.wait_until_ready().await;
-    let _ = cluster_stores.wait_until_ready().await;
-    let _ = deployments.wait_until_ready().await;
-    let _ = statefulsets.wait_until_ready().await;
-    let _ = daemonsets.wait_until_ready().await;
+    let caches_ready = async {
+        let _ = index_ready_rx.await;
+        let _ = stores.wait_until_ready().await;
+        let _ = cluster_stores.wait_until_ready().await;
+        let _ = deployments.wait_until_ready().await;
+        let _ = statefulsets.wait_until_ready().await;
+        let _ = daemonsets.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = caches_ready => {}
+        () = shutdown.clone() => return Ok(()),
+        stopped = tasks.first_exit() => return Err(stopped),
+    }
     info!(
         secrets = index.len(),
         "caches ready; starting the controller"
@@ -207,10 +233,19 @@ pub async fn run(
         workloads,
     };
     let ctx = Arc::new(Context::new(client, config, metrics, caches));
-    controller
+    let controller = controller
         .reconcile_on(wake_rx)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |sync, ctx| async move {
+                ctx.metrics
+                    .clone()
+                    .measure_reconcile(reconcile(sync, ctx))
+                    .await
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::trace!(sync = %obj, "reconciled"),
@@ -219,8 +254,18 @@ pub async fn run(
                 }
                 Err(e) => warn!(error = %e, "controller"),
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {
+            // The stream ends only once shutdown was asked for, unless something broke.
+            if shutdown.peek().is_some() {
+                Ok(())
+            } else {
+                Err(Stopped::ControllerEnded)
+            }
+        }
+        stopped = tasks.first_exit() => Err(stopped),
+    }
 }
 
 async fn feed_index(

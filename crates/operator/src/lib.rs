@@ -6,11 +6,15 @@ pub mod controller;
 pub mod desired;
 pub mod error;
 pub mod index;
+pub mod lease;
 pub mod metrics;
+pub mod multiwatch;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod rollout;
+pub mod server;
 pub mod status;
+pub mod supervise;
 pub mod telemetry;
 pub mod workloads;
 

@@ -22,12 +22,9 @@ pub(super) async fn fetch_all(
         if let Some(limiter) = &store.limiter {
             limiter.acquire().await;
         }
-        Metrics::inc(&metrics.backend_reads);
-        let value = store
-            .provider
-            .fetch(key, version)
-            .await
-            .map_err(provider_error)?;
+        let value = store.provider.fetch(key, version).await;
+        metrics.backend_request(store.provider.name(), value.is_ok());
+        let value = value.map_err(provider_error)?;
         fetched.insert(cache_key, value.clone());
         Ok(value)
     };

@@ -52,26 +52,19 @@ pub async fn reconcile(
     let sync = match &guard.0 {
         Ok(sync) => Arc::new(sync.clone()),
         Err(invalid) => {
-            let result = report_malformed(invalid, &ctx).await;
-            Metrics::inc(&ctx.metrics.reconciles);
-            return result;
+            return report_malformed(invalid, &ctx).await;
         }
     };
     let namespace = sync.namespace().unwrap_or_default();
     let api: Api<SecretSync> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, labels::FINALIZER, sync, |event| async {
+    finalizer(&api, labels::FINALIZER, sync, |event| async {
         match event {
             FinalizerEvent::Apply(sync) => apply(sync, &ctx).await,
             FinalizerEvent::Cleanup(sync) => cleanup(sync, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    Metrics::inc(&ctx.metrics.reconciles);
-    if result.is_err() {
-        Metrics::inc(&ctx.metrics.reconcile_errors);
-    }
-    result
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// Per-object capped exponential backoff; specs that cannot succeed wait for an edit.
@@ -492,7 +485,7 @@ async fn write_status(
         api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
     )
     .await??;
-    Metrics::inc(&ctx.metrics.status_writes);
+    ctx.metrics.status_written();
     ctx.remember_status(sync, status.clone());
     Ok(true)
 }
@@ -510,6 +503,7 @@ fn secret_ref(sync: &SecretSync, name: &str) -> ObjectReference {
 }
 
 async fn publish(ctx: &Context, sync: &SecretSync, ev: &Event) {
+    ctx.metrics.event_published(&ev.reason);
     if let Err(e) = ctx.recorder.publish(ev, &sync.object_ref(&())).await {
         warn!(reason = %ev.reason, error = %e, "could not publish event");
     }
@@ -523,7 +517,7 @@ async fn with_timeout<T>(
     tokio::time::timeout(ctx.config.write_timeout, fut)
         .await
         .map_err(|_| {
-            Metrics::inc(&ctx.metrics.api_write_timeouts);
+            ctx.metrics.api_write_timed_out();
             Error::WriteTimeout(ctx.config.write_timeout)
         })
 }

@@ -24,7 +24,7 @@ pub(super) async fn create_version(
         let secret = version_secret(sync, &name, next, content);
         match with_timeout(ctx, api.create(&params, &secret)).await? {
             Ok(created) => {
-                Metrics::inc(&ctx.metrics.versions_created);
+                ctx.metrics.version_created();
                 ctx.written.record(&uid, next);
                 // The response carries the data; keep only the metadata.
                 let meta = created.metadata.into_request_partial::<Secret>();
