@@ -2,9 +2,13 @@
 //! One test binary, so the harness is shared and linked once.
 
 mod common;
+mod endpoints;
 mod examples;
 mod failures;
+mod leader;
 mod leak;
+mod process;
 mod rollout;
+mod sharding;
 mod sync;
 mod vault;
