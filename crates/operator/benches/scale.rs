@@ -410,7 +410,7 @@ impl ApiFigures {
 
 struct Operator {
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), secretsync_operator::RunError>>>,
+    task: Option<JoinHandle<Result<(), secretsync_operator::supervise::Stopped>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -422,8 +422,8 @@ impl Operator {
             client,
             Config::default(),
             RunOptions {
-                namespace: None,
                 concurrency,
+                ..RunOptions::default()
             },
             metrics.clone(),
             async move {
@@ -456,11 +456,11 @@ impl Operator {
     fn counters(&self) -> Counters {
         let m = &self.metrics;
         Counters {
-            reconciles: Metrics::get(&m.reconciles),
-            reconcile_errors: Metrics::get(&m.reconcile_errors),
-            backend_reads: Metrics::get(&m.backend_reads),
-            versions_created: Metrics::get(&m.versions_created),
-            status_writes: Metrics::get(&m.status_writes),
+            reconciles: m.reconciles(),
+            reconcile_errors: m.reconcile_errors(),
+            backend_reads: m.backend_requests(),
+            versions_created: m.versions_created(),
+            status_writes: m.status_writes(),
         }
     }
 

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
@@ -31,53 +32,42 @@ use secretsync_api::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::context::{Config, Context, Readiness, Shared};
 use crate::index::{VersionIndex, base_of};
 use crate::metrics::Metrics;
+use crate::multiwatch::watch_namespaces;
 use crate::providers::ProviderCache;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::{self, StoreContext};
+use crate::supervise::Stopped;
 use crate::sync_index::{SyncIndex, SyncRef};
 use crate::workloads::{Workloads, to_value};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Watch only this namespace (SecretSyncs, SecretStores, Secrets); all when `None`.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (SecretSyncs, SecretStores, Secrets, workloads); all
+    /// when empty.
+    pub namespaces: Vec<String>,
+    /// Reconcile only the SecretSyncs matching this label selector; with `namespaces`,
+    /// this lets several deployments share a cluster.
+    pub selector: Option<String>,
     /// SecretSyncs reconciled at once.
     pub concurrency: u16,
+    /// Set once every cache has listed, for `/readyz`.
+    pub caches_synced: Arc<AtomicBool>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
+            selector: None,
             concurrency: 16,
+            caches_synced: Arc::default(),
         }
-    }
-}
-
-/// Why the operator stopped without being asked to.
-#[derive(Debug, Error)]
-pub enum RunError {
-    #[error("the {0} watch ended; restarting is the only safe way to resume it")]
-    WatchEnded(&'static str),
-    #[error("the {0} controller ended without a shutdown")]
-    ControllerEnded(&'static str),
-}
-
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 
@@ -102,7 +92,7 @@ pub async fn run(
     options: RunOptions,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), RunError> {
+) -> Result<(), Stopped> {
     let (ended_tx, mut ended_rx) = mpsc::unbounded::<&'static str>();
     let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
     let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -150,6 +140,10 @@ pub async fn run(
         shared,
     ));
 
+    let mut sync_config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &options.selector {
+        sync_config = sync_config.labels(selector);
+    }
     // SecretSyncs. DeserializeGuard: one malformed object (say, after a CRD downgrade) is
     // reported on its own instead of failing the whole watch.
     let (syncs, syncs_writer) = reflector::store::<DeserializeGuard<SecretSync>>();
@@ -162,11 +156,11 @@ pub async fn run(
         );
         reflector::reflector(
             syncs_writer,
-            watcher(
-                scoped::<DeserializeGuard<SecretSync>>(&client, &options.namespace),
-                watcher::Config::default().any_semantic(),
-            )
-            .default_backoff(),
+            watch_namespaces::<DeserializeGuard<SecretSync>>(
+                &client,
+                &options.namespaces,
+                sync_config,
+            ),
         )
         .inspect_ok(move |event| match event {
             watcher::Event::Init => sync_index.relist_start(),
@@ -205,11 +199,11 @@ pub async fn run(
                 }
             }
         };
-        watcher(
-            scoped::<PartialObjectMeta<Secret>>(&client, &options.namespace),
+        watch_namespaces::<PartialObjectMeta<Secret>>(
+            &client,
+            &options.namespaces,
             watcher::Config::default().labels(&labels::managed_selector()),
         )
-        .default_backoff()
         .inspect_ok(move |event| match event {
             watcher::Event::Init => index.relist_start(),
             watcher::Event::InitApply(secret) => index.relist_apply(secret.clone()),
@@ -236,11 +230,11 @@ pub async fn run(
         "secretstores",
         reflector::reflector(
             stores_writer,
-            watcher(
-                scoped::<SecretStore>(&client, &options.namespace),
+            watch_namespaces::<SecretStore>(
+                &client,
+                &options.namespaces,
                 watcher::Config::default(),
-            )
-            .default_backoff(),
+            ),
         ),
         readiness.clone(),
         providers.clone(),
@@ -342,20 +336,45 @@ pub async fn run(
     let store_ctx = Arc::new(StoreContext::new(client.clone(), providers, metrics));
     let store_checks = future::join(
         stores::run(
-            scoped::<SecretStore>(&client, &options.namespace),
+            watch_namespaces::<SecretStore>(
+                &client,
+                &options.namespaces,
+                watcher::Config::default(),
+            ),
             store_ctx.clone(),
             stopping(),
         ),
         stores::run(
-            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher(
+                Api::<ClusterSecretStore>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
             store_ctx,
             stopping(),
         ),
     );
 
-    info!(namespace = ?options.namespace, "watching; reconciles start once the caches are filled");
+    info!(namespaces = ?options.namespaces, selector = ?options.selector, "watching; reconciles start once the caches are filled");
+    // /readyz: ready once every cache has listed.
+    tokio::spawn({
+        let (readiness, synced) = (readiness.clone(), options.caches_synced.clone());
+        async move {
+            readiness.wait().await;
+            synced.store(true, Ordering::Release);
+        }
+    });
     let syncs_run = controller
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |sync, ctx: Arc<Context>| async move {
+                ctx.metrics
+                    .clone()
+                    .measure_reconcile(reconcile(sync, ctx))
+                    .await
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::trace!(sync = %obj, "reconciled"),
@@ -367,21 +386,25 @@ pub async fn run(
         });
     let mut syncs_run = pin!(syncs_run);
     let mut store_checks = pin!(store_checks);
-    tokio::select! {
-        () = &mut syncs_run => {}
-        _ = &mut store_checks => {}
-        Some(name) = ended_rx.next() => {
-            if !*stopping_flag.borrow() {
-                return Err(RunError::WatchEnded(name));
+    let (mut syncs_done, mut stores_done) = (false, false);
+    loop {
+        tokio::select! {
+            () = &mut syncs_run, if !syncs_done => syncs_done = true,
+            _ = &mut store_checks, if !stores_done => stores_done = true,
+            Some(name) = ended_rx.next() => {
+                if !*stopping_flag.borrow() {
+                    return Err(Stopped::WatchEnded(name));
+                }
             }
         }
+        // A part ended: fine only when asked to stop; then the others finish their work.
+        if !*stopping_flag.borrow() {
+            return Err(Stopped::ControllerEnded);
+        }
+        if syncs_done && stores_done {
+            return Ok(());
+        }
     }
-    // One part ended: fine only when asked to stop; then let the others finish their work.
-    if !*stopping_flag.borrow() {
-        return Err(RunError::ControllerEnded("secretsync"));
-    }
-    future::join(syncs_run, store_checks).await;
-    Ok(())
 }
 
 /// Store changes that matter to their users: a new generation (spec edit) or a deletion.
@@ -453,24 +476,20 @@ where
         WorkloadKind::StatefulSet => "statefulsets",
         WorkloadKind::DaemonSet => "daemonsets",
     };
-    watcher(
-        scoped::<K>(client, &options.namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .inspect_ok(move |event| match event {
-        watcher::Event::Init => workloads.relist_start(kind),
-        watcher::Event::InitApply(w) => workloads.relist_apply(kind, &to_value(w)),
-        watcher::Event::InitDone => {
-            workloads.relist_done(kind);
-            readiness.mark_ready(cache);
-        }
-        watcher::Event::Apply(w) => {
-            workloads.apply(kind, &to_value(w));
-        }
-        watcher::Event::Delete(w) => workloads.delete(kind, &to_value(w)),
-    })
-    .touched_objects()
+    watch_namespaces::<K>(client, &options.namespaces, watcher::Config::default())
+        .inspect_ok(move |event| match event {
+            watcher::Event::Init => workloads.relist_start(kind),
+            watcher::Event::InitApply(w) => workloads.relist_apply(kind, &to_value(w)),
+            watcher::Event::InitDone => {
+                workloads.relist_done(kind);
+                readiness.mark_ready(cache);
+            }
+            watcher::Event::Apply(w) => {
+                workloads.apply(kind, &to_value(w));
+            }
+            watcher::Event::Delete(w) => workloads.delete(kind, &to_value(w)),
+        })
+        .touched_objects()
 }
 
 /// Maps a workload event to the SecretSyncs that roll out (or rolled out) to it.

@@ -1,8 +1,19 @@
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use secretsync_operator::lease::{Elector, LeaseConfig, default_identity};
+use secretsync_operator::metrics::Metrics;
+use secretsync_operator::server::{self, Readiness};
+use secretsync_operator::supervise::Tasks;
 use secretsync_operator::telemetry::{self, LogFormat};
 use secretsync_operator::{Config, RunOptions};
+use tracing::{error, info, warn};
 
 /// secretsync: secrets from Vault/OpenBao, AWS Secrets Manager, … as immutable,
 /// version-suffixed Kubernetes Secrets that workloads follow.
@@ -12,9 +23,13 @@ struct Args {
     /// Kubeconfig context to use (default: the current one; in a pod, the service account).
     #[arg(long, env = "SECRETSYNC_CONTEXT")]
     context: Option<String>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, short = 'n', env = "SECRETSYNC_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace; repeat for several (default: all namespaces). In the
+    /// environment variable, separate namespaces with commas.
+    #[arg(long, short = 'n', env = "SECRETSYNC_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
+    /// Reconcile only SecretSyncs matching this label selector (e.g. `shard=a`).
+    #[arg(long, env = "SECRETSYNC_SELECTOR")]
+    selector: Option<String>,
     /// SecretSyncs reconciled concurrently.
     #[arg(long, env = "SECRETSYNC_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -27,17 +42,206 @@ struct Args {
     /// Timeout for each Kubernetes API write, in seconds.
     #[arg(long, env = "SECRETSYNC_WRITE_TIMEOUT", default_value_t = 10)]
     write_timeout_seconds: u64,
+    /// Reconcile only while holding a coordination.k8s.io/v1 Lease, so replicas can stand by.
+    #[arg(long, env = "SECRETSYNC_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease. Deployments that shard a cluster need one each.
+    #[arg(
+        long,
+        env = "SECRETSYNC_LEASE_NAME",
+        default_value = "secretsync-operator"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "SECRETSYNC_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long the Lease stays ours without renewal, in whole seconds.
+    #[arg(long, env = "SECRETSYNC_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// The leader steps down (and exits) if it could not renew for this long, in seconds.
+    #[arg(
+        long,
+        env = "SECRETSYNC_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10.0
+    )]
+    lease_renew_deadline_seconds: f64,
+    /// Time between renewals and between attempts to take the Lease, in seconds.
+    #[arg(
+        long,
+        env = "SECRETSYNC_LEASE_RETRY_PERIOD_SECONDS",
+        default_value_t = 2.0
+    )]
+    lease_retry_period_seconds: f64,
+    /// Where to serve /metrics; empty or `0` turns it off.
+    #[arg(long, env = "SECRETSYNC_METRICS_BIND_ADDRESS", default_value = "127.0.0.1:9090", value_parser = optional_address)]
+    metrics_bind_address: OptionalAddress,
+    /// Where to serve /healthz and /readyz; empty or `0` turns them off.
+    #[arg(long, env = "SECRETSYNC_HEALTH_BIND_ADDRESS", default_value = "127.0.0.1:8081", value_parser = optional_address)]
+    health_bind_address: OptionalAddress,
+    /// On SIGTERM, how long reconciles in flight may take to finish, in seconds.
+    #[arg(long, env = "SECRETSYNC_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    shutdown_grace_seconds: u64,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct OptionalAddress(Option<SocketAddr>);
+
+fn optional_address(text: &str) -> Result<OptionalAddress, String> {
+    match text.trim() {
+        "" | "0" => Ok(OptionalAddress(None)),
+        addr => addr
+            .parse()
+            .map(|a| OptionalAddress(Some(a)))
+            .map_err(|e| format!("{addr:?}: {e}")),
+    }
+}
+
+type Signal = Shared<BoxFuture<'static, ()>>;
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let args = Args::parse();
     telemetry::init(args.log_format, &args.log_level);
+    match operate(args).await {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            error!(error = %why, "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let kube_config = match &args.context {
+async fn operate(args: Args) -> Result<(), String> {
+    let lease_config = args.leader_elect.then(|| lease_config(&args)).transpose()?;
+    let client = kube_client(args.context.as_deref()).await?;
+    let shutdown: Signal = shutdown_signal()?.boxed().shared();
+    let metrics = Arc::new(Metrics::new());
+    let caches_synced = Arc::new(AtomicBool::new(false));
+    let leading = lease_config
+        .as_ref()
+        .map(|_| Arc::new(AtomicBool::new(false)));
+
+    // Endpoints first, so probes answer while we wait for the Lease or the caches.
+    let mut servers = Tasks::default();
+    let readiness = Readiness {
+        caches_synced: caches_synced.clone(),
+        leading: leading.clone(),
+    };
+    let endpoints = [
+        (
+            "metrics server",
+            args.metrics_bind_address.0,
+            server::metrics_routes(metrics.clone()),
+        ),
+        (
+            "health server",
+            args.health_bind_address.0,
+            server::health_routes(readiness),
+        ),
+    ];
+    for (name, addr, routes) in endpoints {
+        let Some(addr) = addr else { continue };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+        info!(%addr, "{name} listening");
+        servers.spawn(name, async move {
+            if let Err(e) = server::serve(listener, routes).await {
+                error!(error = %e, "{name}");
+            }
+        });
+    }
+
+    let elector = lease_config.map(|c| Elector::new(client.clone(), c));
+    let held = match &elector {
+        None => None,
+        Some(elector) => tokio::select! {
+            lease = elector.acquire() => Some(lease),
+            () = shutdown.clone() => return Ok(()),
+            stopped = servers.first_exit() => return Err(stopped.to_string()),
+        },
+    };
+    if let Some(leading) = &leading {
+        leading.store(true, Ordering::Release);
+    }
+    metrics.set_leader(true);
+
+    let config = Config {
+        instance: std::env::var("POD_NAME").ok(),
+        write_timeout: Duration::from_secs(args.write_timeout_seconds),
+        ..Config::default()
+    };
+    let options = RunOptions {
+        namespaces: args.namespace,
+        selector: args.selector,
+        concurrency: args.concurrency,
+        caches_synced,
+    };
+    info!(namespaces = ?options.namespaces, selector = ?options.selector, concurrency = options.concurrency, "secretsync operator starting");
+    let run = secretsync_operator::run(client, config, options, metrics.clone(), shutdown.clone());
+    let lost = async {
+        match (&elector, held) {
+            (Some(elector), Some(lease)) => elector.hold(lease).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let overdue = shutdown.clone().then(|()| tokio::time::sleep(grace));
+    // The Lease keeps being renewed while reconciles in flight finish.
+    let outcome = tokio::select! {
+        result = run => result.map_err(|e| e.to_string()),
+        lost = lost => {
+            // Stop writing at once: someone else may be leading already.
+            metrics.set_leader(false);
+            return Err(format!("lost leadership: {lost}"));
+        }
+        () = overdue => Err(format!("reconciles still running {grace:?} after SIGTERM")),
+        stopped = servers.first_exit() => Err(stopped.to_string()),
+    };
+    metrics.set_leader(false);
+    if let Some(elector) = &elector {
+        // The controller has stopped either way: let a standby take over now rather than
+        // after the lease duration.
+        let deadline = elector.config().renew_deadline;
+        match tokio::time::timeout(deadline, elector.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not release the Lease; it will expire"),
+            Err(_) => warn!("releasing the Lease timed out; it will expire"),
+        }
+    }
+    outcome
+}
+
+fn lease_config(args: &Args) -> Result<LeaseConfig, String> {
+    let seconds = |s: f64, what: &str| {
+        Duration::try_from_secs_f64(s).map_err(|e| format!("--lease-{what}-seconds: {e}"))
+    };
+    let config = LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+        identity: default_identity(),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: seconds(args.lease_renew_deadline_seconds, "renew-deadline")?,
+        retry_period: seconds(args.lease_retry_period_seconds, "retry-period")?,
+    };
+    config.validate()?;
+    info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on");
+    Ok(config)
+}
+
+async fn kube_client(context: Option<&str>) -> Result<kube::Client, String> {
+    let config = match context {
         Some(context) => {
             let options = kube::config::KubeConfigOptions {
-                context: Some(context.clone()),
+                context: Some(context.to_owned()),
                 ..Default::default()
             };
             kube::Config::from_kubeconfig(&options)
@@ -46,43 +250,21 @@ async fn main() -> std::process::ExitCode {
         }
         None => kube::Config::infer().await.map_err(|e| e.to_string()),
     };
-    let client =
-        match kube_config.and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string())) {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot configure a Kubernetes client");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-    let config = Config {
-        instance: std::env::var("POD_NAME").ok(),
-        write_timeout: Duration::from_secs(args.write_timeout_seconds),
-        ..Config::default()
-    };
-    let options = RunOptions {
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-    };
-    tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "secretsync operator starting");
-    let metrics = std::sync::Arc::new(secretsync_operator::metrics::Metrics::default());
-    match secretsync_operator::run(client, config, options, metrics, shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!("stopped");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            // Exit so that Kubernetes restarts the pod with fresh watches.
-            tracing::error!(error = %e, "stopping");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    config
+        .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C. The handlers are installed
+/// here, before anything runs, so an early SIGTERM is not lost to the default action.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send, String> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+        .map_err(|e| format!("cannot install a SIGTERM handler: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down");
+    })
 }

@@ -9,10 +9,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use secretsync_api::duration::parse_duration;
 use secretsync_api::reason::condition;
@@ -162,7 +162,7 @@ async fn check<S: StoreObject>(
     if let Some(limiter) = &connected.limiter {
         limiter.acquire().await;
     }
-    Metrics::inc(&ctx.metrics.store_checks);
+    ctx.metrics.store_checked();
     connected.provider.check().await.map_err(|source| {
         let error = Error::Provider {
             store: name.clone(),
@@ -250,23 +250,27 @@ fn error_policy<S: StoreObject>(_store: Arc<S>, error: &Error, _ctx: Arc<StoreCo
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the Ready checks of one store kind until `shutdown` resolves.
+/// Runs the Ready checks of one store kind, fed by `events`, until `shutdown` resolves.
 pub async fn run<S>(
-    api: Api<S>,
+    events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>> + Send + 'static,
     ctx: Arc<StoreContext>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
     S: StoreObject + Resource<Scope: Send> + serde::Serialize,
 {
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::<S>, error_policy::<S>, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(error = %e, "store controller");
-            }
-        })
-        .await;
+    let (reader, writer) = reflector::store::<S>();
+    Controller::for_stream(
+        reflector::reflector(writer, events).applied_objects(),
+        reader,
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile::<S>, error_policy::<S>, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            debug!(error = %e, "store controller");
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -278,7 +278,7 @@ async fn wait_current(env: &Env, version: i64) {
 /// The operator running in this test's runtime.
 struct Operator {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), secretsync_operator::RunError>>,
+    task: tokio::task::JoinHandle<Result<(), secretsync_operator::Stopped>>,
 }
 
 impl Operator {
@@ -288,8 +288,8 @@ impl Operator {
             client,
             Config::default(),
             RunOptions {
-                namespace: None,
                 concurrency: 8,
+                ..RunOptions::default()
             },
             Arc::new(Metrics::default()),
             async move {

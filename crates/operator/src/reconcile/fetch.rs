@@ -47,15 +47,12 @@ pub(super) async fn fetch(
         if let Some(limiter) = &store.limiter {
             limiter.acquire().await;
         }
-        Metrics::inc(&metrics.backend_reads);
-        let value = store
-            .provider
-            .fetch(&key, version.as_deref())
-            .await
-            .map_err(|source| Error::Provider {
-                store: store.name.clone(),
-                source,
-            })?;
+        let value = store.provider.fetch(&key, version.as_deref()).await;
+        metrics.backend_request(store.provider.name(), value.is_ok());
+        let value = value.map_err(|source| Error::Provider {
+            store: store.name.clone(),
+            source,
+        })?;
         values.insert((key, version), value);
     }
     assemble(&sync.spec, &store.name, &values)

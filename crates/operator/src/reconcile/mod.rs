@@ -42,7 +42,6 @@ use tracing::warn;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 
 pub use store::{ResolvedStore, admits};
 
@@ -56,27 +55,19 @@ pub async fn reconcile(
     ctx.caches_ready().await;
     let sync = match &guard.0 {
         Ok(sync) => Arc::new(sync.clone()),
-        Err(invalid) => {
-            let result = malformed::report(invalid, &ctx).await;
-            Metrics::inc(&ctx.metrics.reconciles);
-            return result;
-        }
+        Err(invalid) => return malformed::report(invalid, &ctx).await,
     };
     let namespace = sync.namespace().unwrap_or_default();
     let api: Api<SecretSync> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, labels::FINALIZER, sync, |event| async {
+    // Counted and timed by the caller (`Metrics::measure_reconcile`).
+    finalizer(&api, labels::FINALIZER, sync, |event| async {
         match event {
             FinalizerEvent::Apply(sync) => apply(sync, &ctx).await,
             FinalizerEvent::Cleanup(sync) => cleanup::cleanup(sync, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    Metrics::inc(&ctx.metrics.reconciles);
-    if result.is_err() {
-        Metrics::inc(&ctx.metrics.reconcile_errors);
-    }
-    result
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// Per-object capped exponential backoff; specs that cannot succeed wait for an edit. The
@@ -254,7 +245,9 @@ fn secret_ref(sync: &SecretSync, name: &str) -> ObjectReference {
     }
 }
 
+/// Every event goes out here, so the rollout and revocation counters agree with them.
 async fn publish(ctx: &Context, sync: &SecretSync, ev: &Event) {
+    ctx.metrics.event_published(&ev.reason);
     if let Err(e) = ctx.recorder.publish(ev, &sync.object_ref(&())).await {
         warn!(reason = %ev.reason, error = %e, "could not publish event");
     }
@@ -268,7 +261,7 @@ async fn with_timeout<T>(
     tokio::time::timeout(ctx.config.write_timeout, fut)
         .await
         .map_err(|_| {
-            Metrics::inc(&ctx.metrics.api_write_timeouts);
+            ctx.metrics.api_write_timed_out();
             Error::WriteTimeout(ctx.config.write_timeout)
         })
 }

@@ -20,7 +20,6 @@ use crate::conditions::{now, set_condition, truncate};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::VersionMeta;
-use crate::metrics::Metrics;
 
 pub struct SyncedInput<'a> {
     pub previous: &'a SecretSyncStatus,
@@ -170,7 +169,7 @@ pub(super) async fn write(
         api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
     )
     .await??;
-    Metrics::inc(&ctx.metrics.status_writes);
+    ctx.metrics.status_written();
     ctx.remember_status(sync, status.clone());
     Ok(true)
 }

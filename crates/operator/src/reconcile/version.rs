@@ -26,7 +26,6 @@ use super::{secret_ref, with_timeout};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::VersionMeta;
-use crate::metrics::Metrics;
 
 /// Why this pass reads the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,7 +204,7 @@ pub(super) async fn write(
         let secret = version_secret(sync, &name, next, content);
         match with_timeout(ctx, api.create(&params, &secret)).await? {
             Ok(created) => {
-                Metrics::inc(&ctx.metrics.versions_created);
+                ctx.metrics.version_created();
                 ctx.written.record(&uid, next);
                 // The response carries the data; keep only the metadata.
                 let meta = created.metadata.into_request_partial::<Secret>();

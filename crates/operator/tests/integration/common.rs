@@ -10,6 +10,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use secretsync_api::{SecretStore, SecretSync};
 use secretsync_operator::metrics::Metrics;
+use secretsync_operator::supervise::Stopped;
 use secretsync_operator::{Config, RunOptions};
 use secretsync_sandbox::Sandbox;
 use serde::de::DeserializeOwned;
@@ -73,7 +74,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), secretsync_operator::RunError>>>,
+    task: Option<JoinHandle<Result<(), Stopped>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -83,8 +84,9 @@ impl Operator {
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let options = RunOptions {
-            namespace,
+            namespaces: namespace.into_iter().collect(),
             concurrency: 8,
+            ..RunOptions::default()
         };
         let task = tokio::spawn(secretsync_operator::run(
             client,
@@ -119,11 +121,11 @@ impl Operator {
     }
 
     pub fn reconciles(&self) -> u64 {
-        Metrics::get(&self.metrics.reconciles)
+        self.metrics.reconciles()
     }
 
     pub fn backend_reads(&self) -> u64 {
-        Metrics::get(&self.metrics.backend_reads)
+        self.metrics.backend_requests()
     }
 }
 

@@ -12,8 +12,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use secretsync_operator::metrics::Metrics;
-
 use crate::common::{DEADLINE, Env, sync_yaml};
 
 /// Waits for Ready=False with `reason` and a message mentioning `hint`; Synced agrees.
@@ -330,7 +328,7 @@ async fn a_failed_status_write_keeps_the_failures_backoff() {
     .unwrap();
     env.create::<SecretSync>(&sync_yaml("db", "nowhere", ""))
         .await;
-    let failed_passes = || Metrics::get(&env.operator().metrics.reconcile_errors);
+    let failed_passes = || env.operator().metrics.reconcile_errors();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while failed_passes() == 0 {
         assert!(

@@ -2,11 +2,15 @@
 //! One test binary, so the harness is shared and linked once.
 
 mod common;
+mod endpoints;
 mod examples;
 mod failures;
+mod leader;
 mod leak;
 mod ownership;
+mod process;
 mod rollout;
+mod sharding;
 mod stores;
 mod sync;
 mod vault;
