@@ -34,10 +34,15 @@ pub(super) async fn fetch_all(
     let mut data = SecretData::new();
     let mut sources = BTreeMap::new();
     for from in sync.spec.data_from_items() {
-        let remote = get(&from.extract.key, from.extract.pinned_version()).await?;
-        let fields = extract::extract_all(&from.extract.key, &remote).map_err(provider_error)?;
-        check_extracted_keys(&from.extract.key, &fields)?;
-        record_source(&mut sources, &from.extract.key, &remote);
+        let Some(extract) = &from.extract else {
+            return Err(Error::InvalidSpec(vec![
+                "dataFrom.find is not supported yet".to_owned(),
+            ]));
+        };
+        let remote = get(&extract.key, extract.pinned_version()).await?;
+        let fields = extract::extract_all(&extract.key, &remote).map_err(provider_error)?;
+        check_extracted_keys(&extract.key, &fields)?;
+        record_source(&mut sources, &extract.key, &remote);
         data.extend(fields);
     }
     // Explicit keys win over extracted fields of the same name.
