@@ -152,11 +152,71 @@ impl RemoteRef {
     }
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// Exactly one of `extract` and `find`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("has(self.extract) != has(self.find)").message("exactly one of extract or find is required in each dataFrom item"))]
+#[x_kube(validation = Rule::new("!has(self.rewrite) || has(self.find)").message("rewrite applies to find only"))]
 #[serde(rename_all = "camelCase")]
 pub struct DataFrom {
     /// Every field of this remote secret becomes a key of the Secret.
-    pub extract: RemoteRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<RemoteRef>,
+    /// Every remote secret that matches becomes keys of the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub find: Option<Find>,
+    /// Turns each found name into a valid Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Which remote secrets a `dataFrom.find` selects. The criteria that are set must all hold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("has(self.name) || has(self.tags) || has(self.path)").message("find needs at least one of name, tags or path"))]
+#[serde(rename_all = "camelCase")]
+pub struct Find {
+    /// Pattern on the secret's name (AWS) or path (Vault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<FindName>,
+    /// AWS only: the secret has all these tags with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Vault only: list under this path (recursively).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FindName {
+    /// Regular expression (Rust `regex` syntax, RE2-like) matched anywhere in the name
+    /// unless anchored.
+    #[schemars(length(min = 1))]
+    pub regexp: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rewrite {
+    pub regexp: RewriteRegexp,
+}
+
+/// A regular-expression replacement applied to each found name.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteRegexp {
+    /// The pattern; every match in the name is replaced.
+    #[schemars(length(min = 1))]
+    pub source: String,
+    /// The replacement; `$1` or `${name}` refer to capture groups.
+    pub target: String,
+}
+
+impl RewriteRegexp {
+    /// `name` with every match of `source` replaced by `target`.
+    pub fn apply(&self, name: &str) -> Result<String, regex::Error> {
+        let source = regex::Regex::new(&self.source)?;
+        Ok(source.replace_all(name, self.target.as_str()).into_owned())
+    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

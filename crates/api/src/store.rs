@@ -193,6 +193,11 @@ pub struct AwsProvider {
     /// Endpoint override (VPC endpoint, local emulator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// A role to assume (STS AssumeRole) with the credentials below, e.g. for a store in
+    /// another account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub role: Option<String>,
     /// Omitted: the SDK's default chain (IRSA, environment, IMDS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AwsAuth>,

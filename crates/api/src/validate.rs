@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::duration::parse_duration;
 use crate::keys::validate_secret_key;
 use crate::naming::validate_base_name;
-use crate::secretsync::{SecretSync, SecretSyncSpec};
+use crate::secretsync::{Find, SecretSync, SecretSyncSpec};
 use crate::store::{Provider, SecretKeySelector, SecretStoreSpec, VaultAuth};
 
 /// Every problem found, each as one sentence naming the field.
@@ -64,8 +64,27 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
         }
     }
     for (i, item) in spec.data_from_items().iter().enumerate() {
-        if item.extract.key.is_empty() {
-            problems.push(format!("spec.dataFrom[{i}].extract.key must not be empty"));
+        let field = format!("spec.dataFrom[{i}]");
+        match (&item.extract, &item.find) {
+            (Some(extract), None) => {
+                if extract.key.is_empty() {
+                    problems.push(format!("{field}.extract.key must not be empty"));
+                }
+            }
+            (None, Some(find)) => validate_find(find, &field, &mut problems),
+            _ => problems.push(format!(
+                "{field}: exactly one of extract or find is required in each dataFrom item"
+            )),
+        }
+        if let Some(rewrite) = &item.rewrite {
+            if item.find.is_none() {
+                problems.push(format!("{field}.rewrite: rewrite applies to find only"));
+            }
+            if let Err(e) = regex::Regex::new(&rewrite.regexp.source) {
+                problems.push(format!(
+                    "{field}.rewrite.regexp.source is not a valid regular expression: {e}"
+                ));
+            }
         }
     }
     if let Some(template) = spec.target.as_ref().and_then(|t| t.template.as_ref()) {
@@ -138,6 +157,21 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+fn validate_find(find: &Find, field: &str, problems: &mut Problems) {
+    if find.name.is_none() && find.tags.is_none() && find.path.is_none() {
+        problems.push(format!(
+            "{field}.find needs at least one of name, tags or path"
+        ));
+    }
+    if let Some(name) = &find.name
+        && let Err(e) = regex::Regex::new(&name.regexp)
+    {
+        problems.push(format!(
+            "{field}.find.name.regexp is not a valid regular expression: {e}"
+        ));
     }
 }
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 fn roundtrip<K: DeserializeOwned + Serialize>(yaml: &str) -> (Value, Value) {
@@ -181,4 +181,50 @@ fn fake_values_never_show_in_debug() {
     let debug = format!("{entry:?}");
     assert!(!debug.contains("canary-9f1c2e"), "{debug}");
     assert!(debug.contains("app/db"));
+}
+
+/// Every secretsync object in `examples/` fits the types and survives a round trip (the
+/// e2e tests apply only some of the example directories).
+#[test]
+fn every_example_round_trips() {
+    let examples = secretsync_testkit::repo_root().join("examples");
+    let mut checked = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let original = Value::deserialize(document).unwrap();
+                let back = match original["kind"].as_str() {
+                    Some("SecretSync") => {
+                        roundtrip::<SecretSync>(&serde_yaml::to_string(&original).unwrap()).1
+                    }
+                    Some("SecretStore") => {
+                        roundtrip::<SecretStore>(&serde_yaml::to_string(&original).unwrap()).1
+                    }
+                    Some("ClusterSecretStore") => {
+                        roundtrip::<ClusterSecretStore>(&serde_yaml::to_string(&original).unwrap())
+                            .1
+                    }
+                    _ => continue,
+                };
+                assert_eq!(original, back, "{} changed in a round trip", path.display());
+                checked.push(path.clone());
+            }
+        }
+    }
+    for required in ["aws/store.yaml", "aws/secretsync.yaml"] {
+        assert!(
+            checked.iter().any(|p| p.ends_with(required)),
+            "examples/{required} was not checked: {checked:?}"
+        );
+    }
 }

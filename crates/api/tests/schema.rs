@@ -200,6 +200,40 @@ fn cel_rejects_pin_to_revoked_and_missing_data() {
 }
 
 #[test]
+fn cel_wants_exactly_one_of_extract_and_find() {
+    let with_data_from = |data_from: Value| {
+        let mut spec = base_spec();
+        spec["dataFrom"] = data_from;
+        sync_json(spec)
+    };
+    let cases = [
+        (
+            json!([{"extract": {"key": "a"}, "find": {"path": "app"}}]),
+            "exactly one of extract or find",
+        ),
+        (
+            json!([{"rewrite": {"regexp": {"source": "a", "target": "b"}}}]),
+            "exactly one of extract or find",
+        ),
+        (
+            json!([{"extract": {"key": "a"}, "rewrite": {"regexp": {"source": "a", "target": "b"}}}]),
+            "rewrite applies to find only",
+        ),
+        (json!([{"find": {}}]), "at least one of name, tags or path"),
+    ];
+    for (data_from, want) in cases {
+        let err = kube::core::cel::validate_cel(&with_data_from(data_from.clone())).unwrap_err();
+        assert!(err.to_string().contains(want), "{data_from}: {err}");
+    }
+    kube::core::cel::validate_cel(&with_data_from(json!([
+        {"extract": {"key": "app/config"}},
+        {"find": {"name": {"regexp": "^app/"}, "tags": {"team": "payments"}},
+         "rewrite": {"regexp": {"source": "^app/(.*)", "target": "$1"}}},
+    ])))
+    .unwrap();
+}
+
+#[test]
 fn cel_refuses_conditions_on_a_namespaced_store() {
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",

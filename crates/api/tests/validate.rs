@@ -88,6 +88,41 @@ fn each_invalid_spec_names_its_field() {
             "db",
             "spec.target.template.data",
         ),
+        (
+            "{dataFrom: [{extract: {key: app/config}, find: {path: app}}]}",
+            "db",
+            "spec.dataFrom[0]: exactly one of extract or find",
+        ),
+        (
+            "{dataFrom: [{rewrite: {regexp: {source: a, target: b}}}]}",
+            "db",
+            "spec.dataFrom[0]: exactly one of extract or find",
+        ),
+        (
+            "{dataFrom: [{extract: {key: ''}}]}",
+            "db",
+            "spec.dataFrom[0].extract.key must not be empty",
+        ),
+        (
+            "{dataFrom: [{find: {}}]}",
+            "db",
+            "spec.dataFrom[0].find needs at least one of name, tags or path",
+        ),
+        (
+            "{dataFrom: [{find: {name: {regexp: '^app/('}}}]}",
+            "db",
+            "spec.dataFrom[0].find.name.regexp is not a valid regular expression",
+        ),
+        (
+            "{dataFrom: [{find: {path: app}, rewrite: {regexp: {source: '(', target: x}}}]}",
+            "db",
+            "spec.dataFrom[0].rewrite.regexp.source is not a valid regular expression",
+        ),
+        (
+            "{dataFrom: [{extract: {key: app/config}, rewrite: {regexp: {source: a, target: b}}}]}",
+            "db",
+            "spec.dataFrom[0].rewrite: rewrite applies to find only",
+        ),
     ];
     for (extra, name, want) in cases {
         let problems = validate_spec(&spec(extra), name).expect_err(extra);
@@ -96,6 +131,41 @@ fn each_invalid_spec_names_its_field() {
             "{extra}: expected a problem mentioning {want:?}, got {problems:?}"
         );
     }
+}
+
+#[test]
+fn data_from_find_and_extract_are_valid() {
+    validate_spec(
+        &spec(
+            r#"{dataFrom: [
+                {extract: {key: app/config}},
+                {find: {name: {regexp: "^app/payments/"}, tags: {team: payments}},
+                 rewrite: {regexp: {source: "^app/payments/(.*)", target: "$1"}}},
+                {find: {path: app/payments}}]}"#,
+        ),
+        "db",
+    )
+    .unwrap();
+}
+
+#[test]
+fn rewrite_replaces_every_match_with_capture_groups() {
+    let rewrite = secretsync_api::RewriteRegexp {
+        source: "^app/payments/(.*)".into(),
+        target: "$1".into(),
+    };
+    assert_eq!(rewrite.apply("app/payments/db").unwrap(), "db");
+    assert_eq!(rewrite.apply("other/db").unwrap(), "other/db");
+    let slashes = secretsync_api::RewriteRegexp {
+        source: "/".into(),
+        target: "_".into(),
+    };
+    assert_eq!(slashes.apply("a/b/c").unwrap(), "a_b_c");
+    let bad = secretsync_api::RewriteRegexp {
+        source: "(".into(),
+        target: "x".into(),
+    };
+    assert!(bad.apply("a").is_err());
 }
 
 #[test]

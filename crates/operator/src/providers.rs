@@ -1,24 +1,170 @@
 //! Connected providers, one per (store UID, generation), shared by every SecretSync reading
 //! through the store and by the store's own Ready check: credentials and tokens are read and
-//! logged in once. A store edit reconnects; a deleted store's client is dropped with its
-//! tokens.
+//! logged in once, and each remote value is read once however many SecretSyncs use it
+//! ([`SharedReads`]). A store edit reconnects with an empty cache; a deleted store's client
+//! is dropped with its tokens and cached values.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use kube::Client;
 use secretsync_api::SecretStoreSpec;
-use secretsync_providers::{ConnectContext, Provider};
+use secretsync_providers::{ConnectContext, Provider, ProviderError, RemoteValue};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
-/// A connected provider with the store's rate limiter.
+/// A connected provider with the store's rate limiter and shared reads.
 #[derive(Clone)]
 pub struct Connected {
     pub provider: Arc<Provider>,
     /// `spec.rateLimit`, shared by every SecretSync reading through this store.
     pub limiter: Option<Arc<RateLimiter>>,
+    pub reads: Arc<SharedReads>,
+}
+
+/// One read: a remote key, at a pinned backend version or the latest.
+pub type Read = (String, Option<String>);
+
+type Outcome = Option<std::result::Result<RemoteValue, ProviderError>>;
+
+struct Slot {
+    outcome: watch::Receiver<Outcome>,
+    started: Instant,
+    bytes: usize,
+}
+
+/// Reads of one store, shared by every SecretSync that uses it: identical reads in flight
+/// are made once (single-flight), and a value read stays usable for a short time, so N
+/// SecretSyncs refreshing one remote key together cost one backend read. Values stay in
+/// their redacting type; the cache is bounded in bytes, forgets expired values on the next
+/// miss, and never outlives the store generation it was read through.
+pub struct SharedReads {
+    slots: Mutex<HashMap<Read, Slot>>,
+}
+
+/// The most value bytes one store keeps cached; reads beyond it are still single-flight.
+const MAX_CACHED_BYTES: usize = 32 << 20;
+
+impl SharedReads {
+    fn new() -> Self {
+        Self {
+            slots: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Read, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads `reads` (results in the same order), reusing values read within `ttl` and reads
+    /// in flight; `fresh` (a rotation) reads everything again. The reads this call makes go
+    /// to the backend as one batch (AWS BatchGetSecretValue), each through the limiter.
+    pub async fn read(
+        &self,
+        connected: &Connected,
+        metrics: &Metrics,
+        reads: &[Read],
+        ttl: Duration,
+        fresh: bool,
+    ) -> Vec<std::result::Result<RemoteValue, ProviderError>> {
+        let mut waits: Vec<(usize, watch::Receiver<Outcome>)> = Vec::new();
+        let mut mine: Vec<(usize, watch::Sender<Outcome>)> = Vec::new();
+        {
+            let mut slots = self.lock();
+            // Expired values go; reads still in flight stay, whatever their age.
+            slots.retain(|_, slot| slot.started.elapsed() < ttl || slot.outcome.borrow().is_none());
+            for (i, read) in reads.iter().enumerate() {
+                match slots.get(read) {
+                    Some(slot) if !fresh || slot.outcome.borrow().is_none() => {
+                        waits.push((i, slot.outcome.clone()));
+                    }
+                    _ => {
+                        let (tx, rx) = watch::channel(None);
+                        slots.insert(
+                            read.clone(),
+                            Slot {
+                                outcome: rx,
+                                started: Instant::now(),
+                                bytes: 0,
+                            },
+                        );
+                        mine.push((i, tx));
+                    }
+                }
+            }
+        }
+        let mut results: Vec<Outcome> = vec![None; reads.len()];
+        if !mine.is_empty() {
+            for _ in &mine {
+                if let Some(limiter) = &connected.limiter {
+                    limiter.acquire().await;
+                }
+            }
+            let refs: Vec<(&str, Option<&str>)> = mine
+                .iter()
+                .map(|(i, _)| (reads[*i].0.as_str(), reads[*i].1.as_deref()))
+                .collect();
+            let fetched = connected.provider.fetch_many(&refs).await;
+            let mut slots = self.lock();
+            let mut cached: usize = slots.values().map(|s| s.bytes).sum();
+            for ((i, tx), outcome) in mine.into_iter().zip(fetched) {
+                metrics.backend_request(connected.provider.name(), outcome.is_ok());
+                let read = &reads[i];
+                match &outcome {
+                    Ok(value) if cached + value.bytes.len() <= MAX_CACHED_BYTES => {
+                        cached += value.bytes.len();
+                        if let Some(slot) = slots.get_mut(read) {
+                            slot.bytes = value.bytes.len();
+                        }
+                    }
+                    // Failures and values over the budget are not kept: the next caller
+                    // reads again.
+                    _ => {
+                        slots.remove(read);
+                    }
+                }
+                tx.send_replace(Some(outcome.clone()));
+                results[i] = Some(outcome);
+            }
+        }
+        for (i, mut rx) in waits {
+            let outcome = match rx.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone(),
+                // The reader was cancelled before it finished: read ourselves.
+                Err(_) => None,
+            };
+            results[i] = Some(match outcome {
+                Some(outcome) => outcome,
+                None => {
+                    let (key, version) = &reads[i];
+                    if let Some(limiter) = &connected.limiter {
+                        limiter.acquire().await;
+                    }
+                    let outcome = connected.provider.fetch(key, version.as_deref()).await;
+                    metrics.backend_request(connected.provider.name(), outcome.is_ok());
+                    outcome
+                }
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every read has an outcome"))
+            .collect()
+    }
+
+    /// How many values are cached (tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Which store, as the cache keys it.
@@ -67,6 +213,7 @@ impl ProviderCache {
                 .rate_limit
                 .as_ref()
                 .map(|r| Arc::new(RateLimiter::new(r.qps, r.burst))),
+            reads: Arc::new(SharedReads::new()),
         };
         let mut cache = self.lock();
         // Older generations of this store are dead: drop them with their tokens.

@@ -3,7 +3,7 @@ use thiserror::Error;
 
 /// What can go wrong talking to a backend. Messages name keys, paths and stores, never
 /// values: they end up in conditions and events.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum ProviderError {
     #[error("remote key {key:?} not found")]
     NotFound { key: String },

@@ -2,20 +2,26 @@
 //!
 //! The CRD's provider block is a serde enum ([`secretsync_api::Provider`]); the runtime side
 //! is the closed enum [`Provider`], dispatching with native `async fn` to one implementation
-//! per backend, each behind a cargo feature. The capability is deliberately narrow: fetch a
-//! value and the backend's own version id. Values travel in redacting types
-//! ([`value::SecretBytes`]) from the backend to the Secret body.
+//! per backend, each behind a cargo feature. The capability is deliberately narrow: fetch
+//! values (one, many, or those a `dataFrom.find` matches) and the backend's own version id.
+//! Values travel in redacting types ([`value::SecretBytes`]) from the backend to the Secret
+//! body.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod error;
 pub mod extract;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod find;
 pub mod value;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "aws"))]
 mod credentials;
+
+use secretsync_api::Find;
 
 pub use error::{ProviderError, Result};
 pub use value::{RemoteValue, SecretBytes, SecretData};
@@ -36,6 +42,8 @@ pub struct ConnectContext {
 pub enum Provider {
     #[cfg(feature = "vault")]
     Vault(vault::Vault),
+    #[cfg(feature = "aws")]
+    Aws(aws::Aws),
     #[cfg(feature = "fake")]
     Fake(fake::Fake),
 }
@@ -43,12 +51,16 @@ pub enum Provider {
 impl Provider {
     /// Connects to the backend a store describes, reading its credentials. Logging in may
     /// be deferred to the first fetch.
-    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // ctx: credentials
+    #[cfg_attr(not(any(feature = "vault", feature = "aws")), allow(unused_variables))] // ctx: credentials
     pub async fn connect(spec: &secretsync_api::Provider, ctx: &ConnectContext) -> Result<Self> {
         match spec {
             #[cfg(feature = "vault")]
             secretsync_api::Provider::Vault(vault) => {
                 Ok(Provider::Vault(vault::Vault::connect(vault, ctx).await?))
+            }
+            #[cfg(feature = "aws")]
+            secretsync_api::Provider::Aws(aws) => {
+                Ok(Provider::Aws(aws::Aws::connect(aws, ctx).await?))
             }
             #[cfg(feature = "fake")]
             secretsync_api::Provider::Fake(fake) => Ok(Provider::Fake(fake::Fake::new(fake))),
@@ -61,13 +73,54 @@ impl Provider {
     }
 
     /// Reads one remote secret, at `version` when given (else the latest).
-    #[cfg_attr(not(any(feature = "vault", feature = "fake")), allow(unused_variables))] // no backend compiled in: nothing to fetch with
+    #[cfg_attr(
+        not(any(feature = "vault", feature = "aws", feature = "fake")),
+        allow(unused_variables)
+    )] // no backend compiled in: nothing to fetch with
     pub async fn fetch(&self, key: &str, version: Option<&str>) -> Result<RemoteValue> {
         match *self {
             #[cfg(feature = "vault")]
             Provider::Vault(ref v) => v.fetch(key, version).await,
+            #[cfg(feature = "aws")]
+            Provider::Aws(ref a) => a.fetch(key, version).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.fetch(key, version),
+        }
+    }
+
+    /// Reads many remote secrets, each `(key, version)` like [`Provider::fetch`]; the
+    /// results are in the order of `refs`. Backends with a batch API (AWS
+    /// `BatchGetSecretValue`) read the latest versions in few requests; the others read one
+    /// by one.
+    pub async fn fetch_many(&self, refs: &[(&str, Option<&str>)]) -> Vec<Result<RemoteValue>> {
+        match *self {
+            #[cfg(feature = "aws")]
+            Provider::Aws(ref a) => a.fetch_many(refs).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => {
+                let mut values = Vec::with_capacity(refs.len());
+                for (key, version) in refs {
+                    values.push(self.fetch(key, *version).await);
+                }
+                values
+            }
+        }
+    }
+
+    /// The latest value of every remote secret `find` matches, with its remote name, in
+    /// name order. More than [`find::MAX_FOUND`] matches is an error.
+    #[cfg_attr(
+        not(any(feature = "vault", feature = "aws", feature = "fake")),
+        allow(unused_variables)
+    )] // no backend compiled in: nothing to search
+    pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(ref v) => v.find(find).await,
+            #[cfg(feature = "aws")]
+            Provider::Aws(ref a) => a.find(find).await,
+            #[cfg(feature = "fake")]
+            Provider::Fake(ref f) => f.find(find),
         }
     }
 
@@ -76,6 +129,8 @@ impl Provider {
         match *self {
             #[cfg(feature = "vault")]
             Provider::Vault(ref v) => v.check().await,
+            #[cfg(feature = "aws")]
+            Provider::Aws(ref a) => a.check().await,
             #[cfg(feature = "fake")]
             Provider::Fake(_) => Ok(()),
         }
@@ -85,6 +140,8 @@ impl Provider {
         match *self {
             #[cfg(feature = "vault")]
             Provider::Vault(_) => "vault",
+            #[cfg(feature = "aws")]
+            Provider::Aws(_) => "aws",
             #[cfg(feature = "fake")]
             Provider::Fake(_) => "fake",
         }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use secretsync_api::{VaultAuth, VaultKvVersion, VaultProvider};
+use secretsync_api::{Find, VaultAuth, VaultKvVersion, VaultProvider};
 use tokio::sync::Mutex;
 use vaultrs::api::EndpointMiddleware;
 use vaultrs::api::kv2::requests::ReadSecretRequest;
@@ -28,6 +28,7 @@ use vaultrs::error::ClientError;
 use crate::ConnectContext;
 use crate::credentials;
 use crate::error::{ProviderError, Result};
+use crate::find::{MAX_FOUND, Matcher, too_many};
 use crate::value::{ExposeSecret, RemoteValue, SecretBytes, SecretString};
 
 /// Whole-request timeout for every call to Vault.
@@ -186,6 +187,13 @@ impl Vault {
     pub async fn check(&self) -> Result<()> {
         self.0.check().await
     }
+
+    /// Every secret under `find.path` (recursively, by LIST on the mount) whose path
+    /// relative to the mount matches `find.name.regexp`, read at its latest version, in
+    /// path order. Vault secrets have no tags.
+    pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
+        self.0.find(find).await
+    }
 }
 
 impl Inner {
@@ -280,6 +288,57 @@ impl Inner {
             Ok(_) | Err(Failure::Empty) => Err(not_found()),
             Err(Failure::Status { code: 404, .. }) => Err(not_found()),
             Err(failure) => Err(self.describe(failure, &format!("reading {}/{path}", self.mount))),
+        }
+    }
+
+    async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
+        let matcher = Matcher::new(find, "vault", &["path"])?;
+        let mut names = Vec::new();
+        // Folders still to list, each "" (the mount's root) or ending in '/'.
+        let mut folders = vec![matcher.path.map(|p| format!("{p}/")).unwrap_or_default()];
+        while let Some(folder) = folders.pop() {
+            let folder = &folder;
+            let listed = self
+                .authorized(|token| async move { self.list(&token, folder).await })
+                .await;
+            let keys = match listed {
+                Ok(keys) => keys,
+                // Nothing under this folder (or it is gone since its parent was listed).
+                Err(Failure::Status { code: 404, .. } | Failure::Empty) => Vec::new(),
+                Err(failure) => {
+                    return Err(self.describe(failure, &format!("listing {}/{folder}", self.mount)));
+                }
+            };
+            for key in keys {
+                let name = format!("{folder}{key}");
+                if key.ends_with('/') {
+                    folders.push(name);
+                } else if matcher.name_matches(&name) {
+                    names.push(name);
+                    if names.len() > MAX_FOUND {
+                        return Err(too_many());
+                    }
+                }
+            }
+        }
+        names.sort();
+        let mut found = Vec::with_capacity(names.len());
+        for name in names {
+            let value = self.fetch(&name, None).await?;
+            found.push((name, value));
+        }
+        Ok(found)
+    }
+
+    /// The keys directly under `folder`; sub-folders end in '/'.
+    async fn list(&self, token: &SecretString, folder: &str) -> Result<Vec<String>, Failure> {
+        let client = self.authed(token);
+        match self.kv {
+            VaultKvVersion::V2 => Ok(vaultrs::kv2::list(&client, &self.mount, folder).await?),
+            VaultKvVersion::V1 => Ok(vaultrs::kv1::list(&client, &self.mount, folder)
+                .await?
+                .data
+                .keys),
         }
     }
 

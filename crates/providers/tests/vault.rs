@@ -524,3 +524,102 @@ async fn https_servers_are_trusted_through_the_ca_bundle_only() {
     assert!(err.to_string().contains(&bao.addr()), "{err}");
     assert_clean(&err, &[bao.root_token()]);
 }
+
+fn find(name: Option<&str>, path: Option<&str>) -> secretsync_api::Find {
+    secretsync_api::Find {
+        name: name.map(|r| secretsync_api::FindName { regexp: r.into() }),
+        tags: None,
+        path: path.map(Into::into),
+    }
+}
+
+fn names(found: &[(String, RemoteValue)]) -> Vec<&str> {
+    found.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn find_lists_kv2_folders_recursively_and_reads_the_latest_versions() {
+    let Some(bao) = OpenBao::start() else { return };
+    bao.kv_put("secret", "app/payments/db", &[("password", CANARY)]);
+    bao.kv_put("secret", "app/payments/api/key", &[("token", "t")]);
+    bao.kv_put("secret", "app/payments/old", &[("v", "1")]);
+    bao.kv_put("secret", "app/payments/old", &[("v", "2")]);
+    bao.kv_put("secret", "app/payments-other/db", &[("v", "x")]);
+    bao.kv_put("secret", "app/orders/db", &[("v", "o")]);
+    let vault = root_vault(&bao);
+
+    let found = vault.find(&find(None, Some("app/payments"))).await.unwrap();
+    assert_eq!(
+        names(&found),
+        [
+            "app/payments/api/key",
+            "app/payments/db",
+            "app/payments/old"
+        ]
+    );
+    assert_eq!(json(&found[1].1), serde_json::json!({"password": CANARY}));
+    assert_eq!(found[2].1.version.as_deref(), Some("2"));
+    assert_eq!(json(&found[2].1), serde_json::json!({"v": "2"}));
+
+    // The pattern applies to the whole path below the mount, anywhere unless anchored.
+    let found = vault
+        .find(&find(Some("/db$"), Some("/app/payments/")))
+        .await
+        .unwrap();
+    assert_eq!(names(&found), ["app/payments/db"]);
+    let found = vault.find(&find(Some("db$"), None)).await.unwrap();
+    assert_eq!(
+        names(&found),
+        ["app/orders/db", "app/payments-other/db", "app/payments/db"]
+    );
+    assert!(
+        vault
+            .find(&find(None, Some("app/nothing")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let tags = secretsync_api::Find {
+        tags: Some([("team".to_owned(), "payments".to_owned())].into()),
+        ..find(None, Some("app"))
+    };
+    let err = vault.find(&tags).await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("find.tags"), "{err}");
+}
+
+#[tokio::test]
+async fn find_works_on_kv1_and_needs_list_permission() {
+    let Some(bao) = OpenBao::start() else { return };
+    bao.bao_ok(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
+    bao.kv_put("kv1", "app/a", &[("password", CANARY)]);
+    bao.kv_put("kv1", "app/sub/b", &[("user", "b")]);
+    let kv1 = with_token(
+        &VaultProvider {
+            path: Some("kv1".into()),
+            version: Some(VaultKvVersion::V1),
+            ..spec(&bao, token_auth())
+        },
+        bao.root_token(),
+    );
+    let found = kv1.find(&find(None, Some("app"))).await.unwrap();
+    assert_eq!(names(&found), ["app/a", "app/sub/b"]);
+    assert_eq!(found[0].1.version, None);
+    assert_eq!(json(&found[1].1), serde_json::json!({"user": "b"}));
+
+    // A token that may read but not list: an auth failure, not an empty result.
+    bao.kv_put("secret", "app/db", &[("password", CANARY)]);
+    bao.bao_ok(&[
+        "write",
+        "sys/policy/read-only",
+        r#"policy=path "secret/data/app/*" { capabilities = ["read"] }"#,
+    ]);
+    let token = bao.bao_ok(&["token", "create", "-policy=read-only", "-field=token"]);
+    let reader = with_token(&spec(&bao, token_auth()), &token);
+    reader.fetch("app/db", None).await.unwrap();
+    let err = reader.find(&find(None, Some("app"))).await.unwrap_err();
+    assert!(matches!(err, ProviderError::AuthFailed(_)), "{err}");
+    assert!(err.to_string().contains("listing secret/app/"), "{err}");
+    assert_clean(&err, &[&token, bao.root_token()]);
+}

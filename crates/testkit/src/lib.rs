@@ -5,10 +5,13 @@
 //! missing they fail with a message naming the set-up command, unless the developer opted out
 //! of tool-backed tests (`SECRETSYNC_SKIP_TOOLS=1`), in which case they report a skip.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
+pub mod moto;
 pub mod openbao;
 
 /// Root of the repository (the workspace directory).
@@ -119,5 +122,43 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+pub(crate) fn random_u64() -> u64 {
+    // RandomState is seeded from the OS per instance: enough randomness for a test token.
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// A directory removed (with its contents) on drop.
+#[derive(Debug)]
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "secretsync-{prefix}-{}-{:016x}",
+            std::process::id(),
+            random_u64()
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

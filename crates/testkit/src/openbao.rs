@@ -13,15 +13,13 @@
 //! comes back empty, so callers re-seed. The server's output goes to a log file in the
 //! handle's temporary directory (printed when start-up fails), never to the test output.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{ChildGuard, free_port, require_tool};
+use crate::{ChildGuard, TempDir, free_port, random_u64, require_tool};
 
 /// How long a dev server may take to answer `/v1/sys/health` after being spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -263,44 +261,6 @@ fn health_status(addr: SocketAddr) -> Option<u16> {
     stream.read_exact(&mut head).ok()?;
     // "HTTP/1.x NNN"
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-fn random_u64() -> u64 {
-    // RandomState is seeded from the OS per instance: enough randomness for a test token.
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
-}
-
-/// A directory removed (with its contents) on drop.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "secretsync-{prefix}-{}-{:016x}",
-            std::process::id(),
-            random_u64()
-        ));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[cfg(test)]

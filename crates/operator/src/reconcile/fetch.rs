@@ -1,18 +1,19 @@
 //! Step 2: reading the backend. [`plan`] lists each (key, version) the spec needs once;
-//! [`fetch`] reads them through the store's rate limiter; [`assemble`] turns the values into
-//! Secret data (property selection, extraction) and the backend version id of each key.
+//! [`fetch`] reads them through the store's shared reads (one backend read per remote key
+//! however many SecretSyncs use it, batched where the backend can) and runs each
+//! `dataFrom.find`; [`assemble`] turns the values into Secret data (property selection,
+//! extraction, found names rewritten into keys) and the backend version id of each key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
-use secretsync_api::SecretSyncSpec;
+use secretsync_api::{DataFrom, SecretSync, SecretSyncSpec};
 use secretsync_providers::{RemoteValue, SecretData, extract};
 
 use super::store::ResolvedStore;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-
-/// One read: a remote key, at a pinned backend version or the latest.
-pub type Read = (String, Option<String>);
+pub use crate::providers::Read;
 
 /// Data fetched for one version, and the backend version id of each remote key.
 pub struct Fetched {
@@ -20,12 +21,16 @@ pub struct Fetched {
     pub sources: BTreeMap<String, String>,
 }
 
-/// Every distinct read the spec needs, in a stable order.
+/// What each `dataFrom.find` matched, by its index in `dataFrom`.
+pub type Found = HashMap<usize, Vec<(String, RemoteValue)>>;
+
+/// Every distinct read the spec needs (`dataFrom.find` aside), in a stable order.
 pub fn plan(spec: &SecretSyncSpec) -> Vec<Read> {
     let from = spec
         .data_from_items()
         .iter()
-        .map(|f| (&f.extract.key, f.extract.pinned_version()));
+        .filter_map(|f| f.extract.as_ref())
+        .map(|e| (&e.key, e.pinned_version()));
     let items = spec
         .data_items()
         .iter()
@@ -37,33 +42,58 @@ pub fn plan(spec: &SecretSyncSpec) -> Vec<Read> {
     reads.into_iter().collect()
 }
 
-pub(super) async fn fetch(
-    store: &ResolvedStore,
-    sync: &secretsync_api::SecretSync,
-    metrics: &Metrics,
-) -> Result<Fetched> {
-    let mut values = HashMap::new();
-    for (key, version) in plan(&sync.spec) {
-        if let Some(limiter) = &store.limiter {
-            limiter.acquire().await;
-        }
-        let value = store.provider.fetch(&key, version.as_deref()).await;
-        metrics.backend_request(store.provider.name(), value.is_ok());
-        let value = value.map_err(|source| Error::Provider {
-            store: store.name.clone(),
-            source,
-        })?;
-        values.insert((key, version), value);
-    }
-    assemble(&sync.spec, &store.name, &values)
+/// How long a value read for one SecretSync serves the others: a tenth of the refresh
+/// interval, between 1 s and a minute. SecretSyncs of one store refresh together (see
+/// `version::due_at`), so this covers them without serving stale values for long.
+pub fn shared_for(spec: &SecretSyncSpec) -> Duration {
+    spec.refresh_interval()
+        .map(|i| i / 10)
+        .unwrap_or(Duration::from_secs(5))
+        .clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Builds the Secret data from the values read: extracted fields first, explicit keys win
-/// over extracted fields of the same name.
+/// Reads what the spec needs; `fresh` (a rotation) bypasses every shared value.
+pub(super) async fn fetch(
+    store: &ResolvedStore,
+    sync: &SecretSync,
+    metrics: &Metrics,
+    fresh: bool,
+) -> Result<Fetched> {
+    let provider_error = |source| Error::Provider {
+        store: store.name.clone(),
+        source,
+    };
+    let connected = &store.connected;
+    let reads = plan(&sync.spec);
+    let outcomes = connected
+        .reads
+        .read(connected, metrics, &reads, shared_for(&sync.spec), fresh)
+        .await;
+    let mut values = HashMap::new();
+    for (read, outcome) in reads.into_iter().zip(outcomes) {
+        values.insert(read, outcome.map_err(provider_error)?);
+    }
+    let mut found = Found::new();
+    for (i, from) in sync.spec.data_from_items().iter().enumerate() {
+        let Some(find) = &from.find else { continue };
+        if let Some(limiter) = &connected.limiter {
+            limiter.acquire().await;
+        }
+        let matched = connected.provider.find(find).await;
+        metrics.backend_request(connected.provider.name(), matched.is_ok());
+        found.insert(i, matched.map_err(provider_error)?);
+    }
+    assemble(&sync.spec, &store.name, &values, &found)
+}
+
+/// Builds the Secret data from the values read: `dataFrom` entries in order (extracted
+/// fields, found secrets), then explicit keys, which win over the same names from
+/// `dataFrom`.
 pub fn assemble(
     spec: &SecretSyncSpec,
     store: &str,
     values: &HashMap<Read, RemoteValue>,
+    found: &Found,
 ) -> Result<Fetched> {
     let provider_error = |source| Error::Provider {
         store: store.to_owned(),
@@ -76,12 +106,19 @@ pub fn assemble(
     };
     let mut data = SecretData::new();
     let mut sources = BTreeMap::new();
-    for from in spec.data_from_items() {
-        let remote = value(&from.extract.key, from.extract.pinned_version());
-        let fields = extract::extract_all(&from.extract.key, remote).map_err(provider_error)?;
-        check_extracted_keys(&from.extract.key, &fields)?;
-        record_source(&mut sources, &from.extract.key, remote);
-        data.extend(fields);
+    for (i, from) in spec.data_from_items().iter().enumerate() {
+        if let Some(remote_ref) = &from.extract {
+            let remote = value(&remote_ref.key, remote_ref.pinned_version());
+            let fields = extract::extract_all(&remote_ref.key, remote).map_err(provider_error)?;
+            check_extracted_keys(&remote_ref.key, &fields)?;
+            record_source(&mut sources, &remote_ref.key, remote);
+            data.extend(fields);
+        }
+        for (name, remote) in found.get(&i).into_iter().flatten() {
+            let key = found_key(from, name)?;
+            record_source(&mut sources, name, remote);
+            data.insert(key, remote.bytes.clone());
+        }
     }
     for item in spec.data_items() {
         let remote_ref = &item.remote_ref;
@@ -92,6 +129,25 @@ pub fn assemble(
         data.insert(item.secret_key.clone(), selected);
     }
     Ok(Fetched { data, sources })
+}
+
+/// The Secret key a found remote secret becomes: its name, through `rewrite` when given.
+/// Names are paths, not values, so an invalid result may be quoted.
+fn found_key(from: &DataFrom, name: &str) -> Result<String> {
+    let key = match &from.rewrite {
+        Some(rewrite) => rewrite.regexp.apply(name).map_err(|e| {
+            Error::InvalidSpec(vec![format!("dataFrom.rewrite.regexp.source: {e}")])
+        })?,
+        None => name.to_owned(),
+    };
+    secretsync_api::keys::validate_secret_key(&key).map_err(|_| {
+        Error::InvalidSecretKey(format!(
+            "dataFrom.find matched {name:?}, which makes the key {key:?}: not a valid Secret key \
+             (letters, digits, '-', '_' and '.'); add a rewrite, e.g. \
+             {{regexp: {{source: \"/\", target: \"_\"}}}}"
+        ))
+    })?;
+    Ok(key)
 }
 
 /// Field names of an extracted secret come from the backend and may themselves be
@@ -172,7 +228,7 @@ dataFrom:
             ),
         ]
         .into();
-        let fetched = assemble(&spec(SPEC), "vault", &values).unwrap();
+        let fetched = assemble(&spec(SPEC), "vault", &values, &Found::new()).unwrap();
         let data: BTreeMap<&str, &[u8]> = fetched
             .data
             .iter()
@@ -188,6 +244,42 @@ dataFrom:
             ])
         );
         assert_eq!(fetched.sources["app/config"], "9");
+    }
+
+    #[test]
+    fn found_secrets_become_keys_through_the_rewrite() {
+        let spec = spec(
+            r#"
+storeRef: {name: aws}
+dataFrom:
+  - find: {name: {regexp: "^app/payments/"}}
+    rewrite: {regexp: {source: "^app/payments/", target: ""}}
+  - find: {name: {regexp: "^raw/"}}
+"#,
+        );
+        let found: Found = [
+            (
+                0,
+                vec![
+                    ("app/payments/db".to_owned(), value("a", "v1")),
+                    ("app/payments/api".to_owned(), value("b", "v2")),
+                ],
+            ),
+            (1, vec![]),
+        ]
+        .into();
+        let fetched = assemble(&spec, "aws", &HashMap::new(), &found).unwrap();
+        let keys: Vec<&str> = fetched.data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["api", "db"]);
+        assert_eq!(fetched.data["db"].expose(), b"a");
+        assert_eq!(fetched.sources["app/payments/api"], "v2");
+
+        let unrewritten: Found = [(1, vec![("raw/x".to_owned(), value("c", "v1"))])].into();
+        let err = assemble(&spec, "aws", &HashMap::new(), &unrewritten)
+            .err()
+            .unwrap();
+        assert_eq!(err.reason(), secretsync_api::Reason::InvalidSecretKey);
+        assert!(err.to_string().contains("rewrite"), "{err}");
     }
 
     #[test]
@@ -207,7 +299,9 @@ dataFrom:
             ),
         ]
         .into();
-        let err = assemble(&spec(SPEC), "vault", &values).err().unwrap();
+        let err = assemble(&spec(SPEC), "vault", &values, &Found::new())
+            .err()
+            .unwrap();
         let text = err.to_string();
         assert!(text.contains("1 field(s)"), "{text}");
         assert!(

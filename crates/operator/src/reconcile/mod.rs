@@ -160,8 +160,9 @@ async fn pipeline(
     let newest = existing.values().next_back().cloned();
     version::check_spec(spec, newest.as_ref(), &existing)?;
     let highest_used = version::highest_used(newest.as_ref(), previous, ctx.written.get(&uid));
+    let grid = version::refresh_grid(sync);
     let refresh = version::plan_refresh(&version::RefreshInput {
-        uid: &uid,
+        grid: &grid,
         spec,
         generation: sync.metadata.generation,
         previous,
@@ -174,7 +175,7 @@ async fn pipeline(
     let mut refreshed = None;
     if let Some(why) = refresh {
         let store = store::resolve(sync, ctx).await?;
-        let fetched = fetch::fetch(&store, sync, &ctx.metrics).await?;
+        let fetched = fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?;
         let content = content::build(sync, fetched)?;
         if let Some(number) =
             version::next_number(newest.as_ref(), &content, why.rotate, highest_used)
@@ -221,7 +222,7 @@ async fn pipeline(
         rollout_status: rollout.status,
         refreshed,
     });
-    let refresh_wait = version::until_refresh(&uid, spec, &status, jiff::Timestamp::now());
+    let refresh_wait = version::until_refresh(&grid, spec, &status, jiff::Timestamp::now());
     let requeue = [refresh_wait, rollout.requeue, pruned.requeue]
         .into_iter()
         .flatten()

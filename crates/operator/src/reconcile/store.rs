@@ -1,27 +1,22 @@
 //! Step 1: the store a SecretSync names — found in the cache, validated, admitted for the
 //! SecretSync's namespace, and connected.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use secretsync_api::validate::{StoreScope, validate_store};
 use secretsync_api::{SecretStoreSpec, SecretSync, StoreCondition, StoreKind};
-use secretsync_providers::Provider;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::providers::StoreIdentity;
-use crate::ratelimit::RateLimiter;
+use crate::providers::{Connected, StoreIdentity};
 
 /// A store resolved for one SecretSync: its identity and connected provider.
 pub struct ResolvedStore {
     pub kind: StoreKind,
     pub name: String,
-    pub provider: Arc<Provider>,
-    /// `spec.rateLimit`, shared by every SecretSync reading through this store.
-    pub limiter: Option<Arc<RateLimiter>>,
+    /// The provider, the store's rate limiter and its shared reads.
+    pub connected: Connected,
 }
 
 /// Finds the store a SecretSync names, checks it may be used from the SecretSync's
@@ -82,8 +77,7 @@ pub(super) async fn resolve(sync: &SecretSync, ctx: &Context) -> Result<Resolved
     Ok(ResolvedStore {
         kind,
         name,
-        provider: connected.provider,
-        limiter: connected.limiter,
+        connected,
     })
 }
 

@@ -36,7 +36,8 @@ pub struct Refresh {
 }
 
 pub struct RefreshInput<'a> {
-    pub uid: &'a str,
+    /// The refresh grid ([`refresh_grid`]).
+    pub grid: &'a str,
     pub spec: &'a SecretSyncSpec,
     pub generation: Option<i64>,
     pub previous: &'a SecretSyncStatus,
@@ -57,7 +58,7 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
     let spec_changed = input.generation != input.previous.observed_generation;
     let refresh_due = match (&input.previous.last_refresh_time, spec.refresh_interval()) {
         (None, _) => true,
-        (Some(last), Some(interval)) => due_at(input.uid, last, interval) <= input.now,
+        (Some(last), Some(interval)) => due_at(input.grid, last, interval) <= input.now,
         (Some(_), None) => false,
     };
     // The generation fetched through is kept in the status, so a restart neither misses a
@@ -130,27 +131,49 @@ pub fn check_spec(
 
 /// How long until the next refresh is due, when polling is on.
 pub fn until_refresh(
-    uid: &str,
+    grid: &str,
     spec: &SecretSyncSpec,
     status: &SecretSyncStatus,
     now: jiff::Timestamp,
 ) -> Option<Duration> {
     let last = status.last_refresh_time.as_ref()?;
-    let wait = due_at(uid, last, spec.refresh_interval()?).duration_since(now);
+    let wait = due_at(grid, last, spec.refresh_interval()?).duration_since(now);
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
-/// When the next refresh is due: `last + interval`, ±10% jitter. The jitter is derived from
-/// the object and the last refresh, not drawn at random, so a restarted operator computes
-/// the same due time and makes no early backend reads.
-fn due_at(uid: &str, last: &Time, interval: Duration) -> jiff::Timestamp {
+/// When the next refresh is due: the first point of the store's refresh grid more than half
+/// an interval after the last refresh. The grid's phase comes from the store (and the
+/// interval), so every SecretSync of one store with one interval refreshes at the same
+/// instants and their reads of a shared remote key coalesce into one backend read, while
+/// different stores are spread over the interval. Derived, not drawn at random: a restarted
+/// operator computes the same due time and makes no early reads.
+fn due_at(grid: &str, last: &Time, interval: Duration) -> jiff::Timestamp {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{uid}/{}", last.0.as_second()));
-    let unit = f64::from(u16::from_le_bytes([digest[0], digest[1]])) / f64::from(u16::MAX);
-    let factor = 0.9 + 0.2 * unit;
-    let jittered = interval.mul_f64(factor);
-    let span = jiff::SignedDuration::try_from(jittered).unwrap_or(jiff::SignedDuration::MAX);
-    last.0.checked_add(span).unwrap_or(jiff::Timestamp::MAX)
+    let step = i64::try_from(interval.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let digest = Sha256::digest(format!("{grid}/{step}"));
+    let seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    let phase = i64::try_from(seed % step.unsigned_abs()).unwrap_or(0);
+    let earliest = last.0.as_millisecond().saturating_add(step / 2);
+    let k = earliest
+        .saturating_sub(phase)
+        .div_euclid(step)
+        .saturating_add(1);
+    let due = phase.saturating_add(k.saturating_mul(step));
+    jiff::Timestamp::from_millisecond(due).unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// The refresh grid a SecretSync follows: its store's.
+pub fn refresh_grid(sync: &SecretSync) -> String {
+    let store = &sync.spec.store_ref.name;
+    match sync.spec.store_kind() {
+        secretsync_api::StoreKind::SecretStore => format!(
+            "SecretStore/{}/{store}",
+            sync.metadata.namespace.as_deref().unwrap_or_default()
+        ),
+        secretsync_api::StoreKind::ClusterSecretStore => format!("ClusterSecretStore/{store}"),
+    }
 }
 
 /// The `VersionCreated` event, saying why the version was made.
@@ -368,7 +391,7 @@ storeGeneration: 1
         now: &str,
     ) -> RefreshInput<'a> {
         RefreshInput {
-            uid: "1b7e-uid",
+            grid: "SecretStore/payments/vault",
             spec: &s.spec,
             generation: s.metadata.generation,
             previous,
@@ -396,7 +419,7 @@ storeGeneration: 1
             &previous,
             Some(&newest),
             Some(1),
-            "2026-11-23T11:10:00Z",
+            "2026-11-23T11:30:01Z",
         );
         assert_eq!(plan_refresh(&late), Some(Refresh { rotate: false }));
     }
@@ -506,19 +529,50 @@ versions:
     }
 
     #[test]
-    fn due_time_is_jittered_within_ten_percent_and_stable() {
-        let last = Time("2026-11-23T10:00:00Z".parse().unwrap());
+    fn refreshes_follow_the_stores_grid() {
         let hour = Duration::from_secs(3600);
-        let mut seen = std::collections::BTreeSet::new();
-        for i in 0..200 {
-            let uid = format!("uid-{i}");
-            let due = due_at(&uid, &last, hour);
-            let offset = due.duration_since(last.0).as_secs();
-            assert!((3240..=3960).contains(&offset), "{offset}");
-            assert_eq!(due, due_at(&uid, &last, hour), "stable across calls");
-            seen.insert(offset / 60);
+        let at = |t: &str| Time(t.parse().unwrap());
+        let grid = "SecretStore/payments/vault";
+        // Two SecretSyncs of one store, synced at different times, meet on the grid.
+        let a = due_at(grid, &at("2026-11-23T10:00:00Z"), hour);
+        let b = due_at(grid, &at("2026-11-23T10:17:00Z"), hour);
+        assert!(
+            a == b || a.duration_since(b).as_secs().abs() == 3600,
+            "{a} {b}"
+        );
+        for due in [a, b] {
+            let next = due_at(grid, &Time(due), hour);
+            assert_eq!(
+                next.duration_since(due).as_secs(),
+                3600,
+                "then every interval"
+            );
         }
-        assert!(seen.len() > 5, "jitter spreads due times: {seen:?}");
+        // Never earlier than half an interval, never later than one and a half.
+        for minute in 0..120 {
+            let last = at("2026-11-23T10:00:00Z").0 + jiff::SignedDuration::from_mins(minute);
+            let wait = due_at(grid, &Time(last), hour)
+                .duration_since(last)
+                .as_secs();
+            assert!((1800..=5400).contains(&wait), "{wait}");
+            assert_eq!(
+                due_at(grid, &Time(last), hour),
+                due_at(grid, &Time(last), hour)
+            );
+        }
+        // Other stores are spread over the interval.
+        let phases: std::collections::BTreeSet<i64> = (0..50)
+            .map(|i| {
+                due_at(
+                    &format!("SecretStore/ns/s{i}"),
+                    &at("2026-11-23T10:00:00Z"),
+                    hour,
+                )
+                .as_second()
+                    / 60
+            })
+            .collect();
+        assert!(phases.len() > 20, "{phases:?}");
     }
 
     #[test]

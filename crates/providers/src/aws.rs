@@ -1,0 +1,726 @@
+//! The AWS Secrets Manager backend.
+//!
+//! `remoteRef.key` is a secret's name or ARN. `remoteRef.version` selects a version: a
+//! UUID-shaped value (8-4-4-4-12 hex digits, the form AWS and the SDKs generate) is a
+//! `VersionId`; anything else is a `VersionStage` (`AWSCURRENT`, `AWSPREVIOUS`, custom
+//! labels). Omitted or empty: `AWSCURRENT`. A secret's value is its `SecretString`, or else
+//! its `SecretBinary` bytes; the version id reported is the `VersionId` read.
+//!
+//! Credentials: the access keys in the Secrets `auth.secretRef` names (read through the
+//! Kubernetes API, again whenever the SDK's credentials cache expires them, so rotated keys
+//! are picked up), or the SDK's default chain (environment, IRSA web identity, instance
+//! metadata); with `role`, those credentials assume it through STS. `endpoint` overrides
+//! the Secrets Manager endpoint only: STS keeps the region's own (or
+//! `AWS_ENDPOINT_URL_STS` from the operator's environment).
+//!
+//! The SDK retries little and gives up quickly (see the constants): the operator has its
+//! own backoff, and a dead endpoint must turn into `Unavailable` within seconds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::primitives::Blob;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use secretsync_api::{AwsAuth, AwsProvider, AwsSecretRef, Find};
+
+use crate::ConnectContext;
+use crate::credentials;
+use crate::error::{ProviderError, Result};
+use crate::find::{MAX_FOUND, Matcher, too_many};
+use crate::value::{ExposeSecret, RemoteValue, SecretBytes, SecretString};
+
+/// Time to open a TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for one attempt of a request, answer included.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a whole request, retries included.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts per request (the first one included).
+const MAX_ATTEMPTS: u32 = 2;
+/// `BatchGetSecretValue` takes at most this many secret ids.
+const BATCH_SIZE: usize = 20;
+/// `ListSecrets` page size (the API's maximum).
+const LIST_PAGE_SIZE: i32 = 100;
+/// `ListSecrets` filters take at most this many values each.
+const MAX_FILTER_VALUES: usize = 10;
+/// The stage read when no version is given.
+const CURRENT_STAGE: &str = "AWSCURRENT";
+
+/// A connected AWS Secrets Manager store.
+pub struct Aws {
+    client: Client,
+    region: String,
+    endpoint: Option<String>,
+    /// Whose credentials are used, for messages: "the access keys in Secret payments/aws".
+    identity: String,
+    /// Set when `BatchGetSecretValue` was denied (a policy that grants only
+    /// `GetSecretValue`): from then on secrets are read one by one.
+    batch_denied: AtomicBool,
+}
+
+/// Which version of a secret to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionSelector<'a> {
+    /// A `VersionId`.
+    Id(&'a str),
+    /// A `VersionStage` label.
+    Stage(&'a str),
+}
+
+impl<'a> VersionSelector<'a> {
+    /// The rule for `remoteRef.version`: UUID-shaped → `VersionId`, else `VersionStage`;
+    /// `None` or empty → the `AWSCURRENT` stage.
+    pub fn parse(version: Option<&'a str>) -> Self {
+        match version.filter(|v| !v.is_empty()) {
+            Some(v) if is_uuid(v) => VersionSelector::Id(v),
+            Some(v) => VersionSelector::Stage(v),
+            None => VersionSelector::Stage(CURRENT_STAGE),
+        }
+    }
+
+    fn is_current(self) -> bool {
+        self == VersionSelector::Stage(CURRENT_STAGE)
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+impl Aws {
+    /// Connects to the store `spec` describes. Access keys named by `auth.secretRef` are
+    /// read through `ctx` when the SDK first needs them.
+    pub async fn connect(spec: &AwsProvider, ctx: &ConnectContext) -> Result<Aws> {
+        let (credentials, identity) = match &spec.auth {
+            Some(AwsAuth::SecretRef(refs)) => {
+                let provider = SecretRefCredentials::new(ctx, refs)?;
+                let identity = format!("the access keys in {}", provider.location);
+                (Some(SharedCredentialsProvider::new(provider)), identity)
+            }
+            None => (None, DEFAULT_CHAIN.to_owned()),
+        };
+        Self::build(spec, credentials, identity).await
+    }
+
+    /// A store whose access keys are given directly instead of read from Kubernetes
+    /// (`spec.auth` is ignored; `role` and everything else apply), for tests and tools.
+    pub async fn with_static_credentials(
+        spec: &AwsProvider,
+        access_key_id: &str,
+        secret_access_key: SecretString,
+    ) -> Result<Aws> {
+        let credentials = Credentials::new(
+            access_key_id,
+            secret_access_key.expose_secret(),
+            None,
+            None,
+            "secretsync-static",
+        );
+        let identity = format!("access key {access_key_id}");
+        Self::build(
+            spec,
+            Some(SharedCredentialsProvider::new(credentials)),
+            identity,
+        )
+        .await
+    }
+
+    async fn build(
+        spec: &AwsProvider,
+        credentials: Option<SharedCredentialsProvider>,
+        identity: String,
+    ) -> Result<Aws> {
+        let region = spec.region.trim();
+        if region.is_empty() {
+            return Err(ProviderError::InvalidConfig("region is empty".to_owned()));
+        }
+        let endpoint = spec
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        if let Some(endpoint) = endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ProviderError::InvalidConfig(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            )));
+        }
+
+        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12())
+            .region(Region::new(region.to_owned()))
+            .http_client(https_client())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(1)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            );
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let mut sdk: SdkConfig = loader.load().await;
+        let mut identity = identity;
+        if let Some(role) = spec.role.as_deref().filter(|r| !r.is_empty()) {
+            let assumed = AssumeRoleProvider::builder(role)
+                .session_name("secretsync")
+                .configure(&sdk)
+                .build()
+                .await;
+            sdk = sdk
+                .into_builder()
+                .credentials_provider(SharedCredentialsProvider::new(assumed))
+                .build();
+            identity = format!("role {role} (assumed with {identity})");
+        }
+        let mut config = aws_sdk_secretsmanager::config::Builder::from(&sdk);
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok(Aws {
+            client: Client::from_conf(config.build()),
+            region: region.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
+            identity,
+            batch_denied: AtomicBool::new(false),
+        })
+    }
+
+    /// Reads the secret `key` (name or ARN) at `version` (see the module docs for the
+    /// rule), by `GetSecretValue`.
+    pub async fn fetch(&self, key: &str, version: Option<&str>) -> Result<RemoteValue> {
+        if key.is_empty() {
+            return Err(ProviderError::InvalidConfig(
+                "the remote key (secret name or ARN) is empty".to_owned(),
+            ));
+        }
+        let selector = VersionSelector::parse(version);
+        let mut request = self.client.get_secret_value().secret_id(key);
+        request = match selector {
+            VersionSelector::Id(id) => request.version_id(id),
+            VersionSelector::Stage(stage) => request.version_stage(stage),
+        };
+        let shown = match selector {
+            _ if selector.is_current() => key.to_owned(),
+            VersionSelector::Id(v) | VersionSelector::Stage(v) => format!("{key}@{v}"),
+        };
+        match request.send().await {
+            Ok(out) => remote_value(&shown, out.version_id, out.secret_string, out.secret_binary),
+            Err(e) => Err(self.describe(e, &format!("reading secret {shown:?}"), &shown)),
+        }
+    }
+
+    /// Reads many secrets; results in the order of `refs`. The current versions go through
+    /// `BatchGetSecretValue` (at most 20 ids per call); pinned versions, and ids a batch
+    /// did not answer, are read one by one.
+    pub async fn fetch_many(&self, refs: &[(&str, Option<&str>)]) -> Vec<Result<RemoteValue>> {
+        let mut current: Vec<&str> = Vec::new();
+        for (key, version) in refs {
+            if VersionSelector::parse(*version).is_current()
+                && !key.is_empty()
+                && !current.contains(key)
+            {
+                current.push(key);
+            }
+        }
+        let mut batched = HashMap::new();
+        // One secret is one GetSecretValue either way.
+        if current.len() > 1 {
+            for chunk in current.chunks(BATCH_SIZE) {
+                self.batch_get(chunk, &mut batched).await;
+            }
+        }
+        let mut values = Vec::with_capacity(refs.len());
+        for (key, version) in refs {
+            let value = match batched.get(key) {
+                Some(result) if VersionSelector::parse(*version).is_current() => result.clone(),
+                _ => self.fetch(key, *version).await,
+            };
+            values.push(value);
+        }
+        values
+    }
+
+    /// One `BatchGetSecretValue` for `ids` (following its pages), recording each answer in
+    /// `out`. Ids it does not answer stay out of `out`.
+    async fn batch_get<'k>(
+        &self,
+        ids: &[&'k str],
+        out: &mut HashMap<&'k str, Result<RemoteValue>>,
+    ) {
+        if self.batch_denied.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut next_token = None;
+        loop {
+            let response = self
+                .client
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(ids.iter().map(|id| (*id).to_owned()).collect()))
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            let output = match response {
+                Ok(output) => output,
+                Err(e) => {
+                    match self.describe(e, "reading secrets (BatchGetSecretValue)", "") {
+                        ProviderError::PermissionDenied(_) => {
+                            tracing::info!(
+                                identity = %self.identity,
+                                "BatchGetSecretValue is not allowed; reading secrets one by one"
+                            );
+                            self.batch_denied.store(true, Ordering::Relaxed);
+                        }
+                        error => {
+                            for id in ids {
+                                out.entry(*id).or_insert_with(|| Err(error.clone()));
+                            }
+                        }
+                    }
+                    return;
+                }
+            };
+            for entry in output.secret_values.unwrap_or_default() {
+                let Some(id) = ids.iter().find(|id| {
+                    Some(**id) == entry.name.as_deref() || Some(**id) == entry.arn.as_deref()
+                }) else {
+                    continue;
+                };
+                let value = remote_value(
+                    id,
+                    entry.version_id,
+                    entry.secret_string,
+                    entry.secret_binary,
+                );
+                out.insert(*id, value);
+            }
+            for error in output.errors.unwrap_or_default() {
+                let Some(id) = ids
+                    .iter()
+                    .find(|id| Some(**id) == error.secret_id.as_deref())
+                else {
+                    continue;
+                };
+                let error = self.classify(
+                    error.error_code.as_deref(),
+                    error.message.as_deref(),
+                    None,
+                    &format!("reading secret {id:?}"),
+                    id,
+                );
+                out.insert(*id, Err(error));
+            }
+            match output.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => return,
+            }
+        }
+    }
+
+    /// The current value of every secret whose name matches `find.name.regexp` and that
+    /// has all of `find.tags`, in name order. Tags narrow `ListSecrets` on the server and
+    /// are checked exactly here; the name pattern is applied here.
+    pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
+        let matcher = Matcher::new(find, "aws", &["tags"])?;
+        let filters = tag_filters(&matcher);
+        let mut names = Vec::new();
+        let mut next_token = None;
+        loop {
+            let page = self
+                .client
+                .list_secrets()
+                .max_results(LIST_PAGE_SIZE)
+                .set_filters(filters.clone())
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| self.describe(e, "listing secrets (ListSecrets)", ""))?;
+            for entry in page.secret_list.unwrap_or_default() {
+                let tags: Vec<(&str, &str)> = entry
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?, t.value()?)))
+                    .collect();
+                let Some(name) = entry.name() else { continue };
+                if matcher.name_matches(name) && matcher.tags_match(&tags) {
+                    names.push(name.to_owned());
+                    if names.len() > MAX_FOUND {
+                        return Err(too_many());
+                    }
+                }
+            }
+            match page.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => break,
+            }
+        }
+        names.sort();
+        names.dedup();
+        let refs: Vec<(&str, Option<&str>)> = names.iter().map(|n| (n.as_str(), None)).collect();
+        let values = self.fetch_many(&refs).await;
+        names
+            .into_iter()
+            .zip(values)
+            .map(|(name, value)| Ok((name, value?)))
+            .collect()
+    }
+
+    /// Checks that AWS accepts the credentials, by listing one secret. A denial still
+    /// proves the credentials valid (AWS authenticated the request), and reading secrets
+    /// does not need `ListSecrets`, so it counts as success.
+    pub async fn check(&self) -> Result<()> {
+        let listed = self.client.list_secrets().max_results(1).send().await;
+        match listed {
+            Ok(_) => Ok(()),
+            Err(e) => match self.describe(e, "listing secrets to check the credentials", "") {
+                ProviderError::PermissionDenied(_) => Ok(()),
+                error => Err(error),
+            },
+        }
+    }
+
+    fn endpoint_text(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => format!("the {} regional endpoint", self.region),
+        }
+    }
+
+    /// The user-facing error for `error` while `doing` something; `key` names the secret
+    /// for a not-found error.
+    fn describe<E>(&self, error: SdkError<E>, doing: &str, key: &str) -> ProviderError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(found) = credentials_failure(&error) {
+            return found;
+        }
+        let endpoint = self.endpoint_text();
+        match &error {
+            SdkError::ServiceError(_) => {
+                let status = error.raw_response().map(|r| r.status().as_u16());
+                self.classify(error.code(), error.message(), status, doing, key)
+            }
+            SdkError::TimeoutError(_) => ProviderError::Unavailable(format!(
+                "no answer from Secrets Manager at {endpoint} {doing} within {}s",
+                OPERATION_TIMEOUT.as_secs()
+            )),
+            SdkError::DispatchFailure(_) => ProviderError::Unavailable(format!(
+                "cannot reach Secrets Manager at {endpoint} {doing}: {}",
+                root_cause(&error)
+            )),
+            SdkError::ConstructionFailure(_) => ProviderError::InvalidConfig(format!(
+                "cannot build the request {doing}: {}",
+                root_cause(&error)
+            )),
+            _ => ProviderError::Unavailable(format!(
+                "unexpected answer from Secrets Manager at {endpoint} {doing}"
+            )),
+        }
+    }
+
+    /// The error for an error code AWS answered with (a whole request's, or one secret's
+    /// in a batch).
+    fn classify(
+        &self,
+        code: Option<&str>,
+        message: Option<&str>,
+        status: Option<u16>,
+        doing: &str,
+        key: &str,
+    ) -> ProviderError {
+        let code = code.unwrap_or_default();
+        let detail = match (code, message.map(cut)) {
+            ("", None) => status.map_or_else(|| "no error code".to_owned(), |s| s.to_string()),
+            ("", Some(m)) => m,
+            (c, None) => c.to_owned(),
+            (c, Some(m)) => format!("{c}: {m}"),
+        };
+        let identity = &self.identity;
+        match code {
+            "ResourceNotFoundException" => ProviderError::NotFound {
+                key: key.to_owned(),
+            },
+            "AccessDeniedException" | "AccessDenied" | "DecryptionFailure" => {
+                ProviderError::PermissionDenied(format!(
+                    "{identity} may not do this {doing} ({detail}); check its IAM policy and \
+                     the secret's KMS key policy"
+                ))
+            }
+            "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "ExpiredTokenException"
+            | "ExpiredToken" => ProviderError::AuthFailed(format!(
+                "AWS rejected {identity} {doing} ({detail}); check that the credentials are \
+                 valid and not expired"
+            )),
+            "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "InternalServiceError"
+            | "InternalFailure"
+            | "ServiceUnavailable" => ProviderError::Unavailable(format!(
+                "Secrets Manager at {} failed {doing} ({detail})",
+                self.endpoint_text()
+            )),
+            // An error body the protocol cannot parse (moto answers auth failures in XML):
+            // the status still says what kind of failure it is.
+            _ if matches!(status, Some(401 | 403)) => ProviderError::AuthFailed(format!(
+                "AWS rejected {identity} {doing} ({detail}); check that the credentials are \
+                 valid and allowed to do this"
+            )),
+            _ if status.is_some_and(|s| s == 429 || s >= 500) => {
+                ProviderError::Unavailable(format!(
+                    "Secrets Manager at {} failed {doing} ({detail})",
+                    self.endpoint_text()
+                ))
+            }
+            _ => {
+                ProviderError::InvalidConfig(format!("Secrets Manager refused {doing} ({detail})"))
+            }
+        }
+    }
+}
+
+const DEFAULT_CHAIN: &str =
+    "the SDK's default credentials (environment, IRSA web identity or instance metadata)";
+
+/// The HTTPS client for every AWS call: rustls with ring, the provider kube uses. The SDK's
+/// default client would compile aws-lc-rs in as a second provider.
+fn https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// A secret version's value: its `SecretString`, or else its `SecretBinary`.
+fn remote_value(
+    key: &str,
+    version_id: Option<String>,
+    string: Option<String>,
+    binary: Option<Blob>,
+) -> Result<RemoteValue> {
+    let bytes = match (string, binary) {
+        (Some(text), _) => SecretBytes::from(text),
+        (None, Some(blob)) => SecretBytes::new(blob.into_inner()),
+        (None, None) => {
+            return Err(ProviderError::Unavailable(format!(
+                "Secrets Manager answered for secret {key:?} without a value"
+            )));
+        }
+    };
+    Ok(RemoteValue {
+        bytes,
+        version: version_id,
+    })
+}
+
+/// `ListSecrets` filters that narrow the listing to secrets with the wanted tag keys and
+/// values. `None` when there is nothing to filter on or the filters could not express it
+/// (too many tags, characters filters refuse); the tags are checked exactly afterwards.
+fn tag_filters(matcher: &Matcher<'_>) -> Option<Vec<Filter>> {
+    let tags = matcher.tags.filter(|t| !t.is_empty())?;
+    // The characters ListSecrets accepts in filter values, without a leading '!' (negation).
+    let filterable = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('!')
+            && s.len() <= 512
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " :_@/+=.-".contains(c))
+    };
+    if tags.len() > MAX_FILTER_VALUES || !tags.iter().all(|(k, v)| filterable(k) && filterable(v)) {
+        return None;
+    }
+    let filter = |key: FilterNameStringType, values: Vec<String>| {
+        Filter::builder().key(key).set_values(Some(values)).build()
+    };
+    Some(vec![
+        filter(FilterNameStringType::TagKey, tags.keys().cloned().collect()),
+        filter(
+            FilterNameStringType::TagValue,
+            tags.values().cloned().collect(),
+        ),
+    ])
+}
+
+/// When a request failed because no credentials could be had: the error that says so.
+/// Our own error (reading the access-key Secrets) is passed on as it was.
+fn credentials_failure(error: &(dyn std::error::Error + 'static)) -> Option<ProviderError> {
+    let chain = || std::iter::successors(Some(error), |e| e.source());
+    if let Some(ours) = chain().find_map(|e| e.downcast_ref::<ProviderError>()) {
+        return Some(ours.clone());
+    }
+    let credentials = chain().find_map(|e| e.downcast_ref::<CredentialsError>())?;
+    Some(match credentials {
+        CredentialsError::ProviderTimedOut(_) => ProviderError::Unavailable(format!(
+            "cannot get AWS credentials: {}",
+            root_cause(credentials)
+        )),
+        _ => ProviderError::AuthFailed(format!(
+            "no usable AWS credentials: {}",
+            root_cause(credentials)
+        )),
+    })
+}
+
+/// The innermost cause of `error`, for messages (addresses and causes, never payloads).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// `s` cut to 200 characters.
+fn cut(s: &str) -> String {
+    let mut cut: String = s.chars().take(200).collect();
+    if cut.len() < s.len() {
+        cut.push('…');
+    }
+    cut
+}
+
+impl fmt::Debug for Aws {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aws")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Access keys read from the Secrets an `auth.secretRef` names, each time the SDK asks
+/// (its identity cache keeps them for a while), so a rotated Secret takes effect.
+struct SecretRefCredentials {
+    ctx: ConnectContext,
+    refs: AwsSecretRef,
+    /// "Secret payments/aws", for messages.
+    location: String,
+}
+
+impl SecretRefCredentials {
+    const ID_FIELD: &str = "auth.secretRef.accessKeyIdSecretRef";
+    const SECRET_FIELD: &str = "auth.secretRef.secretAccessKeySecretRef";
+
+    /// Resolves the references' namespaces now, so a misplaced namespace is a store error.
+    fn new(ctx: &ConnectContext, refs: &AwsSecretRef) -> Result<Self> {
+        let id = &refs.access_key_id_secret_ref;
+        let secret = &refs.secret_access_key_secret_ref;
+        let id_ns = credentials::namespace_for(ctx, id.namespace.as_deref(), Self::ID_FIELD)?;
+        let secret_ns =
+            credentials::namespace_for(ctx, secret.namespace.as_deref(), Self::SECRET_FIELD)?;
+        let location = if (id_ns, &id.name) == (secret_ns, &secret.name) {
+            format!("Secret {id_ns}/{}", id.name)
+        } else {
+            format!(
+                "Secrets {id_ns}/{} and {secret_ns}/{}",
+                id.name, secret.name
+            )
+        };
+        Ok(Self {
+            ctx: ctx.clone(),
+            refs: refs.clone(),
+            location,
+        })
+    }
+
+    async fn load(&self) -> Result<Credentials, CredentialsError> {
+        let id = credentials::read_key(
+            &self.ctx,
+            &self.refs.access_key_id_secret_ref,
+            Self::ID_FIELD,
+        )
+        .await
+        .map_err(CredentialsError::provider_error)?;
+        let secret = credentials::read_key(
+            &self.ctx,
+            &self.refs.secret_access_key_secret_ref,
+            Self::SECRET_FIELD,
+        )
+        .await
+        .map_err(CredentialsError::provider_error)?;
+        Ok(Credentials::new(
+            id.expose_secret(),
+            secret.expose_secret(),
+            None,
+            None,
+            "secretsync-secret-ref",
+        ))
+    }
+}
+
+impl fmt::Debug for SecretRefCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRefCredentials")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProvideCredentials for SecretRefCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.load())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_shaped_versions_are_ids_and_the_rest_stages() {
+        let id = "3b8e3f7c-0c6e-4a57-9d8b-1f2a3b4c5d6e";
+        assert_eq!(VersionSelector::parse(Some(id)), VersionSelector::Id(id));
+        assert_eq!(
+            VersionSelector::parse(Some("AWSPREVIOUS")),
+            VersionSelector::Stage("AWSPREVIOUS")
+        );
+        assert_eq!(
+            VersionSelector::parse(Some("blue")),
+            VersionSelector::Stage("blue")
+        );
+        // Not quite a UUID: a stage.
+        let stage = "3b8e3f7c-0c6e-4a57-9d8b-1f2a3b4c5d6";
+        assert_eq!(
+            VersionSelector::parse(Some(stage)),
+            VersionSelector::Stage(stage)
+        );
+        for latest in [None, Some("")] {
+            assert!(VersionSelector::parse(latest).is_current());
+        }
+        assert!(VersionSelector::parse(Some("AWSCURRENT")).is_current());
+    }
+}

@@ -1,0 +1,417 @@
+//! A throwaway moto server (AWS emulator) per test, for AWS Secrets Manager.
+//!
+//! ```no_run
+//! use secretsync_testkit::moto::Moto;
+//!
+//! let Some(moto) = Moto::start() else { return }; // SECRETSYNC_SKIP_TOOLS opt-out
+//! let version_id = moto.create_secret("app/db", r#"{"password":"x"}"#, &[("team", "a")]);
+//! let endpoint = moto.endpoint(); // http://127.0.0.1:PORT, region moto.region()
+//! moto.record();                  // count requests from here on
+//! // ... the code under test ...
+//! assert_eq!(moto.recorded("BatchGetSecretValue"), 1);
+//! ```
+//!
+//! moto keeps everything in memory and accepts any credentials until
+//! [`Moto::enable_auth`]. The helpers here talk plain HTTP with a placeholder signature
+//! (moto routes a request by the service in its credential scope), so they work only
+//! while authentication is off: seed first, then enable it. Requests are counted with
+//! moto's recorder, which appends each request to a file in the handle's temporary
+//! directory.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::{ChildGuard, TempDir, free_port, require_tool};
+
+/// How long moto may take to answer after being spawned (it imports a lot of Python).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The region every helper uses; secrets in moto are per region.
+const REGION: &str = "us-east-1";
+/// Access key id on the helpers' requests; moto ignores it while authentication is off.
+const HELPER_KEY_ID: &str = "AKIDSECRETSYNCTESTKIT";
+
+/// A running moto server, killed when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    // Dropped first: the server stops before its directory is removed.
+    child: Option<ChildGuard>,
+    bin: PathBuf,
+    port: u16,
+    dir: TempDir,
+}
+
+/// An HTTP answer from moto.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits until it answers.
+    ///
+    /// `None` when `moto_server` is missing and the developer set `SECRETSYNC_SKIP_TOOLS`
+    /// (the test should return early); panics when it is missing otherwise, or when the
+    /// server does not come up (with its log).
+    pub fn start() -> Option<Moto> {
+        let bin = require_tool("moto_server")?;
+        let mut moto = Moto {
+            child: None,
+            bin,
+            port: free_port(),
+            dir: TempDir::new("moto"),
+        };
+        moto.spawn();
+        Some(moto)
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint override for clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The region the helpers create secrets in.
+    pub fn region(&self) -> &'static str {
+        REGION
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where the server's stdout and stderr go.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn recording_path(&self) -> PathBuf {
+        self.dir.path().join("recording.jsonl")
+    }
+
+    /// Calls Secrets Manager action `action` (`CreateSecret`, …) with a JSON body and
+    /// returns the answer, whatever its status.
+    pub fn secretsmanager(&self, action: &str, body: &Value) -> Answer {
+        let headers = [
+            ("X-Amz-Target", format!("secretsmanager.{action}")),
+            ("Content-Type", "application/x-amz-json-1.1".to_owned()),
+            ("Authorization", placeholder_authorization("secretsmanager")),
+        ];
+        self.request("POST", "/", &headers, body.to_string().as_bytes())
+    }
+
+    /// Like [`Moto::secretsmanager`], but panics (with the answer) unless it succeeds, and
+    /// returns the answer's JSON.
+    pub fn secretsmanager_ok(&self, action: &str, body: &Value) -> Value {
+        let answer = self.secretsmanager(action, body);
+        assert!(
+            answer.status == 200,
+            "{action} failed ({}): {}",
+            answer.status,
+            answer.body
+        );
+        serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("{action}: answer is not JSON ({e}): {}", answer.body))
+    }
+
+    /// Creates secret `name` with a string value and tags; returns its VersionId.
+    pub fn create_secret(&self, name: &str, value: &str, tags: &[(&str, &str)]) -> String {
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect();
+        let answer = self.secretsmanager_ok(
+            "CreateSecret",
+            &json!({"Name": name, "SecretString": value, "Tags": tags}),
+        );
+        version_id(&answer)
+    }
+
+    /// Creates secret `name` with a binary value; returns its VersionId.
+    pub fn create_binary_secret(&self, name: &str, value: &[u8]) -> String {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        let answer = self.secretsmanager_ok(
+            "CreateSecret",
+            &json!({"Name": name, "SecretBinary": encoded}),
+        );
+        version_id(&answer)
+    }
+
+    /// Writes a new current version of secret `name` (the old one becomes AWSPREVIOUS);
+    /// returns its VersionId.
+    pub fn put_secret_value(&self, name: &str, value: &str) -> String {
+        let answer = self.secretsmanager_ok(
+            "PutSecretValue",
+            &json!({"SecretId": name, "SecretString": value}),
+        );
+        version_id(&answer)
+    }
+
+    /// Starts counting requests afresh: what moto received so far is forgotten.
+    pub fn record(&self) {
+        for call in ["reset-recording", "start-recording"] {
+            let answer = self.request("POST", &format!("/moto-api/recorder/{call}"), &[], b"");
+            assert!(
+                answer.status == 200,
+                "moto recorder {call} failed ({}): {}",
+                answer.status,
+                answer.body
+            );
+        }
+    }
+
+    /// How many Secrets Manager `action` requests (`BatchGetSecretValue`, …) moto received
+    /// since [`Moto::record`].
+    pub fn recorded(&self, action: &str) -> usize {
+        let target = format!("secretsmanager.{action}");
+        let Ok(text) = std::fs::read_to_string(self.recording_path()) else {
+            return 0;
+        };
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| {
+                entry["headers"].as_object().is_some_and(|headers| {
+                    headers.iter().any(|(name, value)| {
+                        name.eq_ignore_ascii_case("x-amz-target")
+                            && value.as_str() == Some(target.as_str())
+                    })
+                })
+            })
+            .count()
+    }
+
+    /// Turns authentication on and returns access keys (id, secret) of an IAM user allowed
+    /// every Secrets Manager action. From then on moto checks every signature: unknown keys
+    /// are refused with `InvalidClientTokenId`, wrong secrets with `SignatureDoesNotMatch`,
+    /// and the helpers of this type no longer work.
+    pub fn enable_auth(&self) -> (String, String) {
+        // moto authenticates once it has served this many actions: the three calls below.
+        let answer = self.request("POST", "/moto-api/reset-auth", &[], b"3");
+        assert!(
+            answer.status == 200,
+            "moto reset-auth failed ({}): {}",
+            answer.status,
+            answer.body
+        );
+        let user = "secretsync";
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}],
+        })
+        .to_string();
+        self.iam_ok(&[("Action", "CreateUser"), ("UserName", user)]);
+        self.iam_ok(&[
+            ("Action", "PutUserPolicy"),
+            ("UserName", user),
+            ("PolicyName", "secretsmanager"),
+            ("PolicyDocument", &policy),
+        ]);
+        let keys = self.iam_ok(&[("Action", "CreateAccessKey"), ("UserName", user)]);
+        (
+            xml_text(&keys, "AccessKeyId"),
+            xml_text(&keys, "SecretAccessKey"),
+        )
+    }
+
+    /// An IAM (query protocol) call that must succeed; returns the XML answer.
+    fn iam_ok(&self, params: &[(&str, &str)]) -> String {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .append_pair("Version", "2010-05-08")
+            .finish();
+        let headers = [
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("Authorization", placeholder_authorization("iam")),
+        ];
+        let answer = self.request("POST", "/", &headers, body.as_bytes());
+        assert!(
+            answer.status == 200,
+            "IAM {params:?} failed ({}): {}",
+            answer.status,
+            answer.body
+        );
+        answer.body
+    }
+
+    /// Kills the server (SIGKILL), for outage tests: requests then fail with "connection
+    /// refused" until [`Moto::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.stop();
+        }
+    }
+
+    /// Starts a fresh server on the same port. It is in-memory: everything is gone.
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path().display()));
+        let log_err = log.try_clone().expect("clone the log file handle");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-H")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .env("MOTO_RECORDER_FILEPATH", self.recording_path())
+            // Keeps moto away from the developer's own AWS configuration.
+            .env("HOME", self.dir.path())
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut child = ChildGuard::spawn("moto_server", &mut cmd)
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.try_request("GET", "/moto-api/", &[], b"").is_some() {
+                break;
+            }
+            if let Some(status) = child.try_wait() {
+                panic!(
+                    "moto_server exited with {status} before answering; log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                child.stop();
+                panic!(
+                    "moto_server did not answer on {} within {START_TIMEOUT:?}; log:\n{}",
+                    self.endpoint(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Answer {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|| panic!("moto at {} did not answer {method} {path}", self.endpoint()))
+    }
+
+    /// One HTTP/1.0 exchange (the server closes the connection after answering), which
+    /// keeps the test kit free of an HTTP client. `None` when nothing answers.
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Option<Answer> {
+        let timeout = Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+        stream.set_read_timeout(Some(timeout)).ok()?;
+        stream.set_write_timeout(Some(timeout)).ok()?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body).ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).ok()?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.get(9..12)?.parse().ok()?;
+        Some(Answer {
+            status,
+            body: body.to_owned(),
+        })
+    }
+}
+
+/// An `Authorization` header moto routes by (service and region in the credential scope)
+/// but does not verify while authentication is off.
+fn placeholder_authorization(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={HELPER_KEY_ID}/20240101/{REGION}/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    )
+}
+
+fn version_id(answer: &Value) -> String {
+    answer["VersionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no VersionId in {answer}"))
+        .to_owned()
+}
+
+/// The text of the first `<tag>` element of an XML answer.
+fn xml_text(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    xml.split_once(&open)
+        .and_then(|(_, rest)| rest.split_once(&close))
+        .map(|(text, _)| text.trim().to_owned())
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_seeds_counts_and_stops() {
+        let Some(mut moto) = Moto::start() else {
+            return;
+        };
+        assert!(moto.endpoint().starts_with("http://127.0.0.1:"));
+        let first = moto.create_secret("app/db", "one", &[("team", "a")]);
+        let second = moto.put_secret_value("app/db", "two");
+        assert_ne!(first, second);
+        moto.record();
+        let got = moto.secretsmanager_ok("GetSecretValue", &json!({"SecretId": "app/db"}));
+        assert_eq!(got["SecretString"], "two");
+        assert_eq!(got["VersionId"], second.as_str());
+        let missing = moto.secretsmanager("GetSecretValue", &json!({"SecretId": "nope"}));
+        assert!(missing.status >= 400, "{}", missing.body);
+        assert!(
+            missing.body.contains("ResourceNotFoundException"),
+            "{}",
+            missing.body
+        );
+        assert_eq!(moto.recorded("GetSecretValue"), 2);
+        assert_eq!(moto.recorded("PutSecretValue"), 0);
+
+        moto.stop();
+        assert!(!moto.is_running());
+        assert!(moto.try_request("GET", "/moto-api/", &[], b"").is_none());
+        moto.start_again();
+        let gone = moto.secretsmanager("GetSecretValue", &json!({"SecretId": "app/db"}));
+        assert!(
+            gone.body.contains("ResourceNotFoundException"),
+            "in-memory: {}",
+            gone.body
+        );
+    }
+}
