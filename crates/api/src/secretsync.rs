@@ -27,7 +27,7 @@ pub const MAX_TOMBSTONES: usize = 20;
     namespaced,
     status = "SecretSyncStatus",
     shortname = "ssync",
-    category = "secretsync",
+    category = "secretsync-all",
     doc = "Which remote values become which immutable, version-suffixed Secret, and which workloads follow it",
     printcolumn = r#"{"name":"Store","type":"string","jsonPath":".spec.storeRef.name"}"#,
     printcolumn = r#"{"name":"Version","type":"integer","description":"Newest version made","jsonPath":".status.currentVersion"}"#,
@@ -270,6 +270,36 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
+    /// What happens when a rollout fails. `Hold` (default): stay and report. `Rollback`:
+    /// targets return to the newest earlier version that is not revoked. (This operator
+    /// version implements `Hold` only and refuses `Rollback` with InvalidSpec.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+    /// Targets move only inside these windows; versions are made at any time. (Not yet
+    /// implemented by this operator version, which refuses them with InvalidSpec.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Vec<RolloutWindow>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    #[default]
+    Hold,
+    Rollback,
+}
+
+/// A cron-style window in which targets may move.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutWindow {
+    /// Cron schedule of the window's start (five fields).
+    pub schedule: String,
+    /// How long the window stays open.
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub duration: String,
+    /// IANA time zone of the schedule; default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 #[derive(

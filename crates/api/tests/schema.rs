@@ -35,7 +35,8 @@ fn names_scope_and_columns() {
     assert_eq!(sync.spec.names.short_names, Some(vec!["ssync".to_string()]));
     assert_eq!(
         sync.spec.names.categories,
-        Some(vec!["secretsync".to_string()])
+        Some(vec!["secretsync-all".to_string()]),
+        "a category named like a kind would shadow `kubectl get secretsync NAME`"
     );
     let version = &sync.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");

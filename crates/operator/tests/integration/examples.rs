@@ -120,12 +120,31 @@ async fn crds_load_in_real_kubectl_and_the_fake_example_syncs() {
         );
     }
     let by_category = kubectl
-        .ok(&["get", "secretsync", "-n", "payments", "-o", "name"])
+        .ok(&["get", "secretsync-all", "-n", "payments", "-o", "name"])
         .await;
     assert!(
-        by_category.contains("secretsync.secretsync.io/db"),
+        by_category.contains("secretsync.secretsync.io/db")
+            && by_category.contains("secretstore.secretsync.io/demo-store"),
         "{by_category}"
     );
+    // The singular name, as on-call engineers type it, names exactly one kind.
+    let one = kubectl
+        .ok(&["get", "secretsync", "db", "-n", "payments", "-o", "name"])
+        .await;
+    assert_eq!(one.trim(), "secretsync.secretsync.io/db");
+    kubectl
+        .ok(&[
+            "patch",
+            "secretsync",
+            "db",
+            "-n",
+            "payments",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"labels":{"team":"payments"}}}"#,
+        ])
+        .await;
     env.stop_operator().await;
 }
 
