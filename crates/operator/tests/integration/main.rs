@@ -5,6 +5,7 @@ mod common;
 mod examples;
 mod failures;
 mod leak;
+mod rbac;
 mod rollout;
 mod sync;
 mod vault;
