@@ -7,7 +7,7 @@
 # storage under the work directory and the vfs driver, which needs neither overlayfs nor
 # user namespaces. The check unpacks the image with umoci, runs the binary from the rootfs
 # as uid 65532 with chroot (--help, then against a sandbox API server reached by a host name
-# from /etc/hosts, proving name resolution in the static binary), and reads the image config
+# from a DNS server, proving name resolution in the static binary), and reads the image config
 # with skopeo. Installs buildah, umoci and skopeo from Debian when missing (CI runs as root).
 #
 #   scripts/image.sh            # image at $IMAGE_DIR (default $CARGO_TARGET_DIR/image/oci)
@@ -46,8 +46,9 @@ echo "$binary: $(ldd "$binary" 2>&1 | head -1 | sed 's/^[[:space:]]*//'), $(du -
 work=$(mktemp -d)
 sandbox_pid=
 operator_pid=
+dns_pid=
 cleanup() {
-  for pid in "$operator_pid" "$sandbox_pid"; do
+  for pid in "$operator_pid" "$sandbox_pid" "$dns_pid"; do
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   done
   if [ -n "${ctr:-}" ]; then bah rm "$ctr" >/dev/null 2>&1 || true; fi
@@ -98,8 +99,8 @@ chroot --userspec=65532:65532 "$rootfs" /secretsync-operator --help | head -3
 # What the container runtime gives every container and chroot does not: the default device
 # nodes of the OCI runtime spec (the static binary's getrandom falls back to /dev/urandom, as
 # glibc's getrandom cannot be looked up with dlsym there) and, from the kubelet, /etc/hosts
-# and /etc/resolv.conf. Then talk to a sandbox API server by name, as the operator talks to
-# kubernetes.default.svc.
+# and /etc/resolv.conf. Then talk to a sandbox API server by a name only a DNS server knows
+# (scripts/dns-stub.py on 127.0.0.53), as the operator talks to kubernetes.default.svc.
 mkdir -p "$rootfs/dev"
 for node in "null 1 3" "zero 1 5" "random 1 8" "urandom 1 9"; do
   set -- $node # split "name major minor"
@@ -112,8 +113,11 @@ sandbox_pid=$!
 for _ in $(seq 100); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
 [ -s "$work/kubeconfig" ] || { cat "$work/sandbox.log"; exit 1; }
 port=$(sed -n 's|.*server: http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/kubeconfig")
-printf '127.0.0.1 localhost\n127.0.0.1 api.sandbox.test\n' >"$rootfs/etc/hosts"
-: >"$rootfs/etc/resolv.conf"
+python3 scripts/dns-stub.py 127.0.0.53 api.sandbox.test >"$work/dns.log" 2>&1 &
+dns_pid=$!
+for _ in $(seq 50); do [ -s "$work/dns.log" ] && break; sleep 0.1; done
+printf '127.0.0.1 localhost\n' >"$rootfs/etc/hosts"
+printf 'nameserver 127.0.0.53\noptions timeout:1 attempts:2\n' >"$rootfs/etc/resolv.conf"
 sed "s|http://127.0.0.1:$port|http://api.sandbox.test:$port|" "$work/kubeconfig" >"$rootfs/kubeconfig"
 chmod 0644 "$rootfs/kubeconfig"
 .venv/bin/kubectl --kubeconfig "$work/kubeconfig" apply -f crds/ >/dev/null
@@ -123,7 +127,7 @@ KUBECONFIG=/kubeconfig chroot --userspec=65532:65532 "$rootfs" /secretsync-opera
 operator_pid=$!
 for _ in $(seq 150); do grep -q 'caches ready' "$work/operator.log" && break; sleep 0.2; done
 grep -q 'caches ready' "$work/operator.log" || { echo "image: the operator did not start:" >&2; cat "$work/operator.log" >&2; exit 1; }
-echo "the operator in the image reached api.sandbox.test:$port and filled its caches"
+echo "the operator in the image resolved api.sandbox.test through DNS, reached the sandbox on port $port and filled its caches"
 
 step "size"
 layer_bytes=$(jq '[.layers[].size] | add' "$IMAGE_DIR/blobs/sha256/$(jq -r '.manifests[0].digest' "$IMAGE_DIR/index.json" | cut -d: -f2)")
