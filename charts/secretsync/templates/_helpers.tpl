@@ -59,11 +59,11 @@ Secrets that is never used).
 */}}
 {{- define "secretsync.namespacedRules" -}}
 # SecretSyncs are the controller's input (list/watch). The finalizer is added and removed by
-# JSON patch (kube-runtime's finalizer helper); a SecretSync the operator cannot decode gets
-# its finalizer dropped by merge patch.
+# JSON patch (kube-runtime's finalizer helper); a SecretSync the operator cannot decode is
+# read untyped (get) to report it, and its finalizer dropped by merge patch.
 - apiGroups: ["secretsync.io"]
   resources: ["secretsyncs"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status (versions, rollout, conditions) is written by server-side apply to /status.
 - apiGroups: ["secretsync.io"]
   resources: ["secretsyncs/status"]
