@@ -24,7 +24,7 @@ start=$SECONDS
 step() { printf '\n== image: %s\n' "$*"; }
 
 missing=()
-for tool in buildah umoci skopeo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in buildah umoci skopeo jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 [ -f "$CA_BUNDLE" ] || missing+=(ca-certificates)
 if [ "${#missing[@]}" -gt 0 ]; then
   step "installing ${missing[*]} (Debian)"
