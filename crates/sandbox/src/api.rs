@@ -28,6 +28,7 @@ pub struct Core {
     pub signer: Signer,
     pub ready_delay: Duration,
     pub nodes: u32,
+    pub cluster_ips: crate::kinds::ClusterIps,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -991,7 +992,7 @@ impl Core {
                     "storedVersions": stored,
                 });
             }
-            _ => {}
+            (group, kind) => crate::kinds::defaults(group, kind, old, new, &self.cluster_ips),
         }
         Ok(())
     }
@@ -1069,6 +1070,7 @@ impl Core {
                 ));
             }
         }
+        crate::kinds::validate(&def.group, &def.kind, old, new, causes);
         if def.kind == "CustomResourceDefinition" {
             let group = new
                 .pointer("/spec/group")

@@ -40,6 +40,8 @@ pub fn builtin_list_type(path: &[String]) -> ListType {
         {
             key("containerPort")
         }
+        // A Service's ports (`spec.ports`; no other built-in kind has a list there).
+        "ports" if path.len() == 2 && path[0] == "spec" => key("port"),
         "conditions" => key("type"),
         "ownerReferences" => key("uid"),
         "hostAliases" => key("ip"),

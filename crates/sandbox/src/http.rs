@@ -20,6 +20,7 @@ use crate::patch::PatchType;
 use crate::render::{Render, render};
 use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::stats::StatKey;
 use crate::store::Key;
 use crate::tokens;
 use crate::watch::{self as watchmod, WatchParams};
@@ -285,7 +286,18 @@ async fn resource(
             ));
         }
     };
-    core.stats.record(verb, group, plural, &sub);
+    core.stats.record(StatKey {
+        verb: verb.into(),
+        group: group.into(),
+        resource: plural.into(),
+        subresource: sub.clone(),
+        namespace: t.namespace.clone(),
+        user: headers
+            .get("impersonate-user")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .into(),
+    });
     if def.is_virtual() && verb != "create" {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",

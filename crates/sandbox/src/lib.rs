@@ -33,6 +33,7 @@ pub mod events;
 pub mod fields;
 pub mod gc;
 pub mod http;
+pub mod kinds;
 pub mod objmeta;
 pub mod patch;
 pub mod proto;
@@ -56,7 +57,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-pub use stats::{StatCount, StatKey, Stats};
+pub use stats::{Scope, StatCount, StatKey, Stats};
 pub use tokens::PLACEHOLDER_CA_PEM;
 
 use api::Core;
@@ -137,6 +138,7 @@ impl SandboxBuilder {
             signer: tokens::Signer::new(),
             ready_delay: self.ready_delay,
             nodes: self.nodes,
+            cluster_ips: kinds::ClusterIps::default(),
         });
         for ns in ["default", "kube-system", "kube-public"] {
             seed_namespace(&core, ns);
@@ -251,6 +253,16 @@ impl Sandbox {
         let mut config =
             kube::Config::new(self.url.parse().expect("the sandbox URL is a valid URI"));
         config.default_namespace = "default".into();
+        kube::Client::try_from(config).expect("a client for a plain-HTTP URL always builds")
+    }
+
+    /// A kube client that acts as `user` (the `Impersonate-User` header), so that
+    /// [`Sandbox::stats`] can tell its requests apart. Nothing is authorized differently.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let mut config =
+            kube::Config::new(self.url.parse().expect("the sandbox URL is a valid URI"));
+        config.default_namespace = "default".into();
+        config.auth_info.impersonate = Some(user.into());
         kube::Client::try_from(config).expect("a client for a plain-HTTP URL always builds")
     }
 

@@ -1,4 +1,6 @@
-//! Request accounting: how many requests of each verb hit each resource.
+//! Request accounting: how many requests of each verb hit each resource, in which
+//! namespace and as which user — what an RBAC check needs to know about the calls a
+//! client made.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -6,12 +8,49 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// One counted request class.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StatKey {
     pub verb: String,
     pub group: String,
     pub resource: String,
     pub subresource: String,
+    /// The namespace in the URL; empty for cluster-scoped resources and for lists and
+    /// watches across all namespaces, which only a ClusterRole can grant.
+    #[serde(default)]
+    pub namespace: String,
+    /// Who asked: the `Impersonate-User` header (kubectl `--as`, kube's
+    /// `AuthInfo::impersonate`), empty when absent. The sandbox authenticates nobody, so
+    /// this is how a test tells its own requests from those of the client under test.
+    #[serde(default)]
+    pub user: String,
+}
+
+/// Where a request's permission must come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// A request in one namespace: a Role there or a ClusterRole can grant it.
+    Namespaced,
+    /// A cluster-scoped resource or an all-namespaces list/watch: only a ClusterRole can.
+    Cluster,
+}
+
+impl StatKey {
+    pub fn scope(&self) -> Scope {
+        if self.namespace.is_empty() {
+            Scope::Cluster
+        } else {
+            Scope::Namespaced
+        }
+    }
+
+    /// `resource` or `resource/subresource`, as RBAC rules name it.
+    pub fn rbac_resource(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
 }
 
 /// One request class and how many requests it saw.
@@ -77,6 +116,11 @@ impl Stats {
     pub fn total(&self) -> u64 {
         self.requests.iter().map(|c| c.count).sum()
     }
+
+    /// The request classes `user` made (see [`StatKey::user`]).
+    pub fn by_user<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a StatCount> + 'a {
+        self.requests.iter().filter(move |c| c.key.user == user)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,13 +129,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn record(&self, verb: &str, group: &str, resource: &str, subresource: &str) {
-        let key = StatKey {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: subresource.into(),
-        };
+    pub fn record(&self, key: StatKey) {
         *self
             .counts
             .lock()

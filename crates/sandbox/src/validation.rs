@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
+    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 
@@ -26,6 +27,15 @@ fn typed_roundtrip(group: &str, kind: &str, v: &Value) -> Option<Result<Value, S
         ("", "Pod") => roundtrip::<core::Pod>(v),
         ("", "ServiceAccount") => roundtrip::<core::ServiceAccount>(v),
         ("", "Event") => roundtrip::<core::Event>(v),
+        ("", "Service") => roundtrip::<core::Service>(v),
+        ("rbac.authorization.k8s.io", "Role") => roundtrip::<rbac::Role>(v),
+        ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<rbac::ClusterRole>(v),
+        ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<rbac::RoleBinding>(v),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            roundtrip::<rbac::ClusterRoleBinding>(v)
+        }
+        ("policy", "PodDisruptionBudget") => roundtrip::<policy::PodDisruptionBudget>(v),
+        ("networking.k8s.io", "NetworkPolicy") => roundtrip::<networking::NetworkPolicy>(v),
         ("apps", "Deployment") => roundtrip::<apps::Deployment>(v),
         ("apps", "StatefulSet") => roundtrip::<apps::StatefulSet>(v),
         ("apps", "DaemonSet") => roundtrip::<apps::DaemonSet>(v),

@@ -9,6 +9,7 @@ mod leader;
 mod leak;
 mod ownership;
 mod process;
+mod rbac;
 mod rollout;
 mod sharding;
 mod stores;

@@ -6,6 +6,7 @@ mod common;
 mod controller;
 mod crds;
 mod crud;
+mod deploy_kinds;
 mod kubectl;
 mod lifecycle;
 mod patches;
