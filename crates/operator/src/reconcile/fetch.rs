@@ -42,12 +42,13 @@ pub fn plan(spec: &SecretSyncSpec) -> Vec<Read> {
     reads.into_iter().collect()
 }
 
-/// How long a value read for one SecretSync serves the others: a tenth of the refresh
-/// interval, between 1 s and a minute. SecretSyncs of one store refresh together (see
-/// `version::due_at`), so this covers them without serving stale values for long.
+/// How long a value read for one SecretSync serves the others: half the refresh interval,
+/// between 1 s and a minute. SecretSyncs of one store refresh together on its grid (see
+/// `version::due_at`), so one read serves them all, and the next window, an interval
+/// later, always reads again.
 pub fn shared_for(spec: &SecretSyncSpec) -> Duration {
     spec.refresh_interval()
-        .map(|i| i / 10)
+        .map(|i| i / 2)
         .unwrap_or(Duration::from_secs(5))
         .clamp(Duration::from_secs(1), Duration::from_secs(60))
 }

@@ -1,6 +1,7 @@
 //! The operator against the sandbox API server (and real OpenBao where a test says so).
 //! One test binary, so the harness is shared and linked once.
 
+mod aws;
 mod common;
 mod endpoints;
 mod examples;

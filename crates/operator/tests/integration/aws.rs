@@ -1,0 +1,295 @@
+//! The operator against a real AWS Secrets Manager emulator (moto): versions follow the
+//! backend, shared remote keys are read once per refresh window however many SecretSyncs
+//! use them, and each failure is reported with its reason while Secrets stay intact.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use secretsync_api::{SecretStore, SecretSync};
+use secretsync_testkit::moto::Moto;
+use serde_json::json;
+
+use crate::common::Env;
+
+/// Static credentials and a SecretStore `aws` pointing at `moto`.
+async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws"},
+        "stringData": {"id": key_id, "secret": secret_key},
+    }))
+    .unwrap();
+    env.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let store: SecretStore = serde_json::from_value(json!({
+        "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": "aws"},
+        "spec": {"refreshInterval": "1s", "provider": {"aws": {
+            "region": moto.region(),
+            "endpoint": moto.endpoint(),
+            "auth": {"secretRef": {
+                "accessKeyIdSecretRef": {"name": "aws", "key": "id"},
+                "secretAccessKeySecretRef": {"name": "aws", "key": "secret"},
+            }},
+        }}},
+    }))
+    .unwrap();
+    env.api::<SecretStore>()
+        .create(&PostParams::default(), &store)
+        .await
+        .unwrap();
+}
+
+fn data(secret: &Secret) -> std::collections::BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+#[tokio::test]
+async fn versions_follow_aws_secrets_manager() {
+    let Some(moto) = Moto::start() else { return };
+    let db = moto.create_secret(
+        "app/db",
+        r#"{"password":"first","owner":{"user":"app"}}"#,
+        &[],
+    );
+    moto.create_binary_secret("app/cert", b"\x00\x01binary\xff");
+    moto.create_secret("app/config", r#"{"host":"db.internal","port":"5432"}"#, &[]);
+    moto.create_secret("app/payments/api", "api-key", &[("team", "payments")]);
+    moto.create_secret("app/payments/queue", "queue-key", &[("team", "payments")]);
+    moto.create_secret("app/payments/other", "not-tagged", &[]);
+    let env = Env::start("payments").await;
+    aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
+    env.create::<SecretSync>(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {name: db}
+spec:
+  storeRef: {name: aws}
+  refreshInterval: 1s
+  data:
+    - {secretKey: password, remoteRef: {key: app/db, property: password}}
+    - {secretKey: user, remoteRef: {key: app/db, property: owner.user}}
+    - {secretKey: cert, remoteRef: {key: app/cert}}
+  dataFrom:
+    - extract: {key: app/config}
+    - find: {name: {regexp: "^app/payments/"}, tags: {team: payments}}
+      rewrite: {regexp: {source: "^app/payments/", target: ""}}
+"#,
+    )
+    .await;
+    let synced = env.wait_version("db", 1).await;
+    let v1 = data(&env.secret("db-v1").await.unwrap());
+    let expected: [(&str, &[u8]); 7] = [
+        ("api", b"api-key"),
+        ("cert", b"\x00\x01binary\xff"),
+        ("host", b"db.internal"),
+        ("password", b"first"),
+        ("port", b"5432"),
+        ("queue", b"queue-key"),
+        ("user", b"app"),
+    ];
+    assert_eq!(
+        v1,
+        expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    );
+    let sources = synced.status.unwrap().versions[0]
+        .source_versions
+        .clone()
+        .unwrap();
+    assert_eq!(sources["app/db"], db);
+    assert!(sources.contains_key("app/payments/api") && sources.contains_key("app/cert"));
+
+    // A new value in AWS becomes v2 at the next refresh, with the new VersionId.
+    let second = moto.put_secret_value("app/db", r#"{"password":"second","owner":{"user":"app"}}"#);
+    let synced = env.wait_version("db", 2).await;
+    assert_eq!(
+        data(&env.secret("db-v2").await.unwrap())["password"],
+        b"second"
+    );
+    assert_eq!(
+        data(&env.secret("db-v1").await.unwrap())["password"],
+        b"first"
+    );
+    assert_eq!(
+        synced.status.unwrap().versions[0]
+            .source_versions
+            .as_ref()
+            .unwrap()["app/db"],
+        second
+    );
+    // The store says it works.
+    let store = env
+        .wait_for::<SecretStore, _>("aws", "store aws Ready", |s| {
+            s.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.status == "True")
+                .map(|_| s.clone())
+        })
+        .await;
+    assert_eq!(store.status.unwrap().provider.as_deref(), Some("aws"));
+}
+
+/// 100 SecretSyncs over 5 remote keys in one store: each refresh window costs at most one
+/// read per key at moto, not one per SecretSync.
+#[tokio::test]
+async fn shared_remote_keys_are_read_once_per_refresh_window() {
+    const SYNCS: usize = 100;
+    const KEYS: usize = 5;
+    const INTERVAL: Duration = Duration::from_secs(4);
+    let Some(moto) = Moto::start() else { return };
+    for k in 0..KEYS {
+        moto.create_secret(
+            &format!("app/k{k}"),
+            &format!(r#"{{"password":"p{k}"}}"#),
+            &[],
+        );
+    }
+    let env = Env::start("payments").await;
+    aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
+    for i in 0..SYNCS {
+        env.create::<SecretSync>(&format!(
+            r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: s{i}}}
+spec:
+  storeRef: {{name: aws}}
+  refreshInterval: 4s
+  data: [{{secretKey: password, remoteRef: {{key: app/k{}, property: password}}}}]
+"#,
+            i % KEYS
+        ))
+        .await;
+    }
+    for i in 0..SYNCS {
+        env.wait_version(&format!("s{i}"), 1).await;
+    }
+    moto.record();
+    let refreshes_before = env.operator().metrics.backend_requests();
+    // An observation window of three refresh intervals.
+    let window = INTERVAL * 3;
+    tokio::time::sleep(window).await;
+    let reads = moto.recorded("GetSecretValue") + moto.recorded("BatchGetSecretValue");
+    let refreshed = env.operator().metrics.backend_requests() - refreshes_before;
+    eprintln!(
+        "{SYNCS} SecretSyncs over {KEYS} keys, {window:?}: {reads} reads at moto, {refreshed} counted by the operator"
+    );
+    assert!(reads >= KEYS, "the SecretSyncs did refresh ({reads} reads)");
+    // Three windows, plus one that the observation may cut in two.
+    assert!(
+        reads <= KEYS * 4,
+        "{reads} backend reads for {SYNCS} SecretSyncs over {KEYS} keys in {window:?} \
+         ({refreshed} counted by the operator)"
+    );
+    assert_eq!(
+        env.version_secrets("s0").await,
+        ["s0-v1"],
+        "nothing changed"
+    );
+}
+
+/// Waits until the object's Ready condition is False with `reason`.
+async fn wait_reason<K>(env: &Env, name: &str, reason: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Conditions,
+{
+    env.wait_for::<K, _>(name, &format!("{name} Ready=False {reason}"), |o| {
+        o.conditions()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+            .then_some(())
+    })
+    .await;
+}
+
+trait Conditions {
+    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+}
+
+impl Conditions for SecretSync {
+    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .clone()
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+    }
+}
+
+impl Conditions for SecretStore {
+    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .clone()
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn aws_failures_say_why_and_keep_the_secrets() {
+    let Some(mut moto) = Moto::start() else {
+        return;
+    };
+    moto.create_secret("app/db", r#"{"password":"kept"}"#, &[]);
+    let env = Env::start("payments").await;
+    aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
+    let sync = |name: &str, key: &str| {
+        format!(
+            r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: aws}}
+  refreshInterval: 1s
+  data: [{{secretKey: password, remoteRef: {{key: {key}, property: password}}}}]
+"#
+        )
+    };
+    env.create::<SecretSync>(&sync("db", "app/db")).await;
+    env.wait_version("db", 1).await;
+
+    // A key that does not exist.
+    env.create::<SecretSync>(&sync("missing", "app/nowhere"))
+        .await;
+    wait_reason::<SecretSync>(&env, "missing", "RemoteKeyNotFound").await;
+
+    // The server goes away: the refresh fails as unavailable, db-v1 stays.
+    moto.stop();
+    wait_reason::<SecretSync>(&env, "db", "ProviderUnavailable").await;
+    wait_reason::<SecretStore>(&env, "aws", "ProviderUnavailable").await;
+    assert_eq!(
+        data(&env.secret("db-v1").await.unwrap())["password"],
+        b"kept"
+    );
+    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+
+    // Back, with authentication on: the store's keys are refused.
+    moto.start_again();
+    moto.create_secret("app/db", r#"{"password":"kept"}"#, &[]);
+    let _valid = moto.enable_auth();
+    wait_reason::<SecretSync>(&env, "db", "ProviderAuthFailed").await;
+    wait_reason::<SecretStore>(&env, "aws", "ProviderAuthFailed").await;
+    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+    assert_eq!(
+        data(&env.secret("db-v1").await.unwrap())["password"],
+        b"kept"
+    );
+}
