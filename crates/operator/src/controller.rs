@@ -476,20 +476,26 @@ where
         WorkloadKind::StatefulSet => "statefulsets",
         WorkloadKind::DaemonSet => "daemonsets",
     };
-    watch_namespaces::<K>(client, &options.namespaces, watcher::Config::default())
-        .inspect_ok(move |event| match event {
-            watcher::Event::Init => workloads.relist_start(kind),
-            watcher::Event::InitApply(w) => workloads.relist_apply(kind, &to_value(w)),
-            watcher::Event::InitDone => {
-                workloads.relist_done(kind);
-                readiness.mark_ready(cache);
-            }
-            watcher::Event::Apply(w) => {
-                workloads.apply(kind, &to_value(w));
-            }
-            watcher::Event::Delete(w) => workloads.delete(kind, &to_value(w)),
-        })
-        .touched_objects()
+    // Small list pages: the full objects of a page exist only until they are reduced, so
+    // the page size bounds the transient memory of a (re)list of many large workloads.
+    watch_namespaces::<K>(
+        client,
+        &options.namespaces,
+        watcher::Config::default().page_size(50),
+    )
+    .inspect_ok(move |event| match event {
+        watcher::Event::Init => workloads.relist_start(kind),
+        watcher::Event::InitApply(w) => workloads.relist_apply(kind, &to_value(w)),
+        watcher::Event::InitDone => {
+            workloads.relist_done(kind);
+            readiness.mark_ready(cache);
+        }
+        watcher::Event::Apply(w) => {
+            workloads.apply(kind, &to_value(w));
+        }
+        watcher::Event::Delete(w) => workloads.delete(kind, &to_value(w)),
+    })
+    .touched_objects()
 }
 
 /// Maps a workload event to the SecretSyncs that roll out (or rolled out) to it.
