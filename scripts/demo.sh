@@ -38,7 +38,8 @@ run kubectl wait --for=condition=Established crd --all --timeout=30s
 run kubectl create namespace demo
 
 bold "starting the operator (log: $work/operator.log)"
-secretsync-operator --log-level info >"$work/operator.log" 2>&1 &
+secretsync-operator --log-level info --metrics-bind-address 0 --health-bind-address 0 \
+  >"$work/operator.log" 2>&1 &
 pids+=($!)
 
 wait_version() { # sync version
