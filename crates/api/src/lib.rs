@@ -5,7 +5,6 @@
 
 pub mod duration;
 pub mod hash;
-pub mod install;
 pub mod keys;
 pub mod labels;
 pub mod naming;

@@ -76,7 +76,7 @@ impl Env {
 }
 
 pub async fn install_crds(client: &Client) {
-    secretsync_api::install::install_crds(client, DEADLINE)
+    secretsync_testkit::install::install_crds(client, DEADLINE)
         .await
         .expect("CRDs installed and established");
 }

@@ -379,7 +379,7 @@ pub async fn install_namespace(client: &Client, ns: &str) {
 }
 
 pub async fn install_crds(client: &Client) {
-    secretsync_api::install::install_crds(client, DEADLINE)
+    secretsync_testkit::install::install_crds(client, DEADLINE)
         .await
         .expect("CRDs installed and established");
 }
@@ -402,6 +402,35 @@ spec:
 }
 
 impl Env {
+    /// Creates SecretSyncs `s0`..`s{n-1}` through `store`, SecretSync `i` reading `password`
+    /// from `app/k{key_of(i)}`, with `extra` spec lines; waits until each has made v1.
+    pub async fn many_syncs(
+        &self,
+        n: usize,
+        store: &str,
+        key_of: impl Fn(usize) -> usize,
+        extra: &str,
+    ) {
+        for i in 0..n {
+            self.create::<SecretSync>(&format!(
+                r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: s{i}}}
+spec:
+  storeRef: {{name: {store}}}
+  data: [{{secretKey: password, remoteRef: {{key: app/k{}, property: password}}}}]
+{extra}
+"#,
+                key_of(i)
+            ))
+            .await;
+        }
+        for i in 0..n {
+            self.wait_version(&format!("s{i}"), 1).await;
+        }
+    }
+
     /// Waits until the named object no longer exists.
     pub async fn wait_for_absent<K>(&self, name: &str)
     where

@@ -1,5 +1,5 @@
-//! Installing the CRDs into a cluster: what tests, the demo and (later) the operator's
-//! `--install-crds` share.
+//! Installing the CRDs into a test cluster (the sandbox, or a real one) and waiting until
+//! they are Established. I/O, so it lives here rather than in the pure `secretsync-api`.
 
 use std::time::Duration;
 
@@ -31,8 +31,8 @@ pub enum InstallError {
 /// by watching, until the API server reports each one Established.
 pub async fn install_crds(client: &Client, timeout: Duration) -> Result<(), InstallError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply(crate::labels::FIELD_MANAGER).force();
-    for crd in crate::crds() {
+    let params = PatchParams::apply(secretsync_api::labels::FIELD_MANAGER).force();
+    for crd in secretsync_api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(&name, &params, &Patch::Apply(&crd))
             .await
@@ -41,7 +41,7 @@ pub async fn install_crds(client: &Client, timeout: Duration) -> Result<(), Inst
                 source,
             })?;
     }
-    for crd in crate::crds() {
+    for crd in secretsync_api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
         match tokio::time::timeout(timeout, established).await {
