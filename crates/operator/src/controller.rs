@@ -361,6 +361,7 @@ pub async fn run(
         let (readiness, synced) = (readiness.clone(), options.caches_synced.clone());
         async move {
             readiness.wait().await;
+            info!("caches ready; reconciling");
             synced.store(true, Ordering::Release);
         }
     });
