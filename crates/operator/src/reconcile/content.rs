@@ -85,7 +85,7 @@ fn render(templates: &BTreeMap<String, String>, values: &SecretData) -> Result<S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sync(yaml: &str) -> SecretSync {
@@ -107,7 +107,7 @@ spec:
     annotations: {owner: "payments@example.com"}
 "#;
 
-    fn build_content(
+    pub(crate) fn build_content(
         sync: &SecretSync,
         data: SecretData,
         sources: BTreeMap<String, String>,
@@ -115,7 +115,7 @@ spec:
         build(sync, Fetched { data, sources })
     }
 
-    fn data(pairs: &[(&str, &str)]) -> SecretData {
+    pub(crate) fn data(pairs: &[(&str, &str)]) -> SecretData {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), SecretBytes::from(v.to_string())))

@@ -112,12 +112,17 @@ pub fn assemble(
             let remote = value(&remote_ref.key, remote_ref.pinned_version());
             let fields = extract::extract_all(&remote_ref.key, remote).map_err(provider_error)?;
             check_extracted_keys(&remote_ref.key, &fields)?;
-            record_source(&mut sources, &remote_ref.key, remote);
+            record_source(
+                &mut sources,
+                &remote_ref.key,
+                remote_ref.pinned_version(),
+                remote,
+            );
             data.extend(fields);
         }
         for (name, remote) in found.get(&i).into_iter().flatten() {
             let key = found_key(from, name)?;
-            record_source(&mut sources, name, remote);
+            record_source(&mut sources, name, None, remote);
             data.insert(key, remote.bytes.clone());
         }
     }
@@ -126,7 +131,12 @@ pub fn assemble(
         let remote = value(&remote_ref.key, remote_ref.pinned_version());
         let selected = extract::select(&remote_ref.key, remote, remote_ref.property.as_deref())
             .map_err(provider_error)?;
-        record_source(&mut sources, &remote_ref.key, remote);
+        record_source(
+            &mut sources,
+            &remote_ref.key,
+            remote_ref.pinned_version(),
+            remote,
+        );
         data.insert(item.secret_key.clone(), selected);
     }
     Ok(Fetched { data, sources })
@@ -168,9 +178,20 @@ fn check_extracted_keys(remote_key: &str, fields: &SecretData) -> Result<()> {
     )))
 }
 
-fn record_source(sources: &mut BTreeMap<String, String>, key: &str, remote: &RemoteValue) {
+/// The backend version id read, under the remote key — or `key@version` for a pinned read,
+/// so a key read both latest and pinned (or at two stages) shows each.
+fn record_source(
+    sources: &mut BTreeMap<String, String>,
+    key: &str,
+    pinned: Option<&str>,
+    remote: &RemoteValue,
+) {
     if let Some(version) = &remote.version {
-        sources.insert(key.to_owned(), version.clone());
+        let name = match pinned {
+            Some(pinned) => format!("{key}@{pinned}"),
+            None => key.to_owned(),
+        };
+        sources.insert(name, version.clone());
     }
 }
 

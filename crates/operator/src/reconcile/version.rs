@@ -319,10 +319,7 @@ pub fn version_secret(sync: &SecretSync, name: &str, version: i64, content: &Con
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secretsync_providers::{SecretBytes, SecretData};
-
-    use crate::reconcile::content;
-    use crate::reconcile::fetch::Fetched;
+    use crate::reconcile::content::tests::{build_content, data};
 
     fn sync(yaml: &str) -> SecretSync {
         let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
@@ -343,21 +340,6 @@ spec:
     labels: {team: payments}
     annotations: {owner: "payments@example.com"}
 "#;
-
-    fn data(pairs: &[(&str, &str)]) -> SecretData {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), SecretBytes::from(v.to_string())))
-            .collect()
-    }
-
-    fn build_content(
-        sync: &SecretSync,
-        data: SecretData,
-        sources: BTreeMap<String, String>,
-    ) -> Result<Content> {
-        content::build(sync, Fetched { data, sources })
-    }
 
     fn meta(version: i64, spec_version: i64, hash: &str) -> VersionMeta {
         VersionMeta {

@@ -55,11 +55,12 @@ fn data(secret: &Secret) -> std::collections::BTreeMap<String, Vec<u8>> {
 #[tokio::test]
 async fn versions_follow_aws_secrets_manager() {
     let Some(moto) = Moto::start() else { return };
-    let db = moto.create_secret(
+    let first = moto.create_secret(
         "app/db",
         r#"{"password":"first","owner":{"user":"app"}}"#,
         &[],
     );
+    let db = moto.put_secret_value("app/db", r#"{"password":"second","owner":{"user":"app"}}"#);
     moto.create_binary_secret("app/cert", b"\x00\x01binary\xff");
     moto.create_secret("app/config", r#"{"host":"db.internal","port":"5432"}"#, &[]);
     moto.create_secret("app/payments/api", "api-key", &[("team", "payments")]);
@@ -68,7 +69,7 @@ async fn versions_follow_aws_secrets_manager() {
     let env = Env::start("payments").await;
     aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
     env.create::<SecretSync>(
-        r#"
+        &r#"
 apiVersion: secretsync.io/v1alpha1
 kind: SecretSync
 metadata: {name: db}
@@ -79,21 +80,26 @@ spec:
     - {secretKey: password, remoteRef: {key: app/db, property: password}}
     - {secretKey: user, remoteRef: {key: app/db, property: owner.user}}
     - {secretKey: cert, remoteRef: {key: app/cert}}
+    - {secretKey: previous, remoteRef: {key: app/db, property: password, version: AWSPREVIOUS}}
+    - {secretKey: pinned, remoteRef: {key: app/db, property: password, version: VERSION_ID}}
   dataFrom:
     - extract: {key: app/config}
     - find: {name: {regexp: "^app/payments/"}, tags: {team: payments}}
       rewrite: {regexp: {source: "^app/payments/", target: ""}}
-"#,
+"#
+        .replace("VERSION_ID", &first),
     )
     .await;
     let synced = env.wait_version("db", 1).await;
     let v1 = data(&env.secret("db-v1").await.unwrap());
-    let expected: [(&str, &[u8]); 7] = [
+    let expected: [(&str, &[u8]); 9] = [
         ("api", b"api-key"),
         ("cert", b"\x00\x01binary\xff"),
         ("host", b"db.internal"),
-        ("password", b"first"),
+        ("password", b"second"),
+        ("pinned", b"first"),
         ("port", b"5432"),
+        ("previous", b"first"),
         ("queue", b"queue-key"),
         ("user", b"app"),
     ];
@@ -109,18 +115,20 @@ spec:
         .clone()
         .unwrap();
     assert_eq!(sources["app/db"], db);
+    assert_eq!(sources["app/db@AWSPREVIOUS"], first);
+    assert_eq!(sources[&format!("app/db@{first}")], first);
     assert!(sources.contains_key("app/payments/api") && sources.contains_key("app/cert"));
 
     // A new value in AWS becomes v2 at the next refresh, with the new VersionId.
-    let second = moto.put_secret_value("app/db", r#"{"password":"second","owner":{"user":"app"}}"#);
+    let second = moto.put_secret_value("app/db", r#"{"password":"third","owner":{"user":"app"}}"#);
     let synced = env.wait_version("db", 2).await;
-    assert_eq!(
-        data(&env.secret("db-v2").await.unwrap())["password"],
-        b"second"
-    );
+    let v2 = data(&env.secret("db-v2").await.unwrap());
+    assert_eq!(v2["password"], b"third");
+    assert_eq!(v2["previous"], b"second", "AWSPREVIOUS moved too");
+    assert_eq!(v2["pinned"], b"first", "a pinned VersionId does not move");
     assert_eq!(
         data(&env.secret("db-v1").await.unwrap())["password"],
-        b"first"
+        b"second"
     );
     assert_eq!(
         synced.status.unwrap().versions[0]
@@ -160,24 +168,8 @@ async fn shared_remote_keys_are_read_once_per_refresh_window() {
     }
     let env = Env::start("payments").await;
     aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
-    for i in 0..SYNCS {
-        env.create::<SecretSync>(&format!(
-            r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: s{i}}}
-spec:
-  storeRef: {{name: aws}}
-  refreshInterval: 4s
-  data: [{{secretKey: password, remoteRef: {{key: app/k{}, property: password}}}}]
-"#,
-            i % KEYS
-        ))
+    env.many_syncs(SYNCS, "aws", |i| i % KEYS, "  refreshInterval: 4s")
         .await;
-    }
-    for i in 0..SYNCS {
-        env.wait_version(&format!("s{i}"), 1).await;
-    }
     moto.record();
     let refreshes_before = env.operator().metrics.backend_requests();
     // An observation window of three refresh intervals.

@@ -573,3 +573,66 @@ async fn restarts_mid_rollout_and_after_it_patch_nothing_again() {
         vec!["db-v2"; 5]
     );
 }
+
+/// A GitOps tool owns the Deployment and applies it from Git (server-side apply under its
+/// own field manager), putting the old reference back. The operator rewrites it to the
+/// active version once per such change — under its own field manager, which Argo CD's
+/// `managedFieldsManagers` can name — and never loops.
+#[tokio::test]
+async fn a_reference_a_gitops_tool_puts_back_is_rewritten_once_per_change() {
+    let env = Env::start("payments").await;
+    seed(
+        &env,
+        "  rollout: {targets: [{kind: Deployment, name: api}]}",
+    )
+    .await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    set_password(&env, "two", "2").await;
+    env.wait_version("db", 2).await;
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    let rewritten = env.api::<Deployment>().get("api").await.unwrap();
+    assert!(
+        rewritten
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|f| f.manager.as_deref() == Some("secretsync")),
+        "the rewrite is recorded under the operator's field manager: {:?}",
+        rewritten.metadata.managed_fields
+    );
+
+    let git = workload(
+        "Deployment",
+        "api",
+        "db-v1",
+        json!({"team": "payments"}),
+        json!({}),
+    );
+    for round in 1..=2 {
+        env.sandbox.reset_stats();
+        env.api::<Deployment>()
+            .patch(
+                "api",
+                &PatchParams::apply("argocd").force(),
+                &Patch::Apply(git.clone()),
+            )
+            .await
+            .unwrap();
+        env.wait_for::<Deployment, _>("api", "the active reference back", |d| {
+            (template_refs(d) == vec!["db-v2"; 5]).then_some(())
+        })
+        .await;
+        // An observation window: a write loop would show here.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let patches = env.sandbox.stats().count("patch", "apps", "deployments");
+        assert_eq!(
+            patches, 2,
+            "round {round}: the tool's apply and one rewrite, nothing more"
+        );
+        assert_eq!(
+            template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+            vec!["db-v2"; 5]
+        );
+    }
+}

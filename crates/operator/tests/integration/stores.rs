@@ -12,32 +12,7 @@ use secretsync_testkit::{free_port, require_tool};
 use serde_json::json;
 
 use crate::common::{Env, sync_yaml};
-
-/// A token Secret and a Vault SecretStore `name` pointing at `server`.
-async fn vault_store(env: &Env, name: &str, server: &str, token: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-token")},
-        "stringData": {"token": token},
-    }))
-    .unwrap();
-    env.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let store: SecretStore = serde_json::from_value(json!({
-        "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": name},
-        "spec": {"provider": {"vault": {
-            "server": server, "path": "secret", "version": "v2",
-            "auth": {"tokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
-        }}},
-    }))
-    .unwrap();
-    env.api::<SecretStore>()
-        .create(&PostParams::default(), &store)
-        .await
-        .unwrap();
-}
+use crate::vault::vault_store_at;
 
 /// Waits for the store's Ready condition to have `status`; returns (reason, message).
 async fn store_ready(env: &Env, name: &str, status: &str) -> (String, String) {
@@ -64,7 +39,7 @@ async fn stores_report_ready_from_their_backend() {
 
     // Nothing listens on this port: the backend is unreachable.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    vault_store(&env, "down", &closed, "t").await;
+    vault_store_at(&env, "down", &closed, "t").await;
     let (reason, message) = store_ready(&env, "down", "False").await;
     assert_eq!(reason, "ProviderUnavailable", "{message}");
 
@@ -90,7 +65,7 @@ async fn stores_report_ready_from_their_backend() {
 async fn a_bad_token_makes_the_store_not_ready_and_a_good_one_ready() {
     let Some(bao) = OpenBao::start() else { return };
     let env = Env::start("payments").await;
-    vault_store(&env, "vault", &bao.addr(), "not-a-real-token").await;
+    vault_store_at(&env, "vault", &bao.addr(), "not-a-real-token").await;
     let (reason, message) = store_ready(&env, "vault", "False").await;
     assert_eq!(reason, "ProviderAuthFailed", "{message}");
 
@@ -144,7 +119,7 @@ async fn a_bad_token_makes_the_store_not_ready_and_a_good_one_ready() {
 async fn an_outage_is_retried_on_the_backoff_schedule_whatever_wakes_the_sync() {
     let env = Env::start("payments").await;
     let closed = format!("http://127.0.0.1:{}", free_port());
-    vault_store(&env, "vault", &closed, "t").await;
+    vault_store_at(&env, "vault", &closed, "t").await;
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "api"},
         "spec": {

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use secretsync_api::SecretSync;
+use secretsync_api::{SecretStore, SecretSync};
 use serde_json::json;
 
 use crate::common::{Env, sync_yaml};
@@ -266,4 +266,37 @@ async fn deletion_removes_or_retains_versions_by_policy() {
         kept.owner_references()
     );
     assert_eq!(kept.data.unwrap()["password"].0, b"x");
+}
+
+/// A store's `rateLimit` paces backend reads under a burst: 30 SecretSyncs, each reading
+/// its own key, created at once through a store allowing 5 reads a second (burst 5), need
+/// at least (30 − 5) / 5 = 5 s of reads.
+#[tokio::test]
+async fn a_stores_rate_limit_paces_a_burst_of_new_syncs() {
+    const SYNCS: usize = 30;
+    let env = Env::start("payments").await;
+    let entries: Vec<(String, String)> = (0..SYNCS)
+        .map(|i| (format!("app/k{i}"), format!(r#"{{"password":"p{i}"}}"#)))
+        .collect();
+    let borrowed: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str(), "1"))
+        .collect();
+    env.fake_store("limited", &borrowed).await;
+    env.api::<SecretStore>()
+        .patch(
+            "limited",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rateLimit": {"qps": 5, "burst": 5}}})),
+        )
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    env.many_syncs(SYNCS, "limited", |i| i, "").await;
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(4500),
+        "{SYNCS} reads at 5/s after a burst of 5 took only {took:?}"
+    );
+    assert!(env.operator().metrics.backend_requests() >= SYNCS as u64);
 }

@@ -11,8 +11,14 @@ use crate::common::Env;
 
 /// A token Secret and a SecretStore `vault` for `bao`, KV v2 at `secret/`.
 pub async fn vault_store(env: &Env, bao: &OpenBao, token: &str) {
+    vault_store_at(env, "vault", &bao.addr(), token).await;
+}
+
+/// A token Secret `<name>-token` and a Vault SecretStore `name` at `server`, KV v2 at
+/// `secret/`.
+pub async fn vault_store_at(env: &Env, name: &str, server: &str, token: &str) {
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vault-token"},
+        "metadata": {"name": format!("{name}-token")},
         "stringData": {"token": token},
     }))
     .unwrap();
@@ -22,12 +28,12 @@ pub async fn vault_store(env: &Env, bao: &OpenBao, token: &str) {
         .unwrap();
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": "vault"},
+        "metadata": {"name": name},
         "spec": {"provider": {"vault": {
-            "server": bao.addr(),
+            "server": server,
             "path": "secret",
             "version": "v2",
-            "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}},
+            "auth": {"tokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
         }}},
     }))
     .unwrap();
@@ -180,4 +186,54 @@ async fn a_missing_path_is_remote_key_not_found() {
     let (reason, message) = env.wait_condition("db", "Ready", "False").await;
     assert_eq!(reason, "RemoteKeyNotFound", "{message}");
     assert!(message.contains("app/config"), "{message}");
+}
+
+/// Lines of OpenBao's file audit log that record a response to a read of `secret/data/app/…`:
+/// OpenBao's own count of the reads it served.
+fn audited_reads(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.contains("\"type\":\"response\"") && l.contains("\"path\":\"secret/data/app/")
+        })
+        .count()
+}
+
+/// 100 SecretSyncs over 5 keys in one Vault store: OpenBao's audit log shows at most one
+/// read per key per refresh window, not one per SecretSync.
+#[tokio::test]
+async fn shared_remote_keys_are_read_once_per_refresh_window_at_openbao() {
+    const SYNCS: usize = 100;
+    const KEYS: usize = 5;
+    let Some(bao) = OpenBao::start() else { return };
+    for k in 0..KEYS {
+        bao.kv_put(
+            "secret",
+            &format!("app/k{k}"),
+            &[("password", &format!("p{k}"))],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    bao.bao_ok(&[
+        "audit",
+        "enable",
+        "file",
+        &format!("file_path={}", log.display()),
+    ]);
+    let env = Env::start("payments").await;
+    vault_store(&env, &bao, bao.root_token()).await;
+    env.many_syncs(SYNCS, "vault", |i| i % KEYS, "  refreshInterval: 4s")
+        .await;
+    let before = audited_reads(&log);
+    // An observation window of three refresh intervals.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let reads = audited_reads(&log) - before;
+    eprintln!("{SYNCS} SecretSyncs over {KEYS} keys, 12 s: {reads} reads in OpenBao's audit log");
+    assert!(reads >= KEYS, "the SecretSyncs did refresh ({reads} reads)");
+    assert!(
+        reads <= KEYS * 4,
+        "{reads} reads at OpenBao for {KEYS} keys in 12 s"
+    );
 }
