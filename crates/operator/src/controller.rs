@@ -387,23 +387,38 @@ pub async fn run(
         });
     let mut syncs_run = pin!(syncs_run);
     let mut store_checks = pin!(store_checks);
-    let (mut syncs_done, mut stores_done) = (false, false);
+    let mut stop = pin!(stopping());
+    let mut asked_to_stop = false;
     loop {
         tokio::select! {
-            () = &mut syncs_run, if !syncs_done => syncs_done = true,
-            _ = &mut store_checks, if !stores_done => stores_done = true,
+            // Once the SecretSync controller has finished its reconciles, nothing that
+            // matters is in flight: a store check still running is dropped (it is repeated
+            // at the next start anyway).
+            () = &mut syncs_run => {
+                return if *stopping_flag.borrow() {
+                    Ok(())
+                } else {
+                    Err(Stopped::ControllerEnded)
+                };
+            }
+            _ = &mut store_checks => {
+                if !*stopping_flag.borrow() {
+                    return Err(Stopped::ControllerEnded);
+                }
+            }
+            () = &mut stop, if !asked_to_stop => {
+                asked_to_stop = true;
+                // Before the caches are filled no reconcile has started; kube-runtime would
+                // hold its runner until the (now stopped) watches list, so return now.
+                if !readiness.is_ready() {
+                    return Ok(());
+                }
+            }
             Some(name) = ended_rx.next() => {
                 if !*stopping_flag.borrow() {
                     return Err(Stopped::WatchEnded(name));
                 }
             }
-        }
-        // A part ended: fine only when asked to stop; then the others finish their work.
-        if !*stopping_flag.borrow() {
-            return Err(Stopped::ControllerEnded);
-        }
-        if syncs_done && stores_done {
-            return Ok(());
         }
     }
 }
