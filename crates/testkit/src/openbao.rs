@@ -68,6 +68,22 @@ impl OpenBao {
         Some(bao)
     }
 
+    /// The server's file audit log: one JSON line per request and per response.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
+    /// How many responses the server gave to requests under `path_prefix` (such as
+    /// `secret/data/app/`), from its audit log.
+    pub fn audited_responses(&self, path_prefix: &str) -> usize {
+        let needle = format!("\"path\":\"{path_prefix}");
+        std::fs::read_to_string(self.audit_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"type\":\"response\"") && l.contains(&needle))
+            .count()
+    }
+
     /// `http://127.0.0.1:PORT` (`https://` after [`OpenBao::start_tls`]), the address
     /// clients use (`BAO_ADDR`).
     pub fn addr(&self) -> String {
@@ -179,9 +195,21 @@ impl OpenBao {
             .open(self.log_path())
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path().display()));
         let log_err = log.try_clone().expect("clone the log file handle");
+        // A file audit device, OpenBao's own record of every request it served (tests count
+        // reads with it). OpenBao 2 enables audit devices only from configuration.
+        let audit_config = self.dir.path().join("audit.hcl");
+        std::fs::write(
+            &audit_config,
+            format!(
+                "audit \"file\" \"to-file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                self.audit_log_path().display().to_string()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", audit_config.display()));
         let mut cmd = Command::new(&self.bin);
         cmd.arg("server")
             .arg("-dev")
+            .arg(format!("-config={}", audit_config.display()))
             .arg(format!("-dev-root-token-id={}", self.root_token))
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
             .arg("-dev-no-store-token")

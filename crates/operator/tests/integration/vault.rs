@@ -188,18 +188,6 @@ async fn a_missing_path_is_remote_key_not_found() {
     assert!(message.contains("app/config"), "{message}");
 }
 
-/// Lines of OpenBao's file audit log that record a response to a read of `secret/data/app/…`:
-/// OpenBao's own count of the reads it served.
-fn audited_reads(log: &std::path::Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            l.contains("\"type\":\"response\"") && l.contains("\"path\":\"secret/data/app/")
-        })
-        .count()
-}
-
 /// 100 SecretSyncs over 5 keys in one Vault store: OpenBao's audit log shows at most one
 /// read per key per refresh window, not one per SecretSync.
 #[tokio::test]
@@ -214,22 +202,14 @@ async fn shared_remote_keys_are_read_once_per_refresh_window_at_openbao() {
             &[("password", &format!("p{k}"))],
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("audit.log");
-    bao.bao_ok(&[
-        "audit",
-        "enable",
-        "file",
-        &format!("file_path={}", log.display()),
-    ]);
     let env = Env::start("payments").await;
     vault_store(&env, &bao, bao.root_token()).await;
     env.many_syncs(SYNCS, "vault", |i| i % KEYS, "  refreshInterval: 4s")
         .await;
-    let before = audited_reads(&log);
+    let before = bao.audited_responses("secret/data/app/");
     // An observation window of three refresh intervals.
     tokio::time::sleep(std::time::Duration::from_secs(12)).await;
-    let reads = audited_reads(&log) - before;
+    let reads = bao.audited_responses("secret/data/app/") - before;
     eprintln!("{SYNCS} SecretSyncs over {KEYS} keys, 12 s: {reads} reads in OpenBao's audit log");
     assert!(reads >= KEYS, "the SecretSyncs did refresh ({reads} reads)");
     assert!(
