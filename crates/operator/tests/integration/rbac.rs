@@ -8,12 +8,14 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, TargetState};
+use secretsync_operator::lease::{Elector, LeaseConfig};
 use serde_json::{Value, json};
 
 use crate::common::{Env, Operator, sync_yaml};
@@ -394,6 +396,37 @@ async fn journey(env: &Env) {
     assert!(kept.owner_references().is_empty());
 }
 
+/// Leader election as the binary runs it, as the chart's ServiceAccount on the chart's
+/// Lease: acquired, renewed a few times, released.
+async fn elect(env: &Env) {
+    // The release namespace, unless the journey made it already.
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": RELEASE_NAMESPACE}})).unwrap();
+    let _ = Api::<Namespace>::all(env.client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await;
+    let elector = Elector::new(
+        env.sandbox.client_as(OPERATOR_USER),
+        LeaseConfig {
+            name: RELEASE.into(),
+            namespace: RELEASE_NAMESPACE.into(),
+            identity: "rbac-test".into(),
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_secs(1),
+            retry_period: Duration::from_millis(200),
+        },
+    );
+    let lease = elector.acquire().await;
+    // Still holding after several renewals: hold() only returns when the Lease is lost.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), elector.hold(lease))
+            .await
+            .is_err(),
+        "the Lease was lost while renewing"
+    );
+    elector.release().await.expect("the Lease is released");
+}
+
 /// Runs the journey with the operator acting as the chart's ServiceAccount, watching
 /// `watch` (None: all namespaces), and checks what it did against the chart rendered with
 /// `set_json`.
@@ -408,6 +441,7 @@ async fn run(watch: Option<&str>, set_json: &[&str]) {
     ));
     journey(&env).await;
     env.stop_operator().await;
+    elect(&env).await;
     let observed = observed_requests(&env);
     assert!(
         observed
