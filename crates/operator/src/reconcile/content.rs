@@ -88,7 +88,7 @@ fn render(templates: &BTreeMap<String, String>, values: &SecretData) -> Result<S
 pub(crate) mod tests {
     use super::*;
 
-    fn sync(yaml: &str) -> SecretSync {
+    pub(crate) fn sync(yaml: &str) -> SecretSync {
         let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
         serde_json::from_value(value).unwrap()
     }

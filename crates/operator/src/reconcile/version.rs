@@ -319,12 +319,7 @@ pub fn version_secret(sync: &SecretSync, name: &str, version: i64, content: &Con
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::content::tests::{build_content, data};
-
-    fn sync(yaml: &str) -> SecretSync {
-        let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
-        serde_json::from_value(value).unwrap()
-    }
+    use crate::reconcile::content::tests::{build_content, data, sync};
 
     const SYNC: &str = r#"
 apiVersion: secretsync.io/v1alpha1

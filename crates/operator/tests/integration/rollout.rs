@@ -122,6 +122,14 @@ async fn create_deployment(env: &Env, name: &str, secret: &str, annotations: Val
     create_workload(env, name, secret, json!({"team": "payments"}), annotations).await
 }
 
+/// `db` rolling out to Deployment `api`, which has completed its rollout to db-v2.
+async fn api_rolled_to_v2(env: &Env) {
+    seed(env, "  rollout: {targets: [{kind: Deployment, name: api}]}").await;
+    create_deployment(env, "api", "db-v1", json!({})).await;
+    set_password(env, "two", "2").await;
+    wait_target(env, "api", 2, TargetState::Complete).await;
+}
+
 /// The target's state once it reaches `state` at `version`.
 async fn wait_target(env: &Env, name: &str, version: i64, state: TargetState) {
     env.wait_for::<SecretSync, _>("db", &format!("{name} {state:?} at v{version}"), |s| {
@@ -446,14 +454,7 @@ async fn immediate_revocation_deletes_at_once_and_warns_about_users() {
 #[tokio::test]
 async fn pinning_rolls_back_and_unpinning_rolls_forward() {
     let env = Env::start("payments").await;
-    seed(
-        &env,
-        "  rollout: {targets: [{kind: Deployment, name: api}]}",
-    )
-    .await;
-    create_deployment(&env, "api", "db-v1", json!({})).await;
-    set_password(&env, "two", "2").await;
-    wait_target(&env, "api", 2, TargetState::Complete).await;
+    api_rolled_to_v2(&env).await;
 
     env.merge_sync("db", json!({"spec": {"pinVersion": 1}}))
         .await;
@@ -581,15 +582,7 @@ async fn restarts_mid_rollout_and_after_it_patch_nothing_again() {
 #[tokio::test]
 async fn a_reference_a_gitops_tool_puts_back_is_rewritten_once_per_change() {
     let env = Env::start("payments").await;
-    seed(
-        &env,
-        "  rollout: {targets: [{kind: Deployment, name: api}]}",
-    )
-    .await;
-    create_deployment(&env, "api", "db-v1", json!({})).await;
-    set_password(&env, "two", "2").await;
-    env.wait_version("db", 2).await;
-    wait_target(&env, "api", 2, TargetState::Complete).await;
+    api_rolled_to_v2(&env).await;
     let rewritten = env.api::<Deployment>().get("api").await.unwrap();
     assert!(
         rewritten
