@@ -15,6 +15,18 @@ pub mod install;
 pub mod moto;
 pub mod openbao;
 
+/// A server's stdout and stderr, both appended to the log file at `path` (a restarted
+/// server keeps adding to the same log).
+pub(crate) fn append_log(path: &Path) -> (std::fs::File, std::fs::File) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let log_err = log.try_clone().expect("clone the log file handle");
+    (log, log_err)
+}
+
 /// Root of the repository (the workspace directory).
 ///
 /// Found from the running test's `CARGO_MANIFEST_DIR` (set by cargo at run time), not the

@@ -260,12 +260,7 @@ impl Moto {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path().display()));
-        let log_err = log.try_clone().expect("clone the log file handle");
+        let (log, log_err) = crate::append_log(&self.log_path());
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-H")
             .arg("127.0.0.1")

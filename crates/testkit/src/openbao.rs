@@ -189,12 +189,7 @@ impl OpenBao {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path().display()));
-        let log_err = log.try_clone().expect("clone the log file handle");
+        let (log, log_err) = crate::append_log(&self.log_path());
         // A file audit device, OpenBao's own record of every request it served (tests count
         // reads with it). OpenBao 2 enables audit devices only from configuration.
         let audit_config = self.dir.path().join("audit.hcl");
