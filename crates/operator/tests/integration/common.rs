@@ -308,6 +308,22 @@ impl Env {
         .await
     }
 
+    /// Waits for the SecretSync's `type_` condition to be False with `reason`; returns its
+    /// message. Use it for the first failure after creating a store and a SecretSync
+    /// together: the operator may see the SecretSync before the store (StoreNotFound, then
+    /// the real reason once the store wakes it).
+    pub async fn wait_failure(&self, sync: &str, type_: &str, reason: &str) -> String {
+        self.wait_for::<SecretSync, _>(sync, &format!("{sync} {type_}=False {reason}"), |s| {
+            s.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == "False" && c.reason == reason)
+                .map(|c| c.message.clone())
+        })
+        .await
+    }
+
     /// Waits for the SecretSync's `status.currentVersion` to reach `version`.
     pub async fn wait_version(&self, sync: &str, version: i64) -> SecretSync {
         self.wait_for::<SecretSync, _>(sync, &format!("{sync} at version {version}"), |s| {

@@ -140,16 +140,7 @@ async fn an_outage_is_retried_on_the_backoff_schedule_whatever_wakes_the_sync() 
         "  rollout: {targets: [{kind: Deployment, name: api}]}",
     ))
     .await;
-    // (The first pass may still find no store in the cache: wait for the outage itself.)
-    env.wait_for::<SecretSync, _>("db", "db ProviderUnavailable", |s| {
-        s.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "ProviderUnavailable")
-            .then_some(())
-    })
-    .await;
+    env.wait_failure("db", "Ready", "ProviderUnavailable").await;
 
     let reads = env.operator().backend_reads();
     let reconciles = env.operator().reconciles();

@@ -123,8 +123,7 @@ async fn a_wrong_token_is_provider_auth_failed() {
     let env = Env::start("payments").await;
     vault_store(&env, &bao, "not-a-real-token").await;
     env.create::<SecretSync>(SYNC).await;
-    let (reason, message) = env.wait_condition("db", "Ready", "False").await;
-    assert_eq!(reason, "ProviderAuthFailed", "{message}");
+    let message = env.wait_failure("db", "Ready", "ProviderAuthFailed").await;
     assert!(message.contains("vault"), "{message}");
     assert!(env.version_secrets("db").await.is_empty());
 }
@@ -183,8 +182,7 @@ async fn a_missing_path_is_remote_key_not_found() {
     let env = Env::start("payments").await;
     vault_store(&env, &bao, bao.root_token()).await;
     env.create::<SecretSync>(SYNC).await; // app/config is missing
-    let (reason, message) = env.wait_condition("db", "Ready", "False").await;
-    assert_eq!(reason, "RemoteKeyNotFound", "{message}");
+    let message = env.wait_failure("db", "Ready", "RemoteKeyNotFound").await;
     assert!(message.contains("app/config"), "{message}");
 }
 
