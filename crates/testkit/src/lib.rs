@@ -27,6 +27,32 @@ pub(crate) fn append_log(path: &Path) -> (std::fs::File, std::fs::File) {
     (log, log_err)
 }
 
+/// Polls `answers` until the server `child` (named `what` in messages) answers, panicking
+/// with its log at `log_path` when it exits first or does not answer within `timeout`.
+pub(crate) fn wait_until_answers(
+    child: &mut ChildGuard,
+    what: &str,
+    timeout: std::time::Duration,
+    log_path: &Path,
+    mut answers: impl FnMut() -> bool,
+) {
+    let log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + timeout;
+    while !answers() {
+        if let Some(status) = child.try_wait() {
+            panic!(
+                "{what} exited with {status} before answering; log:\n{}",
+                log()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            child.stop();
+            panic!("{what} did not answer within {timeout:?}; log:\n{}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Root of the repository (the workspace directory).
 ///
 /// Found from the running test's `CARGO_MANIFEST_DIR` (set by cargo at run time), not the

@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -275,32 +275,11 @@ impl Moto {
             .stderr(log_err);
         let mut child = ChildGuard::spawn("moto_server", &mut cmd)
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.try_request("GET", "/moto-api/", &[], b"").is_some() {
-                break;
-            }
-            if let Some(status) = child.try_wait() {
-                panic!(
-                    "moto_server exited with {status} before answering; log:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                child.stop();
-                panic!(
-                    "moto_server did not answer on {} within {START_TIMEOUT:?}; log:\n{}",
-                    self.endpoint(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("moto_server on {}", self.endpoint());
+        crate::wait_until_answers(&mut child, &what, START_TIMEOUT, &self.log_path(), || {
+            self.try_request("GET", "/moto-api/", &[], b"").is_some()
+        });
         self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn request(&self, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Answer {

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{ChildGuard, TempDir, free_port, random_u64, require_tool};
 
@@ -226,28 +226,11 @@ impl OpenBao {
         let mut child = ChildGuard::spawn("bao server -dev", &mut cmd)
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
 
-        let deadline = Instant::now() + START_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if self.healthy(addr) {
-                break;
-            }
-            if let Some(status) = child.try_wait() {
-                panic!(
-                    "bao server exited with {status} before answering health checks; log:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                child.stop();
-                panic!(
-                    "bao server did not answer {}/v1/sys/health within {START_TIMEOUT:?}; log:\n{}",
-                    self.addr(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("bao server at {}/v1/sys/health", self.addr());
+        crate::wait_until_answers(&mut child, &what, START_TIMEOUT, &self.log_path(), || {
+            self.healthy(addr)
+        });
         self.child = Some(child);
     }
 
@@ -263,10 +246,6 @@ impl OpenBao {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
