@@ -65,14 +65,6 @@ impl WrittenVersions {
     pub fn forget(&self, uid: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Which caches have not delivered their first complete list yet. Reconciles wait for all
@@ -210,17 +202,6 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
-    }
-
-    /// How many SecretSyncs this process remembers something about (tests check that the
-    /// per-object maps shrink).
-    pub fn remembered(&self) -> usize {
-        let written_status = self
-            .written_status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        self.written.len() + self.backoff.len() + written_status
     }
 
     /// The generation of the store a SecretSync names, if it exists (from the cache, no

@@ -267,10 +267,6 @@ impl Metrics {
         self.versions_created.get()
     }
 
-    pub fn store_checks(&self) -> u64 {
-        self.store_checks.get()
-    }
-
     pub fn status_writes(&self) -> u64 {
         self.status_writes.get()
     }

@@ -156,15 +156,6 @@ impl SharedReads {
             .map(|r| r.expect("every read has an outcome"))
             .collect()
     }
-
-    /// How many values are cached (tests).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Which store, as the cache keys it.
@@ -224,13 +215,5 @@ impl ProviderCache {
     /// The store was deleted: drop its clients (and the tokens they hold).
     pub fn forget(&self, uid: &str) {
         self.lock().retain(|(u, _), _| u != uid);
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
