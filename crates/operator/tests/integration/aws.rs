@@ -14,15 +14,8 @@ use crate::common::Env;
 
 /// Static credentials and a SecretStore `aws` pointing at `moto`.
 async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aws"},
-        "stringData": {"id": key_id, "secret": secret_key},
-    }))
-    .unwrap();
-    env.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    env.string_secret("aws", &[("id", key_id), ("secret", secret_key)])
+        .await;
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
         "metadata": {"name": "aws"},
@@ -138,16 +131,8 @@ spec:
         second
     );
     // The store says it works.
-    let store = env
-        .wait_for::<SecretStore, _>("aws", "store aws Ready", |s| {
-            s.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready" && c.status == "True")
-                .map(|_| s.clone())
-        })
-        .await;
+    env.wait_store("aws", "True", "Valid").await;
+    let store = env.api::<SecretStore>().get("aws").await.unwrap();
     assert_eq!(store.status.unwrap().provider.as_deref(), Some("aws"));
 }
 
@@ -194,46 +179,6 @@ async fn shared_remote_keys_are_read_once_per_refresh_window() {
     );
 }
 
-/// Waits until the object's Ready condition is False with `reason`.
-async fn wait_reason<K>(env: &Env, name: &str, reason: &str)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Conditions,
-{
-    env.wait_for::<K, _>(name, &format!("{name} Ready=False {reason}"), |o| {
-        o.conditions()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
-            .then_some(())
-    })
-    .await;
-}
-
-trait Conditions {
-    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
-}
-
-impl Conditions for SecretSync {
-    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .clone()
-            .map(|s| s.conditions)
-            .unwrap_or_default()
-    }
-}
-
-impl Conditions for SecretStore {
-    fn conditions(&self) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .clone()
-            .map(|s| s.conditions)
-            .unwrap_or_default()
-    }
-}
-
 #[tokio::test]
 async fn aws_failures_say_why_and_keep_the_secrets() {
     let Some(mut moto) = Moto::start() else {
@@ -261,12 +206,13 @@ spec:
     // A key that does not exist.
     env.create::<SecretSync>(&sync("missing", "app/nowhere"))
         .await;
-    wait_reason::<SecretSync>(&env, "missing", "RemoteKeyNotFound").await;
+    env.wait_failure("missing", "Ready", "RemoteKeyNotFound")
+        .await;
 
     // The server goes away: the refresh fails as unavailable, db-v1 stays.
     moto.stop();
-    wait_reason::<SecretSync>(&env, "db", "ProviderUnavailable").await;
-    wait_reason::<SecretStore>(&env, "aws", "ProviderUnavailable").await;
+    env.wait_failure("db", "Ready", "ProviderUnavailable").await;
+    env.wait_store("aws", "False", "ProviderUnavailable").await;
     assert_eq!(
         data(&env.secret("db-v1").await.unwrap())["password"],
         b"kept"
@@ -277,8 +223,8 @@ spec:
     moto.start_again();
     moto.create_secret("app/db", r#"{"password":"kept"}"#, &[]);
     let _valid = moto.enable_auth();
-    wait_reason::<SecretSync>(&env, "db", "ProviderAuthFailed").await;
-    wait_reason::<SecretStore>(&env, "aws", "ProviderAuthFailed").await;
+    env.wait_failure("db", "Ready", "ProviderAuthFailed").await;
+    env.wait_store("aws", "False", "ProviderAuthFailed").await;
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
     assert_eq!(
         data(&env.secret("db-v1").await.unwrap())["password"],

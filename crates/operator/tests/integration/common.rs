@@ -230,6 +230,21 @@ impl Env {
             .expect("create")
     }
 
+    /// A Secret `name` with these `stringData` entries (credentials for a store).
+    pub async fn string_secret(&self, name: &str, entries: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
     /// A fake SecretStore named `name` with these (key, value, version) entries.
     pub async fn fake_store(&self, name: &str, entries: &[(&str, &str, &str)]) -> SecretStore {
         let data: Vec<Value> = entries
@@ -321,6 +336,24 @@ impl Env {
                 .find(|c| c.type_ == type_ && c.status == "False" && c.reason == reason)
                 .map(|c| c.message.clone())
         })
+        .await
+    }
+
+    /// Waits for the store's Ready condition to be `status` with `reason`; returns its
+    /// message.
+    pub async fn wait_store(&self, store: &str, status: &str, reason: &str) -> String {
+        self.wait_for::<SecretStore, _>(
+            store,
+            &format!("store {store} Ready={status} {reason}"),
+            |s| {
+                s.status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready" && c.status == status && c.reason == reason)
+                    .map(|c| c.message.clone())
+            },
+        )
         .await
     }
 

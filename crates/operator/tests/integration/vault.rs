@@ -1,7 +1,6 @@
 //! The operator against a real OpenBao dev server: versions follow the backend, and each
 //! backend failure is reported with its reason while existing Secrets stay intact.
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
 use secretsync_testkit::openbao::OpenBao;
@@ -17,15 +16,8 @@ pub async fn vault_store(env: &Env, bao: &OpenBao, token: &str) {
 /// A token Secret `<name>-token` and a Vault SecretStore `name` at `server`, KV v2 at
 /// `secret/`.
 pub async fn vault_store_at(env: &Env, name: &str, server: &str, token: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-token")},
-        "stringData": {"token": token},
-    }))
-    .unwrap();
-    env.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    env.string_secret(&format!("{name}-token"), &[("token", token)])
+        .await;
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
         "metadata": {"name": name},
