@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::conditions::set_condition;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::metrics::Metrics;
 use crate::providers::{ProviderCache, StoreIdentity};
 
@@ -74,7 +74,7 @@ impl StoreObject for ClusterSecretStore {
 struct Checked {
     generation: i64,
     at: Instant,
-    outcome: std::result::Result<(), (Reason, String)>,
+    outcome: std::result::Result<(), Failure>,
 }
 
 pub struct StoreContext {
@@ -102,7 +102,7 @@ pub fn status_after_check(
     previous: Option<&SecretStoreStatus>,
     spec: &SecretStoreSpec,
     generation: Option<i64>,
-    outcome: &std::result::Result<(), (Reason, String)>,
+    outcome: &std::result::Result<(), Failure>,
 ) -> SecretStoreStatus {
     let mut status = previous.cloned().unwrap_or_default();
     status.provider = Some(spec.provider.name().to_owned());
@@ -116,7 +116,7 @@ pub fn status_after_check(
                 spec.provider.name()
             ),
         ),
-        Err((reason, message)) => (false, *reason, message.clone()),
+        Err(failure) => (false, failure.reason, failure.message.clone()),
     };
     set_condition(
         &mut status.conditions,
@@ -138,13 +138,28 @@ pub fn check_interval(spec: &SecretStoreSpec) -> Option<Duration> {
     }
 }
 
-async fn check<S: StoreObject>(
-    store: &S,
-    ctx: &StoreContext,
-) -> std::result::Result<(), (Reason, String)> {
+/// Why a check failed: what the Ready condition says, and when to check again (the same
+/// retry classes as SecretSyncs: outages soon, credentials later, invalid specs on an edit).
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub reason: Reason,
+    pub message: String,
+    pub retry: Retry,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            reason: error.reason(),
+            message: error.to_string(),
+            retry: error.retry(),
+        }
+    }
+}
+
+async fn check<S: StoreObject>(store: &S, ctx: &StoreContext) -> Result<()> {
     let spec = store.store_spec();
-    validate_store(spec, S::SCOPE)
-        .map_err(|problems| (Reason::InvalidSpec, problems.join("; ")))?;
+    validate_store(spec, S::SCOPE).map_err(Error::InvalidSpec)?;
     let uid = store.uid().unwrap_or_default();
     let name = store.name_any();
     let namespace = store.namespace();
@@ -154,22 +169,19 @@ async fn check<S: StoreObject>(
         name: &name,
         namespace: namespace.as_deref(),
     };
-    let connected = ctx
-        .providers
-        .get(&ctx.client, spec, &identity)
-        .await
-        .map_err(|e| (e.reason(), e.to_string()))?;
+    let connected = ctx.providers.get(&ctx.client, spec, &identity).await?;
     if let Some(limiter) = &connected.limiter {
         limiter.acquire().await;
     }
     ctx.metrics.store_checked();
-    connected.provider.check().await.map_err(|source| {
-        let error = Error::Provider {
-            store: name.clone(),
+    connected
+        .provider
+        .check()
+        .await
+        .map_err(|source| Error::Provider {
+            store: name,
             source,
-        };
-        (error.reason(), error.to_string())
-    })
+        })
 }
 
 async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Result<Action> {
@@ -189,7 +201,7 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
             let checked = Checked {
                 generation: generation.unwrap_or_default(),
                 at: Instant::now(),
-                outcome: check(store.as_ref(), &ctx).await,
+                outcome: check(store.as_ref(), &ctx).await.map_err(Failure::from),
             };
             ctx.checked
                 .lock()
@@ -225,15 +237,10 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
                 .map(Action::requeue)
                 .unwrap_or_else(Action::await_change))
         }
-        Err((reason, _)) => {
-            debug!(store = %store.name_any(), %reason, "store not ready");
-            let retry = if *reason == Reason::ProviderUnavailable {
-                crate::error::Retry::Soon
-            } else {
-                crate::error::Retry::Later
-            };
+        Err(failure) => {
+            debug!(store = %store.name_any(), reason = %failure.reason, "store not ready");
             // A failed check is retried on its own schedule, not only at the interval.
-            let delay = ctx.backoff.failed(&uid, retry, generation, None);
+            let delay = ctx.backoff.failed(&uid, failure.retry, generation, None);
             ctx.checked
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -297,7 +304,11 @@ mod tests {
             Some(&ok),
             &s,
             Some(2),
-            &Err((Reason::ProviderAuthFailed, "permission denied".into())),
+            &Err(Failure {
+                reason: Reason::ProviderAuthFailed,
+                message: "permission denied".into(),
+                retry: Retry::Later,
+            }),
         );
         let ready = &bad.conditions[0];
         assert_eq!(
