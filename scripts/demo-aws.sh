@@ -5,24 +5,7 @@
 # a new version, and a rotation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretsync/target}"
-
-bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
-
-scripts/setup.sh
-bold "building the operator, the sandbox API server and the kubectl plugin"
-cargo build -q --locked -p secretsync-operator -p secretsync-sandbox -p kubectl-secretsync
-export PATH="$PWD/.venv/bin:$CARGO_TARGET_DIR/debug:$PATH"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/demo-lib.sh
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 bold "starting moto on 127.0.0.1:$port"
@@ -42,16 +25,8 @@ run aws CreateSecret '{"Name":"app/payments/stripe","SecretString":"sk-demo","Ta
 run aws CreateSecret '{"Name":"app/payments/other-team","SecretString":"not ours"}'
 
 bold "starting the sandbox API server and the operator"
-secretsync-sandbox --port 0 --kubeconfig-out "$work/kubeconfig" >"$work/sandbox.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
-export KUBECONFIG="$work/kubeconfig"
-kubectl apply -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null
-kubectl create namespace demo >/dev/null
-secretsync-operator --log-level info --metrics-bind-address 0 --health-bind-address 0 \
-  >"$work/operator.log" 2>&1 &
-pids+=($!)
+start_sandbox
+start_operator
 
 bold "1. the AWS store (moto's endpoint) and a SecretSync with property, extract and find"
 sed "s#http://127.0.0.1:5000#http://127.0.0.1:$port#" examples/aws/store.yaml | run kubectl apply -n demo -f -

@@ -4,43 +4,13 @@
 # when the script exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretsync/target}"
+. scripts/demo-lib.sh
 
-bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+bold "starting the sandbox API server and installing the CRDs"
+start_sandbox
 
-scripts/setup.sh
-bold "building the operator, the sandbox API server and the kubectl plugin"
-cargo build -q --locked -p secretsync-operator -p secretsync-sandbox $( [ -d crates/cli ] && echo -p kubectl-secretsync )
-BIN="$CARGO_TARGET_DIR/debug"
-export PATH="$PWD/.venv/bin:$BIN:$PATH"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-bold "starting the sandbox API server"
-secretsync-sandbox --port 0 --kubeconfig-out "$work/kubeconfig" >"$work/sandbox.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
-[ -s "$work/kubeconfig" ] || { cat "$work/sandbox.log"; exit 1; }
-export KUBECONFIG="$work/kubeconfig"
-head -1 "$work/sandbox.log"
-
-bold "installing the CRDs"
-run kubectl apply -f crds/
-run kubectl wait --for=condition=Established crd --all --timeout=30s
-run kubectl create namespace demo
-
-bold "starting the operator (log: $work/operator.log)"
-secretsync-operator --log-level info --metrics-bind-address 0 --health-bind-address 0 \
-  >"$work/operator.log" 2>&1 &
-pids+=($!)
+bold "starting the operator"
+start_operator
 
 wait_version() { # sync version
   kubectl wait -n demo --for=jsonpath='{.status.currentVersion}'="$2" "secretsync/$1" --timeout=60s >/dev/null
