@@ -226,6 +226,11 @@ pub async fn run(
     };
 
     // Stores.
+    let store_ctx = Arc::new(StoreContext::new(
+        client.clone(),
+        providers.clone(),
+        metrics.clone(),
+    ));
     let store_stream = store_changes(
         "secretstores",
         reflector::reflector(
@@ -237,7 +242,7 @@ pub async fn run(
             ),
         ),
         readiness.clone(),
-        providers.clone(),
+        store_ctx.clone(),
     );
     let cluster_store_stream = store_changes(
         "clustersecretstores",
@@ -250,7 +255,7 @@ pub async fn run(
             .default_backoff(),
         ),
         readiness.clone(),
-        providers.clone(),
+        store_ctx.clone(),
     );
 
     let secretstore_users = {
@@ -333,7 +338,6 @@ pub async fn run(
     .with_config(controller::Config::default().concurrency(options.concurrency))
     .graceful_shutdown_on(stopping());
 
-    let store_ctx = Arc::new(StoreContext::new(client.clone(), providers, metrics));
     let store_checks = future::join(
         stores::run(
             watch_namespaces::<SecretStore>(
@@ -425,12 +429,12 @@ pub async fn run(
 
 /// Store changes that matter to their users: a new generation (spec edit) or a deletion.
 /// Status writes (the store's own Ready checks) wake nobody. A deleted store's provider
-/// client is dropped with its tokens.
+/// client is dropped with its tokens, and its check state with it.
 fn store_changes<S>(
     cache: &'static str,
     events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>>,
     readiness: Arc<Readiness>,
-    providers: Arc<ProviderCache>,
+    stores: Arc<StoreContext>,
 ) -> impl Stream<Item = Result<S, watcher::Error>>
 where
     S: Resource + Clone,
@@ -459,7 +463,7 @@ where
             watcher::Event::Delete(store) => {
                 let uid = store.uid().unwrap_or_default();
                 seen.remove(&uid);
-                providers.forget(&uid);
+                stores.forget(&uid);
                 Some(store)
             }
         };

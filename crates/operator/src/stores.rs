@@ -86,6 +86,16 @@ pub struct StoreContext {
 }
 
 impl StoreContext {
+    /// The store was deleted: its connected provider, last check and backoff go.
+    pub fn forget(&self, uid: &str) {
+        self.providers.forget(uid);
+        self.backoff.succeeded(uid);
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
     pub fn new(client: Client, providers: Arc<ProviderCache>, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
