@@ -43,8 +43,6 @@ use tracing::warn;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-pub use store::{ResolvedStore, admits};
-
 /// Entry point for the controller: the finalizer wraps apply and cleanup. An object that
 /// does not deserialize is reported in its status and otherwise left alone.
 pub async fn reconcile(
