@@ -445,6 +445,8 @@ pub struct SecretSyncStatus {
     pub active_version: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_secret_name: Option<String>,
+    /// The last backend read that changed this status. A read that finds nothing new
+    /// writes nothing, so with polling on this can be older than `refreshInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
     /// The store's `metadata.generation` at the last refresh: a store edit triggers a

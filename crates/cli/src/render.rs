@@ -238,7 +238,7 @@ pub fn status(sync: &SecretSync, now: Timestamp) -> String {
         ),
     ];
     if let Some(t) = &status.last_refresh_time {
-        header.push(("Last refresh", timestamp(t, now)));
+        header.push(("Last change read", timestamp(t, now)));
     }
     let generation = sync.metadata.generation;
     if let (Some(g), observed) = (generation, status.observed_generation)

@@ -22,12 +22,29 @@ struct Failing {
     store_generation: Option<i64>,
 }
 
-#[derive(Default)]
+/// The default cap on any retry delay: the slowest class's own cap.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(900);
+
 pub struct Backoff {
     failing: Mutex<HashMap<String, Failing>>,
+    /// No retry waits longer than this (plus jitter).
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(MAX_BACKOFF)
+    }
 }
 
 impl Backoff {
+    pub fn new(max: Duration) -> Self {
+        Self {
+            failing: Mutex::default(),
+            max,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Failing>> {
         self.failing.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -47,7 +64,7 @@ impl Backoff {
             generation,
             store_generation,
         });
-        let delay = backoff_delay(retry, entry.attempts);
+        let delay = backoff_delay(retry, entry.attempts, self.max);
         entry.attempts = entry.attempts.saturating_add(1);
         entry.not_before = delay.map(|d| Instant::now() + d);
         entry.generation = generation;

@@ -29,6 +29,8 @@ pub struct Config {
     pub instance: Option<String>,
     /// Timeout for every API write.
     pub write_timeout: Duration,
+    /// Cap on the retry delay of a failing SecretSync or store.
+    pub max_backoff: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             controller_name: "secretsync".into(),
             instance: None,
             write_timeout: Duration::from_secs(10),
+            max_backoff: crate::backoff::MAX_BACKOFF,
         }
     }
 }
@@ -60,6 +63,44 @@ impl WrittenVersions {
             .unwrap_or_else(|e| e.into_inner())
             .get(uid)
             .copied()
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// When this process last read the backend for each SecretSync UID, or first saw it. A
+/// refresh that finds nothing new writes nothing (api.md guarantee 2), so the status cannot
+/// hold this; after a restart the first pass records "now", and the next read waits for the
+/// next slot of the refresh grid instead of reading early.
+#[derive(Default)]
+pub struct RefreshLog(Mutex<HashMap<String, jiff::Timestamp>>);
+
+impl RefreshLog {
+    pub fn get(&self, uid: &str) -> Option<jiff::Timestamp> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .copied()
+    }
+
+    /// The backend was read at `at`.
+    pub fn read(&self, uid: &str, at: jiff::Timestamp) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_owned(), at);
+    }
+
+    /// First sight of `uid` in this process: its current slot counts as done.
+    pub fn seen(&self, uid: &str, at: jiff::Timestamp) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid.to_owned())
+            .or_insert(at);
     }
 
     pub fn forget(&self, uid: &str) {
@@ -126,6 +167,7 @@ pub struct Context {
     pub cluster_stores: Store<ClusterSecretStore>,
     pub backoff: Backoff,
     pub written: WrittenVersions,
+    pub refreshes: RefreshLog,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
@@ -140,6 +182,7 @@ impl Context {
                 instance: config.instance.clone(),
             },
         );
+        let backoff = Backoff::new(config.max_backoff);
         Self {
             client,
             recorder,
@@ -152,8 +195,9 @@ impl Context {
             readiness: shared.readiness,
             stores: shared.stores,
             cluster_stores: shared.cluster_stores,
-            backoff: Backoff::default(),
+            backoff,
             written: WrittenVersions::default(),
+            refreshes: RefreshLog::default(),
             written_status: Mutex::default(),
         }
     }
@@ -197,6 +241,7 @@ impl Context {
     /// A SecretSync is gone: nothing this process remembers about it may outlive it.
     pub fn forget_sync(&self, uid: &str) {
         self.written.forget(uid);
+        self.refreshes.forget(uid);
         self.backoff.succeeded(uid);
         self.written_status
             .lock()

@@ -133,6 +133,7 @@ pub async fn run(
         stores: stores.clone(),
         cluster_stores: cluster_stores.clone(),
     };
+    let max_backoff = config.max_backoff;
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
@@ -230,6 +231,7 @@ pub async fn run(
         client.clone(),
         providers.clone(),
         metrics.clone(),
+        max_backoff,
     ));
     let store_stream = store_changes(
         "secretstores",

@@ -133,12 +133,13 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Capped exponential backoff with ±20% jitter: attempt 0 → `base`, doubling up to `cap`.
-pub fn backoff_delay(retry: Retry, attempt: u32) -> Option<Duration> {
+pub fn backoff_delay(retry: Retry, attempt: u32, max: Duration) -> Option<Duration> {
     let (base, cap) = match retry {
         Retry::OnChange => return None,
         Retry::Soon => (Duration::from_secs(1), Duration::from_secs(300)),
         Retry::Later => (Duration::from_secs(15), Duration::from_secs(900)),
     };
+    let (base, cap) = (base.min(max), cap.min(max));
     let exp = base.saturating_mul(1u32 << attempt.min(16));
     let jitter = 0.8 + rand::random::<f64>() * 0.4;
     Some(exp.min(cap).mul_f64(jitter))
@@ -148,16 +149,25 @@ pub fn backoff_delay(retry: Retry, attempt: u32) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    const MAX: Duration = crate::backoff::MAX_BACKOFF;
+
     #[test]
     fn backoff_grows_and_is_capped() {
-        let d0 = backoff_delay(Retry::Soon, 0).unwrap();
+        let d0 = backoff_delay(Retry::Soon, 0, MAX).unwrap();
         assert!(d0 >= Duration::from_millis(800) && d0 <= Duration::from_millis(1200));
-        let d3 = backoff_delay(Retry::Soon, 3).unwrap();
+        let d3 = backoff_delay(Retry::Soon, 3, MAX).unwrap();
         assert!(d3 >= Duration::from_millis(6400) && d3 <= Duration::from_millis(9600));
-        let capped = backoff_delay(Retry::Soon, 30).unwrap();
+        let capped = backoff_delay(Retry::Soon, 30, MAX).unwrap();
         assert!(capped <= Duration::from_secs(360) && capped >= Duration::from_secs(240));
-        assert!(backoff_delay(Retry::Later, 0).unwrap() >= Duration::from_secs(12));
-        assert_eq!(backoff_delay(Retry::OnChange, 5), None);
+        assert!(backoff_delay(Retry::Later, 0, MAX).unwrap() >= Duration::from_secs(12));
+        assert_eq!(backoff_delay(Retry::OnChange, 5, MAX), None);
+        // A lower cap (`--max-backoff-seconds`) bounds every class.
+        let low = Duration::from_secs(2);
+        for attempt in [0, 3, 30] {
+            for retry in [Retry::Soon, Retry::Later] {
+                assert!(backoff_delay(retry, attempt, low).unwrap() <= low.mul_f64(1.2));
+            }
+        }
     }
 
     #[test]

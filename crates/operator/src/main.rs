@@ -42,6 +42,10 @@ struct Args {
     /// Timeout for each Kubernetes API write, in seconds.
     #[arg(long, env = "SECRETSYNC_WRITE_TIMEOUT", default_value_t = 10)]
     write_timeout_seconds: u64,
+    /// Cap on the retry delay of a failing SecretSync or store, in seconds: after a backend
+    /// outage, everything has retried within this long of its end.
+    #[arg(long, env = "SECRETSYNC_MAX_BACKOFF", default_value_t = 900)]
+    max_backoff_seconds: u64,
     /// Reconcile only while holding a coordination.k8s.io/v1 Lease, so replicas can stand by.
     #[arg(long, env = "SECRETSYNC_LEADER_ELECT")]
     leader_elect: bool,
@@ -172,6 +176,7 @@ async fn operate(args: Args) -> Result<(), String> {
     let config = Config {
         instance: std::env::var("POD_NAME").ok(),
         write_timeout: Duration::from_secs(args.write_timeout_seconds),
+        max_backoff: Duration::from_secs(args.max_backoff_seconds.max(1)),
         ..Config::default()
     };
     let options = RunOptions {

@@ -96,13 +96,18 @@ impl StoreContext {
             .remove(uid);
     }
 
-    pub fn new(client: Client, providers: Arc<ProviderCache>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        providers: Arc<ProviderCache>,
+        metrics: Arc<Metrics>,
+        max_backoff: Duration,
+    ) -> Self {
         Self {
             client,
             providers,
             metrics,
             checked: Mutex::default(),
-            backoff: Backoff::default(),
+            backoff: Backoff::new(max_backoff),
         }
     }
 }

@@ -25,6 +25,7 @@ pub struct Core {
     pub store: Store,
     pub registry: Registry,
     pub stats: Recorder,
+    pub faults: crate::faults::Faults,
     pub signer: Signer,
     pub ready_delay: Duration,
     pub nodes: u32,

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::api::{Core, DeleteOpts, FieldValidation, Propagation, Target, WriteOpts};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
+use crate::faults::Injected;
 use crate::patch::PatchType;
 use crate::render::{Render, render};
 use crate::resources::ResourceDef;
@@ -107,6 +108,34 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// The answer to a request hit by an injected fault, shaped as a real API server's.
+fn injected_status(code: u16) -> Response {
+    let (reason, message) = match code {
+        429 => (
+            "TooManyRequests",
+            "too many requests, please try again later",
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+        504 => (
+            "Timeout",
+            "the server was unable to return a response in the time allotted",
+        ),
+        _ => (
+            "InternalError",
+            "an error on the server has prevented the request from succeeding",
+        ),
+    };
+    let mut resp = ApiError::new(code, reason, format!("{message} (injected)")).into_response();
+    if code == 429 {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
 fn not_found_path() -> ApiError {
     let mut e = ApiError::new(
         404,
@@ -160,6 +189,26 @@ async fn route(
         ["sandbox", "stats", "reset"] if method == Method::POST => {
             core.stats.reset();
             Ok(ok(&json!({"reset": true})))
+        }
+        ["sandbox", "faults"] => match *method {
+            Method::GET => Ok(ok(
+                &serde_json::to_value(core.faults.stats()).unwrap_or_default()
+            )),
+            Method::POST => {
+                let fault = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("not a fault: {e}")))?;
+                core.faults.arm(fault);
+                Ok(ok(&json!({"armed": true})))
+            }
+            Method::DELETE => {
+                core.faults.clear();
+                Ok(ok(&json!({"cleared": true})))
+            }
+            _ => Err(ApiError::method_not_allowed("GET, POST or DELETE")),
+        },
+        ["sandbox", "faults", "drop-watches"] if method == Method::POST => {
+            core.faults.drop_watches();
+            Ok(ok(&json!({"dropped": true})))
         }
         ["api", "v1", rest @ ..] => resource(st, method, "", "v1", rest, q, headers, body).await,
         ["apis", g, v, rest @ ..] => resource(st, method, g, v, rest, q, headers, body).await,
@@ -298,6 +347,11 @@ async fn resource(
             .unwrap_or_default()
             .into(),
     });
+    match core.faults.hit(verb, plural, &sub) {
+        Some(Injected::Status(code)) => return Ok(injected_status(code)),
+        Some(Injected::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
     if def.is_virtual() && verb != "create" {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",

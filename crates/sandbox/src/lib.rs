@@ -30,6 +30,7 @@ pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod fields;
 pub mod gc;
 pub mod http;
@@ -57,6 +58,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+pub use faults::{Effect, Fault, FaultStats};
 pub use stats::{Scope, StatCount, StatKey, Stats};
 pub use tokens::PLACEHOLDER_CA_PEM;
 
@@ -135,6 +137,7 @@ impl SandboxBuilder {
             store: store::Store::new(self.history, 65_536),
             registry: resources::Registry::new(),
             stats: stats::Recorder::default(),
+            faults: faults::Faults::default(),
             signer: tokens::Signer::new(),
             ready_delay: self.ready_delay,
             nodes: self.nodes,
@@ -282,6 +285,26 @@ impl Sandbox {
 
     pub fn reset_stats(&self) {
         self.core.stats.reset();
+    }
+
+    /// Arms a fault: matching requests get an error status or a delay (see [`Fault`]).
+    pub fn inject(&self, fault: Fault) {
+        self.core.faults.arm(fault);
+    }
+
+    /// Disarms every fault.
+    pub fn clear_faults(&self) {
+        self.core.faults.clear();
+    }
+
+    /// Ends every open watch now; clients must re-watch.
+    pub fn drop_watches(&self) {
+        self.core.faults.drop_watches();
+    }
+
+    /// How many faults were injected and watches dropped.
+    pub fn fault_stats(&self) -> FaultStats {
+        self.core.faults.stats()
     }
 
     /// Number of stored objects (all kinds).

@@ -73,6 +73,8 @@ pub fn serve(
         p.since,
         &keep,
     );
+    let mut dropped = core.faults.dropped();
+    dropped.mark_unchanged();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let body_stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -133,6 +135,7 @@ pub fn serve(
             tokio::select! {
                 _ = tx.closed() => return,
                 _ = shutdown.changed() => return,
+                _ = dropped.changed() => return,
                 _ = sleep => return,
                 _ = ticker.tick(), if p.bookmarks => {
                     if tx.send(line("BOOKMARK", bookmark(&def, &version, last_rv, false))).await.is_err() {

@@ -44,7 +44,7 @@ pub fn plan(spec: &SecretSyncSpec) -> Vec<Read> {
 
 /// How long a value read for one SecretSync serves the others: half the refresh interval,
 /// between 1 s and a minute. SecretSyncs of one store refresh together on its grid (see
-/// `version::due_at`), so one read serves them all, and the next window, an interval
+/// `version::Grid`), so one read serves them all, and the next window, an interval
 /// later, always reads again.
 pub fn shared_for(spec: &SecretSyncSpec) -> Duration {
     spec.refresh_interval()

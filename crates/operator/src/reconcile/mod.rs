@@ -158,15 +158,17 @@ async fn pipeline(
     let newest = existing.values().next_back().cloned();
     version::check_spec(spec, newest.as_ref(), &existing)?;
     let highest_used = version::highest_used(newest.as_ref(), previous, ctx.written.get(&uid));
-    let grid = version::refresh_grid(sync);
+    let grid = version::Grid::of(sync);
+    let now = jiff::Timestamp::now();
     let refresh = version::plan_refresh(&version::RefreshInput {
-        grid: &grid,
+        grid,
+        last_read: ctx.refreshes.get(&uid),
         spec,
         generation: sync.metadata.generation,
         previous,
         newest: newest.as_ref(),
         store_generation,
-        now: jiff::Timestamp::now(),
+        now,
     });
 
     let mut events = Vec::new();
@@ -183,6 +185,9 @@ async fn pipeline(
             existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
+        ctx.refreshes.read(&uid, now);
+    } else {
+        ctx.refreshes.seen(&uid, now);
     }
 
     let current = existing.keys().next_back().copied();
@@ -220,7 +225,7 @@ async fn pipeline(
         rollout_status: rollout.status,
         refreshed,
     });
-    let refresh_wait = version::until_refresh(&grid, spec, &status, jiff::Timestamp::now());
+    let refresh_wait = grid.map(|g| g.until_next(jiff::Timestamp::now()));
     let requeue = [refresh_wait, rollout.requeue, pruned.requeue]
         .into_iter()
         .flatten()

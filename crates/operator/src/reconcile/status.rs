@@ -49,7 +49,6 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
     } = input;
     let mut status = previous.clone();
     if let Some(store_generation) = refreshed {
-        status.last_refresh_time = Some(now());
         status.store_generation = store_generation;
     }
     status.observed_generation = generation;
@@ -105,6 +104,11 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
             message.clone(),
             generation,
         ),
+    }
+    // A refresh that changed nothing writes nothing (api.md guarantee 2): the time of a
+    // read is recorded only when the status is written anyway.
+    if refreshed.is_some() && status != *previous {
+        status.last_refresh_time = Some(now());
     }
     status
 }

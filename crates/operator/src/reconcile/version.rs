@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
 use kube::core::{ObjectMeta, PartialObjectMetaExt};
 use kube::runtime::events::{Event, EventType};
@@ -36,8 +35,11 @@ pub struct Refresh {
 }
 
 pub struct RefreshInput<'a> {
-    /// The refresh grid ([`refresh_grid`]).
-    pub grid: &'a str,
+    /// The refresh grid; `None` when polling is off.
+    pub grid: Option<Grid>,
+    /// When this process last read the backend for this SecretSync, or first saw it
+    /// (see [`crate::context::RefreshLog`]).
+    pub last_read: Option<jiff::Timestamp>,
     pub spec: &'a SecretSyncSpec,
     pub generation: Option<i64>,
     pub previous: &'a SecretSyncStatus,
@@ -56,9 +58,14 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
         .newest
         .is_none_or(|n| spec.spec_version() > n.spec_version || spec.is_revoked(n.version));
     let spec_changed = input.generation != input.previous.observed_generation;
-    let refresh_due = match (&input.previous.last_refresh_time, spec.refresh_interval()) {
+    // Due once per slot of the grid. A refresh that finds nothing new writes nothing, so
+    // the status cannot say when the last one was: this process remembers it, and after a
+    // restart the slot it starts in counts as done, so a restart never reads early.
+    let refresh_due = match (&input.previous.last_refresh_time, input.grid) {
         (None, _) => true,
-        (Some(last), Some(interval)) => due_at(input.grid, last, interval) <= input.now,
+        (Some(_), Some(grid)) => input
+            .last_read
+            .is_some_and(|last| grid.slot(input.now) > grid.slot(last)),
         (Some(_), None) => false,
     };
     // The generation fetched through is kept in the status, so a restart neither misses a
@@ -129,50 +136,62 @@ pub fn check_spec(
     Ok(())
 }
 
-/// How long until the next refresh is due, when polling is on.
-pub fn until_refresh(
-    grid: &str,
-    spec: &SecretSyncSpec,
-    status: &SecretSyncStatus,
-    now: jiff::Timestamp,
-) -> Option<Duration> {
-    let last = status.last_refresh_time.as_ref()?;
-    let wait = due_at(grid, last, spec.refresh_interval()?).duration_since(now);
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+/// The instants at which the SecretSyncs of one store with one refresh interval read the
+/// backend: slot `k` starts at `phase + k·interval`. The phase comes from the store (and the
+/// interval), so every SecretSync of one store refreshes at the same instants and their reads
+/// of a shared remote key coalesce into one backend read, while different stores are spread
+/// over the interval. Derived, not drawn at random: a restarted operator keeps the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    phase_ms: i64,
+    step_ms: i64,
 }
 
-/// When the next refresh is due: the first point of the store's refresh grid more than half
-/// an interval after the last refresh. The grid's phase comes from the store (and the
-/// interval), so every SecretSync of one store with one interval refreshes at the same
-/// instants and their reads of a shared remote key coalesce into one backend read, while
-/// different stores are spread over the interval. Derived, not drawn at random: a restarted
-/// operator computes the same due time and makes no early reads.
-fn due_at(grid: &str, last: &Time, interval: Duration) -> jiff::Timestamp {
-    use sha2::{Digest, Sha256};
-    let step = i64::try_from(interval.as_millis())
-        .unwrap_or(i64::MAX)
-        .max(1);
-    let digest = Sha256::digest(format!("{grid}/{step}"));
-    let seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    let phase = i64::try_from(seed % step.unsigned_abs()).unwrap_or(0);
-    let earliest = last.0.as_millisecond().saturating_add(step / 2);
-    let k = earliest
-        .saturating_sub(phase)
-        .div_euclid(step)
-        .saturating_add(1);
-    let due = phase.saturating_add(k.saturating_mul(step));
-    jiff::Timestamp::from_millisecond(due).unwrap_or(jiff::Timestamp::MAX)
-}
+impl Grid {
+    /// The grid a SecretSync follows: its store's, at its interval; `None` when polling is off.
+    pub fn of(sync: &SecretSync) -> Option<Grid> {
+        let interval = sync.spec.refresh_interval()?;
+        let store = &sync.spec.store_ref.name;
+        let name = match sync.spec.store_kind() {
+            secretsync_api::StoreKind::SecretStore => format!(
+                "SecretStore/{}/{store}",
+                sync.metadata.namespace.as_deref().unwrap_or_default()
+            ),
+            secretsync_api::StoreKind::ClusterSecretStore => format!("ClusterSecretStore/{store}"),
+        };
+        Some(Grid::new(&name, interval))
+    }
 
-/// The refresh grid a SecretSync follows: its store's.
-pub fn refresh_grid(sync: &SecretSync) -> String {
-    let store = &sync.spec.store_ref.name;
-    match sync.spec.store_kind() {
-        secretsync_api::StoreKind::SecretStore => format!(
-            "SecretStore/{}/{store}",
-            sync.metadata.namespace.as_deref().unwrap_or_default()
-        ),
-        secretsync_api::StoreKind::ClusterSecretStore => format!("ClusterSecretStore/{store}"),
+    fn new(name: &str, interval: Duration) -> Grid {
+        use sha2::{Digest, Sha256};
+        let step_ms = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let digest = Sha256::digest(format!("{name}/{step_ms}"));
+        let seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        let phase_ms = i64::try_from(seed % step_ms.unsigned_abs()).unwrap_or(0);
+        Grid { phase_ms, step_ms }
+    }
+
+    /// The slot `t` falls in.
+    pub fn slot(&self, t: jiff::Timestamp) -> i64 {
+        t.as_millisecond()
+            .saturating_sub(self.phase_ms)
+            .div_euclid(self.step_ms)
+    }
+
+    /// When slot `k` starts.
+    pub fn start(&self, k: i64) -> jiff::Timestamp {
+        let ms = self.phase_ms.saturating_add(k.saturating_mul(self.step_ms));
+        jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX)
+    }
+
+    /// How long from `now` until the next slot starts.
+    pub fn until_next(&self, now: jiff::Timestamp) -> Duration {
+        let wait = self
+            .start(self.slot(now).saturating_add(1))
+            .duration_since(now);
+        Duration::try_from(wait).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -368,7 +387,8 @@ storeGeneration: 1
         now: &str,
     ) -> RefreshInput<'a> {
         RefreshInput {
-            grid: "SecretStore/payments/vault",
+            grid: Grid::of(s),
+            last_read: Some("2026-11-23T10:00:00Z".parse().unwrap()),
             spec: &s.spec,
             generation: s.metadata.generation,
             previous,
@@ -379,26 +399,37 @@ storeGeneration: 1
     }
 
     #[test]
-    fn a_steady_state_reads_nothing_until_the_refresh_is_due() {
+    fn a_steady_state_reads_once_per_slot_of_the_grid() {
         let s = sync(SYNC);
+        let grid = Grid::of(&s).unwrap();
         let previous = status(STEADY);
         let newest = meta(3, 2, "h");
-        let soon = input(
+        let last_read: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let next_slot = grid.start(grid.slot(last_read) + 1);
+        let at = |now: jiff::Timestamp| {
+            let mut i = input(
+                &s,
+                &previous,
+                Some(&newest),
+                Some(1),
+                "2026-11-23T10:00:00Z",
+            );
+            i.now = now;
+            plan_refresh(&i)
+        };
+        assert_eq!(at(next_slot - jiff::SignedDuration::from_millis(1)), None);
+        assert_eq!(at(next_slot), Some(Refresh { rotate: false }));
+        // After a restart this process has read nothing yet: the slot it starts in counts
+        // as done, so a restart never reads early, only at the next slot.
+        let mut restarted = input(
             &s,
             &previous,
             Some(&newest),
             Some(1),
-            "2026-11-23T10:30:00Z",
+            "2026-11-23T12:00:00Z",
         );
-        assert_eq!(plan_refresh(&soon), None);
-        let late = input(
-            &s,
-            &previous,
-            Some(&newest),
-            Some(1),
-            "2026-11-23T11:30:01Z",
-        );
-        assert_eq!(plan_refresh(&late), Some(Refresh { rotate: false }));
+        restarted.last_read = None;
+        assert_eq!(plan_refresh(&restarted), None);
     }
 
     #[test]
@@ -443,15 +474,7 @@ storeGeneration: 1
             "2030-01-01T00:00:00Z",
         );
         assert_eq!(plan_refresh(&years_later), None);
-        assert_eq!(
-            until_refresh(
-                "1b7e-uid",
-                &s.spec,
-                &previous,
-                "2026-11-23T10:00:00Z".parse().unwrap()
-            ),
-            None
-        );
+        assert_eq!(Grid::of(&s), None, "no grid, so no refresh requeue");
     }
 
     #[test]
@@ -508,44 +531,34 @@ versions:
     #[test]
     fn refreshes_follow_the_stores_grid() {
         let hour = Duration::from_secs(3600);
-        let at = |t: &str| Time(t.parse().unwrap());
-        let grid = "SecretStore/payments/vault";
-        // Two SecretSyncs of one store, synced at different times, meet on the grid.
-        let a = due_at(grid, &at("2026-11-23T10:00:00Z"), hour);
-        let b = due_at(grid, &at("2026-11-23T10:17:00Z"), hour);
+        let at = |t: &str| -> jiff::Timestamp { t.parse().unwrap() };
+        let grid = Grid::new("SecretStore/payments/vault", hour);
+        // Two SecretSyncs of one store, synced at different times, meet on the grid: both
+        // wait until the same instant.
+        let a = at("2026-11-23T10:00:00Z");
+        let b = at("2026-11-23T10:17:00Z");
+        let next =
+            |t: jiff::Timestamp| t + jiff::SignedDuration::try_from(grid.until_next(t)).unwrap();
         assert!(
-            a == b || a.duration_since(b).as_secs().abs() == 3600,
-            "{a} {b}"
+            next(a) == next(b) || next(a).duration_since(next(b)).as_secs().abs() == 3600,
+            "{} {}",
+            next(a),
+            next(b)
         );
-        for due in [a, b] {
-            let next = due_at(grid, &Time(due), hour);
-            assert_eq!(
-                next.duration_since(due).as_secs(),
-                3600,
-                "then every interval"
-            );
-        }
-        // Never earlier than half an interval, never later than one and a half.
+        // Then every interval, and never later than one interval.
+        assert_eq!(next(next(a)).duration_since(next(a)).as_secs(), 3600);
         for minute in 0..120 {
-            let last = at("2026-11-23T10:00:00Z").0 + jiff::SignedDuration::from_mins(minute);
-            let wait = due_at(grid, &Time(last), hour)
-                .duration_since(last)
-                .as_secs();
-            assert!((1800..=5400).contains(&wait), "{wait}");
-            assert_eq!(
-                due_at(grid, &Time(last), hour),
-                due_at(grid, &Time(last), hour)
-            );
+            let t = a + jiff::SignedDuration::from_mins(minute);
+            let wait = grid.until_next(t).as_secs();
+            assert!((1..=3600).contains(&wait), "{wait}");
+            assert_eq!(grid.slot(next(t)), grid.slot(t) + 1);
         }
         // Other stores are spread over the interval.
-        let phases: std::collections::BTreeSet<i64> = (0..50)
+        let phases: std::collections::BTreeSet<u64> = (0..50)
             .map(|i| {
-                due_at(
-                    &format!("SecretStore/ns/s{i}"),
-                    &at("2026-11-23T10:00:00Z"),
-                    hour,
-                )
-                .as_second()
+                Grid::new(&format!("SecretStore/ns/s{i}"), hour)
+                    .until_next(a)
+                    .as_secs()
                     / 60
             })
             .collect();

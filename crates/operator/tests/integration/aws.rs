@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::common::Env;
 
 /// Static credentials and a SecretStore `aws` pointing at `moto`.
-async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
+pub async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
     env.string_secret("aws", &[("id", key_id), ("secret", secret_key)])
         .await;
     let store: SecretStore = serde_json::from_value(json!({

@@ -80,6 +80,10 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client, namespace: Option<String>) -> Self {
+        Self::start_with(client, namespace, Config::default())
+    }
+
+    pub fn start_with(client: Client, namespace: Option<String>, config: Config) -> Self {
         logs();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -90,7 +94,7 @@ impl Operator {
         };
         let task = tokio::spawn(secretsync_operator::run(
             client,
-            Config::default(),
+            config,
             options,
             metrics.clone(),
             async move {
@@ -160,7 +164,8 @@ impl Env {
         Self::with_sandbox(ns, builder).await.with_operator()
     }
 
-    async fn with_sandbox(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
+    /// A sandbox built from `builder` with the CRDs and namespace `ns`, and no operator.
+    pub async fn with_sandbox(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
         let sandbox = builder.start().await.expect("sandbox starts");
         let client = sandbox.client();
         install_crds(&client).await;
@@ -187,6 +192,12 @@ impl Env {
 
     pub fn with_operator(mut self) -> Env {
         self.operator = Some(Operator::start(self.client.clone(), None));
+        self
+    }
+
+    /// An in-process operator with these settings (a short write timeout, say).
+    pub fn with_operator_config(mut self, config: Config) -> Env {
+        self.operator = Some(Operator::start_with(self.client.clone(), None, config));
         self
     }
 
@@ -401,6 +412,19 @@ impl Env {
             .collect();
         named.sort();
         named.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Waits until the operator has read the backend at least `n` times.
+    pub async fn wait_backend_reads(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.operator().backend_reads() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "operator read the backend {} times, not {n}",
+                self.operator().backend_reads()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until the operator has done at least `n` more reconciles than `since`.

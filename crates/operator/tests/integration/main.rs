@@ -1,13 +1,16 @@
 //! The operator against the sandbox API server (and real OpenBao where a test says so).
 //! One test binary, so the harness is shared and linked once.
 
+mod apifaults;
 mod aws;
 mod common;
+mod crash;
 mod endpoints;
 mod examples;
 mod failures;
 mod leader;
 mod leak;
+mod outages;
 mod ownership;
 mod process;
 mod rbac;

@@ -78,18 +78,20 @@ async fn changed_content_makes_a_new_version_and_unchanged_content_writes_nothin
     env.create::<SecretSync>(&sync_yaml("db", "vault", "  refreshInterval: 1s"))
         .await;
     let first = env.wait_version("db", 1).await;
-    let first_refresh = first.status.unwrap().last_refresh_time.unwrap();
+    env.wait_condition("db", "Ready", "True").await;
+    let first_refresh = first.status.unwrap().last_refresh_time;
 
-    // Several refreshes of unchanged content: no Secret write, no new version.
+    // Three refreshes of unchanged content (one a second): the backend is read each time,
+    // and nothing is written to the API server — no Secret, no status, no event.
     env.sandbox.reset_stats();
-    env.wait_for::<SecretSync, _>("db", "two more refreshes", |s| {
-        let last = s.status.as_ref()?.last_refresh_time.clone()?;
-        (last.0.as_second() >= first_refresh.0.as_second() + 2).then_some(())
-    })
-    .await;
+    let reads = env.operator().backend_reads();
+    env.wait_backend_reads(reads + 3).await;
     let stats = env.sandbox.stats();
-    assert_eq!(stats.writes_to("secrets"), 0, "{stats:?}");
+    for resource in ["secrets", "secretsyncs", "events"] {
+        assert_eq!(stats.writes_to(resource), 0, "{resource}: {stats:?}");
+    }
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+    assert_eq!(env.status("db").await.last_refresh_time, first_refresh);
 
     // The backend changes: the next refresh makes v2 with the new value.
     env.set_fake_data("vault", &[("app/db", r#"{"password":"two"}"#, "2")])
