@@ -809,4 +809,81 @@ status:
             }
         }
     }
+
+    /// A reference name: one of the SecretSync's versions, a look-alike, or anything.
+    fn any_name() -> impl proptest::strategy::Strategy<Value = String> + Clone {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0i64..30).prop_map(|n| format!("db-v{n}")),
+            Just("db-v".to_owned()),
+            Just("db-v01".to_owned()),
+            Just("db-vx".to_owned()),
+            Just("dbv1".to_owned()),
+            (0i64..5).prop_map(|n| format!("db-v{n}-old")),
+            "[a-z0-9.-]{0,12}",
+        ]
+    }
+
+    /// A pod spec with references in every place the contract lists, in random numbers.
+    fn any_pod_spec() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        let container = || {
+            (vec(any_name(), 0..3), vec(any_name(), 0..3)).prop_map(|(env, from)| {
+            json!({
+                "name": "c", "image": "i",
+                "env": env.iter().map(|n| json!({"name": "E", "valueFrom": {"secretKeyRef": {"name": n, "key": "k"}}})).collect::<Vec<_>>(),
+                "envFrom": from.iter().map(|n| json!({"secretRef": {"name": n}})).collect::<Vec<_>>(),
+            })
+        })
+        };
+        (
+            vec(container(), 0..3),
+            vec(container(), 0..2),
+            vec(any_name(), 0..3),
+            vec(vec(any_name(), 0..3), 0..2),
+            vec(any_name(), 0..2),
+        )
+            .prop_map(|(containers, init, volumes, projected, pull)| {
+                json!({
+                    "containers": containers,
+                    "initContainers": init,
+                    "volumes": volumes.iter().map(|n| json!({"name": "v", "secret": {"secretName": n}}))
+                        .chain(projected.iter().map(|ns| json!({"name": "p", "projected": {"sources": ns.iter().map(|n| json!({"secret": {"name": n}})).collect::<Vec<_>>()}})))
+                        .collect::<Vec<_>>(),
+                    "imagePullSecrets": pull.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+                })
+            })
+    }
+
+    proptest::proptest! {
+        /// Over any pod template: exactly the references that are versions of `db` move to
+        /// the active version, every other name stays, and a second pass changes nothing.
+        #[test]
+        fn rewriting_moves_exactly_the_versions_and_is_idempotent(pod in any_pod_spec(), active in 1i64..40) {
+            let workload = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api", "resourceVersion": "7"},
+                "spec": {"template": {"spec": pod}},
+            });
+            let active_name = format!("db-v{active}");
+            let before = secret_refs(&workload["spec"]["template"]["spec"]);
+            let after_value = match rewrite_patch(WorkloadKind::Deployment, &workload, "db", &active_name) {
+                Some(patch) => apply(&workload, &patch),
+                None => workload.clone(),
+            };
+            let after = secret_refs(&after_value["spec"]["template"]["spec"]);
+            proptest::prop_assert_eq!(before.len(), after.len());
+            for (b, a) in before.iter().zip(&after) {
+                let expected = if parse_versioned_name("db", &b.name).is_some() { &active_name } else { &b.name };
+                proptest::prop_assert_eq!(&a.name, expected);
+            }
+            // Image pull secrets are not Secret references of the pod's containers.
+            proptest::prop_assert_eq!(
+                &after_value["spec"]["template"]["spec"]["imagePullSecrets"],
+                &workload["spec"]["template"]["spec"]["imagePullSecrets"]
+            );
+            proptest::prop_assert!(rewrite_patch(WorkloadKind::Deployment, &after_value, "db", &active_name).is_none());
+        }
+    }
 }

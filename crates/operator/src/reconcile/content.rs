@@ -69,19 +69,55 @@ fn render(templates: &BTreeMap<String, String>, values: &SecretData) -> Result<S
         })?;
         context.insert(key.as_str(), text);
     }
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let mut out = SecretData::new();
     for (key, source) in templates {
         // Error messages from minijinja name the template and the variable, not values
         // (its `debug` feature, which would print them, is off).
-        let rendered = env
-            .render_str(source, &context)
-            .map_err(|e| Error::Template {
-                key: key.clone(),
-                message: e.to_string(),
+        let failed = |message: String| Error::Template {
+            key: key.clone(),
+            message,
+        };
+        let template = env
+            .template_from_str(source)
+            .map_err(|e| failed(e.to_string()))?;
+        let mut rendered = Capped(Vec::new());
+        template
+            .render_captured_to(&context, &mut rendered)
+            .map_err(|e| match e.kind() {
+                minijinja::ErrorKind::WriteFailure => failed(format!(
+                    "renders more than {MAX_SECRET_BYTES} bytes, the most a Secret holds"
+                )),
+                minijinja::ErrorKind::OutOfFuel => failed(format!(
+                    "runs more than {TEMPLATE_FUEL} template instructions; a loop that long cannot be meant"
+                )),
+                _ => failed(e.to_string()),
             })?;
-        out.insert(key.clone(), SecretBytes::from(rendered));
+        out.insert(key.clone(), SecretBytes::from(rendered.0));
     }
     Ok(out)
+}
+
+/// Template instructions one key may execute: far above what rendering a Secret value
+/// takes, far below a loop that would stall the reconciler.
+const TEMPLATE_FUEL: u64 = 100_000;
+
+/// Rendered output, refused past the size of a whole Secret, so a template that explodes
+/// stops early instead of filling memory.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_SECRET_BYTES {
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -196,5 +232,75 @@ spec:
         // just under the limit is fine
         let fits = "x".repeat(MAX_SECRET_BYTES - 1);
         build_content(&s, data(&[("k", &fits)]), BTreeMap::new()).unwrap();
+    }
+
+    fn templated(template: &str) -> SecretSync {
+        let mut s = sync(SYNC);
+        s.spec.target.as_mut().unwrap().template = Some(secretsync_api::Template {
+            data: [("out".to_string(), template.to_string())].into(),
+        });
+        s
+    }
+
+    #[test]
+    fn templates_that_loop_or_explode_stop_early_with_a_clear_error() {
+        let values = || data(&[("password", "canary-7731")]);
+        let cases = [
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}{{ password }}{% endfor %}{% endfor %}",
+                "template instructions",
+            ),
+            (r#"{{ "x" * 100000000 }}"#, "renders more than"),
+            (
+                r#"{% set a = "x" * 900000 %}{{ a }}{{ a }}"#,
+                "renders more than",
+            ),
+            ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", ""),
+        ];
+        for (template, says) in cases {
+            let started = std::time::Instant::now();
+            let err = build_content(&templated(template), values(), BTreeMap::new()).unwrap_err();
+            assert_eq!(
+                err.reason(),
+                secretsync_api::Reason::TemplateError,
+                "{template}"
+            );
+            assert!(err.to_string().contains(says), "{template}: {err}");
+            assert!(!err.to_string().contains("canary-7731"));
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{template}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any template over any values — binary, empty, odd keys — renders or fails with
+        /// a reason; nothing panics, and what renders fits a Secret under valid keys.
+        #[test]
+        fn any_template_over_any_values_renders_or_fails_cleanly(
+            template in "([a-z ]|\\{\\{ ?[a-z_]{1,9} ?(\\| ?(upper|lower|b64encode|trim|length|join|nosuch))? ?\\}\\}|\\{% ?(if|for|set|endif|endfor|else|raw) ?[a-z_ =]{0,12}%\\}|[{}%|~*\"'()\\[\\]0-9])*",
+            values in proptest::collection::btree_map(
+                "[a-zA-Z0-9_.\\- ]{0,12}",
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                0..5,
+            ),
+        ) {
+            let fetched: SecretData = values
+                .into_iter()
+                .map(|(k, v)| (k, SecretBytes::from(v)))
+                .collect();
+            let plain = build_content(&sync(SYNC), fetched.clone(), BTreeMap::new());
+            let rendered = build_content(&templated(&template), fetched, BTreeMap::new());
+            for content in [plain, rendered].into_iter().flatten() {
+                let size: usize = content.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+                proptest::prop_assert!(size <= MAX_SECRET_BYTES);
+                for key in content.data.keys() {
+                    proptest::prop_assert!(validate_secret_key(key).is_ok(), "{key:?}");
+                }
+            }
+        }
     }
 }
