@@ -13,7 +13,7 @@ use secretsync_operator::Config;
 use secretsync_sandbox::{Effect, Fault, Stats};
 use serde_json::json;
 
-use crate::common::Env;
+use crate::common::{Env, create_deployment};
 
 const SYNC: &str = r#"
 apiVersion: secretsync.io/v1alpha1
@@ -32,26 +32,7 @@ spec:
 async fn seed(env: &Env) {
     env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
         .await;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {
-                "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{
-                    "name": "api", "image": "api:1",
-                    "envFrom": [{"secretRef": {"name": "db-v1"}}],
-                }]},
-            },
-        },
-    }))
-    .unwrap();
-    env.api::<Deployment>()
-        .create(&Default::default(), &deployment)
-        .await
-        .unwrap();
+    create_deployment(env, "api", "db-v1").await;
     env.create::<SecretSync>(SYNC).await;
     wait_rolled_out(env, 1).await;
 }
@@ -167,7 +148,7 @@ async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() 
     let deployment = env.api::<Deployment>().get("api").await.unwrap();
     let template = serde_json::to_value(deployment.spec.unwrap().template.spec).unwrap();
     assert_eq!(
-        template["containers"][0]["envFrom"][0]["secretRef"]["name"],
+        template["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
         "db-v4"
     );
     // No hot loop: three rotations through faults take a bounded number of passes and

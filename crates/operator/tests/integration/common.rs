@@ -457,6 +457,32 @@ pub async fn install_crds(client: &Client) {
         .expect("CRDs installed and established");
 }
 
+/// Deployment `name` with two replicas whose container takes `DB_PASSWORD` from
+/// `secret`'s `password`.
+pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{
+                        "name": name, "image": "app:1",
+                        "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}],
+                    }]},
+                },
+            },
+        }))
+        .unwrap();
+    env.api::<k8s_openapi::api::apps::v1::Deployment>()
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+}
+
 /// A SecretSync manifest reading `password` from the fake store's `app/db`.
 pub fn sync_yaml(name: &str, store: &str, extra: &str) -> String {
     format!(

@@ -20,7 +20,7 @@ use secretsync_api::{SecretSync, TargetState, VersionState};
 use secretsync_sandbox::Sandbox;
 use serde_json::json;
 
-use crate::common::{DEADLINE, Env};
+use crate::common::{DEADLINE, Env, create_deployment};
 use crate::process::OperatorProcess;
 
 /// splitmix64: a seed's kill schedule is the same on every machine.
@@ -78,7 +78,7 @@ impl Step {
             Step::FirstSync => {
                 env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
                     .await;
-                create_deployment(env).await;
+                create_deployment(env, "api", "db-v1").await;
                 env.create::<SecretSync>(SYNC).await;
             }
             Step::BackendChange => {
@@ -118,29 +118,6 @@ spec:
   history: {limit: 2}
   rollout: {targets: [{kind: Deployment, name: api}], timeout: 1m}
 "#;
-
-async fn create_deployment(env: &Env) {
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {
-                "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{
-                    "name": "api", "image": "api:1",
-                    "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-v1", "key": "password"}}}],
-                }]},
-            },
-        },
-    }))
-    .unwrap();
-    env.api::<Deployment>()
-        .create(&Default::default(), &deployment)
-        .await
-        .unwrap();
-}
 
 /// What a user can see once the scenario is over.
 #[derive(Debug, PartialEq, Eq)]

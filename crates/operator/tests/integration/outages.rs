@@ -12,27 +12,13 @@ use secretsync_testkit::openbao::OpenBao;
 use tokio::time::Instant;
 
 use crate::aws::aws_store;
-use crate::common::Env;
+use crate::common::{Env, sync_yaml};
 use crate::vault::vault_store;
 
 /// The operator's `--max-backoff-seconds` in this test.
 const CAP: Duration = Duration::from_secs(2);
 /// How long the backends stay down: several caps.
 const OUTAGE: Duration = Duration::from_secs(8);
-
-fn sync(name: &str, store: &str) -> String {
-    format!(
-        r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: {name}}}
-spec:
-  storeRef: {{name: {store}}}
-  refreshInterval: 1s
-  data: [{{secretKey: password, remoteRef: {{key: app/db, property: password}}}}]
-"#
-    )
-}
 
 #[tokio::test]
 async fn outages_longer_than_the_backoff_cap_lose_nothing_and_heal_within_one_cap() {
@@ -52,8 +38,10 @@ async fn outages_longer_than_the_backoff_cap_lose_nothing_and_heal_within_one_ca
         });
     vault_store(&env, &bao, bao.root_token()).await;
     aws_store(&env, &moto, "testing", "testing").await;
-    env.create::<SecretSync>(&sync("from-vault", "vault")).await;
-    env.create::<SecretSync>(&sync("from-aws", "aws")).await;
+    env.create::<SecretSync>(&sync_yaml("from-vault", "vault", "  refreshInterval: 1s"))
+        .await;
+    env.create::<SecretSync>(&sync_yaml("from-aws", "aws", "  refreshInterval: 1s"))
+        .await;
     let mut before = Vec::new();
     for name in ["from-vault", "from-aws"] {
         env.wait_version(name, 1).await;
