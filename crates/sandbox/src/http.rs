@@ -145,11 +145,27 @@ async fn route(
         ["apis", g, v] => Ok(ok(
             &discovery::resource_list(&core.registry, g, v).ok_or_else(not_found_path)?
         )),
-        ["openapi", "v3"] => Ok(ok(&discovery::openapi_v3_root(&core.registry))),
+        ["openapi", "v2"] => {
+            let doc = crate::openapi::v2_doc(&core.registry);
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if accept.contains("protobuf") {
+                return Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, crate::openapi::V2_PROTOBUF)],
+                    crate::openapi::v2_protobuf(&doc),
+                )
+                    .into_response());
+            }
+            Ok(ok(&doc))
+        }
+        ["openapi", "v3"] => Ok(ok(&crate::openapi::v3_root(&core.registry))),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
             Ok(ok(
-                &discovery::openapi_v3_doc(&core.registry, &gv).ok_or_else(not_found_path)?
+                &crate::openapi::v3_doc(&core.registry, &gv).ok_or_else(not_found_path)?
             ))
         }
         [".well-known", "openid-configuration"] => Ok(ok(&tokens::openid_configuration(&st.url))),

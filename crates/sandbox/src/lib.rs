@@ -35,6 +35,7 @@ pub mod gc;
 pub mod http;
 pub mod kinds;
 pub mod objmeta;
+pub mod openapi;
 pub mod patch;
 pub mod proto;
 pub mod render;
