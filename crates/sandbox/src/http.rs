@@ -67,8 +67,8 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let query = parse_query(parts.uri.query());
-    // JSON (and YAML for apply) bodies are understood natively; protobuf bodies of the few
-    // kinds kubectl's imperative commands send are translated; anything else is a 415.
+    // JSON (and YAML for apply) bodies are understood natively; protobuf bodies of built-in
+    // kinds are translated to JSON; anything else is a 415.
     let mut bytes = bytes;
     if let Some(ct) = parts
         .headers
@@ -78,7 +78,7 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         && (ct.contains("protobuf") || ct.contains("cbor"))
     {
         let decoded = if ct.contains("protobuf") {
-            crate::proto::decode(&bytes)
+            crate::protobuf::decode(&bytes)
         } else {
             Err("CBOR is not supported".to_string())
         };

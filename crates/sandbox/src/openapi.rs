@@ -52,9 +52,10 @@ fn kind<T: JsonSchema + k8s_openapi::Resource>(
 
 fn builtins() -> Builtins {
     use k8s_openapi::api::{
-        apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
-        events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-        scheduling::v1 as scheduling,
+        apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
+        autoscaling::v1 as autoscaling, batch::v1 as batch, coordination::v1 as coord,
+        core::v1 as core, events::v1 as events, networking::v1 as networking, policy::v1 as policy,
+        rbac::v1 as rbac, scheduling::v1 as scheduling,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 
@@ -91,6 +92,13 @@ fn builtins() -> Builtins {
     kind::<coord::Lease>(g, k);
     kind::<events::Event>(g, k);
     kind::<apiext::CustomResourceDefinition>(g, k);
+    // Not served as resources of their own, but sent in request bodies.
+    kind::<autoscaling::Scale>(g, k);
+    kind::<authn::TokenRequest>(g, k);
+    kind::<authn::TokenReview>(g, k);
+    kind::<authz::SelfSubjectAccessReview>(g, k);
+    kind::<authz::SubjectAccessReview>(g, k);
+    kind::<authz::LocalSubjectAccessReview>(g, k);
     let mut defs = generator.take_definitions(false);
     for ((group, version, kind), name) in &kinds {
         if let Some(d) = defs.get_mut(name).and_then(Value::as_object_mut) {
@@ -140,6 +148,35 @@ fn annotate_lists(def_name: &str, def: &mut Value) {
             ListType::Atomic => {}
         }
     }
+}
+
+/// A reference to the definition of a built-in kind (`apps/v1`, `Deployment`).
+pub fn kind_schema(api_version: &str, kind: &str) -> Option<Value> {
+    let (group, version) = crate::resources::split_api_version(api_version);
+    let name = BUILTINS
+        .kinds
+        .get(&(group.to_string(), version.to_string(), kind.to_string()))?;
+    Some(json!({"$ref": format!("{V2_REFS}{name}")}))
+}
+
+/// Follows a built-in schema's reference (bare or wrapped in `allOf`) to its definition; an
+/// inline schema as it is.
+pub fn resolve(schema: &Value) -> Value {
+    let reference = schema.get("$ref").or_else(|| {
+        schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 1)
+            .and_then(|a| a[0].get("$ref"))
+    });
+    if let Some(name) = reference
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix(V2_REFS))
+        && let Some(def) = BUILTINS.defs.get(name)
+    {
+        return def.clone();
+    }
+    schema.clone()
 }
 
 /// `secretsync.io` → `io.secretsync`, the prefix of a custom resource's definition name.
