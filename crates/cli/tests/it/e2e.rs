@@ -487,6 +487,15 @@ async fn reasons_are_recorded_and_quoted_in_the_events_they_cause() {
         )
         .await
         .unwrap();
+    // Someone else's annotation, which the plugin's writes must leave alone.
+    env.api()
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"team": "payments"}}})),
+        )
+        .await
+        .unwrap();
     let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
     let ok = |o: &Output| assert!(o.status.success(), "{}", stderr(o));
     let reason_annotation = |s: &SecretSync| s.metadata.annotations.clone().unwrap_or_default();
@@ -581,7 +590,12 @@ async fn reasons_are_recorded_and_quoted_in_the_events_they_cause() {
             true,
         )
         .await);
-    assert!(!reason_annotation(&env.get("db").await).contains_key("secretsync.io/reason"));
+    let annotations = reason_annotation(&env.get("db").await);
+    assert!(!annotations.contains_key("secretsync.io/reason"));
+    assert_eq!(
+        annotations.get("team").map(String::as_str),
+        Some("payments")
+    );
     let note = event_note(&env, "VersionCreated", "db-v4").await;
     assert!(
         note.ends_with("(rotation requested by spec.version)"),
