@@ -13,6 +13,9 @@ pub const CONTENT_HASH: &str = "secretsync.io/content-hash";
 pub const SPEC_VERSION: &str = "secretsync.io/spec-version";
 /// JSON map of remote key → backend version id read for this version.
 pub const SOURCE_VERSIONS: &str = "secretsync.io/source-versions";
+/// On a SecretSync: why its last rotate, revoke or rollback was asked for (`kubectl secretsync
+/// … --reason`), quoted in the events of what that change causes.
+pub const REASON: &str = "secretsync.io/reason";
 /// Finalizer on SecretSyncs, for Secret deletion and lease revocation.
 pub const FINALIZER: &str = "secretsync.io/finalizer";
 /// The field manager used for every server-side apply by the operator.

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::error::EXIT_CODES_HELP;
 use crate::wait::DEFAULT_TIMEOUT;
 
 #[derive(Debug, Parser)]
@@ -13,19 +14,30 @@ use crate::wait::DEFAULT_TIMEOUT;
     bin_name = "kubectl secretsync",
     version,
     about = "Inspect and operate secretsync's SecretSyncs: rotate, revoke, roll back, unpin",
-    after_help = "Examples:\n  \
-        kubectl secretsync list -A\n  \
-        kubectl secretsync status db -n payments\n  \
-        kubectl secretsync rotate db -n payments --wait\n  \
-        kubectl secretsync revoke db --version 3 --immediate -n payments\n  \
-        kubectl secretsync rollback db -n payments --wait\n  \
-        kubectl secretsync unpin db -n payments"
+    after_help = after_help(),
 )]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Examples and the exit codes, after the options in `--help`.
+fn after_help() -> String {
+    format!(
+        "Examples:
+  kubectl secretsync list -A
+  kubectl secretsync list -n payments -o json
+  kubectl secretsync status db -n payments
+  kubectl secretsync rotate db -n payments --wait --reason \"quarterly rotation\"
+  kubectl secretsync revoke db --version 3 --immediate -n payments --reason \"leaked in a CI log\"
+  kubectl secretsync rollback db -n payments --wait --reason \"v5 breaks logins\"
+  kubectl secretsync unpin db -n payments
+  source <(kubectl-secretsync completion bash)
+
+{EXIT_CODES_HELP}"
+    )
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +77,25 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// How `list` and `status` print.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Columns for people.
+    #[default]
+    Table,
+    /// The SecretSync objects as the API returns them (`list`: a `kind: List`).
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReasonArg {
+    /// Why: recorded on the SecretSync (annotation secretsync.io/reason) and quoted in the
+    /// events of the versions and rollouts this causes.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// SecretSyncs with their current and active version, readiness and rollout.
@@ -73,16 +104,22 @@ pub enum Command {
         /// List SecretSyncs in every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Versions, conditions and rollout targets of one SecretSync.
     Status {
         name: String,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
         #[command(flatten)]
         wait: WaitArgs,
     },
     /// Make a new version now: raise spec.version by one.
     Rotate {
         name: String,
+        #[command(flatten)]
+        reason: ReasonArg,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -99,6 +136,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
+        reason: ReasonArg,
+        #[command(flatten)]
         wait: WaitArgs,
     },
     /// Pin an older version: targets roll back to it (default: the newest retained one
@@ -109,6 +148,8 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
         to: Option<i64>,
         #[command(flatten)]
+        reason: ReasonArg,
+        #[command(flatten)]
         wait: WaitArgs,
     },
     /// Remove the pin: targets roll forward to the newest version.
@@ -117,6 +158,8 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Print a shell completion script: `source <(kubectl-secretsync completion bash)`.
+    Completion { shell: clap_complete::Shell },
 }
 
 #[cfg(test)]

@@ -2,8 +2,26 @@
 
 use std::time::Duration;
 
-/// Exit code for a failed operation (exit code 2, usage errors, comes from clap).
+/// Exit codes, one per thing a script may want to react to (listed in `--help`).
 pub const EXIT_FAILED: i32 = 1;
+/// A usage error (clap's own exit code).
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NOT_FOUND: i32 = 3;
+pub const EXIT_CONFLICT: i32 = 4;
+pub const EXIT_FORBIDDEN: i32 = 5;
+pub const EXIT_TIMEOUT: i32 = 6;
+pub const EXIT_ROLLOUT_FAILED: i32 = 7;
+
+/// The exit code table as `--help` and the README print it.
+pub const EXIT_CODES_HELP: &str = "Exit codes:
+  0  success
+  1  any other failure (cluster unreachable, refused request, bad kubeconfig, ...)
+  2  usage error (unknown flag, missing argument)
+  3  not found (the SecretSync, or the CRD)
+  4  conflict (the object kept changing under us)
+  5  forbidden (RBAC denies the request)
+  6  timeout (--wait gave up; the change itself was saved)
+  7  rollout failed (a rollout target did not roll out to the new version)";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -48,6 +66,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NotFound { .. } | Error::Vanished { .. } => EXIT_NOT_FOUND,
+            Error::Api(kube::Error::Api(s)) if s.code == 404 => EXIT_NOT_FOUND,
+            Error::Conflict { .. } => EXIT_CONFLICT,
+            Error::Api(kube::Error::Api(s)) if s.code == 409 => EXIT_CONFLICT,
+            Error::Api(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => EXIT_FORBIDDEN,
+            Error::WaitTimeout { .. } => EXIT_TIMEOUT,
+            Error::WaitFailed { .. } => EXIT_ROLLOUT_FAILED,
+            Error::Kubeconfig(_) | Error::Refused { .. } | Error::Api(_) => EXIT_FAILED,
+        }
+    }
+
     /// What to try next, in the user's terms.
     pub fn hint(&self, namespace: &str) -> Option<String> {
         match self {

@@ -1,8 +1,8 @@
 //! `kubectl secretsync`: the kubectl plugin of the secretsync operator.
 //!
 //! It reads and patches `SecretSync` objects only; it never reads Secret data, so it cannot
-//! print a secret value. Output goes to stdout, progress and errors to stderr; the exit code
-//! is 0 on success, 1 when the operation failed and 2 for a usage error.
+//! print a secret value. Output goes to stdout, progress and errors to stderr; exit codes are
+//! in [`error`] (`EXIT_*`) and in `--help`.
 
 pub mod cli;
 pub mod client;
@@ -18,7 +18,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use secretsync_api::SecretSync;
 
-use crate::cli::{Cli, Command, WaitArgs};
+use crate::cli::{Cli, Command, Output, WaitArgs};
 use crate::error::{EXIT_FAILED, Error, Result};
 use crate::ops::{Outcome, Syncs, WaitFor};
 
@@ -29,6 +29,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub async fn main(cli: Cli) -> i32 {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
+    if let Command::Completion { shell } = cli.command {
+        completion(shell, &mut out);
+        return 0;
+    }
     let fallback_ns = cli
         .global
         .namespace
@@ -51,8 +55,27 @@ pub async fn main(cli: Cli) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             report(&mut err, &e, &namespace);
-            EXIT_FAILED
+            e.exit_code()
         }
+    }
+}
+
+/// The completion script of `shell` for the `kubectl-secretsync` binary.
+pub fn completion(shell: clap_complete::Shell, out: &mut dyn Write) {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "kubectl-secretsync", out);
+}
+
+/// `-o json|yaml`: the objects as the API returns them.
+fn print_objects(out: &mut dyn Write, format: Output, value: &serde_json::Value) {
+    let text = match format {
+        Output::Json => serde_json::to_string_pretty(value).map(|s| s + "\n").ok(),
+        Output::Yaml => serde_yaml::to_string(value).ok(),
+        Output::Table => None,
+    };
+    if let Some(text) = text {
+        let _ = write!(out, "{text}");
     }
 }
 
@@ -75,7 +98,11 @@ pub async fn execute(
     let syncs = Syncs::new(client.clone(), namespace);
     let now = jiff::Timestamp::now();
     match command {
-        Command::List { all_namespaces } => {
+        Command::Completion { shell } => completion(shell, out),
+        Command::List {
+            all_namespaces,
+            output,
+        } => {
             let api: Api<SecretSync> = if all_namespaces {
                 Api::all(client)
             } else {
@@ -83,7 +110,15 @@ pub async fn execute(
             };
             let mut items = api.list(&ListParams::default()).await?.items;
             items.sort_by_key(|s| (s.namespace(), s.name_any()));
-            if items.is_empty() {
+            if output != Output::Table {
+                let list = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "metadata": {"resourceVersion": ""},
+                    "items": items,
+                });
+                print_objects(out, output, &list);
+            } else if items.is_empty() {
                 let place = if all_namespaces {
                     "any namespace".to_owned()
                 } else {
@@ -94,7 +129,7 @@ pub async fn execute(
                 let _ = write!(out, "{}", render::list(&items, all_namespaces, now));
             }
         }
-        Command::Status { name, wait } => {
+        Command::Status { name, output, wait } => {
             let mut sync = syncs.get(&name).await?;
             if let Some(timeout) = wait.timeout() {
                 let want = WaitFor {
@@ -103,10 +138,18 @@ pub async fn execute(
                 };
                 sync = wait_for(&syncs, &name, &want, timeout, err).await?.0;
             }
-            let _ = write!(out, "{}", render::status(&sync, jiff::Timestamp::now()));
+            if output == Output::Table {
+                let _ = write!(out, "{}", render::status(&sync, jiff::Timestamp::now()));
+            } else {
+                print_objects(
+                    out,
+                    output,
+                    &serde_json::to_value(&sync).unwrap_or_default(),
+                );
+            }
         }
-        Command::Rotate { name, wait } => {
-            let outcome = ops::rotate(&syncs, &name).await?;
+        Command::Rotate { name, reason, wait } => {
+            let outcome = ops::rotate(&syncs, &name, reason.reason.as_deref()).await?;
             finish(&syncs, &name, outcome, wait, out, err).await?;
         }
         Command::Revoke {
@@ -114,13 +157,20 @@ pub async fn execute(
             version,
             immediate,
             force,
+            reason,
             wait,
         } => {
-            let outcome = ops::revoke(&syncs, &name, version, immediate, force).await?;
+            let why = reason.reason.as_deref();
+            let outcome = ops::revoke(&syncs, &name, version, immediate, force, why).await?;
             finish(&syncs, &name, outcome, wait, out, err).await?;
         }
-        Command::Rollback { name, to, wait } => {
-            let outcome = ops::rollback(&syncs, &name, to).await?;
+        Command::Rollback {
+            name,
+            to,
+            reason,
+            wait,
+        } => {
+            let outcome = ops::rollback(&syncs, &name, to, reason.reason.as_deref()).await?;
             finish(&syncs, &name, outcome, wait, out, err).await?;
         }
         Command::Unpin { name, wait } => {

@@ -4,6 +4,7 @@
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use secretsync_api::labels::REASON;
 use secretsync_api::naming::versioned_name;
 use secretsync_api::{RevokePolicy, SecretSync, VersionState, VersionStatus};
 use serde_json::{Value, json};
@@ -92,8 +93,16 @@ pub struct Outcome {
 }
 
 /// Reads `name`, plans, and writes conditioned on the resourceVersion read; on a conflict
-/// (409, or a failed JSON-patch `test`), reads again and re-plans.
-pub async fn edit<F>(syncs: &Syncs, verb: &'static str, name: &str, mut plan: F) -> Result<Outcome>
+/// (409, or a failed JSON-patch `test`), reads again and re-plans. A spec change also sets
+/// the `secretsync.io/reason` annotation to `reason`, or removes it, so that a reason is
+/// never quoted for a later change it was not given for.
+pub async fn edit<F>(
+    syncs: &Syncs,
+    verb: &'static str,
+    name: &str,
+    reason: Option<&str>,
+    mut plan: F,
+) -> Result<Outcome>
 where
     F: FnMut(&SecretSync) -> Result<Plan>,
 {
@@ -113,9 +122,10 @@ where
                     attempts: attempt,
                 });
             }
-            Change::MergeSpec(spec) => {
-                Patch::Merge(json!({"metadata": {"resourceVersion": rv}, "spec": spec}))
-            }
+            Change::MergeSpec(spec) => Patch::Merge(json!({
+                "metadata": {"resourceVersion": rv, "annotations": {REASON: reason}},
+                "spec": spec,
+            })),
             Change::Json(ops) => {
                 let mut all =
                     vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
@@ -164,8 +174,8 @@ where
     })
 }
 
-pub async fn rotate(syncs: &Syncs, name: &str) -> Result<Outcome> {
-    edit(syncs, "rotate", name, plan_rotate).await
+pub async fn rotate(syncs: &Syncs, name: &str, reason: Option<&str>) -> Result<Outcome> {
+    edit(syncs, "rotate", name, reason, plan_rotate).await
 }
 
 pub async fn revoke(
@@ -174,21 +184,30 @@ pub async fn revoke(
     version: i64,
     immediate: bool,
     force: bool,
+    reason: Option<&str>,
 ) -> Result<Outcome> {
     let ns = syncs.namespace.clone();
-    edit(syncs, "revoke", name, |s| {
+    edit(syncs, "revoke", name, reason, |s| {
         plan_revoke(s, &ns, version, immediate, force)
     })
     .await
 }
 
-pub async fn rollback(syncs: &Syncs, name: &str, to: Option<i64>) -> Result<Outcome> {
+pub async fn rollback(
+    syncs: &Syncs,
+    name: &str,
+    to: Option<i64>,
+    reason: Option<&str>,
+) -> Result<Outcome> {
     let ns = syncs.namespace.clone();
-    edit(syncs, "rollback", name, |s| plan_rollback(s, &ns, to)).await
+    edit(syncs, "rollback", name, reason, |s| {
+        plan_rollback(s, &ns, to)
+    })
+    .await
 }
 
 pub async fn unpin(syncs: &Syncs, name: &str) -> Result<Outcome> {
-    edit(syncs, "unpin", name, plan_unpin).await
+    edit(syncs, "unpin", name, None, plan_unpin).await
 }
 
 fn versions(sync: &SecretSync) -> &[VersionStatus] {

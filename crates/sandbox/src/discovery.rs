@@ -1,5 +1,4 @@
-//! Discovery documents (`/api`, `/apis`, resource lists), `/version`, and a minimal
-//! OpenAPI v3 index that lets kubectl detect server-side field validation.
+//! Discovery documents (`/api`, `/apis`, resource lists) and `/version`.
 
 use std::collections::BTreeMap;
 
@@ -140,78 +139,4 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
-}
-
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
-}
-
-/// `/openapi/v3`: one entry per group-version.
-pub fn openapi_v3_root(reg: &Registry) -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut gvs: BTreeMap<String, ()> = BTreeMap::new();
-    for d in reg.all() {
-        for v in &d.versions {
-            gvs.insert(gv_path(&d.group, v), ());
-        }
-    }
-    for gv in gvs.keys() {
-        let h = openapi_v3_doc(reg, gv)
-            .map(|d| hash(&d.to_string()))
-            .unwrap_or_default();
-        paths.insert(
-            gv.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}),
-        );
-    }
-    json!({"paths": paths})
-}
-
-/// A per-group-version OpenAPI v3 document listing each resource's PATCH operation with
-/// its group-version-kind and the `fieldValidation` parameter (all kubectl inspects to
-/// decide that validation happens server-side). Schemas are not published.
-pub fn openapi_v3_doc(reg: &Registry, gv: &str) -> Option<Value> {
-    let (group, version) = match gv.strip_prefix("api/") {
-        Some(v) => ("", v),
-        None => gv.strip_prefix("apis/")?.rsplit_once('/')?,
-    };
-    let mut paths = serde_json::Map::new();
-    for d in reg.all() {
-        if d.group != group || !d.versions.iter().any(|v| v == version) || d.is_virtual() {
-            continue;
-        }
-        let base = if d.namespaced {
-            format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
-        } else {
-            format!("/{gv}/{}/{{name}}", d.plural)
-        };
-        let gvk = json!({"group": d.group, "version": version, "kind": d.kind});
-        let params = json!([
-            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}},
-        ]);
-        let op = json!({
-            "operationId": format!("patch{}", d.kind),
-            "x-kubernetes-action": "patch",
-            "x-kubernetes-group-version-kind": gvk,
-            "parameters": params,
-            "responses": {"200": {"description": "OK"}},
-        });
-        paths.insert(base, json!({"patch": op}));
-    }
-    if paths.is_empty() {
-        return None;
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0-sandbox"},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }))
 }

@@ -68,8 +68,8 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let query = parse_query(parts.uri.query());
-    // JSON (and YAML for apply) bodies are understood natively; protobuf bodies of the few
-    // kinds kubectl's imperative commands send are translated; anything else is a 415.
+    // JSON (and YAML for apply) bodies are understood natively; protobuf bodies of built-in
+    // kinds are translated to JSON; anything else is a 415.
     let mut bytes = bytes;
     if let Some(ct) = parts
         .headers
@@ -79,7 +79,7 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         && (ct.contains("protobuf") || ct.contains("cbor"))
     {
         let decoded = if ct.contains("protobuf") {
-            crate::proto::decode(&bytes)
+            crate::protobuf::decode(&bytes)
         } else {
             Err("CBOR is not supported".to_string())
         };
@@ -174,11 +174,27 @@ async fn route(
         ["apis", g, v] => Ok(ok(
             &discovery::resource_list(&core.registry, g, v).ok_or_else(not_found_path)?
         )),
-        ["openapi", "v3"] => Ok(ok(&discovery::openapi_v3_root(&core.registry))),
+        ["openapi", "v2"] => {
+            let doc = crate::openapi::v2_doc(&core.registry);
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if accept.contains("protobuf") {
+                return Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, crate::openapi::V2_PROTOBUF)],
+                    crate::openapi::v2_protobuf(&doc),
+                )
+                    .into_response());
+            }
+            Ok(ok(&doc))
+        }
+        ["openapi", "v3"] => Ok(ok(&crate::openapi::v3_root(&core.registry))),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
             Ok(ok(
-                &discovery::openapi_v3_doc(&core.registry, &gv).ok_or_else(not_found_path)?
+                &crate::openapi::v3_doc(&core.registry, &gv).ok_or_else(not_found_path)?
             ))
         }
         [".well-known", "openid-configuration"] => Ok(ok(&tokens::openid_configuration(&st.url))),

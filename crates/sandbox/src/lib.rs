@@ -12,9 +12,8 @@
 //! plain HTTP only, no admission webhooks, CRD `x-kubernetes-validations` (CEL) rules run
 //! through kube-cel rather than the real CEL libraries, no version conversion between CRD
 //! versions (stored objects are relabelled, as with conversion strategy `None`),
-//! server-side apply of events.k8s.io/v1 Events is refused, and request bodies must be
-//! JSON (or YAML for apply) except for the few protobuf bodies kubectl's imperative
-//! `create` commands send (see `proto`). The crate README lists the details.
+//! server-side apply of events.k8s.io/v1 Events is refused, and request bodies are JSON,
+//! YAML for apply, or protobuf for the built-in kinds (see `protobuf`). The crate README lists the details.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), secretsync_sandbox::Error> {
@@ -36,8 +35,9 @@ pub mod gc;
 pub mod http;
 pub mod kinds;
 pub mod objmeta;
+pub mod openapi;
 pub mod patch;
-pub mod proto;
+pub mod protobuf;
 pub mod render;
 pub mod resources;
 pub mod schema;

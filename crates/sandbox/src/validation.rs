@@ -36,6 +36,10 @@ fn typed_roundtrip(group: &str, kind: &str, v: &Value) -> Option<Result<Value, S
         }
         ("policy", "PodDisruptionBudget") => roundtrip::<policy::PodDisruptionBudget>(v),
         ("networking.k8s.io", "NetworkPolicy") => roundtrip::<networking::NetworkPolicy>(v),
+        ("networking.k8s.io", "Ingress") => roundtrip::<networking::Ingress>(v),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>(v)
+        }
         ("apps", "Deployment") => roundtrip::<apps::Deployment>(v),
         ("apps", "StatefulSet") => roundtrip::<apps::StatefulSet>(v),
         ("apps", "DaemonSet") => roundtrip::<apps::DaemonSet>(v),

@@ -431,3 +431,251 @@ async fn revoking_the_active_version_waits_for_the_rollout_off_it() {
     );
     operator.stop().await;
 }
+
+/// Polls the events of SecretSync `db` until one with `reason` has a note containing
+/// `needle`, and returns that note.
+async fn event_note(env: &Env, reason: &str, needle: &str) -> String {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), "payments");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let list = events
+            .list(&kube::api::ListParams::default().fields("involvedObject.name=db"))
+            .await
+            .unwrap();
+        let notes: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.message.clone())
+            .collect();
+        if let Some(n) = notes.iter().find(|n| n.contains(needle)) {
+            return n.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} event with {needle:?}; {reason} events: {notes:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasons_are_recorded_and_quoted_in_the_events_they_cause() {
+    let Some(kubectl) = secretsync_testkit::require_tool("kubectl") else {
+        return;
+    };
+    let (env, operator, home) = start_with_db().await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), "payments");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "api"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "api"}},
+                        "spec": {"containers": [{
+                            "name": "api", "image": "api:1",
+                            "envFrom": [{"secretRef": {"name": "db-v1"}}],
+                        }]},
+                    },
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Someone else's annotation, which the plugin's writes must leave alone.
+    env.api()
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"team": "payments"}}})),
+        )
+        .await
+        .unwrap();
+    let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
+    let ok = |o: &Output| assert!(o.status.success(), "{}", stderr(o));
+    let reason_annotation = |s: &SecretSync| s.metadata.annotations.clone().unwrap_or_default();
+
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "rotate",
+                "db",
+                "-n",
+                "payments",
+                "--wait",
+                "--reason",
+                "quarterly rotation",
+            ],
+            true,
+        )
+        .await;
+    ok(&out);
+    let synced = env.get("db").await;
+    assert_eq!(
+        reason_annotation(&synced)
+            .get("secretsync.io/reason")
+            .map(String::as_str),
+        Some("quarterly rotation")
+    );
+    let note = event_note(&env, "VersionCreated", "db-v2").await;
+    assert!(
+        note.ends_with(r#"(rotation requested by spec.version; reason: "quarterly rotation")"#),
+        "{note}"
+    );
+
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "rollback",
+                "db",
+                "--to",
+                "1",
+                "-n",
+                "payments",
+                "--wait",
+                "--reason",
+                "v2 breaks logins",
+            ],
+            true,
+        )
+        .await;
+    ok(&out);
+    let note = event_note(&env, "RolloutStarted", "now references db-v1").await;
+    assert!(
+        note.ends_with(r#"(pinned; reason: "v2 breaks logins")"#),
+        "{note}"
+    );
+
+    let out = k
+        .run(
+            &[
+                "secretsync",
+                "revoke",
+                "db",
+                "--version",
+                "2",
+                "--immediate",
+                "-n",
+                "payments",
+                "--wait",
+                "--reason",
+                "leaked in a CI log",
+            ],
+            true,
+        )
+        .await;
+    ok(&out);
+    let note = event_note(&env, "VersionCreated", "db-v3").await;
+    assert!(
+        note.ends_with(r#"(replaces revoked db-v2; reason: "leaked in a CI log")"#),
+        "{note}"
+    );
+    let note = event_note(&env, "VersionRevoked", "db-v2").await;
+    assert_eq!(
+        note,
+        r#"deleted revoked db-v2 (reason: "leaked in a CI log")"#
+    );
+
+    // A change without --reason clears it: the next events quote nothing stale.
+    ok(&k
+        .run(
+            &["secretsync", "rotate", "db", "-n", "payments", "--wait"],
+            true,
+        )
+        .await);
+    let annotations = reason_annotation(&env.get("db").await);
+    assert!(!annotations.contains_key("secretsync.io/reason"));
+    assert_eq!(
+        annotations.get("team").map(String::as_str),
+        Some("payments")
+    );
+    let note = event_note(&env, "VersionCreated", "db-v4").await;
+    assert!(
+        note.ends_with("(rotation requested by spec.version)"),
+        "{note}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_exit_codes_and_completions_through_real_kubectl() {
+    let Some(kubectl) = secretsync_testkit::require_tool("kubectl") else {
+        return;
+    };
+    let (env, operator, home) = start_with_db().await;
+    let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
+
+    let out = k
+        .run(
+            &["secretsync", "list", "-n", "payments", "-o", "json"],
+            true,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list["items"][0]["metadata"]["name"], "db");
+    assert_eq!(list["items"][0]["status"]["currentVersion"], 1);
+    let out = k
+        .run(
+            &["secretsync", "status", "db", "-n", "payments", "-o", "yaml"],
+            true,
+        )
+        .await;
+    let status: SecretSync = serde_yaml::from_slice(&out.stdout).expect("YAML");
+    assert_eq!(status.status.and_then(|s| s.active_version), Some(1));
+
+    let code = |o: &Output| o.status.code();
+    let missing = k
+        .run(&["secretsync", "status", "nope", "-n", "payments"], true)
+        .await;
+    assert_eq!(code(&missing), Some(3), "{}", stderr(&missing));
+    let usage = k.run(&["secretsync", "revoke", "db"], true).await;
+    assert_eq!(code(&usage), Some(2), "{}", stderr(&usage));
+    // A version that was never made is a refusal: a plain failure.
+    let refused = k
+        .run(
+            &[
+                "secretsync",
+                "revoke",
+                "db",
+                "--version",
+                "9",
+                "-n",
+                "payments",
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(code(&refused), Some(1), "{}", stderr(&refused));
+
+    let help = k.run(&["secretsync", "--help"], true).await;
+    let help = stdout(&help);
+    for line in [
+        "3  not found",
+        "4  conflict",
+        "5  forbidden",
+        "6  timeout",
+        "7  rollout failed",
+    ] {
+        assert!(help.contains(line), "{line:?} in\n{help}");
+    }
+    let bash = k.run(&["secretsync", "completion", "bash"], true).await;
+    assert_eq!(code(&bash), Some(0));
+    let script = stdout(&bash);
+    assert!(
+        script.contains("-o default kubectl-secretsync\n") && script.contains("rollback"),
+        "{script}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = k.run(&["secretsync", "completion", shell], true).await;
+        assert!(stdout(&out).contains("revoke"), "{shell}");
+    }
+    operator.stop().await;
+}

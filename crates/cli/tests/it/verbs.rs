@@ -3,7 +3,7 @@
 
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use kubectl_secretsync::cli::Command;
+use kubectl_secretsync::cli::{Command, Output};
 use kubectl_secretsync::error::Error;
 use kubectl_secretsync::ops::{self, Change};
 use kubectl_secretsync::{execute, report};
@@ -46,7 +46,7 @@ async fn rotate_raises_spec_version_by_one_and_nothing_else() {
     let env = Env::start("payments").await;
     let before = five_versions(&env).await;
 
-    let outcome = ops::rotate(&env.syncs(), "db").await.unwrap();
+    let outcome = ops::rotate(&env.syncs(), "db", None).await.unwrap();
     assert_eq!(
         outcome.message,
         "rotating db: spec.version 2 → 3; expect db-v6"
@@ -70,7 +70,7 @@ async fn rotate_raises_spec_version_by_one_and_nothing_else() {
 async fn rotate_from_an_unset_version() {
     let env = Env::start("payments").await;
     env.create_sync(&sync_yaml("db", ""), None).await;
-    let outcome = ops::rotate(&env.syncs(), "db").await.unwrap();
+    let outcome = ops::rotate(&env.syncs(), "db", None).await.unwrap();
     assert_eq!(
         outcome.message,
         "rotating db: spec.version unset → 1; expect db-v1"
@@ -88,7 +88,7 @@ async fn a_conflicting_concurrent_edit_is_retried_on_the_fresh_object() {
 
     // Between the CLI's read and its write, someone else raises spec.version to 10 and
     // changes an unrelated field.
-    let outcome = ops::edit(&env.syncs(), "rotate", "db", |sync| {
+    let outcome = ops::edit(&env.syncs(), "rotate", "db", None, |sync| {
         calls += 1;
         if calls == 1 {
             tokio::task::block_in_place(|| {
@@ -132,10 +132,10 @@ async fn concurrent_rotates_lose_no_update() {
     five_versions(&env).await;
     let syncs = env.syncs();
     let (a, b, c, d) = tokio::join!(
-        ops::rotate(&syncs, "db"),
-        ops::rotate(&syncs, "db"),
-        ops::rotate(&syncs, "db"),
-        ops::rotate(&syncs, "db"),
+        ops::rotate(&syncs, "db", None),
+        ops::rotate(&syncs, "db", None),
+        ops::rotate(&syncs, "db", None),
+        ops::rotate(&syncs, "db", None),
     );
     for r in [a, b, c, d] {
         r.unwrap();
@@ -154,7 +154,7 @@ async fn unpin_retries_when_the_json_patch_test_fails() {
     let api = env.api();
     let handle = tokio::runtime::Handle::current();
     let mut calls = 0;
-    let outcome = ops::edit(&env.syncs(), "unpin", "db", |sync| {
+    let outcome = ops::edit(&env.syncs(), "unpin", "db", None, |sync| {
         calls += 1;
         if calls == 1 {
             tokio::task::block_in_place(|| {
@@ -185,7 +185,9 @@ async fn revoke_adds_the_version_once_and_sets_the_policy_when_asked() {
     let before = five_versions(&env).await;
     let syncs = env.syncs();
 
-    let outcome = ops::revoke(&syncs, "db", 3, false, false).await.unwrap();
+    let outcome = ops::revoke(&syncs, "db", 3, false, false, None)
+        .await
+        .unwrap();
     assert!(
         outcome
             .message
@@ -205,7 +207,9 @@ async fn revoke_adds_the_version_once_and_sets_the_policy_when_asked() {
     );
 
     // Again: nothing to write.
-    let again = ops::revoke(&syncs, "db", 3, false, false).await.unwrap();
+    let again = ops::revoke(&syncs, "db", 3, false, false, None)
+        .await
+        .unwrap();
     assert!(!again.changed);
     assert!(
         again.message.contains("already revoked"),
@@ -218,7 +222,9 @@ async fn revoke_adds_the_version_once_and_sets_the_policy_when_asked() {
     );
 
     // The active, newest version, at once.
-    let outcome = ops::revoke(&syncs, "db", 5, true, false).await.unwrap();
+    let outcome = ops::revoke(&syncs, "db", 5, true, false, None)
+        .await
+        .unwrap();
     assert!(
         outcome.message.contains("newest version"),
         "{}",
@@ -238,7 +244,7 @@ async fn revoking_an_unknown_version_is_refused_unless_forced() {
     let before = five_versions(&env).await;
     let syncs = env.syncs();
 
-    let (message, hint) = refused(ops::revoke(&syncs, "db", 9, false, false).await);
+    let (message, hint) = refused(ops::revoke(&syncs, "db", 9, false, false, None).await);
     assert!(
         message.contains("db has no version 9: it was never made"),
         "{message}"
@@ -250,7 +256,9 @@ async fn revoking_an_unknown_version_is_refused_unless_forced() {
         before.resource_version()
     );
 
-    ops::revoke(&syncs, "db", 9, false, true).await.unwrap();
+    ops::revoke(&syncs, "db", 9, false, true, None)
+        .await
+        .unwrap();
     assert_eq!(env.get("db").await.spec.revoked_versions, Some(vec![4, 9]));
 }
 
@@ -262,7 +270,7 @@ async fn revoking_the_pinned_version_is_refused() {
         Some(FIVE_VERSIONS),
     )
     .await;
-    let (message, hint) = refused(ops::revoke(&env.syncs(), "db", 3, false, false).await);
+    let (message, hint) = refused(ops::revoke(&env.syncs(), "db", 3, false, false, None).await);
     assert!(message.contains("pinned to version 3"), "{message}");
     assert!(hint.contains("unpin db"), "{hint}");
     assert_eq!(env.get("db").await.spec.revoked_versions, Some(vec![4]));
@@ -272,7 +280,7 @@ async fn revoking_the_pinned_version_is_refused() {
 async fn rollback_pins_the_newest_retained_version_before_the_active_one() {
     let env = Env::start("payments").await;
     let before = five_versions(&env).await;
-    let outcome = ops::rollback(&env.syncs(), "db", None).await.unwrap();
+    let outcome = ops::rollback(&env.syncs(), "db", None, None).await.unwrap();
     // 4 is revoked, so 3.
     assert!(
         outcome.message.starts_with(
@@ -289,9 +297,13 @@ async fn rollback_pins_the_newest_retained_version_before_the_active_one() {
     );
 
     // Explicitly, to the oldest one that still exists.
-    ops::rollback(&env.syncs(), "db", Some(1)).await.unwrap();
+    ops::rollback(&env.syncs(), "db", Some(1), None)
+        .await
+        .unwrap();
     assert_eq!(env.get("db").await.spec.pin_version, Some(1));
-    let same = ops::rollback(&env.syncs(), "db", Some(1)).await.unwrap();
+    let same = ops::rollback(&env.syncs(), "db", Some(1), None)
+        .await
+        .unwrap();
     assert!(!same.changed);
     assert!(same.message.contains("already pinned"), "{}", same.message);
 }
@@ -302,7 +314,7 @@ async fn rollback_refuses_revoked_deleted_and_unknown_versions() {
     let before = five_versions(&env).await;
     let syncs = env.syncs();
 
-    let (message, hint) = refused(ops::rollback(&syncs, "db", Some(4)).await);
+    let (message, hint) = refused(ops::rollback(&syncs, "db", Some(4), None).await);
     assert!(
         message.contains("cannot roll db back to version 4: it is revoked"),
         "{message}"
@@ -312,13 +324,13 @@ async fn rollback_refuses_revoked_deleted_and_unknown_versions() {
         "{hint}"
     );
 
-    let (message, _) = refused(ops::rollback(&syncs, "db", Some(2)).await);
+    let (message, _) = refused(ops::rollback(&syncs, "db", Some(2), None).await);
     assert!(
         message.contains("its Secret db-v2 was deleted"),
         "{message}"
     );
 
-    let (message, _) = refused(ops::rollback(&syncs, "db", Some(9)).await);
+    let (message, _) = refused(ops::rollback(&syncs, "db", Some(9), None).await);
     assert!(message.contains("db has no such version"), "{message}");
 
     let after = env.get("db").await;
@@ -340,7 +352,7 @@ versions: [{version: 1, secretName: db-v1, state: Active}]
         ),
     )
     .await;
-    let (message, hint) = refused(ops::rollback(&env.syncs(), "db", None).await);
+    let (message, hint) = refused(ops::rollback(&env.syncs(), "db", None, None).await);
     assert!(
         message.contains("no retained version older than the active one (db-v1)"),
         "{message}"
@@ -381,7 +393,7 @@ async fn unpin_removes_pin_version_and_is_a_no_op_when_not_pinned() {
 #[tokio::test]
 async fn a_missing_sync_says_where_it_looked_and_what_to_run() {
     let env = Env::start("payments").await;
-    let err = ops::rotate(&env.syncs(), "nope").await.unwrap_err();
+    let err = ops::rotate(&env.syncs(), "nope", None).await.unwrap_err();
     let mut text = Vec::new();
     report(&mut text, &err, "payments");
     let text = String::from_utf8(text).unwrap();
@@ -433,6 +445,7 @@ conditions:
 
     let (list, _) = run(Command::List {
         all_namespaces: false,
+        output: Output::Table,
     })
     .await;
     let lines: Vec<Vec<&str>> = list
@@ -468,6 +481,7 @@ conditions:
 
     let (all, _) = run(Command::List {
         all_namespaces: true,
+        output: Output::Table,
     })
     .await;
     assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
@@ -478,6 +492,7 @@ conditions:
 
     let (status, _) = run(Command::Status {
         name: "db".into(),
+        output: Output::Table,
         wait: kubectl_secretsync::cli::WaitArgs {
             wait: false,
             timeout: None,
@@ -505,4 +520,170 @@ conditions:
     assert_eq!(*row("5 ").last().unwrap(), "2", "spec version column");
     assert_eq!(row("Deployment"), ["Deployment", "api", "5", "Complete"]);
     assert_eq!(row("Ready"), ["Ready", "True", "Synced", "db-v5", "active"]);
+}
+
+#[tokio::test]
+async fn list_and_status_print_the_objects_as_json_and_yaml() {
+    let env = Env::start("payments").await;
+    five_versions(&env).await;
+    env.create_sync(&sync_yaml("cache", ""), None).await;
+    let run = |command: Command| {
+        let client = env.client.clone();
+        async move {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            execute(client, "payments", command, &mut out, &mut err)
+                .await
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
+    let no_wait = || kubectl_secretsync::cli::WaitArgs {
+        wait: false,
+        timeout: None,
+    };
+
+    let list: serde_json::Value = serde_json::from_str(
+        &run(Command::List {
+            all_namespaces: false,
+            output: Output::Json,
+        })
+        .await,
+    )
+    .expect("list -o json is JSON");
+    assert_eq!(list["kind"], "List");
+    let items: Vec<SecretSync> = serde_json::from_value(list["items"].clone()).unwrap();
+    let names: Vec<String> = items.iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, ["cache", "db"]);
+    assert_eq!(
+        items[1].status.as_ref().and_then(|s| s.active_version),
+        Some(5)
+    );
+
+    let status: SecretSync = serde_json::from_str(
+        &run(Command::Status {
+            name: "db".into(),
+            output: Output::Json,
+            wait: no_wait(),
+        })
+        .await,
+    )
+    .expect("status -o json is a SecretSync");
+    assert_eq!(status.spec.revoked_versions, Some(vec![4]));
+    assert_eq!(status.status.unwrap().versions.len(), 5);
+
+    let yaml: SecretSync = serde_yaml::from_str(
+        &run(Command::Status {
+            name: "db".into(),
+            output: Output::Yaml,
+            wait: no_wait(),
+        })
+        .await,
+    )
+    .expect("status -o yaml is a SecretSync");
+    assert_eq!(yaml.spec.version, Some(2));
+    let listed: serde_json::Value = serde_yaml::from_str(
+        &run(Command::List {
+            all_namespaces: true,
+            output: Output::Yaml,
+        })
+        .await,
+    )
+    .unwrap();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_has_its_exit_code() {
+    use kubectl_secretsync::error::*;
+    let env = Env::start("payments").await;
+    five_versions(&env).await;
+    let wait_for = |ms: u64| kubectl_secretsync::cli::WaitArgs {
+        wait: true,
+        timeout: Some(std::time::Duration::from_millis(ms)),
+    };
+    let run = |command: Command| {
+        let client = env.client.clone();
+        async move {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            execute(client, "payments", command, &mut out, &mut err)
+                .await
+                .unwrap_err()
+        }
+    };
+
+    let missing = ops::rotate(&env.syncs(), "nope", None).await.unwrap_err();
+    assert_eq!(missing.exit_code(), EXIT_NOT_FOUND);
+
+    // Someone else writes between every read and write: the verb gives up.
+    let api = env.api();
+    let conflict = ops::edit(&env.syncs(), "rotate", "db", None, |sync| {
+        let bump = json!({"metadata": {"annotations": {"touched": sync.resource_version()}}});
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                api.patch("db", &PatchParams::default(), &Patch::Merge(bump))
+                    .await
+                    .unwrap();
+            })
+        });
+        ops::plan_rotate(sync)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(conflict, Error::Conflict { .. }), "{conflict}");
+    assert_eq!(conflict.exit_code(), EXIT_CONFLICT);
+
+    // The sandbox authorizes everything, so the API's 403 is built here.
+    let forbidden = Error::Api(kube::Error::Api(Box::new(
+        kube::core::Status::failure("secretsyncs.secretsync.io \"db\" is forbidden", "Forbidden")
+            .with_code(403),
+    )));
+    assert_eq!(forbidden.exit_code(), EXIT_FORBIDDEN);
+
+    // No operator runs here: a rotation is never observed, so --wait times out.
+    let timeout = run(Command::Rotate {
+        name: "db".into(),
+        reason: kubectl_secretsync::cli::ReasonArg { reason: None },
+        wait: wait_for(300),
+    })
+    .await;
+    assert!(matches!(timeout, Error::WaitTimeout { .. }), "{timeout}");
+    assert_eq!(timeout.exit_code(), EXIT_TIMEOUT);
+
+    // A target that failed at the active version is a failed rollout.
+    env.api()
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": 99,
+                "rollout": {"targets": [
+                    {"kind": "Deployment", "name": "api", "version": 5, "state": "Failed"}
+                ]},
+            }})),
+        )
+        .await
+        .unwrap();
+    let failed = run(Command::Status {
+        name: "db".into(),
+        output: Output::Table,
+        wait: wait_for(10_000),
+    })
+    .await;
+    assert_eq!(failed.exit_code(), EXIT_ROLLOUT_FAILED, "{failed}");
+
+    let codes = [
+        0,
+        EXIT_FAILED,
+        EXIT_USAGE,
+        EXIT_NOT_FOUND,
+        EXIT_CONFLICT,
+        EXIT_FORBIDDEN,
+        EXIT_TIMEOUT,
+        EXIT_ROLLOUT_FAILED,
+    ];
+    let distinct: std::collections::BTreeSet<_> = codes.iter().collect();
+    assert_eq!(distinct.len(), codes.len());
+    for code in codes {
+        assert!(EXIT_CODES_HELP.contains(&format!("  {code}  ")), "{code}");
+    }
 }

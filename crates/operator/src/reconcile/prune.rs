@@ -161,7 +161,11 @@ pub(super) async fn prune(
             }
             .into(),
             note: Some(if revoked {
-                format!("deleted revoked {}", meta.secret_name)
+                let reason = super::version::asked_reason(sync);
+                match reason.strip_prefix("; ") {
+                    Some(r) => format!("deleted revoked {} ({r})", meta.secret_name),
+                    None => format!("deleted revoked {}", meta.secret_name),
+                }
             } else {
                 format!(
                     "deleted {} (beyond history.limit {limit})",

@@ -216,11 +216,17 @@ pub(super) async fn roll_out(
         match patch_workload(&ctx.client, kind, &namespace, &name, patch).await {
             Ok(()) => {
                 info!(kind = kind.as_str(), target = %name, secret = %active_name, "rolling out");
+                // A rollback (pinned to the active version) says why it was asked for.
+                let why = if sync.spec.pin_version == Some(active) {
+                    format!(" (pinned{})", super::version::asked_reason(sync))
+                } else {
+                    String::new()
+                };
                 outcome.events.push(Event {
                     type_: EventType::Normal,
                     reason: event::ROLLOUT_STARTED.into(),
                     note: Some(format!(
-                        "{} {name} now references {active_name}",
+                        "{} {name} now references {active_name}{why}",
                         kind.as_str()
                     )),
                     action: "Rollout".into(),

@@ -195,6 +195,22 @@ impl Grid {
     }
 }
 
+/// `; reason: "…"`: why the change was asked for (`kubectl secretsync … --reason`), for the
+/// events of what that change causes. The plugin sets or clears the annotation in the same
+/// write as the change, so it never belongs to an older one.
+pub(super) fn asked_reason(sync: &SecretSync) -> String {
+    sync.annotations()
+        .get(secretsync_api::labels::REASON)
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| {
+            format!(
+                "; reason: {:?}",
+                crate::conditions::truncate(r.trim().to_owned(), 256)
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// The `VersionCreated` event, saying why the version was made.
 pub(super) fn created_event(
     sync: &SecretSync,
@@ -204,10 +220,15 @@ pub(super) fn created_event(
 ) -> Event {
     let spec = &sync.spec;
     let why = match newest {
-        Some(n) if spec.is_revoked(n.version) => format!(" (replaces revoked {})", n.secret_name),
-        Some(n) if spec.spec_version() > n.spec_version => {
-            " (rotation requested by spec.version)".to_owned()
-        }
+        Some(n) if spec.is_revoked(n.version) => format!(
+            " (replaces revoked {}{})",
+            n.secret_name,
+            asked_reason(sync)
+        ),
+        Some(n) if spec.spec_version() > n.spec_version => format!(
+            " (rotation requested by spec.version{})",
+            asked_reason(sync)
+        ),
         _ => String::new(),
     };
     Event {

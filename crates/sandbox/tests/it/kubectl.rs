@@ -469,16 +469,186 @@ async fn kubectl_imperative_creates_send_protobuf_that_the_sandbox_decodes() {
         .trim(),
         "yes"
     );
-    // Kinds without a protobuf decoder get a clear 415.
-    let d = k
-        .run(&["create", "deployment", "d", "--image=x"], None)
-        .await;
-    assert!(
-        !d.ok
-            && d.stderr
-                .contains("protobuf bodies of apps/v1 Deployment are not supported"),
-        "{}",
-        d.stderr
+    sb.shutdown().await;
+}
+
+/// `kubectl get -o json` of one object, parsed.
+async fn get_json(k: &Kubectl, what: &[&str]) -> serde_json::Value {
+    let args = [&["get"], what, &["-o", "json"]].concat();
+    serde_json::from_str(&k.ok(&args, None).await).unwrap()
+}
+
+#[tokio::test]
+async fn kubectl_imperative_creates_of_every_kind_kubectl_sends_as_protobuf() {
+    let sb = Sandbox::start().await.unwrap();
+    let Some(k) = Kubectl::new(&sb) else { return };
+
+    k.ok(
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+            "--port=8080",
+        ],
+        None,
+    )
+    .await;
+    let d = get_json(&k, &["deployment", "web"]).await;
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        d["spec"]["selector"],
+        json!({"matchLabels": {"app": "web"}})
     );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (&c["name"], &c["image"], &c["ports"]),
+        (
+            &json!("nginx"),
+            &json!("nginx"),
+            &json!([{"containerPort": 8080}])
+        )
+    );
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "web"})
+    );
+    assert!(
+        d["metadata"]
+            .get("creationTimestamp")
+            .is_some_and(|t| t.is_string())
+    );
+
+    k.ok(
+        &[
+            "create",
+            "job",
+            "once",
+            "--image=busybox",
+            "--",
+            "echo",
+            "hi there",
+        ],
+        None,
+    )
+    .await;
+    let j = get_json(&k, &["job", "once"]).await;
+    let c = &j["spec"]["template"]["spec"];
+    assert_eq!(c["containers"][0]["command"], json!(["echo", "hi there"]));
+    assert_eq!(c["restartPolicy"], "Never");
+
+    k.ok(
+        &[
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=secrets,deployments.apps",
+        ],
+        None,
+    )
+    .await;
+    let r = get_json(&k, &["role", "reader"]).await;
+    assert_eq!(
+        r["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]}
+        ])
+    );
+
+    k.ok(
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        None,
+    )
+    .await;
+    let s = get_json(&k, &["service", "web"]).await;
+    assert_eq!(s["spec"]["type"], "ClusterIP");
+    assert_eq!(s["spec"]["selector"], json!({"app": "web"}));
+    assert_eq!(
+        s["spec"]["ports"],
+        json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}])
+    );
+    assert!(
+        s["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.96."))
+    );
+
+    k.ok(
+        &[
+            "create",
+            "ingress",
+            "web",
+            "--class=nginx",
+            "--rule=example.com/api*=web:http,tls=web-tls",
+        ],
+        None,
+    )
+    .await;
+    let i = get_json(&k, &["ingress", "web"]).await;
+    assert_eq!(i["spec"]["ingressClassName"], "nginx");
+    let rule = &i["spec"]["rules"][0];
+    assert_eq!(rule["host"], "example.com");
+    assert_eq!(
+        rule["http"]["paths"][0],
+        json!({"path": "/api", "pathType": "Prefix",
+               "backend": {"service": {"name": "web", "port": {"name": "http"}}}})
+    );
+    assert_eq!(
+        i["spec"]["tls"],
+        json!([{"hosts": ["example.com"], "secretName": "web-tls"}])
+    );
+
+    k.ok(
+        &[
+            "create",
+            "poddisruptionbudget",
+            "web",
+            "--selector=app=web",
+            "--min-available=50%",
+        ],
+        None,
+    )
+    .await;
+    let p = get_json(&k, &["pdb", "web"]).await;
+    assert_eq!(p["spec"]["minAvailable"], "50%");
+    assert_eq!(
+        p["spec"]["selector"],
+        json!({"matchLabels": {"app": "web"}})
+    );
+
+    k.ok(
+        &[
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--description=on-call first",
+            "--preemption-policy=Never",
+        ],
+        None,
+    )
+    .await;
+    let pc = get_json(&k, &["priorityclass", "high"]).await;
+    assert_eq!(
+        (&pc["value"], &pc["description"], &pc["preemptionPolicy"]),
+        (&json!(1000), &json!("on-call first"), &json!("Never"))
+    );
+    // A zero the user chose stays; Go's always-written zero fields do not appear.
+    k.ok(
+        &[
+            "create",
+            "deployment",
+            "idle",
+            "--image=nginx",
+            "--replicas=0",
+        ],
+        None,
+    )
+    .await;
+    let idle = get_json(&k, &["deployment", "idle"]).await;
+    assert_eq!(idle["spec"]["replicas"], 0);
     sb.shutdown().await;
 }

@@ -9,6 +9,7 @@ mod crud;
 mod deploy_kinds;
 mod kubectl;
 mod lifecycle;
+mod openapi;
 mod patches;
 mod sim;
 mod tokens;
