@@ -10,10 +10,12 @@ use kube::Client;
 use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use secretsync_api::hash::HashKey;
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStatus, StoreKind};
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
+use crate::hash_key::KeySecret;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
 use crate::providers::ProviderCache;
@@ -29,6 +31,8 @@ pub struct Config {
     pub instance: Option<String>,
     /// Timeout for every API write.
     pub write_timeout: Duration,
+    /// The Secret holding the content-hash key.
+    pub hash_key: KeySecret,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
             controller_name: "secretsync".into(),
             instance: None,
             write_timeout: Duration::from_secs(10),
+            hash_key: KeySecret::default(),
         }
     }
 }
@@ -110,6 +115,7 @@ pub struct Shared {
     pub readiness: Arc<Readiness>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
+    pub hash_key: HashKey,
 }
 
 pub struct Context {
@@ -126,6 +132,8 @@ pub struct Context {
     pub cluster_stores: Store<ClusterSecretStore>,
     pub backoff: Backoff,
     pub written: WrittenVersions,
+    /// Keys the content hash ([`crate::hash_key`]).
+    pub hash_key: HashKey,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
@@ -152,6 +160,7 @@ impl Context {
             readiness: shared.readiness,
             stores: shared.stores,
             cluster_stores: shared.cluster_stores,
+            hash_key: shared.hash_key,
             backoff: Backoff::default(),
             written: WrittenVersions::default(),
             written_status: Mutex::default(),

@@ -80,6 +80,11 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client, namespace: Option<String>) -> Self {
+        Self::start_with(client, namespace, Config::default())
+    }
+
+    /// Like [`Operator::start`] with these settings.
+    pub fn start_with(client: Client, namespace: Option<String>, config: Config) -> Self {
         logs();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -90,7 +95,7 @@ impl Operator {
         };
         let task = tokio::spawn(secretsync_operator::run(
             client,
-            Config::default(),
+            config,
             options,
             metrics.clone(),
             async move {

@@ -6,6 +6,7 @@ mod common;
 mod endpoints;
 mod examples;
 mod failures;
+mod hash_key;
 mod leader;
 mod leak;
 mod ownership;
