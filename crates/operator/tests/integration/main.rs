@@ -16,4 +16,5 @@ mod rollout;
 mod sharding;
 mod stores;
 mod sync;
+mod tenancy;
 mod vault;
