@@ -222,19 +222,31 @@ pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str
     }
     let mut refs = Vec::new();
     match &spec.provider {
-        Provider::Vault(vault) => refs.push(match &vault.auth {
-            VaultAuth::TokenSecretRef(sel) => {
-                key_ref("spec.provider.vault.auth.tokenSecretRef", sel)
+        Provider::Vault(vault) => {
+            if let Some(tls) = &vault.tls {
+                refs.push(key_ref(
+                    "spec.provider.vault.tls.clientCertSecretRef",
+                    &tls.client_cert_secret_ref,
+                ));
+                refs.push(key_ref(
+                    "spec.provider.vault.tls.clientKeySecretRef",
+                    &tls.client_key_secret_ref,
+                ));
             }
-            VaultAuth::AppRole(approle) => key_ref(
-                "spec.provider.vault.auth.appRole.secretRef",
-                &approle.secret_ref,
-            ),
-            VaultAuth::Kubernetes(k8s) => (
-                "spec.provider.vault.auth.kubernetes.serviceAccountRef",
-                k8s.service_account_ref.namespace.as_deref(),
-            ),
-        }),
+            refs.push(match &vault.auth {
+                VaultAuth::TokenSecretRef(sel) => {
+                    key_ref("spec.provider.vault.auth.tokenSecretRef", sel)
+                }
+                VaultAuth::AppRole(approle) => key_ref(
+                    "spec.provider.vault.auth.appRole.secretRef",
+                    &approle.secret_ref,
+                ),
+                VaultAuth::Kubernetes(k8s) => (
+                    "spec.provider.vault.auth.kubernetes.serviceAccountRef",
+                    k8s.service_account_ref.namespace.as_deref(),
+                ),
+            })
+        }
         Provider::Aws(aws) => {
             if let Some(crate::store::AwsAuth::SecretRef(secret_refs)) = &aws.auth {
                 refs.push(key_ref(

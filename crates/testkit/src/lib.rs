@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus};
 pub mod install;
 pub mod moto;
 pub mod openbao;
+pub mod pki;
 
 /// A server's stdout and stderr, both appended to the log file at `path` (a restarted
 /// server keeps adding to the same log).

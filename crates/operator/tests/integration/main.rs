@@ -17,4 +17,5 @@ mod sharding;
 mod stores;
 mod sync;
 mod tenancy;
+mod tls;
 mod vault;
