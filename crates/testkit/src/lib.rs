@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
 pub mod install;
+pub mod leak;
 pub mod moto;
 pub mod openbao;
 pub mod pki;
