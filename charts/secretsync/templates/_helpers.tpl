@@ -43,6 +43,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "secretsync.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
+{{/* The Secret holding the operator's content-hash key, in the release namespace. */}}
+{{- define "secretsync.hashKeySecretName" -}}
+{{- printf "%s-hash-key" (include "secretsync.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "secretsync.image" -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}

@@ -7,7 +7,8 @@ pub const MANAGED_BY_VALUE: &str = "secretsync";
 pub const SYNC: &str = "secretsync.io/sync";
 /// The version number N of a `<name>-v<N>` Secret.
 pub const VERSION: &str = "secretsync.io/version";
-/// `sha256:<hex>` over type and sorted data.
+/// `hmac-sha256:<hex>` over type and sorted data, keyed (see [`crate::hash`]); versions
+/// made before the hash was keyed carry `sha256:<hex>`.
 pub const CONTENT_HASH: &str = "secretsync.io/content-hash";
 /// The SecretSync's `spec.version` when this version was made.
 pub const SPEC_VERSION: &str = "secretsync.io/spec-version";

@@ -103,7 +103,22 @@ pub struct VaultProvider {
     /// Base64-encoded PEM bundle to trust for the server's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
+    /// A client certificate for servers that require one (mutual TLS); `https` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<VaultClientTls>,
     pub auth: VaultAuth,
+}
+
+/// The client certificate and its private key, each a PEM read from a Secret (in a
+/// SecretStore, from the store's own namespace). Read when the store is connected: after
+/// replacing them, edit the store (or restart the operator) to use the new ones.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultClientTls {
+    /// PEM certificate, optionally followed by its intermediates.
+    pub client_cert_secret_ref: SecretKeySelector,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub client_key_secret_ref: SecretKeySelector,
 }
 
 impl VaultProvider {

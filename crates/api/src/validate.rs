@@ -212,50 +212,80 @@ pub enum StoreScope {
     Cluster,
 }
 
-/// Validates a store's spec for its scope; `Err` lists every problem.
-pub fn validate_store(spec: &SecretStoreSpec, scope: StoreScope) -> Result<(), Problems> {
-    let mut problems = Problems::new();
-    let mut check_ref = |field: &str, namespace: Option<&String>| {
-        match (scope, namespace) {
-        (StoreScope::Namespaced, Some(_)) => problems.push(format!(
-            "{field}.namespace is not allowed in a SecretStore: credentials are read from the store's own namespace"
-        )),
-        (StoreScope::Cluster, None) => problems.push(format!(
-            "{field}.namespace is required in a ClusterSecretStore"
-        )),
-        _ => {}
+/// Every credential reference of a store: its field path and the namespace it names.
+pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str>)> {
+    fn key_ref<'a>(
+        field: &'static str,
+        sel: &'a SecretKeySelector,
+    ) -> (&'static str, Option<&'a str>) {
+        (field, sel.namespace.as_deref())
     }
-    };
-    let mut check_key_ref = |field: &str, sel: &SecretKeySelector| {
-        check_ref(field, sel.namespace.as_ref());
-    };
+    let mut refs = Vec::new();
     match &spec.provider {
-        Provider::Vault(vault) => match &vault.auth {
-            VaultAuth::TokenSecretRef(sel) => {
-                check_key_ref("spec.provider.vault.auth.tokenSecretRef", sel)
+        Provider::Vault(vault) => {
+            if let Some(tls) = &vault.tls {
+                refs.push(key_ref(
+                    "spec.provider.vault.tls.clientCertSecretRef",
+                    &tls.client_cert_secret_ref,
+                ));
+                refs.push(key_ref(
+                    "spec.provider.vault.tls.clientKeySecretRef",
+                    &tls.client_key_secret_ref,
+                ));
             }
-            VaultAuth::AppRole(approle) => check_key_ref(
-                "spec.provider.vault.auth.appRole.secretRef",
-                &approle.secret_ref,
-            ),
-            VaultAuth::Kubernetes(k8s) => check_ref(
-                "spec.provider.vault.auth.kubernetes.serviceAccountRef",
-                k8s.service_account_ref.namespace.as_ref(),
-            ),
-        },
+            refs.push(match &vault.auth {
+                VaultAuth::TokenSecretRef(sel) => {
+                    key_ref("spec.provider.vault.auth.tokenSecretRef", sel)
+                }
+                VaultAuth::AppRole(approle) => key_ref(
+                    "spec.provider.vault.auth.appRole.secretRef",
+                    &approle.secret_ref,
+                ),
+                VaultAuth::Kubernetes(k8s) => (
+                    "spec.provider.vault.auth.kubernetes.serviceAccountRef",
+                    k8s.service_account_ref.namespace.as_deref(),
+                ),
+            })
+        }
         Provider::Aws(aws) => {
-            if let Some(crate::store::AwsAuth::SecretRef(refs)) = &aws.auth {
-                check_key_ref(
+            if let Some(crate::store::AwsAuth::SecretRef(secret_refs)) = &aws.auth {
+                refs.push(key_ref(
                     "spec.provider.aws.auth.secretRef.accessKeyIdSecretRef",
-                    &refs.access_key_id_secret_ref,
-                );
-                check_key_ref(
+                    &secret_refs.access_key_id_secret_ref,
+                ));
+                refs.push(key_ref(
                     "spec.provider.aws.auth.secretRef.secretAccessKeySecretRef",
-                    &refs.secret_access_key_secret_ref,
-                );
+                    &secret_refs.secret_access_key_secret_ref,
+                ));
             }
         }
         Provider::Fake(_) => {}
+    }
+    refs
+}
+
+/// The credential references of a SecretStore that leave its namespace (name a
+/// `namespace`), as `field.namespace: <namespace>`.
+pub fn refs_leaving_namespace(spec: &SecretStoreSpec) -> Vec<String> {
+    credential_refs(spec)
+        .into_iter()
+        .filter_map(|(field, ns)| ns.map(|ns| format!("{field}.namespace: {ns}")))
+        .collect()
+}
+
+/// Validates a store's spec for its scope; `Err` lists every problem.
+pub fn validate_store(spec: &SecretStoreSpec, scope: StoreScope) -> Result<(), Problems> {
+    let mut problems = Problems::new();
+    for (field, namespace) in credential_refs(spec) {
+        match (scope, namespace) {
+            (StoreScope::Namespaced, Some(_)) => problems.push(format!(
+                "{field}.namespace is not allowed in a SecretStore: credentials are read from the store's own namespace"
+            )),
+            (StoreScope::Cluster, None) => problems.push(format!(
+                "{field}.namespace is required in a ClusterSecretStore"
+            )),
+            _ => {}
+        }
     }
     if let Provider::Vault(vault) = &spec.provider
         && !(vault.server.starts_with("http://") || vault.server.starts_with("https://"))

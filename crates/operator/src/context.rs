@@ -10,10 +10,12 @@ use kube::Client;
 use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use secretsync_api::hash::HashKey;
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStatus, StoreKind};
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
+use crate::hash_key::KeySecret;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
 use crate::providers::ProviderCache;
@@ -31,6 +33,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Cap on the retry delay of a failing SecretSync or store.
     pub max_backoff: Duration,
+    /// The Secret holding the content-hash key.
+    pub hash_key: KeySecret,
 }
 
 impl Default for Config {
@@ -40,6 +44,7 @@ impl Default for Config {
             instance: None,
             write_timeout: Duration::from_secs(10),
             max_backoff: crate::backoff::MAX_BACKOFF,
+            hash_key: KeySecret::default(),
         }
     }
 }
@@ -151,6 +156,7 @@ pub struct Shared {
     pub readiness: Arc<Readiness>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
+    pub hash_key: HashKey,
 }
 
 pub struct Context {
@@ -168,6 +174,8 @@ pub struct Context {
     pub backoff: Backoff,
     pub written: WrittenVersions,
     pub refreshes: RefreshLog,
+    /// Keys the content hash ([`crate::hash_key`]).
+    pub hash_key: HashKey,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
@@ -195,6 +203,7 @@ impl Context {
             readiness: shared.readiness,
             stores: shared.stores,
             cluster_stores: shared.cluster_stores,
+            hash_key: shared.hash_key,
             backoff,
             written: WrittenVersions::default(),
             refreshes: RefreshLog::default(),

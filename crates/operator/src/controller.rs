@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::context::{Config, Context, Readiness, Shared};
+use crate::hash_key;
 use crate::index::{VersionIndex, base_of};
 use crate::metrics::Metrics;
 use crate::multiwatch::watch_namespaces;
@@ -93,6 +94,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Stopped> {
+    // Before anything is hashed: a version made with another key would look new forever.
+    let hash_key = hash_key::load_or_create(&client, &config.hash_key).await?;
     let (ended_tx, mut ended_rx) = mpsc::unbounded::<&'static str>();
     let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
     let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -132,6 +135,7 @@ pub async fn run(
         readiness: readiness.clone(),
         stores: stores.clone(),
         cluster_stores: cluster_stores.clone(),
+        hash_key,
     };
     let max_backoff = config.max_backoff;
     let ctx = Arc::new(Context::new(

@@ -24,6 +24,16 @@ pub enum Error {
     )]
     StoreNotAllowed { store: String, namespace: String },
 
+    #[error(
+        "SecretStore {store:?} names credentials outside namespace {namespace:?} ({}); a SecretStore reads credentials only from its own namespace: drop the namespace field, or use a ClusterSecretStore whose spec.conditions admit {namespace:?}",
+        .refs.join(", ")
+    )]
+    StoreRefsLeaveNamespace {
+        store: String,
+        namespace: String,
+        refs: Vec<String>,
+    },
+
     #[error("{kind} {name:?} is invalid: {}", .problems.join("; "))]
     StoreInvalid {
         kind: &'static str,
@@ -103,7 +113,9 @@ impl Error {
         match self.inner() {
             Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::StoreNotFound { .. } => Reason::StoreNotFound,
-            Error::StoreNotAllowed { .. } => Reason::StoreNotAllowed,
+            Error::StoreNotAllowed { .. } | Error::StoreRefsLeaveNamespace { .. } => {
+                Reason::StoreNotAllowed
+            }
             Error::StoreInvalid { .. } => Reason::StoreInvalid,
             Error::Provider { source, .. } => source.reason(),
             Error::InvalidSecretKey(_) => Reason::InvalidSecretKey,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use secretsync_operator::hash_key::KeySecret;
 use secretsync_operator::lease::{Elector, LeaseConfig, default_identity};
 use secretsync_operator::metrics::Metrics;
 use secretsync_operator::server::{self, Readiness};
@@ -82,6 +83,17 @@ struct Args {
     /// Where to serve /healthz and /readyz; empty or `0` turns them off.
     #[arg(long, env = "SECRETSYNC_HEALTH_BIND_ADDRESS", default_value = "127.0.0.1:8081", value_parser = optional_address)]
     health_bind_address: OptionalAddress,
+    /// The Secret holding the content-hash key, created (32 random bytes) if absent. Every
+    /// replica must name the same one.
+    #[arg(
+        long,
+        env = "SECRETSYNC_HASH_KEY_SECRET",
+        default_value = "secretsync-hash-key"
+    )]
+    hash_key_secret: String,
+    /// Namespace of the content-hash key Secret (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "SECRETSYNC_HASH_KEY_NAMESPACE")]
+    hash_key_namespace: Option<String>,
     /// On SIGTERM, how long reconciles in flight may take to finish, in seconds.
     #[arg(long, env = "SECRETSYNC_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     shutdown_grace_seconds: u64,
@@ -177,6 +189,10 @@ async fn operate(args: Args) -> Result<(), String> {
         instance: std::env::var("POD_NAME").ok(),
         write_timeout: Duration::from_secs(args.write_timeout_seconds),
         max_backoff: Duration::from_secs(args.max_backoff_seconds.max(1)),
+        hash_key: KeySecret {
+            namespace: own_namespace(args.hash_key_namespace.clone()),
+            name: args.hash_key_secret.clone(),
+        },
         ..Config::default()
     };
     let options = RunOptions {
@@ -226,12 +242,7 @@ fn lease_config(args: &Args) -> Result<LeaseConfig, String> {
     };
     let config = LeaseConfig {
         name: args.lease_name.clone(),
-        namespace: args
-            .lease_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| "default".to_owned()),
+        namespace: own_namespace(args.lease_namespace.clone()),
         identity: default_identity(),
         lease_duration: Duration::from_secs(args.lease_duration_seconds),
         renew_deadline: seconds(args.lease_renew_deadline_seconds, "renew-deadline")?,
@@ -240,6 +251,13 @@ fn lease_config(args: &Args) -> Result<LeaseConfig, String> {
     config.validate()?;
     info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on");
     Ok(config)
+}
+
+/// `flag`, else the pod's namespace, else `default`.
+fn own_namespace(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 async fn kube_client(context: Option<&str>) -> Result<kube::Client, String> {

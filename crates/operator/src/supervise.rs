@@ -18,6 +18,8 @@ pub enum Stopped {
     WatchEnded(&'static str),
     #[error("the controller stream ended")]
     ControllerEnded,
+    #[error(transparent)]
+    HashKey(#[from] crate::hash_key::KeyError),
 }
 
 /// Named tasks; aborted when dropped.

@@ -29,7 +29,7 @@ use crate::ConnectContext;
 use crate::credentials;
 use crate::error::{ProviderError, Result};
 use crate::find::{MAX_FOUND, Matcher, too_many};
-use crate::value::{ExposeSecret, RemoteValue, SecretBytes, SecretString};
+use crate::value::{ExposeSecret, RemoteValue, SecretBytes, SecretSlice, SecretString};
 
 /// Whole-request timeout for every call to Vault.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,15 +160,20 @@ impl Vault {
     /// Connects to the store `spec` describes; credentials are read through `ctx` when
     /// logging in (lazily, on first use).
     pub async fn connect(spec: &VaultProvider, ctx: &ConnectContext) -> Result<Vault> {
-        Inner::connect(spec, ctx).map(|inner| Vault(Box::new(inner)))
+        let identity = match &spec.tls {
+            Some(tls) => Some(client_identity(ctx, tls).await?),
+            None => None,
+        };
+        Inner::connect(spec, ctx, identity).map(|inner| Vault(Box::new(inner)))
     }
 
     /// A store whose credential is given directly instead of read from Kubernetes: the
     /// token for `tokenSecretRef`, the secret-id for `appRole`, the ServiceAccount JWT for
-    /// `kubernetes`. The references in `spec.auth` are ignored; everything else applies.
+    /// `kubernetes`. The references in `spec.auth` and `spec.tls` are ignored (no client
+    /// certificate); everything else applies.
     pub fn with_static_credential(spec: &VaultProvider, credential: SecretString) -> Result<Vault> {
         let who = Who::new(&spec.auth, None);
-        Inner::new(spec, Credentials::Static(Arc::new(credential)), who)
+        Inner::new(spec, Credentials::Static(Arc::new(credential)), who, None)
             .map(|inner| Vault(Box::new(inner)))
     }
 
@@ -197,7 +202,11 @@ impl Vault {
 }
 
 impl Inner {
-    fn connect(spec: &VaultProvider, ctx: &ConnectContext) -> Result<Inner> {
+    fn connect(
+        spec: &VaultProvider,
+        ctx: &ConnectContext,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<Inner> {
         // Resolve the credential references now, so a misplaced namespace is a store error.
         let location = match &spec.auth {
             VaultAuth::TokenSecretRef(selector) => {
@@ -219,10 +228,20 @@ impl Inner {
             }
         };
         let who = Who::new(&spec.auth, Some(&location));
-        Self::new(spec, Credentials::FromKubernetes(ctx.clone()), who)
+        Self::new(
+            spec,
+            Credentials::FromKubernetes(ctx.clone()),
+            who,
+            identity,
+        )
     }
 
-    fn new(spec: &VaultProvider, credentials: Credentials, who: Who) -> Result<Inner> {
+    fn new(
+        spec: &VaultProvider,
+        credentials: Credentials,
+        who: Who,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<Inner> {
         let mount = spec.mount().trim_matches('/');
         if mount.is_empty() {
             return Err(ProviderError::InvalidConfig(
@@ -230,7 +249,7 @@ impl Inner {
             ));
         }
         Ok(Inner {
-            client: build_client(spec)?,
+            client: build_client(spec, identity)?,
             server: spec.server.clone(),
             mount: mount.to_owned(),
             kv: spec.kv_version(),
@@ -600,7 +619,8 @@ impl Inner {
                 "unexpected answer from Vault at {server} {doing}"
             )),
             Failure::Transport(cause) => ProviderError::Unavailable(format!(
-                "cannot reach Vault at {server} {doing}: {cause}"
+                "cannot reach Vault at {server} {doing}: {cause}{}",
+                tls_hint(&cause)
             )),
         }
     }
@@ -719,6 +739,22 @@ fn transport_cause(
     }
 }
 
+/// What to do about a failed TLS handshake, from rustls' cause; empty for other causes.
+fn tls_hint(cause: &str) -> &'static str {
+    if cause.contains("invalid peer certificate") {
+        "; the server's certificate is not trusted: set caBundle to the PEM of the CA that \
+         signed it (caBundle replaces the system roots)"
+    } else if cause.contains("CertificateRequired")
+        || cause.contains("BadCertificate")
+        || cause.contains("UnknownCA")
+    {
+        "; the server refused the client certificate: set tls.clientCertSecretRef and \
+         tls.clientKeySecretRef to one signed by a CA it trusts"
+    } else {
+        ""
+    }
+}
+
 /// A status and Vault's error strings for a message: "503: Vault is sealed", or "404".
 fn status_text(code: u16, errors: &[String]) -> String {
     let joined = errors
@@ -778,7 +814,7 @@ fn header_safe(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn build_client(spec: &VaultProvider) -> Result<VaultClient> {
+fn build_client(spec: &VaultProvider, identity: Option<reqwest::Identity>) -> Result<VaultClient> {
     install_crypto_provider();
     let server = &spec.server;
     let address = reqwest::Url::parse(server).map_err(|e| {
@@ -819,6 +855,14 @@ fn build_client(spec: &VaultProvider) -> Result<VaultClient> {
         // Plain HTTP needs no roots; skipping the platform's keeps start-up cheap.
         (false, _) => http.tls_certs_only(Vec::new()),
     };
+    if let Some(identity) = identity {
+        if !https {
+            return Err(ProviderError::InvalidConfig(format!(
+                "tls (a client certificate) needs an https server, not {server:?}"
+            )));
+        }
+        http = http.identity(identity);
+    }
     let http = http.build().map_err(|e| {
         ProviderError::InvalidConfig(format!("cannot set up TLS for {server} (caBundle?): {e}"))
     })?;
@@ -846,6 +890,29 @@ fn build_client(spec: &VaultProvider) -> Result<VaultClient> {
         http: rustify::clients::reqwest::Client::new(address.as_str(), http),
         middle,
         settings,
+    })
+}
+
+/// The client certificate and key `tls` names, read from Kubernetes. Messages name the
+/// Secrets, never their contents.
+async fn client_identity(
+    ctx: &ConnectContext,
+    tls: &secretsync_api::VaultClientTls,
+) -> Result<reqwest::Identity> {
+    let cert_field = "tls.clientCertSecretRef";
+    let key_field = "tls.clientKeySecretRef";
+    let cert = credentials::read_key(ctx, &tls.client_cert_secret_ref, cert_field).await?;
+    let key = credentials::read_key(ctx, &tls.client_key_secret_ref, key_field).await?;
+    let mut pem = Vec::with_capacity(cert.expose_secret().len() + key.expose_secret().len() + 1);
+    pem.extend_from_slice(cert.expose_secret().as_bytes());
+    pem.push(b'\n');
+    pem.extend_from_slice(key.expose_secret().as_bytes());
+    // Holds the private key: zeroed when dropped.
+    let pem = SecretSlice::from(pem);
+    reqwest::Identity::from_pem(pem.expose_secret()).map_err(|_| {
+        ProviderError::InvalidConfig(format!(
+            "{cert_field} and {key_field} must hold a PEM certificate and its PEM private key"
+        ))
     })
 }
 

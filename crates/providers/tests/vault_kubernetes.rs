@@ -33,6 +33,7 @@ fn spec(bao: &OpenBao, auth: VaultAuth) -> VaultProvider {
         version: None,
         namespace: None,
         ca_bundle: None,
+        tls: None,
         auth,
     }
 }

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
 pub mod install;
+pub mod leak;
 pub mod moto;
 pub mod openbao;
+pub mod pki;
 
 /// A server's stdout and stderr, both appended to the log file at `path` (a restarted
 /// server keeps adding to the same log).

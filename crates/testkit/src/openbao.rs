@@ -34,7 +34,19 @@ pub struct OpenBao {
     root_token: String,
     /// Serving HTTPS with a generated CA (`-dev-tls`).
     tls: bool,
+    /// Extra HTTPS listeners, each on its own port.
+    listeners: Vec<(u16, TlsListener)>,
     dir: TempDir,
+}
+
+/// An HTTPS listener beside the dev one, with a certificate of the caller's (see
+/// [`crate::pki::TestPki`]).
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Set: clients must present a certificate this CA signed (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl OpenBao {
@@ -54,7 +66,17 @@ impl OpenBao {
         Self::start_with(true)
     }
 
+    /// Like [`OpenBao::start`] (the dev listener serves plain HTTP, for the CLI helpers),
+    /// plus these HTTPS listeners; [`OpenBao::listener_addr`] gives their addresses.
+    pub fn start_with_listeners(listeners: Vec<TlsListener>) -> Option<OpenBao> {
+        Self::start_with_options(false, listeners)
+    }
+
     fn start_with(tls: bool) -> Option<OpenBao> {
+        Self::start_with_options(tls, Vec::new())
+    }
+
+    fn start_with_options(tls: bool, listeners: Vec<TlsListener>) -> Option<OpenBao> {
         let bin = require_tool("bao")?;
         let mut bao = OpenBao {
             child: None,
@@ -62,6 +84,7 @@ impl OpenBao {
             port: free_port(),
             root_token: format!("root-{:016x}{:016x}", random_u64(), random_u64()),
             tls,
+            listeners: listeners.into_iter().map(|l| (free_port(), l)).collect(),
             dir: TempDir::new("openbao"),
         };
         bao.spawn();
@@ -102,6 +125,12 @@ impl OpenBao {
 
     fn ca_path(&self) -> PathBuf {
         self.dir.path().join("tls").join("vault-ca.pem")
+    }
+
+    /// `https://127.0.0.1:PORT` of the `index`th listener given to
+    /// [`OpenBao::start_with_listeners`].
+    pub fn listener_addr(&self, index: usize) -> String {
+        format!("https://127.0.0.1:{}", self.listeners[index].0)
     }
 
     pub fn port(&self) -> u16 {
@@ -191,16 +220,29 @@ impl OpenBao {
     fn spawn(&mut self) {
         let (log, log_err) = crate::append_log(&self.log_path());
         // A file audit device, OpenBao's own record of every request it served (tests count
-        // reads with it). OpenBao 2 enables audit devices only from configuration.
+        // reads with it). OpenBao 2 enables audit devices only from configuration. Listeners
+        // in the configuration are added to the dev one.
         let audit_config = self.dir.path().join("audit.hcl");
-        std::fs::write(
-            &audit_config,
-            format!(
-                "audit \"file\" \"to-file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
-                self.audit_log_path().display().to_string()
-            ),
-        )
-        .unwrap_or_else(|e| panic!("write {}: {e}", audit_config.display()));
+        let mut config = format!(
+            "audit \"file\" \"to-file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+            self.audit_log_path().display().to_string()
+        );
+        for (port, listener) in &self.listeners {
+            config.push_str(&format!(
+                "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_cert_file = {:?}\n  tls_key_file = {:?}\n",
+                listener.cert_file.display().to_string(),
+                listener.key_file.display().to_string(),
+            ));
+            if let Some(ca) = &listener.client_ca_file {
+                config.push_str(&format!(
+                    "  tls_require_and_verify_client_cert = true\n  tls_client_ca_file = {:?}\n",
+                    ca.display().to_string()
+                ));
+            }
+            config.push_str("}\n");
+        }
+        std::fs::write(&audit_config, config)
+            .unwrap_or_else(|e| panic!("write {}: {e}", audit_config.display()));
         let mut cmd = Command::new(&self.bin);
         cmd.arg("server")
             .arg("-dev")

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use secretsync_api::{SecretSync, hash::content_hash, keys::validate_secret_key};
+use secretsync_api::hash::{HashKey, LEGACY_PREFIX, content_hash, legacy_content_hash};
+use secretsync_api::{SecretSync, keys::validate_secret_key};
 use secretsync_providers::{SecretBytes, SecretData};
 
 use super::fetch::Fetched;
@@ -17,16 +18,37 @@ pub const MAX_SECRET_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct Content {
     pub data: SecretData,
+    /// Keyed: `hmac-sha256:<hex>`.
     pub hash: String,
+    /// The Secret type the hash covers, kept to compare with legacy hashes.
+    secret_type: String,
     /// remote key → backend version id read.
     pub source_versions: BTreeMap<String, String>,
 }
 
-/// Applies `target.template` (if any), then checks keys and size, and hashes the result.
+impl Content {
+    /// Whether a version whose content-hash annotation is `stored` holds this content.
+    /// A version made before the hash was keyed is compared by its unkeyed hash, so an
+    /// upgrade makes no new version of content that did not change.
+    pub fn matches(&self, stored: Option<&str>) -> bool {
+        match stored {
+            // Computed only here, never kept or written: the unkeyed hash is what the key
+            // protects.
+            Some(stored) if stored.starts_with(LEGACY_PREFIX) => {
+                stored == legacy_content_hash(&self.secret_type, &self.data)
+            }
+            Some(stored) => stored == self.hash,
+            None => false,
+        }
+    }
+}
+
+/// Applies `target.template` (if any), then checks keys and size, and hashes the result
+/// with the operator's `key`.
 ///
 /// With a template, the Secret holds exactly the rendered keys (as External Secrets
 /// Operator's default `Replace` policy does), so a template can hide the raw fields it uses.
-pub fn build(sync: &SecretSync, fetched: Fetched) -> Result<Content> {
+pub fn build(sync: &SecretSync, fetched: Fetched, key: &HashKey) -> Result<Content> {
     let Fetched {
         data: fetched,
         sources: source_versions,
@@ -48,10 +70,11 @@ pub fn build(sync: &SecretSync, fetched: Fetched) -> Result<Content> {
     if size > MAX_SECRET_BYTES {
         return Err(Error::SecretTooLarge { size });
     }
-    let hash = content_hash(sync.spec.secret_type(), &data);
+    let secret_type = sync.spec.secret_type();
     Ok(Content {
+        hash: content_hash(key, secret_type, &data),
+        secret_type: secret_type.to_owned(),
         data,
-        hash,
         source_versions,
     })
 }
@@ -148,7 +171,11 @@ spec:
         data: SecretData,
         sources: BTreeMap<String, String>,
     ) -> Result<Content> {
-        build(sync, Fetched { data, sources })
+        build(sync, Fetched { data, sources }, &test_key())
+    }
+
+    pub(crate) fn test_key() -> HashKey {
+        HashKey::from_bytes(&[7; 32]).unwrap()
     }
 
     pub(crate) fn data(pairs: &[(&str, &str)]) -> SecretData {
@@ -166,6 +193,23 @@ spec:
         assert_ne!(a.hash, b.hash);
         let a2 = build_content(&sync, data(&[("password", "a")]), BTreeMap::new()).unwrap();
         assert_eq!(a.hash, a2.hash);
+        assert!(a.hash.starts_with("hmac-sha256:"), "{}", a.hash);
+    }
+
+    #[test]
+    fn legacy_versions_match_by_their_unkeyed_hash() {
+        let sync = sync(SYNC);
+        let content = build_content(&sync, data(&[("password", "a")]), BTreeMap::new()).unwrap();
+        let legacy = legacy_content_hash("kubernetes.io/basic-auth", &content.data);
+        assert!(content.matches(Some(&content.hash)));
+        assert!(content.matches(Some(&legacy)));
+        assert_ne!(content.hash, legacy);
+        let other = build_content(&sync, data(&[("password", "b")]), BTreeMap::new()).unwrap();
+        assert!(!other.matches(Some(&legacy)));
+        assert!(!other.matches(Some(&content.hash)));
+        assert!(!content.matches(None));
+        // A keyed hash is never compared as a legacy one, or the other way round.
+        assert!(!content.matches(Some(&format!("hmac-{legacy}"))));
     }
 
     #[test]

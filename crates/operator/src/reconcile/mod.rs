@@ -176,7 +176,7 @@ async fn pipeline(
     if let Some(why) = refresh {
         let store = store::resolve(sync, ctx).await?;
         let fetched = fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?;
-        let content = content::build(sync, fetched)?;
+        let content = content::build(sync, fetched, &ctx.hash_key)?;
         if let Some(number) =
             version::next_number(newest.as_ref(), &content, why.rotate, highest_used)
         {

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use secretsync_api::validate::{StoreScope, validate_store};
+use secretsync_api::validate::{StoreScope, refs_leaving_namespace, validate_store};
 use secretsync_api::{SecretStoreSpec, SecretSync, StoreCondition, StoreKind};
 
 use crate::context::Context;
@@ -59,6 +59,18 @@ pub(super) async fn resolve(sync: &SecretSync, ctx: &Context) -> Result<Resolved
             )
         }
     };
+    // Tenancy before validity: a SecretStore may not lend this namespace credentials kept in
+    // another one, whatever else is wrong with it.
+    if scope == StoreScope::Namespaced {
+        let refs = refs_leaving_namespace(&spec);
+        if !refs.is_empty() {
+            return Err(Error::StoreRefsLeaveNamespace {
+                store: name,
+                namespace,
+                refs,
+            });
+        }
+    }
     validate_store(&spec, scope).map_err(|problems| Error::StoreInvalid {
         kind: kind.as_str(),
         name: name.clone(),

@@ -85,7 +85,7 @@ pub fn next_number(
     rotate: bool,
     highest_used: i64,
 ) -> Option<i64> {
-    let changed = newest.is_none_or(|n| n.content_hash.as_deref() != Some(content.hash.as_str()));
+    let changed = newest.is_none_or(|n| !content.matches(n.content_hash.as_deref()));
     (rotate || changed).then_some(highest_used + 1)
 }
 
@@ -290,7 +290,7 @@ pub(super) async fn write(
                         if let Some(m) = &taken {
                             ctx.index.apply(m);
                         }
-                        if meta.content_hash.as_deref() == Some(content.hash.as_str())
+                        if content.matches(meta.content_hash.as_deref())
                             && meta.spec_version == sync.spec.spec_version()
                         {
                             return Ok(meta);
@@ -609,7 +609,7 @@ versions:
         assert_eq!(a["secretsync.io/spec-version"], "2");
         assert_eq!(a["secretsync.io/source-versions"], r#"{"app/db":"7"}"#);
         assert_eq!(a["owner"], "payments@example.com");
-        assert!(a["secretsync.io/content-hash"].starts_with("sha256:"));
+        assert!(a["secretsync.io/content-hash"].starts_with("hmac-sha256:"));
         let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),

@@ -83,6 +83,7 @@ impl Operator {
         Self::start_with(client, namespace, Config::default())
     }
 
+    /// Like [`Operator::start`] with these settings.
     pub fn start_with(client: Client, namespace: Option<String>, config: Config) -> Self {
         logs();
         let metrics = Arc::new(Metrics::default());

@@ -1,19 +1,31 @@
-//! Secret values never leak (api.md guarantee 8): a canary value travels through every path
-//! — sync, rotation, templating, failures — and is then searched for in the operator's
-//! debug logs, in every Event, and in every SecretSync's status and metadata.
+//! Secret values never leak (api.md guarantee 8): canary values travel through every path
+//! — sync, rotation, templating, failures, a Vault login refused — and
+//! [`LeakScan`] then searches the operator's debug logs, every Event, every status (with its
+//! condition messages, the error messages users see) and `/metrics` for them. The
+//! content-hash key and the unkeyed digest of the content are canaries too: neither may
+//! show anywhere.
 
-use k8s_openapi::api::core::v1::Event as CoreEvent;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::ListParams;
-use secretsync_api::SecretSync;
+use axum::body::Body;
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use secretsync_api::hash::legacy_content_hash;
+use secretsync_api::{ClusterSecretStore, SecretSync};
+use secretsync_operator::hash_key::{DATA_KEY, KeySecret};
+use secretsync_testkit::leak::LeakScan;
+use secretsync_testkit::openbao::OpenBao;
 use serde_json::json;
+use tower::ServiceExt;
 
 use crate::common::{Env, logs, sync_yaml};
+use crate::vault::vault_store_at;
 
 const CANARY: &str = "CANARY-6f1d0b7e-never-print-me";
+const TOKEN: &str = "CANARY-token-9a4c-never-print-me";
 
 #[tokio::test]
-async fn canary_values_never_appear_in_logs_events_or_status() {
+async fn canary_values_never_appear_in_logs_events_statuses_metrics_or_errors() {
     let env = Env::start("payments").await;
     let value = format!(r#"{{"password":"{CANARY}","user":"app-{CANARY}"}}"#);
     env.fake_store("vault", &[("app/db", &value, "1")]).await;
@@ -59,42 +71,76 @@ spec:
     )
     .await;
     env.wait_condition("prop", "Ready", "False").await;
+    // A ClusterSecretStore that does not admit this namespace.
+    Api::<ClusterSecretStore>::all(env.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretStore",
+                "metadata": {"name": "shared"},
+                "spec": {
+                    "provider": {"fake": {"data": [{"key": "app/db", "value": value, "version": "1"}]}},
+                    "conditions": [{"namespaces": ["orders"]}],
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.create::<SecretSync>(&sync_yaml("denied", "shared", "").replace(
+        "storeRef: {name: shared}",
+        "storeRef: {name: shared, kind: ClusterSecretStore}",
+    ))
+    .await;
+    env.wait_failure("denied", "Ready", "StoreNotAllowed").await;
+    // A Vault login with a token OpenBao refuses: the token is a canary too.
+    let bao = OpenBao::start();
+    if let Some(bao) = &bao {
+        vault_store_at(&env, "bao", &bao.addr(), TOKEN).await;
+        env.create::<SecretSync>(&sync_yaml("login", "bao", ""))
+            .await;
+        env.wait_failure("login", "Ready", "ProviderAuthFailed")
+            .await;
+        env.wait_store("bao", "False", "ProviderAuthFailed").await;
+    }
 
     // The Secret really holds the value (so the search below is meaningful)...
     let v1 = env.secret("db-v1").await.unwrap();
-    assert_eq!(v1.data.unwrap()["password"].0, CANARY.as_bytes());
-
-    // ...and it is nowhere else.
-    let logs = logs().contents();
-    assert!(logs.contains("version created"), "logs were captured");
-    let leaked: Vec<&str> = logs.lines().filter(|l| l.contains(CANARY)).collect();
-    assert!(leaked.is_empty(), "log lines hold the canary: {leaked:#?}");
-    let syncs = env
-        .api::<SecretSync>()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    for sync in syncs {
-        let text = serde_json::to_string(&sync).unwrap();
-        assert!(!text.contains(CANARY), "SecretSync {text}");
-    }
-    let events = env
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(!events.items.is_empty(), "events were recorded");
-    for event in events {
-        let text = serde_json::to_string(&event).unwrap();
-        assert!(!text.contains(CANARY), "Event {text}");
-    }
-    for event in env
-        .api::<CoreEvent>()
-        .list(&ListParams::default())
+    let data = v1.data.clone().unwrap();
+    assert_eq!(data["password"].0, CANARY.as_bytes());
+    // ...and what protects the hash is secret too: the key, and the unkeyed digest.
+    let at = KeySecret::default();
+    let key = Api::<Secret>::namespaced(env.client.clone(), &at.namespace)
+        .get(&at.name)
         .await
         .unwrap()
-    {
-        let text = serde_json::to_string(&event).unwrap();
-        assert!(!text.contains(CANARY), "core Event {text}");
-    }
+        .data
+        .unwrap()[DATA_KEY]
+        .0
+        .clone();
+    let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let key_base64 = base64::engine::general_purpose::STANDARD.encode(&key);
+    let plain: std::collections::BTreeMap<String, Vec<u8>> =
+        data.into_iter().map(|(k, v)| (k, v.0)).collect();
+    let unkeyed = legacy_content_hash("Opaque", &plain);
+    let unkeyed_hex = unkeyed.trim_start_matches("sha256:").to_owned();
+
+    let mut scan = LeakScan::new([CANARY, TOKEN, &key_hex, &key_base64, &unkeyed_hex]);
+    let logs = logs().contents();
+    assert!(logs.contains("version created"), "logs were captured");
+    scan.items("operator debug log lines", logs.lines());
+    scan.cluster(&env.client).await;
+    let response = secretsync_operator::server::metrics_routes(env.operator().metrics.clone())
+        .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let metrics = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    assert!(metrics.contains("secretsync_reconciles_total"), "{metrics}");
+    scan.text("/metrics", &metrics);
+    let report = scan.assert_clean();
+    eprintln!("{report}");
+    assert!(scan.empty_places().is_empty(), "{report}");
 }

@@ -15,10 +15,12 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, TargetState};
+use secretsync_operator::Config;
+use secretsync_operator::hash_key::KeySecret;
 use secretsync_operator::lease::{Elector, LeaseConfig};
 use serde_json::{Value, json};
 
-use crate::common::{Env, Operator, sync_yaml};
+use crate::common::{Env, Operator, install_namespace, sync_yaml};
 
 /// The chart's ServiceAccount with the release name and namespace used below.
 const RELEASE: &str = "secretsync";
@@ -399,12 +401,6 @@ async fn journey(env: &Env) {
 /// Leader election as the binary runs it, as the chart's ServiceAccount on the chart's
 /// Lease: acquired, renewed a few times, released.
 async fn elect(env: &Env) {
-    // The release namespace, unless the journey made it already.
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": RELEASE_NAMESPACE}})).unwrap();
-    let _ = Api::<Namespace>::all(env.client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await;
     let elector = Elector::new(
         env.sandbox.client_as(OPERATOR_USER),
         LeaseConfig {
@@ -435,9 +431,19 @@ async fn run(watch: Option<&str>, set_json: &[&str]) {
         return;
     };
     let mut env = Env::without_operator("payments").await;
-    env.operator = Some(Operator::start(
+    install_namespace(&env.client, RELEASE_NAMESPACE).await;
+    // As the chart runs it: the content-hash key in the release namespace.
+    let config = Config {
+        hash_key: KeySecret {
+            namespace: RELEASE_NAMESPACE.into(),
+            name: format!("{RELEASE}-hash-key"),
+        },
+        ..Config::default()
+    };
+    env.operator = Some(Operator::start_with(
         env.sandbox.client_as(OPERATOR_USER),
         watch.map(str::to_owned),
+        config,
     ));
     journey(&env).await;
     env.stop_operator().await;

@@ -37,7 +37,7 @@ async fn first_sync_creates_v1_with_the_contract() {
     assert_eq!(labels["secretsync.io/version"], "1");
     assert_eq!(labels["team"], "payments");
     let annotations = secret.annotations();
-    assert!(annotations["secretsync.io/content-hash"].starts_with("sha256:"));
+    assert!(annotations["secretsync.io/content-hash"].starts_with("hmac-sha256:"));
     assert_eq!(annotations["secretsync.io/spec-version"], "0");
     assert_eq!(annotations["owner"], "ops");
     let owner = &secret.owner_references()[0];

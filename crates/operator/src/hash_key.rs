@@ -1,0 +1,117 @@
+//! The content-hash key (api.md guarantee 1): 32 random bytes in a Secret in the operator's
+//! own namespace, made once and read at start. Every replica and every restart hashes with
+//! the same key, so unchanged content never looks new; nobody without read access to that
+//! one Secret can test guesses against the hashes in annotations and status.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::core::ObjectMeta;
+use rand::TryRngCore;
+use secretsync_api::hash::{HashKey, MIN_KEY_BYTES};
+use tracing::info;
+
+/// The key's entry in the Secret's data.
+pub const DATA_KEY: &str = "key";
+
+/// Where the key lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySecret {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Default for KeySecret {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            name: "secretsync-hash-key".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read or create the content-hash key Secret {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error(
+        "the content-hash key Secret {namespace}/{name} has no data entry {DATA_KEY:?} of at \
+         least {MIN_KEY_BYTES} bytes; delete it to have a new key made (every SecretSync then \
+         makes one new version)"
+    )]
+    Malformed { namespace: String, name: String },
+    #[error("the operating system gave no random bytes for a new content-hash key: {0}")]
+    Random(String),
+}
+
+/// Reads the key, creating it first if absent. Create-if-absent: when replicas race, one
+/// create wins and the others read the winner's key, so all of them share it.
+pub async fn load_or_create(client: &kube::Client, at: &KeySecret) -> Result<HashKey, KeyError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &at.namespace);
+    let api_error = |source| KeyError::Api {
+        namespace: at.namespace.clone(),
+        name: at.name.clone(),
+        source,
+    };
+    if let Some(secret) = api.get_opt(&at.name).await.map_err(api_error)? {
+        return parse(at, &secret);
+    }
+    let mut bytes = vec![0; MIN_KEY_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| KeyError::Random(e.to_string()))?;
+    match api
+        .create(&PostParams::default(), &key_secret(at, bytes))
+        .await
+    {
+        Ok(created) => {
+            info!(namespace = %at.namespace, name = %at.name, "content-hash key created");
+            parse(at, &created)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let secret = api.get(&at.name).await.map_err(api_error)?;
+            parse(at, &secret)
+        }
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+fn parse(at: &KeySecret, secret: &Secret) -> Result<HashKey, KeyError> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DATA_KEY))
+        .and_then(|bytes| HashKey::from_bytes(&bytes.0))
+        .ok_or_else(|| KeyError::Malformed {
+            namespace: at.namespace.clone(),
+            name: at.name.clone(),
+        })
+}
+
+/// Immutable: the key is never edited in place. Replacing it (delete the Secret, restart
+/// the operator) changes every hash, so every SecretSync makes one new version.
+fn key_secret(at: &KeySecret, bytes: Vec<u8>) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(at.name.clone()),
+            namespace: Some(at.namespace.clone()),
+            // Not `managed-by: secretsync`: that label marks versions, and this is none.
+            labels: Some(
+                [
+                    ("app.kubernetes.io/part-of".into(), "secretsync".into()),
+                    ("app.kubernetes.io/component".into(), "hash-key".into()),
+                ]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        immutable: Some(true),
+        type_: Some("Opaque".into()),
+        data: Some([(DATA_KEY.into(), ByteString(bytes))].into()),
+        ..Secret::default()
+    }
+}
