@@ -178,28 +178,28 @@ async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_r
 
     set_password(&env, "two", "2").await;
     env.wait_version("db", 2).await;
-    // Until the rollout is Complete, db-v1 exists at every look.
+    // db-v1 goes only once the Deployment has completed its rollout to db-v2: whenever it
+    // is found gone, the Deployment (read after) is complete on db-v2. (The SecretSync's
+    // status is written after the delete, in the same pass, so it may still lag.)
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let status = env.status("db").await;
-        let done = status.rollout.as_ref().is_some_and(|r| {
-            r.targets
-                .iter()
-                .all(|t| t.version == 2 && t.state == TargetState::Complete)
-        });
-        if done {
-            break;
-        }
-        assert!(
-            env.secret("db-v1").await.is_some(),
-            "db-v1 deleted before the rollout completed"
-        );
+    while env.secret("db-v1").await.is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "rollout did not complete"
+            "db-v1 was never deleted"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let rolled = env.api::<Deployment>().get("api").await.unwrap();
+    assert_eq!(template_refs(&rolled), vec!["db-v2"; 5]);
+    let (spec, status) = (rolled.spec.unwrap(), rolled.status.unwrap());
+    let replicas = spec.replicas.unwrap_or(1);
+    assert!(
+        status.observed_generation >= rolled.metadata.generation
+            && status.updated_replicas == Some(replicas)
+            && status.available_replicas == Some(replicas),
+        "db-v1 deleted before the rollout completed: {status:?}"
+    );
+    wait_target(&env, "api", 2, TargetState::Complete).await;
 
     // Every reference moved, and nothing else in the spec changed.
     let after = env.api::<Deployment>().get("api").await.unwrap();
