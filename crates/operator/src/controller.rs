@@ -399,6 +399,8 @@ pub async fn run(
     let mut store_checks = pin!(store_checks);
     let mut stop = pin!(stopping());
     let mut asked_to_stop = false;
+    // A finished join must not be polled again, and during shutdown the loop goes on.
+    let mut store_checks_ended = false;
     loop {
         tokio::select! {
             // Once the SecretSync controller has finished its reconciles, nothing that
@@ -411,7 +413,8 @@ pub async fn run(
                     Err(Stopped::ControllerEnded)
                 };
             }
-            _ = &mut store_checks => {
+            _ = &mut store_checks, if !store_checks_ended => {
+                store_checks_ended = true;
                 if !*stopping_flag.borrow() {
                     return Err(Stopped::ControllerEnded);
                 }

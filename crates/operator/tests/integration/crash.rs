@@ -48,16 +48,18 @@ enum Step {
     Rotate,
     Revoke,
     Rollback,
-    UnpinAndChange,
+    Unpin,
+    FinalChange,
 }
 
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     Step::FirstSync,
     Step::BackendChange,
     Step::Rotate,
     Step::Revoke,
     Step::Rollback,
-    Step::UnpinAndChange,
+    Step::Unpin,
+    Step::FinalChange,
 ];
 
 impl Step {
@@ -69,7 +71,8 @@ impl Step {
             Step::Rotate => 3,
             Step::Revoke => 4,
             Step::Rollback => 2,
-            Step::UnpinAndChange => 5,
+            Step::Unpin => 4,
+            Step::FinalChange => 5,
         }
     }
 
@@ -96,9 +99,14 @@ impl Step {
                 env.merge_sync("db", json!({"spec": {"pinVersion": 2}}))
                     .await;
             }
-            Step::UnpinAndChange => {
+            // Two steps, not one: a backend change the operator sees before the unpin is
+            // made while v2 is still pinned, and history then keeps v2 (active) over v4 —
+            // right, but a different end state.
+            Step::Unpin => {
                 env.merge_sync("db", json!({"spec": {"pinVersion": null}}))
                     .await;
+            }
+            Step::FinalChange => {
                 env.set_fake_data("vault", &[("app/db", r#"{"password":"three"}"#, "3")])
                     .await;
             }
@@ -221,7 +229,7 @@ async fn wait_step(env: &Env, step: Step) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let settled = |names: &[String]| match step {
         Step::Revoke => !names.iter().any(|n| n == "db-v3"),
-        Step::UnpinAndChange => names == ["db-v4", "db-v5"],
+        Step::FinalChange => names == ["db-v4", "db-v5"],
         _ => true,
     };
     loop {
