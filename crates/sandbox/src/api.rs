@@ -4,7 +4,6 @@
 //! controllers (garbage collector, simulator).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -26,8 +25,6 @@ pub struct Core {
     pub registry: Registry,
     pub stats: Recorder,
     pub signer: Signer,
-    pub ready_delay: Duration,
-    pub nodes: u32,
     pub cluster_ips: crate::kinds::ClusterIps,
 }
 
