@@ -731,6 +731,13 @@ impl<C: Cluster> Sim<C> {
             .iter()
             .find(|(_, o)| s(o, "/metadata/labels/pod-template-hash") == hash)
             .cloned();
+        let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+        if paused {
+            // `kubectl rollout pause`: no new ReplicaSet and no scaling until resumed; the
+            // status says so and counts nothing as updated unless it already is.
+            self.paused_status(k, &d, want, &rss, new_rs.as_ref()).await;
+            return;
+        }
         let Some((new_key, new_obj)) = new_rs else {
             let mut tpl = template.clone();
             if !tpl
@@ -872,6 +879,45 @@ impl<C: Cluster> Sim<C> {
         if unavailable > 0 {
             status["unavailableReplicas"] = json!(unavailable);
         }
+        self.write_status(k, status).await;
+    }
+
+    async fn paused_status(
+        &self,
+        k: &Key,
+        d: &Value,
+        want: i64,
+        rss: &[(Key, Arc<Value>)],
+        new_rs: Option<&(Key, Arc<Value>)>,
+    ) {
+        let count = |o: &Value, f: &str| {
+            o.pointer(&format!("/status/{f}"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        let total: i64 = rss.iter().map(|(_, o)| count(o, "replicas")).sum();
+        let ready: i64 = rss.iter().map(|(_, o)| count(o, "readyReplicas")).sum();
+        let updated = new_rs.map_or(0, |(_, o)| count(o, "replicas"));
+        let now = now_rfc3339();
+        let available = ready >= want;
+        let conditions = keep_times(
+            d.pointer("/status/conditions"),
+            vec![
+                json!({"type": "Available", "status": if available { "True" } else { "False" },
+                       "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                       "lastUpdateTime": now, "lastTransitionTime": now}),
+                json!({"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused",
+                       "message": "Deployment is paused", "lastUpdateTime": now, "lastTransitionTime": now}),
+            ],
+        );
+        let status = json!({
+            "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "conditions": conditions,
+        });
         self.write_status(k, status).await;
     }
 
