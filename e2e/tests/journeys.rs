@@ -53,7 +53,7 @@ spec:
     spec:
       containers:
         - name: app
-          image: registry.example/app:1.0
+          image: registry.k8s.io/pause:3.10
           env:
             - name: DB_PASSWORD
               valueFrom:
