@@ -269,8 +269,8 @@ impl Journey {
         }
     }
 
-    /// The operator's log so far (for a failing journey's message).
-    pub fn operator_log(&self) -> String {
+    /// The operator's log so far (printed when a journey fails).
+    fn operator_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
     }
 
@@ -461,6 +461,9 @@ impl Drop for Journey {
     /// objects go (without waiting). The sandbox just stops.
     fn drop(&mut self) {
         self.kill_operator();
+        if std::thread::panicking() {
+            eprintln!("--- secretsync-operator log\n{}", self.operator_log());
+        }
         if matches!(self.cluster, Cluster::Sandbox(_)) {
             return;
         }
