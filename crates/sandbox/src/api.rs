@@ -4,7 +4,6 @@
 //! controllers (garbage collector, simulator).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -27,8 +26,6 @@ pub struct Core {
     pub stats: Recorder,
     pub faults: crate::faults::Faults,
     pub signer: Signer,
-    pub ready_delay: Duration,
-    pub nodes: u32,
     pub cluster_ips: crate::kinds::ClusterIps,
 }
 

@@ -77,8 +77,7 @@ pub enum Error {
 /// Options for [`Sandbox`]; see [`Sandbox::builder`].
 #[derive(Debug, Clone)]
 pub struct SandboxBuilder {
-    ready_delay: Duration,
-    nodes: u32,
+    simulator: Option<secretsync_simulator::Options>,
     port: u16,
     kubeconfig_out: Option<PathBuf>,
     history: usize,
@@ -87,8 +86,7 @@ pub struct SandboxBuilder {
 impl Default for SandboxBuilder {
     fn default() -> Self {
         Self {
-            ready_delay: Duration::from_millis(200),
-            nodes: 3,
+            simulator: Some(secretsync_simulator::Options::default()),
             port: 0,
             kubeconfig_out: None,
             history: 50_000,
@@ -99,13 +97,25 @@ impl Default for SandboxBuilder {
 impl SandboxBuilder {
     /// How long a simulated Pod takes to become Ready (default 200ms).
     pub fn ready_delay(mut self, d: Duration) -> Self {
-        self.ready_delay = d;
+        if let Some(o) = &mut self.simulator {
+            o.ready_delay = d;
+        }
         self
     }
 
     /// Number of simulated nodes, i.e. Pods per DaemonSet (default 3).
     pub fn nodes(mut self, n: u32) -> Self {
-        self.nodes = n;
+        if let Some(o) = &mut self.simulator {
+            o.nodes = n;
+        }
+        self
+    }
+
+    /// Starts without the built-in workload simulator: Pods stay unbound and Pending and
+    /// workloads get no Pods, as on a bare control plane, until something else (the
+    /// standalone `secretsync-sim`) plays kubelet and controllers.
+    pub fn without_simulator(mut self) -> Self {
+        self.simulator = None;
         self
     }
 
@@ -139,8 +149,6 @@ impl SandboxBuilder {
             stats: stats::Recorder::default(),
             faults: faults::Faults::default(),
             signer: tokens::Signer::new(),
-            ready_delay: self.ready_delay,
-            nodes: self.nodes,
             cluster_ips: kinds::ClusterIps::default(),
         });
         for ns in ["default", "kube-system", "kube-public"] {
@@ -171,10 +179,10 @@ impl SandboxBuilder {
                 })
                 .await;
         });
-        let tasks = vec![
-            tokio::spawn(gc::run(core.clone())),
-            tokio::spawn(sim::run(core.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(gc::run(core.clone()))];
+        if let Some(opts) = self.simulator {
+            tasks.push(tokio::spawn(sim::run(core.clone(), opts)));
+        }
         Ok(Sandbox {
             core,
             url,

@@ -21,18 +21,24 @@ struct Args {
     /// Simulated nodes (Pods per DaemonSet).
     #[arg(long, default_value_t = 3)]
     nodes: u32,
+    /// Start without the built-in workload simulator (Pods stay Pending, workloads get no
+    /// Pods), for the standalone `secretsync-sim` or a test of a bare control plane.
+    #[arg(long)]
+    no_simulator: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sandbox = secretsync_sandbox::Sandbox::builder()
+    let mut builder = secretsync_sandbox::Sandbox::builder()
         .port(args.port)
         .kubeconfig_out(&args.kubeconfig_out)
         .ready_delay(Duration::from_millis(args.ready_delay_ms))
-        .nodes(args.nodes)
-        .start()
-        .await?;
+        .nodes(args.nodes);
+    if args.no_simulator {
+        builder = builder.without_simulator();
+    }
+    let sandbox = builder.start().await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", sandbox.url())?;
     writeln!(

@@ -2,12 +2,7 @@
 
 use rand::Rng;
 
-/// RFC 3339 timestamp with second precision, as metav1.Time serializes.
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
+pub use secretsync_simulator::names::{now_rfc3339, random_suffix, safe_encode};
 
 /// RFC 3339 timestamp with microseconds (metav1.MicroTime, used by events and leases).
 pub fn now_micro() -> String {
@@ -29,25 +24,6 @@ pub fn new_uid() -> String {
         &h[17..20],
         &h[20..32]
     )
-}
-
-/// The alphabet Kubernetes uses for generated name suffixes (no vowels, no look-alikes).
-const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-pub fn random_suffix(n: usize) -> String {
-    let mut r = rand::rng();
-    (0..n)
-        .map(|_| ALPHANUMS[r.random_range(0..ALPHANUMS.len())] as char)
-        .collect()
-}
-
-/// Maps a digest onto the same safe alphabet (pod-template-hash style).
-pub fn safe_encode(bytes: &[u8], n: usize) -> String {
-    bytes
-        .iter()
-        .take(n)
-        .map(|b| ALPHANUMS[*b as usize % ALPHANUMS.len()] as char)
-        .collect()
 }
 
 pub fn is_dns_subdomain(s: &str) -> bool {

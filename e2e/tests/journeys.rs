@@ -1,0 +1,763 @@
+//! Journeys 1–7 of issue 11: the platform team, the app team and on-call, as each meets
+//! the product with kubectl, the `kubectl secretsync` plugin and the operator binary. Each
+//! runs in its own namespaces, on the sandbox or on `E2E_CLUSTER=existing`.
+
+use std::time::Duration;
+
+use secretsync_e2e::{Journey, eventually};
+use secretsync_testkit::moto::Moto;
+use secretsync_testkit::openbao::OpenBao;
+use secretsync_testkit::repo_root;
+use serde_json::{Value, json};
+
+const APP: &str = "app=demo";
+
+fn sync_yaml(history: u32) -> String {
+    format!(
+        r#"apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: db}}
+spec:
+  storeRef: {{name: vault}}
+  refreshInterval: 2s
+  data:
+    - secretKey: password
+      remoteRef: {{key: app/db, property: password}}
+    - secretKey: username
+      remoteRef: {{key: app/db, property: username}}
+  dataFrom:
+    - extract: {{key: app/config}}
+  target:
+    template:
+      data:
+        password: "{{{{ password }}}}"
+        dsn: "postgres://{{{{ username }}}}:{{{{ password }}}}@{{{{ host }}}}:5432/app"
+  history: {{limit: {history}}}
+  rollout:
+    targets: [{{kind: Deployment, name: app}}]
+    timeout: 5m
+"#
+    )
+}
+
+const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: demo}
+  template:
+    metadata:
+      labels: {app: demo}
+    spec:
+      containers:
+        - name: app
+          image: registry.k8s.io/pause:3.10
+          env:
+            - name: DB_PASSWORD
+              valueFrom:
+                secretKeyRef: {name: db-v1, key: password}
+          envFrom:
+            - secretRef: {name: db-v1}
+          volumeMounts:
+            - {name: db, mountPath: /etc/db, readOnly: true}
+      volumes:
+        - name: db
+          secret: {secretName: db-v1}
+"#;
+
+fn store_yaml(bao: &OpenBao) -> String {
+    format!(
+        "apiVersion: secretsync.io/v1alpha1
+kind: SecretStore
+metadata: {{name: vault}}
+spec:
+  provider:
+    vault:
+      server: {}
+      path: secret
+      version: v2
+      auth:
+        tokenSecretRef: {{name: vault-token, key: token}}
+",
+        bao.addr()
+    )
+}
+
+/// Journey 2's state: OpenBao with `app/db` and `app/config`, a store, SecretSync `db`
+/// (data, dataFrom and a template) and Deployment `app` using it by env, envFrom and a
+/// volume, applied with `kubectl apply -f` of the files; the Pods Ready on `db-v1`.
+async fn app_team(j: &mut Journey, history: u32) -> OpenBao {
+    let bao = OpenBao::start().expect("OpenBao (require_tool passed for kubectl)");
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-1")],
+    );
+    bao.kv_put("secret", "app/config", &[("host", "db.internal")]);
+    let ns = j.ns.clone();
+    j.start_operator(&[&ns], None);
+    j.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault-token",
+        "-n",
+        &ns,
+        &format!("--from-literal=token={}", bao.root_token()),
+    ])
+    .await;
+    j.apply(&ns, "store.yaml", &store_yaml(&bao)).await;
+    j.apply(&ns, "secretsync.yaml", &sync_yaml(history)).await;
+    j.apply(&ns, "deployment.yaml", DEPLOYMENT).await;
+    j.wait_active("db", 1).await;
+    j.ok(&[
+        "rollout",
+        "status",
+        "deployment/app",
+        "-n",
+        &ns,
+        "--timeout=90s",
+    ])
+    .await;
+    j.wait_pods_on(APP, 2, "db-v1").await;
+    bao
+}
+
+fn data(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The Secret names the Deployment's pod template references.
+async fn template_refs(j: &Journey) -> Vec<String> {
+    let d = j.get(&["deployment", "app"]).await.expect("get deployment");
+    secretsync_e2e::pod_secret_refs(&json!({"spec": d["spec"]["template"]["spec"]}))
+}
+
+async fn status_version_state(j: &Journey, version: i64) -> String {
+    let s = j.get(&["secretsync", "db"]).await.expect("get secretsync");
+    s.pointer("/status/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| v["version"] == version))
+        .and_then(|v| v["state"].as_str())
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+// ---- 1. Platform team -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
+    let Some(mut j) = Journey::start("e2e-platform").await else {
+        return;
+    };
+    let (bao, moto) = (OpenBao::start().unwrap(), Moto::start().unwrap());
+    bao.kv_put("secret", "app/db", &[("password", "pw-1")]);
+    moto.create_secret("app/api", r#"{"key":"api-1"}"#, &[]);
+    let run = j.run.clone();
+    let platform = j.ns.clone();
+    let (admitted, other) = (format!("e2e-team-a-{run}"), format!("e2e-team-b-{run}"));
+    j.namespace(&admitted, &[("e2e.secretsync.io/secrets", &run)])
+        .await;
+    j.namespace(&other, &[]).await;
+
+    // RBAC as the chart renders it for these namespaces, and the operator running as its
+    // ServiceAccount (on a real cluster this is what proves the rules are enough).
+    let release = format!("secretsync-{run}");
+    let python = repo_root().join(".venv/bin/python");
+    let rbac = std::process::Command::new(&python)
+        .arg(repo_root().join("scripts/chart.py"))
+        .args(["rbac", "--namespace", &platform, "--release", &release])
+        .args([
+            "--set-json",
+            &format!(r#"watchNamespaces=["{platform}","{admitted}","{other}"]"#),
+        ])
+        .output()
+        .expect("render the chart's RBAC");
+    assert!(
+        rbac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rbac.stderr)
+    );
+    let objects: Vec<Value> = serde_json::from_slice(&rbac.stdout).unwrap();
+    let docs: Vec<String> = objects.iter().map(Value::to_string).collect();
+    for o in &objects {
+        if o["metadata"]["namespace"].is_null() {
+            j.cleanup(&format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap().to_lowercase(),
+                o["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+    }
+    // The rendered objects carry their namespaces.
+    let rbac_file = j.dir().join("rbac.yaml");
+    std::fs::write(&rbac_file, docs.join("\n---\n")).unwrap();
+    j.ok(&["apply", "-f", rbac_file.to_str().unwrap()]).await;
+    j.ok(&["create", "serviceaccount", &release, "-n", &platform])
+        .await;
+    let token = j
+        .ok(&[
+            "create",
+            "token",
+            &release,
+            "-n",
+            &platform,
+            "--duration=1h",
+        ])
+        .await;
+    let mut kubeconfig: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(j.kubeconfig()).unwrap()).unwrap();
+    let context = kubeconfig["current-context"].as_str().unwrap().to_owned();
+    let ctx = kubeconfig["contexts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == context.as_str())
+        .unwrap();
+    ctx["context"]["user"] = json!("secretsync-sa");
+    kubeconfig["users"] = json!([{"name": "secretsync-sa", "user": {"token": token.trim()}}]);
+    let sa_kubeconfig = j.dir().join("operator.kubeconfig");
+    std::fs::write(&sa_kubeconfig, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    j.start_operator(&[&platform, &admitted, &other], Some(sa_kubeconfig));
+
+    // A ClusterSecretStore for OpenBao, for namespaces labelled for this run only.
+    let css = format!("openbao-{run}");
+    j.cleanup(&format!("clustersecretstore/{css}"));
+    j.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault-token",
+        "-n",
+        &platform,
+        &format!("--from-literal=token={}", bao.root_token()),
+    ])
+    .await;
+    j.apply(
+        &platform,
+        "css.yaml",
+        &format!(
+            "apiVersion: secretsync.io/v1alpha1
+kind: ClusterSecretStore
+metadata: {{name: {css}}}
+spec:
+  provider:
+    vault:
+      server: {}
+      path: secret
+      auth:
+        tokenSecretRef: {{name: vault-token, key: token, namespace: {platform}}}
+  conditions:
+    - namespaceSelector: {{matchLabels: {{e2e.secretsync.io/secrets: \"{run}\"}}}}
+",
+            bao.addr()
+        ),
+    )
+    .await;
+    // A namespaced store for AWS Secrets Manager (moto).
+    j.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "aws",
+        "-n",
+        &admitted,
+        "--from-literal=id=AKIDEXAMPLE",
+        "--from-literal=secret=moto-accepts-any",
+    ])
+    .await;
+    j.apply(
+        &admitted,
+        "aws.yaml",
+        &format!(
+            "apiVersion: secretsync.io/v1alpha1
+kind: SecretStore
+metadata: {{name: aws}}
+spec:
+  provider:
+    aws:
+      region: {}
+      endpoint: {}
+      auth:
+        secretRef:
+          accessKeyIdSecretRef: {{name: aws, key: id}}
+          secretAccessKeySecretRef: {{name: aws, key: secret}}
+",
+            moto.region(),
+            moto.endpoint()
+        ),
+    )
+    .await;
+
+    // Both stores report Ready, as `kubectl get` shows them.
+    for (ns, kind, name) in [
+        ("", "clustersecretstore", css.as_str()),
+        (admitted.as_str(), "secretstore", "aws"),
+    ] {
+        eventually(&format!("{kind} {name} Ready"), || async {
+            let out = j
+                .kubectl(&[
+                    "get",
+                    kind,
+                    name,
+                    "-n",
+                    if ns.is_empty() { &platform } else { ns },
+                ])
+                .await;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let row: Vec<&str> = text
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            (row.first() == Some(&name) && row.get(2) == Some(&"True"))
+                .then_some(())
+                .ok_or(text)
+        })
+        .await;
+    }
+
+    let sync = |store: &str, kind: &str, key: &str, property: &str| {
+        format!(
+            "apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: db}}
+spec:
+  storeRef: {{name: {store}, kind: {kind}}}
+  data:
+    - secretKey: value
+      remoteRef: {{key: {key}, property: {property}}}
+"
+        )
+    };
+    j.apply(
+        &admitted,
+        "db-a.yaml",
+        &sync(&css, "ClusterSecretStore", "app/db", "password"),
+    )
+    .await;
+    j.apply(
+        &other,
+        "db-b.yaml",
+        &sync(&css, "ClusterSecretStore", "app/db", "password"),
+    )
+    .await;
+    j.apply(
+        &admitted,
+        "api.yaml",
+        &sync("aws", "SecretStore", "app/api", "key").replace("name: db}", "name: api}"),
+    )
+    .await;
+
+    for (name, want) in [("db", "pw-1"), ("api", "api-1")] {
+        eventually(
+            &format!("{name} Ready in the admitted namespace"),
+            || async {
+                let c = j.condition(&admitted, name, "Ready").await?;
+                (c.0 == "True").then_some(()).ok_or(format!("{c:?}"))
+            },
+        )
+        .await;
+        let s = j
+            .get_in(&admitted, &["secret", &format!("{name}-v1")])
+            .await
+            .unwrap();
+        let got = s["data"]["value"].as_str().unwrap_or_default().to_owned();
+        use base64::Engine as _;
+        let got = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(got)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got, want);
+    }
+    let (status, _) = eventually("StoreNotAllowed in the other namespace", || async {
+        let c = j.condition(&other, "db", "Ready").await?;
+        (c.1 == "StoreNotAllowed")
+            .then_some(c.clone())
+            .ok_or(format!("{c:?}"))
+    })
+    .await;
+    assert_eq!(status, "False");
+    let out = j
+        .ok(&[
+            "get",
+            "secrets",
+            "-n",
+            &other,
+            "-l",
+            "secretsync.io/sync=db",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(
+        out.trim(),
+        "",
+        "no Secret in a namespace the store does not admit"
+    );
+}
+
+// ---- 2. App team ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j2_app_team_deployment_pods_ready_on_v1() {
+    let Some(mut j) = Journey::start("e2e-app").await else {
+        return;
+    };
+    let _bao = app_team(&mut j, 3).await;
+    let ns = j.ns.clone();
+
+    // `kubectl get secretsync db`: NAME STORE VERSION ACTIVE READY AGE
+    let table = j.ok(&["get", "secretsync", "db", "-n", &ns]).await;
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..5], ["db", "vault", "1", "db-v1", "True"], "{table}");
+    // Exactly the template's keys, rendered from data and dataFrom.
+    assert_eq!(
+        j.secret_data("db-v1").await.unwrap(),
+        data(&[
+            ("dsn", "postgres://app:pw-1@db.internal:5432/app"),
+            ("password", "pw-1")
+        ])
+    );
+    let secret = j.get(&["secret", "db-v1"]).await.unwrap();
+    assert_eq!(secret["immutable"], true);
+    assert_eq!(secret["metadata"]["labels"]["secretsync.io/version"], "1");
+    assert!(
+        j.event_reasons("db")
+            .await
+            .iter()
+            .any(|r| r == "VersionCreated")
+    );
+
+    if let Some(sandbox) = j.sandbox("a steady state writes no Secret and no workload") {
+        sandbox.reset_stats();
+        // Three refresh intervals with an unchanged source: reads, but no new version and
+        // no rollout. (Each refresh does patch status.lastRefreshTime.)
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let stats = sandbox.stats();
+        let writes: u64 = ["secrets", "deployments", "replicasets"]
+            .iter()
+            .map(|r| stats.writes_to(r))
+            .sum();
+        assert_eq!(writes, 0, "{stats:?}");
+    }
+}
+
+// ---- 3. The secret changes at the source ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j3_source_change_new_version_rolled_old_kept_then_pruned() {
+    let Some(mut j) = Journey::start("e2e-change").await else {
+        return;
+    };
+    let bao = app_team(&mut j, 1).await;
+    let ns = j.ns.clone();
+    // Hold the rollout, so "kept until the rollout completes" is observable.
+    j.ok(&["rollout", "pause", "deployment/app", "-n", &ns])
+        .await;
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-2")],
+    );
+
+    eventually(
+        "db-v2 made and the template rewritten, rollout in progress",
+        || async {
+            let s = j.get(&["secretsync", "db"]).await?;
+            let t = &s["status"]["rollout"]["targets"][0];
+            let refs = template_refs(&j).await;
+            (s["status"]["activeVersion"] == 2
+                && t["version"] == 2
+                && t["state"] == "Progressing"
+                && refs.iter().all(|r| r == "db-v2"))
+            .then_some(())
+            .ok_or(format!("{} {refs:?}", s["status"]))
+        },
+    )
+    .await;
+    assert_eq!(
+        j.secret_data("db-v2").await.unwrap(),
+        data(&[
+            ("dsn", "postgres://app:pw-2@db.internal:5432/app"),
+            ("password", "pw-2")
+        ])
+    );
+    // History 1, but the Pods still run on db-v1: it stays.
+    assert_eq!(j.versions("db").await, ["db-v1", "db-v2"]);
+    assert_eq!(status_version_state(&j, 1).await, "Retained");
+    j.wait_pods_on(APP, 2, "db-v1").await;
+
+    j.ok(&["rollout", "resume", "deployment/app", "-n", &ns])
+        .await;
+    j.ok(&[
+        "rollout",
+        "status",
+        "deployment/app",
+        "-n",
+        &ns,
+        "--timeout=90s",
+    ])
+    .await;
+    j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+    eventually("db-v1 pruned by history", || async {
+        let v = j.versions("db").await;
+        (v == ["db-v2"]).then_some(()).ok_or(format!("{v:?}"))
+    })
+    .await;
+    let reasons = j.event_reasons("db").await;
+    assert!(reasons.iter().any(|r| r == "VersionDeleted"), "{reasons:?}");
+}
+
+// ---- 4. On-call incident: revoke, rollback, unpin ---------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j4_oncall_revoke_then_rollback_then_unpin() {
+    let Some(mut j) = Journey::start("e2e-revoke").await else {
+        return;
+    };
+    let bao = app_team(&mut j, 3).await;
+    let ns = j.ns.clone();
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-2")],
+    );
+    j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+
+    // db-v2 leaked.
+    j.ok(&[
+        "secretsync",
+        "revoke",
+        "db",
+        "--version",
+        "2",
+        "-n",
+        &ns,
+        "--wait",
+        "--timeout",
+        "90s",
+    ])
+    .await;
+    j.wait_active("db", 3).await;
+    j.wait_pods_on(APP, 2, "db-v3").await;
+    eventually("db-v2 deleted", || async {
+        let v = j.versions("db").await;
+        (v == ["db-v1", "db-v3"])
+            .then_some(())
+            .ok_or(format!("{v:?}"))
+    })
+    .await;
+    assert_eq!(status_version_state(&j, 2).await, "Revoked");
+    // The replacement holds the source's current value (which on-call rotates at the
+    // backend separately).
+    assert_eq!(
+        j.secret_data("db-v3").await.unwrap(),
+        data(&[
+            ("dsn", "postgres://app:pw-2@db.internal:5432/app"),
+            ("password", "pw-2")
+        ])
+    );
+
+    // Roll back to the newest retained version before the active one: v1 (v2 is revoked).
+    j.ok(&[
+        "secretsync",
+        "rollback",
+        "db",
+        "-n",
+        &ns,
+        "--wait",
+        "--timeout",
+        "90s",
+    ])
+    .await;
+    j.wait_active("db", 1).await;
+    j.wait_pods_on(APP, 2, "db-v1").await;
+    assert_eq!(template_refs(&j).await, ["db-v1"; 3]);
+
+    j.ok(&[
+        "secretsync",
+        "unpin",
+        "db",
+        "-n",
+        &ns,
+        "--wait",
+        "--timeout",
+        "90s",
+    ])
+    .await;
+    j.wait_active("db", 3).await;
+    j.wait_pods_on(APP, 2, "db-v3").await;
+    let s = j.get(&["secretsync", "db"]).await.unwrap();
+    assert!(s["spec"]["pinVersion"].is_null(), "{}", s["spec"]);
+}
+
+// ---- 5. On-call rotation without a source change ----------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j5_oncall_rotate_fresh_fetch_new_version_rolled() {
+    let Some(mut j) = Journey::start("e2e-rotate").await else {
+        return;
+    };
+    let bao = app_team(&mut j, 3).await;
+    let ns = j.ns.clone();
+    let reads_before = bao.audited_responses("secret/data/app/db");
+
+    let out = j
+        .ok(&[
+            "secretsync",
+            "rotate",
+            "db",
+            "-n",
+            &ns,
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+        .await;
+    assert!(out.contains("db-v2"), "{out}");
+    j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+    assert!(
+        bao.audited_responses("secret/data/app/db") > reads_before,
+        "no fresh read at OpenBao"
+    );
+    assert_eq!(
+        j.secret_data("db-v2").await.unwrap(),
+        j.secret_data("db-v1").await.unwrap()
+    );
+    let v2 = j.get(&["secret", "db-v2"]).await.unwrap();
+    assert_eq!(
+        v2["metadata"]["annotations"]["secretsync.io/spec-version"],
+        "1"
+    );
+    assert_eq!(j.versions("db").await, ["db-v1", "db-v2"]);
+}
+
+// ---- 6. Operator killed during journey 3 ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j6_operator_sigkilled_mid_rollout_converges_without_duplicates() {
+    let Some(mut j) = Journey::start("e2e-kill").await else {
+        return;
+    };
+    let bao = app_team(&mut j, 1).await;
+    let ns = j.ns.clone();
+    j.ok(&["rollout", "pause", "deployment/app", "-n", &ns])
+        .await;
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-2")],
+    );
+    eventually("db-v2 made", || async {
+        j.get(&["secret", "db-v2"]).await.map(drop)
+    })
+    .await;
+    j.kill_operator();
+
+    // While it is down, the rollout is released; then the operator comes back.
+    j.ok(&["rollout", "resume", "deployment/app", "-n", &ns])
+        .await;
+    j.start_operator(&[&ns], None);
+    j.ok(&[
+        "rollout",
+        "status",
+        "deployment/app",
+        "-n",
+        &ns,
+        "--timeout=90s",
+    ])
+    .await;
+    let s = j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+    eventually("db-v1 pruned", || async {
+        let v = j.versions("db").await;
+        (v == ["db-v2"]).then_some(()).ok_or(format!("{v:?}"))
+    })
+    .await;
+    assert_eq!(s["status"]["currentVersion"], 2, "{}", s["status"]);
+    let mut numbers: Vec<i64> = s["status"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    let n = numbers.len();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(
+        numbers.len(),
+        n,
+        "duplicate version numbers: {}",
+        s["status"]["versions"]
+    );
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(
+        j.secret_data("db-v2").await.unwrap(),
+        data(&[
+            ("dsn", "postgres://app:pw-2@db.internal:5432/app"),
+            ("password", "pw-2")
+        ])
+    );
+}
+
+// ---- 7. Teardown ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j7_teardown_delete_removes_secrets_retain_keeps_them_unowned() {
+    let Some(mut j) = Journey::start("e2e-teardown").await else {
+        return;
+    };
+    let _bao = app_team(&mut j, 3).await;
+    let ns = j.ns.clone();
+    let keep = sync_yaml(3).replace("name: db}", "name: keep}").replace(
+        "  rollout:\n    targets: [{kind: Deployment, name: app}]\n    timeout: 5m\n",
+        "  deletionPolicy: Retain\n",
+    );
+    j.apply(&ns, "keep.yaml", &keep).await;
+    j.wait_active("keep", 1).await;
+
+    // Deleting the SecretSync takes its Secrets, with `Delete` (the default).
+    j.ok(&["delete", "secretsync", "db", "-n", &ns, "--timeout=60s"])
+        .await;
+    eventually("db's Secrets deleted", || async {
+        let v = j.versions("db").await;
+        v.is_empty().then_some(()).ok_or(format!("{v:?}"))
+    })
+    .await;
+
+    j.ok(&["delete", "secretsync", "keep", "-n", &ns, "--timeout=60s"])
+        .await;
+    let s = eventually("keep-v1 left without owner", || async {
+        let s = j.get(&["secret", "keep-v1"]).await?;
+        let owners = s
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        (owners == 0)
+            .then_some(s.clone())
+            .ok_or(format!("{owners} owners"))
+    })
+    .await;
+    assert_eq!(s["immutable"], true);
+    assert_eq!(
+        j.secret_data("keep-v1").await.unwrap(),
+        data(&[
+            ("dsn", "postgres://app:pw-1@db.internal:5432/app"),
+            ("password", "pw-1")
+        ])
+    );
+    let gone = j.kubectl(&["get", "secretsync", "keep", "-n", &ns]).await;
+    assert!(!gone.status.success() && String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+}
