@@ -2,8 +2,10 @@
 //! StatefulSets and DaemonSets get Pods, and Pods become Running/Ready after a delay unless
 //! they reference a Secret that does not exist (then they wait in
 //! `CreateContainerConfigError` until it appears) or their workload carries the
-//! `sandbox.secretsync.io/hang-rollout: "true"` annotation. Workload status is kept the way
-//! `kubectl rollout status` reads it.
+//! `sandbox.secretsync.io/hang-rollout: "true"` annotation. A workload annotated
+//! `sandbox.secretsync.io/bad-secrets: "db-v2,…"` stands for an app that cannot use those
+//! credentials: its Pods that reference one of those Secrets never become Ready, the others
+//! do. Workload status is kept the way `kubectl rollout status` reads it.
 //!
 //! Driven by the store's change feed: a change enqueues the affected objects, each is
 //! reconciled idempotently (writing only on difference), so the loop settles and never
@@ -23,6 +25,8 @@ use crate::store::{Change, ChangeKind, Key};
 use crate::util::{self, now_rfc3339};
 
 pub const HANG_ANNOTATION: &str = "sandbox.secretsync.io/hang-rollout";
+/// Comma-separated Secret names whose Pods never become Ready (see the module docs).
+pub const BAD_SECRETS_ANNOTATION: &str = "sandbox.secretsync.io/bad-secrets";
 const MANAGER: &str = "sandbox-simulator";
 
 pub async fn run(core: Arc<Core>) {
@@ -159,15 +163,37 @@ pub fn pod_ready(pod: &Value) -> bool {
         })
 }
 
-fn hangs(v: &Value) -> bool {
-    v.pointer("/metadata/annotations")
-        .and_then(|a| a.get(HANG_ANNOTATION))
-        .and_then(Value::as_str)
-        == Some("true")
+/// Whether `pod` never becomes Ready because of `owner` (the pod itself or a workload that
+/// controls it): a hang annotation, or a reference to a Secret it marks bad.
+fn hangs(owner: &Value, pod: &Value) -> bool {
+    let annotation = |name: &str| {
+        owner
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_str)
+    };
+    if annotation(HANG_ANNOTATION) == Some("true") {
+        return true;
+    }
+    let Some(bad) = annotation(BAD_SECRETS_ANNOTATION) else {
+        return false;
+    };
+    let used = required_secrets(pod.get("spec").unwrap_or(&Value::Null));
+    bad.split(',')
+        .map(str::trim)
+        .any(|b| used.iter().any(|u| u == b))
 }
 
 /// Secrets a pod needs (non-optional references) that do not exist.
 fn missing_secrets(core: &Core, ns: &str, spec: &Value) -> Vec<String> {
+    required_secrets(spec)
+        .into_iter()
+        .filter(|n| core.store.get(&Key::new("", "secrets", ns, n)).is_none())
+        .collect()
+}
+
+/// Secrets a pod spec needs: its non-optional references.
+fn required_secrets(spec: &Value) -> Vec<String> {
     let mut wanted: Vec<String> = Vec::new();
     let mut want = |name: &str, optional: Option<&Value>| {
         if !name.is_empty()
@@ -222,9 +248,6 @@ fn missing_secrets(core: &Core, ns: &str, spec: &Value) -> Vec<String> {
         }
     }
     wanted
-        .into_iter()
-        .filter(|n| core.store.get(&Key::new("", "secrets", ns, n)).is_none())
-        .collect()
 }
 
 /// Conditions with their transition times kept when nothing but the time would change.
@@ -432,7 +455,7 @@ impl Sim {
 
     /// Whether the workload controlling this pod (or the pod itself) hangs rollouts.
     fn pod_hangs(&self, k: &Key, pod: &Value) -> bool {
-        if hangs(pod) {
+        if hangs(pod, pod) {
             return true;
         }
         let mut cur = controller_of(k, pod);
@@ -440,7 +463,7 @@ impl Sim {
             let Some(o) = self.core.store.get(&ok) else {
                 return false;
             };
-            if hangs(&o) {
+            if hangs(&o, pod) {
                 return true;
             }
             cur = controller_of(&ok, &o);

@@ -186,19 +186,15 @@ async fn pipeline(
     }
 
     let current = existing.keys().next_back().copied();
-    let active = spec.pin_version.or(current);
-    let active_name = active
-        .and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()))
-        .unwrap_or_default();
-
-    let rollout = match active {
-        Some(active) => {
+    let wanted = spec.pin_version.or(current);
+    let rollout = match wanted {
+        Some(wanted) => {
             rollout::roll_out(
                 sync,
                 ctx,
                 &base,
-                active,
-                &active_name,
+                &existing,
+                wanted,
                 previous.rollout.as_ref(),
             )
             .await?
@@ -206,7 +202,24 @@ async fn pipeline(
         None => rollout::Outcome::default(),
     };
     events.extend(rollout.events);
-    let pruned = prune::prune(sync, ctx, &base, &mut existing, active, &rollout.state).await?;
+    // After a rolled-back failure the targets point at the earlier version: that is active,
+    // and the failed one is kept for inspection.
+    let (active, failed) = match rollout.rolled_back_to {
+        Some(back) => (Some(back), wanted),
+        None => (wanted, None),
+    };
+    let active_name = active
+        .and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()))
+        .unwrap_or_default();
+    let pruned = prune::prune(
+        sync,
+        ctx,
+        &base,
+        &mut existing,
+        prune::Keep { active, failed },
+        &rollout.state,
+    )
+    .await?;
     events.extend(pruned.events);
 
     let status = status::synced(status::SyncedInput {

@@ -1,7 +1,9 @@
 //! Step 5: rolling the targets onto the active version (api.md guarantee 3). [`plan`] reads
-//! each target (from the workload cache) and decides its patch and state; [`roll_out`]
-//! applies the patches. The pod-spec rules themselves are in [`crate::rollout`].
+//! each target (from the workload cache) and decides its patch and state; [`decide`] adds
+//! `onFailure: Rollback` on top of it; [`roll_out`] applies the patches. The pod-spec rules
+//! themselves are in [`crate::rollout`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 use secretsync_api::reason::event;
-use secretsync_api::{RolloutStatus, SecretSync, TargetState, TargetStatus, WorkloadKind};
+use secretsync_api::{
+    FailedRollout, OnFailure, RolloutStatus, SecretSync, TargetState, TargetStatus, WorkloadKind,
+};
 use serde_json::Value;
 use tracing::{debug, info};
 
@@ -17,6 +21,7 @@ use super::secret_ref;
 use crate::conditions::now;
 use crate::context::Context;
 use crate::error::Result;
+use crate::index::VersionMeta;
 use crate::rollout::{Progress, rewrite_patch, rollout_progress};
 use crate::workloads::patch_workload;
 
@@ -37,6 +42,9 @@ pub struct Outcome {
     pub status: Option<RolloutStatus>,
     pub events: Vec<Event>,
     pub requeue: Option<Duration>,
+    /// `onFailure: Rollback` moved the targets back to this version, away from the wanted one
+    /// (which `status.failed` names).
+    pub rolled_back_to: Option<i64>,
 }
 
 /// A rollout target as the cache has it (`None`: it does not exist).
@@ -183,18 +191,120 @@ pub fn plan(
         targets: statuses,
         version: Some(active),
         started_at: Some(started_at),
+        failed: None,
     });
     Plan { patches, outcome }
 }
 
-/// Points every target's pod template at the active version (a minimal JSON patch, only
-/// when something differs) and reads how far each rollout got.
+/// The newest version before `failed` that still exists and is not revoked: where
+/// `onFailure: Rollback` takes the targets.
+pub fn rollback_target(
+    sync: &SecretSync,
+    existing: &BTreeMap<i64, VersionMeta>,
+    failed: i64,
+) -> Option<i64> {
+    existing
+        .range(..failed)
+        .rev()
+        .map(|(v, _)| *v)
+        .find(|v| !sync.spec.is_revoked(*v))
+}
+
+/// [`plan`] for the `wanted` version, with `onFailure: Rollback`: once the rollout to
+/// `wanted` is Failed, the targets are planned onto [`rollback_target`] instead, and stay
+/// there — remembered in `status.rollout.failed`, so a restart does not retry — until
+/// `wanted` changes (a new version, a rotation) or the spec is edited. A pinned version is
+/// the user's explicit choice and is never rolled back.
+pub fn decide(
+    sync: &SecretSync,
+    base: &str,
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
+    previous: Option<&RolloutStatus>,
+    targets: &[Target],
+    now_ts: jiff::Timestamp,
+) -> Plan {
+    let name_of = |v: i64| {
+        existing
+            .get(&v)
+            .map(|m| m.secret_name.clone())
+            .unwrap_or_default()
+    };
+    let wanted_name = name_of(wanted);
+    let rolls_back =
+        sync.spec.on_failure() == OnFailure::Rollback && sync.spec.pin_version.is_none();
+    let Some(back) = rolls_back
+        .then(|| rollback_target(sync, existing, wanted))
+        .flatten()
+    else {
+        return plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+    };
+    let standing = previous
+        .and_then(|p| p.failed.as_ref())
+        .filter(|f| f.version == wanted && f.generation == sync.metadata.generation);
+    let back_name = name_of(back);
+    let (failure, mut events) = match standing {
+        Some(failure) => (failure.clone(), Vec::new()),
+        None => {
+            let first = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+            let RolloutState::Failed(why) = &first.outcome.state else {
+                return first;
+            };
+            let why = why.strip_prefix("rollout failed: ").unwrap_or(why);
+            let failure = FailedRollout {
+                version: wanted,
+                generation: sync.metadata.generation,
+                message: format!("rollout to {wanted_name} failed: {why}"),
+            };
+            let mut events = first.outcome.events;
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: event::ROLLOUT_FAILED.into(),
+                note: Some(format!(
+                    "{}; rolling targets back to {back_name}",
+                    failure.message
+                )),
+                // Not folded into a series with the per-target failure events.
+                action: "Rollback".into(),
+                secondary: Some(secret_ref(sync, &wanted_name)),
+            });
+            (failure, events)
+        }
+    };
+    // The failed rollout's patches are dropped: the targets go straight back.
+    let mut back_plan = plan(sync, base, back, &back_name, previous, targets, now_ts);
+    let outcome = &mut back_plan.outcome;
+    let failed = &failure.message;
+    outcome.state = RolloutState::Failed(match &outcome.state {
+        RolloutState::Complete(summary) => {
+            format!("{failed}; rolled back to {back_name}: {summary}")
+        }
+        RolloutState::Progressing(summary) => {
+            format!("{failed}; rolling back to {back_name}: {summary}")
+        }
+        RolloutState::Failed(why) => {
+            format!("{failed}; the rollback to {back_name} failed too: {why}")
+        }
+        RolloutState::NoTargets => format!("{failed}; rolled back to {back_name}"),
+    });
+    events.append(&mut outcome.events);
+    outcome.events = events;
+    if let Some(status) = &mut outcome.status {
+        status.failed = Some(failure);
+    }
+    outcome.rolled_back_to = Some(back);
+    back_plan
+}
+
+/// Points every target's pod template at the wanted version — or, after a failed rollout
+/// with `onFailure: Rollback`, the version before it — (a minimal JSON patch, only when
+/// something differs) and reads how far each rollout got.
 pub(super) async fn roll_out(
     sync: &SecretSync,
     ctx: &Context,
     base: &str,
-    active: i64,
-    active_name: &str,
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
     previous: Option<&RolloutStatus>,
 ) -> Result<Outcome> {
     let namespace = sync.namespace().unwrap_or_default();
@@ -211,7 +321,11 @@ pub(super) async fn roll_out(
     let Plan {
         patches,
         mut outcome,
-    } = plan(sync, base, active, active_name, previous, &targets, now().0);
+    } = decide(sync, base, existing, wanted, previous, &targets, now().0);
+    let active_name = existing
+        .get(&outcome.rolled_back_to.unwrap_or(wanted))
+        .map(|m| m.secret_name.as_str())
+        .unwrap_or_default();
     for (kind, name, patch) in patches {
         match patch_workload(&ctx.client, kind, &namespace, &name, patch).await {
             Ok(()) => {
@@ -379,5 +493,173 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
             matches!(late.outcome.state, RolloutState::Failed(ref why) if why.contains("not complete after 5m"))
         );
         assert_eq!(late.outcome.events[0].reason, "RolloutFailed");
+    }
+
+    fn existing(versions: &[i64]) -> BTreeMap<i64, VersionMeta> {
+        versions
+            .iter()
+            .map(|&v| {
+                let meta = VersionMeta {
+                    version: v,
+                    secret_name: format!("db-v{v}"),
+                    content_hash: None,
+                    spec_version: 0,
+                    created_at: None,
+                    source_versions: None,
+                    uid: None,
+                    resource_version: None,
+                };
+                (v, meta)
+            })
+            .collect()
+    }
+
+    fn rollback_sync(extra: &str) -> SecretSync {
+        yaml(&format!(
+            r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: db, namespace: payments, uid: u1, generation: 4}}
+spec:
+  storeRef: {{name: vault}}
+  rollout: {{targets: [{{kind: Deployment, name: api}}], timeout: 5m, onFailure: Rollback}}
+{extra}
+"#
+        ))
+    }
+
+    fn api_only(api: Arc<Value>) -> Vec<Target> {
+        vec![Target {
+            kind: WorkloadKind::Deployment,
+            name: "api".into(),
+            workload: Some(api),
+        }]
+    }
+
+    #[test]
+    fn the_rollback_target_is_the_newest_earlier_version_not_revoked() {
+        let sync = rollback_sync("  revokedVersions: [3]");
+        assert_eq!(rollback_target(&sync, &existing(&[1, 3, 4]), 4), Some(1));
+        assert_eq!(rollback_target(&sync, &existing(&[2, 3, 4]), 4), Some(2));
+        assert_eq!(rollback_target(&sync, &existing(&[3, 4]), 4), None);
+        assert_eq!(rollback_target(&sync, &existing(&[4, 5]), 4), None);
+    }
+
+    #[test]
+    fn a_timed_out_rollout_goes_back_once_and_stays_back_until_an_edit() {
+        let sync = rollback_sync("");
+        let versions = existing(&[1, 2]);
+        let started = decide(
+            &sync,
+            "db",
+            &versions,
+            2,
+            None,
+            &api_only(deployment("db-v2", 1)),
+            NOW.parse().unwrap(),
+        );
+        assert!(matches!(
+            started.outcome.state,
+            RolloutState::Progressing(_)
+        ));
+        assert_eq!(started.outcome.rolled_back_to, None);
+
+        let late: jiff::Timestamp = "2026-11-23T10:05:01Z".parse().unwrap();
+        let failed = decide(
+            &sync,
+            "db",
+            &versions,
+            2,
+            started.outcome.status.as_ref(),
+            &api_only(deployment("db-v2", 1)),
+            late,
+        );
+        assert_eq!(failed.outcome.rolled_back_to, Some(1));
+        let (_, _, patch) = &failed.patches[0];
+        assert_eq!(
+            patch[1]["value"], "db-v1",
+            "straight back, no write to db-v2"
+        );
+        let status = failed.outcome.status.clone().unwrap();
+        assert_eq!(status.version, Some(1));
+        let failure = status.failed.clone().unwrap();
+        assert_eq!((failure.version, failure.generation), (2, Some(4)));
+        assert!(
+            matches!(&failed.outcome.state, RolloutState::Failed(why)
+                if why.starts_with("rollout to db-v2 failed: Deployment api: not complete after 5m")
+                    && why.contains("rolling back to db-v1")),
+            "{:?}",
+            failed.outcome.state
+        );
+        let notes: Vec<_> = failed
+            .outcome
+            .events
+            .iter()
+            .map(|e| (e.reason.as_str(), e.action.as_str()))
+            .collect();
+        assert_eq!(
+            notes,
+            [("RolloutFailed", "Rollout"), ("RolloutFailed", "Rollback")]
+        );
+
+        // The next pass (or a restart, from the status) stays on db-v1 and writes nothing.
+        let back = decide(
+            &sync,
+            "db",
+            &versions,
+            2,
+            Some(&status),
+            &api_only(deployment("db-v1", 2)),
+            late,
+        );
+        assert!(back.patches.is_empty());
+        assert_eq!(back.outcome.rolled_back_to, Some(1));
+        assert!(
+            matches!(&back.outcome.state, RolloutState::Failed(why) if why.contains("rolled back to db-v1: 1/1 targets")),
+            "{:?}",
+            back.outcome.state
+        );
+        assert!(
+            back.outcome
+                .events
+                .iter()
+                .all(|e| e.reason == "RolloutComplete"),
+            "no second failure event"
+        );
+
+        // An edit (a new generation) tries db-v2 again.
+        let mut edited = sync.clone();
+        edited.metadata.generation = Some(5);
+        let again = decide(
+            &edited,
+            "db",
+            &versions,
+            2,
+            back.outcome.status.as_ref(),
+            &api_only(deployment("db-v1", 2)),
+            late,
+        );
+        assert_eq!(again.outcome.rolled_back_to, None);
+        assert_eq!(again.patches[0].2[1]["value"], "db-v2");
+
+        // Hold, and a pinned version, stay where they failed.
+        for extra in ["  pinVersion: 2", ""] {
+            let mut held = rollback_sync(extra);
+            if extra.is_empty() {
+                held.spec.rollout.as_mut().unwrap().on_failure = Some(OnFailure::Hold);
+            }
+            let stays = decide(
+                &held,
+                "db",
+                &versions,
+                2,
+                started.outcome.status.as_ref(),
+                &api_only(deployment("db-v2", 1)),
+                late,
+            );
+            assert!(matches!(stays.outcome.state, RolloutState::Failed(_)));
+            assert_eq!(stays.outcome.rolled_back_to, None, "{extra:?}");
+            assert!(stays.patches.is_empty());
+        }
     }
 }

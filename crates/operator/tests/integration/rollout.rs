@@ -637,3 +637,136 @@ async fn a_reference_a_gitops_tool_puts_back_is_rewritten_once_per_change() {
         );
     }
 }
+
+/// The Deployment's Pods that use `db-v2` never become Ready (the app rejects the new
+/// credential): with `onFailure: Rollback` the targets go back to `db-v1` after the timeout,
+/// `db-v2` is kept although `history.limit` is 1, and nothing retries `db-v2` — not a requeue,
+/// not a restart — until a new version comes.
+#[tokio::test]
+async fn a_failed_rollout_rolls_back_to_the_previous_version_and_stays_there() {
+    let mut env = Env::start("payments").await;
+    seed(
+        &env,
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}], timeout: 3s, onFailure: Rollback}",
+    )
+    .await;
+    create_deployment(
+        &env,
+        "api",
+        "db-v1",
+        json!({"sandbox.secretsync.io/bad-secrets": "db-v2"}),
+    )
+    .await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    env.sandbox.reset_stats();
+    set_password(&env, "two", "2").await;
+    env.wait_version("db", 2).await;
+    let made = tokio::time::Instant::now();
+    let status = env
+        .wait_for::<SecretSync, _>("db", "rolled back to v1", |s| {
+            let st = s.status.as_ref()?;
+            let rollout = st.rollout.as_ref()?;
+            let back = rollout.failed.as_ref()?.version == 2
+                && rollout
+                    .targets
+                    .iter()
+                    .all(|t| t.version == 1 && t.state == TargetState::Complete);
+            back.then(|| st.clone())
+        })
+        .await;
+    let took = made.elapsed();
+    // The 3s timeout, then one pass moves the targets back and the simulator rolls them.
+    assert!(took < Duration::from_secs(6), "rolled back after {took:?}");
+    assert_eq!(
+        (status.current_version, status.active_version),
+        (Some(2), Some(1))
+    );
+    assert_eq!(status.active_secret_name.as_deref(), Some("db-v1"));
+    let states: Vec<_> = status
+        .versions
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(2, VersionState::Retained), (1, VersionState::Active)]
+    );
+    assert!(
+        env.secret("db-v2").await.is_some(),
+        "the failed version is kept"
+    );
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v1"; 5]
+    );
+    let (reason, message) = env.wait_condition("db", "RolledOut", "False").await;
+    assert_eq!(reason, "RolloutFailed", "{message}");
+    assert!(
+        message.contains("rollout to db-v2 failed")
+            && message.contains("rolled back to db-v1")
+            && message.contains("not complete after 3s"),
+        "{message}"
+    );
+    let (ready, _) = env.wait_condition("db", "Ready", "False").await;
+    assert_eq!(ready, "RolloutFailed");
+    let warnings: Vec<String> = env
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("RolloutFailed") && e.type_.as_deref() == Some("Warning")
+        })
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|n| n.contains("db-v2") && n.contains("rolling targets back to db-v1")),
+        "{warnings:?}"
+    );
+    // To db-v2 and back: two template changes (one more if a patch met a conflict with the
+    // simulator's status writes and was retried).
+    let stats = env.sandbox.stats();
+    let patches = stats.count("patch", "apps", "deployments");
+    assert!((2..=3).contains(&patches), "{patches} patches: {stats:?}");
+
+    // No loop: past another timeout, and through a wake-up, nothing is written; nor after a
+    // restart, which reads the failure back from the status.
+    env.sandbox.reset_stats();
+    let since = env.operator().reconciles();
+    env.merge_sync("db", json!({"metadata": {"annotations": {"poke": "1"}}}))
+        .await;
+    env.wait_reconciles(since, 1).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.stop_operator().await;
+    env.start_operator();
+    env.wait_reconciles(0, 1).await;
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.writes_to("deployments"), 0, "{stats:?}");
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v1"; 5]
+    );
+    assert_eq!(
+        env.status("db")
+            .await
+            .rollout
+            .unwrap()
+            .failed
+            .unwrap()
+            .version,
+        2
+    );
+
+    // Something changed: a new version rolls out, and the failure is over.
+    set_password(&env, "three", "3").await;
+    wait_target(&env, "api", 3, TargetState::Complete).await;
+    let (reason, _) = env.wait_condition("db", "RolledOut", "True").await;
+    assert_eq!(reason, "RolloutComplete");
+    let failed = env.status("db").await.rollout.unwrap().failed;
+    assert!(failed.as_ref().is_none_or(|f| f.version == 0), "{failed:?}");
+}
