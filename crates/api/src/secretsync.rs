@@ -276,8 +276,10 @@ pub struct Rollout {
     /// spec edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
-    /// Targets move only inside these windows; versions are made at any time. (Not yet
-    /// implemented by this operator version, which refuses them with InvalidSpec.)
+    /// Targets move only inside these windows; versions are made at any time. Revocation
+    /// with `revokePolicy: Immediate`, a rollback after a failed rollout, and a rotation
+    /// annotated `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`) move them
+    /// outside a window too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<RolloutWindow>>,
 }
@@ -293,7 +295,7 @@ pub enum OnFailure {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutWindow {
-    /// Cron schedule of the window's start (five fields).
+    /// Cron schedule of the window's start: five fields, or six with seconds first.
     pub schedule: String,
     /// How long the window stays open.
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]

@@ -45,17 +45,10 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
         problems.push(format!("{field}: {e}"));
     }
 
-    // In the contract, not yet in this operator: refused rather than silently ignored.
-    if spec
-        .rollout
-        .as_ref()
-        .and_then(|r| r.windows.as_ref())
-        .is_some_and(|w| !w.is_empty())
+    if let Some(windows) = spec.rollout.as_ref().and_then(|r| r.windows.as_ref())
+        && let Err(bad) = crate::window::parse_all(windows)
     {
-        problems.push(
-            "spec.rollout.windows are not supported by this operator version yet; remove them"
-                .into(),
-        );
+        problems.extend(bad);
     }
     if spec.data_items().is_empty() && spec.data_from_items().is_empty() {
         problems.push("at least one of spec.data or spec.dataFrom is required".into());

@@ -105,8 +105,8 @@ pub async fn execute(
             }
             let _ = write!(out, "{}", render::status(&sync, jiff::Timestamp::now()));
         }
-        Command::Rotate { name, wait } => {
-            let outcome = ops::rotate(&syncs, &name).await?;
+        Command::Rotate { name, now, wait } => {
+            let outcome = ops::rotate(&syncs, &name, now).await?;
             finish(&syncs, &name, outcome, wait, out, err).await?;
         }
         Command::Revoke {

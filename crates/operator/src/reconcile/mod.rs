@@ -202,12 +202,18 @@ async fn pipeline(
         None => rollout::Outcome::default(),
     };
     events.extend(rollout.events);
-    // After a rolled-back failure the targets point at the earlier version: that is active,
-    // and the failed one is kept for inspection.
-    let (active, failed) = match rollout.rolled_back_to {
-        Some(back) => (Some(back), wanted),
-        None => (wanted, None),
-    };
+    // After a rolled-back failure, or while waiting for a rollout window, the targets point
+    // at an earlier version: that is active. A failed version is kept for inspection.
+    let active = rollout
+        .targets_on
+        .filter(|v| existing.contains_key(v))
+        .or(wanted);
+    let failed = rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.failed.as_ref())
+        .map(|f| f.version)
+        .filter(|v| Some(*v) == wanted);
     let active_name = active
         .and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()))
         .unwrap_or_default();

@@ -11,8 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 use secretsync_api::reason::event;
+use secretsync_api::window::{self, Opening};
 use secretsync_api::{
-    FailedRollout, OnFailure, RolloutStatus, SecretSync, TargetState, TargetStatus, WorkloadKind,
+    FailedRollout, OnFailure, RevokePolicy, RolloutStatus, SecretSync, TargetState, TargetStatus,
+    WorkloadKind, labels,
 };
 use serde_json::Value;
 use tracing::{debug, info};
@@ -22,7 +24,7 @@ use crate::conditions::now;
 use crate::context::Context;
 use crate::error::Result;
 use crate::index::VersionMeta;
-use crate::rollout::{Progress, rewrite_patch, rollout_progress};
+use crate::rollout::{Progress, referenced_versions, rewrite_patch, rollout_progress};
 use crate::workloads::patch_workload;
 
 /// Where the rollout to the active version stands, with a summary for messages.
@@ -34,6 +36,8 @@ pub enum RolloutState {
     Progressing(String),
     Complete(String),
     Failed(String),
+    /// Targets need to move but no rollout window is open; says when the next one opens.
+    Waiting(String),
 }
 
 #[derive(Default)]
@@ -42,9 +46,113 @@ pub struct Outcome {
     pub status: Option<RolloutStatus>,
     pub events: Vec<Event>,
     pub requeue: Option<Duration>,
-    /// `onFailure: Rollback` moved the targets back to this version, away from the wanted one
-    /// (which `status.failed` names).
-    pub rolled_back_to: Option<i64>,
+    /// The version the targets point at when it is not the wanted one: `onFailure: Rollback`
+    /// moved them back to it (`status.failed` names the wanted one), or they wait on it for a
+    /// rollout window.
+    pub targets_on: Option<i64>,
+}
+
+/// Whether targets may move now (`spec.rollout.windows`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// No window is open; the next opens then (`None`: never again).
+    Closed {
+        opens: Option<jiff::Timestamp>,
+    },
+}
+
+/// [`Gate::Closed`] while no rollout window is open, unless something may not wait: a
+/// target still on a revoked version under `revokePolicy: Immediate`, or the version a
+/// rotation made with `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`).
+pub fn gate(
+    sync: &SecretSync,
+    base: &str,
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
+    targets: &[Target],
+    now_ts: jiff::Timestamp,
+) -> Gate {
+    let windows = sync
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.windows.as_deref())
+        .unwrap_or_default();
+    // validate_spec ran first: a window that does not parse cannot get here.
+    let Ok(windows) = window::parse_all(windows) else {
+        return Gate::Open;
+    };
+    let Opening::Closed { opens } = window::opening(&windows, now_ts) else {
+        return Gate::Open;
+    };
+    // Only the first version of the raised spec.version: later ones (new backend values)
+    // wait for a window again.
+    let rotated_now = sync
+        .annotations()
+        .get(labels::ROLLOUT_NOW)
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|spec_version| {
+            existing
+                .values()
+                .find(|m| m.spec_version == spec_version)
+                .is_some_and(|m| m.version == wanted)
+        });
+    let revoked_in_use = sync.spec.revoke_policy() == RevokePolicy::Immediate
+        && targets.iter().any(|t| {
+            t.workload.as_ref().is_some_and(|w| {
+                referenced_versions(t.kind.as_str(), w, base)
+                    .iter()
+                    .any(|v| sync.spec.is_revoked(*v))
+            })
+        });
+    if rotated_now || revoked_in_use {
+        Gate::Open
+    } else {
+        Gate::Closed { opens }
+    }
+}
+
+/// `planned` (for the wanted version) held back while the gate is closed: no patch is sent,
+/// the previous rollout status stays (the timeout only counts once targets move), and a
+/// timer wakes the SecretSync when the next window opens.
+fn hold_for_window(
+    planned: Plan,
+    gate: Gate,
+    wanted_name: &str,
+    previous: Option<&RolloutStatus>,
+    now_ts: jiff::Timestamp,
+) -> Plan {
+    let Gate::Closed { opens } = gate else {
+        return planned;
+    };
+    if planned.patches.is_empty() {
+        return planned;
+    }
+    let (message, requeue) = match opens {
+        Some(at) => (
+            format!("{wanted_name} waits for a rollout window; the next opens at {at}"),
+            Some(
+                Duration::try_from(at.duration_since(now_ts))
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_millis(100)),
+            ),
+        ),
+        None => (
+            format!("{wanted_name} waits for a rollout window, but no window opens again"),
+            None,
+        ),
+    };
+    Plan {
+        patches: Vec::new(),
+        outcome: Outcome {
+            state: RolloutState::Waiting(message),
+            status: previous.cloned(),
+            events: Vec::new(),
+            requeue,
+            targets_on: previous.and_then(|p| p.version),
+        },
+    }
 }
 
 /// A rollout target as the cache has it (`None`: it does not exist).
@@ -224,6 +332,7 @@ pub fn decide(
     targets: &[Target],
     now_ts: jiff::Timestamp,
 ) -> Plan {
+    let gate = gate(sync, base, existing, wanted, targets, now_ts);
     let name_of = |v: i64| {
         existing
             .get(&v)
@@ -237,7 +346,8 @@ pub fn decide(
         .then(|| rollback_target(sync, existing, wanted))
         .flatten()
     else {
-        return plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+        let planned = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+        return hold_for_window(planned, gate, &wanted_name, previous, now_ts);
     };
     let standing = previous
         .and_then(|p| p.failed.as_ref())
@@ -246,7 +356,8 @@ pub fn decide(
     let (failure, mut events) = match standing {
         Some(failure) => (failure.clone(), Vec::new()),
         None => {
-            let first = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+            let planned = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+            let first = hold_for_window(planned, gate, &wanted_name, previous, now_ts);
             let RolloutState::Failed(why) = &first.outcome.state else {
                 return first;
             };
@@ -271,7 +382,8 @@ pub fn decide(
             (failure, events)
         }
     };
-    // The failed rollout's patches are dropped: the targets go straight back.
+    // The failed rollout's patches are dropped: the targets go straight back, windows or
+    // not, as a rollback repairs what the failed rollout broke.
     let mut back_plan = plan(sync, base, back, &back_name, previous, targets, now_ts);
     let outcome = &mut back_plan.outcome;
     let failed = &failure.message;
@@ -285,14 +397,16 @@ pub fn decide(
         RolloutState::Failed(why) => {
             format!("{failed}; the rollback to {back_name} failed too: {why}")
         }
-        RolloutState::NoTargets => format!("{failed}; rolled back to {back_name}"),
+        RolloutState::NoTargets | RolloutState::Waiting(_) => {
+            format!("{failed}; rolled back to {back_name}")
+        }
     });
     events.append(&mut outcome.events);
     outcome.events = events;
     if let Some(status) = &mut outcome.status {
         status.failed = Some(failure);
     }
-    outcome.rolled_back_to = Some(back);
+    outcome.targets_on = Some(back);
     back_plan
 }
 
@@ -323,7 +437,7 @@ pub(super) async fn roll_out(
         mut outcome,
     } = decide(sync, base, existing, wanted, previous, &targets, now().0);
     let active_name = existing
-        .get(&outcome.rolled_back_to.unwrap_or(wanted))
+        .get(&outcome.targets_on.unwrap_or(wanted))
         .map(|m| m.secret_name.as_str())
         .unwrap_or_default();
     for (kind, name, patch) in patches {
@@ -562,7 +676,7 @@ spec:
             started.outcome.state,
             RolloutState::Progressing(_)
         ));
-        assert_eq!(started.outcome.rolled_back_to, None);
+        assert_eq!(started.outcome.targets_on, None);
 
         let late: jiff::Timestamp = "2026-11-23T10:05:01Z".parse().unwrap();
         let failed = decide(
@@ -574,7 +688,7 @@ spec:
             &api_only(deployment("db-v2", 1)),
             late,
         );
-        assert_eq!(failed.outcome.rolled_back_to, Some(1));
+        assert_eq!(failed.outcome.targets_on, Some(1));
         let (_, _, patch) = &failed.patches[0];
         assert_eq!(
             patch[1]["value"], "db-v1",
@@ -613,7 +727,7 @@ spec:
             late,
         );
         assert!(back.patches.is_empty());
-        assert_eq!(back.outcome.rolled_back_to, Some(1));
+        assert_eq!(back.outcome.targets_on, Some(1));
         assert!(
             matches!(&back.outcome.state, RolloutState::Failed(why) if why.contains("rolled back to db-v1: 1/1 targets")),
             "{:?}",
@@ -639,7 +753,7 @@ spec:
             &api_only(deployment("db-v1", 2)),
             late,
         );
-        assert_eq!(again.outcome.rolled_back_to, None);
+        assert_eq!(again.outcome.targets_on, None);
         assert_eq!(again.patches[0].2[1]["value"], "db-v2");
 
         // Hold, and a pinned version, stay where they failed.
@@ -658,7 +772,7 @@ spec:
                 late,
             );
             assert!(matches!(stays.outcome.state, RolloutState::Failed(_)));
-            assert_eq!(stays.outcome.rolled_back_to, None, "{extra:?}");
+            assert_eq!(stays.outcome.targets_on, None, "{extra:?}");
             assert!(stays.patches.is_empty());
         }
     }

@@ -770,3 +770,115 @@ async fn a_failed_rollout_rolls_back_to_the_previous_version_and_stays_there() {
     let failed = env.status("db").await.rollout.unwrap().failed;
     assert!(failed.as_ref().is_none_or(|f| f.version == 0), "{failed:?}");
 }
+
+/// The current Deployment `api` template references.
+async fn api_refs(env: &Env) -> Vec<String> {
+    template_refs(&env.api::<Deployment>().get("api").await.unwrap())
+}
+
+/// A rollout window that opens a few seconds from now (its schedule in Berlin time, not
+/// UTC): the new version is made at once, the Deployment moves only once the window is
+/// open, and the status says when that is.
+#[tokio::test]
+async fn a_new_version_waits_for_the_rollout_window() {
+    let env = Env::start("payments").await;
+    seed(
+        &env,
+        "  rollout: {targets: [{kind: Deployment, name: api}]}",
+    )
+    .await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    // Cron has whole seconds: the window opens at the start of that second.
+    let in_a_while = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
+    let opens = jiff::Timestamp::from_second(in_a_while.as_second()).unwrap();
+    let berlin = opens.in_tz("Europe/Berlin").unwrap();
+    let schedule = format!(
+        "{} {} {} * * *",
+        berlin.second(),
+        berlin.minute(),
+        berlin.hour()
+    );
+    env.merge_sync(
+        "db",
+        json!({"spec": {"rollout": {"windows": [{"schedule": schedule, "duration": "1h", "timeZone": "Europe/Berlin"}]}}}),
+    )
+    .await;
+    set_password(&env, "two", "2").await;
+    let message = env.wait_failure("db", "RolledOut", "RolloutWaiting").await;
+    assert!(
+        jiff::Timestamp::now() < opens,
+        "too slow to see the window closed"
+    );
+    assert_eq!(
+        message,
+        format!("db-v2 waits for a rollout window; the next opens at {opens}")
+    );
+    let status = env.status("db").await;
+    assert_eq!(
+        (status.current_version, status.active_version),
+        (Some(2), Some(1))
+    );
+    assert!(env.secret("db-v2").await.is_some());
+    let (ready, _) = env.wait_condition("db", "Ready", "True").await;
+    assert_eq!(ready, "Synced");
+
+    // Closed: at every look until it opens, api stays on db-v1.
+    while jiff::Timestamp::now() < opens - jiff::SignedDuration::from_millis(200) {
+        assert_eq!(
+            api_refs(&env).await,
+            vec!["db-v1"; 5],
+            "moved before the window"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    assert_eq!(api_refs(&env).await, vec!["db-v2"; 5]);
+    let moved = jiff::Timestamp::now();
+    assert!(moved >= opens, "moved at {moved}, window opens at {opens}");
+    let (reason, _) = env.wait_condition("db", "RolledOut", "True").await;
+    assert_eq!(reason, "RolloutComplete");
+}
+
+/// Outside every window, a rotation marked `rollout-now` (what `kubectl secretsync rotate
+/// --now` writes) and an Immediate revocation of the version in use still move the targets;
+/// an ordinary new version waits.
+#[tokio::test]
+async fn rotate_now_and_immediate_revocation_do_not_wait_for_a_window() {
+    let env = Env::start("payments").await;
+    // Midnight on New Year's Day, for a minute: closed while this test runs, bar that minute.
+    seed(
+        &env,
+        "  rollout:\n    targets: [{kind: Deployment, name: api}]\n    windows: [{schedule: '0 0 1 1 *', duration: 1m}]",
+    )
+    .await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+
+    env.merge_sync(
+        "db",
+        json!({"metadata": {"annotations": {"secretsync.io/rollout-now": "1"}}, "spec": {"version": 1}}),
+    )
+    .await;
+    env.wait_version("db", 2).await;
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    assert_eq!(api_refs(&env).await, vec!["db-v2"; 5]);
+
+    // Honoured once: the next version (a backend change) waits.
+    set_password(&env, "three", "3").await;
+    env.wait_version("db", 3).await;
+    let (reason, message) = env.wait_condition("db", "RolledOut", "False").await;
+    assert_eq!(reason, "RolloutWaiting", "{message}");
+    assert!(message.contains("the next opens at "), "{message}");
+    assert_eq!(api_refs(&env).await, vec!["db-v2"; 5]);
+
+    // db-v2 is compromised: with Immediate, the targets leave it now.
+    env.merge_sync(
+        "db",
+        json!({"spec": {"revokedVersions": [2], "revokePolicy": "Immediate"}}),
+    )
+    .await;
+    wait_target(&env, "api", 3, TargetState::Complete).await;
+    assert_eq!(api_refs(&env).await, vec!["db-v3"; 5]);
+    env.wait_for_absent::<Secret>("db-v2").await;
+}
