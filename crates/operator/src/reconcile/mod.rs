@@ -7,7 +7,7 @@
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
 //! | write a version | `version.rs` | [`version::plan_refresh`], [`version::next_number`] | Secret create |
-//! | roll out | `rollout.rs` | [`rollout::plan`] | workload patches |
+//! | roll out | `rollout.rs` | [`rollout::plan`], [`rollout::decide`] | workload patches |
 //! | prune | `prune.rs` | [`prune::candidates`], [`prune::decide`] | reference scan, Secret deletes |
 //! | status | `status.rs` | [`status::synced`], [`status::failed`] | status apply, events |
 //!
