@@ -14,6 +14,7 @@ use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStat
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
+use crate::batch::Batcher;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
 use crate::providers::ProviderCache;
@@ -29,6 +30,9 @@ pub struct Config {
     pub instance: Option<String>,
     /// Timeout for every API write.
     pub write_timeout: Duration,
+    /// How long a workload rewrite waits for other SecretSyncs' rewrites of the same
+    /// workload, so they reach it as one template change ([`crate::batch`]).
+    pub rollout_settle: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
             controller_name: "secretsync".into(),
             instance: None,
             write_timeout: Duration::from_secs(10),
+            rollout_settle: Duration::from_secs(1),
         }
     }
 }
@@ -126,6 +131,7 @@ pub struct Context {
     pub cluster_stores: Store<ClusterSecretStore>,
     pub backoff: Backoff,
     pub written: WrittenVersions,
+    pub batcher: Batcher,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
@@ -154,6 +160,7 @@ impl Context {
             cluster_stores: shared.cluster_stores,
             backoff: Backoff::default(),
             written: WrittenVersions::default(),
+            batcher: Batcher::default(),
             written_status: Mutex::default(),
         }
     }

@@ -19,12 +19,15 @@ use secretsync_api::{
 use serde_json::Value;
 use tracing::{debug, info};
 
-use super::secret_ref;
+use super::{secret_ref, with_timeout};
+use crate::batch::{Rewrite, Sent};
 use crate::conditions::now;
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::VersionMeta;
-use crate::rollout::{Progress, referenced_versions, rewrite_patch, rollout_progress};
+use crate::rollout::{
+    Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress,
+};
 use crate::workloads::patch_workload;
 
 /// Where the rollout to the active version stands, with a summary for messages.
@@ -440,9 +443,29 @@ pub(super) async fn roll_out(
         .get(&outcome.targets_on.unwrap_or(wanted))
         .map(|m| m.secret_name.as_str())
         .unwrap_or_default();
-    for (kind, name, patch) in patches {
-        match patch_workload(&ctx.client, kind, &namespace, &name, patch).await {
-            Ok(()) => {
+    // Each target's rewrite joins the workload's batch (crate::batch), so SecretSyncs that
+    // roll the same workload together change its template once; the patch is built when
+    // the batch goes out, from the workload as it is then.
+    let namespace = namespace.as_str();
+    let rewrites = patches.into_iter().map(|(kind, name, _)| {
+        let key = (kind, namespace.to_owned(), name.clone());
+        let rewrite = Rewrite {
+            base: base.to_owned(),
+            active_name: active_name.to_owned(),
+        };
+        async move {
+            let sent = ctx
+                .batcher
+                .submit(key, rewrite, ctx.config.rollout_settle, |batch| {
+                    send_batch(ctx, kind, namespace, &name, batch)
+                })
+                .await;
+            (kind, name, sent)
+        }
+    });
+    for (kind, name, sent) in futures::future::join_all(rewrites).await {
+        match sent {
+            Sent::Patched => {
                 info!(kind = kind.as_str(), target = %name, secret = %active_name, "rolling out");
                 outcome.events.push(Event {
                     type_: EventType::Normal,
@@ -455,9 +478,10 @@ pub(super) async fn roll_out(
                     secondary: Some(secret_ref(sync, active_name)),
                 });
             }
+            Sent::Unchanged => {}
             // Someone changed it meanwhile (the resourceVersion test failed): look again
             // on the next pass.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
+            Sent::Conflict => {
                 debug!(target = %name, "workload changed during the rollout patch");
                 outcome.requeue = Some(
                     outcome
@@ -465,10 +489,43 @@ pub(super) async fn roll_out(
                         .map_or(Duration::from_secs(1), |r| r.min(Duration::from_secs(1))),
                 );
             }
-            Err(e) => return Err(e.into()),
+            Sent::Failed(message) => return Err(Error::Rollout(message)),
         }
     }
     Ok(outcome)
+}
+
+/// Sends one batch of rewrites to a workload as one patch, built from the cached workload
+/// (guarded by its resourceVersion).
+async fn send_batch(
+    ctx: &Context,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    batch: Vec<Rewrite>,
+) -> Sent {
+    let Some(workload) = ctx.workloads.get(kind, namespace, name) else {
+        return Sent::Unchanged;
+    };
+    let pairs: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|r| (r.base.as_str(), r.active_name.as_str()))
+        .collect();
+    let Some(patch) = rewrites_patch(kind, &workload, &pairs) else {
+        return Sent::Unchanged;
+    };
+    match with_timeout(
+        ctx,
+        patch_workload(&ctx.client, kind, namespace, name, patch),
+    )
+    .await
+    {
+        Ok(Ok(())) => Sent::Patched,
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 || s.code == 422 => Sent::Conflict,
+        Ok(Err(e)) => Sent::Failed(e.to_string()),
+        // A timed-out write is retried like a conflict.
+        Err(_) => Sent::Conflict,
+    }
 }
 
 fn humanize(d: Duration) -> String {

@@ -882,3 +882,95 @@ async fn rotate_now_and_immediate_revocation_do_not_wait_for_a_window() {
     assert_eq!(api_refs(&env).await, vec!["db-v3"; 5]);
     env.wait_for_absent::<Secret>("db-v2").await;
 }
+
+/// Waits until SecretSync `sync` reports Deployment `api` Complete at `version`.
+async fn api_complete(env: &Env, sync: &str, version: i64) {
+    env.wait_for::<SecretSync, _>(sync, &format!("{sync}: api complete at v{version}"), |s| {
+        s.status
+            .as_ref()?
+            .rollout
+            .as_ref()?
+            .targets
+            .iter()
+            .any(|t| t.version == version && t.state == TargetState::Complete)
+            .then_some(())
+    })
+    .await
+}
+
+/// One rotation touches a database password and an API key, each its own SecretSync, both
+/// used by Deployment `api`: their rewrites reach it as one template change — exactly one
+/// new ReplicaSet — and both references are current.
+#[tokio::test]
+async fn two_syncs_rotated_together_make_one_new_replicaset() {
+    let env = Env::start("payments").await;
+    env.fake_store(
+        "vault",
+        &[
+            ("app/db", r#"{"password":"one"}"#, "1"),
+            ("app/key", r#"{"token":"k1"}"#, "1"),
+        ],
+    )
+    .await;
+    for (name, key, property) in [("db", "app/db", "password"), ("key", "app/key", "token")] {
+        env.create::<SecretSync>(&format!(
+            r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: vault}}
+  data: [{{secretKey: {property}, remoteRef: {{key: {key}, property: {property}}}}}]
+  rollout: {{targets: [{{kind: Deployment, name: api}}]}}
+"#
+        ))
+        .await;
+        env.wait_version(name, 1).await;
+    }
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{
+                "name": "api", "image": "api:1",
+                "env": [
+                    {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-v1", "key": "password"}}},
+                    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "key-v1", "key": "token"}}},
+                ],
+            }]}},
+        },
+    }))
+    .unwrap();
+    env.api::<Deployment>()
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    api_complete(&env, "db", 1).await;
+    api_complete(&env, "key", 1).await;
+    let replicasets = || async {
+        env.api::<k8s_openapi::api::apps::v1::ReplicaSet>()
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(replicasets().await, 1);
+
+    env.merge_sync("db", json!({"spec": {"version": 1}})).await;
+    env.merge_sync("key", json!({"spec": {"version": 1}})).await;
+    api_complete(&env, "db", 2).await;
+    api_complete(&env, "key", 2).await;
+    assert_eq!(
+        api_refs(&env).await,
+        ["db-v2", "key-v2"],
+        "both rotations landed"
+    );
+    assert_eq!(
+        replicasets().await,
+        2,
+        "one new ReplicaSet for both rotations"
+    );
+}
