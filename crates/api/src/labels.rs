@@ -19,6 +19,10 @@ pub const SOURCE_VERSIONS: &str = "secretsync.io/source-versions";
 pub const REASON: &str = "secretsync.io/reason";
 /// Finalizer on SecretSyncs, for Secret deletion and lease revocation.
 pub const FINALIZER: &str = "secretsync.io/finalizer";
+/// On a SecretSync, set with a rotation (`kubectl secretsync rotate --now`) to the
+/// `spec.version` it raised to: the version that rotation makes rolls out outside the
+/// rollout windows. Honoured once: later versions wait for a window again.
+pub const ROLLOUT_NOW: &str = "secretsync.io/rollout-now";
 /// The field manager used for every server-side apply by the operator.
 pub const FIELD_MANAGER: &str = "secretsync";
 

@@ -1,7 +1,7 @@
 //! secretsync's API (`secretsync.io/v1alpha1`): the `SecretSync`, `SecretStore` and
 //! `ClusterSecretStore` kinds exactly as `docs/api.md` describes them, and the pure helpers
 //! that every other crate shares (versioned names, content hash, key and duration
-//! validation, label keys, condition reasons).
+//! validation, label keys, condition reasons, rollout windows).
 
 pub mod duration;
 pub mod hash;
@@ -13,6 +13,7 @@ pub mod secretsync;
 pub mod selector;
 pub mod store;
 pub mod validate;
+pub mod window;
 
 pub use reason::Reason;
 pub use secretsync::*;

@@ -22,6 +22,8 @@ pub enum Reason {
     RolloutFailed,
     RolloutProgressing,
     RolloutComplete,
+    /// A new version waits for the next rollout window (`spec.rollout.windows`).
+    RolloutWaiting,
     TargetConflict,
     InvalidSpec,
     KubernetesApiError,
@@ -45,6 +47,7 @@ impl Reason {
             Reason::RolloutFailed => "RolloutFailed",
             Reason::RolloutProgressing => "RolloutProgressing",
             Reason::RolloutComplete => "RolloutComplete",
+            Reason::RolloutWaiting => "RolloutWaiting",
             Reason::TargetConflict => "TargetConflict",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::KubernetesApiError => "KubernetesApiError",

@@ -271,12 +271,15 @@ pub struct Rollout {
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
     /// What happens when a rollout fails. `Hold` (default): stay and report. `Rollback`:
-    /// targets return to the newest earlier version that is not revoked. (This operator
-    /// version implements `Hold` only and refuses `Rollback` with InvalidSpec.)
+    /// targets return to the newest earlier version that is not revoked and still exists; the
+    /// failed version is kept, and not rolled out again until a new version, a rotation or a
+    /// spec edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
-    /// Targets move only inside these windows; versions are made at any time. (Not yet
-    /// implemented by this operator version, which refuses them with InvalidSpec.)
+    /// Targets move only inside these windows; versions are made at any time. Revocation
+    /// with `revokePolicy: Immediate`, a rollback after a failed rollout, and a rotation
+    /// annotated `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`) move them
+    /// outside a window too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<RolloutWindow>>,
 }
@@ -292,7 +295,7 @@ pub enum OnFailure {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutWindow {
-    /// Cron schedule of the window's start (five fields).
+    /// Cron schedule of the window's start: five fields, or six with seconds first.
     pub schedule: String,
     /// How long the window stays open.
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
@@ -387,6 +390,13 @@ impl SecretSyncSpec {
             .as_ref()
             .and_then(|h| h.limit)
             .unwrap_or(DEFAULT_HISTORY_LIMIT)
+    }
+
+    pub fn on_failure(&self) -> OnFailure {
+        self.rollout
+            .as_ref()
+            .and_then(|r| r.on_failure)
+            .unwrap_or_default()
     }
 
     pub fn rollout_timeout(&self) -> std::time::Duration {
@@ -503,6 +513,27 @@ pub struct RolloutStatus {
     /// When the rollout to `version` began; `rollout.timeout` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// A failed rollout that `onFailure: Rollback` undid: targets stay on `version` (an
+    /// earlier one) until a newer version, a rotation or a spec edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedRollout>,
+}
+
+/// Every field has a default: server-side apply may leave an emptied `failed: {}` behind
+/// when the operator drops the field, and that must read as "no failure" (version 0 never
+/// matches), not fail validation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRollout {
+    /// The version whose rollout failed; kept for inspection, not rolled out again.
+    #[serde(default)]
+    pub version: i64,
+    /// The SecretSync's `metadata.generation` then: an edit since allows a new attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Why it failed, as the RolloutFailed condition said.
+    #[serde(default)]
+    pub message: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

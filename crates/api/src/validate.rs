@@ -45,20 +45,10 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
         problems.push(format!("{field}: {e}"));
     }
 
-    // In the contract, not yet in this operator: refused rather than silently ignored.
-    if let Some(rollout) = &spec.rollout {
-        if rollout.on_failure == Some(crate::secretsync::OnFailure::Rollback) {
-            problems.push(
-                "spec.rollout.onFailure: Rollback is not supported by this operator version yet; use Hold (the default)"
-                    .into(),
-            );
-        }
-        if rollout.windows.as_ref().is_some_and(|w| !w.is_empty()) {
-            problems.push(
-                "spec.rollout.windows are not supported by this operator version yet; remove them"
-                    .into(),
-            );
-        }
+    if let Some(windows) = spec.rollout.as_ref().and_then(|r| r.windows.as_ref())
+        && let Err(bad) = crate::window::parse_all(windows)
+    {
+        problems.extend(bad);
     }
     if spec.data_items().is_empty() && spec.data_from_items().is_empty() {
         problems.push("at least one of spec.data or spec.dataFrom is required".into());

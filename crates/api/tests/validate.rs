@@ -26,7 +26,7 @@ fn spec(extra: &str) -> SecretSyncSpec {
 fn valid_specs_pass() {
     validate_spec(&spec("{}"), "db").unwrap();
     validate_spec(
-        &spec("{refreshInterval: '0', history: {limit: 1}, rollout: {timeout: 30s, targets: [{kind: Deployment, name: api}]}, pinVersion: 1, revokedVersions: [2]}"),
+        &spec("{refreshInterval: '0', history: {limit: 1}, rollout: {timeout: 30s, targets: [{kind: Deployment, name: api}], onFailure: Rollback, windows: [{schedule: '0 9 * * 1-5', duration: 8h, timeZone: Europe/Berlin}]}, pinVersion: 1, revokedVersions: [2]}"),
         "db",
     )
     .unwrap();
@@ -79,6 +79,16 @@ fn each_invalid_spec_names_its_field() {
             "{rollout: {selector: {matchExpressions: [{key: a, operator: Like, values: [b]}]}}}",
             "db",
             "unknown operator",
+        ),
+        (
+            "{rollout: {windows: [{schedule: '0 25 * * *', duration: 1h}]}}",
+            "db",
+            "spec.rollout.windows[0]: schedule \"0 25 * * *\" is not a cron schedule",
+        ),
+        (
+            "{rollout: {windows: [{schedule: '0 9 * * *', duration: 1h, timeZone: Berlin}]}}",
+            "db",
+            "spec.rollout.windows[0]: timeZone \"Berlin\" is not an IANA time zone",
         ),
         ("{pinVersion: 0}", "db", "spec.pinVersion"),
         ("{revokedVersions: [0]}", "db", "spec.revokedVersions"),

@@ -118,6 +118,10 @@ pub enum Command {
     /// Make a new version now: raise spec.version by one.
     Rotate {
         name: String,
+        /// Roll the new version out at once, even outside the rollout windows (this rotation
+        /// only).
+        #[arg(long)]
+        now: bool,
         #[command(flatten)]
         reason: ReasonArg,
         #[command(flatten)]

@@ -148,8 +148,13 @@ pub async fn execute(
                 );
             }
         }
-        Command::Rotate { name, reason, wait } => {
-            let outcome = ops::rotate(&syncs, &name, reason.reason.as_deref()).await?;
+        Command::Rotate {
+            name,
+            now,
+            reason,
+            wait,
+        } => {
+            let outcome = ops::rotate(&syncs, &name, now, reason.reason.as_deref()).await?;
             finish(&syncs, &name, outcome, wait, out, err).await?;
         }
         Command::Revoke {

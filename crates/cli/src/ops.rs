@@ -6,7 +6,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use secretsync_api::labels::REASON;
 use secretsync_api::naming::versioned_name;
-use secretsync_api::{RevokePolicy, SecretSync, VersionState, VersionStatus};
+use secretsync_api::{RevokePolicy, SecretSync, VersionState, VersionStatus, labels};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -47,6 +47,8 @@ pub enum Change {
     Noop,
     /// A JSON merge patch of `spec`.
     MergeSpec(Value),
+    /// A JSON merge patch of the whole object (`metadata` and `spec`).
+    Merge(Value),
     /// JSON patch operations.
     Json(Vec<Value>),
 }
@@ -126,6 +128,12 @@ where
                 "metadata": {"resourceVersion": rv, "annotations": {REASON: reason}},
                 "spec": spec,
             })),
+            Change::Merge(object) => {
+                let mut object = object.clone();
+                object["metadata"]["resourceVersion"] = json!(rv);
+                object["metadata"]["annotations"][REASON] = json!(reason);
+                Patch::Merge(object)
+            }
             Change::Json(ops) => {
                 let mut all =
                     vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
@@ -174,8 +182,9 @@ where
     })
 }
 
-pub async fn rotate(syncs: &Syncs, name: &str, reason: Option<&str>) -> Result<Outcome> {
-    edit(syncs, "rotate", name, reason, plan_rotate).await
+/// `now`: the version this rotation makes rolls out even outside the rollout windows.
+pub async fn rotate(syncs: &Syncs, name: &str, now: bool, reason: Option<&str>) -> Result<Outcome> {
+    edit(syncs, "rotate", name, reason, |s| plan_rotate(s, now)).await
 }
 
 pub async fn revoke(
@@ -270,7 +279,7 @@ fn usable(sync: &SecretSync) -> Vec<i64> {
         .collect()
 }
 
-pub fn plan_rotate(sync: &SecretSync) -> Result<Plan> {
+pub fn plan_rotate(sync: &SecretSync, now: bool) -> Result<Plan> {
     let name = sync.name_any();
     let from = sync.spec.version;
     let to = sync.spec.spec_version() + 1;
@@ -291,8 +300,36 @@ pub fn plan_rotate(sync: &SecretSync) -> Result<Plan> {
         }
         None => ActiveIs::Newest,
     };
+    let windows = sync
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.windows.as_ref())
+        .is_some_and(|w| !w.is_empty());
+    let change = if now {
+        if windows {
+            message.push_str(&format!(
+                "\n--now: {} rolls out without waiting for a rollout window",
+                secret_name(sync, next)
+            ));
+        }
+        // The annotation names the spec.version of this rotation, so the operator honours it
+        // for this rotation only.
+        Change::Merge(json!({
+            "metadata": {"annotations": {labels::ROLLOUT_NOW: to.to_string()}},
+            "spec": {"version": to},
+        }))
+    } else {
+        if windows {
+            message.push_str(&format!(
+                "\nnote: targets move to {} in the next rollout window (--now: at once)",
+                secret_name(sync, next)
+            ));
+        }
+        Change::MergeSpec(json!({"version": to}))
+    };
     Ok(Plan {
-        change: Change::MergeSpec(json!({"version": to})),
+        change,
         message,
         wait: WaitFor {
             generation: 0,

@@ -15,6 +15,7 @@ use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStat
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
+use crate::batch::Batcher;
 use crate::hash_key::KeySecret;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
@@ -35,6 +36,9 @@ pub struct Config {
     pub max_backoff: Duration,
     /// The Secret holding the content-hash key.
     pub hash_key: KeySecret,
+    /// How long a workload rewrite waits for other SecretSyncs' rewrites of the same
+    /// workload, so they reach it as one template change ([`crate::batch`]).
+    pub rollout_settle: Duration,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             max_backoff: crate::backoff::MAX_BACKOFF,
             hash_key: KeySecret::default(),
+            rollout_settle: Duration::from_secs(1),
         }
     }
 }
@@ -176,6 +181,7 @@ pub struct Context {
     pub refreshes: RefreshLog,
     /// Keys the content hash ([`crate::hash_key`]).
     pub hash_key: HashKey,
+    pub batcher: Batcher,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
@@ -207,6 +213,7 @@ impl Context {
             backoff,
             written: WrittenVersions::default(),
             refreshes: RefreshLog::default(),
+            batcher: Batcher::default(),
             written_status: Mutex::default(),
         }
     }

@@ -70,6 +70,10 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
+    /// A batched workload patch failed; the batch's other SecretSyncs get the same text.
+    #[error("Kubernetes API: rollout patch: {0}")]
+    Rollout(String),
+
     #[error("Kubernetes API write timed out after {0:?}")]
     WriteTimeout(Duration),
 
@@ -123,7 +127,7 @@ impl Error {
             Error::Template { .. } => Reason::TemplateError,
             Error::PinnedVersionUnavailable { .. } => Reason::PinnedVersionUnavailable,
             Error::TargetConflict(_) => Reason::TargetConflict,
-            Error::Kube(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => {
+            Error::Kube(_) | Error::Rollout(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => {
                 Reason::KubernetesApiError
             }
         }
@@ -136,7 +140,9 @@ impl Error {
             | Error::Template { .. }
             | Error::TargetConflict(_) => Retry::OnChange,
             Error::Provider { source, .. } if source.is_retryable() => Retry::Soon,
-            Error::Kube(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => Retry::Soon,
+            Error::Kube(_) | Error::Rollout(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => {
+                Retry::Soon
+            }
             _ => Retry::Later,
         }
     }

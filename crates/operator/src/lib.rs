@@ -3,6 +3,7 @@
 //! `reconcile/mod.rs` maps the pipeline's steps to their files.
 
 pub mod backoff;
+pub mod batch;
 pub mod conditions;
 pub mod context;
 pub mod controller;

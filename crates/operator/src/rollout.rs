@@ -83,12 +83,26 @@ pub fn rewrite_patch(
     base: &str,
     active_name: &str,
 ) -> Option<Value> {
+    rewrites_patch(kind, workload, &[(base, active_name)])
+}
+
+/// [`rewrite_patch`] for several SecretSyncs at once, each `(base, active_name)`: one patch,
+/// so the workload sees one template change.
+pub fn rewrites_patch(
+    kind: WorkloadKind,
+    workload: &Value,
+    rewrites: &[(&str, &str)],
+) -> Option<Value> {
     let prefix = pod_spec_pointer(kind.as_str())?;
     let pod_spec = workload.pointer(prefix)?;
     let replaces: Vec<Value> = collect_refs(pod_spec, &TEMPLATE_CONTAINER_LISTS)
         .into_iter()
-        .filter(|r| r.name != active_name && parse_versioned_name(base, &r.name).is_some())
-        .map(|r| json!({"op": "replace", "path": format!("{prefix}{}", r.path), "value": active_name}))
+        .filter_map(|r| {
+            let (_, active_name) = rewrites.iter().find(|(base, active_name)| {
+                r.name != *active_name && parse_versioned_name(base, &r.name).is_some()
+            })?;
+            Some(json!({"op": "replace", "path": format!("{prefix}{}", r.path), "value": active_name}))
+        })
         .collect();
     if replaces.is_empty() {
         return None;

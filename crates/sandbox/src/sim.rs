@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::api::{Core, DeleteOpts, Propagation, Target, WriteOpts};
 use crate::store::{ChangeKind, Key};
 
-pub use secretsync_simulator::{HANG_ANNOTATION, pod_ready};
+pub use secretsync_simulator::{BAD_SECRETS_ANNOTATION, HANG_ANNOTATION, pod_ready};
 
 fn store_key(k: &SimKey) -> Key {
     Key::new(&k.group, &k.resource, &k.namespace, &k.name)

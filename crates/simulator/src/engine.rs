@@ -23,6 +23,10 @@ use tokio::sync::mpsc;
 use crate::names::{now_rfc3339, random_suffix, safe_encode};
 
 pub const HANG_ANNOTATION: &str = "sandbox.secretsync.io/hang-rollout";
+/// Comma-separated Secret names whose Pods never become Ready: a workload annotated
+/// `sandbox.secretsync.io/bad-secrets: "db-v2,…"` stands for an app that cannot use those
+/// credentials; its Pods that reference one of them hang, the others do not.
+pub const BAD_SECRETS_ANNOTATION: &str = "sandbox.secretsync.io/bad-secrets";
 /// Field manager of the simulator's writes.
 pub const MANAGER: &str = "sandbox-simulator";
 
@@ -266,11 +270,59 @@ pub fn pod_ready(pod: &Value) -> bool {
         })
 }
 
-fn hangs(v: &Value) -> bool {
-    v.pointer("/metadata/annotations")
-        .and_then(|a| a.get(HANG_ANNOTATION))
-        .and_then(Value::as_str)
-        == Some("true")
+/// Whether `pod` never becomes Ready because of `owner` (the pod itself or a workload that
+/// controls it): a hang annotation, or a reference to a Secret it marks bad.
+fn hangs(owner: &Value, pod: &Value) -> bool {
+    let annotation = |name: &str| {
+        owner
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_str)
+    };
+    if annotation(HANG_ANNOTATION) == Some("true") {
+        return true;
+    }
+    let Some(bad) = annotation(BAD_SECRETS_ANNOTATION) else {
+        return false;
+    };
+    let used = secret_names(pod.get("spec").unwrap_or(&Value::Null));
+    bad.split(',')
+        .map(str::trim)
+        .any(|name| used.iter().any(|u| u == name))
+}
+
+/// Every Secret name a pod spec references (env, envFrom, secret and projected volumes).
+fn secret_names(spec: &Value) -> Vec<String> {
+    let arrays = |v: &Value, key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut names = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for c in arrays(spec, list) {
+            for e in arrays(&c, "envFrom") {
+                names.push(s(&e, "/secretRef/name").to_owned());
+            }
+            for e in arrays(&c, "env") {
+                names.push(s(&e, "/valueFrom/secretKeyRef/name").to_owned());
+            }
+        }
+    }
+    for v in arrays(spec, "volumes") {
+        names.push(s(&v, "/secret/secretName").to_owned());
+        for src in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            names.push(s(src, "/secret/name").to_owned());
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 /// Why the kubelet cannot start a pod with `spec` in `ns`: the first non-optional Secret
@@ -530,7 +582,7 @@ impl<C: Cluster> Sim<C> {
 
     /// Whether the workload controlling this pod (or the pod itself) hangs rollouts.
     fn pod_hangs(&self, k: &Key, pod: &Value) -> bool {
-        if hangs(pod) {
+        if hangs(pod, pod) {
             return true;
         }
         let mut cur = controller_of(k, pod);
@@ -538,7 +590,7 @@ impl<C: Cluster> Sim<C> {
             let Some(o) = self.c.get(&ok) else {
                 return false;
             };
-            if hangs(&o) {
+            if hangs(&o, pod) {
                 return true;
             }
             cur = controller_of(&ok, &o);

@@ -18,4 +18,6 @@ pub mod apiserver;
 pub mod engine;
 pub mod names;
 
-pub use engine::{Cluster, Event, HANG_ANNOTATION, Key, Options, pod_ready};
+pub use engine::{
+    BAD_SECRETS_ANNOTATION, Cluster, Event, HANG_ANNOTATION, Key, Options, pod_ready,
+};

@@ -46,7 +46,7 @@ async fn rotate_raises_spec_version_by_one_and_nothing_else() {
     let env = Env::start("payments").await;
     let before = five_versions(&env).await;
 
-    let outcome = ops::rotate(&env.syncs(), "db", None).await.unwrap();
+    let outcome = ops::rotate(&env.syncs(), "db", false, None).await.unwrap();
     assert_eq!(
         outcome.message,
         "rotating db: spec.version 2 → 3; expect db-v6"
@@ -67,10 +67,61 @@ async fn rotate_raises_spec_version_by_one_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn rotate_now_also_marks_the_rotation_to_roll_out_outside_windows() {
+    let env = Env::start("payments").await;
+    let spec = format!(
+        "{SPEC}\n  rollout: {{targets: [{{kind: Deployment, name: api}}], windows: [{{schedule: '0 9 * * 1-5', duration: 8h}}]}}"
+    );
+    let before = env
+        .create_sync(&sync_yaml("db", &spec), Some(FIVE_VERSIONS))
+        .await;
+
+    let outcome = ops::rotate(&env.syncs(), "db", true, None).await.unwrap();
+    assert_eq!(
+        outcome.message,
+        "rotating db: spec.version 2 → 3; expect db-v6\n--now: db-v6 rolls out without waiting for a rollout window"
+    );
+    let after = env.get("db").await;
+    assert_eq!(after.spec.version, Some(3));
+    assert_eq!(
+        after
+            .annotations()
+            .get(secretsync_api::labels::ROLLOUT_NOW)
+            .map(String::as_str),
+        Some("3"),
+        "the annotation names this rotation's spec.version"
+    );
+    assert_eq!(
+        without(after.spec.clone(), &before.spec, &["version"]),
+        before.spec
+    );
+
+    // Without --now the windows are mentioned (no operator runs here, so db-v6 is still
+    // the next), and the annotation is left as it was.
+    let outcome = ops::rotate(&env.syncs(), "db", false, None).await.unwrap();
+    assert!(
+        outcome
+            .message
+            .ends_with("note: targets move to db-v6 in the next rollout window (--now: at once)"),
+        "{}",
+        outcome.message
+    );
+    let after = env.get("db").await;
+    assert_eq!(after.spec.version, Some(4));
+    assert_eq!(
+        after
+            .annotations()
+            .get(secretsync_api::labels::ROLLOUT_NOW)
+            .map(String::as_str),
+        Some("3")
+    );
+}
+
+#[tokio::test]
 async fn rotate_from_an_unset_version() {
     let env = Env::start("payments").await;
     env.create_sync(&sync_yaml("db", ""), None).await;
-    let outcome = ops::rotate(&env.syncs(), "db", None).await.unwrap();
+    let outcome = ops::rotate(&env.syncs(), "db", false, None).await.unwrap();
     assert_eq!(
         outcome.message,
         "rotating db: spec.version unset → 1; expect db-v1"
@@ -103,7 +154,7 @@ async fn a_conflicting_concurrent_edit_is_retried_on_the_fresh_object() {
                 })
             });
         }
-        ops::plan_rotate(sync)
+        ops::plan_rotate(sync, false)
     })
     .await
     .unwrap();
@@ -132,10 +183,10 @@ async fn concurrent_rotates_lose_no_update() {
     five_versions(&env).await;
     let syncs = env.syncs();
     let (a, b, c, d) = tokio::join!(
-        ops::rotate(&syncs, "db", None),
-        ops::rotate(&syncs, "db", None),
-        ops::rotate(&syncs, "db", None),
-        ops::rotate(&syncs, "db", None),
+        ops::rotate(&syncs, "db", false, None),
+        ops::rotate(&syncs, "db", false, None),
+        ops::rotate(&syncs, "db", false, None),
+        ops::rotate(&syncs, "db", false, None),
     );
     for r in [a, b, c, d] {
         r.unwrap();
@@ -393,7 +444,9 @@ async fn unpin_removes_pin_version_and_is_a_no_op_when_not_pinned() {
 #[tokio::test]
 async fn a_missing_sync_says_where_it_looked_and_what_to_run() {
     let env = Env::start("payments").await;
-    let err = ops::rotate(&env.syncs(), "nope", None).await.unwrap_err();
+    let err = ops::rotate(&env.syncs(), "nope", false, None)
+        .await
+        .unwrap_err();
     let mut text = Vec::new();
     report(&mut text, &err, "payments");
     let text = String::from_utf8(text).unwrap();
@@ -611,7 +664,9 @@ async fn each_failure_has_its_exit_code() {
         }
     };
 
-    let missing = ops::rotate(&env.syncs(), "nope", None).await.unwrap_err();
+    let missing = ops::rotate(&env.syncs(), "nope", false, None)
+        .await
+        .unwrap_err();
     assert_eq!(missing.exit_code(), EXIT_NOT_FOUND);
 
     // Someone else writes between every read and write: the verb gives up.
@@ -625,7 +680,7 @@ async fn each_failure_has_its_exit_code() {
                     .unwrap();
             })
         });
-        ops::plan_rotate(sync)
+        ops::plan_rotate(sync, false)
     })
     .await
     .unwrap_err();
@@ -642,6 +697,7 @@ async fn each_failure_has_its_exit_code() {
     // No operator runs here: a rotation is never observed, so --wait times out.
     let timeout = run(Command::Rotate {
         name: "db".into(),
+        now: false,
         reason: kubectl_secretsync::cli::ReasonArg { reason: None },
         wait: wait_for(300),
     })

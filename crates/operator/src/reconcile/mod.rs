@@ -7,7 +7,7 @@
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
 //! | write a version | `version.rs` | [`version::plan_refresh`], [`version::next_number`] | Secret create |
-//! | roll out | `rollout.rs` | [`rollout::plan`] | workload patches |
+//! | roll out | `rollout.rs` | [`rollout::plan`], [`rollout::decide`] | workload patches |
 //! | prune | `prune.rs` | [`prune::candidates`], [`prune::decide`] | reference scan, Secret deletes |
 //! | status | `status.rs` | [`status::synced`], [`status::failed`] | status apply, events |
 //!
@@ -191,19 +191,15 @@ async fn pipeline(
     }
 
     let current = existing.keys().next_back().copied();
-    let active = spec.pin_version.or(current);
-    let active_name = active
-        .and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()))
-        .unwrap_or_default();
-
-    let rollout = match active {
-        Some(active) => {
+    let wanted = spec.pin_version.or(current);
+    let rollout = match wanted {
+        Some(wanted) => {
             rollout::roll_out(
                 sync,
                 ctx,
                 &base,
-                active,
-                &active_name,
+                &existing,
+                wanted,
                 previous.rollout.as_ref(),
             )
             .await?
@@ -211,7 +207,30 @@ async fn pipeline(
         None => rollout::Outcome::default(),
     };
     events.extend(rollout.events);
-    let pruned = prune::prune(sync, ctx, &base, &mut existing, active, &rollout.state).await?;
+    // After a rolled-back failure, or while waiting for a rollout window, the targets point
+    // at an earlier version: that is active. A failed version is kept for inspection.
+    let active = rollout
+        .targets_on
+        .filter(|v| existing.contains_key(v))
+        .or(wanted);
+    let failed = rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.failed.as_ref())
+        .map(|f| f.version)
+        .filter(|v| Some(*v) == wanted);
+    let active_name = active
+        .and_then(|v| existing.get(&v).map(|m| m.secret_name.clone()))
+        .unwrap_or_default();
+    let pruned = prune::prune(
+        sync,
+        ctx,
+        &base,
+        &mut existing,
+        prune::Keep { active, failed },
+        &rollout.state,
+    )
+    .await?;
     events.extend(pruned.events);
 
     let status = status::synced(status::SyncedInput {

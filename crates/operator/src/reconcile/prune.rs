@@ -35,23 +35,36 @@ impl Candidates {
     }
 }
 
+/// Versions kept whatever the history limit says.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Keep {
+    /// What the targets point at.
+    pub active: Option<i64>,
+    /// A version whose rollout failed and was rolled back, kept for inspection.
+    pub failed: Option<i64>,
+}
+
 pub fn candidates(
     spec: &SecretSyncSpec,
     existing: &BTreeSet<i64>,
-    active: Option<i64>,
+    keep: Keep,
     rollout: &RolloutState,
 ) -> Candidates {
+    let active = keep.active;
     let rollout_complete = matches!(rollout, RolloutState::Complete(_) | RolloutState::NoTargets);
     let rollout_ended = rollout_complete || matches!(rollout, RolloutState::Failed(_));
-    // Kept: the active version and the newest non-revoked ones, `history.limit` in all.
+    // Kept: the active version, a rolled-back failed one, and the newest non-revoked ones,
+    // `history.limit` in all (the failed one counts beyond it).
     let limit = spec.history_limit() as usize;
     let mut kept: BTreeSet<i64> = active.into_iter().collect();
+    let failed = keep.failed.filter(|v| !spec.is_revoked(*v));
     for v in existing.iter().rev().filter(|v| !spec.is_revoked(**v)) {
         if kept.len() >= limit {
             break;
         }
         kept.insert(*v);
     }
+    kept.extend(failed);
     let revoked_now = match spec.revoke_policy() {
         RevokePolicy::Immediate => true,
         RevokePolicy::AfterRollout => rollout_ended,
@@ -110,12 +123,12 @@ pub(super) async fn prune(
     ctx: &Context,
     base: &str,
     existing: &mut BTreeMap<i64, VersionMeta>,
-    active: Option<i64>,
+    keep: Keep,
     rollout: &RolloutState,
 ) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     let spec = &sync.spec;
-    let found = candidates(spec, &existing.keys().copied().collect(), active, rollout);
+    let found = candidates(spec, &existing.keys().copied().collect(), keep, rollout);
     if found.is_empty() {
         return Ok(pruned);
     }
@@ -222,6 +235,13 @@ mod tests {
         v.iter().copied().collect()
     }
 
+    fn active(v: i64) -> Keep {
+        Keep {
+            active: Some(v),
+            failed: None,
+        }
+    }
+
     fn complete() -> RolloutState {
         RolloutState::Complete("1/1".into())
     }
@@ -229,29 +249,43 @@ mod tests {
     #[test]
     fn history_beyond_the_limit_goes_only_after_the_rollout() {
         let s = spec("{storeRef: {name: v}, history: {limit: 2}}");
-        let found = candidates(&s, &versions(&[1, 2, 3, 4]), Some(4), &complete());
+        let found = candidates(&s, &versions(&[1, 2, 3, 4]), active(4), &complete());
         assert_eq!(found.surplus, [1, 2]);
         let progressing = RolloutState::Progressing("0/1".into());
-        assert!(candidates(&s, &versions(&[1, 2, 3, 4]), Some(4), &progressing).is_empty());
+        assert!(candidates(&s, &versions(&[1, 2, 3, 4]), active(4), &progressing).is_empty());
         // a pinned (rolled back) version is kept besides the newest
-        let pinned = candidates(&s, &versions(&[1, 2, 3, 4]), Some(2), &complete());
+        let pinned = candidates(&s, &versions(&[1, 2, 3, 4]), active(2), &complete());
         assert_eq!(pinned.surplus, [1, 3]);
+    }
+
+    #[test]
+    fn a_rolled_back_failed_version_is_kept_beyond_the_limit_unless_revoked() {
+        let s = spec("{storeRef: {name: v}, history: {limit: 1}}");
+        let keep = Keep {
+            active: Some(2),
+            failed: Some(3),
+        };
+        let found = candidates(&s, &versions(&[1, 2, 3]), keep, &complete());
+        assert_eq!(found.surplus, [1]);
+        let revoked = spec("{storeRef: {name: v}, history: {limit: 1}, revokedVersions: [3]}");
+        let found = candidates(&revoked, &versions(&[1, 2, 3]), keep, &complete());
+        assert_eq!((found.surplus, found.revoked), (vec![1], vec![3]));
     }
 
     #[test]
     fn revoked_versions_follow_their_policy() {
         let after = spec("{storeRef: {name: v}, revokedVersions: [2]}");
         let progressing = RolloutState::Progressing("0/1".into());
-        assert!(candidates(&after, &versions(&[2, 3]), Some(3), &progressing).is_empty());
+        assert!(candidates(&after, &versions(&[2, 3]), active(3), &progressing).is_empty());
         let failed = RolloutState::Failed("timeout".into());
         assert_eq!(
-            candidates(&after, &versions(&[2, 3]), Some(3), &failed).revoked,
+            candidates(&after, &versions(&[2, 3]), active(3), &failed).revoked,
             [2]
         );
         let immediate =
             spec("{storeRef: {name: v}, revokedVersions: [2], revokePolicy: Immediate}");
         assert_eq!(
-            candidates(&immediate, &versions(&[2, 3]), Some(3), &progressing).revoked,
+            candidates(&immediate, &versions(&[2, 3]), active(3), &progressing).revoked,
             [2]
         );
     }

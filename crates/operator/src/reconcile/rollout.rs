@@ -1,7 +1,9 @@
 //! Step 5: rolling the targets onto the active version (api.md guarantee 3). [`plan`] reads
-//! each target (from the workload cache) and decides its patch and state; [`roll_out`]
-//! applies the patches. The pod-spec rules themselves are in [`crate::rollout`].
+//! each target (from the workload cache) and decides its patch and state; [`decide`] adds
+//! `onFailure: Rollback` on top of it; [`roll_out`] applies the patches. The pod-spec rules
+//! themselves are in [`crate::rollout`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,15 +11,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 use secretsync_api::reason::event;
-use secretsync_api::{RolloutStatus, SecretSync, TargetState, TargetStatus, WorkloadKind};
+use secretsync_api::window::{self, Opening};
+use secretsync_api::{
+    FailedRollout, OnFailure, RevokePolicy, RolloutStatus, SecretSync, TargetState, TargetStatus,
+    WorkloadKind, labels,
+};
 use serde_json::Value;
 use tracing::{debug, info};
 
-use super::secret_ref;
+use super::{secret_ref, with_timeout};
+use crate::batch::{Rewrite, Sent};
 use crate::conditions::now;
 use crate::context::Context;
-use crate::error::Result;
-use crate::rollout::{Progress, rewrite_patch, rollout_progress};
+use crate::error::{Error, Result};
+use crate::index::VersionMeta;
+use crate::rollout::{
+    Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress,
+};
 use crate::workloads::patch_workload;
 
 /// Where the rollout to the active version stands, with a summary for messages.
@@ -29,6 +39,8 @@ pub enum RolloutState {
     Progressing(String),
     Complete(String),
     Failed(String),
+    /// Targets need to move but no rollout window is open; says when the next one opens.
+    Waiting(String),
 }
 
 #[derive(Default)]
@@ -37,6 +49,113 @@ pub struct Outcome {
     pub status: Option<RolloutStatus>,
     pub events: Vec<Event>,
     pub requeue: Option<Duration>,
+    /// The version the targets point at when it is not the wanted one: `onFailure: Rollback`
+    /// moved them back to it (`status.failed` names the wanted one), or they wait on it for a
+    /// rollout window.
+    pub targets_on: Option<i64>,
+}
+
+/// Whether targets may move now (`spec.rollout.windows`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// No window is open; the next opens then (`None`: never again).
+    Closed {
+        opens: Option<jiff::Timestamp>,
+    },
+}
+
+/// [`Gate::Closed`] while no rollout window is open, unless something may not wait: a
+/// target still on a revoked version under `revokePolicy: Immediate`, or the version a
+/// rotation made with `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`).
+pub fn gate(
+    sync: &SecretSync,
+    base: &str,
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
+    targets: &[Target],
+    now_ts: jiff::Timestamp,
+) -> Gate {
+    let windows = sync
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.windows.as_deref())
+        .unwrap_or_default();
+    // validate_spec ran first: a window that does not parse cannot get here.
+    let Ok(windows) = window::parse_all(windows) else {
+        return Gate::Open;
+    };
+    let Opening::Closed { opens } = window::opening(&windows, now_ts) else {
+        return Gate::Open;
+    };
+    // Only the first version of the raised spec.version: later ones (new backend values)
+    // wait for a window again.
+    let rotated_now = sync
+        .annotations()
+        .get(labels::ROLLOUT_NOW)
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|spec_version| {
+            existing
+                .values()
+                .find(|m| m.spec_version == spec_version)
+                .is_some_and(|m| m.version == wanted)
+        });
+    let revoked_in_use = sync.spec.revoke_policy() == RevokePolicy::Immediate
+        && targets.iter().any(|t| {
+            t.workload.as_ref().is_some_and(|w| {
+                referenced_versions(t.kind.as_str(), w, base)
+                    .iter()
+                    .any(|v| sync.spec.is_revoked(*v))
+            })
+        });
+    if rotated_now || revoked_in_use {
+        Gate::Open
+    } else {
+        Gate::Closed { opens }
+    }
+}
+
+/// `planned` (for the wanted version) held back while the gate is closed: no patch is sent,
+/// the previous rollout status stays (the timeout only counts once targets move), and a
+/// timer wakes the SecretSync when the next window opens.
+fn hold_for_window(
+    planned: Plan,
+    gate: Gate,
+    wanted_name: &str,
+    previous: Option<&RolloutStatus>,
+    now_ts: jiff::Timestamp,
+) -> Plan {
+    let Gate::Closed { opens } = gate else {
+        return planned;
+    };
+    if planned.patches.is_empty() {
+        return planned;
+    }
+    let (message, requeue) = match opens {
+        Some(at) => (
+            format!("{wanted_name} waits for a rollout window; the next opens at {at}"),
+            Some(
+                Duration::try_from(at.duration_since(now_ts))
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_millis(100)),
+            ),
+        ),
+        None => (
+            format!("{wanted_name} waits for a rollout window, but no window opens again"),
+            None,
+        ),
+    };
+    Plan {
+        patches: Vec::new(),
+        outcome: Outcome {
+            state: RolloutState::Waiting(message),
+            status: previous.cloned(),
+            events: Vec::new(),
+            requeue,
+            targets_on: previous.and_then(|p| p.version),
+        },
+    }
 }
 
 /// A rollout target as the cache has it (`None`: it does not exist).
@@ -183,18 +302,126 @@ pub fn plan(
         targets: statuses,
         version: Some(active),
         started_at: Some(started_at),
+        failed: None,
     });
     Plan { patches, outcome }
 }
 
-/// Points every target's pod template at the active version (a minimal JSON patch, only
-/// when something differs) and reads how far each rollout got.
+/// The newest version before `failed` that still exists and is not revoked: where
+/// `onFailure: Rollback` takes the targets.
+pub fn rollback_target(
+    sync: &SecretSync,
+    existing: &BTreeMap<i64, VersionMeta>,
+    failed: i64,
+) -> Option<i64> {
+    existing
+        .range(..failed)
+        .rev()
+        .map(|(v, _)| *v)
+        .find(|v| !sync.spec.is_revoked(*v))
+}
+
+/// [`plan`] for the `wanted` version, with `onFailure: Rollback`: once the rollout to
+/// `wanted` is Failed, the targets are planned onto [`rollback_target`] instead, and stay
+/// there — remembered in `status.rollout.failed`, so a restart does not retry — until
+/// `wanted` changes (a new version, a rotation) or the spec is edited. A pinned version is
+/// the user's explicit choice and is never rolled back.
+pub fn decide(
+    sync: &SecretSync,
+    base: &str,
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
+    previous: Option<&RolloutStatus>,
+    targets: &[Target],
+    now_ts: jiff::Timestamp,
+) -> Plan {
+    let gate = gate(sync, base, existing, wanted, targets, now_ts);
+    let name_of = |v: i64| {
+        existing
+            .get(&v)
+            .map(|m| m.secret_name.clone())
+            .unwrap_or_default()
+    };
+    let wanted_name = name_of(wanted);
+    let rolls_back =
+        sync.spec.on_failure() == OnFailure::Rollback && sync.spec.pin_version.is_none();
+    let Some(back) = rolls_back
+        .then(|| rollback_target(sync, existing, wanted))
+        .flatten()
+    else {
+        let planned = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+        return hold_for_window(planned, gate, &wanted_name, previous, now_ts);
+    };
+    let standing = previous
+        .and_then(|p| p.failed.as_ref())
+        .filter(|f| f.version == wanted && f.generation == sync.metadata.generation);
+    let back_name = name_of(back);
+    let (failure, mut events) = match standing {
+        Some(failure) => (failure.clone(), Vec::new()),
+        None => {
+            let planned = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+            let first = hold_for_window(planned, gate, &wanted_name, previous, now_ts);
+            let RolloutState::Failed(why) = &first.outcome.state else {
+                return first;
+            };
+            let why = why.strip_prefix("rollout failed: ").unwrap_or(why);
+            let failure = FailedRollout {
+                version: wanted,
+                generation: sync.metadata.generation,
+                message: format!("rollout to {wanted_name} failed: {why}"),
+            };
+            let mut events = first.outcome.events;
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: event::ROLLOUT_FAILED.into(),
+                note: Some(format!(
+                    "{}; rolling targets back to {back_name}",
+                    failure.message
+                )),
+                // Not folded into a series with the per-target failure events.
+                action: "Rollback".into(),
+                secondary: Some(secret_ref(sync, &wanted_name)),
+            });
+            (failure, events)
+        }
+    };
+    // The failed rollout's patches are dropped: the targets go straight back, windows or
+    // not, as a rollback repairs what the failed rollout broke.
+    let mut back_plan = plan(sync, base, back, &back_name, previous, targets, now_ts);
+    let outcome = &mut back_plan.outcome;
+    let failed = &failure.message;
+    outcome.state = RolloutState::Failed(match &outcome.state {
+        RolloutState::Complete(summary) => {
+            format!("{failed}; rolled back to {back_name}: {summary}")
+        }
+        RolloutState::Progressing(summary) => {
+            format!("{failed}; rolling back to {back_name}: {summary}")
+        }
+        RolloutState::Failed(why) => {
+            format!("{failed}; the rollback to {back_name} failed too: {why}")
+        }
+        RolloutState::NoTargets | RolloutState::Waiting(_) => {
+            format!("{failed}; rolled back to {back_name}")
+        }
+    });
+    events.append(&mut outcome.events);
+    outcome.events = events;
+    if let Some(status) = &mut outcome.status {
+        status.failed = Some(failure);
+    }
+    outcome.targets_on = Some(back);
+    back_plan
+}
+
+/// Points every target's pod template at the wanted version — or, after a failed rollout
+/// with `onFailure: Rollback`, the version before it — (a minimal JSON patch, only when
+/// something differs) and reads how far each rollout got.
 pub(super) async fn roll_out(
     sync: &SecretSync,
     ctx: &Context,
     base: &str,
-    active: i64,
-    active_name: &str,
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
     previous: Option<&RolloutStatus>,
 ) -> Result<Outcome> {
     let namespace = sync.namespace().unwrap_or_default();
@@ -211,13 +438,38 @@ pub(super) async fn roll_out(
     let Plan {
         patches,
         mut outcome,
-    } = plan(sync, base, active, active_name, previous, &targets, now().0);
-    for (kind, name, patch) in patches {
-        match patch_workload(&ctx.client, kind, &namespace, &name, patch).await {
-            Ok(()) => {
+    } = decide(sync, base, existing, wanted, previous, &targets, now().0);
+    let moving_to = outcome.targets_on.unwrap_or(wanted);
+    let active_name = existing
+        .get(&moving_to)
+        .map(|m| m.secret_name.as_str())
+        .unwrap_or_default();
+    // Each target's rewrite joins the workload's batch (crate::batch), so SecretSyncs that
+    // roll the same workload together change its template once; the patch is built when
+    // the batch goes out, from the workload as it is then.
+    let namespace = namespace.as_str();
+    let rewrites = patches.into_iter().map(|(kind, name, _)| {
+        let key = (kind, namespace.to_owned(), name.clone());
+        let rewrite = Rewrite {
+            base: base.to_owned(),
+            active_name: active_name.to_owned(),
+        };
+        async move {
+            let sent = ctx
+                .batcher
+                .submit(key, rewrite, ctx.config.rollout_settle, |batch| {
+                    send_batch(ctx, kind, namespace, &name, batch)
+                })
+                .await;
+            (kind, name, sent)
+        }
+    });
+    for (kind, name, sent) in futures::future::join_all(rewrites).await {
+        match sent {
+            Sent::Patched => {
                 info!(kind = kind.as_str(), target = %name, secret = %active_name, "rolling out");
                 // A rollback (pinned to the active version) says why it was asked for.
-                let why = if sync.spec.pin_version == Some(active) {
+                let why = if sync.spec.pin_version == Some(moving_to) {
                     format!(" (pinned{})", super::version::asked_reason(sync))
                 } else {
                     String::new()
@@ -233,9 +485,10 @@ pub(super) async fn roll_out(
                     secondary: Some(secret_ref(sync, active_name)),
                 });
             }
+            Sent::Unchanged => {}
             // Someone changed it meanwhile (the resourceVersion test failed): look again
             // on the next pass.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
+            Sent::Conflict => {
                 debug!(target = %name, "workload changed during the rollout patch");
                 outcome.requeue = Some(
                     outcome
@@ -243,10 +496,43 @@ pub(super) async fn roll_out(
                         .map_or(Duration::from_secs(1), |r| r.min(Duration::from_secs(1))),
                 );
             }
-            Err(e) => return Err(e.into()),
+            Sent::Failed(message) => return Err(Error::Rollout(message)),
         }
     }
     Ok(outcome)
+}
+
+/// Sends one batch of rewrites to a workload as one patch, built from the cached workload
+/// (guarded by its resourceVersion).
+async fn send_batch(
+    ctx: &Context,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    batch: Vec<Rewrite>,
+) -> Sent {
+    let Some(workload) = ctx.workloads.get(kind, namespace, name) else {
+        return Sent::Unchanged;
+    };
+    let pairs: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|r| (r.base.as_str(), r.active_name.as_str()))
+        .collect();
+    let Some(patch) = rewrites_patch(kind, &workload, &pairs) else {
+        return Sent::Unchanged;
+    };
+    match with_timeout(
+        ctx,
+        patch_workload(&ctx.client, kind, namespace, name, patch),
+    )
+    .await
+    {
+        Ok(Ok(())) => Sent::Patched,
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 || s.code == 422 => Sent::Conflict,
+        Ok(Err(e)) => Sent::Failed(e.to_string()),
+        // A timed-out write is retried like a conflict.
+        Err(_) => Sent::Conflict,
+    }
 }
 
 fn humanize(d: Duration) -> String {
@@ -385,5 +671,173 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
             matches!(late.outcome.state, RolloutState::Failed(ref why) if why.contains("not complete after 5m"))
         );
         assert_eq!(late.outcome.events[0].reason, "RolloutFailed");
+    }
+
+    fn existing(versions: &[i64]) -> BTreeMap<i64, VersionMeta> {
+        versions
+            .iter()
+            .map(|&v| {
+                let meta = VersionMeta {
+                    version: v,
+                    secret_name: format!("db-v{v}"),
+                    content_hash: None,
+                    spec_version: 0,
+                    created_at: None,
+                    source_versions: None,
+                    uid: None,
+                    resource_version: None,
+                };
+                (v, meta)
+            })
+            .collect()
+    }
+
+    fn rollback_sync(extra: &str) -> SecretSync {
+        yaml(&format!(
+            r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: db, namespace: payments, uid: u1, generation: 4}}
+spec:
+  storeRef: {{name: vault}}
+  rollout: {{targets: [{{kind: Deployment, name: api}}], timeout: 5m, onFailure: Rollback}}
+{extra}
+"#
+        ))
+    }
+
+    fn api_only(api: Arc<Value>) -> Vec<Target> {
+        vec![Target {
+            kind: WorkloadKind::Deployment,
+            name: "api".into(),
+            workload: Some(api),
+        }]
+    }
+
+    #[test]
+    fn the_rollback_target_is_the_newest_earlier_version_not_revoked() {
+        let sync = rollback_sync("  revokedVersions: [3]");
+        assert_eq!(rollback_target(&sync, &existing(&[1, 3, 4]), 4), Some(1));
+        assert_eq!(rollback_target(&sync, &existing(&[2, 3, 4]), 4), Some(2));
+        assert_eq!(rollback_target(&sync, &existing(&[3, 4]), 4), None);
+        assert_eq!(rollback_target(&sync, &existing(&[4, 5]), 4), None);
+    }
+
+    #[test]
+    fn a_timed_out_rollout_goes_back_once_and_stays_back_until_an_edit() {
+        let sync = rollback_sync("");
+        let versions = existing(&[1, 2]);
+        let started = decide(
+            &sync,
+            "db",
+            &versions,
+            2,
+            None,
+            &api_only(deployment("db-v2", 1)),
+            NOW.parse().unwrap(),
+        );
+        assert!(matches!(
+            started.outcome.state,
+            RolloutState::Progressing(_)
+        ));
+        assert_eq!(started.outcome.targets_on, None);
+
+        let late: jiff::Timestamp = "2026-11-23T10:05:01Z".parse().unwrap();
+        let failed = decide(
+            &sync,
+            "db",
+            &versions,
+            2,
+            started.outcome.status.as_ref(),
+            &api_only(deployment("db-v2", 1)),
+            late,
+        );
+        assert_eq!(failed.outcome.targets_on, Some(1));
+        let (_, _, patch) = &failed.patches[0];
+        assert_eq!(
+            patch[1]["value"], "db-v1",
+            "straight back, no write to db-v2"
+        );
+        let status = failed.outcome.status.clone().unwrap();
+        assert_eq!(status.version, Some(1));
+        let failure = status.failed.clone().unwrap();
+        assert_eq!((failure.version, failure.generation), (2, Some(4)));
+        assert!(
+            matches!(&failed.outcome.state, RolloutState::Failed(why)
+                if why.starts_with("rollout to db-v2 failed: Deployment api: not complete after 5m")
+                    && why.contains("rolling back to db-v1")),
+            "{:?}",
+            failed.outcome.state
+        );
+        let notes: Vec<_> = failed
+            .outcome
+            .events
+            .iter()
+            .map(|e| (e.reason.as_str(), e.action.as_str()))
+            .collect();
+        assert_eq!(
+            notes,
+            [("RolloutFailed", "Rollout"), ("RolloutFailed", "Rollback")]
+        );
+
+        // The next pass (or a restart, from the status) stays on db-v1 and writes nothing.
+        let back = decide(
+            &sync,
+            "db",
+            &versions,
+            2,
+            Some(&status),
+            &api_only(deployment("db-v1", 2)),
+            late,
+        );
+        assert!(back.patches.is_empty());
+        assert_eq!(back.outcome.targets_on, Some(1));
+        assert!(
+            matches!(&back.outcome.state, RolloutState::Failed(why) if why.contains("rolled back to db-v1: 1/1 targets")),
+            "{:?}",
+            back.outcome.state
+        );
+        assert!(
+            back.outcome
+                .events
+                .iter()
+                .all(|e| e.reason == "RolloutComplete"),
+            "no second failure event"
+        );
+
+        // An edit (a new generation) tries db-v2 again.
+        let mut edited = sync.clone();
+        edited.metadata.generation = Some(5);
+        let again = decide(
+            &edited,
+            "db",
+            &versions,
+            2,
+            back.outcome.status.as_ref(),
+            &api_only(deployment("db-v1", 2)),
+            late,
+        );
+        assert_eq!(again.outcome.targets_on, None);
+        assert_eq!(again.patches[0].2[1]["value"], "db-v2");
+
+        // Hold, and a pinned version, stay where they failed.
+        for extra in ["  pinVersion: 2", ""] {
+            let mut held = rollback_sync(extra);
+            if extra.is_empty() {
+                held.spec.rollout.as_mut().unwrap().on_failure = Some(OnFailure::Hold);
+            }
+            let stays = decide(
+                &held,
+                "db",
+                &versions,
+                2,
+                started.outcome.status.as_ref(),
+                &api_only(deployment("db-v2", 1)),
+                late,
+            );
+            assert!(matches!(stays.outcome.state, RolloutState::Failed(_)));
+            assert_eq!(stays.outcome.targets_on, None, "{extra:?}");
+            assert!(stays.patches.is_empty());
+        }
     }
 }

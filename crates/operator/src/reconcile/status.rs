@@ -72,7 +72,9 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
             format!("{active_name} active; {why}"),
         ),
         RolloutState::NoTargets => (true, Reason::Synced, format!("{active_name} active")),
-        RolloutState::Progressing(summary) | RolloutState::Complete(summary) => (
+        RolloutState::Progressing(summary)
+        | RolloutState::Complete(summary)
+        | RolloutState::Waiting(summary) => (
             true,
             Reason::Synced,
             format!("{active_name} active; {summary}"),
@@ -90,6 +92,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         RolloutState::NoTargets => None,
         RolloutState::Complete(summary) => Some((true, Reason::RolloutComplete, summary)),
         RolloutState::Progressing(summary) => Some((false, Reason::RolloutProgressing, summary)),
+        RolloutState::Waiting(why) => Some((false, Reason::RolloutWaiting, why)),
         RolloutState::Failed(why) => Some((false, Reason::RolloutFailed, why)),
     };
     match rolled_out {

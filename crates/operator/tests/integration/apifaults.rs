@@ -234,8 +234,8 @@ async fn racing_writers_lose_no_update_and_start_no_fight() {
         }
     };
     let (a, b, ()) = tokio::join!(
-        kubectl_secretsync::ops::rotate(&alice, "db", Some("leaked in a log")),
-        kubectl_secretsync::ops::rotate(&bob, "db", Some("quarterly rotation")),
+        kubectl_secretsync::ops::rotate(&alice, "db", false, Some("leaked in a log")),
+        kubectl_secretsync::ops::rotate(&bob, "db", false, Some("quarterly rotation")),
         relabel
     );
     a.unwrap();

@@ -637,3 +637,340 @@ async fn a_reference_a_gitops_tool_puts_back_is_rewritten_once_per_change() {
         );
     }
 }
+
+/// The Deployment's Pods that use `db-v2` never become Ready (the app rejects the new
+/// credential): with `onFailure: Rollback` the targets go back to `db-v1` after the timeout,
+/// `db-v2` is kept although `history.limit` is 1, and nothing retries `db-v2` — not a requeue,
+/// not a restart — until a new version comes.
+#[tokio::test]
+async fn a_failed_rollout_rolls_back_to_the_previous_version_and_stays_there() {
+    let mut env = Env::start("payments").await;
+    seed(
+        &env,
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}], timeout: 3s, onFailure: Rollback}",
+    )
+    .await;
+    create_deployment(
+        &env,
+        "api",
+        "db-v1",
+        json!({"sandbox.secretsync.io/bad-secrets": "db-v2"}),
+    )
+    .await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    env.sandbox.reset_stats();
+    set_password(&env, "two", "2").await;
+    env.wait_version("db", 2).await;
+    let made = tokio::time::Instant::now();
+    let status = env
+        .wait_for::<SecretSync, _>("db", "rolled back to v1", |s| {
+            let st = s.status.as_ref()?;
+            let rollout = st.rollout.as_ref()?;
+            let back = rollout.failed.as_ref()?.version == 2
+                && rollout
+                    .targets
+                    .iter()
+                    .all(|t| t.version == 1 && t.state == TargetState::Complete);
+            back.then(|| st.clone())
+        })
+        .await;
+    let took = made.elapsed();
+    // The 3s timeout, then one pass moves the targets back and the simulator rolls them.
+    assert!(took < Duration::from_secs(6), "rolled back after {took:?}");
+    assert_eq!(
+        (status.current_version, status.active_version),
+        (Some(2), Some(1))
+    );
+    assert_eq!(status.active_secret_name.as_deref(), Some("db-v1"));
+    let states: Vec<_> = status
+        .versions
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(2, VersionState::Retained), (1, VersionState::Active)]
+    );
+    assert!(
+        env.secret("db-v2").await.is_some(),
+        "the failed version is kept"
+    );
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v1"; 5]
+    );
+    let (reason, message) = env.wait_condition("db", "RolledOut", "False").await;
+    assert_eq!(reason, "RolloutFailed", "{message}");
+    assert!(
+        message.contains("rollout to db-v2 failed")
+            && message.contains("rolled back to db-v1")
+            && message.contains("not complete after 3s"),
+        "{message}"
+    );
+    let (ready, _) = env.wait_condition("db", "Ready", "False").await;
+    assert_eq!(ready, "RolloutFailed");
+    let warnings: Vec<String> = env
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("RolloutFailed") && e.type_.as_deref() == Some("Warning")
+        })
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|n| n.contains("db-v2") && n.contains("rolling targets back to db-v1")),
+        "{warnings:?}"
+    );
+    // To db-v2 and back: two template changes (one more if a patch met a conflict with the
+    // simulator's status writes and was retried).
+    let stats = env.sandbox.stats();
+    let patches = stats.count("patch", "apps", "deployments");
+    assert!((2..=3).contains(&patches), "{patches} patches: {stats:?}");
+
+    // No loop: past another timeout, and through a wake-up, nothing is written; nor after a
+    // restart, which reads the failure back from the status.
+    env.sandbox.reset_stats();
+    let since = env.operator().reconciles();
+    env.merge_sync("db", json!({"metadata": {"annotations": {"poke": "1"}}}))
+        .await;
+    env.wait_reconciles(since, 1).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.stop_operator().await;
+    env.start_operator();
+    env.wait_reconciles(0, 1).await;
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.writes_to("deployments"), 0, "{stats:?}");
+    assert_eq!(
+        template_refs(&env.api::<Deployment>().get("api").await.unwrap()),
+        vec!["db-v1"; 5]
+    );
+    assert_eq!(
+        env.status("db")
+            .await
+            .rollout
+            .unwrap()
+            .failed
+            .unwrap()
+            .version,
+        2
+    );
+
+    // Something changed: a new version rolls out, and the failure is over.
+    set_password(&env, "three", "3").await;
+    wait_target(&env, "api", 3, TargetState::Complete).await;
+    let (reason, _) = env.wait_condition("db", "RolledOut", "True").await;
+    assert_eq!(reason, "RolloutComplete");
+    let failed = env.status("db").await.rollout.unwrap().failed;
+    assert!(failed.as_ref().is_none_or(|f| f.version == 0), "{failed:?}");
+}
+
+/// The current Deployment `api` template references.
+async fn api_refs(env: &Env) -> Vec<String> {
+    template_refs(&env.api::<Deployment>().get("api").await.unwrap())
+}
+
+/// A rollout window that opens a few seconds from now (its schedule in Berlin time, not
+/// UTC): the new version is made at once, the Deployment moves only once the window is
+/// open, and the status says when that is.
+#[tokio::test]
+async fn a_new_version_waits_for_the_rollout_window() {
+    let env = Env::start("payments").await;
+    seed(
+        &env,
+        "  rollout: {targets: [{kind: Deployment, name: api}]}",
+    )
+    .await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+    wait_target(&env, "api", 1, TargetState::Complete).await;
+
+    // Cron has whole seconds: the window opens at the start of that second.
+    let in_a_while = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
+    let opens = jiff::Timestamp::from_second(in_a_while.as_second()).unwrap();
+    let berlin = opens.in_tz("Europe/Berlin").unwrap();
+    let schedule = format!(
+        "{} {} {} * * *",
+        berlin.second(),
+        berlin.minute(),
+        berlin.hour()
+    );
+    env.merge_sync(
+        "db",
+        json!({"spec": {"rollout": {"windows": [{"schedule": schedule, "duration": "1h", "timeZone": "Europe/Berlin"}]}}}),
+    )
+    .await;
+    set_password(&env, "two", "2").await;
+    let message = env.wait_failure("db", "RolledOut", "RolloutWaiting").await;
+    assert!(
+        jiff::Timestamp::now() < opens,
+        "too slow to see the window closed"
+    );
+    assert_eq!(
+        message,
+        format!("db-v2 waits for a rollout window; the next opens at {opens}")
+    );
+    let status = env.status("db").await;
+    assert_eq!(
+        (status.current_version, status.active_version),
+        (Some(2), Some(1))
+    );
+    assert!(env.secret("db-v2").await.is_some());
+    let (ready, _) = env.wait_condition("db", "Ready", "True").await;
+    assert_eq!(ready, "Synced");
+
+    // Closed: at every look until it opens, api stays on db-v1.
+    while jiff::Timestamp::now() < opens - jiff::SignedDuration::from_millis(200) {
+        assert_eq!(
+            api_refs(&env).await,
+            vec!["db-v1"; 5],
+            "moved before the window"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    assert_eq!(api_refs(&env).await, vec!["db-v2"; 5]);
+    let moved = jiff::Timestamp::now();
+    assert!(moved >= opens, "moved at {moved}, window opens at {opens}");
+    let (reason, _) = env.wait_condition("db", "RolledOut", "True").await;
+    assert_eq!(reason, "RolloutComplete");
+}
+
+/// Outside every window, a rotation marked `rollout-now` (what `kubectl secretsync rotate
+/// --now` writes) and an Immediate revocation of the version in use still move the targets;
+/// an ordinary new version waits.
+#[tokio::test]
+async fn rotate_now_and_immediate_revocation_do_not_wait_for_a_window() {
+    let env = Env::start("payments").await;
+    // Midnight on New Year's Day, for a minute: closed while this test runs, bar that minute.
+    seed(
+        &env,
+        "  rollout:\n    targets: [{kind: Deployment, name: api}]\n    windows: [{schedule: '0 0 1 1 *', duration: 1m}]",
+    )
+    .await;
+    create_deployment(&env, "api", "db-v1", json!({})).await;
+
+    env.merge_sync(
+        "db",
+        json!({"metadata": {"annotations": {"secretsync.io/rollout-now": "1"}}, "spec": {"version": 1}}),
+    )
+    .await;
+    env.wait_version("db", 2).await;
+    wait_target(&env, "api", 2, TargetState::Complete).await;
+    assert_eq!(api_refs(&env).await, vec!["db-v2"; 5]);
+
+    // Honoured once: the next version (a backend change) waits.
+    set_password(&env, "three", "3").await;
+    env.wait_version("db", 3).await;
+    let (reason, message) = env.wait_condition("db", "RolledOut", "False").await;
+    assert_eq!(reason, "RolloutWaiting", "{message}");
+    assert!(message.contains("the next opens at "), "{message}");
+    assert_eq!(api_refs(&env).await, vec!["db-v2"; 5]);
+
+    // db-v2 is compromised: with Immediate, the targets leave it now.
+    env.merge_sync(
+        "db",
+        json!({"spec": {"revokedVersions": [2], "revokePolicy": "Immediate"}}),
+    )
+    .await;
+    wait_target(&env, "api", 3, TargetState::Complete).await;
+    assert_eq!(api_refs(&env).await, vec!["db-v3"; 5]);
+    env.wait_for_absent::<Secret>("db-v2").await;
+}
+
+/// Waits until SecretSync `sync` reports Deployment `api` Complete at `version`.
+async fn api_complete(env: &Env, sync: &str, version: i64) {
+    env.wait_for::<SecretSync, _>(sync, &format!("{sync}: api complete at v{version}"), |s| {
+        s.status
+            .as_ref()?
+            .rollout
+            .as_ref()?
+            .targets
+            .iter()
+            .any(|t| t.version == version && t.state == TargetState::Complete)
+            .then_some(())
+    })
+    .await
+}
+
+/// One rotation touches a database password and an API key, each its own SecretSync, both
+/// used by Deployment `api`: their rewrites reach it as one template change — exactly one
+/// new ReplicaSet — and both references are current.
+#[tokio::test]
+async fn two_syncs_rotated_together_make_one_new_replicaset() {
+    let env = Env::start("payments").await;
+    env.fake_store(
+        "vault",
+        &[
+            ("app/db", r#"{"password":"one"}"#, "1"),
+            ("app/key", r#"{"token":"k1"}"#, "1"),
+        ],
+    )
+    .await;
+    for (name, key, property) in [("db", "app/db", "password"), ("key", "app/key", "token")] {
+        env.create::<SecretSync>(&format!(
+            r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: vault}}
+  data: [{{secretKey: {property}, remoteRef: {{key: {key}, property: {property}}}}}]
+  rollout: {{targets: [{{kind: Deployment, name: api}}]}}
+"#
+        ))
+        .await;
+        env.wait_version(name, 1).await;
+    }
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{
+                "name": "api", "image": "api:1",
+                "env": [
+                    {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-v1", "key": "password"}}},
+                    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "key-v1", "key": "token"}}},
+                ],
+            }]}},
+        },
+    }))
+    .unwrap();
+    env.api::<Deployment>()
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    api_complete(&env, "db", 1).await;
+    api_complete(&env, "key", 1).await;
+    let replicasets = || async {
+        env.api::<k8s_openapi::api::apps::v1::ReplicaSet>()
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(replicasets().await, 1);
+
+    env.merge_sync("db", json!({"spec": {"version": 1}})).await;
+    env.merge_sync("key", json!({"spec": {"version": 1}})).await;
+    api_complete(&env, "db", 2).await;
+    api_complete(&env, "key", 2).await;
+    assert_eq!(
+        api_refs(&env).await,
+        ["db-v2", "key-v2"],
+        "both rotations landed"
+    );
+    assert_eq!(
+        replicasets().await,
+        2,
+        "one new ReplicaSet for both rotations"
+    );
+}

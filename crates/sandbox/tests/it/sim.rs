@@ -302,6 +302,82 @@ async fn hang_annotation_keeps_new_pods_unready() {
 }
 
 #[tokio::test]
+async fn pods_using_a_secret_marked_bad_never_become_ready_and_others_do() {
+    let sb = fast_sandbox().await;
+    let client = sb.client();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    for name in ["db-v1", "db-v2"] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(
+                    json!({"metadata": {"name": name}, "stringData": {"p": "x"}}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let using = |secret: &str| {
+        json!({"containers": [{"name": "app", "image": "app:1",
+            "envFrom": [{"secretRef": {"name": secret}}]}]})
+    };
+    deps.create(
+        &PostParams::default(),
+        &workload(
+            "Deployment",
+            "app",
+            Some(1),
+            using("db-v1"),
+            json!({"sandbox.secretsync.io/bad-secrets": "other, db-v2"}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually(10, "ready on the good secret", || {
+        let deps = deps.clone();
+        async move { (deps.get("app").await.ok()?.status?.ready_replicas == Some(1)).then_some(()) }
+    })
+    .await;
+
+    deps.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": using("db-v2")}}})),
+    )
+    .await
+    .unwrap();
+    // The new Pod exists, has its status written, and stays unready; the old one serves.
+    let new_pod = eventually(10, "a pod on db-v2 with a status", || {
+        let pods = pods.clone();
+        async move {
+            pods_with(&pods, "app").await.into_iter().find(|p| {
+                p.spec.as_ref().is_some_and(|s| {
+                    serde_json::to_string(&s.containers)
+                        .unwrap()
+                        .contains("db-v2")
+                })
+            })
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // several ready delays
+    let new_pod = pods.get(&new_pod.name_any()).await.unwrap();
+    assert!(!ready(&new_pod), "a pod on a bad secret became ready");
+    let d = deps.get("app").await.unwrap().status.unwrap();
+    assert_eq!((d.ready_replicas, d.updated_replicas), (Some(1), Some(1)));
+    let old_ready = pods_with(&pods, "app")
+        .await
+        .iter()
+        .filter(|p| ready(p))
+        .count();
+    assert_eq!(old_ready, 1, "the pod on db-v1 keeps serving");
+    sb.shutdown().await;
+}
+
+#[tokio::test]
 async fn statefulsets_and_daemonsets_get_named_pods_and_status() {
     let sb = Sandbox::builder()
         .ready_delay(Duration::from_millis(20))
