@@ -437,13 +437,13 @@ async fn j2_app_team_deployment_pods_ready_on_v1() {
             .any(|r| r == "VersionCreated")
     );
 
-    if let Some(sandbox) = j.sandbox("a steady state writes no Secret and no workload") {
+    if let Some(sandbox) = j.sandbox("a steady state writes nothing") {
         sandbox.reset_stats();
-        // Three refresh intervals with an unchanged source: reads, but no new version and
-        // no rollout. (Each refresh does patch status.lastRefreshTime.)
+        // Three refresh intervals with an unchanged source: reads, but no new version, no
+        // rollout, no status write and no event (api.md guarantee 2).
         tokio::time::sleep(Duration::from_secs(7)).await;
         let stats = sandbox.stats();
-        let writes: u64 = ["secrets", "deployments", "replicasets"]
+        let writes: u64 = ["secrets", "secretsyncs", "events", "deployments", "replicasets"]
             .iter()
             .map(|r| stats.writes_to(r))
             .sum();
