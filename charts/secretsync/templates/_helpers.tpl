@@ -97,6 +97,12 @@ Secrets that is never used).
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["list", "watch", "patch"]
+# Argo Rollouts as rollout targets, the same way; watched only when discovery finds the
+# CRD, and harmless without it. No `get`: like the other targets they are only listed and
+# watched.
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts"]
+  verbs: ["list", "watch", "patch"]
 # Before deleting an old version: is it still referenced by a ReplicaSet, Job, CronJob or
 # Pod in the namespace? (Read once per prune, not watched.)
 - apiGroups: ["apps"]

@@ -322,16 +322,25 @@ pub enum WorkloadKind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// An Argo Rollouts `Rollout` (argoproj.io/v1alpha1); followed only when that CRD is
+    /// installed.
+    Rollout,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 3] = [Self::Deployment, Self::StatefulSet, Self::DaemonSet];
+    pub const ALL: [WorkloadKind; 4] = [
+        Self::Deployment,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::Rollout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deployment => "Deployment",
             Self::StatefulSet => "StatefulSet",
             Self::DaemonSet => "DaemonSet",
+            Self::Rollout => "Rollout",
         }
     }
 }

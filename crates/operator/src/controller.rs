@@ -6,7 +6,10 @@
 //! | SecretSyncs | the controller's reflector, [`SyncIndex`] | itself; a deleted one wakes the other claimants of its target name |
 //! | managed Secrets (metadata only) | [`VersionIndex`] | the owner; a Secret gone or disowned wakes the claimants of its name |
 //! | SecretStores, ClusterSecretStores | reflectors | their users, on a spec change or deletion |
-//! | Deployments, StatefulSets, DaemonSets | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
+//! | Deployments, StatefulSets, DaemonSets; Argo Rollouts if served | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
+//!
+//! Whether Argo Rollouts are served is asked of discovery once, at start: a CRD installed
+//! later is followed after the next restart.
 //!
 //! The store Ready checks run as two more controllers beside it. If any watch or controller
 //! ends while the operator is not shutting down, [`run`] returns an error, so the process
@@ -35,6 +38,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::argo::{self, Rollout};
 use crate::context::{Config, Context, Readiness, Shared};
 use crate::hash_key;
 use crate::index::{VersionIndex, base_of};
@@ -111,7 +115,17 @@ pub async fn run(
         }
     };
 
-    let readiness = Arc::new(Readiness::new(&[
+    let rollouts_served = argo::served(&client).await.map_err(Stopped::Discovery)?;
+    info!(
+        rollouts_served,
+        "Argo Rollouts (argoproj.io/v1alpha1) {}",
+        if rollouts_served {
+            "served: watching Rollouts"
+        } else {
+            "not served: Rollout targets are reported NotFound"
+        }
+    );
+    let mut caches = vec![
         "secretsyncs",
         "secrets",
         "secretstores",
@@ -119,10 +133,15 @@ pub async fn run(
         "deployments",
         "statefulsets",
         "daemonsets",
-    ]));
+    ];
+    if rollouts_served {
+        caches.push("rollouts");
+    }
+    let readiness = Arc::new(Readiness::new(&caches));
     let index = Arc::new(VersionIndex::default());
     let sync_index = Arc::new(SyncIndex::default());
     let workloads = Arc::new(Workloads::new());
+    workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
 
     let (stores, stores_writer) = reflector::store::<SecretStore>();
@@ -281,6 +300,20 @@ pub async fn run(
         }
     };
 
+    // Without the CRD a watch would only fail; a stream that never yields keeps the
+    // controller's shape the same.
+    let rollout_stream = if rollouts_served {
+        workload_stream::<Rollout>(
+            &client,
+            &options,
+            WorkloadKind::Rollout,
+            &workloads,
+            &readiness,
+        )
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let controller = Controller::for_stream(
         supervised("secretsyncs", sync_stream, ended_tx.clone()),
         syncs,
@@ -339,6 +372,10 @@ pub async fn run(
             ended_tx.clone(),
         ),
         rollout_owners::<DaemonSet>(WorkloadKind::DaemonSet, sync_index.clone()),
+    )
+    .watches_stream(
+        supervised("rollouts", rollout_stream, ended_tx.clone()),
+        rollout_owners::<Rollout>(WorkloadKind::Rollout, sync_index.clone()),
     )
     .reconcile_on(wake_rx)
     .with_config(controller::Config::default().concurrency(options.concurrency))
@@ -504,6 +541,7 @@ where
         WorkloadKind::Deployment => "deployments",
         WorkloadKind::StatefulSet => "statefulsets",
         WorkloadKind::DaemonSet => "daemonsets",
+        WorkloadKind::Rollout => "rollouts",
     };
     // Small list pages: the full objects of a page exist only until they are reduced, so
     // the page size bounds the transient memory of a (re)list of many large workloads.

@@ -2,6 +2,7 @@
 //! Secrets. See `docs/api.md` for the guarantees; each module's docs say which it serves, and
 //! `reconcile/mod.rs` maps the pipeline's steps to their files.
 
+pub mod argo;
 pub mod backoff;
 pub mod batch;
 pub mod conditions;

@@ -50,7 +50,7 @@ pub fn secret_refs(pod_spec: &Value) -> Vec<SecretRef> {
 pub fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
     match kind {
         "Pod" => Some("/spec"),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "Rollout" => {
             Some("/spec/template/spec")
         }
         "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
@@ -119,10 +119,11 @@ pub fn rewrites_patch(
 /// Until `status.observedGeneration` reaches `metadata.generation` the status describes an
 /// older template, so nothing else in it is trusted (including a stale
 /// `ProgressDeadlineExceeded`). Missing status numbers count as 0, as the API server omits
-/// zeros; a missing `spec.replicas` means 1.
+/// zeros; a missing `spec.replicas` means 1. An Argo `Rollout` is read from its
+/// `status.phase`, since Argo's own canary steps and analysis decide when it is done.
 pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
     let generation = int(workload, "/metadata/generation").unwrap_or(0);
-    match int(workload, "/status/observedGeneration") {
+    match observed_generation(workload) {
         Some(observed) if observed >= generation => {}
         Some(observed) => {
             return progressing(format!(
@@ -201,6 +202,30 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
                 ))
             }
         }
+        WorkloadKind::Rollout => {
+            let message = str_at(workload, "/status/message");
+            let with_message = |phase: &str| match message {
+                Some(message) => format!("{phase}: {message}"),
+                None => phase.to_owned(),
+            };
+            match str_at(workload, "/status/phase") {
+                Some("Healthy") => Progress::Complete,
+                Some("Degraded") => Progress::Failed {
+                    reason: with_message("Degraded"),
+                },
+                Some(phase) => progressing(with_message(phase)),
+                None => progressing("phase not yet reported".into()),
+            }
+        }
+    }
+}
+
+/// `status.observedGeneration`: a number, or — as some Argo Rollouts versions write it — a
+/// string holding one. Anything else (older Argo versions wrote a hash) counts as not observed.
+fn observed_generation(workload: &Value) -> Option<i64> {
+    match workload.pointer("/status/observedGeneration")? {
+        Value::String(text) => text.parse().ok(),
+        other => other.as_i64(),
     }
 }
 
@@ -551,6 +576,7 @@ volumes: [{name: v, projected: {sources: [{secret: {name: y}}]}}]
             ("ReplicaSet", Some("/spec/template/spec")),
             ("Job", Some("/spec/template/spec")),
             ("CronJob", Some("/spec/jobTemplate/spec/template/spec")),
+            ("Rollout", Some("/spec/template/spec")),
             ("Service", None),
             ("deployment", None),
         ];
@@ -822,6 +848,85 @@ status:
                 assert!(is_progressing(&got, expected), "{case}: {got:?}");
             }
         }
+    }
+
+    #[test]
+    fn argo_rollout_progress() {
+        use WorkloadKind::Rollout as R;
+        let table = [
+            (
+                "healthy, observedGeneration as a string",
+                "{metadata: {generation: 6}, status: {observedGeneration: '6', phase: Healthy}}",
+                "Complete",
+            ),
+            (
+                "healthy, observedGeneration as a number",
+                "{metadata: {generation: 6}, status: {observedGeneration: 6, phase: Healthy}}",
+                "Complete",
+            ),
+            (
+                "healthy but for the old template",
+                "{metadata: {generation: 7}, status: {observedGeneration: '6', phase: Healthy}}",
+                "generation 7 not yet observed (observed 6)",
+            ),
+            (
+                "an old Argo's hash is not a generation",
+                "{metadata: {generation: 7}, status: {observedGeneration: 5c9f8d7b, phase: Healthy}}",
+                "generation 7 not yet observed",
+            ),
+            (
+                "paused at a canary step",
+                "{metadata: {generation: 6}, status: {observedGeneration: '6', phase: Paused, message: CanaryPauseStep}}",
+                "Paused: CanaryPauseStep",
+            ),
+            (
+                "progressing",
+                "{metadata: {generation: 6}, status: {observedGeneration: '6', phase: Progressing}}",
+                "Progressing",
+            ),
+            (
+                "no phase yet",
+                "{metadata: {generation: 6}, status: {observedGeneration: '6'}}",
+                "phase not yet reported",
+            ),
+        ];
+        for (case, object, expected) in table {
+            let got = progress(R, object);
+            if expected == "Complete" {
+                assert_eq!(got, Progress::Complete, "{case}");
+            } else {
+                assert!(is_progressing(&got, expected), "{case}: {got:?}");
+            }
+        }
+        let degraded = "{metadata: {generation: 6}, status: {observedGeneration: '6', phase: Degraded, message: 'RolloutAborted: metric error-rate assessed Failed'}}";
+        assert_eq!(
+            progress(R, degraded),
+            Progress::Failed {
+                reason: "Degraded: RolloutAborted: metric error-rate assessed Failed".into()
+            }
+        );
+        // A Degraded status about the previous template says nothing about this one.
+        let stale =
+            "{metadata: {generation: 7}, status: {observedGeneration: '6', phase: Degraded}}";
+        assert!(is_progressing(&progress(R, stale), "not yet observed"));
+    }
+
+    #[test]
+    fn argo_rollout_templates_are_rewritten_like_deployments() {
+        let mut rollout = deployment("db-v1");
+        rollout["apiVersion"] = json!("argoproj.io/v1alpha1");
+        rollout["kind"] = json!("Rollout");
+        rollout["spec"]["strategy"] =
+            json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}});
+        assert_eq!(
+            rewrite_patch(WorkloadKind::Rollout, &rollout, "db", "db-v3"),
+            rewrite_patch(WorkloadKind::Deployment, &rollout, "db", "db-v3"),
+        );
+        assert!(rewrite_patch(WorkloadKind::Rollout, &rollout, "db", "db-v3").is_some());
+        assert_eq!(
+            referenced_versions("Rollout", &rollout, "db"),
+            BTreeSet::from([1])
+        );
     }
 
     /// A reference name: one of the SecretSync's versions, a look-alike, or anything.

@@ -20,6 +20,8 @@ pub enum Stopped {
     ControllerEnded,
     #[error(transparent)]
     HashKey(#[from] crate::hash_key::KeyError),
+    #[error("API discovery failed: {0}")]
+    Discovery(#[source] kube::Error),
 }
 
 /// Named tasks; aborted when dropped.

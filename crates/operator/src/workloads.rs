@@ -10,6 +10,7 @@
 //! the watch delivers them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,10 +26,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
+use crate::argo::Rollout;
 use crate::rollout::{pod_spec_pointer, secret_refs};
 
 /// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
-/// the three kinds, whose pod templates sit at the same place.
+/// the kinds, whose pod templates sit at the same place.
 pub fn reduce(object: &Value) -> Value {
     let pick = |from: &Value, keys: &[&str]| -> Value {
         let mut out = Map::new();
@@ -118,9 +120,13 @@ struct Inner {
     relist: HashMap<WorkloadKind, Vec<(String, Key, Arc<Value>)>>,
 }
 
-/// Reduced Deployments, StatefulSets and DaemonSets by namespace, fed by their watches.
+/// Reduced Deployments, StatefulSets, DaemonSets and (when served) Argo Rollouts by
+/// namespace, fed by their watches.
 pub struct Workloads {
     inner: Mutex<Inner>,
+    /// Whether the API server serves Argo Rollouts (found by discovery at start), so a
+    /// missing Rollout target can be told apart from a missing CRD.
+    rollouts_served: AtomicBool,
     /// Namespace-wide reference scans share one result for a few seconds, and at most two
     /// run at once, so many SecretSyncs waiting on old versions cost a bounded load.
     scans: Mutex<Scans>,
@@ -142,9 +148,19 @@ impl Workloads {
     pub fn new() -> Self {
         Self {
             inner: Mutex::default(),
+            rollouts_served: AtomicBool::new(false),
             scans: Mutex::default(),
             scan_permits: Semaphore::new(2),
         }
+    }
+
+    pub fn set_rollouts_served(&self, served: bool) {
+        self.rollouts_served.store(served, Ordering::Release);
+    }
+
+    /// Whether targets of `kind` can exist at all: Rollouts only when their CRD is served.
+    pub fn kind_served(&self, kind: WorkloadKind) -> bool {
+        kind != WorkloadKind::Rollout || self.rollouts_served.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -221,8 +237,7 @@ impl Workloads {
         self.len() == 0
     }
 
-    /// The rollout targets of a SecretSync: the listed ones and every workload of the three
-    /// kinds in its namespace that matches `rollout.selector`; sorted, without duplicates.
+    /// The rollout targets of a SecretSync: the listed ones and every cached workload in its namespace that matches `rollout.selector`; sorted, without duplicates.
     pub fn targets(&self, sync: &SecretSync) -> Vec<(WorkloadKind, String)> {
         let Some(rollout) = &sync.spec.rollout else {
             return Vec::new();
@@ -252,8 +267,8 @@ impl Workloads {
 
     /// Which versions of `base` are still in use in a namespace, and by what (`Kind/name`):
     /// every Pod that has not finished and every pod template that can still make Pods
-    /// (Deployments, StatefulSets, DaemonSets, ReplicaSets with replicas, unfinished Jobs,
-    /// CronJobs). A ReplicaSet scaled to zero only remembers an old Deployment revision, so
+    /// (Deployments, StatefulSets, DaemonSets, Argo Rollouts, ReplicaSets with replicas,
+    /// unfinished Jobs, CronJobs). A ReplicaSet scaled to zero only remembers an old Deployment revision, so
     /// it does not hold a version back.
     pub async fn references(
         &self,
@@ -433,6 +448,11 @@ pub async fn patch_workload(
         }
         WorkloadKind::DaemonSet => {
             Api::<DaemonSet>::namespaced(client.clone(), namespace)
+                .patch(name, &params, &patch)
+                .await?;
+        }
+        WorkloadKind::Rollout => {
+            Api::<Rollout>::namespaced(client.clone(), namespace)
                 .patch(name, &params, &patch)
                 .await?;
         }

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tracing::{debug, info};
 
 use super::{secret_ref, with_timeout};
+use crate::argo;
 use crate::batch::{Rewrite, Sent};
 use crate::conditions::now;
 use crate::context::Context;
@@ -163,6 +164,8 @@ pub struct Target {
     pub kind: WorkloadKind,
     pub name: String,
     pub workload: Option<Arc<Value>>,
+    /// Whether the API server serves the kind at all (Argo Rollouts' CRD may be absent).
+    pub kind_served: bool,
 }
 
 /// What to do: patches to send, and the outcome once they are sent.
@@ -208,9 +211,17 @@ pub fn plan(
     for target in targets {
         let (kind, name) = (target.kind, &target.name);
         let (state, message) = match &target.workload {
-            None => (
+            None if target.kind_served => (
                 TargetState::NotFound,
                 Some(format!("{} {name} not found", kind.as_str())),
+            ),
+            None => (
+                TargetState::NotFound,
+                Some(format!(
+                    "{} {name} not found: {}",
+                    kind.as_str(),
+                    argo::NOT_INSTALLED
+                )),
             ),
             Some(workload) => match rewrite_patch(kind, workload, base, active_name) {
                 Some(patch) => {
@@ -431,6 +442,7 @@ pub(super) async fn roll_out(
         .into_iter()
         .map(|(kind, name)| Target {
             workload: ctx.workloads.get(kind, &namespace, &name),
+            kind_served: ctx.workloads.kind_served(kind),
             kind,
             name,
         })
@@ -584,11 +596,13 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
                 kind: WorkloadKind::Deployment,
                 name: "api".into(),
                 workload: Some(api),
+                kind_served: true,
             },
             Target {
                 kind: WorkloadKind::Deployment,
                 name: "gone".into(),
                 workload: None,
+                kind_served: true,
             },
         ]
     }
@@ -617,6 +631,41 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         let states: Vec<_> = status.targets.iter().map(|t| t.state).collect();
         assert_eq!(states, [TargetState::Progressing, TargetState::NotFound]);
         assert_eq!(status.started_at.unwrap().0, NOW.parse().unwrap());
+    }
+
+    #[test]
+    fn a_rollout_target_without_its_crd_says_so_and_the_others_still_roll() {
+        let sync: SecretSync = yaml(SYNC);
+        let mut targets = targets(deployment("db-v2", 2));
+        targets[1] = Target {
+            kind: WorkloadKind::Rollout,
+            name: "canary".into(),
+            workload: None,
+            kind_served: false,
+        };
+        let plan = plan(
+            &sync,
+            "db",
+            2,
+            "db-v2",
+            None,
+            &targets,
+            NOW.parse().unwrap(),
+        );
+        assert!(matches!(plan.outcome.state, RolloutState::Complete(_)));
+        let status = plan.outcome.status.unwrap();
+        let missing = &status.targets[1];
+        assert_eq!(missing.state, TargetState::NotFound);
+        assert_eq!(
+            missing.message.as_deref(),
+            Some(
+                "Rollout canary not found: the Argo Rollouts CRD (rollouts.argoproj.io/v1alpha1) is not installed"
+            )
+        );
+        assert_eq!(
+            status.targets[0].message, None,
+            "the Deployment still rolled out"
+        );
     }
 
     #[test]
@@ -711,6 +760,7 @@ spec:
             kind: WorkloadKind::Deployment,
             name: "api".into(),
             workload: Some(api),
+            kind_served: true,
         }]
     }
 

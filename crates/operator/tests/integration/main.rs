@@ -2,6 +2,7 @@
 //! One test binary, so the harness is shared and linked once.
 
 mod apifaults;
+mod argo;
 mod aws;
 mod common;
 mod crash;

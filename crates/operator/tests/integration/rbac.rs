@@ -20,6 +20,7 @@ use secretsync_operator::hash_key::KeySecret;
 use secretsync_operator::lease::{Elector, LeaseConfig};
 use serde_json::{Value, json};
 
+use crate::argo::{create_rollout, healthy_argo, install_argo};
 use crate::common::{Env, Operator, install_namespace, sync_yaml};
 
 /// The chart's ServiceAccount with the release name and namespace used below.
@@ -278,10 +279,13 @@ async fn journey(env: &Env) {
     env.create::<SecretSync>(&sync_yaml(
         "db",
         "fake",
-        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}]}",
+        "  history: {limit: 1}\n  rollout: {targets: [{kind: Deployment, name: api}, {kind: Rollout, name: web}]}",
     ))
     .await;
     env.wait_version("db", 1).await;
+    // An Argo Rollout target, reported Healthy by a stand-in for Argo at each generation.
+    let argo = healthy_argo(env.client.clone(), ns);
+    create_rollout(env, "web", "db-v1", json!({})).await;
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "api"},
         "spec": {
@@ -396,6 +400,7 @@ async fn journey(env: &Env) {
     env.wait_for_absent::<Secret>("db-v3").await;
     let kept = env.secret("shared-v1").await.expect("retained");
     assert!(kept.owner_references().is_empty());
+    argo.abort();
 }
 
 /// Leader election as the binary runs it, as the chart's ServiceAccount on the chart's
@@ -432,6 +437,8 @@ async fn run(watch: Option<&str>, set_json: &[&str]) {
     };
     let mut env = Env::without_operator("payments").await;
     install_namespace(&env.client, RELEASE_NAMESPACE).await;
+    // Before the operator starts, so its discovery finds Rollouts and it watches them.
+    install_argo(&env.client).await;
     // As the chart runs it: the content-hash key in the release namespace.
     let config = Config {
         hash_key: KeySecret {
@@ -454,6 +461,12 @@ async fn run(watch: Option<&str>, set_json: &[&str]) {
             .iter()
             .any(|r| r.resource == "secrets" && r.verb == "create"),
         "the operator's requests were not recorded under {OPERATOR_USER}"
+    );
+    assert!(
+        observed
+            .iter()
+            .any(|r| r.group == "argoproj.io" && r.resource == "rollouts" && r.verb == "patch"),
+        "the journey never rolled an Argo Rollout"
     );
     eprintln!("operator requests ({} classes):", observed.len());
     for r in &observed {
