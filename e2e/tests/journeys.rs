@@ -443,10 +443,16 @@ async fn j2_app_team_deployment_pods_ready_on_v1() {
         // rollout, no status write and no event (api.md guarantee 2).
         tokio::time::sleep(Duration::from_secs(7)).await;
         let stats = sandbox.stats();
-        let writes: u64 = ["secrets", "secretsyncs", "events", "deployments", "replicasets"]
-            .iter()
-            .map(|r| stats.writes_to(r))
-            .sum();
+        let writes: u64 = [
+            "secrets",
+            "secretsyncs",
+            "events",
+            "deployments",
+            "replicasets",
+        ]
+        .iter()
+        .map(|r| stats.writes_to(r))
+        .sum();
         assert_eq!(writes, 0, "{stats:?}");
     }
 }
