@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use secretsync_simulator::{Cluster, Event, Key as SimKey, Options, engine::MANAGER};
+use secretsync_simulator::{Cluster, Event, Options, engine::MANAGER};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -15,26 +15,18 @@ use crate::store::{ChangeKind, Key};
 
 pub use secretsync_simulator::{BAD_SECRETS_ANNOTATION, HANG_ANNOTATION, pod_ready};
 
-fn store_key(k: &SimKey) -> Key {
-    Key::new(&k.group, &k.resource, &k.namespace, &k.name)
-}
-
-fn sim_key(k: &Key) -> SimKey {
-    SimKey::new(&k.group, &k.resource, &k.namespace, &k.name)
-}
-
 struct Store(Arc<Core>);
 
 impl Store {
-    fn target(&self, k: &SimKey, sub: &str) -> Option<Target> {
-        let mut t = self.0.target_for(&store_key(k))?;
+    fn target(&self, k: &Key, sub: &str) -> Option<Target> {
+        let mut t = self.0.target_for(k)?;
         t.sub = sub.to_string();
         Some(t)
     }
 
     // Failed writes (conflicts, vanished objects) are dropped: the change that caused
     // them brings the engine back with the newer state.
-    fn write(&self, k: &SimKey, sub: &str, obj: Value) {
+    fn write(&self, k: &Key, sub: &str, obj: Value) {
         if let Some(t) = self.target(k, sub) {
             let _ = self.0.update(&t, obj, None, &WriteOpts::system(MANAGER));
         }
@@ -42,43 +34,33 @@ impl Store {
 }
 
 impl Cluster for Store {
-    fn get(&self, k: &SimKey) -> Option<Arc<Value>> {
-        self.0.store.get(&store_key(k))
+    fn get(&self, k: &Key) -> Option<Arc<Value>> {
+        self.0.store.get(k)
     }
 
-    fn dependents(&self, owner_uid: &str) -> Vec<SimKey> {
-        self.0
-            .store
-            .dependents(owner_uid)
-            .iter()
-            .map(sim_key)
-            .collect()
+    fn dependents(&self, owner_uid: &str) -> Vec<Key> {
+        self.0.store.dependents(owner_uid)
     }
 
-    fn keys_of(&self, group: &str, resource: &str) -> Vec<SimKey> {
-        self.0
-            .store
-            .keys_of_resource(group, resource)
-            .iter()
-            .map(sim_key)
-            .collect()
+    fn keys_of(&self, group: &str, resource: &str) -> Vec<Key> {
+        self.0.store.keys_of_resource(group, resource)
     }
 
-    async fn create(&self, k: &SimKey, obj: Value) {
+    async fn create(&self, k: &Key, obj: Value) {
         if let Some(t) = self.target(k, "") {
             let _ = self.0.create(&t, obj, None, &WriteOpts::system(MANAGER));
         }
     }
 
-    async fn update(&self, k: &SimKey, obj: Value) {
+    async fn update(&self, k: &Key, obj: Value) {
         self.write(k, "", obj);
     }
 
-    async fn update_status(&self, k: &SimKey, obj: Value) {
+    async fn update_status(&self, k: &Key, obj: Value) {
         self.write(k, "status", obj);
     }
 
-    async fn delete(&self, k: &SimKey) {
+    async fn delete(&self, k: &Key) {
         if let Some(t) = self.target(k, "") {
             let _ = self.0.delete(
                 &t,
@@ -91,7 +73,7 @@ impl Cluster for Store {
     }
 
     /// The sandbox has no `binding` subresource; it sets the field the binding would.
-    async fn bind(&self, k: &SimKey, node: &str) {
+    async fn bind(&self, k: &Key, node: &str) {
         if let Some(cur) = self.get(k) {
             let mut next = (*cur).clone();
             next["spec"]["nodeName"] = Value::String(node.into());
@@ -108,7 +90,7 @@ pub async fn run(core: Arc<Core>, opts: Options) {
         loop {
             let event = match feed.recv().await {
                 Ok(c) => Event::Change {
-                    key: sim_key(&c.key),
+                    key: c.key.clone(),
                     deleted: c.kind == ChangeKind::Deleted,
                     object: c.object.clone(),
                 },

@@ -14,25 +14,9 @@ use tokio::sync::broadcast;
 
 pub type Obj = Arc<Value>;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
-    pub group: String,
-    pub resource: String,
-    /// Empty for cluster-scoped objects.
-    pub namespace: String,
-    pub name: String,
-}
-
-impl Key {
-    pub fn new(group: &str, resource: &str, namespace: &str, name: &str) -> Self {
-        Self {
-            group: group.into(),
-            resource: resource.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
+/// An object's address; the simulator's, so the built-in simulator runs on the store
+/// without translating keys.
+pub use secretsync_simulator::Key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
