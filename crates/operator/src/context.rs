@@ -54,67 +54,33 @@ impl Default for Config {
     }
 }
 
-/// Highest version this process created per SecretSync UID. The watch that feeds the
-/// [`VersionIndex`] may lag behind our own writes; this makes sure the next reconcile never
-/// picks a number that is already taken.
-#[derive(Default)]
-pub struct WrittenVersions(Mutex<HashMap<String, i64>>);
+/// Something this process remembers per SecretSync UID; forgotten with the SecretSync.
+pub struct PerSync<T>(Mutex<HashMap<String, T>>);
 
-impl WrittenVersions {
-    pub fn record(&self, uid: &str, version: i64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map.entry(uid.to_owned()).or_insert(version);
-        *entry = (*entry).max(version);
-    }
-
-    pub fn get(&self, uid: &str) -> Option<i64> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid)
-            .copied()
-    }
-
-    pub fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+impl<T> Default for PerSync<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
     }
 }
 
-/// When this process last read the backend for each SecretSync UID, or first saw it. A
-/// refresh that finds nothing new writes nothing (api.md guarantee 2), so the status cannot
-/// hold this; after a restart the first pass records "now", and the next read waits for the
-/// next slot of the refresh grid instead of reading early.
-#[derive(Default)]
-pub struct RefreshLog(Mutex<HashMap<String, jiff::Timestamp>>);
-
-impl RefreshLog {
-    pub fn get(&self, uid: &str) -> Option<jiff::Timestamp> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid)
-            .copied()
+impl<T: Copy> PerSync<T> {
+    pub fn get(&self, uid: &str) -> Option<T> {
+        self.lock().get(uid).copied()
     }
 
-    /// The backend was read at `at`.
-    pub fn read(&self, uid: &str, at: jiff::Timestamp) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(uid.to_owned(), at);
-    }
-
-    /// First sight of `uid` in this process: its current slot counts as done.
-    pub fn seen(&self, uid: &str, at: jiff::Timestamp) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(uid.to_owned())
-            .or_insert(at);
+    /// Sets the value to `f(old)`.
+    pub fn update(&self, uid: &str, f: impl FnOnce(Option<T>) -> T) {
+        let mut map = self.lock();
+        let new = f(map.get(uid).copied());
+        map.insert(uid.to_owned(), new);
     }
 
     pub fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, T>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -177,8 +143,15 @@ pub struct Context {
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub backoff: Backoff,
-    pub written: WrittenVersions,
-    pub refreshes: RefreshLog,
+    /// Highest version this process created. The watch that feeds the [`VersionIndex`]
+    /// may lag behind our own writes; this makes sure the next reconcile never picks a
+    /// number that is already taken.
+    pub written: PerSync<i64>,
+    /// When this process last read the backend, or first saw the SecretSync. A refresh that
+    /// finds nothing new writes nothing (api.md guarantee 2), so the status cannot hold
+    /// this; after a restart the first pass records "now", and the next read waits for the
+    /// next slot of the refresh grid instead of reading early.
+    pub refreshes: PerSync<jiff::Timestamp>,
     /// Keys the content hash ([`crate::hash_key`]).
     pub hash_key: HashKey,
     pub batcher: Batcher,
@@ -211,8 +184,8 @@ impl Context {
             cluster_stores: shared.cluster_stores,
             hash_key: shared.hash_key,
             backoff,
-            written: WrittenVersions::default(),
-            refreshes: RefreshLog::default(),
+            written: PerSync::default(),
+            refreshes: PerSync::default(),
             batcher: Batcher::default(),
             written_status: Mutex::default(),
         }

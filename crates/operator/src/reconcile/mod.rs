@@ -185,9 +185,10 @@ async fn pipeline(
             existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
-        ctx.refreshes.read(&uid, now);
+        ctx.refreshes.update(&uid, |_| now);
     } else {
-        ctx.refreshes.seen(&uid, now);
+        // First sight after a restart: the current slot counts as done.
+        ctx.refreshes.update(&uid, |seen| seen.unwrap_or(now));
     }
 
     let current = existing.keys().next_back().copied();

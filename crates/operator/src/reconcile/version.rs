@@ -38,7 +38,7 @@ pub struct RefreshInput<'a> {
     /// The refresh grid; `None` when polling is off.
     pub grid: Option<Grid>,
     /// When this process last read the backend for this SecretSync, or first saw it
-    /// (see [`crate::context::RefreshLog`]).
+    /// (`Context::refreshes`).
     pub last_read: Option<jiff::Timestamp>,
     pub spec: &'a SecretSyncSpec,
     pub generation: Option<i64>,
@@ -268,7 +268,8 @@ pub(super) async fn write(
         match with_timeout(ctx, api.create(&params, &secret)).await? {
             Ok(created) => {
                 ctx.metrics.version_created();
-                ctx.written.record(&uid, next);
+                ctx.written
+                    .update(&uid, |old| old.map_or(next, |o| o.max(next)));
                 // The response carries the data; keep only the metadata.
                 let meta = created.metadata.into_request_partial::<Secret>();
                 ctx.index.apply(&meta);
@@ -286,7 +287,8 @@ pub(super) async fn write(
                     .and_then(|m| VersionMeta::from_secret(&m.metadata));
                 match owner {
                     Some((owner_uid, meta)) if owner_uid == uid => {
-                        ctx.written.record(&uid, next);
+                        ctx.written
+                            .update(&uid, |old| old.map_or(next, |o| o.max(next)));
                         if let Some(m) = &taken {
                             ctx.index.apply(m);
                         }
