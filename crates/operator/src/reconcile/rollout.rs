@@ -458,9 +458,27 @@ pub(super) async fn roll_out(
         .unwrap_or_default();
     // Each target's rewrite joins the workload's batch (crate::batch), so SecretSyncs that
     // roll the same workload together change its template once; the patch is built when
-    // the batch goes out, from the workload as it is then.
+    // the batch goes out, from the workload as it is then. Only a workload that other
+    // SecretSyncs roll too waits the settle delay; a workload of its own goes at once.
     let namespace = namespace.as_str();
+    let settle_for = |kind: WorkloadKind, name: &str| {
+        let labels: BTreeMap<String, String> = targets
+            .iter()
+            .find(|t| t.kind == kind && t.name == name)
+            .and_then(|t| t.workload.as_ref()?.pointer("/metadata/labels").cloned())
+            .and_then(|l| serde_json::from_value(l).ok())
+            .unwrap_or_default();
+        let owners = ctx
+            .sync_index
+            .rollout_owners(namespace, kind, name, &labels);
+        if owners.len() > 1 {
+            ctx.config.rollout_settle
+        } else {
+            Duration::ZERO
+        }
+    };
     let rewrites = patches.into_iter().map(|(kind, name, _)| {
+        let settle = settle_for(kind, &name);
         let key = (kind, namespace.to_owned(), name.clone());
         let rewrite = Rewrite {
             base: base.to_owned(),
@@ -469,7 +487,7 @@ pub(super) async fn roll_out(
         async move {
             let sent = ctx
                 .batcher
-                .submit(key, rewrite, ctx.config.rollout_settle, |batch| {
+                .submit(key, rewrite, settle, |batch| {
                     send_batch(ctx, kind, namespace, &name, batch)
                 })
                 .await;
