@@ -13,27 +13,19 @@ use secretsync_operator::Config;
 use secretsync_sandbox::{Effect, Fault, Stats};
 use serde_json::json;
 
-use crate::common::{Env, create_deployment};
+use crate::common::{Env, create_deployment, sync_yaml};
 
-const SYNC: &str = r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {name: db}
-spec:
-  storeRef: {name: vault}
-  version: 1
-  refreshInterval: 1s
-  data: [{secretKey: password, remoteRef: {key: app/db, property: password}}]
-  history: {limit: 10}
-  rollout: {targets: [{kind: Deployment, name: api}]}
-"#;
+/// Spec lines of SecretSync `db` ([`sync_yaml`]): rotated by `spec.version`, polled every
+/// second, rolling Deployment `api`.
+const SPEC: &str = "  version: 1\n  refreshInterval: 1s\n  history: {limit: 10}\n  rollout: {targets: [{kind: Deployment, name: api}]}";
 
 /// Store, Deployment `api` and SecretSync `db`, rolled out to db-v1.
 async fn seed(env: &Env) {
     env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
         .await;
     create_deployment(env, "api", "db-v1").await;
-    env.create::<SecretSync>(SYNC).await;
+    env.create::<SecretSync>(&sync_yaml("db", "vault", SPEC))
+        .await;
     wait_rolled_out(env, 1).await;
 }
 

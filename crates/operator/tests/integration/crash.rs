@@ -20,7 +20,7 @@ use secretsync_api::{SecretSync, TargetState, VersionState};
 use secretsync_sandbox::Sandbox;
 use serde_json::json;
 
-use crate::common::{DEADLINE, Env, create_deployment};
+use crate::common::{DEADLINE, Env, create_deployment, sync_yaml};
 use crate::process::OperatorProcess;
 
 /// splitmix64: a seed's kill schedule is the same on every machine.
@@ -82,7 +82,8 @@ impl Step {
                 env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
                     .await;
                 create_deployment(env, "api", "db-v1").await;
-                env.create::<SecretSync>(SYNC).await;
+                env.create::<SecretSync>(&sync_yaml("db", "vault", SPEC))
+                    .await;
             }
             Step::BackendChange => {
                 env.set_fake_data("vault", &[("app/db", r#"{"password":"two"}"#, "2")])
@@ -114,18 +115,9 @@ impl Step {
     }
 }
 
-const SYNC: &str = r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {name: db}
-spec:
-  storeRef: {name: vault}
-  version: 1
-  refreshInterval: 1s
-  data: [{secretKey: password, remoteRef: {key: app/db, property: password}}]
-  history: {limit: 2}
-  rollout: {targets: [{kind: Deployment, name: api}], timeout: 1m}
-"#;
+/// Spec lines of SecretSync `db` ([`sync_yaml`]): rotated by `spec.version`, polled every
+/// second, rolling Deployment `api`.
+const SPEC: &str = "  version: 1\n  refreshInterval: 1s\n  history: {limit: 2}\n  rollout: {targets: [{kind: Deployment, name: api}], timeout: 1m}";
 
 /// What a user can see once the scenario is over.
 #[derive(Debug, PartialEq, Eq)]
