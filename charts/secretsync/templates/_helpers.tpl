@@ -132,8 +132,8 @@ Secrets that is never used).
   resources: ["clustersecretstores/status"]
   verbs: ["patch"]
 # A ClusterSecretStore's namespaceSelector is matched against the SecretSync's namespace
-# labels.
+# labels, kept from a metadata watch so a label change takes effect at once.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
 {{- end -}}

@@ -110,8 +110,8 @@ pub struct VaultProvider {
 }
 
 /// The client certificate and its private key, each a PEM read from a Secret (in a
-/// SecretStore, from the store's own namespace). Read when the store is connected: after
-/// replacing them, edit the store (or restart the operator) to use the new ones.
+/// SecretStore, from the store's own namespace). Read when the store is connected; replaced
+/// ones are used from the store's next check (its `refreshInterval`).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultClientTls {

@@ -19,6 +19,7 @@ use crate::batch::Batcher;
 use crate::hash_key::KeySecret;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
+use crate::namespaces::NamespaceLabels;
 use crate::providers::ProviderCache;
 use crate::sync_index::SyncIndex;
 use crate::workloads::Workloads;
@@ -127,6 +128,7 @@ pub struct Shared {
     pub readiness: Arc<Readiness>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
+    pub namespaces: Arc<NamespaceLabels>,
     pub hash_key: HashKey,
 }
 
@@ -142,6 +144,7 @@ pub struct Context {
     pub readiness: Arc<Readiness>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
+    pub namespaces: Arc<NamespaceLabels>,
     pub backoff: Backoff,
     /// Highest version this process created. The watch that feeds the [`VersionIndex`]
     /// may lag behind our own writes; this makes sure the next reconcile never picks a
@@ -182,6 +185,7 @@ impl Context {
             readiness: shared.readiness,
             stores: shared.stores,
             cluster_stores: shared.cluster_stores,
+            namespaces: shared.namespaces,
             hash_key: shared.hash_key,
             backoff,
             written: PerSync::default(),

@@ -7,6 +7,7 @@
 //! | managed Secrets (metadata only) | [`VersionIndex`] | the owner; a Secret gone or disowned wakes the claimants of its name |
 //! | SecretStores, ClusterSecretStores | reflectors | their users, on a spec change or deletion |
 //! | Deployments, StatefulSets, DaemonSets; Argo Rollouts if served | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
+//! | Namespaces (metadata only) | [`NamespaceLabels`] | on a label change, the namespace's SecretSyncs using a ClusterSecretStore |
 //!
 //! Whether Argo Rollouts are served is asked of discovery once, at start: a CRD installed
 //! later is followed after the next restart.
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector;
@@ -44,6 +45,7 @@ use crate::hash_key;
 use crate::index::{VersionIndex, base_of};
 use crate::metrics::Metrics;
 use crate::multiwatch::watch_namespaces;
+use crate::namespaces::NamespaceLabels;
 use crate::providers::ProviderCache;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::{self, StoreContext};
@@ -133,6 +135,7 @@ pub async fn run(
         "deployments",
         "statefulsets",
         "daemonsets",
+        "namespaces",
     ];
     if rollouts_served {
         caches.push("rollouts");
@@ -143,6 +146,7 @@ pub async fn run(
     let workloads = Arc::new(Workloads::new());
     workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
+    let namespaces = Arc::new(NamespaceLabels::default());
 
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
@@ -154,6 +158,7 @@ pub async fn run(
         readiness: readiness.clone(),
         stores: stores.clone(),
         cluster_stores: cluster_stores.clone(),
+        namespaces: namespaces.clone(),
         hash_key,
     };
     let max_backoff = config.max_backoff;
@@ -300,6 +305,53 @@ pub async fn run(
         }
     };
 
+    // Namespaces, metadata only, cluster-wide even when only some namespaces are watched:
+    // only their labels are kept. The stream passes on the namespaces whose labels changed.
+    let namespace_stream = {
+        let (namespaces, readiness, wake, sync_index) = (
+            namespaces.clone(),
+            readiness.clone(),
+            wake_tx.clone(),
+            sync_index.clone(),
+        );
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .try_filter_map(move |event| {
+            let changed = match event {
+                watcher::Event::Init => {
+                    namespaces.relist_start();
+                    None
+                }
+                watcher::Event::InitApply(ns) => {
+                    namespaces.relist_apply(&ns);
+                    None
+                }
+                watcher::Event::InitDone => {
+                    for name in namespaces.relist_done() {
+                        for sync in sync_index.cluster_store_users_in(&name) {
+                            let _ = wake.unbounded_send(sync);
+                        }
+                    }
+                    readiness.mark_ready("namespaces");
+                    None
+                }
+                watcher::Event::Apply(ns) => namespaces.apply(&ns).then_some(ns),
+                watcher::Event::Delete(ns) => {
+                    namespaces.delete(&ns);
+                    None
+                }
+            };
+            future::ready(Ok(changed))
+        })
+    };
+    let namespace_users = {
+        let sync_index = sync_index.clone();
+        move |ns: PartialObjectMeta<Namespace>| sync_index.cluster_store_users_in(&ns.name_any())
+    };
+
     // Without the CRD a watch would only fail; a stream that never yields keeps the
     // controller's shape the same.
     let rollout_stream = if rollouts_served {
@@ -376,6 +428,10 @@ pub async fn run(
     .watches_stream(
         supervised("rollouts", rollout_stream, ended_tx.clone()),
         rollout_owners::<Rollout>(WorkloadKind::Rollout, sync_index.clone()),
+    )
+    .watches_stream(
+        supervised("namespaces", namespace_stream, ended_tx.clone()),
+        namespace_users,
     )
     .reconcile_on(wake_rx)
     .with_config(controller::Config::default().concurrency(options.concurrency))

@@ -14,6 +14,7 @@ pub mod index;
 pub mod lease;
 pub mod metrics;
 pub mod multiwatch;
+pub mod namespaces;
 pub mod providers;
 pub mod ratelimit;
 pub mod reconcile;

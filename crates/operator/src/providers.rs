@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
 use secretsync_api::SecretStoreSpec;
-use secretsync_providers::{ConnectContext, Provider, ProviderError, RemoteValue};
+use secretsync_providers::{ConnectContext, CredentialLog, Provider, ProviderError, RemoteValue};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -25,7 +27,15 @@ pub struct Connected {
     /// `spec.rateLimit`, shared by every SecretSync reading through this store.
     pub limiter: Option<Arc<RateLimiter>>,
     pub reads: Arc<SharedReads>,
+    /// The credential Secrets read to connect, as they were then.
+    pub credentials: CredentialLog,
+    /// When they were last compared with the Secrets as they are now.
+    credentials_compared: Arc<Mutex<Option<Instant>>>,
 }
+
+/// Comparisons of a connection's credential Secrets are this far apart at least, however
+/// many SecretSyncs report a refusal at once.
+const CREDENTIALS_COMPARED_EVERY: Duration = Duration::from_secs(5);
 
 /// One read: a remote key, at a pinned backend version or the latest.
 pub type Read = (String, Option<String>);
@@ -188,10 +198,7 @@ impl ProviderCache {
         if let Some(connected) = self.lock().get(&key) {
             return Ok(connected.clone());
         }
-        let connect = ConnectContext {
-            client: client.clone(),
-            store_namespace: store.namespace.map(str::to_owned),
-        };
+        let connect = ConnectContext::new(client.clone(), store.namespace.map(str::to_owned));
         let provider = Provider::connect(&spec.provider, &connect)
             .await
             .map_err(|source| Error::Provider {
@@ -205,11 +212,51 @@ impl ProviderCache {
                 .as_ref()
                 .map(|r| Arc::new(RateLimiter::new(r.qps, r.burst))),
             reads: Arc::new(SharedReads::new()),
+            credentials: connect.credentials,
+            credentials_compared: Arc::default(),
         };
         let mut cache = self.lock();
         // Older generations of this store are dead: drop them with their tokens.
         cache.retain(|(uid, _), _| uid != &key.0);
         Ok(cache.entry(key).or_insert(connected).clone())
+    }
+
+    /// Whether a credential Secret this connection read has changed since (replaced,
+    /// created or deleted). Then the connection is dropped, so the next use connects with
+    /// the new credentials: a user who rotates a Vault token, an AppRole secret-id or a
+    /// client certificate need not edit the store too. A Secret that cannot be read now
+    /// counts as unchanged.
+    pub async fn drop_if_credentials_changed(
+        &self,
+        client: &Client,
+        connected: &Connected,
+    ) -> bool {
+        {
+            let mut compared = connected
+                .credentials_compared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if compared.is_some_and(|at| at.elapsed() < CREDENTIALS_COMPARED_EVERY) {
+                return false;
+            }
+            *compared = Some(Instant::now());
+        }
+        for ((namespace, name), seen) in connected.credentials.entries() {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let now = match api.get_metadata_opt(&name).await {
+                Ok(found) => found
+                    .and_then(|s| s.metadata.resource_version)
+                    .unwrap_or_default(),
+                Err(_) => continue,
+            };
+            if now != seen {
+                info!(secret = %format!("{namespace}/{name}"), "a credentials Secret changed: connecting again");
+                self.lock()
+                    .retain(|_, c| !Arc::ptr_eq(&c.provider, &connected.provider));
+                return true;
+            }
+        }
+        false
     }
 
     /// The store was deleted: drop its clients (and the tokens they hold).

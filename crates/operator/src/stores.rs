@@ -184,7 +184,14 @@ async fn check<S: StoreObject>(store: &S, ctx: &StoreContext) -> Result<()> {
         name: &name,
         namespace: namespace.as_deref(),
     };
-    let connected = ctx.providers.get(&ctx.client, spec, &identity).await?;
+    let mut connected = ctx.providers.get(&ctx.client, spec, &identity).await?;
+    if ctx
+        .providers
+        .drop_if_credentials_changed(&ctx.client, &connected)
+        .await
+    {
+        connected = ctx.providers.get(&ctx.client, spec, &identity).await?;
+    }
     if let Some(limiter) = &connected.limiter {
         limiter.acquire().await;
     }

@@ -233,6 +233,20 @@ impl SyncIndex {
             .collect()
     }
 
+    /// Every SecretSync in a namespace that reads through a ClusterSecretStore: whether
+    /// the store admits it may depend on the namespace's labels.
+    pub fn cluster_store_users_in(&self, namespace: &str) -> Vec<SyncRef> {
+        let inner = self.lock();
+        inner
+            .by_store
+            .iter()
+            .filter(|((kind, _, _), _)| *kind == StoreKind::ClusterSecretStore)
+            .flat_map(|(_, users)| users)
+            .filter(|key| key.namespace.as_deref() == Some(namespace))
+            .cloned()
+            .collect()
+    }
+
     /// Every SecretSync that rolls out to (or rolled out to) a workload, or whose selector
     /// matches its labels.
     pub fn rollout_owners(

@@ -43,7 +43,17 @@ pub(crate) async fn read_key(
 ) -> Result<SecretString> {
     let namespace = namespace_for(ctx, selector.namespace.as_deref(), field)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = match api.get_opt(&selector.name).await {
+    let found = api.get_opt(&selector.name).await;
+    if let Ok(found) = &found {
+        ctx.credentials.record(
+            namespace,
+            &selector.name,
+            found
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.as_deref()),
+        );
+    }
+    let secret = match found {
         Ok(Some(secret)) => secret,
         Ok(None) => {
             return Err(ProviderError::AuthFailed(format!(

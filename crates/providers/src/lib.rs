@@ -21,6 +21,9 @@ pub mod vault;
 #[cfg(any(feature = "vault", feature = "aws"))]
 mod credentials;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use secretsync_api::Find;
 
 pub use error::{ProviderError, Result};
@@ -34,6 +37,44 @@ pub struct ConnectContext {
     /// The store's namespace for a `SecretStore`; `None` for a `ClusterSecretStore`, whose
     /// references name their own namespaces.
     pub store_namespace: Option<String>,
+    /// Every credential Secret read while connecting, filled as they are read.
+    pub credentials: CredentialLog,
+}
+
+impl ConnectContext {
+    pub fn new(client: kube::Client, store_namespace: Option<String>) -> Self {
+        Self {
+            client,
+            store_namespace,
+            credentials: CredentialLog::default(),
+        }
+    }
+}
+
+/// The credential Secrets a connection read, each with the resourceVersion it had then (""
+/// for one that did not exist). A connection holds what it read (a Vault token, a client
+/// certificate) for as long as it lives, so the operator compares these with the Secrets as
+/// they are now to tell when replaced credentials need a new connection.
+#[derive(Clone, Debug, Default)]
+pub struct CredentialLog(Arc<Mutex<BTreeMap<(String, String), String>>>);
+
+impl CredentialLog {
+    pub fn record(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            (namespace.to_owned(), name.to_owned()),
+            resource_version.unwrap_or_default().to_owned(),
+        );
+    }
+
+    /// `((namespace, name), resourceVersion)` of every Secret read.
+    pub fn entries(&self) -> Vec<((String, String), String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// A connected backend. Built once per (store UID, generation) and shared by every

@@ -412,10 +412,7 @@ async fn static_credentials_are_read_from_a_kubernetes_secret() {
         })),
         ..spec(&moto)
     });
-    let ctx = ConnectContext {
-        client: sandbox.client(),
-        store_namespace: Some("default".into()),
-    };
+    let ctx = ConnectContext::new(sandbox.client(), Some("default".into()));
     let provider = Provider::connect(&store, &ctx).await.unwrap();
     assert_eq!(provider.name(), "aws");
     provider.check().await.unwrap();
@@ -474,10 +471,7 @@ async fn static_credentials_are_read_from_a_kubernetes_secret() {
     });
     let err = Provider::connect(&with_namespace, &ctx).await.unwrap_err();
     assert!(matches!(err, ProviderError::InvalidConfig(_)), "{err}");
-    let cluster = ConnectContext {
-        client: sandbox.client(),
-        store_namespace: None,
-    };
+    let cluster = ConnectContext::new(sandbox.client(), None);
     let provider = Provider::connect(&with_namespace, &cluster).await.unwrap();
     assert_eq!(text(&provider.fetch("app/db", None).await.unwrap()), CANARY);
     let err = Provider::connect(&store, &cluster).await.unwrap_err();

@@ -76,10 +76,7 @@ async fn token_secrets_are_read_at_login_and_reread_after_a_403() {
         )
         .await
         .unwrap();
-    let ctx = ConnectContext {
-        client: sandbox.client(),
-        store_namespace: Some("default".into()),
-    };
+    let ctx = ConnectContext::new(sandbox.client(), Some("default".into()));
     let spec = spec(
         &bao,
         VaultAuth::TokenSecretRef(selector("vault-token", "token", None)),
@@ -151,10 +148,7 @@ async fn approle_secret_ids_come_from_a_secret() {
         .await
         .unwrap();
     // A ClusterSecretStore: the reference names its namespace.
-    let ctx = ConnectContext {
-        client: sandbox.client(),
-        store_namespace: None,
-    };
+    let ctx = ConnectContext::new(sandbox.client(), None);
     let auth = |secret_name: &str| {
         VaultAuth::AppRole(AppRoleAuth {
             path: Some("team-approle".into()),
@@ -181,10 +175,8 @@ async fn approle_secret_ids_come_from_a_secret() {
 async fn reference_namespaces_follow_the_store_kind() {
     let Some(bao) = OpenBao::start() else { return };
     let sandbox = Sandbox::start().await.unwrap();
-    let store = |namespace: Option<&str>| ConnectContext {
-        client: sandbox.client(),
-        store_namespace: namespace.map(Into::into),
-    };
+    let store =
+        |namespace: Option<&str>| ConnectContext::new(sandbox.client(), namespace.map(Into::into));
     let with_ref = |namespace: Option<&str>| {
         spec(
             &bao,
@@ -266,10 +258,7 @@ async fn kubernetes_auth_logs_in_with_a_requested_service_account_token() {
             .await
             .unwrap();
     }
-    let ctx = ConnectContext {
-        client: sandbox.client(),
-        store_namespace: Some("default".into()),
-    };
+    let ctx = ConnectContext::new(sandbox.client(), Some("default".into()));
 
     let vault = Vault::connect(&spec(&bao, kubernetes_auth("syncer")), &ctx)
         .await

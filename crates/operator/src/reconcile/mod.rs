@@ -3,7 +3,7 @@
 //! | step | file | pure decision | I/O |
 //! |---|---|---|---|
 //! | claim the target name | `claim.rs` | [`claim::older_claimant`] | — (caches) |
-//! | resolve the store | `store.rs` | [`store::admits`] | Namespace labels, provider connect |
+//! | resolve the store | `store.rs` | [`store::admits`] | provider connect |
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
 //! | write a version | `version.rs` | [`version::plan_refresh`], [`version::next_number`] | Secret create |
@@ -37,7 +37,7 @@ use kube::runtime::events::Event;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use secretsync_api::validate::validate_spec;
-use secretsync_api::{SecretSync, SecretSyncStatus, labels};
+use secretsync_api::{Reason, SecretSync, SecretSyncStatus, labels};
 use tracing::warn;
 
 use crate::context::Context;
@@ -153,6 +153,7 @@ async fn pipeline(
     validate_spec(spec, &name).map_err(Error::InvalidSpec)?;
     let base = spec.target_name(&name).to_owned();
     claim::check(sync, ctx, &base)?;
+    store::still_allowed(sync, ctx)?;
 
     let mut existing = ctx.index.versions(&uid);
     let newest = existing.values().next_back().cloned();
@@ -174,8 +175,22 @@ async fn pipeline(
     let mut events = Vec::new();
     let mut refreshed = None;
     if let Some(why) = refresh {
-        let store = store::resolve(sync, ctx).await?;
-        let fetched = fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?;
+        let mut store = store::resolve(sync, ctx).await?;
+        let fetched = match fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await {
+            // Refused: if the store's credential Secrets were replaced since it connected,
+            // connect with the new ones and read once more.
+            Err(e)
+                if e.reason() == Reason::ProviderAuthFailed
+                    && ctx
+                        .providers
+                        .drop_if_credentials_changed(&ctx.client, &store.connected)
+                        .await =>
+            {
+                store = store::resolve(sync, ctx).await?;
+                fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?
+            }
+            fetched => fetched?,
+        };
         let content = content::build(sync, fetched, &ctx.hash_key)?;
         if let Some(number) =
             version::next_number(newest.as_ref(), &content, why.rotate, highest_used)

@@ -1,9 +1,8 @@
 //! Step 1: the store a SecretSync names — found in the cache, validated, admitted for the
 //! SecretSync's namespace, and connected.
 
-use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 use secretsync_api::validate::{StoreScope, refs_leaving_namespace, validate_store};
 use secretsync_api::{SecretStoreSpec, SecretSync, StoreCondition, StoreKind};
 
@@ -19,73 +18,114 @@ pub struct ResolvedStore {
     pub connected: Connected,
 }
 
+/// A store as the cache holds it.
+struct Found {
+    spec: SecretStoreSpec,
+    uid: String,
+    generation: i64,
+    scope: StoreScope,
+}
+
+fn lookup(sync: &SecretSync, ctx: &Context) -> Result<Found> {
+    let namespace = sync.namespace().unwrap_or_default();
+    let name = &sync.spec.store_ref.name;
+    Ok(match sync.spec.store_kind() {
+        StoreKind::SecretStore => {
+            let store = ctx
+                .stores
+                .get(&ObjectRef::new(name).within(&namespace))
+                .ok_or_else(|| Error::StoreNotFound {
+                    kind: "SecretStore",
+                    name: name.clone(),
+                    namespace: Some(namespace.clone()),
+                })?;
+            Found {
+                spec: store.spec.clone(),
+                uid: store.uid().unwrap_or_default(),
+                generation: store.metadata.generation.unwrap_or_default(),
+                scope: StoreScope::Namespaced,
+            }
+        }
+        StoreKind::ClusterSecretStore => {
+            let store = ctx
+                .cluster_stores
+                .get(&ObjectRef::new(name))
+                .ok_or_else(|| Error::StoreNotFound {
+                    kind: "ClusterSecretStore",
+                    name: name.clone(),
+                    namespace: None,
+                })?;
+            Found {
+                spec: store.spec.store.clone(),
+                uid: store.uid().unwrap_or_default(),
+                generation: store.metadata.generation.unwrap_or_default(),
+                scope: StoreScope::Cluster,
+            }
+        }
+    })
+}
+
+/// Whether the store may serve the SecretSync's namespace: a SecretStore may not lend it
+/// credentials kept in another namespace, and a ClusterSecretStore's `conditions` must
+/// admit it.
+fn tenancy(found: &Found, store: &str, namespace: &str, ctx: &Context) -> Result<()> {
+    match found.scope {
+        StoreScope::Namespaced => {
+            let refs = refs_leaving_namespace(&found.spec);
+            if refs.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::StoreRefsLeaveNamespace {
+                    store: store.to_owned(),
+                    namespace: namespace.to_owned(),
+                    refs,
+                })
+            }
+        }
+        StoreScope::Cluster => check_admitted(ctx, &found.spec, store, namespace),
+    }
+}
+
+/// Tenancy alone, from the caches, on every pass whether or not the backend is due: a
+/// namespace that loses the label a ClusterSecretStore requires is refused at once. A store
+/// not in the cache is left to the next refresh to report.
+pub(super) fn still_allowed(sync: &SecretSync, ctx: &Context) -> Result<()> {
+    match lookup(sync, ctx) {
+        Ok(found) => tenancy(
+            &found,
+            &sync.spec.store_ref.name,
+            &sync.namespace().unwrap_or_default(),
+            ctx,
+        ),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Finds the store a SecretSync names, checks it may be used from the SecretSync's
 /// namespace, and returns its connected provider.
 pub(super) async fn resolve(sync: &SecretSync, ctx: &Context) -> Result<ResolvedStore> {
     let namespace = sync.namespace().unwrap_or_default();
     let name = sync.spec.store_ref.name.clone();
     let kind = sync.spec.store_kind();
-    let (spec, uid, generation, scope) = match kind {
-        StoreKind::SecretStore => {
-            let store = ctx
-                .stores
-                .get(&ObjectRef::new(&name).within(&namespace))
-                .ok_or_else(|| Error::StoreNotFound {
-                    kind: "SecretStore",
-                    name: name.clone(),
-                    namespace: Some(namespace.clone()),
-                })?;
-            (
-                store.spec.clone(),
-                store.uid().unwrap_or_default(),
-                store.metadata.generation.unwrap_or_default(),
-                StoreScope::Namespaced,
-            )
-        }
-        StoreKind::ClusterSecretStore => {
-            let store = ctx
-                .cluster_stores
-                .get(&ObjectRef::new(&name))
-                .ok_or_else(|| Error::StoreNotFound {
-                    kind: "ClusterSecretStore",
-                    name: name.clone(),
-                    namespace: None,
-                })?;
-            (
-                store.spec.store.clone(),
-                store.uid().unwrap_or_default(),
-                store.metadata.generation.unwrap_or_default(),
-                StoreScope::Cluster,
-            )
-        }
-    };
+    let found = lookup(sync, ctx)?;
     // Tenancy before validity: a SecretStore may not lend this namespace credentials kept in
     // another one, whatever else is wrong with it.
-    if scope == StoreScope::Namespaced {
-        let refs = refs_leaving_namespace(&spec);
-        if !refs.is_empty() {
-            return Err(Error::StoreRefsLeaveNamespace {
-                store: name,
-                namespace,
-                refs,
-            });
-        }
-    }
-    validate_store(&spec, scope).map_err(|problems| Error::StoreInvalid {
+    tenancy(&found, &name, &namespace, ctx)?;
+    validate_store(&found.spec, found.scope).map_err(|problems| Error::StoreInvalid {
         kind: kind.as_str(),
         name: name.clone(),
         problems,
     })?;
-    if scope == StoreScope::Cluster {
-        check_admitted(ctx, &spec, &name, &namespace).await?;
-    }
     let identity = StoreIdentity {
-        uid: &uid,
-        generation,
+        uid: &found.uid,
+        generation: found.generation,
         name: &name,
-        namespace: (scope == StoreScope::Namespaced).then_some(namespace.as_str()),
+        namespace: (found.scope == StoreScope::Namespaced).then_some(namespace.as_str()),
     };
-    let connected = ctx.providers.get(&ctx.client, &spec, &identity).await?;
+    let connected = ctx
+        .providers
+        .get(&ctx.client, &found.spec, &identity)
+        .await?;
     Ok(ResolvedStore {
         kind,
         name,
@@ -93,26 +133,16 @@ pub(super) async fn resolve(sync: &SecretSync, ctx: &Context) -> Result<Resolved
     })
 }
 
-/// Reads the namespace's labels only when a rule needs them.
-async fn check_admitted(
+/// Admission by the store's `conditions`, against the namespace's labels as the Namespace
+/// watch last saw them (a label change wakes the namespace's SecretSyncs).
+fn check_admitted(
     ctx: &Context,
     spec: &SecretStoreSpec,
     store: &str,
     namespace: &str,
 ) -> Result<()> {
     let conditions = spec.conditions.as_deref().unwrap_or_default();
-    let labels = if conditions.iter().any(|c| c.namespace_selector.is_some())
-        && !admits(conditions, namespace, &Default::default())
-    {
-        Api::<Namespace>::all(ctx.client.clone())
-            .get_opt(namespace)
-            .await?
-            .map(|n| n.labels().clone())
-            .unwrap_or_default()
-    } else {
-        Default::default()
-    };
-    if admits(conditions, namespace, &labels) {
+    if admits(conditions, namespace, &ctx.namespaces.labels(namespace)) {
         Ok(())
     } else {
         Err(Error::StoreNotAllowed {

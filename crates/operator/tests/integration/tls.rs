@@ -4,9 +4,12 @@
 //! certificates (mutual TLS) admits only a store with `tls.clientCertSecretRef` and
 //! `tls.clientKeySecretRef`.
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
+use secretsync_operator::Config;
 use secretsync_testkit::openbao::{OpenBao, TlsListener};
 use secretsync_testkit::pki::TestPki;
 use serde_json::{Value, json};
@@ -138,4 +141,81 @@ async fn vault_over_tls_trusts_exactly_the_ca_bundle_and_presents_a_client_certi
     for message in [&no_ca, &wrong_ca, &refused, &message] {
         assert!(!message.contains(&key_line));
     }
+}
+
+#[tokio::test]
+async fn a_replaced_client_certificate_is_used_from_the_stores_next_check() {
+    let Some(pki) = TestPki::generate() else {
+        return;
+    };
+    let Some(bao) = OpenBao::start_with_listeners(vec![TlsListener {
+        cert_file: pki.path("server.pem"),
+        key_file: pki.path("server.key"),
+        client_ca_file: Some(pki.path("ca.pem")),
+    }]) else {
+        return;
+    };
+    bao.kv_put("secret", "app/db", &[("password", VALUE)]);
+    // A broken certificate is a failure a person fixes: its retries back off from 15 s.
+    // Capped here so the fix is seen within the test's deadline.
+    let env = Env::without_operator("payments")
+        .await
+        .with_operator_config(Config {
+            max_backoff: Duration::from_secs(2),
+            ..Config::default()
+        });
+    env.string_secret("token", &[("token", bao.root_token())])
+        .await;
+    let set_client = |cert: String| {
+        let env = &env;
+        let key = pki.client_key_pem();
+        async move {
+            env.api::<k8s_openapi::api::core::v1::Secret>()
+                .patch(
+                    "client",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(
+                        json!({"stringData": {"tls.crt": cert, "tls.key": key}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    env.string_secret("client", &[("tls.crt", ""), ("tls.key", "")])
+        .await;
+    set_client(pki.client_cert_pem()).await;
+    store(
+        &env,
+        "mtls",
+        &bao.listener_addr(0),
+        json!({
+            "caBundle": bundle(&pki.ca_pem()),
+            "tls": {
+                "clientCertSecretRef": {"name": "client", "key": "tls.crt"},
+                "clientKeySecretRef": {"name": "client", "key": "tls.key"},
+            },
+        }),
+    )
+    .await;
+    // Checked every second, so the replacement is seen within a second or two.
+    env.api::<SecretStore>()
+        .patch(
+            "mtls",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"refreshInterval": "1s"}})),
+        )
+        .await
+        .unwrap();
+    env.wait_store("mtls", "True", "Valid").await;
+
+    // A broken replacement is noticed without any edit to the store...
+    set_client("not a certificate".to_owned()).await;
+    let message = env.wait_store("mtls", "False", "StoreInvalid").await;
+    assert!(message.contains("PEM certificate"), "{message}");
+    // ...and so is the good one that follows.
+    set_client(pki.client_cert_pem()).await;
+    env.wait_store("mtls", "True", "Valid").await;
+    env.create::<SecretSync>(&sync_yaml("db", "mtls", "")).await;
+    env.wait_version("db", 1).await;
 }

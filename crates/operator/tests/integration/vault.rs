@@ -75,7 +75,10 @@ async fn versions_follow_openbao() {
     assert_eq!(sources["app/db"], "1");
     assert_eq!(sources["app/config"], "1");
 
-    // Unchanged backend: refreshes read it but write nothing.
+    // Unchanged backend: refreshes read it but write nothing. Counted from the second
+    // refresh after v1, once the writes of the first sync have all landed.
+    env.wait_backend_reads(env.operator().backend_reads() + 2)
+        .await;
     env.sandbox.reset_stats();
     let reads = env.operator().backend_reads();
     env.wait_backend_reads(reads + 4).await;
@@ -201,4 +204,37 @@ async fn shared_remote_keys_are_read_once_per_refresh_window_at_openbao() {
         reads <= KEYS * 4,
         "{reads} reads at OpenBao for {KEYS} keys in 12 s"
     );
+}
+
+#[tokio::test]
+async fn a_token_replaced_in_its_secret_is_used_without_editing_the_store() {
+    let Some(bao) = OpenBao::start() else { return };
+    bao.kv_put("secret", "app/db", &[("password", "first")]);
+    bao.kv_put("secret", "app/config", &[("host", "h")]);
+    let first = bao.bao_ok(&["token", "create", "-policy=root", "-field=token"]);
+    let env = Env::start("payments").await;
+    vault_store(&env, &bao, first.trim()).await;
+    env.create::<SecretSync>(SYNC).await;
+    env.wait_version("db", 1).await;
+
+    // The on-call way to rotate a store credential: a new token into the Secret, then the
+    // old one revoked. The store object is not touched.
+    let second = bao.bao_ok(&["token", "create", "-policy=root", "-field=token"]);
+    env.api::<k8s_openapi::api::core::v1::Secret>()
+        .patch(
+            "vault-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"token": second.trim()}})),
+        )
+        .await
+        .unwrap();
+    bao.bao_ok(&["token", "revoke", first.trim()]);
+
+    bao.kv_put("secret", "app/db", &[("password", "second")]);
+    env.wait_version("db", 2).await;
+    assert_eq!(
+        env.secret("db-v2").await.unwrap().data.unwrap()["password"].0,
+        b"second"
+    );
+    env.wait_condition("db", "Ready", "True").await;
 }
