@@ -263,6 +263,10 @@ impl Metrics {
         self.sum("secretsync_backend_requests_total") as u64
     }
 
+    pub fn store_checks(&self) -> u64 {
+        self.store_checks.get()
+    }
+
     pub fn versions_created(&self) -> u64 {
         self.versions_created.get()
     }

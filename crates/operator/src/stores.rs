@@ -68,13 +68,17 @@ impl StoreObject for ClusterSecretStore {
     }
 }
 
-/// The outcome of the last check of a store generation, reused until the interval passes,
-/// so the store's own status write (which wakes its controller) costs no backend call.
+/// The outcome of the last check of a store generation, reused until the next check is due
+/// (the interval after a success, the backoff after a failure), so the store's own status
+/// write (which wakes its controller) costs no backend call and does not count as another
+/// failure.
 #[derive(Clone)]
 struct Checked {
     generation: i64,
     at: Instant,
     outcome: std::result::Result<(), Failure>,
+    /// How long the outcome stands; `None`: until the store changes.
+    stands_for: Option<Duration>,
 }
 
 pub struct StoreContext {
@@ -214,16 +218,30 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
     let reusable = {
         let checked = ctx.checked.lock().unwrap_or_else(|e| e.into_inner());
         checked.get(&uid).cloned().filter(|c| {
-            Some(c.generation) == generation && interval.is_none_or(|i| c.at.elapsed() < i)
+            Some(c.generation) == generation && c.stands_for.is_none_or(|d| c.at.elapsed() < d)
         })
     };
     let checked = match reusable {
         Some(checked) => checked,
         None => {
+            let outcome = check(store.as_ref(), &ctx).await.map_err(Failure::from);
+            let stands_for = match &outcome {
+                Ok(()) => {
+                    ctx.backoff.succeeded(&uid);
+                    interval
+                }
+                Err(failure) => {
+                    debug!(store = %store.name_any(), reason = %failure.reason, "store not ready");
+                    // A failed check is retried on its own schedule, not only at the
+                    // interval.
+                    ctx.backoff.failed(&uid, failure.retry, generation, None)
+                }
+            };
             let checked = Checked {
                 generation: generation.unwrap_or_default(),
                 at: Instant::now(),
-                outcome: check(store.as_ref(), &ctx).await.map_err(Failure::from),
+                outcome,
+                stands_for,
             };
             ctx.checked
                 .lock()
@@ -251,27 +269,12 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
         )
         .await?;
     }
-    match &checked.outcome {
-        Ok(()) => {
-            ctx.backoff.succeeded(&uid);
-            let remaining = interval.map(|i| i.saturating_sub(checked.at.elapsed()));
-            Ok(remaining
-                .map(Action::requeue)
-                .unwrap_or_else(Action::await_change))
-        }
-        Err(failure) => {
-            debug!(store = %store.name_any(), reason = %failure.reason, "store not ready");
-            // A failed check is retried on its own schedule, not only at the interval.
-            let delay = ctx.backoff.failed(&uid, failure.retry, generation, None);
-            ctx.checked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&uid);
-            Ok(delay
-                .map(Action::requeue)
-                .unwrap_or_else(Action::await_change))
-        }
-    }
+    let remaining = checked
+        .stands_for
+        .map(|d| d.saturating_sub(checked.at.elapsed()));
+    Ok(remaining
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 fn error_policy<S: StoreObject>(_store: Arc<S>, error: &Error, _ctx: Arc<StoreContext>) -> Action {

@@ -132,6 +132,11 @@ impl Operator {
     pub fn backend_reads(&self) -> u64 {
         self.metrics.backend_requests()
     }
+
+    /// Store Ready checks made (each one backend call).
+    pub fn store_checks(&self) -> u64 {
+        self.metrics.store_checks()
+    }
 }
 
 impl Drop for Operator {

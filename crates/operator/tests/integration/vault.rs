@@ -116,6 +116,18 @@ async fn a_wrong_token_is_provider_auth_failed() {
     let message = env.wait_failure("db", "Ready", "ProviderAuthFailed").await;
     assert!(message.contains("vault"), "{message}");
     assert!(env.version_secrets("db").await.is_empty());
+
+    // The store reports it too, and its own status write does not count as a retry: one
+    // check, then the backoff (15 s at first for a failure a person must fix).
+    env.wait_store("vault", "False", "ProviderAuthFailed").await;
+    let checks = env.operator().store_checks();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        env.operator().store_checks(),
+        checks,
+        "re-checked within the backoff"
+    );
+    assert_eq!(checks, 1);
 }
 
 #[tokio::test]
