@@ -18,6 +18,7 @@ mod claim;
 mod cleanup;
 pub mod content;
 mod fetch;
+mod lease;
 mod malformed;
 mod prune;
 mod rollout;
@@ -160,6 +161,8 @@ async fn pipeline(
     let highest_used = version::highest_used(newest.as_ref(), previous, ctx.written.get(&uid));
     let grid = version::Grid::of(sync);
     let now = jiff::Timestamp::now();
+    let lease_due = lease::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
+        .is_some_and(|at| now >= at);
     let refresh = version::plan_refresh(&version::RefreshInput {
         grid,
         last_read: ctx.refreshes.get(&uid),
@@ -169,19 +172,29 @@ async fn pipeline(
         newest: newest.as_ref(),
         store_generation,
         now,
+        lease_due,
     });
 
     let mut events = Vec::new();
     let mut refreshed = None;
     if let Some(why) = refresh {
         let store = store::resolve(sync, ctx).await?;
-        let fetched = fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?;
+        let fetched = match spec.pki() {
+            Some(pki) => fetch::issue(&store, pki, &ctx.metrics).await?,
+            None => fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?,
+        };
         let content = content::build(sync, fetched, &ctx.hash_key)?;
         if let Some(number) =
             version::next_number(newest.as_ref(), &content, why.rotate, highest_used)
         {
             let made = version::write(sync, ctx, &base, number, &content).await?;
-            events.push(version::created_event(sync, &store, &made, newest.as_ref()));
+            events.push(version::created_event(
+                sync,
+                &store,
+                &made,
+                newest.as_ref(),
+                why,
+            ));
             existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
@@ -233,6 +246,8 @@ async fn pipeline(
     )
     .await?;
     events.extend(pruned.events);
+    let now = jiff::Timestamp::now();
+    let expired = lease::expired_in_use(&existing, active, now);
 
     let status = status::synced(status::SyncedInput {
         previous,
@@ -244,12 +259,28 @@ async fn pipeline(
         rollout_state: &rollout.state,
         rollout_status: rollout.status,
         refreshed,
+        lease_expired: expired.as_ref(),
+        notes: &pruned.notes,
     });
-    let refresh_wait = grid.map(|g| g.until_next(jiff::Timestamp::now()));
-    let requeue = [refresh_wait, rollout.requeue, pruned.requeue]
-        .into_iter()
-        .flatten()
-        .min();
+    let refresh_wait = grid.map(|g| g.until_next(now));
+    // Timers, not polling: the lease-aware deadline of the newest version, and the expiry
+    // of the version in use (Ready turns False then).
+    let lease_wait = lease::rotate_at(spec, existing.values().next_back(), status.rollout.as_ref())
+        .map(|at| lease::until(at, now));
+    let expiry_wait = active
+        .and_then(|v| existing.get(&v)?.lease.as_ref())
+        .filter(|l| l.expires_at > now)
+        .map(|l| lease::until(l.expires_at, now));
+    let requeue = [
+        refresh_wait,
+        rollout.requeue,
+        pruned.requeue,
+        lease_wait,
+        expiry_wait,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(Done {
         status,
         requeue,
