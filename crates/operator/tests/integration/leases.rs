@@ -305,11 +305,12 @@ async fn targets_on_an_expired_lease_are_not_ready() {
 
 /// Lease-aware rotation (vault issue 22297): with a 30 s certificate and a Deployment whose
 /// rollout takes seconds, v2 is made ahead of v1's expiry, early enough that the rollout to
-/// it completes before v1 expires.
+/// it completes before v1 expires; v3 is made ahead of v2's expiry by the rollout duration
+/// observed (× 2 + 5 s), more than the floor of a third of the lease.
 #[tokio::test]
 async fn the_next_version_rolls_out_before_the_old_lease_expires() {
     let Some((bao, env)) =
-        start(secretsync_sandbox::Sandbox::builder().ready_delay(Duration::from_secs(2))).await
+        start(secretsync_sandbox::Sandbox::builder().ready_delay(Duration::from_secs(4))).await
     else {
         return;
     };
@@ -363,7 +364,7 @@ async fn the_next_version_rolls_out_before_the_old_lease_expires() {
         .expect("rollout duration recorded");
     let took = secretsync_api::duration::parse_duration(&took).unwrap();
     assert!(
-        took >= Duration::from_secs(2),
+        took >= Duration::from_secs(4),
         "the simulated rollout is slow: {took:?}"
     );
     let deployment = env.api::<Deployment>().get("api").await.unwrap();
@@ -380,6 +381,44 @@ async fn the_next_version_rolls_out_before_the_old_lease_expires() {
         v1_expiry.duration_since(v2_created).as_secs_f64(),
         took.as_secs_f64(),
         v1_expiry.duration_since(completed).as_secs_f64(),
+    );
+
+    // The next rotation plans for the rollouts seen: 2 × the longest + 5 s ahead of v2's
+    // expiry, which is more than the 10 s floor (a third of 30 s).
+    let synced = env.wait_version("tls", 3).await;
+    let v2_expiry = version(&synced, 2).lease.unwrap().expires_at.0;
+    let v3_created = env
+        .secret("tls-v3")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
+    let longest = synced
+        .status
+        .unwrap()
+        .rollout
+        .unwrap()
+        .longest_duration
+        .unwrap();
+    let longest = secretsync_api::duration::parse_duration(&longest).unwrap();
+    let lead = longest * 2 + Duration::from_secs(5);
+    let early = Duration::try_from(v2_expiry.duration_since(v3_created)).unwrap();
+    // creationTimestamp has whole seconds: v3 was made up to 1 s after it says.
+    assert!(
+        early <= lead + Duration::from_secs(1) && early + Duration::from_secs(1) >= lead,
+        "v3 made {early:?} before v2's expiry, not the lead {lead:?}"
+    );
+    assert!(
+        early > Duration::from_secs(11),
+        "more than the floor: {early:?}"
+    );
+    eprintln!(
+        "lease-aware rotation: with a longest rollout of {:.1}s, v3 made {:.1}s before v2's \
+         lease expired",
+        longest.as_secs_f64(),
+        early.as_secs_f64()
     );
 }
 
