@@ -14,6 +14,18 @@ pub const CONTENT_HASH: &str = "secretsync.io/content-hash";
 pub const SPEC_VERSION: &str = "secretsync.io/spec-version";
 /// JSON map of remote key → backend version id read for this version.
 pub const SOURCE_VERSIONS: &str = "secretsync.io/source-versions";
+/// On a version of a dynamic secret (`dataFrom.pki`): the backend lease id, kept on the
+/// Secret rather than in the status because Secrets are better guarded than SecretSyncs,
+/// which every app team reads. The lease is revoked before the Secret is deleted.
+pub const LEASE_ID: &str = "secretsync.io/lease-id";
+/// When that lease expires (RFC 3339).
+pub const LEASE_EXPIRES_AT: &str = "secretsync.io/lease-expires-at";
+/// The lease's whole duration when issued, in seconds.
+pub const LEASE_DURATION: &str = "secretsync.io/lease-duration-seconds";
+/// Whether the backend lets the lease be renewed (`"true"`/`"false"`).
+pub const LEASE_RENEWABLE: &str = "secretsync.io/lease-renewable";
+/// The serial number of a `pki` version's certificate.
+pub const CERTIFICATE_SERIAL: &str = "secretsync.io/certificate-serial";
 /// On a SecretSync: why its last rotate, revoke or rollback was asked for (`kubectl secretsync
 /// … --reason`), quoted in the events of what that change causes.
 pub const REASON: &str = "secretsync.io/reason";

@@ -27,6 +27,8 @@ pub enum Reason {
     TargetConflict,
     InvalidSpec,
     KubernetesApiError,
+    /// The lease of the version the targets use has expired at the backend.
+    LeaseExpired,
 }
 
 impl Reason {
@@ -51,6 +53,7 @@ impl Reason {
             Reason::TargetConflict => "TargetConflict",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::KubernetesApiError => "KubernetesApiError",
+            Reason::LeaseExpired => "LeaseExpired",
         }
     }
 }
@@ -78,4 +81,7 @@ pub mod event {
     pub const SYNC_FAILED: &str = "SyncFailed";
     pub const ROLLOUT_FAILED: &str = "RolloutFailed";
     pub const REVOKED_STILL_REFERENCED: &str = "RevokedStillReferenced";
+    /// A version's lease could not be revoked at the backend; its Secret is kept (with the
+    /// lease id) and revocation retried.
+    pub const LEASE_REVOKE_FAILED: &str = "LeaseRevokeFailed";
 }

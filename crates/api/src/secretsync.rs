@@ -152,9 +152,9 @@ impl RemoteRef {
     }
 }
 
-/// Exactly one of `extract` and `find`.
+/// Exactly one of `extract`, `find` and `pki`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("has(self.extract) != has(self.find)").message("exactly one of extract or find is required in each dataFrom item"))]
+#[x_kube(validation = Rule::new("(has(self.extract) ? 1 : 0) + (has(self.find) ? 1 : 0) + (has(self.pki) ? 1 : 0) == 1").message("exactly one of extract, find or pki is required in each dataFrom item"))]
 #[x_kube(validation = Rule::new("!has(self.rewrite) || has(self.find)").message("rewrite applies to find only"))]
 #[serde(rename_all = "camelCase")]
 pub struct DataFrom {
@@ -167,6 +167,57 @@ pub struct DataFrom {
     /// Turns each found name into a valid Secret key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// A certificate issued by a Vault/OpenBao PKI engine for each version (keys `tls.crt`,
+    /// `tls.key`, `ca.crt`), with a lease the operator revokes when the version goes. Must
+    /// be the only entry of `data` and `dataFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<PkiIssue>,
+}
+
+/// What to ask a Vault/OpenBao PKI engine for (`<mount>/issue/<role>`). Each version is a
+/// fresh certificate and private key; OpenBao attaches a lease when the role has
+/// `generate_lease=true`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PkiIssue {
+    /// The PKI engine's mount. Default `pki`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// The PKI role to issue with.
+    #[schemars(length(min = 1))]
+    pub role: String,
+    /// The certificate's common name.
+    #[schemars(length(min = 1))]
+    pub common_name: String,
+    /// DNS subject alternative names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alt_names: Option<Vec<String>>,
+    /// IP subject alternative names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_sans: Option<Vec<String>>,
+    /// Requested lifetime (Go-style duration such as `24h`); omitted: the role's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub ttl: Option<String>,
+}
+
+/// The PKI mount used when `pki.mount` is omitted.
+pub const DEFAULT_PKI_MOUNT: &str = "pki";
+
+impl PkiIssue {
+    /// The mount, without surrounding slashes; `pki` when omitted or empty.
+    pub fn mount(&self) -> &str {
+        self.mount
+            .as_deref()
+            .map(|m| m.trim_matches('/'))
+            .filter(|m| !m.is_empty())
+            .unwrap_or(DEFAULT_PKI_MOUNT)
+    }
+
+    /// The requested lifetime; `None` when omitted (or invalid: validation reports that).
+    pub fn ttl(&self) -> Option<std::time::Duration> {
+        self.ttl.as_deref().and_then(|t| parse_duration(t).ok())
+    }
 }
 
 /// Which remote secrets a `dataFrom.find` selects. The criteria that are set must all hold.
@@ -435,11 +486,29 @@ impl SecretSyncSpec {
         self.data_from.as_deref().unwrap_or_default()
     }
 
+    /// `target.type`; default `kubernetes.io/tls` for a `pki` source, else `Opaque`.
     pub fn secret_type(&self) -> &str {
+        let default = if self.pki().is_some() {
+            "kubernetes.io/tls"
+        } else {
+            "Opaque"
+        };
         self.target
             .as_ref()
             .and_then(|t| t.type_.as_deref())
-            .unwrap_or("Opaque")
+            .unwrap_or(default)
+    }
+
+    /// The `dataFrom[].pki` source, if any (validation makes it the only source).
+    pub fn pki(&self) -> Option<&PkiIssue> {
+        self.data_from_items().iter().find_map(|f| f.pki.as_ref())
+    }
+
+    /// Whether its versions carry leases at the backend, which must be revoked when the
+    /// SecretSync is deleted: such a SecretSync needs the finalizer whatever its
+    /// `deletionPolicy`.
+    pub fn holds_leases(&self) -> bool {
+        self.pki().is_some()
     }
 
     pub fn revoke_policy(&self) -> RevokePolicy {
@@ -498,6 +567,23 @@ pub struct VersionStatus {
     pub state: VersionState,
     #[serde(default)]
     pub revoked_at: Option<Time>,
+    /// The backend lease of a dynamic secret (a `pki` certificate). Its id is kept on the
+    /// version's Secret (`secretsync.io/lease-id`), not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
+    /// The serial number of a `pki` version's certificate (public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseStatus {
+    /// When the backend lease (and the credential) expires.
+    pub expires_at: Time,
+    /// Whether the backend lets the lease be renewed.
+    #[serde(default)]
+    pub renewable: bool,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -526,6 +612,14 @@ pub struct RolloutStatus {
     /// earlier one) until a newer version, a rotation or a spec edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<FailedRollout>,
+    /// How long the last completed rollout took, from the first target patch to every target
+    /// Complete (such as `4210ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration: Option<String>,
+    /// The longest completed rollout seen for these targets: lease-aware rotation makes the
+    /// next version early enough for a rollout this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_duration: Option<String>,
 }
 
 /// Every field has a default: server-side apply may leave an emptied `failed: {}` behind

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::duration::parse_duration;
 use crate::keys::validate_secret_key;
 use crate::naming::validate_base_name;
-use crate::secretsync::{Find, SecretSync, SecretSyncSpec};
+use crate::secretsync::{Find, PkiIssue, SecretSync, SecretSyncSpec};
 use crate::store::{Provider, SecretKeySelector, SecretStoreSpec, VaultAuth};
 
 /// Every problem found, each as one sentence naming the field.
@@ -70,15 +70,16 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
     }
     for (i, item) in spec.data_from_items().iter().enumerate() {
         let field = format!("spec.dataFrom[{i}]");
-        match (&item.extract, &item.find) {
-            (Some(extract), None) => {
+        match (&item.extract, &item.find, &item.pki) {
+            (Some(extract), None, None) => {
                 if extract.key.is_empty() {
                     problems.push(format!("{field}.extract.key must not be empty"));
                 }
             }
-            (None, Some(find)) => validate_find(find, &field, &mut problems),
+            (None, Some(find), None) => validate_find(find, &field, &mut problems),
+            (None, None, Some(pki)) => validate_pki(pki, &field, &mut problems),
             _ => problems.push(format!(
-                "{field}: exactly one of extract or find is required in each dataFrom item"
+                "{field}: exactly one of extract, find or pki is required in each dataFrom item"
             )),
         }
         if let Some(rewrite) = &item.rewrite {
@@ -91,6 +92,15 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
                 ));
             }
         }
+    }
+    let sources = spec.data_items().len() + spec.data_from_items().len();
+    if spec.pki().is_some() && sources > 1 {
+        problems.push(
+            "spec.dataFrom[].pki must be the only entry of spec.data and spec.dataFrom: each \
+             version is one issued certificate (tls.crt, tls.key, ca.crt); use a template to \
+             rename or add keys"
+                .into(),
+        );
     }
     if let Some(template) = spec.target.as_ref().and_then(|t| t.template.as_ref()) {
         for key in template.data.keys() {
@@ -177,6 +187,34 @@ fn validate_find(find: &Find, field: &str, problems: &mut Problems) {
         problems.push(format!(
             "{field}.find.name.regexp is not a valid regular expression: {e}"
         ));
+    }
+}
+
+fn validate_pki(pki: &PkiIssue, field: &str, problems: &mut Problems) {
+    if pki.role.trim().is_empty() {
+        problems.push(format!("{field}.pki.role must not be empty"));
+    }
+    if pki.common_name.trim().is_empty() {
+        problems.push(format!("{field}.pki.commonName must not be empty"));
+    }
+    for (list, name) in [(&pki.alt_names, "altNames"), (&pki.ip_sans, "ipSans")] {
+        for (i, entry) in list.iter().flatten().enumerate() {
+            // Vault takes these as one comma-separated string.
+            if entry.trim().is_empty() || entry.contains(',') {
+                problems.push(format!(
+                    "{field}.pki.{name}[{i}] {entry:?} must be one non-empty name without commas"
+                ));
+            }
+        }
+    }
+    if let Some(raw) = &pki.ttl {
+        match parse_duration(raw) {
+            Ok(d) if d.as_secs() == 0 => {
+                problems.push(format!("{field}.pki.ttl must be at least 1s"))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{field}.pki.ttl: {e}")),
+        }
     }
 }
 

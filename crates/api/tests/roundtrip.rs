@@ -221,7 +221,11 @@ fn every_example_round_trips() {
             }
         }
     }
-    for required in ["aws/store.yaml", "aws/secretsync.yaml"] {
+    for required in [
+        "aws/store.yaml",
+        "aws/secretsync.yaml",
+        "vault-pki/secretsync.yaml",
+    ] {
         assert!(
             checked.iter().any(|p| p.ends_with(required)),
             "examples/{required} was not checked: {checked:?}"

@@ -201,7 +201,7 @@ fn cel_rejects_pin_to_revoked_and_missing_data() {
 }
 
 #[test]
-fn cel_wants_exactly_one_of_extract_and_find() {
+fn cel_wants_exactly_one_of_extract_find_and_pki() {
     let with_data_from = |data_from: Value| {
         let mut spec = base_spec();
         spec["dataFrom"] = data_from;
@@ -210,17 +210,21 @@ fn cel_wants_exactly_one_of_extract_and_find() {
     let cases = [
         (
             json!([{"extract": {"key": "a"}, "find": {"path": "app"}}]),
-            "exactly one of extract or find",
+            "exactly one of extract, find or pki",
         ),
         (
             json!([{"rewrite": {"regexp": {"source": "a", "target": "b"}}}]),
-            "exactly one of extract or find",
+            "exactly one of extract, find or pki",
         ),
         (
             json!([{"extract": {"key": "a"}, "rewrite": {"regexp": {"source": "a", "target": "b"}}}]),
             "rewrite applies to find only",
         ),
         (json!([{"find": {}}]), "at least one of name, tags or path"),
+        (
+            json!([{"pki": {"role": "app", "commonName": "a.example"}, "extract": {"key": "a"}}]),
+            "exactly one of extract, find or pki",
+        ),
     ];
     for (data_from, want) in cases {
         let err = kube::core::cel::validate_cel(&with_data_from(data_from.clone())).unwrap_err();
@@ -230,6 +234,10 @@ fn cel_wants_exactly_one_of_extract_and_find() {
         {"extract": {"key": "app/config"}},
         {"find": {"name": {"regexp": "^app/"}, "tags": {"team": "payments"}},
          "rewrite": {"regexp": {"source": "^app/(.*)", "target": "$1"}}},
+    ])))
+    .unwrap();
+    kube::core::cel::validate_cel(&with_data_from(json!([
+        {"pki": {"role": "app", "commonName": "a.example", "ttl": "30s"}},
     ])))
     .unwrap();
 }

@@ -101,12 +101,12 @@ fn each_invalid_spec_names_its_field() {
         (
             "{dataFrom: [{extract: {key: app/config}, find: {path: app}}]}",
             "db",
-            "spec.dataFrom[0]: exactly one of extract or find",
+            "spec.dataFrom[0]: exactly one of extract, find or pki",
         ),
         (
             "{dataFrom: [{rewrite: {regexp: {source: a, target: b}}}]}",
             "db",
-            "spec.dataFrom[0]: exactly one of extract or find",
+            "spec.dataFrom[0]: exactly one of extract, find or pki",
         ),
         (
             "{dataFrom: [{extract: {key: ''}}]}",
@@ -133,6 +133,41 @@ fn each_invalid_spec_names_its_field() {
             "db",
             "spec.dataFrom[0].rewrite: rewrite applies to find only",
         ),
+        (
+            "{data: [], dataFrom: [{pki: {role: app, commonName: a.example}}, {extract: {key: app/config}}]}",
+            "db",
+            "spec.dataFrom[].pki must be the only entry",
+        ),
+        (
+            "{dataFrom: [{pki: {role: app, commonName: a.example}}]}",
+            "db",
+            "spec.dataFrom[].pki must be the only entry",
+        ),
+        (
+            "{data: [], dataFrom: [{pki: {role: '', commonName: a.example}}]}",
+            "db",
+            "spec.dataFrom[0].pki.role must not be empty",
+        ),
+        (
+            "{data: [], dataFrom: [{pki: {role: app, commonName: ''}}]}",
+            "db",
+            "spec.dataFrom[0].pki.commonName must not be empty",
+        ),
+        (
+            "{data: [], dataFrom: [{pki: {role: app, commonName: a, altNames: ['b,c']}}]}",
+            "db",
+            "spec.dataFrom[0].pki.altNames[0]",
+        ),
+        (
+            "{data: [], dataFrom: [{pki: {role: app, commonName: a, ttl: 1d}}]}",
+            "db",
+            "spec.dataFrom[0].pki.ttl",
+        ),
+        (
+            "{data: [], dataFrom: [{pki: {role: app, commonName: a}, extract: {key: k}}]}",
+            "db",
+            "spec.dataFrom[0]: exactly one of extract, find or pki",
+        ),
     ];
     for (extra, name, want) in cases {
         let problems = validate_spec(&spec(extra), name).expect_err(extra);
@@ -141,6 +176,21 @@ fn each_invalid_spec_names_its_field() {
             "{extra}: expected a problem mentioning {want:?}, got {problems:?}"
         );
     }
+}
+
+#[test]
+fn a_pki_source_alone_is_valid_and_defaults_to_a_tls_secret() {
+    let pki = spec(
+        "{data: [], dataFrom: [{pki: {role: app, commonName: api.example.internal, altNames: [api], ipSans: [127.0.0.1], ttl: 30s}}]}",
+    );
+    validate_spec(&pki, "db").unwrap();
+    assert_eq!(pki.secret_type(), "kubernetes.io/tls");
+    assert!(pki.holds_leases());
+    let issue = pki.pki().unwrap();
+    assert_eq!(issue.mount(), "pki");
+    assert_eq!(issue.ttl(), Some(std::time::Duration::from_secs(30)));
+    assert!(!spec("{}").holds_leases());
+    assert_eq!(spec("{}").secret_type(), "Opaque");
 }
 
 #[test]

@@ -24,6 +24,68 @@ pub struct VersionMeta {
     /// so the operator never deletes a Secret other than the one it decided about.
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// The backend lease of a dynamic secret, from the Secret's annotations.
+    pub lease: Option<LeaseMeta>,
+    /// A `pki` version's certificate serial number.
+    pub serial: Option<String>,
+}
+
+/// A version's backend lease, as its Secret's annotations record it.
+#[derive(Clone, PartialEq)]
+pub struct LeaseMeta {
+    /// Kept out of `Debug`: see [`labels::LEASE_ID`].
+    pub id: String,
+    pub expires_at: jiff::Timestamp,
+    /// The whole lease duration when issued.
+    pub duration: std::time::Duration,
+    pub renewable: bool,
+}
+
+impl std::fmt::Debug for LeaseMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseMeta")
+            .field("id", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .field("duration", &self.duration)
+            .field("renewable", &self.renewable)
+            .finish()
+    }
+}
+
+impl LeaseMeta {
+    /// Reads the lease annotations; `None` without a lease id. A lease whose expiry does not
+    /// parse counts as already expired, so it is rotated rather than trusted.
+    pub fn from_annotations(
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Option<LeaseMeta> {
+        let id = annotations.get(labels::LEASE_ID)?.clone();
+        Some(LeaseMeta {
+            id,
+            expires_at: annotations
+                .get(labels::LEASE_EXPIRES_AT)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            duration: std::time::Duration::from_secs(
+                annotations
+                    .get(labels::LEASE_DURATION)
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0),
+            ),
+            renewable: annotations
+                .get(labels::LEASE_RENEWABLE)
+                .is_some_and(|r| r == "true"),
+        })
+    }
+
+    /// The annotations that record this lease on its version's Secret.
+    pub fn annotations(&self) -> [(&'static str, String); 4] {
+        [
+            (labels::LEASE_ID, self.id.clone()),
+            (labels::LEASE_EXPIRES_AT, self.expires_at.to_string()),
+            (labels::LEASE_DURATION, self.duration.as_secs().to_string()),
+            (labels::LEASE_RENEWABLE, self.renewable.to_string()),
+        ]
+    }
 }
 
 impl VersionMeta {
@@ -52,6 +114,8 @@ impl VersionMeta {
                     .and_then(|v| serde_json::from_str(&v).ok()),
                 uid: meta.uid.clone(),
                 resource_version: meta.resource_version.clone(),
+                lease: annotations.and_then(LeaseMeta::from_annotations),
+                serial: annotation(labels::CERTIFICATE_SERIAL),
             },
         ))
     }

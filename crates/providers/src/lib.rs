@@ -24,10 +24,10 @@ mod credentials;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use secretsync_api::Find;
+use secretsync_api::{Find, PkiIssue};
 
 pub use error::{ProviderError, Result};
-pub use value::{RemoteValue, SecretBytes, SecretData};
+pub use value::{Issued, Lease, RemoteValue, SecretBytes, SecretData};
 
 /// Everything a provider may need to connect: the API client for credential Secrets and
 /// ServiceAccount tokens, and where the store lives.
@@ -175,6 +175,46 @@ impl Provider {
             #[cfg(feature = "fake")]
             Provider::Fake(_) => Ok(()),
         }
+    }
+
+    /// Whether this backend issues dynamic secrets with leases (`dataFrom.pki`).
+    pub fn issues(&self) -> bool {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(_) => true,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => false,
+        }
+    }
+
+    /// Issues a certificate from a PKI engine, with its lease. Only Vault/OpenBao issues.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // pki: only Vault issues
+    pub async fn issue(&self, pki: &PkiIssue) -> Result<Issued> {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(ref v) => v.issue(pki).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => Err(self.cannot_issue()),
+        }
+    }
+
+    /// Revokes a lease this backend issued. A lease the backend no longer knows (expired,
+    /// or revoked before) counts as revoked.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // lease_id: only Vault leases
+    pub async fn revoke_lease(&self, lease_id: &str) -> Result<()> {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(ref v) => v.revoke_lease(lease_id).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => Err(self.cannot_issue()),
+        }
+    }
+
+    fn cannot_issue(&self) -> ProviderError {
+        ProviderError::InvalidConfig(format!(
+            "the {} provider issues no dynamic secrets (pki needs a Vault/OpenBao store)",
+            self.name()
+        ))
     }
 
     pub fn name(&self) -> &'static str {

@@ -73,3 +73,44 @@ pub struct RemoteValue {
     /// backend has no versions (Vault KV v1).
     pub version: Option<String>,
 }
+
+/// What a dynamic-secret engine issued for one version: the Secret data, the lease the
+/// backend holds on it, and a public identifier (a certificate's serial number).
+pub struct Issued {
+    pub data: SecretData,
+    /// `None` when the backend attached no lease (a PKI role without `generate_lease`).
+    pub lease: Option<Lease>,
+    pub serial: Option<String>,
+}
+
+/// Keys only: the values (a private key) never reach a log.
+impl fmt::Debug for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issued")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("lease", &self.lease)
+            .field("serial", &self.serial)
+            .finish()
+    }
+}
+
+/// A backend lease on an issued credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The backend's lease id (`pki/issue/app/…`). Not a credential, but it lets whoever
+    /// holds a suitable token revoke or renew the lease, so it is kept out of logs too.
+    pub id: String,
+    /// How long the lease lasts from when it was issued.
+    pub duration: std::time::Duration,
+    pub renewable: bool,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &"[REDACTED]")
+            .field("duration", &self.duration)
+            .field("renewable", &self.renewable)
+            .finish()
+    }
+}

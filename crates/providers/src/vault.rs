@@ -18,7 +18,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use secretsync_api::{Find, VaultAuth, VaultKvVersion, VaultProvider};
+use secretsync_api::{Find, PkiIssue, VaultAuth, VaultKvVersion, VaultProvider};
 use tokio::sync::Mutex;
 use vaultrs::api::EndpointMiddleware;
 use vaultrs::api::kv2::requests::ReadSecretRequest;
@@ -29,7 +29,9 @@ use crate::ConnectContext;
 use crate::credentials;
 use crate::error::{ProviderError, Result};
 use crate::find::{MAX_FOUND, Matcher, too_many};
-use crate::value::{ExposeSecret, RemoteValue, SecretBytes, SecretSlice, SecretString};
+use crate::value::{
+    ExposeSecret, Issued, Lease, RemoteValue, SecretBytes, SecretData, SecretSlice, SecretString,
+};
 
 /// Whole-request timeout for every call to Vault.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,6 +201,42 @@ impl Vault {
     pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
         self.0.find(find).await
     }
+
+    /// Issues a certificate at `<mount>/issue/<role>`: data `tls.crt` (the certificate and
+    /// its chain, roots left out), `tls.key`, `ca.crt` (the issuing CA), with the lease
+    /// OpenBao attaches when the role has `generate_lease=true`.
+    pub async fn issue(&self, pki: &PkiIssue) -> Result<Issued> {
+        self.0.issue(pki).await
+    }
+
+    /// Revokes a lease (`sys/leases/revoke`); for a PKI lease OpenBao revokes the
+    /// certificate too. A lease OpenBao no longer knows counts as revoked.
+    pub async fn revoke_lease(&self, lease_id: &str) -> Result<()> {
+        self.0.revoke_lease(lease_id).await
+    }
+}
+
+/// The answer to `<mount>/issue/<role>`. The private key goes straight into a redacting
+/// type; this struct has no `Debug`.
+#[derive(serde::Deserialize)]
+struct IssueResponse {
+    #[serde(default)]
+    lease_id: String,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+    data: Option<IssuedCertificate>,
+}
+
+#[derive(serde::Deserialize)]
+struct IssuedCertificate {
+    certificate: String,
+    issuing_ca: String,
+    #[serde(default)]
+    ca_chain: Vec<String>,
+    private_key: String,
+    serial_number: String,
 }
 
 impl Inner {
@@ -347,6 +385,147 @@ impl Inner {
             found.push((name, value));
         }
         Ok(found)
+    }
+
+    async fn issue(&self, pki: &PkiIssue) -> Result<Issued> {
+        let path = format!("{}/issue/{}", pki.mount(), pki.role.trim_matches('/'));
+        let mut request = serde_json::json!({
+            "common_name": pki.common_name,
+            // tls.crt gets the chain up to, not including, the root; ca.crt the issuer.
+            "remove_roots_from_chain": true,
+        });
+        let alt_names = pki.alt_names.as_deref().unwrap_or_default();
+        if !alt_names.is_empty() {
+            request["alt_names"] = alt_names.join(",").into();
+        }
+        let ip_sans = pki.ip_sans.as_deref().unwrap_or_default();
+        if !ip_sans.is_empty() {
+            request["ip_sans"] = ip_sans.join(",").into();
+        }
+        if let Some(ttl) = pki.ttl() {
+            request["ttl"] = format!("{}s", ttl.as_secs().max(1)).into();
+        }
+        let body = request.to_string();
+        let (path, body) = (&path, &body);
+        let doing = format!("issuing a certificate at {path}");
+        let raw = self
+            .authorized(|token| async move {
+                self.call(&token, reqwest::Method::POST, path, Some(body))
+                    .await
+            })
+            .await
+            .map_err(|f| match f {
+                Failure::Status { code: 404, .. } => ProviderError::InvalidConfig(format!(
+                    "Vault at {} has no PKI role at {path}: check pki.mount and pki.role",
+                    self.server
+                )),
+                f => self.describe(f, &doing),
+            })?;
+        // Parse errors from serde_json name a position, never the input.
+        let response: IssueResponse = serde_json::from_slice(raw.expose())
+            .map_err(|_| self.describe(Failure::Malformed, &doing))?;
+        let Some(cert) = response.data else {
+            return Err(self.describe(Failure::Empty, &doing));
+        };
+        let mut chain = cert.certificate.trim_end().to_owned();
+        for ca in &cert.ca_chain {
+            chain.push('\n');
+            chain.push_str(ca.trim_end());
+        }
+        chain.push('\n');
+        let data: SecretData = [
+            ("tls.crt".to_owned(), SecretBytes::from(chain)),
+            (
+                "tls.key".to_owned(),
+                SecretBytes::from(cert.private_key + "\n"),
+            ),
+            (
+                "ca.crt".to_owned(),
+                SecretBytes::from(cert.issuing_ca.trim_end().to_owned() + "\n"),
+            ),
+        ]
+        .into();
+        let lease = (!response.lease_id.is_empty()).then(|| Lease {
+            id: response.lease_id,
+            duration: Duration::from_secs(response.lease_duration),
+            renewable: response.renewable,
+        });
+        Ok(Issued {
+            data,
+            lease,
+            serial: Some(cert.serial_number),
+        })
+    }
+
+    async fn revoke_lease(&self, lease_id: &str) -> Result<()> {
+        let body = serde_json::json!({ "lease_id": lease_id }).to_string();
+        let body = &body;
+        let revoked = self
+            .authorized(|token| async move {
+                self.call(
+                    &token,
+                    reqwest::Method::PUT,
+                    "sys/leases/revoke",
+                    Some(body),
+                )
+                .await
+            })
+            .await;
+        match revoked {
+            Ok(_) => Ok(()),
+            // Already gone (expired, or revoked by someone else): what we wanted.
+            Err(Failure::Status { code: 400, errors })
+                if errors.iter().any(|e| e.contains("invalid lease")) =>
+            {
+                Ok(())
+            }
+            Err(f) => Err(self.describe(f, "revoking a lease (sys/leases/revoke)")),
+        }
+    }
+
+    /// One request to `/v1/<path>` with `token`, for the endpoints vaultrs has no call for
+    /// that returns the lease. The answer's body is returned in a redacting type: it may
+    /// hold a private key.
+    async fn call(
+        &self,
+        token: &SecretString,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<SecretBytes, Failure> {
+        let url = format!("{}/v1/{path}", self.client.http.base.trim_end_matches('/'));
+        let mut request = self
+            .client
+            .http
+            .http
+            .request(method, url)
+            .header("X-Vault-Token", token.expose_secret())
+            .header("X-Vault-Request", "true");
+        if let Some(namespace) = &self.client.settings.namespace {
+            request = request.header("X-Vault-Namespace", namespace);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_owned());
+        }
+        let transport = |e: reqwest::Error| Failure::Transport(transport_cause(Some(&e), &e));
+        let response = request.send().await.map_err(transport)?;
+        let code = response.status().as_u16();
+        let bytes = SecretBytes::new(response.bytes().await.map_err(transport)?.to_vec());
+        if (200..300).contains(&code) {
+            return Ok(bytes);
+        }
+        // Vault's error answers carry messages, never secrets.
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            #[serde(default)]
+            errors: Vec<String>,
+        }
+        let errors = serde_json::from_slice::<Errors>(bytes.expose())
+            .map(|e| e.errors)
+            .unwrap_or_default();
+        Err(Failure::Status { code, errors })
     }
 
     /// The keys directly under `folder`; sub-folders end in '/'.

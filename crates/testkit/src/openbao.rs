@@ -178,6 +178,67 @@ impl OpenBao {
         self.bao_ok(&args);
     }
 
+    /// Mounts a PKI engine at `mount` with a generated root CA and a role `role` that
+    /// issues certificates for `domain` and its subdomains (and IP SANs), up to an hour,
+    /// each with a lease (`generate_lease=true`), so revoking the lease revokes the
+    /// certificate.
+    pub fn enable_pki(&self, mount: &str, role: &str, domain: &str) {
+        let path = format!("-path={mount}");
+        self.bao_ok(&["secrets", "enable", &path, "pki"]);
+        self.bao_ok(&["secrets", "tune", "-max-lease-ttl=8760h", mount]);
+        self.bao_ok(&[
+            "write",
+            "-field=serial_number",
+            &format!("{mount}/root/generate/internal"),
+            "common_name=secretsync test root",
+            "ttl=8760h",
+        ]);
+        self.bao_ok(&[
+            "write",
+            &format!("{mount}/roles/{role}"),
+            &format!("allowed_domains={domain}"),
+            "allow_subdomains=true",
+            "allow_bare_domains=true",
+            "allow_ip_sans=true",
+            "generate_lease=true",
+            "max_ttl=1h",
+        ]);
+    }
+
+    /// The ids of the leases OpenBao still holds under `prefix` (such as `pki/issue/app/`),
+    /// each as the full lease id (`pki/issue/app/<id>`).
+    pub fn leases(&self, prefix: &str) -> Vec<String> {
+        let prefix = format!("{}/", prefix.trim_end_matches('/'));
+        let path = format!("sys/leases/lookup/{prefix}");
+        let out = self.bao(&["list", "-format=json", &path]);
+        // No lease left: `bao list` prints `{}` (or nothing, with "No value found").
+        if !out.status.success() && out.stdout.is_empty() {
+            return Vec::new();
+        }
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bao list {path}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        match listed {
+            serde_json::Value::Array(ids) => ids
+                .iter()
+                .map(|id| format!("{prefix}{}", id.as_str().expect("lease ids are strings")))
+                .collect(),
+            serde_json::Value::Object(empty) if empty.is_empty() => Vec::new(),
+            other => panic!("bao list {path}: unexpected {other}"),
+        }
+    }
+
+    /// When OpenBao revoked the certificate with `serial` (Unix seconds), or `None` while it
+    /// is not revoked. Panics when the certificate is unknown.
+    pub fn certificate_revoked_at(&self, mount: &str, serial: &str) -> Option<i64> {
+        let out = self.bao_ok(&["read", "-format=json", &format!("{mount}/cert/{serial}")]);
+        let read: serde_json::Value = serde_json::from_str(&out).expect("bao read prints JSON");
+        read["data"]["revocation_time"].as_i64().filter(|t| *t > 0)
+    }
+
     /// A `bao` command with the server's address and root token in its environment (both
     /// the `BAO_*` and the `VAULT_*` names), for callers that need more control.
     pub fn command(&self, args: &[&str]) -> Command {

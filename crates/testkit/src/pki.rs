@@ -140,3 +140,67 @@ impl TestPki {
         self.dir.path()
     }
 }
+
+/// What `openssl x509` reads from a PEM certificate (the first one of a chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// `CN=api.example.internal`
+    pub subject: String,
+    /// `DNS:api.example.internal, DNS:www.example.internal, IP Address:127.0.0.1`
+    pub subject_alt_names: String,
+    /// Upper-case hex without separators, as openssl prints it.
+    pub serial: String,
+}
+
+/// Parses `pem` with the `openssl` CLI, so a test checks the certificate with a parser the
+/// operator does not use. `None` when `openssl` is missing and SECRETSYNC_SKIP_TOOLS is set;
+/// panics when the PEM does not parse.
+pub fn inspect_certificate(pem: &str) -> Option<CertificateInfo> {
+    use std::io::Write as _;
+    let openssl = require_tool("openssl")?;
+    let mut child = Command::new(&openssl)
+        .args([
+            "x509",
+            "-noout",
+            "-nameopt",
+            "RFC2253",
+            "-subject",
+            "-serial",
+            "-ext",
+            "subjectAltName",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run openssl x509: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(pem.as_bytes())
+        .expect("write the certificate to openssl");
+    let out = child.wait_with_output().expect("openssl x509 finishes");
+    assert!(
+        out.status.success(),
+        "openssl x509 could not parse the certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(str::trim);
+    let mut info = CertificateInfo {
+        subject: String::new(),
+        subject_alt_names: String::new(),
+        serial: String::new(),
+    };
+    while let Some(line) = lines.next() {
+        if let Some(subject) = line.strip_prefix("subject=") {
+            info.subject = subject.trim().to_owned();
+        } else if let Some(serial) = line.strip_prefix("serial=") {
+            info.serial = serial.trim().to_owned();
+        } else if line.starts_with("X509v3 Subject Alternative Name") {
+            info.subject_alt_names = lines.next().unwrap_or_default().to_owned();
+        }
+    }
+    Some(info)
+}

@@ -1,5 +1,6 @@
-//! Deletion of a SecretSync (api.md guarantee 9): `Delete` removes every versioned Secret it
-//! owns; `Retain` drops its ownerReferences so the garbage collector leaves them. Only
+//! Deletion of a SecretSync (api.md guarantee 9): `Delete` revokes each version's lease at
+//! the backend (dynamic secrets), then removes every versioned Secret it owns; `Retain` drops
+//! its ownerReferences so the garbage collector leaves them, and revokes nothing. Only
 //! Secrets it owns, each guarded by a UID and resourceVersion precondition.
 
 use std::sync::Arc;
@@ -8,13 +9,18 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use secretsync_api::reason::event;
 use secretsync_api::{DeletionPolicy, SecretSync, labels};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::with_timeout;
+use super::lease::Revoker;
+use super::{publish, secret_ref, with_timeout};
+use crate::conditions::truncate;
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::index::LeaseMeta;
 
 pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
     let namespace = sync.namespace().unwrap_or_default();
@@ -29,10 +35,19 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
             .any(|o| o.uid == uid && o.controller == Some(true))
     });
     let policy = sync.spec.deletion_policy();
+    let mut revoker = Revoker::default();
     for secret in owned {
         let name = secret.name_any();
         match policy {
             DeletionPolicy::Delete => {
+                let lease = secret
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(LeaseMeta::from_annotations);
+                if let Some(lease) = &lease {
+                    revoke_before_delete(&sync, ctx, &mut revoker, lease, &name).await?;
+                }
                 let params = DeleteParams {
                     preconditions: Some(Preconditions {
                         uid: secret.uid(),
@@ -70,4 +85,43 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
     }
     ctx.forget_sync(&uid);
     Ok(Action::await_change())
+}
+
+/// Revokes a version's lease before its Secret is deleted with the SecretSync. A failure
+/// keeps the Secret (and the SecretSync, by its finalizer) and is retried, with a Warning
+/// event — except when the store itself is gone: then nothing can revoke the lease, which
+/// lapses at its expiry, and the deletion goes on rather than block the namespace.
+async fn revoke_before_delete(
+    sync: &SecretSync,
+    ctx: &Context,
+    revoker: &mut Revoker,
+    lease: &LeaseMeta,
+    name: &str,
+) -> Result<()> {
+    let error = match revoker.revoke(sync, ctx, lease).await {
+        Ok(()) => {
+            info!(secret = %name, "lease revoked");
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    let store_gone = matches!(error, Error::StoreNotFound { .. });
+    let note = if store_gone {
+        format!(
+            "could not revoke the lease of {name}: {error}; it lapses at {}",
+            lease.expires_at
+        )
+    } else {
+        format!("could not revoke the lease of {name} ({error}); deletion waits and retries")
+    };
+    warn!(secret = %name, error = %error, "lease not revoked");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: event::LEASE_REVOKE_FAILED.into(),
+        note: Some(truncate(note, 1024)),
+        action: "RevokeLease".into(),
+        secondary: Some(secret_ref(sync, name)),
+    };
+    publish(ctx, sync, &event).await;
+    if store_gone { Ok(()) } else { Err(error) }
 }

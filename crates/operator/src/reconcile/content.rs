@@ -7,7 +7,7 @@ use secretsync_api::hash::{HashKey, LEGACY_PREFIX, content_hash, legacy_content_
 use secretsync_api::{SecretSync, keys::validate_secret_key};
 use secretsync_providers::{SecretBytes, SecretData};
 
-use super::fetch::Fetched;
+use super::fetch::{Fetched, IssuedMeta};
 use crate::error::{Error, Result};
 
 /// Kubernetes refuses Secrets over 1 MiB.
@@ -24,6 +24,8 @@ pub struct Content {
     secret_type: String,
     /// remote key → backend version id read.
     pub source_versions: BTreeMap<String, String>,
+    /// The lease and serial of an issued credential (`dataFrom.pki`).
+    pub issued: Option<IssuedMeta>,
 }
 
 impl Content {
@@ -52,6 +54,7 @@ pub fn build(sync: &SecretSync, fetched: Fetched, key: &HashKey) -> Result<Conte
     let Fetched {
         data: fetched,
         sources: source_versions,
+        issued,
     } = fetched;
     let template = sync
         .spec
@@ -76,6 +79,7 @@ pub fn build(sync: &SecretSync, fetched: Fetched, key: &HashKey) -> Result<Conte
         secret_type: secret_type.to_owned(),
         data,
         source_versions,
+        issued,
     })
 }
 
@@ -171,7 +175,15 @@ spec:
         data: SecretData,
         sources: BTreeMap<String, String>,
     ) -> Result<Content> {
-        build(sync, Fetched { data, sources }, &test_key())
+        build(
+            sync,
+            Fetched {
+                data,
+                sources,
+                issued: None,
+            },
+            &test_key(),
+        )
     }
 
     pub(crate) fn test_key() -> HashKey {

@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use secretsync_api::{DataFrom, SecretSync, SecretSyncSpec};
+use secretsync_api::{DataFrom, PkiIssue, SecretSync, SecretSyncSpec};
 use secretsync_providers::{RemoteValue, SecretData, extract};
 
 use super::store::ResolvedStore;
 use crate::error::{Error, Result};
+use crate::index::LeaseMeta;
 use crate::metrics::Metrics;
 pub use crate::providers::Read;
 
@@ -19,6 +20,62 @@ pub use crate::providers::Read;
 pub struct Fetched {
     pub data: SecretData,
     pub sources: BTreeMap<String, String>,
+    /// What a dynamic-secret engine issued it with (`dataFrom.pki`).
+    pub issued: Option<IssuedMeta>,
+}
+
+/// The public half of an issue: the lease (its id goes onto the Secret) and the serial.
+#[derive(Clone, Debug, Default)]
+pub struct IssuedMeta {
+    pub lease: Option<LeaseMeta>,
+    pub serial: Option<String>,
+}
+
+/// Issues a new credential for a `pki` SecretSync. A re-issue always differs, so this runs
+/// only when a version must be made (see `version::plan_refresh`).
+pub(super) async fn issue(
+    store: &ResolvedStore,
+    pki: &PkiIssue,
+    metrics: &Metrics,
+) -> Result<Fetched> {
+    let connected = &store.connected;
+    if !connected.provider.issues() {
+        return Err(Error::InvalidSpec(vec![format!(
+            "spec.dataFrom[].pki: {} {:?} is a {} store, and only a Vault/OpenBao store issues \
+             certificates",
+            store.kind.as_str(),
+            store.name,
+            connected.provider.name()
+        )]));
+    }
+    if let Some(limiter) = &connected.limiter {
+        limiter.acquire().await;
+    }
+    // Before the request: the lease is counted from no later than OpenBao counts it.
+    let asked = jiff::Timestamp::now();
+    let issued = connected.provider.issue(pki).await;
+    metrics.backend_request(connected.provider.name(), issued.is_ok());
+    let issued = issued.map_err(|source| Error::Provider {
+        store: store.name.clone(),
+        source,
+    })?;
+    let lease = issued.lease.map(|lease| LeaseMeta {
+        expires_at: jiff::SignedDuration::try_from(lease.duration)
+            .ok()
+            .and_then(|d| asked.checked_add(d).ok())
+            .unwrap_or(jiff::Timestamp::MAX),
+        id: lease.id,
+        duration: lease.duration,
+        renewable: lease.renewable,
+    });
+    Ok(Fetched {
+        data: issued.data,
+        sources: BTreeMap::new(),
+        issued: Some(IssuedMeta {
+            lease,
+            serial: issued.serial,
+        }),
+    })
 }
 
 /// What each `dataFrom.find` matched, by its index in `dataFrom`.
@@ -139,7 +196,11 @@ pub fn assemble(
         );
         data.insert(item.secret_key.clone(), selected);
     }
-    Ok(Fetched { data, sources })
+    Ok(Fetched {
+        data,
+        sources,
+        issued: None,
+    })
 }
 
 /// The Secret key a found remote secret becomes: its name, through `rewrite` when given.

@@ -18,6 +18,7 @@ mod claim;
 mod cleanup;
 pub mod content;
 mod fetch;
+mod lease;
 mod malformed;
 mod prune;
 mod rollout;
@@ -134,6 +135,19 @@ async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
     }
 }
 
+/// Reads what the spec needs through `store`, or for a `pki` source issues a certificate.
+async fn read_backend(
+    store: &store::ResolvedStore,
+    sync: &SecretSync,
+    ctx: &Context,
+    rotate: bool,
+) -> Result<fetch::Fetched> {
+    match sync.spec.pki() {
+        Some(pki) => fetch::issue(store, pki, &ctx.metrics).await,
+        None => fetch::fetch(store, sync, &ctx.metrics, rotate).await,
+    }
+}
+
 /// What a successful pass decided.
 struct Done {
     status: SecretSyncStatus,
@@ -161,6 +175,8 @@ async fn pipeline(
     let highest_used = version::highest_used(newest.as_ref(), previous, ctx.written.get(&uid));
     let grid = version::Grid::of(sync);
     let now = jiff::Timestamp::now();
+    let lease_due = lease::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
+        .is_some_and(|at| now >= at);
     let refresh = version::plan_refresh(&version::RefreshInput {
         grid,
         last_read: ctx.refreshes.get(&uid),
@@ -170,13 +186,14 @@ async fn pipeline(
         newest: newest.as_ref(),
         store_generation,
         now,
+        lease_due,
     });
 
     let mut events = Vec::new();
     let mut refreshed = None;
     if let Some(why) = refresh {
         let mut store = store::resolve(sync, ctx).await?;
-        let fetched = match fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await {
+        let fetched = match read_backend(&store, sync, ctx, why.rotate).await {
             // Refused: if the store's credential Secrets were replaced since it connected,
             // connect with the new ones and read once more.
             Err(e)
@@ -187,7 +204,7 @@ async fn pipeline(
                         .await =>
             {
                 store = store::resolve(sync, ctx).await?;
-                fetch::fetch(&store, sync, &ctx.metrics, why.rotate).await?
+                read_backend(&store, sync, ctx, why.rotate).await?
             }
             fetched => fetched?,
         };
@@ -196,7 +213,13 @@ async fn pipeline(
             version::next_number(newest.as_ref(), &content, why.rotate, highest_used)
         {
             let made = version::write(sync, ctx, &base, number, &content).await?;
-            events.push(version::created_event(sync, &store, &made, newest.as_ref()));
+            events.push(version::created_event(
+                sync,
+                &store,
+                &made,
+                newest.as_ref(),
+                why,
+            ));
             existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
@@ -248,6 +271,8 @@ async fn pipeline(
     )
     .await?;
     events.extend(pruned.events);
+    let now = jiff::Timestamp::now();
+    let expired = lease::expired_in_use(&existing, active, now);
 
     let status = status::synced(status::SyncedInput {
         previous,
@@ -259,12 +284,28 @@ async fn pipeline(
         rollout_state: &rollout.state,
         rollout_status: rollout.status,
         refreshed,
+        lease_expired: expired.as_ref(),
+        notes: &pruned.notes,
     });
-    let refresh_wait = grid.map(|g| g.until_next(jiff::Timestamp::now()));
-    let requeue = [refresh_wait, rollout.requeue, pruned.requeue]
-        .into_iter()
-        .flatten()
-        .min();
+    let refresh_wait = grid.map(|g| g.until_next(now));
+    // Timers, not polling: the lease-aware deadline of the newest version, and the expiry
+    // of the version in use (Ready turns False then).
+    let lease_wait = lease::rotate_at(spec, existing.values().next_back(), status.rollout.as_ref())
+        .map(|at| lease::until(at, now));
+    let expiry_wait = active
+        .and_then(|v| existing.get(&v)?.lease.as_ref())
+        .filter(|l| l.expires_at > now)
+        .map(|l| lease::until(l.expires_at, now));
+    let requeue = [
+        refresh_wait,
+        rollout.requeue,
+        pruned.requeue,
+        lease_wait,
+        expiry_wait,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(Done {
         status,
         requeue,

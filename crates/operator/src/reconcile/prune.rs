@@ -12,8 +12,9 @@ use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use secretsync_api::reason::event;
 use secretsync_api::{RevokePolicy, SecretSync, SecretSyncSpec};
-use tracing::info;
+use tracing::{info, warn};
 
+use super::lease::Revoker;
 use super::rollout::RolloutState;
 use super::{secret_ref, with_timeout};
 use crate::context::Context;
@@ -116,7 +117,12 @@ pub fn decide(candidates: &Candidates, used: &BTreeMap<i64, Vec<String>>) -> Dec
 pub(super) struct Pruned {
     pub(super) events: Vec<Event>,
     pub(super) requeue: Option<Duration>,
+    /// Leases that could not be revoked (their Secrets are kept), for the Ready message.
+    pub(super) notes: Vec<String>,
 }
+
+/// How soon a lease that could not be revoked is tried again.
+const REVOKE_RETRY: Duration = Duration::from_secs(10);
 
 pub(super) async fn prune(
     sync: &SecretSync,
@@ -158,11 +164,39 @@ pub(super) async fn prune(
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let limit = spec.history_limit();
+    let mut revoker = Revoker::default();
     for v in decision.delete {
         let meta = existing[&v].clone();
+        // The lease first: once the Secret is gone, so is the lease id.
+        if let Some(lease) = &meta.lease {
+            if let Err(e) = revoker.revoke(sync, ctx, lease).await {
+                warn!(secret = %meta.secret_name, error = %e, "lease not revoked; Secret kept");
+                let message = format!(
+                    "could not revoke the lease of {} at the backend ({e}); its Secret is kept \
+                     and revocation retried",
+                    meta.secret_name
+                );
+                pruned.events.push(Event {
+                    type_: EventType::Warning,
+                    reason: event::LEASE_REVOKE_FAILED.into(),
+                    note: Some(crate::conditions::truncate(message.clone(), 1024)),
+                    action: "RevokeLease".into(),
+                    secondary: Some(secret_ref(sync, &meta.secret_name)),
+                });
+                pruned.notes.push(message);
+                pruned.requeue = Some(pruned.requeue.map_or(REVOKE_RETRY, |r| r.min(REVOKE_RETRY)));
+                continue;
+            }
+            info!(secret = %meta.secret_name, "lease revoked");
+        }
         if !delete_version(&api, ctx, &namespace, &meta).await? {
             continue;
         }
+        let lease_note = if meta.lease.is_some() {
+            " and revoked its lease"
+        } else {
+            ""
+        };
         let revoked = spec.is_revoked(v);
         info!(secret = %meta.secret_name, revoked, "version deleted");
         pruned.events.push(Event {
@@ -176,12 +210,12 @@ pub(super) async fn prune(
             note: Some(if revoked {
                 let reason = super::version::asked_reason(sync);
                 match reason.strip_prefix("; ") {
-                    Some(r) => format!("deleted revoked {} ({r})", meta.secret_name),
-                    None => format!("deleted revoked {}", meta.secret_name),
+                    Some(r) => format!("deleted revoked {}{lease_note} ({r})", meta.secret_name),
+                    None => format!("deleted revoked {}{lease_note}", meta.secret_name),
                 }
             } else {
                 format!(
-                    "deleted {} (beyond history.limit {limit})",
+                    "deleted {}{lease_note} (beyond history.limit {limit})",
                     meta.secret_name
                 )
             }),

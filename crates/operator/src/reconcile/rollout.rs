@@ -191,6 +191,9 @@ pub fn plan(
     if targets.is_empty() {
         return Plan { patches, outcome };
     }
+    // Rollout durations outlive the rollout they were measured on.
+    let mut last_duration = previous.and_then(|p| p.last_duration.clone());
+    let mut longest_duration = previous.and_then(|p| p.longest_duration.clone());
     let same_version = previous.filter(|p| p.version == Some(active));
     let started_at = same_version
         .and_then(|p| p.started_at.clone())
@@ -292,6 +295,21 @@ pub fn plan(
             failed.message.as_deref().unwrap_or("failed")
         ))
     } else if complete == counted.len() {
+        // Measured only on a rollout this process saw start (a previous status for the
+        // version), from its start to now: what lease-aware rotation plans for.
+        if let Some(started) = same_version
+            .filter(|_| !previous_complete)
+            .and_then(|p| p.started_at.as_ref())
+        {
+            let took = Duration::try_from(now_ts.duration_since(started.0)).unwrap_or_default();
+            let longest = longest_duration
+                .as_deref()
+                .and_then(|d| secretsync_api::duration::parse_duration(d).ok())
+                .unwrap_or_default()
+                .max(took);
+            last_duration = Some(format!("{}ms", took.as_millis()));
+            longest_duration = Some(format!("{}ms", longest.as_millis()));
+        }
         if !previous_complete {
             outcome.events.push(Event {
                 type_: EventType::Normal,
@@ -314,6 +332,8 @@ pub fn plan(
         version: Some(active),
         started_at: Some(started_at),
         failed: None,
+        last_duration,
+        longest_duration,
     });
     Plan { patches, outcome }
 }
@@ -740,6 +760,71 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         assert_eq!(late.outcome.events[0].reason, "RolloutFailed");
     }
 
+    #[test]
+    fn a_completed_rollout_records_how_long_it_took_and_the_longest_so_far() {
+        let sync: SecretSync = yaml(SYNC);
+        let at = |t: &str| -> jiff::Timestamp { t.parse().unwrap() };
+        let started = plan(
+            &sync,
+            "db",
+            2,
+            "db-v2",
+            None,
+            &targets(deployment("db-v1", 2)),
+            at(NOW),
+        );
+        assert_eq!(started.outcome.status.as_ref().unwrap().last_duration, None);
+        let done = plan(
+            &sync,
+            "db",
+            2,
+            "db-v2",
+            started.outcome.status.as_ref(),
+            &targets(deployment("db-v2", 2)),
+            at("2026-11-23T10:00:42.5Z"),
+        );
+        let status = done.outcome.status.unwrap();
+        assert_eq!(status.last_duration.as_deref(), Some("42500ms"));
+        assert_eq!(status.longest_duration.as_deref(), Some("42500ms"));
+        // The next, faster rollout: the last duration follows, the longest stays.
+        let next = plan(
+            &sync,
+            "db",
+            3,
+            "db-v3",
+            Some(&status),
+            &targets(deployment("db-v2", 2)),
+            at("2026-11-23T11:00:00Z"),
+        );
+        let next_status = next.outcome.status.unwrap();
+        assert_eq!(next_status.last_duration.as_deref(), Some("42500ms"));
+        let finished = plan(
+            &sync,
+            "db",
+            3,
+            "db-v3",
+            Some(&next_status),
+            &targets(deployment("db-v3", 2)),
+            at("2026-11-23T11:00:03Z"),
+        )
+        .outcome
+        .status
+        .unwrap();
+        assert_eq!(finished.last_duration.as_deref(), Some("3000ms"));
+        assert_eq!(finished.longest_duration.as_deref(), Some("42500ms"));
+        // A workload already on the version when first seen: no rollout was timed.
+        let untimed = plan(
+            &sync,
+            "db",
+            2,
+            "db-v2",
+            None,
+            &targets(deployment("db-v2", 2)),
+            at(NOW),
+        );
+        assert_eq!(untimed.outcome.status.unwrap().last_duration, None);
+    }
+
     fn existing(versions: &[i64]) -> BTreeMap<i64, VersionMeta> {
         versions
             .iter()
@@ -753,6 +838,8 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
                     source_versions: None,
                     uid: None,
                     resource_version: None,
+                    lease: None,
+                    serial: None,
                 };
                 (v, meta)
             })

@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use secretsync_api::reason::{condition, event};
 use secretsync_api::{
-    MAX_TOMBSTONES, Reason, RolloutStatus, SecretSync, SecretSyncSpec, SecretSyncStatus,
-    VersionState, VersionStatus, labels,
+    LeaseStatus, MAX_TOMBSTONES, Reason, RolloutStatus, SecretSync, SecretSyncSpec,
+    SecretSyncStatus, VersionState, VersionStatus, labels,
 };
 use serde_json::json;
 
@@ -32,6 +33,10 @@ pub struct SyncedInput<'a> {
     pub rollout_status: Option<RolloutStatus>,
     /// The backend was read in this pass, through this store generation.
     pub refreshed: Option<Option<i64>>,
+    /// The version the targets use, when its lease has expired: (Secret name, expiry).
+    pub lease_expired: Option<&'a (String, jiff::Timestamp)>,
+    /// Problems that did not stop the pass (a lease not revoked yet), for the Ready message.
+    pub notes: &'a [String],
 }
 
 /// The status after a successful pass.
@@ -46,6 +51,8 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         rollout_state,
         rollout_status,
         refreshed,
+        lease_expired,
+        notes,
     } = input;
     let mut status = previous.clone();
     if let Some(store_generation) = refreshed {
@@ -65,21 +72,37 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         format!("{active_name} is up to date with {}", spec.store_ref.name),
         generation,
     );
-    let (ready, ready_reason, ready_message) = match rollout_state {
-        RolloutState::Failed(why) => (
+    let (ready, ready_reason, mut ready_message) = match (lease_expired, rollout_state) {
+        (Some((name, expired_at)), _) => (
+            false,
+            Reason::LeaseExpired,
+            format!(
+                "the lease of {name}, which the targets use, expired at {expired_at}: its \
+                 credential no longer works; rotate (raise spec.version) to issue a new one, \
+                 or see RolledOut for why the rollout to a newer version has not completed"
+            ),
+        ),
+        (None, RolloutState::Failed(why)) => (
             false,
             Reason::RolloutFailed,
             format!("{active_name} active; {why}"),
         ),
-        RolloutState::NoTargets => (true, Reason::Synced, format!("{active_name} active")),
-        RolloutState::Progressing(summary)
-        | RolloutState::Complete(summary)
-        | RolloutState::Waiting(summary) => (
+        (None, RolloutState::NoTargets) => (true, Reason::Synced, format!("{active_name} active")),
+        (
+            None,
+            RolloutState::Progressing(summary)
+            | RolloutState::Complete(summary)
+            | RolloutState::Waiting(summary),
+        ) => (
             true,
             Reason::Synced,
             format!("{active_name} active; {summary}"),
         ),
     };
+    for note in notes {
+        ready_message.push_str("; ");
+        ready_message.push_str(note);
+    }
     set_condition(
         &mut status.conditions,
         condition::READY,
@@ -216,6 +239,11 @@ pub fn version_list(
                 source_versions: meta.source_versions.clone(),
                 state,
                 revoked_at,
+                lease: meta.lease.as_ref().map(|l| LeaseStatus {
+                    expires_at: Time(l.expires_at),
+                    renewable: l.renewable,
+                }),
+                serial: meta.serial.clone(),
             }
         })
         .collect();
@@ -253,6 +281,8 @@ mod tests {
             source_versions: None,
             uid: None,
             resource_version: None,
+            lease: None,
+            serial: None,
         }
     }
 
@@ -319,6 +349,8 @@ mod tests {
             rollout_state: &RolloutState::NoTargets,
             rollout_status: None,
             refreshed: None,
+            lease_expired: None,
+            notes: &[],
         };
         let empty = SecretSyncStatus::default();
         let first = synced(input(&empty));
@@ -353,6 +385,8 @@ mod tests {
             rollout_state: &RolloutState::NoTargets,
             rollout_status: None,
             refreshed: Some(Some(1)),
+            lease_expired: None,
+            notes: &[],
         });
         let error = Error::StoreNotFound {
             kind: "SecretStore",

@@ -32,6 +32,8 @@ pub struct Refresh {
     /// The result becomes a new version even if its content is unchanged: the first sync,
     /// `spec.version` raised above the newest version's, or the newest version revoked.
     pub rotate: bool,
+    /// A `pki` SecretSync rotating ahead of its newest version's lease expiry.
+    pub ahead_of_lease: bool,
 }
 
 pub struct RefreshInput<'a> {
@@ -47,6 +49,8 @@ pub struct RefreshInput<'a> {
     /// The store's generation now (from the cache).
     pub store_generation: Option<i64>,
     pub now: jiff::Timestamp,
+    /// A `pki` SecretSync's lease-aware deadline has passed (`lease::rotate_at`).
+    pub lease_due: bool,
 }
 
 /// Whether this pass reads the backend: to rotate, after a spec edit, when the refresh is
@@ -57,6 +61,14 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
     let rotate = input
         .newest
         .is_none_or(|n| spec.spec_version() > n.spec_version || spec.is_revoked(n.version));
+    if spec.pki().is_some() {
+        // A re-issued certificate always differs, so a refresh would make a version every
+        // time: a pki SecretSync issues only when a version must be made.
+        return (rotate || input.lease_due).then_some(Refresh {
+            rotate: true,
+            ahead_of_lease: !rotate,
+        });
+    }
     let spec_changed = input.generation != input.previous.observed_generation;
     // Due once per slot of the grid. A refresh that finds nothing new writes nothing, so
     // the status cannot say when the last one was: this process remembers it, and after a
@@ -74,7 +86,10 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
         (input.previous.store_generation, input.store_generation),
         (Some(seen), Some(now)) if seen != now
     );
-    (rotate || spec_changed || refresh_due || store_changed).then_some(Refresh { rotate })
+    (rotate || spec_changed || refresh_due || store_changed).then_some(Refresh {
+        rotate,
+        ahead_of_lease: false,
+    })
 }
 
 /// The number of the version to make from `content`, or `None` when the newest version
@@ -217,9 +232,16 @@ pub(super) fn created_event(
     store: &ResolvedStore,
     made: &VersionMeta,
     newest: Option<&VersionMeta>,
+    why: Refresh,
 ) -> Event {
     let spec = &sync.spec;
+    let lease_of = |n: &VersionMeta| n.lease.as_ref().map(|l| l.expires_at);
     let why = match newest {
+        Some(n) if why.ahead_of_lease => format!(
+            " (rotating before the lease of {} expires at {})",
+            n.secret_name,
+            lease_of(n).map(|t| t.to_string()).unwrap_or_default()
+        ),
         Some(n) if spec.is_revoked(n.version) => format!(
             " (replaces revoked {}{})",
             n.secret_name,
@@ -329,6 +351,14 @@ pub fn version_secret(sync: &SecretSync, name: &str, version: i64, content: &Con
         labels::SPEC_VERSION.into(),
         sync.spec.spec_version().to_string(),
     );
+    if let Some(issued) = &content.issued {
+        for (key, value) in issued.lease.iter().flat_map(|l| l.annotations()) {
+            annotations.insert(key.into(), value);
+        }
+        if let Some(serial) = &issued.serial {
+            annotations.insert(labels::CERTIFICATE_SERIAL.into(), serial.clone());
+        }
+    }
     if !content.source_versions.is_empty() {
         annotations.insert(
             labels::SOURCE_VERSIONS.into(),
@@ -388,6 +418,8 @@ spec:
             source_versions: None,
             uid: None,
             resource_version: None,
+            lease: None,
+            serial: None,
         }
     }
 
@@ -418,6 +450,7 @@ storeGeneration: 1
             newest,
             store_generation,
             now: now.parse().unwrap(),
+            lease_due: false,
         }
     }
 
@@ -441,7 +474,13 @@ storeGeneration: 1
             plan_refresh(&i)
         };
         assert_eq!(at(next_slot - jiff::SignedDuration::from_millis(1)), None);
-        assert_eq!(at(next_slot), Some(Refresh { rotate: false }));
+        assert_eq!(
+            at(next_slot),
+            Some(Refresh {
+                rotate: false,
+                ahead_of_lease: false
+            })
+        );
         // After a restart this process has read nothing yet: the slot it starts in counts
         // as done, so a restart never reads early, only at the next slot.
         let mut restarted = input(
@@ -463,24 +502,102 @@ storeGeneration: 1
         // the store was edited
         let newest = meta(3, 2, "h");
         let edited = input(&s, &previous, Some(&newest), Some(2), now);
-        assert_eq!(plan_refresh(&edited), Some(Refresh { rotate: false }));
+        assert_eq!(
+            plan_refresh(&edited),
+            Some(Refresh {
+                rotate: false,
+                ahead_of_lease: false
+            })
+        );
         // spec.version raised above the newest version's
         let older = meta(3, 1, "h");
         let rotation = input(&s, &previous, Some(&older), Some(1), now);
-        assert_eq!(plan_refresh(&rotation), Some(Refresh { rotate: true }));
+        assert_eq!(
+            plan_refresh(&rotation),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: false
+            })
+        );
         // the newest is revoked
         let mut revoking = sync(SYNC);
         revoking.spec.revoked_versions = Some(vec![3]);
         let revoked = input(&revoking, &previous, Some(&newest), Some(1), now);
-        assert_eq!(plan_refresh(&revoked), Some(Refresh { rotate: true }));
+        assert_eq!(
+            plan_refresh(&revoked),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: false
+            })
+        );
         // the spec changed (new generation)
         let mut edited_spec = sync(SYNC);
         edited_spec.metadata.generation = Some(5);
         let spec_edit = input(&edited_spec, &previous, Some(&newest), Some(1), now);
-        assert_eq!(plan_refresh(&spec_edit), Some(Refresh { rotate: false }));
+        assert_eq!(
+            plan_refresh(&spec_edit),
+            Some(Refresh {
+                rotate: false,
+                ahead_of_lease: false
+            })
+        );
         // first sync
         let first = input(&s, &previous, None, Some(1), now);
-        assert_eq!(plan_refresh(&first), Some(Refresh { rotate: true }));
+        assert_eq!(
+            plan_refresh(&first),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: false
+            })
+        );
+    }
+
+    #[test]
+    fn a_pki_sync_issues_only_when_a_version_must_be_made() {
+        let mut s = sync(SYNC);
+        s.spec.data = None;
+        s.spec.data_from = Some(vec![
+            serde_yaml::from_str("{pki: {role: app, commonName: api.example}}").unwrap(),
+        ]);
+        let previous = status(STEADY);
+        let newest = meta(3, 2, "h");
+        let now = "2026-11-23T12:00:00Z";
+        // a due refresh, a spec edit, a store edit: no issue (each would make a version)
+        let refresh_due = input(&s, &previous, Some(&newest), Some(1), now);
+        assert_eq!(plan_refresh(&refresh_due), None);
+        let mut edited = sync(SYNC);
+        edited.spec = s.spec.clone();
+        edited.metadata.generation = Some(5);
+        assert_eq!(
+            plan_refresh(&input(&edited, &previous, Some(&newest), Some(2), now)),
+            None
+        );
+        // the lease-aware deadline, and the usual rotations, issue
+        let mut due = input(&s, &previous, Some(&newest), Some(1), now);
+        due.lease_due = true;
+        assert_eq!(
+            plan_refresh(&due),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: true
+            })
+        );
+        let first = input(&s, &previous, None, Some(1), now);
+        assert_eq!(
+            plan_refresh(&first),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: false
+            })
+        );
+        let older = meta(3, 1, "h");
+        assert_eq!(
+            plan_refresh(&input(&s, &previous, Some(&older), Some(1), now)),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: false
+            })
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod failures;
 mod hash_key;
 mod leader;
 mod leak;
+mod leases;
 mod outages;
 mod ownership;
 mod process;
