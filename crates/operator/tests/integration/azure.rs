@@ -441,6 +441,7 @@ spec:
 
     let mut scan = LeakScan::new([CANARY, SECRET_CANARY]);
     let logs = logs().contents();
+    assert!(logs.contains("version created"), "logs were captured");
     scan.items("operator debug log lines", logs.lines());
     scan.cluster(&env.client).await;
     scan.assert_clean();
