@@ -88,10 +88,16 @@ Secrets that is never used).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "delete", "get", "list", "patch", "watch"]
-# Vault Kubernetes auth: a short-lived token of the ServiceAccount a store names.
+# Vault Kubernetes auth and Azure Workload Identity: a short-lived token of the
+# ServiceAccount a store names.
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
   verbs: ["create"]
+# Azure Workload Identity: the client and tenant ids annotated on the ServiceAccount a store
+# names.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
 # Rollout targets: cached by reflectors (list/watch); their pod templates are rewritten to
 # the active version by patch under the operator's field manager.
 - apiGroups: ["apps"]

@@ -70,6 +70,9 @@ pub enum Provider {
     Vault(VaultProvider),
     /// AWS Secrets Manager.
     Aws(AwsProvider),
+    /// Azure Key Vault secrets (External Secrets Operator's `azurekv`).
+    #[serde(rename = "azurekv")]
+    Azurekv(AzureProvider),
     /// In-memory values, for demos and tests.
     Fake(FakeProvider),
 }
@@ -80,6 +83,7 @@ impl Provider {
         match self {
             Provider::Vault(_) => "vault",
             Provider::Aws(_) => "aws",
+            Provider::Azurekv(_) => "azurekv",
             Provider::Fake(_) => "fake",
         }
     }
@@ -230,6 +234,86 @@ pub enum AwsAuth {
 pub struct AwsSecretRef {
     pub access_key_id_secret_ref: SecretKeySelector,
     pub secret_access_key_secret_ref: SecretKeySelector,
+}
+
+/// An Azure Key Vault. The fields follow External Secrets Operator's `azurekv` provider.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureProvider {
+    /// The vault's URL, e.g. `https://my-vault.vault.azure.net`.
+    #[schemars(regex(pattern = r"^https://"))]
+    pub vault_url: String,
+    /// The Entra ID tenant (directory) id. Required for `ServicePrincipal`; for
+    /// `WorkloadIdentity` it defaults to the ServiceAccount's
+    /// `azure.workload.identity/tenant-id` annotation, else the operator's `AZURE_TENANT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub tenant_id: Option<String>,
+    /// How the operator gets its Entra ID token. Default: `ServicePrincipal` when
+    /// `authSecretRef` is set, else `WorkloadIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_type: Option<AzureAuthType>,
+    /// The service principal's client id and secret (`ServicePrincipal`), or the client id
+    /// alone for `WorkloadIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<AzureAuthSecretRef>,
+    /// `WorkloadIdentity`: the ServiceAccount whose federated token is exchanged (its
+    /// `azure.workload.identity/client-id` annotation names the identity). Omitted: the
+    /// operator's own pod identity (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountRef>,
+    /// `ManagedIdentity`: the client id of a user-assigned identity. Omitted: the
+    /// system-assigned identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub identity_id: Option<String>,
+    /// The Entra ID authority for sovereign clouds, e.g.
+    /// `https://login.microsoftonline.us`. Default `https://login.microsoftonline.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://"))]
+    pub authority_host: Option<String>,
+    /// Base64-encoded PEM bundle to trust for the vault's and the authority's
+    /// certificates, replacing the system roots (a TLS-inspecting proxy, a private cloud).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Whether the resource in the vault's authentication challenge must be the vault's
+    /// own domain (`*.vault.azure.net` for `vault.azure.net`), so a wrong `vaultUrl`
+    /// cannot obtain a token for a real vault. Default `true`; turn it off only for a
+    /// vault reached through a name outside its domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_challenge_resource: Option<bool>,
+}
+
+impl AzureProvider {
+    /// `authType`, defaulted: `ServicePrincipal` with `authSecretRef`, else
+    /// `WorkloadIdentity`.
+    pub fn auth_type(&self) -> AzureAuthType {
+        self.auth_type.unwrap_or(if self.auth_secret_ref.is_some() {
+            AzureAuthType::ServicePrincipal
+        } else {
+            AzureAuthType::WorkloadIdentity
+        })
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AzureAuthType {
+    /// A client id and secret read from Secrets (`authSecretRef`).
+    ServicePrincipal,
+    /// The node's or pod's managed identity (IMDS), `identityId` for a user-assigned one.
+    ManagedIdentity,
+    /// Azure Workload Identity: a Kubernetes ServiceAccount token exchanged for an Entra
+    /// ID token.
+    WorkloadIdentity,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureAuthSecretRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<SecretKeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretKeySelector>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -8,7 +8,9 @@ use crate::duration::parse_duration;
 use crate::keys::validate_secret_key;
 use crate::naming::validate_base_name;
 use crate::secretsync::{Find, PkiIssue, SecretSync, SecretSyncSpec};
-use crate::store::{Provider, SecretKeySelector, SecretStoreSpec, VaultAuth};
+use crate::store::{
+    AzureAuthType, AzureProvider, Provider, SecretKeySelector, SecretStoreSpec, VaultAuth,
+};
 
 /// Every problem found, each as one sentence naming the field.
 pub type Problems = Vec<String>;
@@ -287,6 +289,25 @@ pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str
                 ));
             }
         }
+        Provider::Azurekv(azure) => {
+            if let Some(secret_refs) = &azure.auth_secret_ref {
+                if let Some(id) = &secret_refs.client_id {
+                    refs.push(key_ref("spec.provider.azurekv.authSecretRef.clientId", id));
+                }
+                if let Some(secret) = &secret_refs.client_secret {
+                    refs.push(key_ref(
+                        "spec.provider.azurekv.authSecretRef.clientSecret",
+                        secret,
+                    ));
+                }
+            }
+            if let Some(account) = &azure.service_account_ref {
+                refs.push((
+                    "spec.provider.azurekv.serviceAccountRef",
+                    account.namespace.as_deref(),
+                ));
+            }
+        }
         Provider::Fake(_) => {}
     }
     refs
@@ -299,6 +320,62 @@ pub fn refs_leaving_namespace(spec: &SecretStoreSpec) -> Vec<String> {
         .into_iter()
         .filter_map(|(field, ns)| ns.map(|ns| format!("{field}.namespace: {ns}")))
         .collect()
+}
+
+/// The combinations of an `azurekv` store's fields that can never work.
+fn validate_azure(azure: &AzureProvider, problems: &mut Problems) {
+    let field = "spec.provider.azurekv";
+    for (name, url) in [
+        ("vaultUrl", Some(&azure.vault_url)),
+        ("authorityHost", azure.authority_host.as_ref()),
+    ] {
+        if let Some(url) = url
+            && !url.starts_with("https://")
+        {
+            problems.push(format!("{field}.{name} {url:?} must start with https://"));
+        }
+    }
+    let secrets = azure.auth_secret_ref.as_ref();
+    let has_id = secrets.is_some_and(|s| s.client_id.is_some());
+    let has_secret = secrets.is_some_and(|s| s.client_secret.is_some());
+    match azure.auth_type() {
+        AzureAuthType::ServicePrincipal => {
+            if !(has_id && has_secret) {
+                problems.push(format!(
+                    "{field}.authSecretRef.clientId and .clientSecret are required for authType ServicePrincipal"
+                ));
+            }
+            if azure.tenant_id.is_none() {
+                problems.push(format!(
+                    "{field}.tenantId is required for authType ServicePrincipal"
+                ));
+            }
+        }
+        AzureAuthType::ManagedIdentity => {
+            if secrets.is_some() || azure.service_account_ref.is_some() {
+                problems.push(format!(
+                    "{field}.authSecretRef and .serviceAccountRef are not used by authType ManagedIdentity"
+                ));
+            }
+        }
+        AzureAuthType::WorkloadIdentity => {
+            if has_secret {
+                problems.push(format!(
+                    "{field}.authSecretRef.clientSecret is not used by authType WorkloadIdentity (only clientId is)"
+                ));
+            }
+        }
+    }
+    if azure.identity_id.is_some() && azure.auth_type() != AzureAuthType::ManagedIdentity {
+        problems.push(format!(
+            "{field}.identityId is only used by authType ManagedIdentity"
+        ));
+    }
+    if azure.service_account_ref.is_some() && azure.auth_type() != AzureAuthType::WorkloadIdentity {
+        problems.push(format!(
+            "{field}.serviceAccountRef is only used by authType WorkloadIdentity"
+        ));
+    }
 }
 
 /// Validates a store's spec for its scope; `Err` lists every problem.
@@ -322,6 +399,9 @@ pub fn validate_store(spec: &SecretStoreSpec, scope: StoreScope) -> Result<(), P
             "spec.provider.vault.server {:?} must start with http:// or https://",
             vault.server
         ));
+    }
+    if let Provider::Azurekv(azure) = &spec.provider {
+        validate_azure(azure, &mut problems);
     }
     if let Some(raw) = &spec.refresh_interval
         && let Err(e) = parse_duration(raw)

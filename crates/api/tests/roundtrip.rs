@@ -225,6 +225,8 @@ fn every_example_round_trips() {
         "aws/store.yaml",
         "aws/secretsync.yaml",
         "vault-pki/secretsync.yaml",
+        "azure/store.yaml",
+        "azure/secretsync.yaml",
     ] {
         assert!(
             checked.iter().any(|p| p.ends_with(required)),

@@ -284,6 +284,57 @@ fn store_references_follow_the_scope() {
 }
 
 #[test]
+fn azure_stores_need_what_their_auth_type_uses() {
+    let check = |yaml: &str| validate_store(&store(yaml), StoreScope::Namespaced);
+    let sp = "provider: {azurekv: {vaultUrl: 'https://kv.vault.azure.net', tenantId: t, authSecretRef: {clientId: {name: sp, key: id}, clientSecret: {name: sp, key: secret}}}}";
+    check(sp).unwrap();
+    // Workload Identity is the default without credentials; the operator's own or a
+    // ServiceAccount's.
+    check("provider: {azurekv: {vaultUrl: 'https://kv.vault.azure.net'}}").unwrap();
+    check("provider: {azurekv: {vaultUrl: 'https://kv.vault.azure.net', serviceAccountRef: {name: app}}}").unwrap();
+    check("provider: {azurekv: {vaultUrl: 'https://kv.vault.azure.net', authType: ManagedIdentity, identityId: c}}").unwrap();
+
+    for (yaml, problem) in [
+        (
+            "provider: {azurekv: {vaultUrl: 'http://kv.vault.azure.net'}}",
+            "vaultUrl \"http://kv.vault.azure.net\" must start with https://",
+        ),
+        (
+            "provider: {azurekv: {vaultUrl: 'https://kv', authType: ServicePrincipal, tenantId: t}}",
+            "clientId and .clientSecret are required",
+        ),
+        (
+            "provider: {azurekv: {vaultUrl: 'https://kv', authSecretRef: {clientId: {name: sp, key: id}, clientSecret: {name: sp, key: s}}}}",
+            "tenantId is required",
+        ),
+        (
+            "provider: {azurekv: {vaultUrl: 'https://kv', identityId: c}}",
+            "identityId is only used by authType ManagedIdentity",
+        ),
+        (
+            "provider: {azurekv: {vaultUrl: 'https://kv', authType: ManagedIdentity, serviceAccountRef: {name: app}}}",
+            "not used by authType ManagedIdentity",
+        ),
+        (
+            "provider: {azurekv: {vaultUrl: 'https://kv', authType: WorkloadIdentity, authSecretRef: {clientSecret: {name: sp, key: s}}}}",
+            "clientSecret is not used by authType WorkloadIdentity",
+        ),
+    ] {
+        let problems = check(yaml).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains(problem)),
+            "{yaml}: {problems:?}"
+        );
+    }
+    let problems = validate_store(&store(sp), StoreScope::Cluster).unwrap_err();
+    assert_eq!(
+        problems.len(),
+        2,
+        "both refs need a namespace: {problems:?}"
+    );
+}
+
+#[test]
 fn cluster_store_conditions_admit_namespaces() {
     let spec = store(
         "{provider: {fake: {data: []}}, conditions: [{namespaces: [payments]}, {namespaceSelector: {matchLabels: {secrets: allowed}}}]}",

@@ -1,15 +1,15 @@
 //! Reading credentials from Kubernetes: Secrets named by a store, ServiceAccount tokens.
 
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "azure"))]
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::Secret;
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "azure"))]
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "azure"))]
 use kube::api::PostParams;
 use secretsync_api::SecretKeySelector;
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "azure"))]
 use secretsync_api::ServiceAccountRef;
 
 use crate::ConnectContext;
@@ -88,12 +88,12 @@ pub(crate) async fn read_key(
     ))
 }
 
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "azure"))]
 /// How long a requested ServiceAccount token lives: the API server's minimum. It is used
 /// once, to log in, so it never needs to outlive that.
 const SERVICE_ACCOUNT_TOKEN_SECONDS: i64 = 600;
 
-#[cfg(feature = "vault")]
+#[cfg(any(feature = "vault", feature = "azure"))]
 /// A short-lived token for the ServiceAccount `account` (TokenRequest API), for
 /// `audiences` (empty: the API server's own).
 pub(crate) async fn service_account_token(

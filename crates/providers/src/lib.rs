@@ -9,6 +9,8 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod error;
 pub mod extract;
 #[cfg(feature = "fake")]
@@ -18,7 +20,7 @@ pub mod value;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-#[cfg(any(feature = "vault", feature = "aws"))]
+#[cfg(any(feature = "vault", feature = "aws", feature = "azure"))]
 mod credentials;
 
 use std::collections::BTreeMap;
@@ -85,6 +87,8 @@ pub enum Provider {
     Vault(vault::Vault),
     #[cfg(feature = "aws")]
     Aws(aws::Aws),
+    #[cfg(feature = "azure")]
+    Azurekv(azure::AzureKv),
     #[cfg(feature = "fake")]
     Fake(fake::Fake),
 }
@@ -92,7 +96,10 @@ pub enum Provider {
 impl Provider {
     /// Connects to the backend a store describes, reading its credentials. Logging in may
     /// be deferred to the first fetch.
-    #[cfg_attr(not(any(feature = "vault", feature = "aws")), allow(unused_variables))] // ctx: credentials
+    #[cfg_attr(
+        not(any(feature = "vault", feature = "aws", feature = "azure")),
+        allow(unused_variables)
+    )] // ctx: credentials
     pub async fn connect(spec: &secretsync_api::Provider, ctx: &ConnectContext) -> Result<Self> {
         match spec {
             #[cfg(feature = "vault")]
@@ -103,6 +110,10 @@ impl Provider {
             secretsync_api::Provider::Aws(aws) => {
                 Ok(Provider::Aws(aws::Aws::connect(aws, ctx).await?))
             }
+            #[cfg(feature = "azure")]
+            secretsync_api::Provider::Azurekv(azure) => Ok(Provider::Azurekv(
+                azure::AzureKv::connect(azure, ctx).await?,
+            )),
             #[cfg(feature = "fake")]
             secretsync_api::Provider::Fake(fake) => Ok(Provider::Fake(fake::Fake::new(fake))),
             #[allow(unreachable_patterns)] // reachable exactly when a provider feature is off
@@ -115,7 +126,12 @@ impl Provider {
 
     /// Reads one remote secret, at `version` when given (else the latest).
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "fake")),
+        not(any(
+            feature = "vault",
+            feature = "aws",
+            feature = "azure",
+            feature = "fake"
+        )),
         allow(unused_variables)
     )] // no backend compiled in: nothing to fetch with
     pub async fn fetch(&self, key: &str, version: Option<&str>) -> Result<RemoteValue> {
@@ -124,6 +140,8 @@ impl Provider {
             Provider::Vault(ref v) => v.fetch(key, version).await,
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.fetch(key, version).await,
+            #[cfg(feature = "azure")]
+            Provider::Azurekv(ref a) => a.fetch(key, version).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.fetch(key, version),
         }
@@ -151,7 +169,12 @@ impl Provider {
     /// The latest value of every remote secret `find` matches, with its remote name, in
     /// name order. More than [`find::MAX_FOUND`] matches is an error.
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "fake")),
+        not(any(
+            feature = "vault",
+            feature = "aws",
+            feature = "azure",
+            feature = "fake"
+        )),
         allow(unused_variables)
     )] // no backend compiled in: nothing to search
     pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
@@ -160,6 +183,8 @@ impl Provider {
             Provider::Vault(ref v) => v.find(find).await,
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.find(find).await,
+            #[cfg(feature = "azure")]
+            Provider::Azurekv(ref a) => a.find(find).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.find(find),
         }
@@ -172,6 +197,8 @@ impl Provider {
             Provider::Vault(ref v) => v.check().await,
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.check().await,
+            #[cfg(feature = "azure")]
+            Provider::Azurekv(ref a) => a.check().await,
             #[cfg(feature = "fake")]
             Provider::Fake(_) => Ok(()),
         }
@@ -223,6 +250,8 @@ impl Provider {
             Provider::Vault(_) => "vault",
             #[cfg(feature = "aws")]
             Provider::Aws(_) => "aws",
+            #[cfg(feature = "azure")]
+            Provider::Azurekv(_) => "azurekv",
             #[cfg(feature = "fake")]
             Provider::Fake(_) => "fake",
         }

@@ -4,6 +4,7 @@
 mod apifaults;
 mod argo;
 mod aws;
+mod azure;
 mod common;
 mod crash;
 mod endpoints;
