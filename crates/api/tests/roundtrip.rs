@@ -221,7 +221,12 @@ fn every_example_round_trips() {
             }
         }
     }
-    for required in ["aws/store.yaml", "aws/secretsync.yaml"] {
+    for required in [
+        "aws/store.yaml",
+        "aws/secretsync.yaml",
+        "gcp/store.yaml",
+        "gcp/secretsync.yaml",
+    ] {
         assert!(
             checked.iter().any(|p| p.ends_with(required)),
             "examples/{required} was not checked: {checked:?}"
