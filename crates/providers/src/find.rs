@@ -6,12 +6,12 @@
 pub const MAX_FOUND: usize = 500;
 
 /// The helpers below serve the backends; with none built in they have no caller.
-#[cfg(any(feature = "vault", feature = "aws", feature = "fake"))]
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "fake"))]
 pub(crate) use matching::{Matcher, too_many};
 
-#[cfg(any(feature = "vault", feature = "aws", feature = "fake"))]
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "fake"))]
 mod matching {
-    #[cfg(feature = "aws")]
+    #[cfg(any(feature = "aws", feature = "gcp"))]
     use std::collections::BTreeMap;
 
     use regex::Regex;
@@ -23,8 +23,8 @@ mod matching {
     /// A compiled `find`: the name pattern and the exact tags to match.
     pub(crate) struct Matcher<'a> {
         name: Option<Regex>,
-        /// Only AWS secrets have tags.
-        #[cfg(feature = "aws")]
+        /// Only AWS secrets have tags (GCP's labels play their part).
+        #[cfg(any(feature = "aws", feature = "gcp"))]
         pub(crate) tags: Option<&'a BTreeMap<String, String>>,
         /// The folder (no leading or trailing '/') for backends with paths.
         #[cfg(any(feature = "vault", feature = "fake"))]
@@ -56,7 +56,7 @@ mod matching {
                 .transpose()?;
             Ok(Self {
                 name,
-                #[cfg(feature = "aws")]
+                #[cfg(any(feature = "aws", feature = "gcp"))]
                 tags: find.tags.as_ref(),
                 #[cfg(any(feature = "vault", feature = "fake"))]
                 path: find
@@ -71,7 +71,7 @@ mod matching {
             self.name.as_ref().is_none_or(|re| re.is_match(name))
         }
 
-        #[cfg(feature = "aws")]
+        #[cfg(any(feature = "aws", feature = "gcp"))]
         /// Whether `tags` (the secret's own, key and value) hold every wanted tag with its value.
         pub(crate) fn tags_match(&self, tags: &[(&str, &str)]) -> bool {
             self.tags.is_none_or(|wanted| {

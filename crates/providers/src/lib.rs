@@ -14,12 +14,16 @@ pub mod extract;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod find;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod value;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-#[cfg(any(feature = "vault", feature = "aws"))]
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp"))]
 mod credentials;
+#[cfg(any(feature = "vault", feature = "gcp"))]
+mod tls;
 
 use secretsync_api::Find;
 
@@ -44,6 +48,8 @@ pub enum Provider {
     Vault(vault::Vault),
     #[cfg(feature = "aws")]
     Aws(aws::Aws),
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::Gcp),
     #[cfg(feature = "fake")]
     Fake(fake::Fake),
 }
@@ -51,7 +57,10 @@ pub enum Provider {
 impl Provider {
     /// Connects to the backend a store describes, reading its credentials. Logging in may
     /// be deferred to the first fetch.
-    #[cfg_attr(not(any(feature = "vault", feature = "aws")), allow(unused_variables))] // ctx: credentials
+    #[cfg_attr(
+        not(any(feature = "vault", feature = "aws", feature = "gcp")),
+        allow(unused_variables)
+    )] // ctx: credentials
     pub async fn connect(spec: &secretsync_api::Provider, ctx: &ConnectContext) -> Result<Self> {
         match spec {
             #[cfg(feature = "vault")]
@@ -61,6 +70,10 @@ impl Provider {
             #[cfg(feature = "aws")]
             secretsync_api::Provider::Aws(aws) => {
                 Ok(Provider::Aws(aws::Aws::connect(aws, ctx).await?))
+            }
+            #[cfg(feature = "gcp")]
+            secretsync_api::Provider::Gcpsm(gcp) => {
+                Ok(Provider::Gcp(gcp::Gcp::connect(gcp, ctx).await?))
             }
             #[cfg(feature = "fake")]
             secretsync_api::Provider::Fake(fake) => Ok(Provider::Fake(fake::Fake::new(fake))),
@@ -74,7 +87,7 @@ impl Provider {
 
     /// Reads one remote secret, at `version` when given (else the latest).
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "fake")),
+        not(any(feature = "vault", feature = "aws", feature = "gcp", feature = "fake")),
         allow(unused_variables)
     )] // no backend compiled in: nothing to fetch with
     pub async fn fetch(&self, key: &str, version: Option<&str>) -> Result<RemoteValue> {
@@ -83,6 +96,8 @@ impl Provider {
             Provider::Vault(ref v) => v.fetch(key, version).await,
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.fetch(key, version).await,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(ref g) => g.fetch(key, version).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.fetch(key, version),
         }
@@ -110,7 +125,7 @@ impl Provider {
     /// The latest value of every remote secret `find` matches, with its remote name, in
     /// name order. More than [`find::MAX_FOUND`] matches is an error.
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "fake")),
+        not(any(feature = "vault", feature = "aws", feature = "gcp", feature = "fake")),
         allow(unused_variables)
     )] // no backend compiled in: nothing to search
     pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
@@ -119,6 +134,8 @@ impl Provider {
             Provider::Vault(ref v) => v.find(find).await,
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.find(find).await,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(ref g) => g.find(find).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.find(find),
         }
@@ -131,6 +148,8 @@ impl Provider {
             Provider::Vault(ref v) => v.check().await,
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.check().await,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(ref g) => g.check().await,
             #[cfg(feature = "fake")]
             Provider::Fake(_) => Ok(()),
         }
@@ -142,6 +161,8 @@ impl Provider {
             Provider::Vault(_) => "vault",
             #[cfg(feature = "aws")]
             Provider::Aws(_) => "aws",
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(_) => "gcpsm",
             #[cfg(feature = "fake")]
             Provider::Fake(_) => "fake",
         }
