@@ -11,6 +11,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
+pub mod gcp_double;
 pub mod install;
 pub mod leak;
 pub mod moto;
