@@ -35,14 +35,16 @@ trap cleanup EXIT
 
 # One release per values set, each in its own namespace, so that no two share an object.
 # The last one turns on everything optional (the NetworkPolicy, the ServiceMonitor).
-releases=(secretsync ss-vault ss-aws ss-full)
+releases=(secretsync ss-vault ss-aws ss-gcp ss-full)
 values=(
   ""
   charts/secretsync/examples/values-vault.yaml
   charts/secretsync/examples/values-aws.yaml
+  charts/secretsync/examples/values-gcp.yaml
   ""
 )
 extra=(
+  ""
   ""
   ""
   ""
