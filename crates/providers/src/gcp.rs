@@ -9,9 +9,9 @@
 //! version actually read. The payload's CRC32C, when the server sends one, is checked.
 //!
 //! `find` lists the project's secrets (`ListSecrets`), narrowed on the server by labels
-//! (`find.tags`, GCP's labels playing the part of tags) and matched here by name
-//! (`find.name.regexp` against the secret ID) and exactly by labels, then reads the latest
-//! version of each.
+//! (`find.tags`, GCP's labels playing the part of tags) and by the literal start of an
+//! anchored name pattern, then matched here exactly (`find.name.regexp` against the secret
+//! ID, every label), then reads the latest version of each.
 //!
 //! Credentials: a service-account key JSON read from the Secret `auth.secretRef` names
 //! (read when the store is connected: after replacing it, edit the store or restart the
@@ -191,7 +191,7 @@ impl Gcp {
     /// labels hold all of `find.tags`, in name order.
     pub async fn find(&self, find: &Find) -> Result<Vec<(String, RemoteValue)>> {
         let matcher = Matcher::new(find, "gcpsm", &["tags"])?;
-        let filter = label_filter(&matcher);
+        let filter = list_filter(find, &matcher);
         let mut names = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -418,26 +418,47 @@ fn version_number(name: &str) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// A `ListSecrets` filter selecting secrets with every wanted label (`labels.k=v`, terms
-/// joined by AND). `None` when there is nothing to filter on, or a label needs quoting the
-/// filter grammar makes error-prone; the labels are checked exactly afterwards either way.
-fn label_filter(matcher: &Matcher<'_>) -> Option<String> {
-    let tags = matcher.tags.filter(|t| !t.is_empty())?;
+/// A `ListSecrets` filter narrowing the listing on the server: every wanted label
+/// (`labels.k=v`) and the literal start of an anchored name pattern (`name:prefix`, which
+/// Google matches as "contains"), terms joined by AND. `None` when there is nothing to
+/// filter on. Labels that would need quoting are left out; what the filter lets through is
+/// matched exactly afterwards either way.
+fn list_filter(find: &Find, matcher: &Matcher<'_>) -> Option<String> {
     // What GCP allows in label keys and values (lowercase letters, digits, '_', '-').
     let plain = |s: &str| {
         !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
     };
-    if !tags.iter().all(|(k, v)| plain(k) && plain(v)) {
+    let mut terms: Vec<String> = Vec::new();
+    if let Some(tags) = matcher.tags
+        && tags.iter().all(|(k, v)| plain(k) && plain(v))
+    {
+        terms.extend(tags.iter().map(|(k, v)| format!("labels.{k}={v}")));
+    }
+    if let Some(prefix) = find.name.as_ref().and_then(|n| literal_prefix(&n.regexp)) {
+        terms.push(format!("name:{prefix}"));
+    }
+    (!terms.is_empty()).then(|| terms.join(" AND "))
+}
+
+/// The literal text every match of `^…` starts with, up to the first character that means
+/// more than itself in a regular expression (or could not be a secret ID's); `None` when the
+/// pattern is not anchored, starts with such a character or has an alternation anywhere
+/// (`^a|b` matches names not starting with `a`). A character followed by a quantifier (`?`,
+/// `*`, `{`) is not required, so it ends the prefix too.
+fn literal_prefix(regexp: &str) -> Option<&str> {
+    if regexp.contains('|') {
         return None;
     }
-    Some(
-        tags.iter()
-            .map(|(k, v)| format!("labels.{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" AND "),
-    )
+    let rest = regexp.strip_prefix('^')?;
+    let mut end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .unwrap_or(rest.len());
+    if rest[end..].starts_with(['?', '*', '{']) {
+        end = end.saturating_sub(1);
+    }
+    (end > 0).then(|| &rest[..end])
 }
 
 /// CRC32C (Castagnoli), the checksum Secret Manager keeps of each payload.
@@ -503,6 +524,25 @@ mod tests {
         );
         assert_eq!(version_number("projects/123/secrets/db"), None);
         assert_eq!(version_number("projects/123/secrets/db/versions/"), None);
+    }
+
+    #[test]
+    fn anchored_patterns_give_their_literal_start_to_the_server_filter() {
+        assert_eq!(literal_prefix("^payments-"), Some("payments-"));
+        assert_eq!(literal_prefix("^payments-(api)$"), Some("payments-"));
+        assert_eq!(
+            literal_prefix("^payments-(api|queue)$"),
+            None,
+            "alternation"
+        );
+        assert_eq!(literal_prefix("^abc|^xyz"), None, "alternation");
+        assert_eq!(literal_prefix("^db_v2$"), Some("db_v2"));
+        // The character before a quantifier is optional: not part of the prefix.
+        assert_eq!(literal_prefix("^dbs?-x"), Some("db"));
+        assert_eq!(literal_prefix("^d*"), None);
+        assert_eq!(literal_prefix("payments"), None, "not anchored");
+        assert_eq!(literal_prefix("^(a|b)"), None);
+        assert_eq!(literal_prefix("^a.b"), Some("a"));
     }
 
     #[test]
