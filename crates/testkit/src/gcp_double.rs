@@ -492,3 +492,102 @@ fn crc32c(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const ACCOUNT: &str = "reader@secretsync-test.iam.gserviceaccount.com";
+
+    /// A token as Google's client makes one, signed with the test key.
+    fn token(account: &str, kid: &str, exp: u64) -> String {
+        let head =
+            URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string());
+        let claims = json!({"iss": account, "sub": account, "scope": CLOUD_PLATFORM, "exp": exp});
+        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let der: String = TEST_KEY_PEM
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let key = RsaKeyPair::from_pkcs8(&STANDARD.decode(der).unwrap()).unwrap();
+        let mut sig = vec![0; key.public().modulus_len()];
+        key.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            format!("{head}.{claims}").as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        format!("{head}.{claims}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    /// The HTTP status the double answers a secret read with `authorization`.
+    async fn status(double: &GcpDouble, authorization: Option<&str>) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(double.addr).await.unwrap();
+        let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let request = format!(
+            "GET /v1/projects/{PROJECT_ID}/secrets/db/versions/latest:access HTTP/1.1\r\n\
+             Host: {}\r\n{auth}Connection: close\r\n\r\n",
+            double.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_valid_signed_token_of_a_known_account_reads() {
+        let double = GcpDouble::start(ACCOUNT).await;
+        double.add_version("db", b"value");
+        let later = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let good = token(ACCOUNT, TEST_KEY_ID, later);
+        assert_eq!(status(&double, Some(&format!("Bearer {good}"))).await, 200);
+        assert_eq!(double.accesses("db"), 1);
+
+        // An expired token made valid again by changing its claims after signing: only the
+        // signature tells.
+        let expired = token(ACCOUNT, TEST_KEY_ID, 1_000);
+        let (head, rest) = expired.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let forged_claims = URL_SAFE_NO_PAD.encode(
+            json!({"iss": ACCOUNT, "sub": ACCOUNT, "scope": CLOUD_PLATFORM, "exp": later})
+                .to_string(),
+        );
+        let forged = format!("{head}.{forged_claims}.{sig}");
+        for refused in [
+            None,
+            Some("Basic dXNlcjpwYXNz".to_owned()),
+            Some(format!("Bearer {forged}")),
+            Some(format!("Bearer {}", token(ACCOUNT, TEST_KEY_ID, 1_000))),
+            Some(format!("Bearer {}", token(ACCOUNT, "another-key", later))),
+            Some(format!(
+                "Bearer {}",
+                token("stranger@x.iam.gserviceaccount.com", TEST_KEY_ID, later)
+            )),
+        ] {
+            assert_eq!(
+                status(&double, refused.as_deref()).await,
+                401,
+                "{refused:?}"
+            );
+        }
+        double.deny(ACCOUNT, true);
+        assert_eq!(status(&double, Some(&format!("Bearer {good}"))).await, 403);
+        double.deny(ACCOUNT, false);
+        double.set_down(true);
+        assert_eq!(status(&double, Some(&format!("Bearer {good}"))).await, 503);
+        assert_eq!(double.accesses("db"), 1, "only the first read was served");
+    }
+
+    #[test]
+    fn crc32c_matches_the_published_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+}
