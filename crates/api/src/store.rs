@@ -70,6 +70,9 @@ pub enum Provider {
     Vault(VaultProvider),
     /// AWS Secrets Manager.
     Aws(AwsProvider),
+    /// Google Cloud Secret Manager (External Secrets Operator's key, so its stores move over
+    /// by renaming the kind).
+    Gcpsm(GcpProvider),
     /// Azure Key Vault secrets (External Secrets Operator's `azurekv`).
     #[serde(rename = "azurekv")]
     Azurekv(AzureProvider),
@@ -84,6 +87,7 @@ impl Provider {
             Provider::Vault(_) => "vault",
             Provider::Aws(_) => "aws",
             Provider::Azurekv(_) => "azurekv",
+            Provider::Gcpsm(_) => "gcpsm",
             Provider::Fake(_) => "fake",
         }
     }
@@ -236,6 +240,71 @@ pub struct AwsSecretRef {
     pub secret_access_key_secret_ref: SecretKeySelector,
 }
 
+/// Google Cloud Secret Manager in one project.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpProvider {
+    /// The project the secrets live in (its ID, e.g. `my-project`).
+    #[serde(rename = "projectID")]
+    #[schemars(length(min = 1))]
+    pub project_id: String,
+    /// Omitted: Application Default Credentials (on GKE, Workload Identity through the
+    /// metadata server, for the operator's own ServiceAccount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<GcpAuth>,
+    /// Endpoint override, e.g. a Private Service Connect endpoint
+    /// (`https://secretmanager-myendpoint.p.googleapis.com`) or a regional one
+    /// (`https://secretmanager.europe-west1.rep.googleapis.com`). Default
+    /// `https://secretmanager.googleapis.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Google's rule for project IDs (6–30 lowercase letters, digits and hyphens, starting with a
+/// letter and not ending with a hyphen), also allowing a legacy domain prefix
+/// (`example.com:my-project`) and a project number, which the API takes in its place.
+pub fn check_gcp_project_id(id: &str) -> Result<(), String> {
+    let (domain, project) = match id.rsplit_once(':') {
+        Some((domain, project)) => (Some(domain), project),
+        None => (None, id),
+    };
+    let domain_ok = domain.is_none_or(|d| {
+        !d.is_empty()
+            && d.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c))
+    });
+    let number = !project.is_empty() && project.chars().all(|c| c.is_ascii_digit());
+    let project_id = (6..=30).contains(&project.len())
+        && project.starts_with(|c: char| c.is_ascii_lowercase())
+        && !project.ends_with('-')
+        && project
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if domain_ok && (project_id || (number && domain.is_none())) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a project ID (6 to 30 lowercase letters, digits and hyphens, \
+             starting with a letter) or a project number"
+        ))
+    }
+}
+
+/// How to authenticate to Google Cloud, when not with Application Default Credentials.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum GcpAuth {
+    /// A service-account key (the JSON file `gcloud iam service-accounts keys create`
+    /// writes) read from a Secret.
+    SecretRef(GcpSecretRef),
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpSecretRef {
+    pub secret_access_key_secret_ref: SecretKeySelector,
+}
+
 /// An Azure Key Vault. The fields follow External Secrets Operator's `azurekv` provider.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -383,7 +452,7 @@ impl StoreCondition {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreStatus {
-    /// The provider in use (`vault`, `aws`, `fake`).
+    /// The provider in use (`vault`, `aws`, `gcpsm`, `fake`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

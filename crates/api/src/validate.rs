@@ -308,6 +308,14 @@ pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str
                 ));
             }
         }
+        Provider::Gcpsm(gcp) => {
+            if let Some(crate::store::GcpAuth::SecretRef(secret_ref)) = &gcp.auth {
+                refs.push(key_ref(
+                    "spec.provider.gcpsm.auth.secretRef.secretAccessKeySecretRef",
+                    &secret_ref.secret_access_key_secret_ref,
+                ));
+            }
+        }
         Provider::Fake(_) => {}
     }
     refs
@@ -402,6 +410,18 @@ pub fn validate_store(spec: &SecretStoreSpec, scope: StoreScope) -> Result<(), P
     }
     if let Provider::Azurekv(azure) = &spec.provider {
         validate_azure(azure, &mut problems);
+    }
+    if let Provider::Gcpsm(gcp) = &spec.provider {
+        if let Err(e) = crate::store::check_gcp_project_id(&gcp.project_id) {
+            problems.push(format!("spec.provider.gcpsm.projectID: {e}"));
+        }
+        if let Some(endpoint) = &gcp.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "spec.provider.gcpsm.endpoint {endpoint:?} must start with http:// or https://"
+            ));
+        }
     }
     if let Some(raw) = &spec.refresh_interval
         && let Err(e) = parse_duration(raw)

@@ -227,6 +227,8 @@ fn every_example_round_trips() {
         "vault-pki/secretsync.yaml",
         "azure/store.yaml",
         "azure/secretsync.yaml",
+        "gcp/store.yaml",
+        "gcp/secretsync.yaml",
     ] {
         assert!(
             checked.iter().any(|p| p.ends_with(required)),

@@ -335,6 +335,42 @@ fn azure_stores_need_what_their_auth_type_uses() {
 }
 
 #[test]
+fn gcp_stores_need_a_project_id_and_an_http_endpoint() {
+    let good = "provider: {gcpsm: {projectID: my-project-42, endpoint: 'https://secretmanager.europe-west1.rep.googleapis.com'}}";
+    validate_store(&store(good), StoreScope::Namespaced).unwrap();
+    for project in ["123456789012", "example.com:my-project"] {
+        let spec = format!("provider: {{gcpsm: {{projectID: '{project}'}}}}");
+        validate_store(&store(&spec), StoreScope::Namespaced).unwrap();
+    }
+    for project in [
+        "My-Project",
+        "proj",
+        "my-project-",
+        "1project",
+        "my_project",
+        ":my-project",
+    ] {
+        let spec = format!("provider: {{gcpsm: {{projectID: '{project}'}}}}");
+        let problems = validate_store(&store(&spec), StoreScope::Namespaced).unwrap_err();
+        assert!(problems[0].contains("projectID"), "{project}: {problems:?}");
+    }
+    let bad_endpoint = "provider: {gcpsm: {projectID: my-project, endpoint: 'secretmanager:443'}}";
+    let problems = validate_store(&store(bad_endpoint), StoreScope::Namespaced).unwrap_err();
+    assert!(problems[0].contains("must start with http"), "{problems:?}");
+
+    let key = "{name: gcp, key: key.json}";
+    let namespaced = format!(
+        "provider: {{gcpsm: {{projectID: my-project, auth: {{secretRef: {{secretAccessKeySecretRef: {key}}}}}}}}}"
+    );
+    validate_store(&store(&namespaced), StoreScope::Namespaced).unwrap();
+    let problems = validate_store(&store(&namespaced), StoreScope::Cluster).unwrap_err();
+    assert!(
+        problems[0].contains("secretAccessKeySecretRef.namespace is required"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn cluster_store_conditions_admit_namespaces() {
     let spec = store(
         "{provider: {fake: {data: []}}, conditions: [{namespaces: [payments]}, {namespaceSelector: {matchLabels: {secrets: allowed}}}]}",

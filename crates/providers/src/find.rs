@@ -10,6 +10,7 @@ pub const MAX_FOUND: usize = 500;
     feature = "vault",
     feature = "aws",
     feature = "azure",
+    feature = "gcp",
     feature = "fake"
 ))]
 pub(crate) use matching::{Matcher, too_many};
@@ -18,10 +19,11 @@ pub(crate) use matching::{Matcher, too_many};
     feature = "vault",
     feature = "aws",
     feature = "azure",
+    feature = "gcp",
     feature = "fake"
 ))]
 mod matching {
-    #[cfg(any(feature = "aws", feature = "azure"))]
+    #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
     use std::collections::BTreeMap;
 
     use regex::Regex;
@@ -33,8 +35,8 @@ mod matching {
     /// A compiled `find`: the name pattern and the exact tags to match.
     pub(crate) struct Matcher<'a> {
         name: Option<Regex>,
-        /// Only AWS and Azure secrets have tags.
-        #[cfg(any(feature = "aws", feature = "azure"))]
+        /// Only AWS and Azure secrets have tags (GCP's labels play their part).
+        #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
         pub(crate) tags: Option<&'a BTreeMap<String, String>>,
         /// The folder (no leading or trailing '/') for backends with paths.
         #[cfg(any(feature = "vault", feature = "fake"))]
@@ -66,7 +68,7 @@ mod matching {
                 .transpose()?;
             Ok(Self {
                 name,
-                #[cfg(any(feature = "aws", feature = "azure"))]
+                #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
                 tags: find.tags.as_ref(),
                 #[cfg(any(feature = "vault", feature = "fake"))]
                 path: find
@@ -81,7 +83,7 @@ mod matching {
             self.name.as_ref().is_none_or(|re| re.is_match(name))
         }
 
-        #[cfg(any(feature = "aws", feature = "azure"))]
+        #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
         /// Whether `tags` (the secret's own, key and value) hold every wanted tag with its value.
         pub(crate) fn tags_match(&self, tags: &[(&str, &str)]) -> bool {
             self.tags.is_none_or(|wanted| {

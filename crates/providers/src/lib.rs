@@ -16,12 +16,16 @@ pub mod extract;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod find;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod value;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-#[cfg(any(feature = "vault", feature = "aws", feature = "azure"))]
+#[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
 mod credentials;
+#[cfg(any(feature = "vault", feature = "gcp"))]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -89,6 +93,8 @@ pub enum Provider {
     Aws(aws::Aws),
     #[cfg(feature = "azure")]
     Azurekv(azure::AzureKv),
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::Gcp),
     #[cfg(feature = "fake")]
     Fake(fake::Fake),
 }
@@ -97,7 +103,7 @@ impl Provider {
     /// Connects to the backend a store describes, reading its credentials. Logging in may
     /// be deferred to the first fetch.
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "azure")),
+        not(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp")),
         allow(unused_variables)
     )] // ctx: credentials
     pub async fn connect(spec: &secretsync_api::Provider, ctx: &ConnectContext) -> Result<Self> {
@@ -114,6 +120,10 @@ impl Provider {
             secretsync_api::Provider::Azurekv(azure) => Ok(Provider::Azurekv(
                 azure::AzureKv::connect(azure, ctx).await?,
             )),
+            #[cfg(feature = "gcp")]
+            secretsync_api::Provider::Gcpsm(gcp) => {
+                Ok(Provider::Gcp(gcp::Gcp::connect(gcp, ctx).await?))
+            }
             #[cfg(feature = "fake")]
             secretsync_api::Provider::Fake(fake) => Ok(Provider::Fake(fake::Fake::new(fake))),
             #[allow(unreachable_patterns)] // reachable exactly when a provider feature is off
@@ -130,6 +140,7 @@ impl Provider {
             feature = "vault",
             feature = "aws",
             feature = "azure",
+            feature = "gcp",
             feature = "fake"
         )),
         allow(unused_variables)
@@ -142,6 +153,8 @@ impl Provider {
             Provider::Aws(ref a) => a.fetch(key, version).await,
             #[cfg(feature = "azure")]
             Provider::Azurekv(ref a) => a.fetch(key, version).await,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(ref g) => g.fetch(key, version).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.fetch(key, version),
         }
@@ -173,6 +186,7 @@ impl Provider {
             feature = "vault",
             feature = "aws",
             feature = "azure",
+            feature = "gcp",
             feature = "fake"
         )),
         allow(unused_variables)
@@ -185,6 +199,8 @@ impl Provider {
             Provider::Aws(ref a) => a.find(find).await,
             #[cfg(feature = "azure")]
             Provider::Azurekv(ref a) => a.find(find).await,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(ref g) => g.find(find).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.find(find),
         }
@@ -199,6 +215,8 @@ impl Provider {
             Provider::Aws(ref a) => a.check().await,
             #[cfg(feature = "azure")]
             Provider::Azurekv(ref a) => a.check().await,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(ref g) => g.check().await,
             #[cfg(feature = "fake")]
             Provider::Fake(_) => Ok(()),
         }
@@ -252,6 +270,8 @@ impl Provider {
             Provider::Aws(_) => "aws",
             #[cfg(feature = "azure")]
             Provider::Azurekv(_) => "azurekv",
+            #[cfg(feature = "gcp")]
+            Provider::Gcp(_) => "gcpsm",
             #[cfg(feature = "fake")]
             Provider::Fake(_) => "fake",
         }

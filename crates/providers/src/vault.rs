@@ -13,8 +13,8 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -994,7 +994,7 @@ fn header_safe(s: &str) -> bool {
 }
 
 fn build_client(spec: &VaultProvider, identity: Option<reqwest::Identity>) -> Result<VaultClient> {
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let server = &spec.server;
     let address = reqwest::Url::parse(server).map_err(|e| {
         ProviderError::InvalidConfig(format!("server {server:?} is not a URL: {e}"))
@@ -1110,16 +1110,6 @@ fn parse_ca_bundle(bundle: &str) -> Result<Vec<reqwest::Certificate>> {
         ));
     }
     Ok(certs)
-}
-
-/// The process's rustls provider: ring, like kube's client. Installed at most once, and
-/// only when nothing else installed one first.
-fn install_crypto_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        // An error means another provider is already installed; it is used instead.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// `base` with a token: the vaultrs client interface over a shared HTTP client.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
 pub mod azure_double;
+pub mod gcp_double;
 pub mod install;
 pub mod leak;
 pub mod moto;

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
+use secretsync_testkit::gcp_double::{self, GcpDouble};
 use secretsync_testkit::openbao::OpenBao;
 use secretsync_testkit::{repo_root, require_tool};
 
@@ -207,5 +208,88 @@ async fn the_vault_example_syncs_from_openbao() {
         "a template Secret holds exactly the rendered keys"
     );
     assert!(Path::new(&examples.join("store-kubernetes-auth.yaml")).exists());
+    env.stop_operator().await;
+}
+
+/// The GCP example, adapted as a user outside GKE would (a service-account key instead of
+/// Workload Identity) and pointed at the Secret Manager test double, applied with kubectl.
+#[tokio::test]
+async fn the_gcp_example_syncs_from_the_secret_manager_double() {
+    let Some((mut env, kubectl)) = kubectl_env().await else {
+        return;
+    };
+    let account = "secretsync@secretsync-test.iam.gserviceaccount.com";
+    let double = GcpDouble::start(account).await;
+    for password in ["one", "two", "old-horse", "correct-horse-1"] {
+        let value = format!(r#"{{"db":{{"user":"app","password":"{password}"}}}}"#);
+        double.add_version("db", value.as_bytes());
+    }
+    double.add_version("app-config", br#"{"host":"db.internal"}"#);
+    double.add_version("payments-api", b"api-key");
+    double.set_labels("payments-api", &[("team", "payments")]);
+    kubectl.ok(&["apply", "-f", &path("crds")]).await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/secretstores.secretsync.io",
+        ])
+        .await;
+    install_namespace(&env.client, "payments").await;
+    env.string_secret(
+        "gcp-key",
+        &[("key.json", &double.service_account_key(account))],
+    )
+    .await;
+    env.operator = Some(Operator::start(env.client.clone(), None));
+
+    let dir = tempfile::tempdir().unwrap();
+    let examples = repo_root().join("examples/gcp");
+    let store = std::fs::read_to_string(examples.join("store.yaml")).unwrap();
+    let adapted = format!(
+        "projectID: {}\n      endpoint: {}\n      auth:\n        secretRef:\n          \
+         secretAccessKeySecretRef: {{name: gcp-key, key: key.json}}",
+        gcp_double::PROJECT_ID,
+        double.endpoint()
+    );
+    // The store's own line, not the one in its comment.
+    let (before, after) = store
+        .rsplit_once("projectID: my-project\n")
+        .expect("the example names projectID: my-project");
+    let store = format!("{before}{adapted}\n{after}");
+    std::fs::write(dir.path().join("store.yaml"), store).unwrap();
+    std::fs::copy(
+        examples.join("secretsync.yaml"),
+        dir.path().join("secretsync.yaml"),
+    )
+    .unwrap();
+    kubectl
+        .ok(&[
+            "apply",
+            "-n",
+            "payments",
+            "-f",
+            &dir.path().to_string_lossy(),
+        ])
+        .await;
+    env.wait_version("payments", 1).await;
+    let data = env.secret("payments-v1").await.unwrap().data.unwrap();
+    let data: std::collections::BTreeMap<&str, &[u8]> = data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect();
+    assert_eq!(
+        data,
+        [
+            ("api", b"api-key".as_slice()),
+            ("host", b"db.internal"),
+            ("password", b"correct-horse-1"),
+            ("previous-password", b"old-horse"),
+            ("username", b"app"),
+        ]
+        .into_iter()
+        .collect()
+    );
+    env.wait_store("gcp", "True", "Valid").await;
     env.stop_operator().await;
 }

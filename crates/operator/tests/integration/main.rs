@@ -10,6 +10,7 @@ mod crash;
 mod endpoints;
 mod examples;
 mod failures;
+mod gcp;
 mod hash_key;
 mod leader;
 mod leak;
