@@ -1,6 +1,8 @@
 //! Deletion of a SecretSync (api.md guarantee 9): `Delete` removes every versioned Secret it
 //! owns; `Retain` drops its ownerReferences so the garbage collector leaves them. Only
-//! Secrets it owns, each guarded by a UID and resourceVersion precondition.
+//! Secrets it owns, each guarded by a UID and resourceVersion precondition. Runs only for
+//! SecretSyncs that carry our finalizer ([`needs_finalizer`]); without it, `Delete` is the
+//! garbage collector's work.
 
 use std::sync::Arc;
 
@@ -15,6 +17,15 @@ use tracing::info;
 use super::with_timeout;
 use crate::context::Context;
 use crate::error::Result;
+
+/// Whether deleting this SecretSync needs work of ours, so it must carry our finalizer until
+/// that is done. `Retain` must drop the ownerReferences of its Secrets before the garbage
+/// collector sees the owner gone. `Delete` needs nothing: the Secrets' ownerReferences let
+/// the garbage collector delete them, and a finalizer would cost a write per SecretSync.
+/// Other cleanup outside the cluster (such as backend leases) belongs here too.
+pub(super) fn needs_finalizer(sync: &SecretSync) -> bool {
+    sync.spec.deletion_policy() == DeletionPolicy::Retain
+}
 
 pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
     let namespace = sync.namespace().unwrap_or_default();
@@ -70,4 +81,26 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
     }
     ctx.forget_sync(&uid);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_work_outside_the_garbage_collectors_reach_needs_the_finalizer() {
+        let cases = [
+            ("", false),
+            ("deletionPolicy: Delete", false),
+            ("deletionPolicy: Retain", true),
+        ];
+        for (extra, want) in cases {
+            let sync: SecretSync = serde_yaml::from_str(&format!(
+                "apiVersion: secretsync.io/v1alpha1\nkind: SecretSync\nmetadata: {{name: db}}\n\
+                 spec:\n  storeRef: {{name: vault}}\n  data: []\n  {extra}\n"
+            ))
+            .unwrap();
+            assert_eq!(needs_finalizer(&sync), want, "{extra:?}");
+        }
+    }
 }
