@@ -55,8 +55,6 @@ const NAMESPACES: usize = 10;
 const OPERATOR_USER: &str = "bench:operator";
 const RAW_USER: &str = "bench:raw";
 const BENCH_LABEL: &str = "secretsync.io/bench";
-/// The operator counts as idle when its reconcile counter did not move for this long.
-const SETTLE: Duration = Duration::from_secs(2);
 const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 
 #[derive(Clone, Copy)]
@@ -72,6 +70,9 @@ struct Sizes {
     shared_keys: usize,
     refresh: Duration,
     windows: u32,
+    /// The operator counts as idle when its reconcile counter did not move for this long
+    /// (shorter than `refresh`, or the steady set never lets it be idle).
+    settle: Duration,
     smoke: bool,
 }
 
@@ -85,6 +86,7 @@ impl Sizes {
             shared_keys: 20,
             refresh: Duration::from_secs(10),
             windows: 3,
+            settle: Duration::from_secs(2),
             smoke: false,
         }
     }
@@ -98,6 +100,7 @@ impl Sizes {
             shared_keys: 4,
             refresh: Duration::from_secs(2),
             windows: 3,
+            settle: Duration::from_millis(700),
             smoke: true,
         }
     }
@@ -347,12 +350,13 @@ impl OperatorProcess {
         }
     }
 
-    /// Waits until no reconcile finished for [`SETTLE`].
-    async fn settle(&mut self, limit: Duration) {
+    /// Waits until no reconcile finished for `sizes.settle`.
+    async fn settle(&mut self, sizes: Sizes) {
+        let limit = sizes.limit();
         let start = Instant::now();
         let mut last = self.reconciles().await;
         let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < SETTLE && start.elapsed() < limit {
+        while quiet_since.elapsed() < sizes.settle && start.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.assert_running();
             let now = self.reconciles().await;
@@ -1013,7 +1017,7 @@ async fn run_one(sizes: Sizes) -> Run {
         )
     };
     let cold_fig = op.figures();
-    op.settle(s.limit()).await;
+    op.settle(s).await;
     let cold_requests = run.sandbox.requests_of(OPERATOR_USER).await;
     let cold_reads = run.bao.reads_since_last();
     let cold_rate = s.n as f64 / cold_wall.as_secs_f64();
@@ -1079,7 +1083,7 @@ async fn run_one(sizes: Sizes) -> Run {
             (lock(&seen).ready_count(keys.iter(), 1), keys.len())
         })
         .await;
-        op.settle(s.limit()).await;
+        op.settle(s).await;
         println!(
             "  rotation set: {} SecretSyncs with a Deployment each Ready at v1 in {:.1} s",
             s.rot,
@@ -1148,7 +1152,7 @@ async fn run_one(sizes: Sizes) -> Run {
             }
             (pcts(a), pcts(b))
         };
-        op.settle(s.limit()).await;
+        op.settle(s).await;
         let requests = run.sandbox.requests_of(OPERATOR_USER).await;
         let reads = run.bao.reads_since_last();
         run.record(
@@ -1186,16 +1190,13 @@ async fn run_one(sizes: Sizes) -> Run {
             .await;
         }
         let wall = t0.elapsed();
-        op.settle(s.limit()).await;
+        op.settle(s).await;
         let requests = run.sandbox.requests_of(OPERATOR_USER).await;
         run.record(
             &format!("bulk_v{version}"),
             json!({"seconds": wall.as_secs_f64(), "syncs_per_s": s.n as f64 / wall.as_secs_f64(),
                    "requests": requests.json()}),
-            &format!(
-                "all {} bumped to v{version} (wall from first bump, syncs/s)",
-                s.n
-            ),
+            &format!("bulk: all N bumped to v{version} (wall from first bump, syncs/s)"),
             format!(
                 "{:.2} s, {:.0}/s",
                 wall.as_secs_f64(),
@@ -1228,7 +1229,7 @@ async fn run_one(sizes: Sizes) -> Run {
             (lock(&seen).ready_count(keys.iter(), 1), keys.len())
         })
         .await;
-        op.settle(s.limit()).await;
+        op.settle(s).await;
     }
     let versioned = Api::<Secret>::all(run.client.clone())
         .list_metadata(&ListParams::default().labels(&secretsync_api::labels::managed_selector()))
@@ -1310,7 +1311,7 @@ async fn run_one(sizes: Sizes) -> Run {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let restart_wall = reconciled_at.unwrap_or_default();
-    op.settle(s.limit()).await;
+    op.settle(s).await;
     let restart_requests = run.sandbox.requests_of(OPERATOR_USER).await;
     let restart_reads = run.bao.reads_since_last();
     let restart_fig = op.figures();
