@@ -185,11 +185,14 @@ pub async fn run(
         );
         reflector::reflector(
             syncs_writer,
+            // managedFields (the status writes' field sets) were a good part of each cached
+            // SecretSync, and nothing here reads them.
             watch_namespaces::<DeserializeGuard<SecretSync>>(
                 &client,
                 &options.namespaces,
                 sync_config,
-            ),
+            )
+            .modify(|sync| sync.managed_fields_mut().clear()),
         )
         .inspect_ok(move |event| match event {
             watcher::Event::Init => sync_index.relist_start(),
@@ -235,7 +238,7 @@ pub async fn run(
         )
         .inspect_ok(move |event| match event {
             watcher::Event::Init => index.relist_start(),
-            watcher::Event::InitApply(secret) => index.relist_apply(secret.clone()),
+            watcher::Event::InitApply(secret) => index.relist_apply(secret),
             watcher::Event::InitDone => {
                 index.relist_done();
                 readiness.mark_ready("secrets");

@@ -130,8 +130,9 @@ struct Inner {
     /// (namespace, base name) → (owner UID, Secret name) of every `<base>-v<N>` Secret, to
     /// detect two SecretSyncs claiming one target name without scanning every Secret.
     by_base: HashMap<(String, String), BTreeSet<(String, String)>>,
-    /// Objects seen during a relist, swapped in when it completes.
-    relist: Option<Vec<PartialObjectMeta<Secret>>>,
+    /// (namespace, owner UID, version) of each of our Secrets seen during a relist,
+    /// swapped in when it completes.
+    relist: Option<Vec<(String, String, VersionMeta)>>,
 }
 
 /// See the module docs. Cheap to share (`Arc`); all methods take `&self`.
@@ -164,6 +165,11 @@ impl VersionIndex {
         };
         // Re-owned or relabelled since last seen: the old entry goes first.
         Self::remove_locked(inner, &namespace, &meta.secret_name);
+        Self::insert_locked(inner, namespace, owner.clone(), meta);
+        Some(owner)
+    }
+
+    fn insert_locked(inner: &mut Inner, namespace: String, owner: String, meta: VersionMeta) {
         if let Some(base) = base_of(&meta.secret_name) {
             inner
                 .by_base
@@ -176,10 +182,9 @@ impl VersionIndex {
             .insert((namespace, meta.secret_name.clone()), owner.clone());
         inner
             .by_owner
-            .entry(owner.clone())
+            .entry(owner)
             .or_default()
             .insert(meta.version, meta);
-        Some(owner)
     }
 
     /// Removes a Secret; returns its owner UID when it was one of ours.
@@ -223,9 +228,16 @@ impl VersionIndex {
         self.lock().relist = Some(Vec::new());
     }
 
-    pub fn relist_apply(&self, secret: PartialObjectMeta<Secret>) {
-        if let Some(buffer) = self.lock().relist.as_mut() {
-            buffer.push(secret);
+    /// Buffers what the index keeps of a listed Secret, not the Secret: a relist of every
+    /// managed Secret's full metadata (managedFields and all) was the operator's peak
+    /// memory at start. Secrets not ours are left out, as the index is rebuilt from scratch.
+    pub fn relist_apply(&self, secret: &PartialObjectMeta<Secret>) {
+        let mut inner = self.lock();
+        if let Some(buffer) = inner.relist.as_mut()
+            && let Some((owner, meta)) = VersionMeta::from_secret(&secret.metadata)
+        {
+            let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+            buffer.push((namespace, owner, meta));
         }
     }
 
@@ -237,8 +249,8 @@ impl VersionIndex {
         inner.by_owner.clear();
         inner.owner_of.clear();
         inner.by_base.clear();
-        for secret in &listed {
-            Self::apply_locked(&mut inner, secret);
+        for (namespace, owner, meta) in listed {
+            Self::insert_locked(&mut inner, namespace, owner, meta);
         }
     }
 
@@ -426,7 +438,7 @@ mod tests {
         let index = VersionIndex::default();
         index.apply(&secret("ns", "db-v1", "u1", 1));
         index.relist_start();
-        index.relist_apply(secret("ns", "db-v2", "u1", 2));
+        index.relist_apply(&secret("ns", "db-v2", "u1", 2));
         // until the relist completes, the old view is served
         assert_eq!(index.versions("u1").len(), 1);
         index.relist_done();

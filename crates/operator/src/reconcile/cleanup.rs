@@ -1,7 +1,9 @@
 //! Deletion of a SecretSync (api.md guarantee 9): `Delete` revokes each version's lease at
 //! the backend (dynamic secrets), then removes every versioned Secret it owns; `Retain` drops
 //! its ownerReferences so the garbage collector leaves them, and revokes nothing. Only
-//! Secrets it owns, each guarded by a UID and resourceVersion precondition.
+//! Secrets it owns, each guarded by a UID and resourceVersion precondition. Runs only for
+//! SecretSyncs that carry our finalizer ([`needs_finalizer`]); without it, `Delete` is the
+//! garbage collector's work.
 
 use std::sync::Arc;
 
@@ -21,6 +23,15 @@ use crate::conditions::truncate;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::LeaseMeta;
+
+/// Whether deleting this SecretSync needs work of ours, so it must carry our finalizer until
+/// that is done. `Retain` must drop the ownerReferences of its Secrets before the garbage
+/// collector sees the owner gone. `Delete` needs nothing: the Secrets' ownerReferences let
+/// the garbage collector delete them, and a finalizer would cost a write per SecretSync.
+/// Versions with backend leases (`dataFrom.pki`) need their leases revoked first.
+pub(super) fn needs_finalizer(sync: &SecretSync) -> bool {
+    sync.spec.deletion_policy() == DeletionPolicy::Retain || sync.spec.holds_leases()
+}
 
 pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
     let namespace = sync.namespace().unwrap_or_default();
@@ -124,4 +135,33 @@ async fn revoke_before_delete(
     };
     publish(ctx, sync, &event).await;
     if store_gone { Ok(()) } else { Err(error) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_work_outside_the_garbage_collectors_reach_needs_the_finalizer() {
+        let cases = [
+            ("", false),
+            ("deletionPolicy: Delete", false),
+            ("deletionPolicy: Retain", true),
+        ];
+        let pki = "apiVersion: secretsync.io/v1alpha1\nkind: SecretSync\nmetadata: {name: tls}\n\
+                   spec:\n  storeRef: {name: vault}\n  dataFrom: [{pki: {role: app, commonName: a.example}}]\n";
+        let pki: SecretSync = serde_yaml::from_str(pki).unwrap();
+        assert!(
+            needs_finalizer(&pki),
+            "leases are revoked before the Secrets go"
+        );
+        for (extra, want) in cases {
+            let sync: SecretSync = serde_yaml::from_str(&format!(
+                "apiVersion: secretsync.io/v1alpha1\nkind: SecretSync\nmetadata: {{name: db}}\n\
+                 spec:\n  storeRef: {{name: vault}}\n  data: []\n  {extra}\n"
+            ))
+            .unwrap();
+            assert_eq!(needs_finalizer(&sync), want, "{extra:?}");
+        }
+    }
 }

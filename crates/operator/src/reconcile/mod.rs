@@ -44,8 +44,9 @@ use tracing::warn;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// Entry point for the controller: the finalizer wraps apply and cleanup. An object that
-/// does not deserialize is reported in its status and otherwise left alone.
+/// Entry point for the controller: the finalizer wraps apply and cleanup when deletion needs
+/// work of ours ([`cleanup::needs_finalizer`]). An object that does not deserialize is
+/// reported in its status and otherwise left alone.
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<SecretSync>>,
     ctx: Arc<Context>,
@@ -56,8 +57,21 @@ pub async fn reconcile(
         Ok(sync) => Arc::new(sync.clone()),
         Err(invalid) => return malformed::report(invalid, &ctx).await,
     };
+    let deleting = sync.metadata.deletion_timestamp.is_some();
+    let carries = sync.finalizers().iter().any(|f| f == labels::FINALIZER);
+    if !carries && (deleting || !cleanup::needs_finalizer(&sync)) {
+        // Deletion needs nothing the garbage collector does not do: no finalizer, and no
+        // write to add one. What this process remembers goes with the watch's delete event.
+        return if deleting {
+            Ok(Action::await_change())
+        } else {
+            apply(sync, &ctx).await
+        };
+    }
     let namespace = sync.namespace().unwrap_or_default();
     let api: Api<SecretSync> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Adds the finalizer first when missing; an object that already carries it (made by an
+    // earlier version, or `Retain` once) is cleaned up through it whatever its policy now.
     // Counted and timed by the caller (`Metrics::measure_reconcile`).
     finalizer(&api, labels::FINALIZER, sync, |event| async {
         match event {

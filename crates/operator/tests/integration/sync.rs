@@ -61,12 +61,19 @@ async fn first_sync_creates_v1_with_the_contract() {
     let (reason, message) = env.wait_condition("db", "Ready", "True").await;
     assert_eq!(reason, "Synced");
     assert!(message.contains("db-v1"), "{message}");
-    assert!(
-        synced
-            .metadata
-            .finalizers
-            .unwrap()
-            .contains(&"secretsync.io/finalizer".to_string())
+    // `Delete` (the default) needs no finalizer: the ownerReference is enough, and the
+    // SecretSync itself is never written (only its status).
+    assert_eq!(synced.metadata.finalizers, None);
+    let stats = env.sandbox.stats();
+    assert_eq!(
+        stats.count_sub("patch", "secretsync.io", "secretsyncs", ""),
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.count_sub("update", "secretsync.io", "secretsyncs", ""),
+        0,
+        "{stats:?}"
     );
 }
 
@@ -251,16 +258,30 @@ async fn deletion_removes_or_retains_versions_by_policy() {
         .await;
     env.create::<SecretSync>(&sync_yaml("kept", "vault", "  deletionPolicy: Retain"))
         .await;
-    env.wait_version("gone", 1).await;
-    env.wait_version("kept", 1).await;
+    // Made by an earlier operator version, which gave every SecretSync the finalizer.
+    env.create::<SecretSync>(&sync_yaml("legacy", "vault", "").replace(
+        "metadata: {name: legacy}",
+        "metadata: {name: legacy, finalizers: [secretsync.io/finalizer]}",
+    ))
+    .await;
+    let finalizers = |s: SecretSync| s.metadata.finalizers.unwrap_or_default();
+    assert!(finalizers(env.wait_version("gone", 1).await).is_empty());
+    env.wait_version("legacy", 1).await;
+    // Retain has work to do before the garbage collector runs: it got the finalizer before
+    // its first version.
+    assert!(
+        finalizers(env.wait_version("kept", 1).await).contains(&"secretsync.io/finalizer".into())
+    );
 
     let api = env.api::<SecretSync>();
-    api.delete("gone", &DeleteParams::default()).await.unwrap();
-    api.delete("kept", &DeleteParams::default()).await.unwrap();
-    for name in ["gone", "kept"] {
+    for name in ["gone", "kept", "legacy"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["gone", "kept", "legacy"] {
         env.wait_for_absent::<SecretSync>(name).await;
     }
     env.wait_for_absent::<Secret>("gone-v1").await;
+    env.wait_for_absent::<Secret>("legacy-v1").await;
     let kept = env.secret("kept-v1").await.expect("retained Secret stays");
     assert!(
         kept.owner_references().is_empty(),
