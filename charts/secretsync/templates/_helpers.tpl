@@ -120,11 +120,10 @@ Secrets that is never used).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Events on SecretSyncs (kube-runtime's Recorder publishes events.k8s.io/v1 Events and
-# patches them to count repeats).
+# Events on SecretSyncs (events.k8s.io/v1), each created once and never changed.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* What the operator needs cluster-wide whatever it watches. */}}

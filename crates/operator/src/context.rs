@@ -1,4 +1,4 @@
-//! State shared by every reconcile: the API client, one event recorder, the caches the
+//! State shared by every reconcile: the API client, one event publisher, the caches the
 //! watches fill, connected providers and per-object backoff. Handles only; the logic that
 //! uses them lives in the pipeline's steps.
 
@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::ResourceExt;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use secretsync_api::hash::HashKey;
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStatus, StoreKind};
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::batch::Batcher;
+use crate::events::Publisher;
 use crate::hash_key::KeySecret;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
@@ -134,7 +134,7 @@ pub struct Shared {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub index: Arc<VersionIndex>,
@@ -165,17 +165,15 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, shared: Shared) -> Self {
-        let recorder = Recorder::new(
+        let events = Publisher::new(
             client.clone(),
-            Reporter {
-                controller: config.controller_name.clone(),
-                instance: config.instance.clone(),
-            },
+            config.controller_name.clone(),
+            config.instance.clone(),
         );
         let backoff = Backoff::new(config.max_backoff);
         Self {
             client,
-            recorder,
+            events,
             config,
             metrics,
             index: shared.index,

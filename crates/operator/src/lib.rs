@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod error;
+pub mod events;
 pub mod hash_key;
 pub mod index;
 pub mod lease;
