@@ -49,6 +49,7 @@ extra=(
   ""
   ""
   ""
+  ""
   '--set-json=networkPolicy={"enabled":true} --set-json=metrics={"serviceMonitor":{"enabled":true}} --set-json=watchNamespaces=["payments"] --set-json=replicaCount=1'
 )
 step "render and validate against Kubernetes $KUBE_VERSION (kubernetes-validate --strict)"
