@@ -37,7 +37,7 @@ use secretsync_api::{AwsAuth, AwsProvider, AwsSecretRef, Find};
 
 use crate::ConnectContext;
 use crate::credentials;
-use crate::error::{ProviderError, Result};
+use crate::error::{ProviderError, Result, cut, root_cause};
 use crate::find::{MAX_FOUND, Matcher, too_many};
 use crate::value::{ExposeSecret, RemoteValue, SecretBytes, SecretString};
 
@@ -589,24 +589,6 @@ fn credentials_failure(error: &(dyn std::error::Error + 'static)) -> Option<Prov
             root_cause(credentials)
         )),
     })
-}
-
-/// The innermost cause of `error`, for messages (addresses and causes, never payloads).
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-/// `s` cut to 200 characters.
-fn cut(s: &str) -> String {
-    let mut cut: String = s.chars().take(200).collect();
-    if cut.len() < s.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 impl fmt::Debug for Aws {

@@ -44,7 +44,7 @@ use secretsync_api::{AzureAuthSecretRef, AzureAuthType, AzureProvider, Find, Ser
 
 use crate::ConnectContext;
 use crate::credentials;
-use crate::error::{ProviderError, Result};
+use crate::error::{ProviderError, Result, cut, root_cause};
 use crate::find::{MAX_FOUND, Matcher, too_many};
 use crate::value::{ExposeSecret, RemoteValue, SecretBytes};
 
@@ -251,12 +251,12 @@ impl AzureKv {
             if let Some(transport) = chain(credential).find(|e| is_transport(e)) {
                 return ProviderError::Unavailable(format!(
                     "cannot get an Entra ID token for {identity} {doing}: {}",
-                    cut(&root_cause(transport))
+                    root_cause(transport)
                 ));
             }
             return ProviderError::AuthFailed(format!(
                 "Entra ID refused a token to {identity} {doing}: {}",
-                cut(&root_cause(credential))
+                root_cause(credential)
             ));
         }
         match error.kind() {
@@ -291,16 +291,16 @@ impl AzureKv {
             }
             ErrorKind::Connection | ErrorKind::Io => ProviderError::Unavailable(format!(
                 "cannot reach Key Vault at {vault} {doing}: {}",
-                cut(&root_cause(error))
+                root_cause(error)
             )),
             ErrorKind::DataConversion => ProviderError::Unavailable(format!(
                 "unexpected answer from Key Vault at {vault} {doing}: {}",
-                cut(&root_cause(error))
+                root_cause(error)
             )),
             // The SDK's own refusals: a challenge for another domain, a URL it cannot use.
             _ => ProviderError::InvalidConfig(format!(
                 "cannot talk to Key Vault at {vault} {doing}: {}",
-                cut(&root_cause(error))
+                root_cause(error)
             )),
         }
     }
@@ -317,24 +317,6 @@ fn chain(error: &AzError) -> impl Iterator<Item = &AzError> {
 /// Whether `error` is the transport's: no connection, a timeout, a reset.
 fn is_transport(error: &AzError) -> bool {
     matches!(error.kind(), ErrorKind::Connection | ErrorKind::Io)
-}
-
-/// The innermost cause of `error`, for messages (addresses and causes, never payloads).
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-/// `s` cut to 300 characters.
-fn cut(s: &str) -> String {
-    let mut cut: String = s.chars().take(300).collect();
-    if cut.len() < s.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 /// The pipeline options every client of a store shares: our HTTPS client, no SDK retries,

@@ -43,3 +43,25 @@ impl ProviderError {
 }
 
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// The innermost cause of `error`, cut to 300 characters, for messages: SDK errors chain
+/// their causes, and the innermost (an address, a TLS or HTTP failure) is the one a person
+/// can act on. Never a payload: providers pass transport and credential errors only.
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cut(&cause.to_string())
+}
+
+/// `s` cut to 300 characters, marked with an ellipsis when cut.
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub(crate) fn cut(s: &str) -> String {
+    let mut cut: String = s.chars().take(300).collect();
+    if cut.len() < s.len() {
+        cut.push('…');
+    }
+    cut
+}

@@ -33,7 +33,7 @@ use secretsync_api::{Find, GcpAuth, GcpProvider, check_gcp_project_id};
 
 use crate::ConnectContext;
 use crate::credentials;
-use crate::error::{ProviderError, Result};
+use crate::error::{ProviderError, Result, cut, root_cause};
 use crate::find::{MAX_FOUND, Matcher, too_many};
 use crate::value::{ExposeSecret, RemoteValue, SecretBytes};
 
@@ -475,24 +475,6 @@ fn crc32c(data: &[u8]) -> u32 {
         }
     }
     !crc
-}
-
-/// The innermost cause of `error`, for messages (addresses and causes, never payloads).
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cut(&cause.to_string())
-}
-
-/// `s` cut to 200 characters.
-fn cut(s: &str) -> String {
-    let mut cut: String = s.chars().take(200).collect();
-    if cut.len() < s.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 impl fmt::Debug for Gcp {
