@@ -401,22 +401,29 @@ impl Journey {
         .await;
     }
 
-    /// Reasons of the events about `object` (kind/name) in the journey's namespace.
-    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        let list = self
-            .get(&[
-                "events",
-                "--field-selector",
-                &format!("involvedObject.name={name}"),
-            ])
-            .await
-            .expect("list events");
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
-            .collect()
+    /// Waits until the events about `name` in the journey's namespace include each of
+    /// `reasons` (the operator queues events, so they may trail the status they go with).
+    pub async fn wait_events(&self, name: &str, reasons: &[&str]) {
+        eventually(&format!("events {reasons:?} about {name}"), || async {
+            let list = self
+                .get(&[
+                    "events",
+                    "--field-selector",
+                    &format!("involvedObject.name={name}"),
+                ])
+                .await?;
+            let have: Vec<&str> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["reason"].as_str())
+                .collect();
+            match reasons.iter().all(|r| have.contains(r)) {
+                true => Ok(()),
+                false => Err(format!("{have:?}")),
+            }
+        })
+        .await
     }
 }
 

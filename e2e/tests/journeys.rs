@@ -430,12 +430,7 @@ async fn j2_app_team_deployment_pods_ready_on_v1() {
     let secret = j.get(&["secret", "db-v1"]).await.unwrap();
     assert_eq!(secret["immutable"], true);
     assert_eq!(secret["metadata"]["labels"]["secretsync.io/version"], "1");
-    assert!(
-        j.event_reasons("db")
-            .await
-            .iter()
-            .any(|r| r == "VersionCreated")
-    );
+    j.wait_events("db", &["VersionCreated"]).await;
 
     if let Some(sandbox) = j.sandbox("a steady state writes nothing") {
         sandbox.reset_stats();
@@ -520,8 +515,7 @@ async fn j3_source_change_new_version_rolled_old_kept_then_pruned() {
         (v == ["db-v2"]).then_some(()).ok_or(format!("{v:?}"))
     })
     .await;
-    let reasons = j.event_reasons("db").await;
-    assert!(reasons.iter().any(|r| r == "VersionDeleted"), "{reasons:?}");
+    j.wait_events("db", &["VersionDeleted"]).await;
 }
 
 // ---- 4. On-call incident: revoke, rollback, unpin ---------------------------------------

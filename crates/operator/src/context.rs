@@ -134,7 +134,7 @@ pub struct Shared {
 
 pub struct Context {
     pub client: Client,
-    pub events: Publisher,
+    pub events: Arc<Publisher>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub index: Arc<VersionIndex>,
@@ -165,11 +165,11 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, shared: Shared) -> Self {
-        let events = Publisher::new(
+        let events = Arc::new(Publisher::new(
             client.clone(),
             config.controller_name.clone(),
             config.instance.clone(),
-        );
+        ));
         let backoff = Backoff::new(config.max_backoff);
         Self {
             client,

@@ -471,6 +471,7 @@ pub async fn run(
             synced.store(true, Ordering::Release);
         }
     });
+    let events = ctx.events.clone();
     let syncs_run = controller
         .run(
             |sync, ctx: Arc<Context>| async move {
@@ -503,6 +504,8 @@ pub async fn run(
             // matters is in flight: a store check still running is dropped (it is repeated
             // at the next start anyway).
             () = &mut syncs_run => {
+                // Nothing publishes any more: deliver what is queued.
+                events.close().await;
                 return if *stopping_flag.borrow() {
                     Ok(())
                 } else {

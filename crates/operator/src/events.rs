@@ -1,42 +1,87 @@
-//! Events (`events.k8s.io/v1`), each created once. kube-runtime's `Recorder` keeps every
-//! event it published for six minutes, to fold a repeat into a series, and scans that
-//! cache on every publish: at 10k SecretSyncs a cold start holds 10k cached events and
-//! spends quadratic time scanning them. The operator publishes an event only when the
-//! status changes, so there are no repeats to fold, and nothing is kept here.
+//! Events (`events.k8s.io/v1`), each created once, in the background.
+//!
+//! kube-runtime's `Recorder` keeps every event it published for six minutes, to fold a
+//! repeat into a series, and scans that cache on every publish: at 10k SecretSyncs a cold
+//! start holds 10k cached events and spends quadratic time scanning them. The operator
+//! publishes an event only when the status changes, so there are no repeats to fold, and
+//! nothing is kept here.
+//!
+//! Like client-go's broadcaster, publishing queues the event and returns: an event is an
+//! audit record, and a reconcile should not hold one of its slots for it while the
+//! Secrets, templates and statuses of other SecretSyncs wait. The compare bench measured
+//! the inline create as 2 of the 5 writes a rotation waits for (docs/benchmarks.md). Unlike
+//! client-go's, a full queue makes the publisher wait instead of dropping the event: the
+//! contract promises them (api.md). On shutdown the queue is delivered before the process
+//! exits, within the grace period.
 
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// Events waiting to be created. Bounds memory during an API outage (about 0.5 KiB each);
+/// a cold start of 10k SecretSyncs queues one each.
+const QUEUE: usize = 16_384;
+/// Creates in flight at once: a few, so that events trail the reconciles' own writes
+/// instead of competing with them.
+const IN_FLIGHT: usize = 4;
 
 pub struct Publisher {
-    client: Client,
+    queue: mpsc::Sender<K8sEvent>,
+    stop: watch::Sender<bool>,
+    delivery: Mutex<Option<JoinHandle<()>>>,
     controller: String,
     instance: String,
 }
 
 impl Publisher {
     /// Events say `reportingController: controller`, `reportingInstance: instance` (the
-    /// controller's name when none is given).
+    /// controller's name when none is given). Starts the task that creates them: call
+    /// within the Tokio runtime.
     pub fn new(client: Client, controller: String, instance: Option<String>) -> Self {
         let instance = instance.unwrap_or_else(|| controller.clone());
+        let (queue, queued) = mpsc::channel(QUEUE);
+        let (stop, stopped) = watch::channel(false);
+        let delivery = tokio::spawn(deliver(client, queued, stopped));
         Self {
-            client,
+            queue,
+            stop,
+            delivery: Mutex::new(Some(delivery)),
             controller,
             instance,
         }
     }
 
-    /// Creates the event in the namespace of the object it regards.
-    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
+    /// Queues the event for the namespace of the object it regards, stamped now. Waits only
+    /// while the queue is full; after [`Publisher::close`] the event is dropped and logged.
+    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) {
         let event = self.event(ev, regarding, jiff::Timestamp::now());
-        let namespace = regarding.namespace.as_deref().unwrap_or("default");
-        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &event)
-            .await
-            .map(drop)
+        if self.queue.send(event).await.is_err() {
+            warn!(reason = %ev.reason, "event not published: shutting down");
+        }
+    }
+
+    /// Stops taking events and creates the queued ones (bounded by the shutdown grace
+    /// period of `main`, like the reconciles in flight).
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        let delivery = self
+            .delivery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(delivery) = delivery {
+            let _ = delivery.await;
+        }
     }
 
     fn event(&self, ev: &Event, regarding: &ObjectReference, now: jiff::Timestamp) -> K8sEvent {
@@ -68,9 +113,97 @@ impl Publisher {
     }
 }
 
+/// Creates queued events, [`IN_FLIGHT`] at a time, until `stop`; then the rest of the queue.
+async fn deliver(
+    client: Client,
+    mut queued: mpsc::Receiver<K8sEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            event = queued.recv(), if in_flight.len() < IN_FLIGHT => match event {
+                Some(event) => in_flight.push(create(&client, event)),
+                // Closed and empty.
+                None => break,
+            },
+            _ = stop.wait_for(|stop| *stop), if !closed => {
+                closed = true;
+                queued.close();
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+async fn create(client: &Client, event: K8sEvent) {
+    let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+    let created = Api::<K8sEvent>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await;
+    if let Err(e) = created {
+        warn!(reason = event.reason.as_deref().unwrap_or_default(), error = %e, "could not publish event");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_queued_event_is_created_by_close_and_none_after() {
+        let sandbox = secretsync_sandbox::Sandbox::start()
+            .await
+            .expect("sandbox starts");
+        let client = sandbox.client();
+        let namespace = k8s_openapi::api::core::v1::Namespace {
+            metadata: ObjectMeta {
+                name: Some("payments".into()),
+                ..ObjectMeta::default()
+            },
+            ..Default::default()
+        };
+        Api::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let publisher = Publisher::new(client.clone(), "secretsync".into(), None);
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: "VersionCreated".into(),
+            note: None,
+            action: "Sync".into(),
+            secondary: None,
+        };
+        let regarding = |i: usize| ObjectReference {
+            kind: Some("SecretSync".into()),
+            name: Some(format!("db{i}")),
+            namespace: Some("payments".into()),
+            ..ObjectReference::default()
+        };
+        // More than are created at once, all queued before any can have been created.
+        for i in 0..(IN_FLIGHT * 10) {
+            publisher.publish(&ev, &regarding(i)).await;
+        }
+        publisher.close().await;
+        publisher.publish(&ev, &regarding(999)).await;
+
+        let api = Api::<K8sEvent>::namespaced(client, "payments");
+        let mut names: Vec<String> = api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.regarding?.name)
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (0..(IN_FLIGHT * 10)).map(|i| format!("db{i}")).collect();
+        want.sort();
+        assert_eq!(names, want, "each queued event once, none after close");
+    }
 
     #[tokio::test]
     async fn an_event_names_its_object_reporter_and_moment() {

@@ -342,9 +342,7 @@ fn secret_ref(sync: &SecretSync, name: &str) -> ObjectReference {
 /// Every event goes out here, so the rollout and revocation counters agree with them.
 async fn publish(ctx: &Context, sync: &SecretSync, ev: &Event) {
     ctx.metrics.event_published(&ev.reason);
-    if let Err(e) = ctx.events.publish(ev, &sync.object_ref(&())).await {
-        warn!(reason = %ev.reason, error = %e, "could not publish event");
-    }
+    ctx.events.publish(ev, &sync.object_ref(&())).await;
 }
 
 /// Bounds an API write; a timed-out write is retried like any transient API error.

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use secretsync_api::{SecretStore, SecretSync};
 use secretsync_operator::metrics::Metrics;
@@ -324,6 +325,34 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The namespace's Events once at least one `matches` each of `wanted` (the operator
+    /// queues its events, so they may land just after the status that caused them).
+    pub async fn wait_events(
+        &self,
+        wanted: &[&str],
+        matches: impl Fn(&Event, &str) -> bool,
+    ) -> Vec<Event> {
+        let api = self.api::<Event>();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let events = api.list(&ListParams::default()).await.unwrap().items;
+            if wanted.iter().all(|w| events.iter().any(|e| matches(e, w))) {
+                return events;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let reasons: Vec<_> = events.iter().map(|e| (&e.reason, &e.note)).collect();
+                panic!("timed out waiting for events {wanted:?}; have {reasons:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The namespace's Events once one with each of `reasons` exists.
+    pub async fn wait_event_reasons(&self, reasons: &[&str]) -> Vec<Event> {
+        self.wait_events(reasons, |e, r| e.reason.as_deref() == Some(r))
+            .await
     }
 
     /// Waits for a SecretSync condition of `type_` with `status` and returns its reason and

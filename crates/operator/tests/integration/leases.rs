@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use secretsync_api::{SecretSync, TargetState, VersionStatus, labels};
 use secretsync_testkit::leak::LeakScan;
 use secretsync_testkit::openbao::OpenBao;
@@ -70,16 +69,15 @@ fn openssl_serial(serial: &str) -> String {
     serial.replace(':', "").to_uppercase()
 }
 
-async fn event_notes(env: &Env, reason: &str) -> Vec<String> {
-    env.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
+/// Waits for an event of `reason` whose note contains each of `parts`.
+async fn wait_event_note(env: &Env, reason: &str, parts: &[&str]) {
+    env.wait_events(&[reason], |e, reason| {
+        e.reason.as_deref() == Some(reason)
+            && e.note
+                .as_deref()
+                .is_some_and(|n| parts.iter().all(|p| n.contains(p)))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -187,13 +185,12 @@ async fn revoking_a_version_and_deleting_the_sync_revoke_their_certificates_at_o
     assert_eq!(bao.certificate_revoked_at("pki", &v2_serial), None);
     assert_eq!(bao.leases(ROLE_LEASES), vec![v2_lease.clone()]);
     assert!(!bao.leases(ROLE_LEASES).contains(&v1_lease));
-    let revoked = event_notes(&env, "VersionRevoked").await;
-    assert!(
-        revoked
-            .iter()
-            .any(|n| n.contains("deleted revoked tls-v1 and revoked its lease")),
-        "{revoked:?}"
-    );
+    wait_event_note(
+        &env,
+        "VersionRevoked",
+        &["deleted revoked tls-v1 and revoked its lease"],
+    )
+    .await;
 
     // Deleting the SecretSync (deletionPolicy Delete) revokes every remaining lease.
     env.api::<SecretSync>()
@@ -248,14 +245,7 @@ async fn a_lease_that_cannot_be_revoked_keeps_its_secret_until_it_is() {
         json!({"spec": {"revokedVersions": [1], "revokePolicy": "Immediate"}}),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while event_notes(&env, "LeaseRevokeFailed").await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no LeaseRevokeFailed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_event_reasons(&["LeaseRevokeFailed"]).await;
     let (_, message) = env.wait_condition("tls", "Ready", "True").await;
     assert!(
         message.contains("could not revoke the lease of tls-v1"),
@@ -333,12 +323,15 @@ async fn the_next_version_rolls_out_before_the_old_lease_expires() {
         .unwrap()
         .0;
     assert!(v2_created < v1_expiry, "v2 made before v1 expires");
-    let created = event_notes(&env, "VersionCreated").await;
-    assert!(
-        created.iter().any(|n| n.contains("created tls-v2")
-            && n.contains("rotating before the lease of tls-v1 expires at")),
-        "{created:?}"
-    );
+    wait_event_note(
+        &env,
+        "VersionCreated",
+        &[
+            "created tls-v2",
+            "rotating before the lease of tls-v1 expires at",
+        ],
+    )
+    .await;
     drop(synced);
 
     // The rollout to v2 completes, and before v1's lease runs out.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use secretsync_api::{SecretSync, TargetState, VersionState};
 use serde_json::{Value, json};
@@ -154,17 +153,6 @@ fn template_refs(d: &Deployment) -> Vec<String> {
         .collect()
 }
 
-async fn event_reasons(env: &Env) -> Vec<String> {
-    env.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_rollout() {
     let env = Env::start("payments").await;
@@ -234,18 +222,13 @@ async fn a_deployment_rolls_to_each_new_version_and_the_old_one_goes_after_the_r
     );
     let status = env.status("db").await;
     assert_eq!(status.versions[1].state, VersionState::Deleted);
-    let reasons = event_reasons(&env).await;
-    for want in [
+    env.wait_event_reasons(&[
         "VersionCreated",
         "RolloutStarted",
         "RolloutComplete",
         "VersionDeleted",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r == want),
-            "{want} missing from {reasons:?}"
-        );
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -305,12 +288,7 @@ async fn a_hanging_rollout_fails_after_the_timeout_and_deletes_nothing() {
     assert!(message.contains("2s"), "{message}");
     let (ready, _) = env.wait_condition("db", "Ready", "False").await;
     assert_eq!(ready, "RolloutFailed");
-    assert!(
-        event_reasons(&env)
-            .await
-            .iter()
-            .any(|r| r == "RolloutFailed")
-    );
+    env.wait_event_reasons(&["RolloutFailed"]).await;
     assert!(
         env.secret("db-v1").await.is_some(),
         "no old version is deleted"
@@ -352,27 +330,13 @@ async fn revoking_the_active_version_rotates_rolls_and_deletes_it_after_the_roll
         })
         .await;
     assert_eq!(status.active_secret_name.as_deref(), Some("db-v2"));
-    assert!(
-        event_reasons(&env)
-            .await
-            .iter()
-            .any(|r| r == "VersionRevoked")
-    );
-    let notes: Vec<String> = env
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.note)
-        .collect();
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("created db-v2") && n.contains("replaces revoked db-v1")),
-        "{notes:?}"
-    );
+    env.wait_event_reasons(&["VersionRevoked"]).await;
+    env.wait_events(&["replaces revoked db-v1"], |e, want| {
+        e.note
+            .as_deref()
+            .is_some_and(|n| n.contains("created db-v2") && n.contains(want))
+    })
+    .await;
 
     // Pinning the revoked version is refused and changes nothing: by the API server when it
     // runs the CRD's CEL rules, else by the operator.
@@ -433,13 +397,8 @@ async fn immediate_revocation_deletes_at_once_and_warns_about_users() {
     env.wait_version("db", 2).await;
     // Deleted although the rollout off it hangs.
     env.wait_for_absent::<Secret>("db-v1").await;
-    let events = env
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
+    let events = env.wait_event_reasons(&["RevokedStillReferenced"]).await;
     let warning = events
-        .items
         .iter()
         .find(|e| e.reason.as_deref() == Some("RevokedStillReferenced"))
         .expect("a RevokedStillReferenced warning");
@@ -710,24 +669,14 @@ async fn a_failed_rollout_rolls_back_to_the_previous_version_and_stays_there() {
     );
     let (ready, _) = env.wait_condition("db", "Ready", "False").await;
     assert_eq!(ready, "RolloutFailed");
-    let warnings: Vec<String> = env
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some("RolloutFailed") && e.type_.as_deref() == Some("Warning")
-        })
-        .filter_map(|e| e.note)
-        .collect();
-    assert!(
-        warnings
-            .iter()
-            .any(|n| n.contains("db-v2") && n.contains("rolling targets back to db-v1")),
-        "{warnings:?}"
-    );
+    env.wait_events(&["rolling targets back to db-v1"], |e, want| {
+        e.reason.as_deref() == Some("RolloutFailed")
+            && e.type_.as_deref() == Some("Warning")
+            && e.note
+                .as_deref()
+                .is_some_and(|n| n.contains("db-v2") && n.contains(want))
+    })
+    .await;
     // To db-v2 and back: two template changes (one more if a patch met a conflict with the
     // simulator's status writes and was retried).
     let stats = env.sandbox.stats();
