@@ -12,12 +12,14 @@ pub mod reason;
 pub mod secretsync;
 pub mod selector;
 pub mod store;
+pub mod string_map;
 pub mod validate;
 pub mod window;
 
 pub use reason::Reason;
 pub use secretsync::*;
 pub use store::*;
+pub use string_map::StringMap;
 
 /// The three CRDs, in the order they should be applied.
 pub fn crds()

@@ -563,7 +563,8 @@ pub struct VersionStatus {
     pub created_at: Option<Time>,
     /// Backend version id of each remote key used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_versions: Option<BTreeMap<String, String>>,
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub source_versions: Option<crate::StringMap>,
     pub state: VersionState,
     #[serde(default)]
     pub revoked_at: Option<Time>,

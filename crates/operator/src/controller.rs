@@ -53,6 +53,9 @@ use crate::supervise::Stopped;
 use crate::sync_index::{SyncIndex, SyncRef};
 use crate::workloads::{Workloads, to_value};
 
+/// `kubectl apply`'s record of the applied object, kept out of the SecretSync cache.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Watch only these namespaces (SecretSyncs, SecretStores, Secrets, workloads); all
@@ -186,13 +189,17 @@ pub async fn run(
         reflector::reflector(
             syncs_writer,
             // managedFields (the status writes' field sets) were a good part of each cached
-            // SecretSync, and nothing here reads them.
+            // SecretSync, and `kubectl apply`'s copy of the whole object can be more: nothing
+            // here reads either.
             watch_namespaces::<DeserializeGuard<SecretSync>>(
                 &client,
                 &options.namespaces,
                 sync_config,
             )
-            .modify(|sync| sync.managed_fields_mut().clear()),
+            .modify(|sync| {
+                sync.managed_fields_mut().clear();
+                sync.annotations_mut().remove(LAST_APPLIED);
+            }),
         )
         .inspect_ok(move |event| match event {
             watcher::Event::Init => sync_index.relist_start(),

@@ -3,7 +3,7 @@
 //! this SecretSync have" and "who owns `<base>-v<N>` names in this namespace" without an API
 //! call, so a steady-state reconcile reads nothing from the API server.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -19,13 +19,16 @@ pub struct VersionMeta {
     pub content_hash: Option<String>,
     pub spec_version: i64,
     pub created_at: Option<Time>,
-    pub source_versions: Option<BTreeMap<String, String>>,
+    /// The source-versions annotation as written (a JSON map), parsed only when a status is
+    /// built: parsed, each version's map took half a KiB of the index (a B-tree node).
+    pub source_versions: Option<Box<str>>,
     /// The Secret's UID and resourceVersion when indexed: deletes are conditional on both,
     /// so the operator never deletes a Secret other than the one it decided about.
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     /// The backend lease of a dynamic secret, from the Secret's annotations.
-    pub lease: Option<LeaseMeta>,
+    /// Boxed: most versions have none, and the index holds every version.
+    pub lease: Option<Box<LeaseMeta>>,
     /// A `pki` version's certificate serial number.
     pub serial: Option<String>,
 }
@@ -89,6 +92,11 @@ impl LeaseMeta {
 }
 
 impl VersionMeta {
+    /// The backend versions this version was made from, as its status shows them.
+    pub fn parsed_source_versions(&self) -> Option<secretsync_api::StringMap> {
+        serde_json::from_str(self.source_versions.as_deref()?).ok()
+    }
+
     /// Reads a managed Secret's metadata; `None` when it is not one of ours (no controller
     /// owner of kind SecretSync, or no version label).
     pub fn from_secret(meta: &kube::core::ObjectMeta) -> Option<(String, VersionMeta)> {
@@ -110,11 +118,12 @@ impl VersionMeta {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
                 created_at: meta.creation_timestamp.clone(),
-                source_versions: annotation(labels::SOURCE_VERSIONS)
-                    .and_then(|v| serde_json::from_str(&v).ok()),
+                source_versions: annotation(labels::SOURCE_VERSIONS).map(String::into_boxed_str),
                 uid: meta.uid.clone(),
                 resource_version: meta.resource_version.clone(),
-                lease: annotations.and_then(LeaseMeta::from_annotations),
+                lease: annotations
+                    .and_then(LeaseMeta::from_annotations)
+                    .map(Box::new),
                 serial: annotation(labels::CERTIFICATE_SERIAL),
             },
         ))
@@ -123,13 +132,14 @@ impl VersionMeta {
 
 #[derive(Default)]
 struct Inner {
-    /// owner UID → version → meta
-    by_owner: HashMap<String, BTreeMap<i64, VersionMeta>>,
+    /// owner UID → its versions, oldest first. A few each: a sorted Vec, as a B-tree node
+    /// per SecretSync was the index's largest cost (compare bench, heaptrack).
+    by_owner: HashMap<String, Vec<VersionMeta>>,
     /// (namespace, Secret name) → owner UID, to find the owner of a name on delete.
     owner_of: HashMap<(String, String), String>,
     /// (namespace, base name) → (owner UID, Secret name) of every `<base>-v<N>` Secret, to
     /// detect two SecretSyncs claiming one target name without scanning every Secret.
-    by_base: HashMap<(String, String), BTreeSet<(String, String)>>,
+    by_base: HashMap<(String, String), Vec<(String, String)>>,
     /// (namespace, owner UID, version) of each of our Secrets seen during a relist,
     /// swapped in when it completes.
     relist: Option<Vec<(String, String, VersionMeta)>>,
@@ -171,20 +181,23 @@ impl VersionIndex {
 
     fn insert_locked(inner: &mut Inner, namespace: String, owner: String, meta: VersionMeta) {
         if let Some(base) = base_of(&meta.secret_name) {
-            inner
+            let claims = inner
                 .by_base
                 .entry((namespace.clone(), base.to_owned()))
-                .or_default()
-                .insert((owner.clone(), meta.secret_name.clone()));
+                .or_default();
+            let claim = (owner.clone(), meta.secret_name.clone());
+            if !claims.contains(&claim) {
+                claims.push(claim);
+            }
         }
         inner
             .owner_of
             .insert((namespace, meta.secret_name.clone()), owner.clone());
-        inner
-            .by_owner
-            .entry(owner)
-            .or_default()
-            .insert(meta.version, meta);
+        let versions = inner.by_owner.entry(owner).or_default();
+        match versions.binary_search_by_key(&meta.version, |m| m.version) {
+            Ok(at) => versions[at] = meta,
+            Err(at) => versions.insert(at, meta),
+        }
     }
 
     /// Removes a Secret; returns its owner UID when it was one of ours.
@@ -200,7 +213,7 @@ impl VersionIndex {
             .owner_of
             .remove(&(namespace.to_owned(), name.to_owned()))?;
         if let Some(versions) = inner.by_owner.get_mut(&owner) {
-            versions.retain(|_, m| m.secret_name != name);
+            versions.retain(|m| m.secret_name != name);
             if versions.is_empty() {
                 inner.by_owner.remove(&owner);
             }
@@ -208,7 +221,7 @@ impl VersionIndex {
         if let Some(base) = base_of(name) {
             let key = (namespace.to_owned(), base.to_owned());
             if let Some(claims) = inner.by_base.get_mut(&key) {
-                claims.remove(&(owner.clone(), name.to_owned()));
+                claims.retain(|(o, n)| !(o == &owner && n == name));
                 if claims.is_empty() {
                     inner.by_base.remove(&key);
                 }
@@ -259,8 +272,10 @@ impl VersionIndex {
         self.lock()
             .by_owner
             .get(owner_uid)
-            .cloned()
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .map(|m| (m.version, m.clone()))
+            .collect()
     }
 
     /// The owner of a Secret name in a namespace, if it is a managed Secret.
@@ -354,7 +369,7 @@ mod tests {
         assert_eq!(versions[&2].content_hash.as_deref(), Some("sha256:2"));
         assert_eq!(versions[&2].spec_version, 2);
         assert_eq!(
-            versions[&2].source_versions.as_ref().unwrap()["app/db"],
+            versions[&2].parsed_source_versions().unwrap()["app/db"],
             "7"
         );
         assert_eq!(

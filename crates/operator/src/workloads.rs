@@ -58,9 +58,46 @@ pub fn reduce(object: &Value) -> Value {
     }
     let mut reduced = json!({"metadata": metadata, "spec": spec});
     if let Some(status) = object.get("status") {
-        reduced["status"] = status.clone();
+        reduced["status"] = reduce_status(status);
     }
     reduced
+}
+
+/// The status fields `rollout::rollout_progress` reads, for any of the kinds, and of the
+/// conditions only the Deployment controller's verdict that progress stalled. The whole
+/// status (every condition with its messages and times) was most of a cached workload.
+fn reduce_status(status: &Value) -> Value {
+    const READ: &[&str] = &[
+        "observedGeneration",
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "currentRevision",
+        "updateRevision",
+        "desiredNumberScheduled",
+        "updatedNumberScheduled",
+        "numberReady",
+        "numberAvailable",
+        "phase",
+        "message",
+    ];
+    let mut out: Map<String, Value> = READ
+        .iter()
+        .filter_map(|key| Some(((*key).to_owned(), status.get(*key)?.clone())))
+        .collect();
+    let stalled: Vec<Value> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded"))
+        .map(|c| json!({"type": c.get("type"), "reason": c.get("reason"), "message": c.get("message")}))
+        .collect();
+    if !stalled.is_empty() {
+        out.insert("conditions".to_owned(), Value::Array(stalled));
+    }
+    Value::Object(out)
 }
 
 /// Keeps every container, env entry, envFrom entry, volume and projected source at its index,
@@ -528,6 +565,27 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
             secret_refs(reduced.pointer("/spec/template/spec").unwrap()),
             secret_refs(full.pointer("/spec/template/spec").unwrap())
         );
+    }
+
+    #[test]
+    fn a_stalled_rollout_reads_as_failed_in_the_reduced_copy() {
+        let mut full = deployment();
+        full["spec"]["replicas"] = json!(2);
+        full["status"] = json!({
+            "observedGeneration": full["metadata"]["generation"],
+            "replicas": 2, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                 "message": "Deployment has minimum availability."},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": "ReplicaSet \"api-7d\" has timed out progressing."},
+            ],
+        });
+        let reduced = reduce(&full);
+        let progress = rollout_progress(WorkloadKind::Deployment, &reduced);
+        assert!(matches!(progress, Progress::Failed { .. }), "{progress:?}");
+        assert_eq!(progress, rollout_progress(WorkloadKind::Deployment, &full));
+        assert!(!reduced.to_string().contains("MinimumReplicasAvailable"));
     }
 
     #[test]

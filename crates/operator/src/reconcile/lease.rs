@@ -159,7 +159,7 @@ mod tests {
             source_versions: None,
             uid: None,
             resource_version: None,
-            lease,
+            lease: lease.map(Box::new),
             serial: None,
         }
     }
