@@ -240,6 +240,16 @@ impl SandboxProcess {
             .expect("POST /sandbox/stats/reset");
     }
 
+    /// Events `user` created since the last reset.
+    async fn events_created(&self, user: &str) -> u64 {
+        let stats = self.stats().await;
+        stats
+            .by_user(user)
+            .filter(|c| c.key.verb == "create" && c.key.resource == "events")
+            .map(|c| c.count)
+            .sum()
+    }
+
     /// Requests of `user` since the last reset, by verb, and how many were writes.
     async fn requests_of(&self, user: &str) -> Requests {
         let stats = self.stats().await;
@@ -1017,6 +1027,20 @@ async fn run_one(sizes: Sizes) -> Run {
         )
     };
     let cold_fig = op.figures();
+    // Events trail the reconciles (the operator queues them): when the last one landed.
+    let events_wall = {
+        let limit = s.limit();
+        loop {
+            if run.sandbox.events_created(OPERATOR_USER).await >= s.n as u64 {
+                break t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "cold start: events not created in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     op.settle(s).await;
     let cold_requests = run.sandbox.requests_of(OPERATOR_USER).await;
     let cold_reads = run.bao.reads_since_last();
@@ -1027,6 +1051,7 @@ async fn run_one(sizes: Sizes) -> Run {
         json!({"seconds": cold_wall.as_secs_f64(), "syncs_per_s": cold_rate, "ratio": ratio,
                "latency": cold_lat.json(), "requests": cold_requests.json(),
                "writes_per_sync": cold_requests.writes() as f64 / s.n as f64,
+               "events_seconds": events_wall.as_secs_f64(),
                "backend_reads": cold_reads, "cpu_s": cold_fig.cpu_s,
                "hwm_kib": cold_fig.hwm_kib}),
         "cold start: all Ready at v1 (wall, syncs/s)",
@@ -1047,6 +1072,10 @@ async fn run_one(sizes: Sizes) -> Run {
             cold_requests.show(),
             cold_requests.writes() as f64 / s.n as f64
         ),
+    ));
+    run.lines.push((
+        "cold start: every VersionCreated event created (s from operator start)".into(),
+        format!("{:.2}", events_wall.as_secs_f64()),
     ));
     run.lines.push((
         "cold start: backend reads".into(),
