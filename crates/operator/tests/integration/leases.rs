@@ -388,19 +388,15 @@ async fn the_next_version_rolls_out_before_the_old_lease_expires() {
         .creation_timestamp
         .unwrap()
         .0;
-    let longest = synced
-        .status
-        .unwrap()
-        .rollout
-        .unwrap()
-        .longest_duration
-        .unwrap();
+    // Planned from the rollouts seen when v2's completed (v3's own may have finished since).
+    let longest = rollout.longest_duration.expect("longest rollout recorded");
     let longest = secretsync_api::duration::parse_duration(&longest).unwrap();
     let lead = longest * 2 + Duration::from_secs(5);
     let early = Duration::try_from(v2_expiry.duration_since(v3_created)).unwrap();
-    // creationTimestamp has whole seconds: v3 was made up to 1 s after it says.
+    // creationTimestamp has whole seconds: v3 was made up to 1 s after it says. Never
+    // earlier than planned; on a loaded machine the timer's reconcile may start late.
     assert!(
-        early <= lead + Duration::from_secs(1) && early + Duration::from_secs(1) >= lead,
+        early <= lead + Duration::from_secs(1) && early + Duration::from_secs(3) >= lead,
         "v3 made {early:?} before v2's expiry, not the lead {lead:?}"
     );
     assert!(
