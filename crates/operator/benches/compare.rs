@@ -180,6 +180,7 @@ fn loadavg() -> String {
 
 struct SandboxProcess {
     _child: ChildGuard,
+    pid: u32,
     url: String,
     /// Unmetered (no impersonation) client for setup and `/sandbox/stats`.
     client: Client,
@@ -212,10 +213,17 @@ impl SandboxProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         SandboxProcess {
+            pid: child.id().expect("running"),
             _child: child,
             client: client_as(&url, None),
             url,
         }
+    }
+
+    /// CPU seconds the sandbox has used: serving the writes and every watch is the other
+    /// half of what a sync costs on this machine.
+    fn cpu_s(&self) -> f64 {
+        proc_figures(self.pid).cpu_s
     }
 
     async fn stats(&self) -> Stats {
@@ -982,13 +990,17 @@ async fn run_one(sizes: Sizes) -> Run {
 
     // ---- raw baseline ---------------------------------------------------------------------
     run.phase_start().await;
+    let (sandbox_cpu, bench_cpu) = (run.sandbox.cpu_s(), proc_figures(std::process::id()).cpu_s);
     let (raw_wall, raw_lat) = raw_baseline(&run.sandbox.url, &run.bao.server, s.n).await;
+    let raw_sandbox_cpu = run.sandbox.cpu_s() - sandbox_cpu;
+    let raw_client_cpu = proc_figures(std::process::id()).cpu_s - bench_cpu;
     let raw_rate = s.n as f64 / raw_wall.as_secs_f64();
     let raw_requests = run.sandbox.requests_of(RAW_USER).await;
     let raw_reads = run.bao.reads_since_last();
     run.record(
         "raw",
         json!({"seconds": raw_wall.as_secs_f64(), "syncs_per_s": raw_rate, "latency": raw_lat.json(),
+               "sandbox_cpu_s": raw_sandbox_cpu, "client_cpu_s": raw_client_cpu,
                "requests": raw_requests.json(), "backend_reads": raw_reads}),
         "raw client: all done (wall, syncs/s)",
         format!("{:.2} s, {raw_rate:.0}/s", raw_wall.as_secs_f64()),
@@ -999,9 +1011,18 @@ async fn run_one(sizes: Sizes) -> Run {
     ));
     run.lines
         .push(("raw client: API requests".into(), raw_requests.show()));
+    run.lines.push((
+        "raw client: CPU ms per sync, sandbox / client (the bench process)".into(),
+        format!(
+            "{:.2} / {:.2}",
+            1000.0 * raw_sandbox_cpu / s.n as f64,
+            1000.0 * raw_client_cpu / s.n as f64
+        ),
+    ));
 
     // ---- cold start -------------------------------------------------------------------
     run.phase_start().await;
+    let sandbox_cpu = run.sandbox.cpu_s();
     let t0 = Instant::now();
     let mut op = run.operator();
     let cold_keys: Vec<String> = (0..s.n)
@@ -1027,6 +1048,7 @@ async fn run_one(sizes: Sizes) -> Run {
         )
     };
     let cold_fig = op.figures();
+    let cold_sandbox_cpu = run.sandbox.cpu_s() - sandbox_cpu;
     // Events trail the reconciles (the operator queues them): when the last one landed.
     let events_wall = {
         let limit = s.limit();
@@ -1051,7 +1073,7 @@ async fn run_one(sizes: Sizes) -> Run {
         json!({"seconds": cold_wall.as_secs_f64(), "syncs_per_s": cold_rate, "ratio": ratio,
                "latency": cold_lat.json(), "requests": cold_requests.json(),
                "writes_per_sync": cold_requests.writes() as f64 / s.n as f64,
-               "events_seconds": events_wall.as_secs_f64(),
+               "events_seconds": events_wall.as_secs_f64(), "sandbox_cpu_s": cold_sandbox_cpu,
                "backend_reads": cold_reads, "cpu_s": cold_fig.cpu_s,
                "hwm_kib": cold_fig.hwm_kib}),
         "cold start: all Ready at v1 (wall, syncs/s)",
@@ -1084,6 +1106,14 @@ async fn run_one(sizes: Sizes) -> Run {
     run.lines.push((
         "cold start: operator CPU s / peak RSS MiB".into(),
         format!("{:.1} / {:.1}", cold_fig.cpu_s, mib(cold_fig.hwm_kib)),
+    ));
+    run.lines.push((
+        "cold start: CPU ms per sync, sandbox / operator (until all Ready)".into(),
+        format!(
+            "{:.2} / {:.2}",
+            1000.0 * cold_sandbox_cpu / s.n as f64,
+            1000.0 * cold_fig.cpu_s / s.n as f64
+        ),
     ));
 
     // ---- rotation -----------------------------------------------------------------------
