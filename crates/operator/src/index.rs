@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
-use secretsync_api::labels;
+use secretsync_api::{StringMap, labels};
 
 /// What the operator needs to know of one version, read from its labels and annotations.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,9 +19,9 @@ pub struct VersionMeta {
     pub content_hash: Option<String>,
     pub spec_version: i64,
     pub created_at: Option<Time>,
-    /// The source-versions annotation as written (a JSON map), parsed only when a status is
-    /// built: parsed, each version's map took half a KiB of the index (a B-tree node).
-    pub source_versions: Option<Box<str>>,
+    /// The backend version of each remote key, from the source-versions annotation: a
+    /// [`StringMap`], as a `BTreeMap` node per Secret was a quarter of the index.
+    pub source_versions: Option<StringMap>,
     /// The Secret's UID and resourceVersion when indexed: deletes are conditional on both,
     /// so the operator never deletes a Secret other than the one it decided about.
     pub uid: Option<String>,
@@ -92,11 +92,6 @@ impl LeaseMeta {
 }
 
 impl VersionMeta {
-    /// The backend versions this version was made from, as its status shows them.
-    pub fn parsed_source_versions(&self) -> Option<secretsync_api::StringMap> {
-        serde_json::from_str(self.source_versions.as_deref()?).ok()
-    }
-
     /// Reads a managed Secret's metadata; `None` when it is not one of ours (no controller
     /// owner of kind SecretSync, or no version label).
     pub fn from_secret(meta: &kube::core::ObjectMeta) -> Option<(String, VersionMeta)> {
@@ -118,7 +113,8 @@ impl VersionMeta {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
                 created_at: meta.creation_timestamp.clone(),
-                source_versions: annotation(labels::SOURCE_VERSIONS).map(String::into_boxed_str),
+                source_versions: annotation(labels::SOURCE_VERSIONS)
+                    .and_then(|v| serde_json::from_str(&v).ok()),
                 uid: meta.uid.clone(),
                 resource_version: meta.resource_version.clone(),
                 lease: annotations
@@ -369,7 +365,7 @@ mod tests {
         assert_eq!(versions[&2].content_hash.as_deref(), Some("sha256:2"));
         assert_eq!(versions[&2].spec_version, 2);
         assert_eq!(
-            versions[&2].parsed_source_versions().unwrap()["app/db"],
+            versions[&2].source_versions.as_ref().unwrap()["app/db"],
             "7"
         );
         assert_eq!(

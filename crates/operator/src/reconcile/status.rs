@@ -236,7 +236,7 @@ pub fn version_list(
                 content_hash: meta.content_hash.clone(),
                 spec_version: meta.spec_version,
                 created_at: meta.created_at.clone(),
-                source_versions: meta.parsed_source_versions(),
+                source_versions: meta.source_versions.clone(),
                 state,
                 revoked_at,
                 lease: meta.lease.as_ref().map(|l| LeaseStatus {
