@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
 use secretsync_testkit::moto::Moto;
 use serde_json::json;
 
-use crate::common::Env;
+use crate::common::{Env, secret_data};
 
 /// Static credentials and a SecretStore `aws` pointing at `moto`.
 pub async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
@@ -33,16 +32,6 @@ pub async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
         .create(&PostParams::default(), &store)
         .await
         .unwrap();
-}
-
-fn data(secret: &Secret) -> std::collections::BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
 }
 
 #[tokio::test]
@@ -84,7 +73,7 @@ spec:
     )
     .await;
     let synced = env.wait_version("db", 1).await;
-    let v1 = data(&env.secret("db-v1").await.unwrap());
+    let v1 = secret_data(&env.secret("db-v1").await.unwrap());
     let expected: [(&str, &[u8]); 9] = [
         ("api", b"api-key"),
         ("cert", b"\x00\x01binary\xff"),
@@ -115,12 +104,12 @@ spec:
     // A new value in AWS becomes v2 at the next refresh, with the new VersionId.
     let second = moto.put_secret_value("app/db", r#"{"password":"third","owner":{"user":"app"}}"#);
     let synced = env.wait_version("db", 2).await;
-    let v2 = data(&env.secret("db-v2").await.unwrap());
+    let v2 = secret_data(&env.secret("db-v2").await.unwrap());
     assert_eq!(v2["password"], b"third");
     assert_eq!(v2["previous"], b"second", "AWSPREVIOUS moved too");
     assert_eq!(v2["pinned"], b"first", "a pinned VersionId does not move");
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         b"second"
     );
     assert_eq!(
@@ -216,7 +205,7 @@ spec:
     env.wait_failure("db", "Ready", "ProviderUnavailable").await;
     env.wait_store("aws", "False", "ProviderUnavailable").await;
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         b"kept"
     );
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
@@ -229,7 +218,7 @@ spec:
     env.wait_store("aws", "False", "ProviderAuthFailed").await;
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         b"kept"
     );
 }

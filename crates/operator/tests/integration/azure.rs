@@ -4,7 +4,6 @@
 //! versions follow the vault, shared keys are read once per refresh window, each failure
 //! is reported with its reason while Secrets stay intact, and values never leak.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,7 +15,7 @@ use secretsync_testkit::azure_double::{self, AzureDouble};
 use secretsync_testkit::leak::LeakScan;
 use serde_json::{Value, json};
 
-use crate::common::{Env, logs};
+use crate::common::{Env, keyed_sync_yaml, logs, secret_data};
 
 /// The `azurekv` provider block for `double` with `auth` merged in.
 fn provider(double: &AzureDouble, auth: Value) -> Value {
@@ -66,30 +65,6 @@ pub async fn azure_store(env: &Env, double: &AzureDouble, client_secret: &str) {
         },
     });
     create_store(env, "azure", provider(double, auth)).await;
-}
-
-fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
-}
-
-fn sync_yaml(name: &str, key: &str) -> String {
-    format!(
-        r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: {name}}}
-spec:
-  storeRef: {{name: azure}}
-  refreshInterval: 1s
-  data: [{{secretKey: password, remoteRef: {{key: {key}, property: password}}}}]
-"#
-    )
 }
 
 #[tokio::test]
@@ -144,7 +119,7 @@ spec:
     let synced = env.wait_version("db", 1).await;
     let (reason, _) = env.wait_condition("db", "Ready", "True").await;
     assert_eq!(reason, "Synced");
-    let v1 = data(&env.secret("db-v1").await.unwrap());
+    let v1 = secret_data(&env.secret("db-v1").await.unwrap());
     let expected: [(&str, &[u8]); 8] = [
         ("api", b"api-key"),
         ("host", b"db.internal"),
@@ -177,11 +152,11 @@ spec:
         &[],
     );
     let synced = env.wait_version("db", 2).await;
-    let v2 = data(&env.secret("db-v2").await.unwrap());
+    let v2 = secret_data(&env.secret("db-v2").await.unwrap());
     assert_eq!(v2["password"], b"third");
     assert_eq!(v2["pinned"], b"first", "a pinned version does not move");
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         b"second"
     );
     assert_eq!(
@@ -212,12 +187,13 @@ async fn azure_failures_say_why_and_keep_the_secrets() {
             ..Config::default()
         });
     azure_store(&env, &double, azure_double::CLIENT_SECRET).await;
-    env.create::<SecretSync>(&sync_yaml("db", "app-db")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("db", "azure", "app-db"))
+        .await;
     env.wait_version("db", 1).await;
-    let kept = || async { data(&env.secret("db-v1").await.unwrap())["password"].clone() };
+    let kept = || async { secret_data(&env.secret("db-v1").await.unwrap())["password"].clone() };
 
     // A key that does not exist.
-    env.create::<SecretSync>(&sync_yaml("missing", "app-nowhere"))
+    env.create::<SecretSync>(&keyed_sync_yaml("missing", "azure", "app-nowhere"))
         .await;
     let message = env
         .wait_failure("missing", "Ready", "RemoteKeyNotFound")
@@ -331,10 +307,11 @@ async fn workload_identity_exchanges_a_service_account_token() {
         json!({"authType": "WorkloadIdentity", "serviceAccountRef": {"name": "app"}}),
     );
     create_store(&env, "azure", spec).await;
-    env.create::<SecretSync>(&sync_yaml("db", "app-db")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("db", "azure", "app-db"))
+        .await;
     env.wait_version("db", 1).await;
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         b"federated"
     );
     env.wait_store("azure", "True", "Valid").await;
@@ -414,10 +391,11 @@ async fn azure_values_never_leak() {
     double.set_secret("app-db", &format!(r#"{{"password":"{CANARY}"}}"#), &[]);
     let env = Env::start("payments").await;
     azure_store(&env, &double, SECRET_CANARY).await;
-    env.create::<SecretSync>(&sync_yaml("db", "app-db")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("db", "azure", "app-db"))
+        .await;
     env.wait_version("db", 1).await;
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         CANARY.as_bytes()
     );
     double.set_secret("app-db", &format!(r#"{{"password":"{CANARY}-2"}}"#), &[]);

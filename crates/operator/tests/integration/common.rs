@@ -1,6 +1,7 @@
 //! Test harness: a sandbox API server with the CRDs installed, a namespace, and an operator
 //! running in-process that can be stopped and restarted.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -516,6 +517,33 @@ pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
         .create(&Default::default(), &deployment)
         .await
         .unwrap();
+}
+
+/// A Secret's data as bytes by key.
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+/// A SecretSync manifest reading property `password` of `key` through `store`, refreshed
+/// every second.
+pub fn keyed_sync_yaml(name: &str, store: &str, key: &str) -> String {
+    format!(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: {store}}}
+  refreshInterval: 1s
+  data: [{{secretKey: password, remoteRef: {{key: {key}, property: password}}}}]
+"#
+    )
 }
 
 /// A SecretSync manifest reading `password` from the fake store's `app/db`.

@@ -4,7 +4,6 @@
 //! window, each failure is reported with its reason while Secrets stay intact, and values
 //! never show in logs or statuses.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +13,7 @@ use secretsync_testkit::gcp_double::{GcpDouble, PROJECT_ID, TEST_KEY_PEM};
 use secretsync_testkit::leak::LeakScan;
 use serde_json::json;
 
-use crate::common::{Env, logs};
+use crate::common::{Env, keyed_sync_yaml, logs, secret_data};
 
 const ACCOUNT: &str = "secretsync@secretsync-test.iam.gserviceaccount.com";
 
@@ -42,30 +41,6 @@ async fn started(double: &GcpDouble) -> Env {
     let env = Env::start("payments").await;
     gcp_store(&env, double, "gcp", &double.service_account_key(ACCOUNT)).await;
     env
-}
-
-fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
-}
-
-fn sync(name: &str, key: &str) -> String {
-    format!(
-        r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: {name}}}
-spec:
-  storeRef: {{name: gcp}}
-  refreshInterval: 1s
-  data: [{{secretKey: password, remoteRef: {{key: {key}, property: password}}}}]
-"#
-    )
 }
 
 #[tokio::test]
@@ -117,7 +92,7 @@ spec:
         ("user", b"app"),
     ];
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap()),
+        secret_data(&env.secret("db-v1").await.unwrap()),
         expected
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
@@ -137,11 +112,11 @@ spec:
         3
     );
     let synced = env.wait_version("db", 2).await;
-    let v2 = data(&env.secret("db-v2").await.unwrap());
+    let v2 = secret_data(&env.secret("db-v2").await.unwrap());
     assert_eq!(v2["password"], b"third");
     assert_eq!(v2["pinned"], b"first", "a pinned version does not move");
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         b"second"
     );
     assert_eq!(
@@ -161,18 +136,21 @@ async fn gcp_failures_say_why_and_keep_the_secrets() {
     let double = GcpDouble::start(ACCOUNT).await;
     double.add_version("db", br#"{"password":"kept"}"#);
     let env = started(&double).await;
-    env.create::<SecretSync>(&sync("db", "db")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("db", "gcp", "db"))
+        .await;
     env.wait_version("db", 1).await;
-    let kept = |secret: Secret| data(&secret)["password"] == b"kept";
+    let kept = |secret: Secret| secret_data(&secret)["password"] == b"kept";
 
     // A secret that does not exist, and a version that does not.
-    env.create::<SecretSync>(&sync("missing", "nowhere")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("missing", "gcp", "nowhere"))
+        .await;
     let message = env
         .wait_failure("missing", "Ready", "RemoteKeyNotFound")
         .await;
     assert!(message.contains("nowhere"), "{message}");
     env.create::<SecretSync>(
-        &sync("old", "db").replace("property: password", "property: password, version: \"9\""),
+        &keyed_sync_yaml("old", "gcp", "db")
+            .replace("property: password", "property: password, version: \"9\""),
     )
     .await;
     env.wait_failure("old", "Ready", "RemoteKeyNotFound").await;
@@ -243,7 +221,7 @@ async fn shared_gcp_secrets_are_read_once_per_refresh_window() {
     let env = started(&double).await;
     for i in 0..SYNCS {
         env.create::<SecretSync>(
-            &sync(&format!("s{i}"), &format!("k{}", i % KEYS))
+            &keyed_sync_yaml(&format!("s{i}"), "gcp", &format!("k{}", i % KEYS))
                 .replace("refreshInterval: 1s", "refreshInterval: 6s"),
         )
         .await;
@@ -271,7 +249,10 @@ async fn shared_gcp_secrets_are_read_once_per_refresh_window() {
         ["s0-v1"],
         "nothing changed"
     );
-    assert_eq!(data(&env.secret("s1-v1").await.unwrap())["password"], b"p1");
+    assert_eq!(
+        secret_data(&env.secret("s1-v1").await.unwrap())["password"],
+        b"p1"
+    );
 }
 
 /// A value planted in Secret Manager, and the service-account key, never show in the
@@ -283,14 +264,18 @@ async fn gcp_values_and_keys_never_appear_in_logs_or_statuses() {
     double.add_version("db", format!(r#"{{"password":"{CANARY}"}}"#).as_bytes());
     double.add_version("raw", CANARY.as_bytes());
     let env = started(&double).await;
-    env.create::<SecretSync>(&sync("db", "db")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("db", "gcp", "db"))
+        .await;
     env.wait_version("db", 1).await;
     // Failures whose messages are built near the value: a missing property of it, a
     // payload that is not JSON.
-    env.create::<SecretSync>(&sync("prop", "db").replace("property: password", "property: nope"))
-        .await;
+    env.create::<SecretSync>(
+        &keyed_sync_yaml("prop", "gcp", "db").replace("property: password", "property: nope"),
+    )
+    .await;
     env.wait_failure("prop", "Ready", "RemoteKeyNotFound").await;
-    env.create::<SecretSync>(&sync("raw", "raw")).await;
+    env.create::<SecretSync>(&keyed_sync_yaml("raw", "gcp", "raw"))
+        .await;
     env.wait_failure("raw", "Ready", "RemoteKeyNotFound").await;
     // A key Secret that is not a key: its text is a canary too.
     const NOT_A_KEY: &str = "CANARY-not-a-key-5d2a-never-print-me";
@@ -299,7 +284,7 @@ async fn gcp_values_and_keys_never_appear_in_logs_or_statuses() {
         .await;
 
     assert_eq!(
-        data(&env.secret("db-v1").await.unwrap())["password"],
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
         CANARY.as_bytes(),
         "the Secret really holds the value"
     );
