@@ -43,9 +43,8 @@ use kube::{Api, Client, ResourceExt};
 use secretsync_api::SecretSync;
 use secretsync_sandbox::Stats;
 use secretsync_testkit::openbao::OpenBao;
-use secretsync_testkit::{ChildGuard, free_port};
+use secretsync_testkit::{ChildGuard, free_port, http_get};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Operator and raw client alike.
 const CONCURRENCY: usize = 16;
@@ -348,7 +347,7 @@ impl OperatorProcess {
 
     async fn metric(&self, series: &str) -> f64 {
         match http_get(self.metrics_port, "/metrics").await {
-            Some(body) => secretsync_operator::metrics::sum_series(&body, series),
+            Some((_, body)) => secretsync_operator::metrics::sum_series(&body, series),
             None => 0.0,
         }
     }
@@ -398,18 +397,6 @@ impl OperatorProcess {
         }
         self.child.stop();
     }
-}
-
-/// A minimal HTTP/1.1 GET of a loopback endpoint; `None` if it fails.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    Some(response.split_once("\r\n\r\n")?.1.to_owned())
 }
 
 // ---------------------------------------------------------------------------------------

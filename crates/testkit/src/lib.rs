@@ -111,6 +111,23 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// A minimal HTTP/1.1 GET of a loopback endpoint (the operator's metrics and health
+/// probes): its status code and body, or `None` if the connection fails.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
 /// A free TCP port on 127.0.0.1. The port is released before returning, so a child process
 /// can bind it; the tiny race with other processes is acceptable for tests.
 pub fn free_port() -> u16 {

@@ -8,8 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use secretsync_sandbox::Sandbox;
-use secretsync_testkit::{ChildGuard, free_port};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use secretsync_testkit::{ChildGuard, free_port, http_get};
 
 use crate::common::DEADLINE;
 
@@ -125,20 +124,6 @@ impl OperatorProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// A minimal HTTP/1.1 GET; `None` if the connection fails.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
 }
 
 /// The value of one sample line (`name{labels}` exactly as exposed), 0 when absent.
