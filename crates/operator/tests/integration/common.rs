@@ -533,21 +533,17 @@ pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
 /// A SecretSync manifest reading property `password` of `key` through `store`, refreshed
 /// every second.
 pub fn keyed_sync_yaml(name: &str, store: &str, key: &str) -> String {
-    format!(
-        r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: {name}}}
-spec:
-  storeRef: {{name: {store}}}
-  refreshInterval: 1s
-  data: [{{secretKey: password, remoteRef: {{key: {key}, property: password}}}}]
-"#
-    )
+    sync_manifest(name, store, key, "  refreshInterval: 1s")
 }
 
 /// A SecretSync manifest reading `password` from the fake store's `app/db`.
 pub fn sync_yaml(name: &str, store: &str, extra: &str) -> String {
+    sync_manifest(name, store, "app/db", extra)
+}
+
+/// SecretSync `name` reading property `password` of `key` through `store`, with `extra`
+/// spec lines.
+fn sync_manifest(name: &str, store: &str, key: &str, extra: &str) -> String {
     format!(
         r#"
 apiVersion: secretsync.io/v1alpha1
@@ -557,7 +553,7 @@ spec:
   storeRef: {{name: {store}}}
   data:
     - secretKey: password
-      remoteRef: {{key: app/db, property: password}}
+      remoteRef: {{key: {key}, property: password}}
 {extra}
 "#
     )
