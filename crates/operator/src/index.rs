@@ -12,7 +12,7 @@ use kube::core::PartialObjectMeta;
 use secretsync_api::{StringMap, labels};
 
 /// What the operator needs to know of one version, read from its labels and annotations.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct VersionMeta {
     pub version: i64,
     pub secret_name: String,

@@ -153,14 +153,8 @@ mod tests {
         VersionMeta {
             version: v,
             secret_name: format!("tls-v{v}"),
-            content_hash: None,
-            spec_version: 0,
-            created_at: None,
-            source_versions: None,
-            uid: None,
-            resource_version: None,
             lease: lease.map(Box::new),
-            serial: None,
+            ..VersionMeta::default()
         }
     }
 

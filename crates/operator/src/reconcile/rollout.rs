@@ -832,14 +832,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
                 let meta = VersionMeta {
                     version: v,
                     secret_name: format!("db-v{v}"),
-                    content_hash: None,
-                    spec_version: 0,
-                    created_at: None,
-                    source_versions: None,
-                    uid: None,
-                    resource_version: None,
-                    lease: None,
-                    serial: None,
+                    ..VersionMeta::default()
                 };
                 (v, meta)
             })

@@ -276,13 +276,7 @@ mod tests {
             version: v,
             secret_name: format!("db-v{v}"),
             content_hash: Some(format!("sha256:{v}")),
-            spec_version: 0,
-            created_at: None,
-            source_versions: None,
-            uid: None,
-            resource_version: None,
-            lease: None,
-            serial: None,
+            ..VersionMeta::default()
         }
     }
 

@@ -414,12 +414,7 @@ spec:
             secret_name: format!("db-v{version}"),
             content_hash: Some(hash.into()),
             spec_version,
-            created_at: None,
-            source_versions: None,
-            uid: None,
-            resource_version: None,
-            lease: None,
-            serial: None,
+            ..VersionMeta::default()
         }
     }
 
