@@ -210,6 +210,17 @@ fn error(code: StatusCode, status: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Google's answer to an account without `permission` on `resource`.
+fn permission_denied(permission: &str, resource: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        &format!(
+            "Permission '{permission}' denied for resource '{resource}' (or it may not exist)."
+        ),
+    )
+}
+
 fn ok(body: Value) -> Response {
     (
         StatusCode::OK,
@@ -263,13 +274,9 @@ async fn handle(
     match (method, rest.split('/').collect::<Vec<_>>().as_slice()) {
         (Method::GET, ["secrets"]) => {
             if denied {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "PERMISSION_DENIED",
-                    &format!(
-                        "Permission 'secretmanager.secrets.list' denied for resource \
-                         'projects/{project}' (or it may not exist)."
-                    ),
+                return permission_denied(
+                    "secretmanager.secrets.list",
+                    &format!("projects/{project}"),
                 );
             }
             list(&state, uri.query().unwrap_or_default())
@@ -280,14 +287,7 @@ async fn handle(
             };
             let resource = format!("projects/{project}/secrets/{secret}/versions/{version}");
             if denied {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "PERMISSION_DENIED",
-                    &format!(
-                        "Permission 'secretmanager.versions.access' denied for resource \
-                         '{resource}' (or it may not exist)."
-                    ),
-                );
+                return permission_denied("secretmanager.versions.access", &resource);
             }
             access(&mut state, secret, version, &resource)
         }
