@@ -69,7 +69,7 @@ if [ -n "$heaptrack" ]; then
   # The first operator process: cold start through the steady state (the second is the restart).
   first=$(ls -tr "$rec"/operator.*.gz | head -1)
   heaptrack_print -f "$first" --print-peaks 0 --print-allocators 0 --print-temporary 0 \
-    --print-leaks 0 --print-histogram 0 -F "$rec/peak.folded" --flamegraph-cost-type peak | tail -3
+    --print-leaks 0 -F "$rec/peak.folded" --flamegraph-cost-type peak | tail -3
   python3 scripts/heap-peaks.py "$rec/peak.folded"
   exit 0
 fi
