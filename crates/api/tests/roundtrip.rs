@@ -128,7 +128,44 @@ fn api_md_secretsync_example_round_trips() {
         .find(|b| b.contains("kind: SecretSync"))
         .expect("api.md has a SecretSync example");
     let (original, back) = roundtrip::<SecretSync>(block);
-    assert_eq!(original, back);
+    let mut lost = Vec::new();
+    differences("", &original, &back, &mut lost);
+    // Fields the contract has promised ahead of the code, each with the issue that builds it.
+    // Implementing one makes this test fail until it is taken off the list, so the list
+    // only shrinks; any other difference is drift.
+    const NOT_YET_BUILT: &[&str] = &[
+        ".spec.data[0].remoteRef.decodingStrategy", // coming from ESO (issue 28)
+        ".spec.dataFrom[2].pki.path",               // dynamic credentials (issue 25)
+        ".spec.dataFrom[3].dynamic",                // dynamic credentials (issue 25)
+        ".spec.dataFrom[3].renewal",                // dynamic credentials (issue 25)
+        ".spec.refreshPolicy",                      // coming from ESO (issue 28)
+    ];
+    assert_eq!(
+        lost, NOT_YET_BUILT,
+        "api.md's SecretSync example and the types differ"
+    );
+}
+
+/// The paths at which `back` lost or changed what `original` has.
+fn differences(path: &str, original: &Value, back: &Value, out: &mut Vec<String>) {
+    match (original, back) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let at = format!("{path}.{key}");
+                match b.get(key) {
+                    Some(other) => differences(&at, value, other, out),
+                    None => out.push(at),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                differences(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        _ if original != back => out.push(path.to_owned()),
+        _ => {}
+    }
 }
 
 #[test]
