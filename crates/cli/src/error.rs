@@ -11,6 +11,7 @@ pub const EXIT_CONFLICT: i32 = 4;
 pub const EXIT_FORBIDDEN: i32 = 5;
 pub const EXIT_TIMEOUT: i32 = 6;
 pub const EXIT_ROLLOUT_FAILED: i32 = 7;
+pub const EXIT_SYNC_FAILED: i32 = 8;
 
 /// The exit code table as `--help` and the README print it.
 pub const EXIT_CODES_HELP: &str = "Exit codes:
@@ -21,7 +22,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   4  conflict (the object kept changing under us)
   5  forbidden (RBAC denies the request)
   6  timeout (--wait gave up; the change itself was saved)
-  7  rollout failed (a rollout target did not roll out to the new version)";
+  7  rollout failed (a rollout target did not roll out to the new version)
+  8  sync failed (no new version: store not found, backend refused, invalid spec, ...)";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -75,7 +77,8 @@ impl Error {
             Error::Api(kube::Error::Api(s)) if s.code == 409 => EXIT_CONFLICT,
             Error::Api(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => EXIT_FORBIDDEN,
             Error::WaitTimeout { .. } => EXIT_TIMEOUT,
-            Error::WaitFailed { .. } => EXIT_ROLLOUT_FAILED,
+            Error::WaitFailed { reason, .. } if reason == "RolloutFailed" => EXIT_ROLLOUT_FAILED,
+            Error::WaitFailed { .. } => EXIT_SYNC_FAILED,
             Error::Kubeconfig(_) | Error::Refused { .. } | Error::Api(_) => EXIT_FAILED,
         }
     }

@@ -727,6 +727,35 @@ async fn each_failure_has_its_exit_code() {
     .await;
     assert_eq!(failed.exit_code(), EXIT_ROLLOUT_FAILED, "{failed}");
 
+    // A sync that cannot make a version (its store is gone) is not a failed rollout.
+    env.api()
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": 99,
+                "rollout": {"targets": []},
+                "conditions": [{
+                    "type": "Ready", "status": "False", "reason": "StoreNotFound",
+                    "message": "SecretStore \"vault\" not found", "observedGeneration": 99,
+                    "lastTransitionTime": "2026-12-06T00:00:00Z",
+                }],
+            }})),
+        )
+        .await
+        .unwrap();
+    let sync_failed = run(Command::Status {
+        name: "db".into(),
+        output: Output::Table,
+        wait: wait_for(10_000),
+    })
+    .await;
+    assert!(
+        sync_failed.to_string().contains("StoreNotFound"),
+        "{sync_failed}"
+    );
+    assert_eq!(sync_failed.exit_code(), EXIT_SYNC_FAILED, "{sync_failed}");
+
     let codes = [
         0,
         EXIT_FAILED,
@@ -736,6 +765,7 @@ async fn each_failure_has_its_exit_code() {
         EXIT_FORBIDDEN,
         EXIT_TIMEOUT,
         EXIT_ROLLOUT_FAILED,
+        EXIT_SYNC_FAILED,
     ];
     let distinct: std::collections::BTreeSet<_> = codes.iter().collect();
     assert_eq!(distinct.len(), codes.len());
