@@ -225,18 +225,43 @@ fn found_key(from: &DataFrom, name: &str) -> Result<String> {
 /// Field names of an extracted secret come from the backend and may themselves be
 /// sensitive (a map of user → password, say), so an invalid one is counted, not quoted.
 fn check_extracted_keys(remote_key: &str, fields: &SecretData) -> Result<()> {
-    let invalid = fields
+    let invalid: Vec<String> = fields
         .keys()
         .filter(|k| secretsync_api::keys::validate_secret_key(k).is_err())
-        .count();
-    if invalid == 0 {
+        .map(|k| describe_field(k))
+        .collect();
+    if invalid.is_empty() {
         return Ok(());
     }
     Err(Error::InvalidSecretKey(format!(
-        "remote secret {remote_key:?} has {invalid} field(s) whose names are not valid Secret keys \
-         (letters, digits, '-', '_' and '.', at most 253); rename them in the backend, or select \
-         fields with data[].remoteRef.property instead of dataFrom.extract"
+        "remote secret {remote_key:?} has {} field(s) whose names are not valid Secret keys \
+         (letters, digits, '-', '_' and '.', at most 253): {}; rename them in the backend, or \
+         select fields with data[].remoteRef.property instead of dataFrom.extract",
+        invalid.len(),
+        invalid.join(", ")
     )))
+}
+
+/// Enough of an invalid field name to find it in the backend — its first characters, its
+/// length and what is wrong — without quoting the whole of a name that may be sensitive.
+fn describe_field(name: &str) -> String {
+    const SHOWN: usize = 3;
+    let shown: String = name.chars().take(SHOWN).collect();
+    let more = if name.chars().count() > SHOWN {
+        "…"
+    } else {
+        ""
+    };
+    let what = match name
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some((at, c)) => format!("{c:?} at byte {at}"),
+        None if name.is_empty() => "empty".to_owned(),
+        None if name.len() > 253 => "too long".to_owned(),
+        None => "\".\" or \"..\"".to_owned(),
+    };
+    format!("{shown:?}{more} ({} chars; {what})", name.chars().count())
 }
 
 /// The backend version id read, under the remote key — or `key@version` for a pinned read,
@@ -366,7 +391,7 @@ dataFrom:
     }
 
     #[test]
-    fn invalid_extracted_field_names_are_counted_not_quoted() {
+    fn invalid_extracted_field_names_are_pointed_at_not_quoted() {
         let values: HashMap<Read, RemoteValue> = [
             (
                 ("app/config".to_owned(), None),
@@ -387,6 +412,11 @@ dataFrom:
             .unwrap();
         let text = err.to_string();
         assert!(text.contains("1 field(s)"), "{text}");
+        // Enough to find it in the backend: its start, length and the offending character.
+        assert!(
+            text.contains(r#""ali"… (11 chars; ' ' at byte 5)"#),
+            "{text}"
+        );
         assert!(
             !text.contains("alice") && !text.contains("canary"),
             "{text}"
