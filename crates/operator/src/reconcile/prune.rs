@@ -57,7 +57,15 @@ pub fn candidates(
     // Kept: the active version, a rolled-back failed one, and the newest non-revoked ones,
     // `history.limit` in all (the failed one counts beyond it).
     let limit = spec.history_limit() as usize;
-    let mut kept: BTreeSet<i64> = active.into_iter().collect();
+    // The newest version too, even beyond the limit while pinned to an older one: it is what
+    // the next refresh and rotation compare with, and deleting it would make them make it
+    // again, and again.
+    let newest = existing
+        .iter()
+        .rev()
+        .find(|v| !spec.is_revoked(**v))
+        .copied();
+    let mut kept: BTreeSet<i64> = active.into_iter().chain(newest).collect();
     let failed = keep.failed.filter(|v| !spec.is_revoked(*v));
     for v in existing.iter().rev().filter(|v| !spec.is_revoked(**v)) {
         if kept.len() >= limit {
@@ -127,21 +135,31 @@ const REVOKE_RETRY: Duration = Duration::from_secs(10);
 pub(super) async fn prune(
     sync: &SecretSync,
     ctx: &Context,
-    base: &str,
     existing: &mut BTreeMap<i64, VersionMeta>,
     keep: Keep,
     rollout: &RolloutState,
 ) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     let spec = &sync.spec;
-    let found = candidates(spec, &existing.keys().copied().collect(), keep, rollout);
+    // A disowned version is the user's now: never deleted, and not counted in the history.
+    let ours = existing
+        .values()
+        .filter(|m| !m.disowned)
+        .map(|m| m.version)
+        .collect();
+    let found = candidates(spec, &ours, keep, rollout);
     if found.is_empty() {
         return Ok(pruned);
     }
     let namespace = sync.namespace().unwrap_or_default();
+    // By each version's own Secret name, whatever base name it was made under.
+    let names: BTreeMap<&str, i64> = existing
+        .values()
+        .map(|m| (m.secret_name.as_str(), m.version))
+        .collect();
     let used = ctx
         .workloads
-        .references(&ctx.client, &namespace, base)
+        .references(&ctx.client, &namespace, &names)
         .await?;
     let decision = decide(&found, &used);
     if decision.held_back {
@@ -290,6 +308,11 @@ mod tests {
         // a pinned (rolled back) version is kept besides the newest
         let pinned = candidates(&s, &versions(&[1, 2, 3, 4]), active(2), &complete());
         assert_eq!(pinned.surplus, [1, 3]);
+        // with a limit of 1 too: deleting the newest would make the next refresh or
+        // rotation make it again, and again (found by the user-actions harness, seed 19)
+        let one = spec("{storeRef: {name: v}, history: {limit: 1}}");
+        let pinned = candidates(&one, &versions(&[1, 2, 3, 4]), active(1), &complete());
+        assert_eq!(pinned.surplus, [2, 3]);
     }
 
     #[test]
