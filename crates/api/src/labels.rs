@@ -29,6 +29,9 @@ pub const CERTIFICATE_SERIAL: &str = "secretsync.io/certificate-serial";
 /// On a SecretSync: why its last rotate, revoke or rollback was asked for (`kubectl secretsync
 /// … --reason`), quoted in the events of what that change causes.
 pub const REASON: &str = "secretsync.io/reason";
+/// On a Secret let go by `deletionPolicy: Retain`: the name of the SecretSync that owned it.
+/// A SecretSync of that name created later adopts it (after verifying its content hash).
+pub const RETAINED_BY: &str = "secretsync.io/retained-by";
 /// Finalizer on SecretSyncs, for Secret deletion and lease revocation.
 pub const FINALIZER: &str = "secretsync.io/finalizer";
 /// On a SecretSync, set with a rotation (`kubectl secretsync rotate --now`) to the

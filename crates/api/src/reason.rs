@@ -84,4 +84,15 @@ pub mod event {
     /// A version's lease could not be revoked at the backend; its Secret is kept (with the
     /// lease id) and revocation retried.
     pub const LEASE_REVOKE_FAILED: &str = "LeaseRevokeFailed";
+    /// The newest version's Secret was deleted by someone else; the next version was made
+    /// from a fresh read (never a step back to an older one).
+    pub const ACTIVE_VERSION_DELETED: &str = "ActiveVersionDeleted";
+    /// A version's labels or annotations disagree with its name or the status history; the
+    /// name and history are used.
+    pub const VERSION_METADATA_MISMATCH: &str = "VersionMetadataMismatch";
+    /// Someone else set a rollout target back to another version; it was put back on the
+    /// active one.
+    pub const ROLLOUT_REVERTED: &str = "RolloutReverted";
+    /// Secrets retained by an earlier SecretSync of the same name became this one's versions.
+    pub const VERSIONS_ADOPTED: &str = "VersionsAdopted";
 }

@@ -596,6 +596,9 @@ pub enum VersionState {
     Retained,
     Revoked,
     Deleted,
+    /// A user removed our ownerReference to keep it: it is no longer ours, never changed or
+    /// deleted by the operator, and stays active until the next version is made.
+    Disowned,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

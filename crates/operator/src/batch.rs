@@ -15,10 +15,10 @@ use tokio::sync::oneshot;
 /// A workload: kind, namespace, name.
 pub type WorkloadKey = (WorkloadKind, String, String);
 
-/// Point every reference to another version of `base` at `active_name`.
+/// Point every reference to another version of any of `bases` at `active_name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rewrite {
-    pub base: String,
+    pub bases: Vec<String>,
     pub active_name: String,
 }
 
@@ -90,7 +90,7 @@ mod tests {
 
     fn rewrite(base: &str, v: i64) -> Rewrite {
         Rewrite {
-            base: base.into(),
+            bases: vec![base.into()],
             active_name: format!("{base}-v{v}"),
         }
     }

@@ -158,6 +158,9 @@ pub struct Context {
     /// Keys the content hash ([`crate::hash_key`]).
     pub hash_key: HashKey,
     pub batcher: Batcher,
+    /// A fingerprint of the version metadata disagreements last reported, so each set is
+    /// reported once rather than at every pass.
+    pub reported_mismatches: PerSync<u64>,
     /// The status this process last wrote per SecretSync UID, with the resourceVersion of
     /// the object it was computed from. See [`Context::written_status`].
     written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
@@ -189,6 +192,7 @@ impl Context {
             written: PerSync::default(),
             refreshes: PerSync::default(),
             batcher: Batcher::default(),
+            reported_mismatches: PerSync::default(),
             written_status: Mutex::default(),
         }
     }
@@ -233,6 +237,7 @@ impl Context {
     pub fn forget_sync(&self, uid: &str) {
         self.written.forget(uid);
         self.refreshes.forget(uid);
+        self.reported_mismatches.forget(uid);
         self.backoff.succeeded(uid);
         self.written_status
             .lock()

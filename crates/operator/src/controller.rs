@@ -4,7 +4,7 @@
 //! | watch | cache | wakes |
 //! |---|---|---|
 //! | SecretSyncs | the controller's reflector, [`SyncIndex`] | itself; a deleted one wakes the other claimants of its target name |
-//! | managed Secrets (metadata only) | [`VersionIndex`] | the owner; a Secret gone or disowned wakes the claimants of its name |
+//! | Secrets (metadata only) | [`VersionIndex`]: versions by owner, unowned look-alikes apart | the owner; a Secret gone or disowned wakes the claimants of its name |
 //! | SecretStores, ClusterSecretStores | reflectors | their users, on a spec change or deletion |
 //! | Deployments, StatefulSets, DaemonSets; Argo Rollouts if served | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
 //! | Namespaces (metadata only) | [`NamespaceLabels`] | on a label change, the namespace's SecretSyncs using a ClusterSecretStore |
@@ -31,9 +31,7 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use secretsync_api::{
-    ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind, labels,
-};
+use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -238,10 +236,13 @@ pub async fn run(
                 }
             }
         };
+        // Every Secret, not those our labels select: a label is one `kubectl label` away
+        // from gone, and a version whose label a user removed is still ours (index.rs).
+        // Metadata only, and the index keeps nothing of Secrets that are not versions.
         watch_namespaces::<PartialObjectMeta<Secret>>(
             &client,
             &options.namespaces,
-            watcher::Config::default().labels(&labels::managed_selector()),
+            watcher::Config::default(),
         )
         .inspect_ok(move |event| match event {
             watcher::Event::Init => index.relist_start(),

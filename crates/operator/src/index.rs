@@ -2,6 +2,13 @@
 //! metadata-only watch (Secret bodies are never cached). It answers "which versions does
 //! this SecretSync have" and "who owns `<base>-v<N>` names in this namespace" without an API
 //! call, so a steady-state reconcile reads nothing from the API server.
+//!
+//! Versions are facts, not labels (api.md guarantee 1): a Secret is a version of a
+//! SecretSync when it carries that SecretSync's controller ownerReference and a `-v<N>` name,
+//! and N comes from the name. Labels and annotations are hints that users can rewrite with
+//! one `kubectl label`; a version label that disagrees with the name is recorded, to be
+//! reported, and never acted on. Secrets that look like versions but have no owner (kept by
+//! a user, or left by `deletionPolicy: Retain`) are indexed apart, as [`Orphan`]s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -31,6 +38,26 @@ pub struct VersionMeta {
     pub lease: Option<Box<LeaseMeta>>,
     /// A `pki` version's certificate serial number.
     pub serial: Option<String>,
+    /// The `secretsync.io/version` label when it disagrees with the name's number: reported,
+    /// never trusted.
+    pub mislabelled: Option<String>,
+    /// False for a version a user disowned (removed our ownerReference to keep it): it stays
+    /// a version for numbering, content comparison and as the active one until the next is
+    /// made, but the operator never changes or deletes it.
+    pub disowned: bool,
+}
+
+/// A Secret that looks like one of our versions but has no controller: disowned by a user,
+/// or retained when its SecretSync was deleted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Orphan {
+    /// The SecretSync that let it go with `deletionPolicy: Retain` (the
+    /// `secretsync.io/retained-by` annotation it set then): one of that name created later
+    /// adopts it, after verifying its content hash. A Secret a user disowned has none.
+    pub retained_by: Option<String>,
+    /// Its `secretsync.io/sync` label: a later SecretSync of that name numbers after it.
+    pub sync: Option<String>,
+    pub meta: VersionMeta,
 }
 
 /// A version's backend lease, as its Secret's annotations record it.
@@ -93,36 +120,81 @@ impl LeaseMeta {
 
 impl VersionMeta {
     /// Reads a managed Secret's metadata; `None` when it is not one of ours (no controller
-    /// owner of kind SecretSync, or no version label).
+    /// owner of kind SecretSync, or no `-v<N>` name).
     pub fn from_secret(meta: &kube::core::ObjectMeta) -> Option<(String, VersionMeta)> {
         let owner = meta
             .owner_references
             .iter()
             .flatten()
             .find(|o| o.controller == Some(true) && o.kind == "SecretSync")?;
-        let version: i64 = meta.labels.as_ref()?.get(labels::VERSION)?.parse().ok()?;
+        Some((owner.uid.clone(), Self::read(meta)?))
+    }
+
+    /// What a Secret named like a version says of itself, owned or not.
+    fn read(meta: &kube::core::ObjectMeta) -> Option<VersionMeta> {
+        let name = meta.name.as_deref()?;
+        let version = version_of(name)?;
+        let label = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::VERSION))
+            .cloned();
         let annotations = meta.annotations.as_ref();
         let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
-        Some((
-            owner.uid.clone(),
-            VersionMeta {
-                version,
-                secret_name: meta.name.clone()?,
-                content_hash: annotation(labels::CONTENT_HASH),
-                spec_version: annotation(labels::SPEC_VERSION)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-                created_at: meta.creation_timestamp.clone(),
-                source_versions: annotation(labels::SOURCE_VERSIONS)
-                    .and_then(|v| serde_json::from_str(&v).ok()),
-                uid: meta.uid.clone(),
-                resource_version: meta.resource_version.clone(),
-                lease: annotations
-                    .and_then(LeaseMeta::from_annotations)
-                    .map(Box::new),
-                serial: annotation(labels::CERTIFICATE_SERIAL),
+        Some(VersionMeta {
+            version,
+            secret_name: name.to_owned(),
+            content_hash: annotation(labels::CONTENT_HASH),
+            spec_version: annotation(labels::SPEC_VERSION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            created_at: meta.creation_timestamp.clone(),
+            source_versions: annotation(labels::SOURCE_VERSIONS)
+                .and_then(|v| serde_json::from_str(&v).ok()),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            lease: annotations
+                .and_then(LeaseMeta::from_annotations)
+                .map(Box::new),
+            serial: annotation(labels::CERTIFICATE_SERIAL),
+            mislabelled: label.filter(|l| l.parse::<i64>().ok() != Some(version)),
+            disowned: false,
+        })
+    }
+}
+
+impl Orphan {
+    /// A Secret named like a version, with no controller, that our labels or hash annotation
+    /// say we made; `None` for anything else.
+    fn from_secret(meta: &kube::core::ObjectMeta) -> Option<Orphan> {
+        let controlled = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true));
+        let labels = meta.labels.as_ref();
+        let label = |key: &str| labels.and_then(|l| l.get(key));
+        let ours = label(labels::MANAGED_BY).is_some_and(|v| v == labels::MANAGED_BY_VALUE)
+            || label(labels::SYNC).is_some()
+            || meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(labels::CONTENT_HASH));
+        if controlled || !ours {
+            return None;
+        }
+        Some(Orphan {
+            sync: label(labels::SYNC).cloned(),
+            retained_by: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::RETAINED_BY))
+                .cloned(),
+            meta: VersionMeta {
+                disowned: true,
+                ..VersionMeta::read(meta)?
             },
-        ))
+        })
     }
 }
 
@@ -136,9 +208,17 @@ struct Inner {
     /// (namespace, base name) → (owner UID, Secret name) of every `<base>-v<N>` Secret, to
     /// detect two SecretSyncs claiming one target name without scanning every Secret.
     by_base: HashMap<(String, String), Vec<(String, String)>>,
-    /// (namespace, owner UID, version) of each of our Secrets seen during a relist,
-    /// swapped in when it completes.
-    relist: Option<Vec<(String, String, VersionMeta)>>,
+    /// (namespace, Secret name) → a Secret named like a version that no SecretSync owns.
+    orphans: HashMap<(String, String), Orphan>,
+    /// What a relist has seen so far, swapped in when it completes.
+    relist: Option<Relist>,
+}
+
+#[derive(Default)]
+struct Relist {
+    /// (namespace, owner UID, version) of each of our Secrets.
+    owned: Vec<(String, String, VersionMeta)>,
+    orphans: HashMap<(String, String), Orphan>,
 }
 
 /// See the module docs. Cheap to share (`Arc`); all methods take `&self`.
@@ -163,14 +243,17 @@ impl VersionIndex {
 
     fn apply_locked(inner: &mut Inner, secret: &PartialObjectMeta<Secret>) -> Option<String> {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+        let name = secret.metadata.name.clone()?;
+        // Re-owned, disowned or relabelled since last seen: the old entry goes first.
+        Self::remove_locked(inner, &namespace, &name);
+        let key = (namespace.clone(), name);
+        inner.orphans.remove(&key);
         let Some((owner, meta)) = VersionMeta::from_secret(&secret.metadata) else {
-            if let Some(name) = &secret.metadata.name {
-                Self::remove_locked(inner, &namespace, name);
+            if let Some(orphan) = Orphan::from_secret(&secret.metadata) {
+                inner.orphans.insert(key, orphan);
             }
             return None;
         };
-        // Re-owned or relabelled since last seen: the old entry goes first.
-        Self::remove_locked(inner, &namespace, &meta.secret_name);
         Self::insert_locked(inner, namespace, owner.clone(), meta);
         Some(owner)
     }
@@ -201,6 +284,7 @@ impl VersionIndex {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
         let name = secret.metadata.name.clone()?;
         let mut inner = self.lock();
+        inner.orphans.remove(&(namespace.clone(), name.clone()));
         Self::remove_locked(&mut inner, &namespace, &name)
     }
 
@@ -234,7 +318,7 @@ impl VersionIndex {
 
     /// A relist began: collect objects until [`VersionIndex::relist_done`].
     pub fn relist_start(&self) {
-        self.lock().relist = Some(Vec::new());
+        self.lock().relist = Some(Relist::default());
     }
 
     /// Buffers what the index keeps of a listed Secret, not the Secret: a relist of every
@@ -242,11 +326,15 @@ impl VersionIndex {
     /// memory at start. Secrets not ours are left out, as the index is rebuilt from scratch.
     pub fn relist_apply(&self, secret: &PartialObjectMeta<Secret>) {
         let mut inner = self.lock();
-        if let Some(buffer) = inner.relist.as_mut()
-            && let Some((owner, meta)) = VersionMeta::from_secret(&secret.metadata)
-        {
-            let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-            buffer.push((namespace, owner, meta));
+        let Some(buffer) = inner.relist.as_mut() else {
+            return;
+        };
+        let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+        if let Some((owner, meta)) = VersionMeta::from_secret(&secret.metadata) {
+            buffer.owned.push((namespace, owner, meta));
+        } else if let Some(orphan) = Orphan::from_secret(&secret.metadata) {
+            let name = orphan.meta.secret_name.clone();
+            buffer.orphans.insert((namespace, name), orphan);
         }
     }
 
@@ -258,7 +346,8 @@ impl VersionIndex {
         inner.by_owner.clear();
         inner.owner_of.clear();
         inner.by_base.clear();
-        for (namespace, owner, meta) in listed {
+        inner.orphans = listed.orphans;
+        for (namespace, owner, meta) in listed.owned {
             Self::insert_locked(&mut inner, namespace, owner, meta);
         }
     }
@@ -271,6 +360,40 @@ impl VersionIndex {
             .into_iter()
             .flatten()
             .map(|m| (m.version, m.clone()))
+            .collect()
+    }
+
+    /// The Secret `name` in `namespace` if it looks like a version and no one owns it.
+    pub fn orphan(&self, namespace: &str, name: &str) -> Option<Orphan> {
+        self.lock()
+            .orphans
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// The unowned Secrets in `namespace` that SecretSync `sync` let go with `Retain`, oldest
+    /// first: what a SecretSync of that name created later adopts.
+    pub fn retained_by(&self, namespace: &str, sync: &str) -> Vec<VersionMeta> {
+        let mut found: Vec<VersionMeta> = self
+            .lock()
+            .orphans
+            .iter()
+            .filter(|((ns, _), o)| ns == namespace && o.retained_by.as_deref() == Some(sync))
+            .map(|(_, o)| o.meta.clone())
+            .collect();
+        found.sort_by_key(|m| m.version);
+        found
+    }
+
+    /// The unowned Secrets in `namespace` labelled as SecretSync `sync`'s (a user kept them,
+    /// perhaps from an earlier object of that name): numbering goes on after them, and
+    /// references to them are references to this SecretSync's versions.
+    pub fn labelled_orphans(&self, namespace: &str, sync: &str) -> Vec<VersionMeta> {
+        self.lock()
+            .orphans
+            .iter()
+            .filter(|((ns, _), o)| ns == namespace && o.sync.as_deref() == Some(sync))
+            .map(|(_, o)| o.meta.clone())
             .collect()
     }
 
@@ -307,6 +430,12 @@ impl VersionIndex {
 pub fn base_of(name: &str) -> Option<&str> {
     let (base, _) = name.rsplit_once("-v")?;
     secretsync_api::naming::parse_versioned_name(base, name).map(|_| base)
+}
+
+/// `12` for `db-v12`; `None` for a name without a `-v<N>` suffix.
+pub fn version_of(name: &str) -> Option<i64> {
+    let (base, _) = name.rsplit_once("-v")?;
+    secretsync_api::naming::parse_versioned_name(base, name)
 }
 
 #[cfg(test)]

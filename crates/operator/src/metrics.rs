@@ -101,7 +101,7 @@ impl Metrics {
         let rollouts = Family::<RolloutLabels, Counter>::default();
         registry.register(
             "rollouts",
-            "Rollouts to a workload, by outcome (started, complete, failed)",
+            "Rollouts to a workload, by outcome (started, complete, failed; reverted: someone else set it back and it was put back on the active version)",
             rollouts.clone(),
         );
         let revocations = Counter::default();
@@ -221,6 +221,7 @@ impl Metrics {
             event::ROLLOUT_STARTED => "started",
             event::ROLLOUT_COMPLETE => "complete",
             event::ROLLOUT_FAILED => "failed",
+            event::ROLLOUT_REVERTED => "reverted",
             event::VERSION_REVOKED => {
                 self.revocations.inc();
                 return;

@@ -58,21 +58,34 @@ pub fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// The versions N of `<base>-v<N>` that the pod spec of `object` (of `kind`) references.
-/// Empty for kinds without a pod spec.
-pub fn referenced_versions(kind: &str, object: &Value, base: &str) -> BTreeSet<i64> {
-    let Some(pod_spec) = pod_spec_pointer(kind).and_then(|p| object.pointer(p)) else {
-        return BTreeSet::new();
-    };
-    secret_refs(pod_spec)
+/// The version number N of `name` when it is `<base>-v<N>` for one of `bases` (every base
+/// name a SecretSync has used, so renaming `target.name` keeps old references its own).
+pub fn version_among(bases: &[String], name: &str) -> Option<i64> {
+    bases
         .iter()
-        .filter_map(|r| parse_versioned_name(base, &r.name))
+        .find_map(|base| parse_versioned_name(base, name))
+}
+
+/// The versions N of `<base>-v<N>`, for any of `bases`, that the pod spec of `object` (of
+/// `kind`) references. Empty for kinds without a pod spec.
+pub fn referenced_versions(kind: &str, object: &Value, bases: &[String]) -> BTreeSet<i64> {
+    template_refs(kind, object)
+        .iter()
+        .filter_map(|r| version_among(bases, &r.name))
         .collect()
 }
 
-/// A JSON Patch (RFC 6902) that points every reference to another version of `base` in the
-/// workload's pod template at `active_name`, or `None` when nothing needs to change — so a
-/// resync or restart of the operator never writes.
+/// Every Secret reference in the pod spec of `object` (of `kind`).
+pub fn template_refs(kind: &str, object: &Value) -> Vec<SecretRef> {
+    pod_spec_pointer(kind)
+        .and_then(|p| object.pointer(p))
+        .map(secret_refs)
+        .unwrap_or_default()
+}
+
+/// A JSON Patch (RFC 6902) that points every reference to another version of one of `bases`
+/// in the workload's pod template at `active_name`, or `None` when nothing needs to change —
+/// so a resync or restart of the operator never writes.
 ///
 /// The patch starts with a `test` of `metadata.resourceVersion` (when the object has one), so
 /// it fails with a conflict instead of replacing at list indices that moved since `workload`
@@ -80,26 +93,26 @@ pub fn referenced_versions(kind: &str, object: &Value, base: &str) -> BTreeSet<i
 pub fn rewrite_patch(
     kind: WorkloadKind,
     workload: &Value,
-    base: &str,
+    bases: &[String],
     active_name: &str,
 ) -> Option<Value> {
-    rewrites_patch(kind, workload, &[(base, active_name)])
+    rewrites_patch(kind, workload, &[(bases, active_name)])
 }
 
-/// [`rewrite_patch`] for several SecretSyncs at once, each `(base, active_name)`: one patch,
+/// [`rewrite_patch`] for several SecretSyncs at once, each `(bases, active_name)`: one patch,
 /// so the workload sees one template change.
 pub fn rewrites_patch(
     kind: WorkloadKind,
     workload: &Value,
-    rewrites: &[(&str, &str)],
+    rewrites: &[(&[String], &str)],
 ) -> Option<Value> {
     let prefix = pod_spec_pointer(kind.as_str())?;
     let pod_spec = workload.pointer(prefix)?;
     let replaces: Vec<Value> = collect_refs(pod_spec, &TEMPLATE_CONTAINER_LISTS)
         .into_iter()
         .filter_map(|r| {
-            let (_, active_name) = rewrites.iter().find(|(base, active_name)| {
-                r.name != *active_name && parse_versioned_name(base, &r.name).is_some()
+            let (_, active_name) = rewrites.iter().find(|(bases, active_name)| {
+                r.name != *active_name && version_among(bases, &r.name).is_some()
             })?;
             Some(json!({"op": "replace", "path": format!("{prefix}{}", r.path), "value": active_name}))
         })
@@ -343,6 +356,10 @@ fn escape_segment(segment: &str) -> String {
 mod tests {
     use super::*;
 
+    fn db() -> Vec<String> {
+        vec!["db".to_owned()]
+    }
+
     fn yaml(text: &str) -> Value {
         serde_yaml::from_str(text).expect("test YAML parses")
     }
@@ -433,7 +450,7 @@ status: {observedGeneration: 4}
         let patch = rewrite_patch(
             WorkloadKind::Deployment,
             &deployment("db-v1"),
-            "db",
+            &db(),
             "db-v3",
         )
         .expect("references to db-v1 need a patch");
@@ -459,11 +476,11 @@ status: {observedGeneration: 4}
     #[test]
     fn applied_patch_yields_the_template_on_the_active_version() {
         let before = deployment("db-v1");
-        let patch = rewrite_patch(WorkloadKind::Deployment, &before, "db", "db-v3").unwrap();
+        let patch = rewrite_patch(WorkloadKind::Deployment, &before, &db(), "db-v3").unwrap();
         let after = apply(&before, &patch);
         assert_eq!(after, deployment("db-v3"));
         assert_eq!(
-            referenced_versions("Deployment", &after, "db"),
+            referenced_versions("Deployment", &after, &db()),
             BTreeSet::from([3])
         );
     }
@@ -472,20 +489,25 @@ status: {observedGeneration: 4}
     fn patched_or_unreferencing_workloads_need_no_patch() {
         let patched = deployment("db-v3");
         assert_eq!(
-            rewrite_patch(WorkloadKind::Deployment, &patched, "db", "db-v3"),
+            rewrite_patch(WorkloadKind::Deployment, &patched, &db(), "db-v3"),
             None
         );
         // The other names in the fixture are not `db` versions, so for another base nothing
         // in it is a reference.
         assert_eq!(
-            rewrite_patch(WorkloadKind::Deployment, &patched, "cache", "cache-v1"),
+            rewrite_patch(
+                WorkloadKind::Deployment,
+                &patched,
+                &["cache".to_owned()],
+                "cache-v1"
+            ),
             None
         );
         let bare = yaml(
             "{kind: Deployment, metadata: {resourceVersion: '1'}, spec: {template: {spec: {containers: [{name: a, env: null}]}}}}",
         );
         assert_eq!(
-            rewrite_patch(WorkloadKind::Deployment, &bare, "db", "db-v1"),
+            rewrite_patch(WorkloadKind::Deployment, &bare, &db(), "db-v1"),
             None
         );
     }
@@ -509,7 +531,7 @@ spec:
         );
         // pinVersion: 2 after v4 was active: only the v4 reference moves; `db-v02` is not a
         // version name.
-        let patch = rewrite_patch(WorkloadKind::StatefulSet, &sts, "db", "db-v2").unwrap();
+        let patch = rewrite_patch(WorkloadKind::StatefulSet, &sts, &db(), "db-v2").unwrap();
         assert_eq!(
             patch,
             json!([
@@ -525,7 +547,7 @@ spec:
             "{kind: DaemonSet, spec: {template: {spec: {volumes: [{name: v, secret: {secretName: db-v1}}]}}}}",
         );
         assert_eq!(
-            rewrite_patch(WorkloadKind::DaemonSet, &ds, "db", "db-v2"),
+            rewrite_patch(WorkloadKind::DaemonSet, &ds, &db(), "db-v2"),
             Some(json!([
                 {"op": "replace", "path": "/spec/template/spec/volumes/0/secret/secretName", "value": "db-v2"},
             ]))
@@ -655,7 +677,7 @@ spec:
         ];
         for (kind, object, expected) in table {
             assert_eq!(
-                referenced_versions(kind, &yaml(object), "db"),
+                referenced_versions(kind, &yaml(object), &db()),
                 expected.iter().copied().collect::<BTreeSet<_>>(),
                 "{kind}: {object}"
             );
@@ -919,12 +941,12 @@ status:
         rollout["spec"]["strategy"] =
             json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}});
         assert_eq!(
-            rewrite_patch(WorkloadKind::Rollout, &rollout, "db", "db-v3"),
-            rewrite_patch(WorkloadKind::Deployment, &rollout, "db", "db-v3"),
+            rewrite_patch(WorkloadKind::Rollout, &rollout, &db(), "db-v3"),
+            rewrite_patch(WorkloadKind::Deployment, &rollout, &db(), "db-v3"),
         );
-        assert!(rewrite_patch(WorkloadKind::Rollout, &rollout, "db", "db-v3").is_some());
+        assert!(rewrite_patch(WorkloadKind::Rollout, &rollout, &db(), "db-v3").is_some());
         assert_eq!(
-            referenced_versions("Rollout", &rollout, "db"),
+            referenced_versions("Rollout", &rollout, &db()),
             BTreeSet::from([1])
         );
     }
@@ -987,7 +1009,7 @@ status:
             });
             let active_name = format!("db-v{active}");
             let before = secret_refs(&workload["spec"]["template"]["spec"]);
-            let after_value = match rewrite_patch(WorkloadKind::Deployment, &workload, "db", &active_name) {
+            let after_value = match rewrite_patch(WorkloadKind::Deployment, &workload, &db(), &active_name) {
                 Some(patch) => apply(&workload, &patch),
                 None => workload.clone(),
             };
@@ -1002,7 +1024,7 @@ status:
                 &after_value["spec"]["template"]["spec"]["imagePullSecrets"],
                 &workload["spec"]["template"]["spec"]["imagePullSecrets"]
             );
-            proptest::prop_assert!(rewrite_patch(WorkloadKind::Deployment, &after_value, "db", &active_name).is_none());
+            proptest::prop_assert!(rewrite_patch(WorkloadKind::Deployment, &after_value, &db(), &active_name).is_none());
         }
     }
 }

@@ -19,7 +19,6 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use secretsync_api::naming::parse_versioned_name;
 use secretsync_api::{SecretSync, WorkloadKind, labels, selector};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -52,6 +51,12 @@ pub fn reduce(object: &Value) -> Value {
             "uid",
         ],
     );
+    let mut metadata = metadata;
+    if let Some(manager) = last_writer(&object["metadata"]) {
+        // Who wrote the workload last, to name in a `RolloutReverted` event; not the rest
+        // of managedFields, which is most of an object's metadata.
+        metadata["managedFields"] = json!([{"manager": manager}]);
+    }
     let mut spec = pick(&object["spec"], &["replicas"]);
     if let Some(pod_spec) = object.pointer("/spec/template/spec") {
         spec["template"] = json!({"spec": reduce_pod_spec(pod_spec)});
@@ -61,6 +66,38 @@ pub fn reduce(object: &Value) -> Value {
         reduced["status"] = reduce_status(status);
     }
     reduced
+}
+
+/// The field manager of the newest managedFields entry, other than the operator's own, that
+/// manages pod-template fields: who set a reference there. Status writers and the
+/// Deployment controller's revision annotation do not count.
+fn last_writer(metadata: &Value) -> Option<&str> {
+    metadata
+        .get("managedFields")?
+        .as_array()?
+        .iter()
+        .filter(|m| {
+            m.get("manager").and_then(Value::as_str) != Some(secretsync_api::labels::FIELD_MANAGER)
+                && m.pointer("/fieldsV1/f:spec/f:template").is_some()
+        })
+        .max_by(|a, b| {
+            let time = |m: &Value| {
+                m.get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            time(a).cmp(&time(b))
+        })?
+        .get("manager")?
+        .as_str()
+}
+
+/// Who last wrote a reduced workload (see [`reduce`]), if its managedFields said.
+pub fn last_manager(reduced: &Value) -> Option<&str> {
+    reduced
+        .pointer("/metadata/managedFields/0/manager")?
+        .as_str()
 }
 
 /// The status fields `rollout::rollout_progress` reads, for any of the kinds, and of the
@@ -302,7 +339,8 @@ impl Workloads {
         targets.into_iter().collect()
     }
 
-    /// Which versions of `base` are still in use in a namespace, and by what (`Kind/name`):
+    /// Which of the versions `names` (Secret name → version) are still in use in a
+    /// namespace, and by what (`Kind/name`):
     /// every Pod that has not finished and every pod template that can still make Pods
     /// (Deployments, StatefulSets, DaemonSets, Argo Rollouts, ReplicaSets with replicas,
     /// unfinished Jobs, CronJobs). A ReplicaSet scaled to zero only remembers an old Deployment revision, so
@@ -311,11 +349,11 @@ impl Workloads {
         &self,
         client: &Client,
         namespace: &str,
-        base: &str,
+        names: &BTreeMap<&str, i64>,
     ) -> kube::Result<BTreeMap<i64, Vec<String>>> {
         let mut used: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (secret, user) in self.namespace_references(client, namespace).await?.iter() {
-            if let Some(v) = parse_versioned_name(base, secret) {
+            if let Some(&v) = names.get(secret.as_str()) {
                 used.entry(v).or_default().push(user.clone());
             }
         }
@@ -502,6 +540,10 @@ mod tests {
     use super::*;
     use crate::rollout::{Progress, rewrite_patch, rollout_progress};
 
+    fn db() -> Vec<String> {
+        vec!["db".to_owned()]
+    }
+
     const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -512,7 +554,10 @@ metadata:
   generation: 3
   labels: {team: payments}
   annotations: {kubectl.kubernetes.io/last-applied-configuration: "{...a large blob...}"}
-  managedFields: [{manager: kubectl, operation: Apply}]
+  managedFields:
+    - {manager: kubectl, operation: Apply, time: "2026-11-23T10:00:00Z", fieldsV1: {f:spec: {f:template: {}}}}
+    - {manager: kube-controller-manager, operation: Update, time: "2026-11-23T10:00:05Z", fieldsV1: {f:metadata: {}}}
+    - {manager: secretsync, operation: Update, time: "2026-11-23T10:00:09Z", fieldsV1: {f:spec: {f:template: {}}}}
 spec:
   replicas: 2
   selector: {matchLabels: {app: api}}
@@ -553,8 +598,8 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
         let full = deployment();
         let reduced = reduce(&full);
         assert_eq!(
-            rewrite_patch(WorkloadKind::Deployment, &reduced, "db", "db-v2"),
-            rewrite_patch(WorkloadKind::Deployment, &full, "db", "db-v2"),
+            rewrite_patch(WorkloadKind::Deployment, &reduced, &db(), "db-v2"),
+            rewrite_patch(WorkloadKind::Deployment, &full, &db(), "db-v2"),
             "same paths, same resourceVersion guard"
         );
         assert_eq!(
@@ -593,7 +638,8 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
         let reduced = reduce(&deployment()).to_string();
         for dropped in [
             "last-applied",
-            "managedFields",
+            "Apply",
+            "fieldsV1",
             "app:2",
             "--port",
             "production",
@@ -604,6 +650,8 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
             assert!(!reduced.contains(dropped), "{dropped} kept: {reduced}");
         }
         assert!(reduced.len() < DEPLOYMENT.len() / 2, "{}", reduced.len());
+        // Of managedFields, only who wrote it last (for `RolloutReverted` events).
+        assert_eq!(last_manager(&reduce(&deployment())), Some("kubectl"));
     }
 
     #[test]

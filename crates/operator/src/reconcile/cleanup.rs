@@ -37,9 +37,9 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
     let namespace = sync.namespace().unwrap_or_default();
     let uid = sync.uid().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = api
-        .list_metadata(&ListParams::default().labels(&labels::sync_selector(&sync.name_any())))
-        .await?;
+    // Every Secret of the namespace, not those our labels select: a version whose labels
+    // a user edited is still ours to delete or to let go (api.md guarantee 9).
+    let listed = api.list_metadata(&ListParams::default()).await?;
     let owned = listed.items.into_iter().filter(|s| {
         s.owner_references()
             .iter()
@@ -81,8 +81,11 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
                     .filter(|o| o.uid != uid)
                     .cloned()
                     .collect();
+                // Marked with who let it go, so that a SecretSync of the same name created
+                // later adopts it whatever its labels say by then.
                 let patch = json!({"metadata": {
                     "ownerReferences": remaining,
+                    "annotations": {labels::RETAINED_BY: sync.name_any()},
                     "resourceVersion": secret.resource_version(),
                 }});
                 with_timeout(

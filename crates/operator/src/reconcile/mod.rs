@@ -3,6 +3,7 @@
 //! | step | file | pure decision | I/O |
 //! |---|---|---|---|
 //! | claim the target name | `claim.rs` | [`claim::older_claimant`] | — (caches) |
+//! | which versions there are | `history.rs`, `adopt.rs` | [`history::cross_check`] | adopting retained Secrets |
 //! | resolve the store | `store.rs` | [`store::admits`] | provider connect |
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
@@ -14,10 +15,12 @@
 //! Deletion (`cleanup.rs`) and objects that do not deserialize (`malformed.rs`) are handled
 //! beside the pipeline.
 
+mod adopt;
 mod claim;
 mod cleanup;
 pub mod content;
 mod fetch;
+mod history;
 mod lease;
 mod malformed;
 mod prune;
@@ -183,27 +186,58 @@ async fn pipeline(
     claim::check(sync, ctx, &base)?;
     store::still_allowed(sync, ctx)?;
 
-    let mut existing = ctx.index.versions(&uid);
+    let namespace = sync.namespace().unwrap_or_default();
+    let mut events = Vec::new();
+    let mut owned = ctx.index.versions(&uid);
+    // A new object may find what an earlier one of its name let go with `Retain`.
+    if owned.is_empty()
+        && previous.versions.is_empty()
+        && let Some(adopted) = adopt::retained(sync, ctx).await?
+    {
+        events.push(adopted);
+        owned = ctx.index.versions(&uid);
+    }
+    let history::Versions {
+        mut existing,
+        lost,
+        mismatches,
+        bases,
+    } = history::cross_check(spec, &namespace, &base, owned, previous, &ctx.index);
+    let kept = ctx.index.labelled_orphans(&namespace, &name);
+    let bases = history::with_bases_of(bases, &kept);
+    events.extend(report_mismatches(sync, ctx, &uid, &mismatches));
     let newest = existing.values().next_back().cloned();
     version::check_spec(spec, newest.as_ref(), &existing)?;
-    let highest_used = version::highest_used(newest.as_ref(), previous, ctx.written.get(&uid));
+    let highest_used = version::highest_used(
+        newest.as_ref(),
+        previous,
+        ctx.written.get(&uid),
+        kept.iter().map(|m| m.version).max(),
+    );
     let grid = version::Grid::of(sync);
     let now = jiff::Timestamp::now();
     let lease_due = lease::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
         .is_some_and(|at| now >= at);
-    let refresh = version::plan_refresh(&version::RefreshInput {
-        grid,
-        last_read: ctx.refreshes.get(&uid),
-        spec,
-        generation: sync.metadata.generation,
-        previous,
-        newest: newest.as_ref(),
-        store_generation,
-        now,
-        lease_due,
+    // The newest version was deleted by someone else: the next one is made from a fresh
+    // read. Rolling the workloads back to an older one would serve an older credential.
+    let lost_newest = lost.as_ref().map(|_| version::Refresh {
+        rotate: true,
+        ahead_of_lease: false,
+    });
+    let refresh = lost_newest.or_else(|| {
+        version::plan_refresh(&version::RefreshInput {
+            grid,
+            last_read: ctx.refreshes.get(&uid),
+            spec,
+            generation: sync.metadata.generation,
+            previous,
+            newest: newest.as_ref(),
+            store_generation,
+            now,
+            lease_due,
+        })
     });
 
-    let mut events = Vec::new();
     let mut refreshed = None;
     if let Some(why) = refresh {
         let mut store = store::resolve(sync, ctx).await?;
@@ -234,6 +268,9 @@ async fn pipeline(
                 newest.as_ref(),
                 why,
             ));
+            if let Some(lost) = &lost {
+                events.push(version::lost_event(sync, lost, &made));
+            }
             existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
@@ -250,7 +287,7 @@ async fn pipeline(
             rollout::roll_out(
                 sync,
                 ctx,
-                &base,
+                &bases,
                 &existing,
                 wanted,
                 previous.rollout.as_ref(),
@@ -278,7 +315,6 @@ async fn pipeline(
     let pruned = prune::prune(
         sync,
         ctx,
-        &base,
         &mut existing,
         prune::Keep { active, failed },
         &rollout.state,
@@ -325,6 +361,34 @@ async fn pipeline(
         requeue,
         events,
     })
+}
+
+/// A Warning for each Secret whose labels or annotations disagree with its name or the
+/// status history, once per set of disagreements (not at every pass).
+fn report_mismatches(
+    sync: &SecretSync,
+    ctx: &Context,
+    uid: &str,
+    mismatches: &[(String, String)],
+) -> Vec<Event> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    mismatches.hash(&mut hasher);
+    let fingerprint = hasher.finish();
+    if mismatches.is_empty() || ctx.reported_mismatches.get(uid) == Some(fingerprint) {
+        return Vec::new();
+    }
+    ctx.reported_mismatches.update(uid, |_| fingerprint);
+    mismatches
+        .iter()
+        .map(|(secret, what)| Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: secretsync_api::reason::event::VERSION_METADATA_MISMATCH.into(),
+            note: Some(crate::conditions::truncate(what.clone(), 1024)),
+            action: "Verify".into(),
+            secondary: Some(secret_ref(sync, secret)),
+        })
+        .collect()
 }
 
 /// The Secret of a version, as an event's related object: events about different versions

@@ -3,7 +3,7 @@
 //! `onFailure: Rollback` on top of it; [`roll_out`] applies the patches. The pod-spec rules
 //! themselves are in [`crate::rollout`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::VersionMeta;
 use crate::rollout::{
-    Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress,
+    Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress, template_refs,
+    version_among,
 };
 use crate::workloads::patch_workload;
 
@@ -71,7 +72,7 @@ pub enum Gate {
 /// rotation made with `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`).
 pub fn gate(
     sync: &SecretSync,
-    base: &str,
+    bases: &[String],
     existing: &BTreeMap<i64, VersionMeta>,
     wanted: i64,
     targets: &[Target],
@@ -105,7 +106,7 @@ pub fn gate(
     let revoked_in_use = sync.spec.revoke_policy() == RevokePolicy::Immediate
         && targets.iter().any(|t| {
             t.workload.as_ref().is_some_and(|w| {
-                referenced_versions(t.kind.as_str(), w, base)
+                referenced_versions(t.kind.as_str(), w, bases)
                     .iter()
                     .any(|v| sync.spec.is_revoked(*v))
             })
@@ -163,6 +164,9 @@ fn hold_for_window(
 pub struct Target {
     pub kind: WorkloadKind,
     pub name: String,
+    /// Listed by name in `rollout.targets` (not only matched by `rollout.selector`): a named
+    /// target must reference the SecretSync; a selected one that does not is not its target.
+    pub named: bool,
     pub workload: Option<Arc<Value>>,
     /// Whether the API server serves the kind at all (Argo Rollouts' CRD may be absent).
     pub kind_served: bool,
@@ -179,7 +183,7 @@ pub struct Plan {
 /// for the same version, its start time (for the timeout) and target states carry over.
 pub fn plan(
     sync: &SecretSync,
-    base: &str,
+    bases: &[String],
     active: i64,
     active_name: &str,
     previous: Option<&RolloutStatus>,
@@ -226,13 +230,41 @@ pub fn plan(
                     argo::NOT_INSTALLED
                 )),
             ),
-            Some(workload) => match rewrite_patch(kind, workload, base, active_name) {
+            Some(workload) => match rewrite_patch(kind, workload, bases, active_name) {
                 Some(patch) => {
+                    if was(kind, name) == Some(TargetState::Complete) {
+                        outcome.events.push(reverted_event(
+                            sync,
+                            target,
+                            workload,
+                            bases,
+                            active_name,
+                        ));
+                    }
                     patches.push((kind, name.clone(), patch));
                     (
                         TargetState::Progressing,
                         Some("pod template updated".into()),
                     )
+                }
+                None if !references(kind, workload, active_name) => {
+                    if !target.named {
+                        continue;
+                    }
+                    let reason = format!(
+                        "its pod template references no Secret of this SecretSync (expected {active_name})"
+                    );
+                    if timed_out {
+                        (
+                            TargetState::Failed,
+                            Some(format!(
+                                "not complete after {}: {reason}",
+                                humanize(timeout)
+                            )),
+                        )
+                    } else {
+                        (TargetState::Progressing, Some(reason))
+                    }
                 }
                 None => match rollout_progress(kind, workload) {
                     Progress::Complete => (TargetState::Complete, None),
@@ -338,6 +370,50 @@ pub fn plan(
     Plan { patches, outcome }
 }
 
+/// Whether the workload's pod template references `secret`.
+fn references(kind: WorkloadKind, workload: &Value, secret: &str) -> bool {
+    template_refs(kind.as_str(), workload)
+        .iter()
+        .any(|r| r.name == secret)
+}
+
+/// The Warning for a target that had completed its rollout to `active_name` and that someone
+/// else set back to another version (`kubectl rollout undo`, a GitOps sync of an old
+/// manifest): it names what was found and who wrote the workload last.
+fn reverted_event(
+    sync: &SecretSync,
+    target: &Target,
+    workload: &Value,
+    bases: &[String],
+    active_name: &str,
+) -> Event {
+    let found: BTreeSet<String> = template_refs(target.kind.as_str(), workload)
+        .into_iter()
+        .filter(|r| r.name != active_name && version_among(bases, &r.name).is_some())
+        .map(|r| r.name)
+        .collect();
+    let found: Vec<String> = found.into_iter().collect();
+    let by = crate::workloads::last_manager(workload)
+        .map(|m| format!(" by {m}"))
+        .unwrap_or_default();
+    Event {
+        type_: EventType::Warning,
+        reason: event::ROLLOUT_REVERTED.into(),
+        note: Some(crate::conditions::truncate(
+            format!(
+                "{} {} was set back to {}{by}; put back on the active {active_name} (pin an older \
+                 version with spec.pinVersion to roll back)",
+                target.kind.as_str(),
+                target.name,
+                found.join(", "),
+            ),
+            1024,
+        )),
+        action: "Rollout".into(),
+        secondary: Some(secret_ref(sync, active_name)),
+    }
+}
+
 /// The newest version before `failed` that still exists and is not revoked: where
 /// `onFailure: Rollback` takes the targets.
 pub fn rollback_target(
@@ -359,14 +435,14 @@ pub fn rollback_target(
 /// the user's explicit choice and is never rolled back.
 pub fn decide(
     sync: &SecretSync,
-    base: &str,
+    bases: &[String],
     existing: &BTreeMap<i64, VersionMeta>,
     wanted: i64,
     previous: Option<&RolloutStatus>,
     targets: &[Target],
     now_ts: jiff::Timestamp,
 ) -> Plan {
-    let gate = gate(sync, base, existing, wanted, targets, now_ts);
+    let gate = gate(sync, bases, existing, wanted, targets, now_ts);
     let name_of = |v: i64| {
         existing
             .get(&v)
@@ -380,7 +456,7 @@ pub fn decide(
         .then(|| rollback_target(sync, existing, wanted))
         .flatten()
     else {
-        let planned = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+        let planned = plan(sync, bases, wanted, &wanted_name, previous, targets, now_ts);
         return hold_for_window(planned, gate, &wanted_name, previous, now_ts);
     };
     let standing = previous
@@ -390,7 +466,7 @@ pub fn decide(
     let (failure, mut events) = match standing {
         Some(failure) => (failure.clone(), Vec::new()),
         None => {
-            let planned = plan(sync, base, wanted, &wanted_name, previous, targets, now_ts);
+            let planned = plan(sync, bases, wanted, &wanted_name, previous, targets, now_ts);
             let first = hold_for_window(planned, gate, &wanted_name, previous, now_ts);
             let RolloutState::Failed(why) = &first.outcome.state else {
                 return first;
@@ -418,7 +494,7 @@ pub fn decide(
     };
     // The failed rollout's patches are dropped: the targets go straight back, windows or
     // not, as a rollback repairs what the failed rollout broke.
-    let mut back_plan = plan(sync, base, back, &back_name, previous, targets, now_ts);
+    let mut back_plan = plan(sync, bases, back, &back_name, previous, targets, now_ts);
     let outcome = &mut back_plan.outcome;
     let failed = &failure.message;
     outcome.state = RolloutState::Failed(match &outcome.state {
@@ -450,7 +526,7 @@ pub fn decide(
 pub(super) async fn roll_out(
     sync: &SecretSync,
     ctx: &Context,
-    base: &str,
+    bases: &[String],
     existing: &BTreeMap<i64, VersionMeta>,
     wanted: i64,
     previous: Option<&RolloutStatus>,
@@ -463,6 +539,12 @@ pub(super) async fn roll_out(
         .map(|(kind, name)| Target {
             workload: ctx.workloads.get(kind, &namespace, &name),
             kind_served: ctx.workloads.kind_served(kind),
+            named: sync
+                .spec
+                .rollout
+                .iter()
+                .flat_map(|r| r.targets.iter().flatten())
+                .any(|t| t.kind == kind && t.name == name),
             kind,
             name,
         })
@@ -470,7 +552,7 @@ pub(super) async fn roll_out(
     let Plan {
         patches,
         mut outcome,
-    } = decide(sync, base, existing, wanted, previous, &targets, now().0);
+    } = decide(sync, bases, existing, wanted, previous, &targets, now().0);
     let moving_to = outcome.targets_on.unwrap_or(wanted);
     let active_name = existing
         .get(&moving_to)
@@ -501,7 +583,7 @@ pub(super) async fn roll_out(
         let settle = settle_for(kind, &name);
         let key = (kind, namespace.to_owned(), name.clone());
         let rewrite = Rewrite {
-            base: base.to_owned(),
+            bases: bases.to_vec(),
             active_name: active_name.to_owned(),
         };
         async move {
@@ -564,9 +646,9 @@ async fn send_batch(
     let Some(workload) = ctx.workloads.get(kind, namespace, name) else {
         return Sent::Unchanged;
     };
-    let pairs: Vec<(&str, &str)> = batch
+    let pairs: Vec<(&[String], &str)> = batch
         .iter()
-        .map(|r| (r.base.as_str(), r.active_name.as_str()))
+        .map(|r| (r.bases.as_slice(), r.active_name.as_str()))
         .collect();
     let Some(patch) = rewrites_patch(kind, &workload, &pairs) else {
         return Sent::Unchanged;
@@ -598,6 +680,10 @@ fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn db() -> Vec<String> {
+        vec!["db".to_owned()]
+    }
 
     fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
         let value: Value = serde_yaml::from_str(text).unwrap();
@@ -635,12 +721,14 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
                 name: "api".into(),
                 workload: Some(api),
                 kind_served: true,
+                named: true,
             },
             Target {
                 kind: WorkloadKind::Deployment,
                 name: "gone".into(),
                 workload: None,
                 kind_served: true,
+                named: true,
             },
         ]
     }
@@ -652,7 +740,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         let sync: SecretSync = yaml(SYNC);
         let plan = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             None,
@@ -680,10 +768,11 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
             name: "canary".into(),
             workload: None,
             kind_served: false,
+            named: true,
         };
         let plan = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             None,
@@ -711,7 +800,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         let sync: SecretSync = yaml(SYNC);
         let done = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             None,
@@ -723,7 +812,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         assert_eq!(done.outcome.events.len(), 1, "RolloutComplete");
         let again = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             done.outcome.status.as_ref(),
@@ -734,7 +823,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
 
         let started = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             None,
@@ -747,7 +836,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         ));
         let late = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             started.outcome.status.as_ref(),
@@ -766,7 +855,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         let at = |t: &str| -> jiff::Timestamp { t.parse().unwrap() };
         let started = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             None,
@@ -776,7 +865,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         assert_eq!(started.outcome.status.as_ref().unwrap().last_duration, None);
         let done = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             started.outcome.status.as_ref(),
@@ -789,7 +878,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         // The next, faster rollout: the last duration follows, the longest stays.
         let next = plan(
             &sync,
-            "db",
+            &db(),
             3,
             "db-v3",
             Some(&status),
@@ -800,7 +889,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         assert_eq!(next_status.last_duration.as_deref(), Some("42500ms"));
         let finished = plan(
             &sync,
-            "db",
+            &db(),
             3,
             "db-v3",
             Some(&next_status),
@@ -815,7 +904,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         // A workload already on the version when first seen: no rollout was timed.
         let untimed = plan(
             &sync,
-            "db",
+            &db(),
             2,
             "db-v2",
             None,
@@ -859,6 +948,7 @@ spec:
             name: "api".into(),
             workload: Some(api),
             kind_served: true,
+            named: true,
         }]
     }
 
@@ -877,7 +967,7 @@ spec:
         let versions = existing(&[1, 2]);
         let started = decide(
             &sync,
-            "db",
+            &db(),
             &versions,
             2,
             None,
@@ -893,7 +983,7 @@ spec:
         let late: jiff::Timestamp = "2026-11-23T10:05:01Z".parse().unwrap();
         let failed = decide(
             &sync,
-            "db",
+            &db(),
             &versions,
             2,
             started.outcome.status.as_ref(),
@@ -931,7 +1021,7 @@ spec:
         // The next pass (or a restart, from the status) stays on db-v1 and writes nothing.
         let back = decide(
             &sync,
-            "db",
+            &db(),
             &versions,
             2,
             Some(&status),
@@ -958,7 +1048,7 @@ spec:
         edited.metadata.generation = Some(5);
         let again = decide(
             &edited,
-            "db",
+            &db(),
             &versions,
             2,
             back.outcome.status.as_ref(),
@@ -976,7 +1066,7 @@ spec:
             }
             let stays = decide(
                 &held,
-                "db",
+                &db(),
                 &versions,
                 2,
                 started.outcome.status.as_ref(),

@@ -59,7 +59,13 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         status.store_generation = store_generation;
     }
     status.observed_generation = generation;
-    status.current_version = existing.keys().next_back().copied();
+    // Never decreases (api.md guarantee 1): the newest version made, even if its Secret is
+    // gone and the next one could not be made yet.
+    status.current_version = existing
+        .keys()
+        .next_back()
+        .copied()
+        .max(previous.current_version);
     status.active_version = active;
     status.active_secret_name = Some(active_name.to_owned()).filter(|n| !n.is_empty());
     status.versions = version_list(existing, &previous.versions, active, spec.revoked());
@@ -69,7 +75,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         condition::SYNCED,
         true,
         Reason::Synced,
-        format!("{active_name} is up to date with {}", spec.store_ref.name),
+        synced_message(spec, existing, active_name),
         generation,
     );
     let (ready, ready_reason, mut ready_message) = match (lease_expired, rollout_state) {
@@ -137,6 +143,23 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         status.last_refresh_time = Some(now());
     }
     status
+}
+
+/// The Synced message: while pinned to an older version, it says which version is newest
+/// rather than calling the pinned one up to date.
+fn synced_message(
+    spec: &SecretSyncSpec,
+    existing: &BTreeMap<i64, VersionMeta>,
+    active_name: &str,
+) -> String {
+    let store = &spec.store_ref.name;
+    match (spec.pin_version, existing.values().next_back()) {
+        (Some(pin), Some(newest)) if newest.version > pin => format!(
+            "{} is up to date with {store}; pinned to {active_name} (spec.pinVersion)",
+            newest.secret_name
+        ),
+        _ => format!("{active_name} is up to date with {store}"),
+    }
 }
 
 /// The status after a failed pass: Ready and Synced say why. `observedGeneration` stays,
@@ -218,7 +241,9 @@ pub fn version_list(
         .values()
         .rev()
         .map(|meta| {
-            let state = if revoked.contains(&meta.version) {
+            let state = if meta.disowned {
+                VersionState::Disowned
+            } else if revoked.contains(&meta.version) {
                 VersionState::Revoked
             } else if Some(meta.version) == active {
                 VersionState::Active

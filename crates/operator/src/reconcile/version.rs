@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use secretsync_api::reason::event;
 use secretsync_api::validate::check_spec_version;
 use secretsync_api::{
-    SecretSync, SecretSyncSpec, SecretSyncStatus, labels, naming::versioned_name,
+    SecretSync, SecretSyncSpec, SecretSyncStatus, VersionStatus, labels, naming::versioned_name,
 };
 use tracing::info;
 
@@ -104,18 +104,21 @@ pub fn next_number(
     (rotate || changed).then_some(highest_used + 1)
 }
 
-/// The highest number ever used: Secrets, status (tombstones included) and this process's
-/// own recent writes. A number is never reused, even after the status is lost.
+/// The highest number ever used: Secrets (ours, and unowned ones labelled with this
+/// SecretSync's name), status (tombstones included) and this process's own recent writes. A
+/// number is never reused, even after the status is lost.
 pub fn highest_used(
     newest: Option<&VersionMeta>,
     previous: &SecretSyncStatus,
     written: Option<i64>,
+    labelled: Option<i64>,
 ) -> i64 {
     [
         newest.map(|m| m.version),
         previous.current_version,
         previous.versions.iter().map(|v| v.version).max(),
         written,
+        labelled,
     ]
     .into_iter()
     .flatten()
@@ -267,6 +270,22 @@ pub(super) fn created_event(
     }
 }
 
+/// The Warning that says why a version was made out of turn: the newest one's Secret was
+/// deleted by someone else.
+pub(super) fn lost_event(sync: &SecretSync, lost: &VersionStatus, made: &VersionMeta) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: event::ACTIVE_VERSION_DELETED.into(),
+        note: Some(format!(
+            "{} was deleted by someone other than the operator while it was the newest \
+             version; made {} from a fresh read, and the targets move forward to it",
+            lost.secret_name, made.secret_name
+        )),
+        action: "CreateVersion".into(),
+        secondary: Some(secret_ref(sync, &made.secret_name)),
+    }
+}
+
 /// Creates `<base>-v<next>`, moving past numbers already taken. A name taken by this
 /// SecretSync with the same content is a version made just before a crash: it is adopted.
 pub(super) async fn write(
@@ -322,6 +341,17 @@ pub(super) async fn write(
                         next += 1;
                     }
                     _ if taken.is_none() => continue, // deleted meanwhile: try the name again
+                    // One of ours that a user kept (disowned), perhaps of an earlier object of
+                    // the same name: its number stays used, and the name is not a conflict.
+                    _ if taken.as_ref().is_some_and(|m| {
+                        m.labels().get(labels::SYNC) == Some(&sync.name_any())
+                            && m.owner_references()
+                                .iter()
+                                .all(|o| o.controller != Some(true))
+                    }) =>
+                    {
+                        next += 1;
+                    }
                     _ => {
                         return Err(Error::TargetConflict(format!(
                             "Secret {namespace}/{name} already exists and is not owned by this SecretSync; \
@@ -633,9 +663,23 @@ versions:
   - {version: 7, secretName: db-v7, specVersion: 0, state: Deleted}
 "#,
         );
-        assert_eq!(highest_used(Some(&meta(2, 0, "h")), &previous, None), 7);
-        assert_eq!(highest_used(Some(&meta(2, 0, "h")), &previous, Some(9)), 9);
-        assert_eq!(highest_used(None, &SecretSyncStatus::default(), None), 0);
+        assert_eq!(
+            highest_used(Some(&meta(2, 0, "h")), &previous, None, None),
+            7
+        );
+        assert_eq!(
+            highest_used(Some(&meta(2, 0, "h")), &previous, Some(9), None),
+            9
+        );
+        assert_eq!(
+            highest_used(None, &SecretSyncStatus::default(), None, None),
+            0
+        );
+        // A Secret a user kept from an earlier object of the same name.
+        assert_eq!(
+            highest_used(None, &SecretSyncStatus::default(), None, Some(4)),
+            4
+        );
     }
 
     #[test]

@@ -39,13 +39,30 @@ async fn a_secret_its_user_disowned_is_never_deleted() {
         )
         .await
         .unwrap();
+    // Letting go is not a change: once the operator has seen it, still no new version.
+    env.wait_for::<SecretSync, _>("db", "db-v1 seen disowned", |s| {
+        let v1 = s
+            .status
+            .as_ref()?
+            .versions
+            .iter()
+            .find(|v| v.version == 1)?;
+        (v1.state == VersionState::Disowned).then_some(())
+    })
+    .await;
+    assert_eq!(env.status("db").await.current_version, Some(1));
+    assert!(
+        env.secret("db-v2").await.is_none(),
+        "disowning made a version"
+    );
+
     env.merge_sync("db", json!({"spec": {"version": 1}})).await;
     env.wait_version("db", 2).await;
-    // Settled: v2 active, v1 no longer counted as a version of ours.
-    env.wait_for::<SecretSync, _>("db", "db-v1 let go", |s| {
+    // Settled: v2 active, v1 still listed as the user's own.
+    env.wait_for::<SecretSync, _>("db", "db-v2 active, db-v1 disowned", |s| {
         let versions = &s.status.as_ref()?.versions;
         let v1 = versions.iter().find(|v| v.version == 1)?;
-        (v1.state == VersionState::Deleted
+        (v1.state == VersionState::Disowned
             && versions
                 .iter()
                 .any(|v| v.version == 2 && v.state == VersionState::Active))
