@@ -1,6 +1,7 @@
 //! The operator against the sandbox API server (and real OpenBao where a test says so).
 //! One test binary, so the harness is shared and linked once.
 
+mod actions;
 mod apifaults;
 mod argo;
 mod aws;
@@ -25,4 +26,5 @@ mod stores;
 mod sync;
 mod tenancy;
 mod tls;
+mod user_actions;
 mod vault;
