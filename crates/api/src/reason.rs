@@ -84,4 +84,7 @@ pub mod event {
     /// A version's lease could not be revoked at the backend; its Secret is kept (with the
     /// lease id) and revocation retried.
     pub const LEASE_REVOKE_FAILED: &str = "LeaseRevokeFailed";
+    /// Version hashes were rewritten with the operator's current content-hash key (the key
+    /// changed); their content was unchanged, so no version was made.
+    pub const HASH_REKEYED: &str = "HashRekeyed";
 }

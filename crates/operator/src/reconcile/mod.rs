@@ -3,6 +3,7 @@
 //! | step | file | pure decision | I/O |
 //! |---|---|---|---|
 //! | claim the target name | `claim.rs` | [`claim::older_claimant`] | — (caches) |
+//! | re-key hashes made with another key | `rekey.rs` | [`rekey::stale`], [`rekey::rehash`] | Secret get, metadata patch |
 //! | resolve the store | `store.rs` | [`store::admits`] | provider connect |
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
@@ -21,6 +22,7 @@ mod fetch;
 mod lease;
 mod malformed;
 mod prune;
+mod rekey;
 mod rollout;
 mod status;
 mod store;
@@ -184,6 +186,8 @@ async fn pipeline(
     store::still_allowed(sync, ctx)?;
 
     let mut existing = ctx.index.versions(&uid);
+    // Before anything compares a hash: one made with another key says nothing.
+    rekey::rekey(sync, ctx, &mut existing).await?;
     let newest = existing.values().next_back().cloned();
     version::check_spec(spec, newest.as_ref(), &existing)?;
     let highest_used = version::highest_used(newest.as_ref(), previous, ctx.written.get(&uid));
