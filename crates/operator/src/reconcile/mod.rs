@@ -305,6 +305,7 @@ async fn pipeline(
         lease_expired: expired.as_ref(),
         notes: &pruned.notes,
     });
+    events.extend(status::unknown_revoked_event(previous, &status));
     let refresh_wait = grid.map(|g| g.until_next(now));
     // Timers, not polling: the lease-aware deadline of the newest version, and the expiry
     // of the version in use (Ready turns False then).

@@ -25,4 +25,5 @@ mod stores;
 mod sync;
 mod tenancy;
 mod tls;
+mod typos;
 mod vault;
