@@ -345,6 +345,7 @@ async fn rekey_scenario(how: NewKey) {
             "killed after all {n} hashes were rewritten: not in the middle"
         );
     }
+    let restarted = tokio::time::Instant::now();
     env.operator = Some(crate::common::Operator::start_with(
         env.client.clone(),
         None,
@@ -379,6 +380,7 @@ async fn rekey_scenario(how: NewKey) {
             .unwrap();
         assert_eq!(ready.status, "True", "s{i}: {ready:?}");
     }
+    let took = restarted.elapsed();
     let operator = &env.operator().metrics;
     assert_eq!(operator.versions_created(), 0);
     assert_eq!(operator.sum("secretsync_rollouts_total"), 0.0, "no rollout");
@@ -404,6 +406,22 @@ async fn rekey_scenario(how: NewKey) {
     }
     let after = generations(deployments.list(&Default::default()).await.unwrap().items);
     assert_eq!(before, after, "no workload was patched");
+    // The figures for the issue's note (`--nocapture`).
+    println!(
+        "{how:?}: {n} SecretSyncs re-keyed within {took:?} of the restart; hashes rewritten: \
+         {} by the restarted operator{}; versions created: {}; rollouts started: {}; \
+         Deployments whose generation changed: {}",
+        rewritten as u64,
+        match how {
+            NewKey::KilledWhileRekeying => {
+                format!(", at least {rewritten_by_killed} before the kill")
+            }
+            _ => String::new(),
+        },
+        operator.versions_created(),
+        operator.sum("secretsync_rollouts_total") as u64,
+        before.iter().zip(&after).filter(|(b, a)| b != a).count(),
+    );
 
     // A real change still makes exactly one version, of the one SecretSync it concerns.
     env.set_fake_data("vault", &entries(&rekey_store(n, Some(0))))
@@ -424,6 +442,11 @@ async fn rekey_scenario(how: NewKey) {
     }
     assert_eq!(env.operator().metrics.versions_created(), 1);
     assert_eq!(env.version_secrets("s1").await, ["s1-v1"]);
+    println!(
+        "{how:?}: after one backend change: versions created: 1 (s0-v2); the other {} read \
+         it and made none",
+        n - 1
+    );
 }
 
 #[tokio::test]
