@@ -463,3 +463,72 @@ async fn moving_the_operator_to_a_namespace_with_a_fresh_key_makes_no_version() 
 async fn killed_while_re_keying_the_operator_converges_with_no_new_version() {
     rekey_scenario(NewKey::KilledWhileRekeying).await;
 }
+
+/// A SecretSync relabelled from one shard (`--selector`) to another whose operator holds
+/// another key: the new shard re-keys its version instead of making one.
+#[tokio::test]
+async fn a_sync_moved_to_a_shard_with_another_key_is_re_keyed_not_re_versioned() {
+    use std::sync::Arc;
+
+    use secretsync_operator::metrics::Metrics;
+    use secretsync_operator::{Config, RunOptions};
+
+    let env = Env::without_operator("payments").await;
+    env.fake_store("vault", &[("app/db", r#"{"password":"a"}"#, "1")])
+        .await;
+    let key_at = |name: &str| KeySecret {
+        namespace: "payments".into(),
+        name: name.into(),
+    };
+    let shard = |selector: &str, key: &str| {
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(secretsync_operator::run(
+            env.client.clone(),
+            Config {
+                hash_key: key_at(key),
+                ..Config::default()
+            },
+            RunOptions {
+                selector: Some(selector.into()),
+                ..RunOptions::default()
+            },
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (metrics, stop, task)
+    };
+    let (_, _stop_a, shard_a) = shard("shard=a", "key-a");
+    let (b_metrics, _stop_b, shard_b) = shard("shard=b", "key-b");
+    env.create::<SecretSync>(&sync_yaml("db", "vault", "").replace(
+        "metadata: {name: db}",
+        "metadata: {name: db, labels: {shard: a}}",
+    ))
+    .await;
+    env.wait_version("db", 1).await;
+    let (key_a, key_b) = (
+        read_key(&env, &key_at("key-a")).await,
+        read_key(&env, &key_at("key-b")).await,
+    );
+    assert_eq!(
+        hash_of(&env, "db-v1").await,
+        content_hash(&key_a, "Opaque", &password("a"))
+    );
+
+    env.merge_sync("db", json!({"metadata": {"labels": {"shard": "b"}}}))
+        .await;
+    let by_b = content_hash(&key_b, "Opaque", &password("a"));
+    env.wait_for::<SecretSync, _>("db", "the hash rewritten by shard b", |s| {
+        (s.status.as_ref()?.versions.first()?.content_hash.as_deref() == Some(by_b.as_str()))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(hash_of(&env, "db-v1").await, by_b);
+    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+    assert_eq!(b_metrics.versions_created(), 0);
+    assert_eq!(b_metrics.sum("secretsync_hashes_rekeyed_total"), 1.0);
+    shard_a.abort();
+    shard_b.abort();
+}
