@@ -29,6 +29,11 @@ pub enum Reason {
     KubernetesApiError,
     /// The lease of the version the targets use has expired at the backend.
     LeaseExpired,
+    /// A rollout target does not exist (a typo, a workload not deployed yet, or a kind
+    /// whose CRD is not installed).
+    TargetNotFound,
+    /// `revokedVersions` names a version that was never made: it revokes nothing.
+    RevokedVersionUnknown,
 }
 
 impl Reason {
@@ -54,6 +59,8 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::KubernetesApiError => "KubernetesApiError",
             Reason::LeaseExpired => "LeaseExpired",
+            Reason::TargetNotFound => "TargetNotFound",
+            Reason::RevokedVersionUnknown => "RevokedVersionUnknown",
         }
     }
 }
@@ -95,4 +102,9 @@ pub mod event {
     pub const ROLLOUT_REVERTED: &str = "RolloutReverted";
     /// Secrets retained by an earlier SecretSync of the same name became this one's versions.
     pub const VERSIONS_ADOPTED: &str = "VersionsAdopted";
+    /// Version hashes were rewritten with the operator's current content-hash key (the key
+    /// changed); their content was unchanged, so no version was made.
+    pub const HASH_REKEYED: &str = "HashRekeyed";
+    /// `revokedVersions` names a version that was never made (Warning).
+    pub const REVOKED_VERSION_UNKNOWN: &str = "RevokedVersionUnknown";
 }

@@ -2,6 +2,11 @@
 //! own namespace, made once and read at start. Every replica and every restart hashes with
 //! the same key, so unchanged content never looks new; nobody without read access to that
 //! one Secret can test guesses against the hashes in annotations and status.
+//!
+//! Losing the key costs no rollout: every hash names its key, and versions hashed with
+//! another one are re-keyed from their data (`reconcile::rekey`) before anything is
+//! compared. A new key is still never made quietly: the log says so, and so does each
+//! re-keyed SecretSync (a `HashRekeyed` event, `secretsync_hashes_rekeyed_total`).
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -9,7 +14,7 @@ use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
 use rand::TryRngCore;
 use secretsync_api::hash::{HashKey, MIN_KEY_BYTES};
-use tracing::info;
+use tracing::{info, warn};
 
 /// The key's entry in the Secret's data.
 pub const DATA_KEY: &str = "key";
@@ -40,8 +45,8 @@ pub enum KeyError {
     },
     #[error(
         "the content-hash key Secret {namespace}/{name} has no data entry {DATA_KEY:?} of at \
-         least {MIN_KEY_BYTES} bytes; delete it to have a new key made (every SecretSync then \
-         makes one new version)"
+         least {MIN_KEY_BYTES} bytes; restore it from a backup, or delete it to have a new key \
+         made (every version's hash is then rewritten from its data: no new versions)"
     )]
     Malformed { namespace: String, name: String },
     #[error("the operating system gave no random bytes for a new content-hash key: {0}")]
@@ -58,7 +63,9 @@ pub async fn load_or_create(client: &kube::Client, at: &KeySecret) -> Result<Has
         source,
     };
     if let Some(secret) = api.get_opt(&at.name).await.map_err(api_error)? {
-        return parse(at, &secret);
+        let key = parse(at, &secret)?;
+        info!(namespace = %at.namespace, name = %at.name, key_id = key.id(), "content-hash key read");
+        return Ok(key);
     }
     let mut bytes = vec![0; MIN_KEY_BYTES];
     rand::rngs::OsRng
@@ -69,8 +76,16 @@ pub async fn load_or_create(client: &kube::Client, at: &KeySecret) -> Result<Has
         .await
     {
         Ok(created) => {
-            info!(namespace = %at.namespace, name = %at.name, "content-hash key created");
-            parse(at, &created)
+            let key = parse(at, &created)?;
+            warn!(
+                namespace = %at.namespace,
+                name = %at.name,
+                key_id = key.id(),
+                "content-hash key not found: a new one was made. Versions hashed with another \
+                 key are re-keyed from their data (HashRekeyed events), no new versions. On a \
+                 first install this is expected; otherwise restore the key Secret from backup"
+            );
+            Ok(key)
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let secret = api.get(&at.name).await.map_err(api_error)?;
@@ -93,7 +108,7 @@ fn parse(at: &KeySecret, secret: &Secret) -> Result<HashKey, KeyError> {
 }
 
 /// Immutable: the key is never edited in place. Replacing it (delete the Secret, restart
-/// the operator) changes every hash, so every SecretSync makes one new version.
+/// the operator) changes every hash: each version's hash is rewritten from its data, once.
 fn key_secret(at: &KeySecret, bytes: Vec<u8>) -> Secret {
     Secret {
         metadata: ObjectMeta {

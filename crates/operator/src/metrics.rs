@@ -51,6 +51,7 @@ pub struct Metrics {
     api_write_timeouts: Counter,
     status_writes: Counter,
     store_checks: Counter,
+    hashes_rekeyed: Counter,
     leader: Gauge,
 }
 
@@ -130,6 +131,13 @@ impl Metrics {
             "Store Ready checks made against a backend",
             store_checks.clone(),
         );
+        let hashes_rekeyed = Counter::default();
+        registry.register(
+            "hashes_rekeyed",
+            "Version content hashes rewritten with the current content-hash key after the key \
+             changed (data unchanged: no version made)",
+            hashes_rekeyed.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -160,6 +168,7 @@ impl Metrics {
             api_write_timeouts,
             status_writes,
             store_checks,
+            hashes_rekeyed,
             leader,
         }
     }
@@ -207,6 +216,10 @@ impl Metrics {
 
     pub fn status_written(&self) {
         self.status_writes.inc();
+    }
+
+    pub fn hash_rekeyed(&self) {
+        self.hashes_rekeyed.inc();
     }
 
     pub fn api_write_timed_out(&self) {
@@ -315,6 +328,7 @@ mod tests {
         m.backend_request("fake", true);
         m.backend_request("fake", false);
         m.version_created();
+        m.hash_rekeyed();
         m.event_published(event::ROLLOUT_STARTED);
         m.event_published(event::ROLLOUT_COMPLETE);
         m.event_published(event::VERSION_REVOKED);
@@ -325,6 +339,7 @@ mod tests {
             "secretsync_backend_requests_total{provider=\"fake\",result=\"success\"} 1",
             "secretsync_backend_requests_total{provider=\"fake\",result=\"error\"} 1",
             "secretsync_versions_created_total 1",
+            "secretsync_hashes_rekeyed_total 1",
             "secretsync_rollouts_total{outcome=\"started\"} 1",
             "secretsync_rollouts_total{outcome=\"complete\"} 1",
             "secretsync_revocations_total 1",

@@ -87,6 +87,7 @@ async fn rotate_rollback_unpin_with_wait_through_real_kubectl() {
         return;
     };
     let (env, operator, home) = start_with_db().await;
+    create_api(&env).await;
     let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
     let kubeconfig = env.sandbox.kubeconfig_path().to_str().unwrap().to_owned();
 
@@ -311,6 +312,34 @@ impl Operator {
     }
 }
 
+/// Deployment `api`, the rollout target of `db`, on `db-v1`: a target that does not exist
+/// would fail every `--wait` with `TargetNotFound`.
+async fn create_api(env: &Env) -> Api<Deployment> {
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), "payments");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "api"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "api"}},
+                        "spec": {"containers": [{
+                            "name": "api", "image": "api:1",
+                            "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-v1", "key": "password"}}}],
+                        }]},
+                    },
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    deployments
+}
+
 /// A sandbox with the operator, a fake store `vault` and SecretSync `db` at version 1, and
 /// a private HOME for kubectl's cache so the test does not touch the developer's.
 async fn start_with_db() -> (Env, Operator, tempfile::TempDir) {
@@ -349,28 +378,7 @@ async fn revoking_the_active_version_waits_for_the_rollout_off_it() {
         return;
     };
     let (env, operator, home) = start_with_db().await;
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), "payments");
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "api"},
-                "spec": {
-                    "replicas": 2,
-                    "selector": {"matchLabels": {"app": "api"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "api"}},
-                        "spec": {"containers": [{
-                            "name": "api", "image": "api:1",
-                            "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-v1", "key": "password"}}}],
-                        }]},
-                    },
-                },
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let deployments = create_api(&env).await;
     let k = Kubectl::new(kubectl, env.sandbox.kubeconfig_path(), home.path());
 
     let out = k

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use secretsync_api::hash::{HashKey, LEGACY_PREFIX, content_hash, legacy_content_hash};
+use secretsync_api::hash::{HashKey, content_hash};
 use secretsync_api::{SecretSync, keys::validate_secret_key};
 use secretsync_providers::{SecretBytes, SecretData};
 
@@ -18,10 +18,8 @@ pub const MAX_SECRET_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct Content {
     pub data: SecretData,
-    /// Keyed: `hmac-sha256:<hex>`.
+    /// Keyed: `hmac-sha256:<key id>:<hex>`.
     pub hash: String,
-    /// The Secret type the hash covers, kept to compare with legacy hashes.
-    secret_type: String,
     /// remote key → backend version id read.
     pub source_versions: BTreeMap<String, String>,
     /// The lease and serial of an issued credential (`dataFrom.pki`).
@@ -29,19 +27,11 @@ pub struct Content {
 }
 
 impl Content {
-    /// Whether a version whose content-hash annotation is `stored` holds this content.
-    /// A version made before the hash was keyed is compared by its unkeyed hash, so an
-    /// upgrade makes no new version of content that did not change.
+    /// Whether a version whose content-hash annotation is `stored` holds this content. Only
+    /// hashes made with the current key compare: [`super::rekey`] rewrites the others from
+    /// the versions' data before anything is compared.
     pub fn matches(&self, stored: Option<&str>) -> bool {
-        match stored {
-            // Computed only here, never kept or written: the unkeyed hash is what the key
-            // protects.
-            Some(stored) if stored.starts_with(LEGACY_PREFIX) => {
-                stored == legacy_content_hash(&self.secret_type, &self.data)
-            }
-            Some(stored) => stored == self.hash,
-            None => false,
-        }
+        stored == Some(self.hash.as_str())
     }
 }
 
@@ -76,7 +66,6 @@ pub fn build(sync: &SecretSync, fetched: Fetched, key: &HashKey) -> Result<Conte
     let secret_type = sync.spec.secret_type();
     Ok(Content {
         hash: content_hash(key, secret_type, &data),
-        secret_type: secret_type.to_owned(),
         data,
         source_versions,
         issued,
@@ -209,19 +198,19 @@ spec:
     }
 
     #[test]
-    fn legacy_versions_match_by_their_unkeyed_hash() {
+    fn only_a_hash_of_the_same_content_by_the_same_key_matches() {
         let sync = sync(SYNC);
         let content = build_content(&sync, data(&[("password", "a")]), BTreeMap::new()).unwrap();
-        let legacy = legacy_content_hash("kubernetes.io/basic-auth", &content.data);
         assert!(content.matches(Some(&content.hash)));
-        assert!(content.matches(Some(&legacy)));
-        assert_ne!(content.hash, legacy);
         let other = build_content(&sync, data(&[("password", "b")]), BTreeMap::new()).unwrap();
-        assert!(!other.matches(Some(&legacy)));
         assert!(!other.matches(Some(&content.hash)));
         assert!(!content.matches(None));
-        // A keyed hash is never compared as a legacy one, or the other way round.
-        assert!(!content.matches(Some(&format!("hmac-{legacy}"))));
+        let other_key = HashKey::from_bytes(&[8; 32]).unwrap();
+        let by_other_key = content_hash(&other_key, "kubernetes.io/basic-auth", &content.data);
+        assert!(!content.matches(Some(&by_other_key)));
+        let legacy =
+            secretsync_api::hash::legacy_content_hash("kubernetes.io/basic-auth", &content.data);
+        assert!(!content.matches(Some(&legacy)));
     }
 
     #[test]

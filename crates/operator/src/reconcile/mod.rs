@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | claim the target name | `claim.rs` | [`claim::older_claimant`] | — (caches) |
 //! | which versions there are | `history.rs`, `adopt.rs` | [`history::cross_check`] | adopting retained Secrets |
+//! | re-key hashes made with another key | `rekey.rs` | [`rekey::stale`], [`rekey::rehash`] | Secret get, metadata patch |
 //! | resolve the store | `store.rs` | [`store::admits`] | provider connect |
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
@@ -24,6 +25,7 @@ mod history;
 mod lease;
 mod malformed;
 mod prune;
+mod rekey;
 mod rollout;
 mod status;
 mod store;
@@ -206,6 +208,8 @@ async fn pipeline(
     let kept = ctx.index.labelled_orphans(&namespace, &name);
     let bases = history::with_bases_of(bases, &kept);
     events.extend(report_mismatches(sync, ctx, &uid, &mismatches));
+    // Before anything compares a hash: one made with another key says nothing.
+    rekey::rekey(sync, ctx, &mut existing).await?;
     let newest = existing.values().next_back().cloned();
     version::check_spec(spec, newest.as_ref(), &existing)?;
     let highest_used = version::highest_used(
@@ -337,6 +341,7 @@ async fn pipeline(
         lease_expired: expired.as_ref(),
         notes: &pruned.notes,
     });
+    events.extend(status::unknown_revoked_event(previous, &status));
     let refresh_wait = grid.map(|g| g.until_next(now));
     // Timers, not polling: the lease-aware deadline of the newest version, and the expiry
     // of the version in use (Ready turns False then).

@@ -302,18 +302,28 @@ pub fn plan(
         });
     }
 
-    let counted: Vec<&TargetStatus> = statuses
+    let found = statuses
         .iter()
         .filter(|t| t.state != TargetState::NotFound)
-        .collect();
-    let complete = counted
+        .count();
+    let complete = statuses
         .iter()
         .filter(|t| t.state == TargetState::Complete)
         .count();
-    let summary = format!(
+    // A target that does not exist counts as not rolled out, named, so a typo shows in the
+    // conditions (RolledOut=False, TargetNotFound; see status.rs) and not only in the list.
+    let missing: Vec<&str> = statuses
+        .iter()
+        .filter(|t| t.state == TargetState::NotFound)
+        .filter_map(|t| t.message.as_deref())
+        .collect();
+    let mut summary = format!(
         "{complete}/{} targets rolled out to {active_name}",
-        counted.len()
+        statuses.len()
     );
+    if !missing.is_empty() {
+        summary = format!("{summary}: {}", missing.join(", "));
+    }
     let previous_complete = same_version.is_some_and(|p| {
         p.targets
             .iter()
@@ -326,7 +336,7 @@ pub fn plan(
             failed.name,
             failed.message.as_deref().unwrap_or("failed")
         ))
-    } else if complete == counted.len() {
+    } else if complete == found {
         // Measured only on a rollout this process saw start (a previous status for the
         // version), from its start to now: what lease-aware rotation plans for.
         if let Some(started) = same_version
@@ -342,7 +352,7 @@ pub fn plan(
             last_duration = Some(format!("{}ms", took.as_millis()));
             longest_duration = Some(format!("{}ms", longest.as_millis()));
         }
-        if !previous_complete {
+        if !previous_complete && complete > 0 {
             outcome.events.push(Event {
                 type_: EventType::Normal,
                 reason: event::ROLLOUT_COMPLETE.into(),
@@ -792,6 +802,26 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         assert_eq!(
             status.targets[0].message, None,
             "the Deployment still rolled out"
+        );
+    }
+
+    #[test]
+    fn a_missing_target_is_counted_and_named_in_the_summary() {
+        let sync: SecretSync = yaml(SYNC);
+        let plan = plan(
+            &sync,
+            &db(),
+            2,
+            "db-v2",
+            None,
+            &targets(deployment("db-v2", 2)),
+            NOW.parse().unwrap(),
+        );
+        assert_eq!(
+            plan.outcome.state,
+            RolloutState::Complete(
+                "1/2 targets rolled out to db-v2: Deployment gone not found".into()
+            )
         );
     }
 

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use secretsync_api::reason::{condition, event};
 use secretsync_api::{
     LeaseStatus, MAX_TOMBSTONES, Reason, RolloutStatus, SecretSync, SecretSyncSpec,
-    SecretSyncStatus, VersionState, VersionStatus, labels,
+    SecretSyncStatus, TargetState, VersionState, VersionStatus, labels,
 };
 use serde_json::json;
 
@@ -58,6 +58,12 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
     if let Some(store_generation) = refreshed {
         status.store_generation = store_generation;
     }
+    // Targets that do not exist are a user's error (a typo, a CRD not installed): counted in
+    // the summary, and not Ready, so `kubectl get secretsync` shows them.
+    let targets_missing = rollout_status
+        .as_ref()
+        .is_some_and(|r| r.targets.iter().any(|t| t.state == TargetState::NotFound));
+    let unknown_revoked = unknown_revoked(spec, existing, previous);
     status.observed_generation = generation;
     // Never decreases (api.md guarantee 1): the newest version made, even if its Secret is
     // gone and the next one could not be made yet.
@@ -88,11 +94,26 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
                  or see RolledOut for why the rollout to a newer version has not completed"
             ),
         ),
+        // The on-call engineer believes a leaked version is revoked: that comes first.
+        (None, _) if !unknown_revoked.is_empty() => (
+            false,
+            Reason::RevokedVersionUnknown,
+            unknown_revoked_message(&unknown_revoked, existing, active_name),
+        ),
         (None, RolloutState::Failed(why)) => (
             false,
             Reason::RolloutFailed,
             format!("{active_name} active; {why}"),
         ),
+        (None, RolloutState::Progressing(summary) | RolloutState::Complete(summary))
+            if targets_missing =>
+        {
+            (
+                false,
+                Reason::TargetNotFound,
+                format!("{active_name} active; {summary}"),
+            )
+        }
         (None, RolloutState::NoTargets) => (true, Reason::Synced, format!("{active_name} active")),
         (
             None,
@@ -119,6 +140,9 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
     );
     let rolled_out = match rollout_state {
         RolloutState::NoTargets => None,
+        RolloutState::Complete(summary) | RolloutState::Progressing(summary) if targets_missing => {
+            Some((false, Reason::TargetNotFound, summary))
+        }
         RolloutState::Complete(summary) => Some((true, Reason::RolloutComplete, summary)),
         RolloutState::Progressing(summary) => Some((false, Reason::RolloutProgressing, summary)),
         RolloutState::Waiting(why) => Some((false, Reason::RolloutWaiting, why)),
@@ -165,6 +189,92 @@ fn synced_message(
 /// The status after a failed pass: Ready and Synced say why. `observedGeneration` stays,
 /// since the spec was not handled and the retry must fetch again; the conditions say which
 /// generation failed.
+/// The `revokedVersions` entries above every number ever used: versions never made (a
+/// typo), which revoke nothing. A lower number may name a version pruned long ago, so only
+/// these are reported.
+pub fn unknown_revoked(
+    spec: &SecretSyncSpec,
+    existing: &BTreeMap<i64, VersionMeta>,
+    previous: &SecretSyncStatus,
+) -> Vec<i64> {
+    let highest = [
+        existing.keys().next_back().copied(),
+        previous.current_version,
+        previous.versions.iter().map(|v| v.version).max(),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
+    let mut unknown: Vec<i64> = spec
+        .revoked()
+        .iter()
+        .copied()
+        .filter(|v| *v > highest)
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    unknown
+}
+
+fn unknown_revoked_message(
+    unknown: &[i64],
+    existing: &BTreeMap<i64, VersionMeta>,
+    active_name: &str,
+) -> String {
+    let list = |versions: &mut dyn Iterator<Item = i64>| {
+        versions
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let named = match unknown {
+        [one] => format!("version {one}, which was never made, so it revokes"),
+        _ => format!(
+            "versions {}, which were never made, so they revoke",
+            list(&mut unknown.iter().copied())
+        ),
+    };
+    let exist = if existing.is_empty() {
+        "no version exists yet".to_owned()
+    } else {
+        let active = if active_name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({active_name} active)")
+        };
+        format!(
+            "the versions that exist are {}{active}",
+            list(&mut existing.keys().copied())
+        )
+    };
+    format!("revokedVersions names {named} nothing; {exist}")
+}
+
+/// The Warning that goes with a `RevokedVersionUnknown` Ready condition, once per change
+/// of its message.
+pub fn unknown_revoked_event(
+    previous: &SecretSyncStatus,
+    status: &SecretSyncStatus,
+) -> Option<Event> {
+    let ready = |s: &SecretSyncStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (reason, message) = ready(status)?;
+    (reason == Reason::RevokedVersionUnknown.as_str()
+        && ready(previous) != Some((reason, message.clone())))
+    .then(|| Event {
+        type_: EventType::Warning,
+        reason: event::REVOKED_VERSION_UNKNOWN.into(),
+        note: Some(message),
+        action: "Revoke".into(),
+        secondary: None,
+    })
+}
+
 pub fn failed(
     previous: &SecretSyncStatus,
     error: &Error,
@@ -424,5 +534,100 @@ mod tests {
             assert_eq!(c.observed_generation, Some(2));
         }
         assert_eq!(failed(&bad, &error, Some(2)), bad, "a retry writes nothing");
+    }
+
+    fn cond<'a>(status: &'a SecretSyncStatus, type_: &str) -> (&'a str, &'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn a_target_that_does_not_exist_is_named_and_not_ready() {
+        let spec: SecretSyncSpec = serde_yaml::from_str(SPEC).unwrap();
+        let existing: BTreeMap<i64, VersionMeta> = [(1, meta(1))].into();
+        let rollout: RolloutStatus = serde_yaml::from_str(
+            "{version: 1, targets: [{kind: Deployment, name: nothere, version: 1, state: NotFound, \
+             message: Deployment nothere not found}]}",
+        )
+        .unwrap();
+        let summary = "0/1 targets rolled out to db-v1: Deployment nothere not found";
+        let status = synced(SyncedInput {
+            previous: &SecretSyncStatus::default(),
+            spec: &spec,
+            generation: Some(1),
+            existing: &existing,
+            active: Some(1),
+            active_name: "db-v1",
+            rollout_state: &RolloutState::Complete(summary.into()),
+            rollout_status: Some(rollout),
+            refreshed: None,
+            lease_expired: None,
+            notes: &[],
+        });
+        assert_eq!(
+            cond(&status, "RolledOut"),
+            ("False", "TargetNotFound", summary)
+        );
+        let ready = format!("db-v1 active; {summary}");
+        assert_eq!(
+            cond(&status, "Ready"),
+            ("False", "TargetNotFound", ready.as_str())
+        );
+        assert_eq!(cond(&status, "Synced").0, "True");
+    }
+
+    #[test]
+    fn a_revoked_version_never_made_is_not_ready_and_warned_once() {
+        let mut spec: SecretSyncSpec = serde_yaml::from_str(SPEC).unwrap();
+        // 2 was made and pruned long ago: its tombstone may be gone, it is no typo.
+        spec.revoked_versions = Some(vec![2, 99, 7]);
+        let existing: BTreeMap<i64, VersionMeta> = [(3, meta(3)), (4, meta(4))].into();
+        let previous = SecretSyncStatus::default();
+        assert_eq!(unknown_revoked(&spec, &existing, &previous), [7, 99]);
+        let input = |previous, spec| SyncedInput {
+            previous,
+            spec,
+            generation: Some(1),
+            existing: &existing,
+            active: Some(4),
+            active_name: "db-v4",
+            rollout_state: &RolloutState::NoTargets,
+            rollout_status: None,
+            refreshed: None,
+            lease_expired: None,
+            notes: &[],
+        };
+        let status = synced(input(&previous, &spec));
+        let message = "revokedVersions names versions 7, 99, which were never made, so they \
+                       revoke nothing; the versions that exist are 3, 4 (db-v4 active)";
+        assert_eq!(
+            cond(&status, "Ready"),
+            ("False", "RevokedVersionUnknown", message)
+        );
+        let warning = unknown_revoked_event(&previous, &status).unwrap();
+        assert_eq!(
+            (
+                warning.type_,
+                warning.reason.as_str(),
+                warning.note.as_deref()
+            ),
+            (EventType::Warning, "RevokedVersionUnknown", Some(message))
+        );
+        assert!(unknown_revoked_event(&status, &synced(input(&status, &spec))).is_none());
+
+        let mut corrected = spec.clone();
+        corrected.revoked_versions = Some(vec![99]);
+        let one = synced(input(&status, &corrected));
+        assert_eq!(
+            cond(&one, "Ready").2,
+            "revokedVersions names version 99, which was never made, so it revokes nothing; \
+             the versions that exist are 3, 4 (db-v4 active)"
+        );
+        assert!(
+            unknown_revoked_event(&status, &one).is_some(),
+            "a new message, a new warning"
+        );
+        corrected.revoked_versions = Some(vec![4]);
+        assert!(unknown_revoked(&corrected, &existing, &previous).is_empty());
     }
 }

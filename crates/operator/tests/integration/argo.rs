@@ -283,7 +283,15 @@ async fn without_the_argo_crd_a_rollout_target_is_reported_and_the_others_roll()
             "Rollout web not found: the Argo Rollouts CRD (rollouts.argoproj.io/v1alpha1) is not installed"
         )
     );
-    let (reason, _) = env.wait_condition("db", "Ready", "True").await;
+    // The missing CRD is a user error they see in `kubectl get secretsync`.
+    let (reason, message) = env.wait_condition("db", "Ready", "False").await;
+    assert_eq!(reason, "TargetNotFound");
+    assert_eq!(
+        message,
+        "db-v2 active; 1/2 targets rolled out to db-v2: Rollout web not found: the Argo \
+         Rollouts CRD (rollouts.argoproj.io/v1alpha1) is not installed"
+    );
+    let (reason, _) = env.wait_condition("db", "Synced", "True").await;
     assert_eq!(reason, "Synced");
 }
 

@@ -26,5 +26,6 @@ mod stores;
 mod sync;
 mod tenancy;
 mod tls;
+mod typos;
 mod user_actions;
 mod vault;

@@ -106,6 +106,13 @@ impl OperatorProcess {
         body
     }
 
+    /// `/metrics`, or `None` while nothing answers yet.
+    pub async fn try_metrics(&self) -> Option<String> {
+        http_get(self.metrics_port, "/metrics")
+            .await
+            .and_then(|(status, body)| (status == 200).then_some(body))
+    }
+
     /// `/readyz`'s status code, or `None` while nothing listens yet.
     pub async fn readyz(&self) -> Option<u16> {
         http_get(self.health_port, "/readyz").await.map(|(s, _)| s)
