@@ -46,6 +46,8 @@ module_dir() {
     return
   fi
   local dir=$BIN_DIR/module staging=v0.${K8S_VERSION#1.}
+  # (Each tool is named with the release's version: a bare path would mean @upgrade, the
+  # newest k8s.io/kubernetes, against staging modules of the older release.)
   if [ ! -f "$dir/go.sum" ]; then
     rm -rf "$dir.tmp"
     mkdir -p "$dir.tmp"
@@ -60,7 +62,7 @@ module_dir() {
       printf ')\n'
     } >"$dir.tmp/go.mod"
     (cd "$dir.tmp" &&
-      go get -tool "${GO_TOOLS[@]}" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" &&
+      go get -tool "${GO_TOOLS[@]/%/@v$K8S_VERSION}" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" &&
       go mod tidy) >&2 || die "could not resolve the modules of Kubernetes $K8S_VERSION (see above)"
     rm -rf "$dir"
     mv "$dir.tmp" "$dir"
@@ -230,7 +232,8 @@ cmd_start() {
 
   local pki=$STATE/pki
   # The admission plugins are those a cluster has by default (none disabled), plus
-  # NodeRestriction, as kubeadm adds it.
+  # NodeRestriction, as kubeadm adds it. No endpoint reconciler: it refuses a loopback
+  # advertise address, and nothing runs in the cluster to reach the `kubernetes` Service.
   spawn kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
     --cert-dir="$STATE/apiserver-certs" \
@@ -239,7 +242,7 @@ cmd_start() {
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --profiling=false
+    --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --profiling=false
   wait_for kube-apiserver "ready (/readyz)" admin_get /readyz
 
   spawn kube-controller-manager "$bin/kube-controller-manager" \
