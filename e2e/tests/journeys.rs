@@ -175,8 +175,12 @@ spec:
 /// on) and its POD_NAME / POD_NAMESPACE. Only the bind addresses move to free loopback ports,
 /// as journeys share a host. Everything else the chart renders is applied; its Deployment is
 /// not (the operator runs here, not in a Pod). `without_rule` drops the ClusterRole rule for
-/// that resource first, to prove that the server enforces the rules.
-async fn install_chart_operator(j: &mut Journey, watch: &[&str], without_rule: Option<&str>) {
+/// that resource first, to prove that the server enforces the rules. Returns the arguments.
+async fn install_chart_operator(
+    j: &mut Journey,
+    watch: &[&str],
+    without_rule: Option<&str>,
+) -> Vec<String> {
     let platform = j.ns.clone();
     let release = format!("secretsync-{}", j.run);
     let watch_json = serde_json::to_string(watch).unwrap();
@@ -278,6 +282,14 @@ async fn install_chart_operator(j: &mut Journey, watch: &[&str], without_rule: O
         &args,
         &[("POD_NAME", &pod_name), ("POD_NAMESPACE", &platform)],
     );
+    args
+}
+
+/// The value of `--flag=value` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> &'a str {
+    args.iter()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
 }
 
 // ---- 1. Platform team -------------------------------------------------------------------
@@ -297,7 +309,7 @@ async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
         .await;
     j.namespace(&other, &[]).await;
 
-    install_chart_operator(&mut j, &[&platform, &admitted, &other], None).await;
+    let args = install_chart_operator(&mut j, &[&platform, &admitted, &other], None).await;
 
     // A ClusterSecretStore for OpenBao, for namespaces labelled for this run only.
     let css = format!("openbao-{run}");
@@ -437,6 +449,23 @@ spec:
         .unwrap();
         assert_eq!(got, want);
     }
+    // The chart's arguments took effect: this operator leads through the release's Lease
+    // and keeps its hash key in the release namespace, where the chart's Roles allow both.
+    let lease = j
+        .get_in(&platform, &["lease", flag_value(&args, "--lease-name")])
+        .await
+        .unwrap();
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        format!("secretsync-{run}-e2e"),
+        "{lease}"
+    );
+    j.get_in(
+        &platform,
+        &["secret", flag_value(&args, "--hash-key-secret")],
+    )
+    .await
+    .unwrap();
     let (status, _) = eventually("StoreNotAllowed in the other namespace", || async {
         let c = j.condition(&other, "db", "Ready").await?;
         (c.1 == "StoreNotAllowed")
