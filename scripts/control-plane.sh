@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane for the tests: etcd, kube-apiserver and kube-controller-manager
-# built from the Go module proxy (controlplane/go.mod), run on loopback with RBAC on.
+# A real Kubernetes control plane for the tests: etcd, kube-apiserver, kube-controller-manager
+# and kube-scheduler, with kwok as the kubelets of three Nodes, all built from the Go module
+# proxy (controlplane/go.mod) and run on loopback with RBAC on.
 #
 #   scripts/control-plane.sh build         build (or find cached) binaries; prints their directory
-#   scripts/control-plane.sh start         build, then start all three; prints the kubeconfig path
+#   scripts/control-plane.sh start         build, then start all five; prints the kubeconfig path
 #   scripts/control-plane.sh stop          stop exactly the processes `start` recorded
 #   scripts/control-plane.sh env           print `export KUBECONFIG=...` lines for a running plane
 #
