@@ -1,6 +1,6 @@
 # Shared by the demo scripts (sourced, not run): set-up, the build, a work directory whose
-# processes stop when the demo exits, and the sandbox API server with the CRDs and the
-# operator on 127.0.0.1.
+# processes stop when the demo exits, and the API server (the sandbox, or with --real a real
+# Kubernetes control plane) with the CRDs and the operator on 127.0.0.1.
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
@@ -14,8 +14,9 @@ export PATH="$PWD/.venv/bin:$CARGO_TARGET_DIR/debug:$PATH"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${CONTROL_PLANE_DIR:-}" ]; then scripts/control-plane.sh stop || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -31,6 +32,31 @@ start_sandbox() {
   run kubectl apply -f crds/
   run kubectl wait --for=condition=Established crd --all --timeout=30s
   run kubectl create namespace demo
+}
+
+# A real Kubernetes control plane (scripts/control-plane.sh: etcd, kube-apiserver with RBAC,
+# kube-controller-manager, kube-scheduler, kwok as the kubelets), the CRDs and namespace
+# `demo`; KUBECONFIG points at it. The first run builds Kubernetes from the Go module proxy.
+start_real() {
+  export CONTROL_PLANE_DIR="$work/control-plane"
+  KUBECONFIG=$(scripts/control-plane.sh start)
+  export KUBECONFIG
+  run kubectl version
+  run kubectl apply -f crds/
+  run kubectl wait --for=condition=Established crd --all --timeout=30s
+  run kubectl create namespace demo
+}
+
+# The sandbox, or the real control plane when the demo was given --real.
+start_cluster() {
+  case "${1:-}" in
+  "") start_sandbox ;;
+  --real) start_real ;;
+  *)
+    echo "usage: $0 [--real]" >&2
+    exit 2
+    ;;
+  esac
 }
 
 # The operator, its HTTP endpoints off so a demo never competes for a port.

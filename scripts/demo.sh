@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The secretsync demo, end to end on an embedded default: the sandbox API server, the fake
-# backend, the operator binary and real kubectl. Everything runs on 127.0.0.1 and is stopped
-# when the script exits.
+# backend, the operator binary and real kubectl. `--real` runs it on a real Kubernetes
+# control plane instead (scripts/control-plane.sh). Everything runs on 127.0.0.1 and is
+# stopped when the script exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/demo-lib.sh
 
-bold "starting the sandbox API server and installing the CRDs"
-start_sandbox
+if [ "${1:-}" = --real ]; then
+  bold "starting a real Kubernetes control plane and installing the CRDs"
+else
+  bold "starting the sandbox API server and installing the CRDs"
+fi
+start_cluster "$@"
 
 bold "starting the operator"
 start_operator
@@ -55,4 +60,4 @@ bold "events"
 kubectl get -n demo events --field-selector involvedObject.name=db \
   -o custom-columns='TYPE:.type,REASON:.reason,MESSAGE:.message' --sort-by=.metadata.creationTimestamp
 
-bold "done: the sandbox and the operator stop now"
+bold "done: the API server and the operator stop now"

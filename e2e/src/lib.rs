@@ -1,6 +1,7 @@
 //! The harness of the end-to-end journeys: a cluster (the sandbox by default, any cluster
-//! with `E2E_CLUSTER=existing` and `KUBECONFIG`), the `secretsync-operator` binary as a
-//! process on loopback, and real kubectl with the `kubectl-secretsync` plugin on its PATH.
+//! with `E2E_CLUSTER=existing` and `KUBECONFIG`, a real Kubernetes control plane with
+//! `E2E_CLUSTER=real`, as `e2e/run-real.sh` starts one), the `secretsync-operator` binary as
+//! a process on loopback, and real kubectl with the `kubectl-secretsync` plugin on its PATH.
 //!
 //! Everything a journey checks goes through kubectl, as a user would look; nothing here
 //! depends on the sandbox except [`Journey::sandbox`], which sandbox-only checks use and
@@ -22,7 +23,13 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 /// Which cluster the suite runs against.
 enum Cluster {
     Sandbox(Sandbox),
-    Existing(PathBuf),
+    /// A cluster at `KUBECONFIG`; `enforces_rbac` with `E2E_CLUSTER=real` (kube-apiserver
+    /// with `--authorization-mode=Node,RBAC`): an `existing` cluster may be one that stores
+    /// RBAC objects without enforcing them, as the sandbox does.
+    Existing {
+        kubeconfig: PathBuf,
+        enforces_rbac: bool,
+    },
 }
 
 /// The directory cargo builds binaries into, found from this test executable
@@ -105,11 +112,12 @@ impl Journey {
         let kubectl = require_tool("kubectl")?;
         let bins = built_binaries();
         let cluster = match std::env::var("E2E_CLUSTER").as_deref() {
-            Ok("existing") => Cluster::Existing(
-                std::env::var_os("KUBECONFIG")
+            Ok(mode @ ("existing" | "real")) => Cluster::Existing {
+                kubeconfig: std::env::var_os("KUBECONFIG")
                     .map(PathBuf::from)
-                    .expect("E2E_CLUSTER=existing needs KUBECONFIG"),
-            ),
+                    .unwrap_or_else(|| panic!("E2E_CLUSTER={mode} needs KUBECONFIG")),
+                enforces_rbac: mode == "real",
+            },
             Ok("sandbox") | Err(_) => Cluster::Sandbox(
                 Sandbox::builder()
                     .ready_delay(Duration::from_millis(100))
@@ -117,7 +125,9 @@ impl Journey {
                     .await
                     .expect("start the sandbox"),
             ),
-            Ok(other) => panic!("E2E_CLUSTER={other}: expected `sandbox` or `existing`"),
+            Ok(other) => {
+                panic!("E2E_CLUSTER={other}: expected `sandbox`, `existing` or `real`")
+            }
         };
         let inherited = std::env::var_os("PATH").unwrap_or_default();
         let path = std::env::join_paths(
@@ -141,14 +151,24 @@ impl Journey {
         let crds = repo_root().join("crds");
         j.ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
             .await;
-        j.ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/secretsyncs.secretsync.io",
-            "crd/secretstores.secretsync.io",
-            "crd/clustersecretstores.secretsync.io",
-        ])
+        // A real server sets a new CRD's conditions a moment after creating it, and until
+        // then `kubectl wait` fails at once ("accessor error") instead of waiting.
+        eventually("the CRDs Established", || async {
+            let out = j
+                .kubectl(&[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    "crd/secretsyncs.secretsync.io",
+                    "crd/secretstores.secretsync.io",
+                    "crd/clustersecretstores.secretsync.io",
+                ])
+                .await;
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        })
         .await;
         Some(j)
     }
@@ -156,8 +176,26 @@ impl Journey {
     pub fn kubeconfig(&self) -> &Path {
         match &self.cluster {
             Cluster::Sandbox(s) => s.kubeconfig_path(),
-            Cluster::Existing(p) => p,
+            Cluster::Existing { kubeconfig, .. } => kubeconfig,
         }
+    }
+
+    /// Whether the server refuses what RBAC does not grant; when not, prints that `what` is
+    /// skipped (the sandbox stores Roles and bindings but authorizes every request).
+    pub fn enforces_rbac(&self, what: &str) -> bool {
+        let enforced = matches!(
+            self.cluster,
+            Cluster::Existing {
+                enforces_rbac: true,
+                ..
+            }
+        );
+        if !enforced {
+            eprintln!(
+                "SKIPPED on a cluster that does not enforce RBAC (E2E_CLUSTER=real only): {what}"
+            );
+        }
+        enforced
     }
 
     /// The sandbox, for checks only it can make (request counts); on another cluster prints
@@ -165,7 +203,7 @@ impl Journey {
     pub fn sandbox(&self, what: &str) -> Option<&Sandbox> {
         match &self.cluster {
             Cluster::Sandbox(s) => Some(s),
-            Cluster::Existing(_) => {
+            Cluster::Existing { .. } => {
                 eprintln!("SKIPPED on an existing cluster (sandbox-only): {what}");
                 None
             }
@@ -257,9 +295,32 @@ impl Journey {
     /// `kubeconfig` instead.
     pub fn start_operator(&mut self, namespaces: &[&str], kubeconfig: Option<PathBuf>) {
         let kubeconfig = kubeconfig.unwrap_or_else(|| self.kubeconfig().to_owned());
-        let n = namespaces.join(",");
-        let log = self.dir.path().join("operator.log");
-        self.operator = Some(OperatorProcess::start(&kubeconfig, &n, &log));
+        let args = [
+            "--namespace".to_owned(),
+            namespaces.join(","),
+            "--log-level".to_owned(),
+            "info".to_owned(),
+            format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+            format!("--health-bind-address=127.0.0.1:{}", free_port()),
+        ];
+        self.start_operator_with(&kubeconfig, &args, &[]);
+    }
+
+    /// Starts the operator binary with exactly `args` and `env`, as `kubeconfig`'s user (a
+    /// Deployment's container, run on loopback).
+    pub fn start_operator_with(
+        &mut self,
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) {
+        let log = self.operator_log_path();
+        self.operator = Some(OperatorProcess::start(kubeconfig, args, env, &log));
+    }
+
+    /// Where the operator writes its log (stdout and stderr).
+    pub fn operator_log_path(&self) -> PathBuf {
+        self.dir.path().join("operator.log")
     }
 
     /// SIGKILL: the operator gets no chance to finish anything.
@@ -270,8 +331,8 @@ impl Journey {
     }
 
     /// The operator's log so far (printed when a journey fails).
-    fn operator_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(self.operator_log_path()).unwrap_or_default()
     }
 
     // ---- What users look at -----------------------------------------------------------
@@ -499,7 +560,7 @@ struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    fn start(kubeconfig: &Path, namespaces: &str, log: &Path) -> Self {
+    fn start(kubeconfig: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -509,16 +570,9 @@ impl OperatorProcess {
         cmd.env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
             .env_remove("POD_NAMESPACE")
-            .args(["--namespace", namespaces])
-            .args(["--log-level", "info"])
-            .args([
-                "--metrics-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .args([
-                "--health-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
+            .env_remove("POD_NAME")
+            .envs(env.iter().copied())
+            .args(args)
             .stdout(Stdio::from(out.try_clone().expect("clone the log handle")))
             .stderr(Stdio::from(out));
         let child = ChildGuard::spawn("secretsync-operator", &mut cmd).expect("start the operator");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secretsync_e2e::{Journey, eventually};
 use secretsync_testkit::moto::Moto;
 use secretsync_testkit::openbao::OpenBao;
-use secretsync_testkit::repo_root;
+use secretsync_testkit::{free_port, repo_root};
 use serde_json::{Value, json};
 
 const APP: &str = "app=demo";
@@ -148,43 +148,77 @@ async fn status_version_state(j: &Journey, version: i64) -> String {
         .to_owned()
 }
 
-// ---- 1. Platform team -------------------------------------------------------------------
+/// ClusterSecretStore `name` for OpenBao, its token in `token_ns`, for namespaces labelled
+/// `e2e.secretsync.io/secrets=<run>` only.
+fn cluster_store_yaml(name: &str, bao: &OpenBao, token_ns: &str, run: &str) -> String {
+    format!(
+        "apiVersion: secretsync.io/v1alpha1
+kind: ClusterSecretStore
+metadata: {{name: {name}}}
+spec:
+  provider:
+    vault:
+      server: {}
+      path: secret
+      auth:
+        tokenSecretRef: {{name: vault-token, key: token, namespace: {token_ns}}}
+  conditions:
+    - namespaceSelector: {{matchLabels: {{e2e.secretsync.io/secrets: \"{run}\"}}}}
+",
+        bao.addr()
+    )
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
-    let Some(mut j) = Journey::start("e2e-platform").await else {
-        return;
-    };
-    let (bao, moto) = (OpenBao::start().unwrap(), Moto::start().unwrap());
-    bao.kv_put("secret", "app/db", &[("password", "pw-1")]);
-    moto.create_secret("app/api", r#"{"key":"api-1"}"#, &[]);
-    let run = j.run.clone();
+/// Installs the chart as `helm install` would, in the journey's namespace watching `watch`,
+/// and runs the operator as the chart's Deployment would: as the chart's ServiceAccount with
+/// a token from the TokenRequest API, with the container's exact arguments (leader election
+/// on) and its POD_NAME / POD_NAMESPACE. Only the bind addresses move to free loopback ports,
+/// as journeys share a host. Everything else the chart renders is applied; its Deployment is
+/// not (the operator runs here, not in a Pod). `without_rule` drops the ClusterRole rule for
+/// that resource first, to prove that the server enforces the rules. Returns the arguments.
+async fn install_chart_operator(
+    j: &mut Journey,
+    watch: &[&str],
+    without_rule: Option<&str>,
+) -> Vec<String> {
     let platform = j.ns.clone();
-    let (admitted, other) = (format!("e2e-team-a-{run}"), format!("e2e-team-b-{run}"));
-    j.namespace(&admitted, &[("e2e.secretsync.io/secrets", &run)])
-        .await;
-    j.namespace(&other, &[]).await;
-
-    // RBAC as the chart renders it for these namespaces, and the operator running as its
-    // ServiceAccount (on a real cluster this is what proves the rules are enough).
-    let release = format!("secretsync-{run}");
-    let python = repo_root().join(".venv/bin/python");
-    let rbac = std::process::Command::new(&python)
+    let release = format!("secretsync-{}", j.run);
+    let watch_json = serde_json::to_string(watch).unwrap();
+    // Rendered as scripts/chart-check.sh renders it (Helm's own library).
+    let rendered = std::process::Command::new(repo_root().join(".venv/bin/python"))
         .arg(repo_root().join("scripts/chart.py"))
-        .args(["rbac", "--namespace", &platform, "--release", &release])
-        .args([
-            "--set-json",
-            &format!(r#"watchNamespaces=["{platform}","{admitted}","{other}"]"#),
-        ])
+        .args(["render", "--namespace", &platform, "--release", &release])
+        .args(["--set-json", &format!("watchNamespaces={watch_json}")])
         .output()
-        .expect("render the chart's RBAC");
+        .expect("render the chart");
     assert!(
-        rbac.status.success(),
+        rendered.status.success(),
         "{}",
-        String::from_utf8_lossy(&rbac.stderr)
+        String::from_utf8_lossy(&rendered.stderr)
     );
-    let objects: Vec<Value> = serde_json::from_slice(&rbac.stdout).unwrap();
-    let docs: Vec<String> = objects.iter().map(Value::to_string).collect();
+    let mut objects: Vec<Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a rendered manifest"))
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let deployment = objects
+        .iter()
+        .position(|o| o["kind"] == "Deployment")
+        .map(|i| objects.remove(i))
+        .expect("the chart renders a Deployment");
+    if let Some(resource) = without_rule {
+        let role = objects
+            .iter_mut()
+            .find(|o| o["kind"] == "ClusterRole")
+            .expect("the chart renders a ClusterRole");
+        let rules = role["rules"].as_array_mut().unwrap();
+        let before = rules.len();
+        rules.retain(|r| r["resources"] != json!([resource]));
+        assert_eq!(
+            rules.len(),
+            before - 1,
+            "no ClusterRole rule for {resource}"
+        );
+    }
     for o in &objects {
         if o["metadata"]["namespace"].is_null() {
             j.cleanup(&format!(
@@ -194,17 +228,19 @@ async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
             ));
         }
     }
+    let docs: Vec<String> = objects.iter().map(Value::to_string).collect();
+    let manifests = j.dir().join("chart.yaml");
+    std::fs::write(&manifests, docs.join("\n---\n")).unwrap();
     // The rendered objects carry their namespaces.
-    let rbac_file = j.dir().join("rbac.yaml");
-    std::fs::write(&rbac_file, docs.join("\n---\n")).unwrap();
-    j.ok(&["apply", "-f", rbac_file.to_str().unwrap()]).await;
-    j.ok(&["create", "serviceaccount", &release, "-n", &platform])
-        .await;
+    j.ok(&["apply", "-f", manifests.to_str().unwrap()]).await;
+
+    let pod = &deployment["spec"]["template"]["spec"];
+    let service_account = pod["serviceAccountName"].as_str().unwrap().to_owned();
     let token = j
         .ok(&[
             "create",
             "token",
-            &release,
+            &service_account,
             "-n",
             &platform,
             "--duration=1h",
@@ -223,7 +259,57 @@ async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
     kubeconfig["users"] = json!([{"name": "secretsync-sa", "user": {"token": token.trim()}}]);
     let sa_kubeconfig = j.dir().join("operator.kubeconfig");
     std::fs::write(&sa_kubeconfig, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
-    j.start_operator(&[&platform, &admitted, &other], Some(sa_kubeconfig));
+
+    // $(POD_NAMESPACE) is expanded as the kubelet expands it from the container's env.
+    let pod_name = format!("{release}-e2e");
+    let args: Vec<String> = pod["containers"][0]["args"]
+        .as_array()
+        .expect("the operator container's args")
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap().replace("$(POD_NAMESPACE)", &platform);
+            match a.split_once('=') {
+                Some((flag @ ("--metrics-bind-address" | "--health-bind-address"), _)) => {
+                    format!("{flag}=127.0.0.1:{}", free_port())
+                }
+                _ => a,
+            }
+        })
+        .collect();
+    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    j.start_operator_with(
+        &sa_kubeconfig,
+        &args,
+        &[("POD_NAME", &pod_name), ("POD_NAMESPACE", &platform)],
+    );
+    args
+}
+
+/// The value of `--flag=value` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> &'a str {
+    args.iter()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+}
+
+// ---- 1. Platform team -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
+    let Some(mut j) = Journey::start("e2e-platform").await else {
+        return;
+    };
+    let (bao, moto) = (OpenBao::start().unwrap(), Moto::start().unwrap());
+    bao.kv_put("secret", "app/db", &[("password", "pw-1")]);
+    moto.create_secret("app/api", r#"{"key":"api-1"}"#, &[]);
+    let run = j.run.clone();
+    let platform = j.ns.clone();
+    let (admitted, other) = (format!("e2e-team-a-{run}"), format!("e2e-team-b-{run}"));
+    j.namespace(&admitted, &[("e2e.secretsync.io/secrets", &run)])
+        .await;
+    j.namespace(&other, &[]).await;
+
+    let args = install_chart_operator(&mut j, &[&platform, &admitted, &other], None).await;
 
     // A ClusterSecretStore for OpenBao, for namespaces labelled for this run only.
     let css = format!("openbao-{run}");
@@ -241,22 +327,7 @@ async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
     j.apply(
         &platform,
         "css.yaml",
-        &format!(
-            "apiVersion: secretsync.io/v1alpha1
-kind: ClusterSecretStore
-metadata: {{name: {css}}}
-spec:
-  provider:
-    vault:
-      server: {}
-      path: secret
-      auth:
-        tokenSecretRef: {{name: vault-token, key: token, namespace: {platform}}}
-  conditions:
-    - namespaceSelector: {{matchLabels: {{e2e.secretsync.io/secrets: \"{run}\"}}}}
-",
-            bao.addr()
-        ),
+        &cluster_store_yaml(&css, &bao, &platform, &run),
     )
     .await;
     // A namespaced store for AWS Secrets Manager (moto).
@@ -378,6 +449,23 @@ spec:
         .unwrap();
         assert_eq!(got, want);
     }
+    // The chart's arguments took effect: this operator leads through the release's Lease
+    // and keeps its hash key in the release namespace, where the chart's Roles allow both.
+    let lease = j
+        .get_in(&platform, &["lease", flag_value(&args, "--lease-name")])
+        .await
+        .unwrap();
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        format!("secretsync-{run}-e2e"),
+        "{lease}"
+    );
+    j.get_in(
+        &platform,
+        &["secret", flag_value(&args, "--hash-key-secret")],
+    )
+    .await
+    .unwrap();
     let (status, _) = eventually("StoreNotAllowed in the other namespace", || async {
         let c = j.condition(&other, "db", "Ready").await?;
         (c.1 == "StoreNotAllowed")
@@ -403,6 +491,65 @@ spec:
         "",
         "no Secret in a namespace the store does not admit"
     );
+}
+
+/// Journey 1's setup with one rule the operator needs removed from the chart's ClusterRole
+/// (the status of ClusterSecretStores): on a server that enforces RBAC the store never turns
+/// Ready, and the operator's log names the refused request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j1_platform_team_chart_without_a_needed_rule_is_refused_by_name() {
+    let Some(mut j) = Journey::start("e2e-rbac").await else {
+        return;
+    };
+    if !j.enforces_rbac("a missing ClusterRole rule makes journey 1 fail") {
+        return;
+    }
+    let bao = OpenBao::start().unwrap();
+    let (run, platform) = (j.run.clone(), j.ns.clone());
+    install_chart_operator(&mut j, &[&platform], Some("clustersecretstores/status")).await;
+    let css = format!("openbao-{run}");
+    j.cleanup(&format!("clustersecretstore/{css}"));
+    j.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault-token",
+        "-n",
+        &platform,
+        &format!("--from-literal=token={}", bao.root_token()),
+    ])
+    .await;
+    j.apply(
+        &platform,
+        "css.yaml",
+        &cluster_store_yaml(&css, &bao, &platform, &run),
+    )
+    .await;
+
+    let refused = eventually("the operator's log names the refused request", || async {
+        let log = j.operator_log();
+        log.lines()
+            .find(|l| {
+                l.contains("forbidden")
+                    && l.contains("cannot patch resource")
+                    && l.contains("clustersecretstores/status")
+                    && l.contains(&format!("system:serviceaccount:{platform}:"))
+            })
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{} log lines", log.lines().count()))
+    })
+    .await;
+    eprintln!("refused as expected: {refused}");
+    let store = j
+        .get_in(&platform, &["clustersecretstore", &css])
+        .await
+        .unwrap();
+    let ready = store
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["status"].clone());
+    assert_ne!(ready, Some(json!("True")), "{}", store["status"]);
 }
 
 // ---- 2. App team ------------------------------------------------------------------------
