@@ -300,6 +300,7 @@ async fn pipeline(
         refreshed,
         lease_expired: expired.as_ref(),
         notes: &pruned.notes,
+        revoked_in_use: rollout.revoked_in_use.as_deref(),
     });
     let refresh_wait = grid.map(|g| g.until_next(now));
     // Timers, not polling: the lease-aware deadline of the newest version, and the expiry

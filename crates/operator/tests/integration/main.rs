@@ -22,6 +22,7 @@ mod rbac;
 mod rollout;
 mod sharding;
 mod stores;
+mod stress;
 mod sync;
 mod tenancy;
 mod tls;
