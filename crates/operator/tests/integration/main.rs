@@ -15,6 +15,7 @@ mod hash_key;
 mod leader;
 mod leak;
 mod leases;
+mod matrix;
 mod outages;
 mod ownership;
 mod process;
