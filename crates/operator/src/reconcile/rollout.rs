@@ -567,8 +567,22 @@ pub fn rollback_target(
     let completed = completed_versions(previous);
     let failed_before: &[i64] = previous.map_or(&[], |p| p.failed_versions.as_slice());
     let mut passed_over = Vec::new();
-    for (v, meta) in existing.range(..failed).rev() {
-        let name = &meta.secret_name;
+    // Revoked versions are named even once their Secret is gone: they are why the
+    // previous version is not an option.
+    let base = sync.spec.target_name(&sync.name_any()).to_owned();
+    let candidates: BTreeMap<i64, String> = sync
+        .spec
+        .revoked()
+        .iter()
+        .filter(|v| **v < failed)
+        .map(|v| (*v, format!("{base}-v{v}")))
+        .chain(
+            existing
+                .range(..failed)
+                .map(|(v, meta)| (*v, meta.secret_name.clone())),
+        )
+        .collect();
+    for (v, name) in candidates.iter().rev() {
         if sync.spec.is_revoked(*v) {
             passed_over.push(format!("{name} is revoked"));
         } else if failed_before.contains(v) {
@@ -1332,6 +1346,11 @@ spec:
         );
         assert_eq!(
             back(&[4, 5], 4),
+            Err("no earlier version to roll back to (db-v3 is revoked)".into()),
+            "named although its Secret is gone"
+        );
+        assert_eq!(
+            rollback_target(&rollback_sync(""), &existing(&[4]), Some(&history), 4),
             Err("no earlier version to roll back to".into())
         );
         // v5 failed, v4 never completed a rollout: v6 goes back to v2.

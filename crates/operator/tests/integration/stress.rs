@@ -571,3 +571,28 @@ spec:
         "no rollback of the good db-v2"
     );
 }
+
+/// db-v1 is revoked and its replacement db-v2 is bad: there is nothing to go back to, and the
+/// status says why instead of staying silent about the skipped rollback.
+#[tokio::test]
+async fn a_rollback_skipped_because_the_previous_version_is_revoked_says_so() {
+    let env = Env::start("payments").await;
+    crate::rollout::seed(
+        &env,
+        "  rollout: {targets: [{kind: Deployment, name: api}], timeout: 2s, onFailure: Rollback}",
+    )
+    .await;
+    api_bad_on(&env, "db-v2").await;
+    env.merge_sync("db", json!({"spec": {"revokedVersions": [1]}}))
+        .await;
+    env.wait_version("db", 2).await;
+    let message = rolled_out(&env, "RolloutFailed", "not rolled back").await;
+    assert!(
+        message.contains("rollout to db-v2 failed")
+            && message.contains("no earlier version to roll back to (db-v1 is revoked)"),
+        "{message}"
+    );
+    assert_eq!(crate::rollout::api_refs(&env).await, vec!["db-v2"; 5]);
+    let (ready, _) = env.wait_condition("db", "Ready", "False").await;
+    assert_eq!(ready, "RolloutFailed");
+}
