@@ -9,15 +9,16 @@
 //! - `RolledOut=True` never while a target's template references another version.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use secretsync_api::{SecretStore, SecretSync, SecretSyncStatus, TargetState};
+use secretsync_api::{SecretSync, SecretSyncStatus, TargetState};
 use secretsync_operator::argo::Rollout;
 use serde_json::{Value, json};
 
@@ -623,20 +624,28 @@ async fn rollout_matrix() {
         })
         .collect();
     // A dozen at a time: all at once would measure the test machine, not the operator.
-    futures::stream::iter(runs.iter().map(Run::run))
-        .buffer_unordered(PARALLEL_CELLS)
-        .collect::<Vec<()>>()
-        .await;
-    // Stores are not needed past here; drop them so nothing else wakes.
-    let stores: Api<SecretStore> = env.api();
-    assert_eq!(
-        stores
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        cells.len()
+    // Every cell runs to its end, so a failure names all the cells that caught it.
+    let failures: Vec<String> = futures::stream::iter(runs.iter().map(|run| async move {
+        let outcome = AssertUnwindSafe(run.run()).catch_unwind().await;
+        outcome.err().map(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            format!("{} ({}): {message}", run.name, run.cell)
+        })
+    }))
+    .buffer_unordered(PARALLEL_CELLS)
+    .filter_map(std::future::ready)
+    .collect()
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} cells failed:\n{}",
+        failures.len(),
+        cells.len(),
+        failures.join("\n")
     );
     eprintln!(
         "rollout matrix: {} cells in {:?}",
