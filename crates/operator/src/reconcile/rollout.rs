@@ -374,9 +374,23 @@ pub fn plan(
     });
     let resumed =
         same_version.is_some_and(|p| p.targets.iter().any(|t| t.state == TargetState::Waiting));
+    // A version that had completed and rolls again (its workload was edited, paused,
+    // scaled) gets a fresh timeout, not one that ran out long ago.
+    let was_complete = same_version.is_some_and(|p| {
+        p.targets
+            .iter()
+            .all(|t| matches!(t.state, TargetState::Complete | TargetState::NotFound))
+    });
+    let complete_now = targets.iter().all(|t| {
+        t.workload.as_ref().is_none_or(|w| {
+            rewrite_patch(t.kind, w, base, active_name).is_none()
+                && rollout_progress(t.kind, w) == Progress::Complete
+        })
+    });
+    let rolls_again = was_complete && !complete_now;
     let started_at = same_version
         .and_then(|p| p.started_at.clone())
-        .filter(|_| !paused && !resumed)
+        .filter(|_| !paused && !resumed && !rolls_again)
         .unwrap_or(Time(now_ts));
     let timeout = sync.spec.rollout_timeout();
     let deadline = started_at
@@ -1192,6 +1206,37 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
             matches!(late.outcome.state, RolloutState::Failed(ref why) if why.contains("not complete after 5m"))
         );
         assert_eq!(late.outcome.events[0].reason, "RolloutFailed");
+    }
+
+    #[test]
+    fn a_completed_version_that_rolls_again_gets_a_fresh_timeout() {
+        let sync: SecretSync = yaml(SYNC);
+        let done = plan(
+            &sync,
+            "db",
+            2,
+            "db-v2",
+            None,
+            &targets(deployment("db-v2", 2)),
+            NOW.parse().unwrap(),
+        );
+        // An hour later someone edits the Deployment: it rolls again, within the timeout.
+        let later: jiff::Timestamp = "2026-11-23T11:00:00Z".parse().unwrap();
+        let again = plan(
+            &sync,
+            "db",
+            2,
+            "db-v2",
+            done.outcome.status.as_ref(),
+            &targets(deployment("db-v2", 1)),
+            later,
+        );
+        assert!(
+            matches!(again.outcome.state, RolloutState::Progressing(_)),
+            "{:?}",
+            again.outcome.state
+        );
+        assert_eq!(again.outcome.status.unwrap().started_at.unwrap().0, later);
     }
 
     #[test]
