@@ -94,10 +94,11 @@ Secrets that is never used).
   resources: ["serviceaccounts/token"]
   verbs: ["create"]
 # Azure Workload Identity: the client and tenant ids annotated on the ServiceAccount a store
-# names.
+# names (get); before deleting an old version, whether a ServiceAccount's imagePullSecrets
+# still name it (list).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get"]
+  verbs: ["get", "list"]
 # Rollout targets: cached by reflectors (list/watch); their pod templates are rewritten to
 # the active version by patch under the operator's field manager.
 - apiGroups: ["apps"]
@@ -110,7 +111,7 @@ Secrets that is never used).
   resources: ["rollouts"]
   verbs: ["list", "watch", "patch"]
 # Before deleting an old version: is it still referenced by a ReplicaSet, Job, CronJob or
-# Pod in the namespace? (Read once per prune, not watched.)
+# Pod in the namespace (or a ServiceAccount, above)? (Read once per prune, not watched.)
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["list"]

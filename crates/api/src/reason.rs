@@ -24,6 +24,10 @@ pub enum Reason {
     RolloutComplete,
     /// A new version waits for the next rollout window (`spec.rollout.windows`).
     RolloutWaiting,
+    /// A rollout target's own controller will not move it now (a paused Deployment).
+    TargetPaused,
+    /// A target still references a revoked version.
+    RevokedVersionInUse,
     TargetConflict,
     InvalidSpec,
     KubernetesApiError,
@@ -55,6 +59,8 @@ impl Reason {
             Reason::RolloutProgressing => "RolloutProgressing",
             Reason::RolloutComplete => "RolloutComplete",
             Reason::RolloutWaiting => "RolloutWaiting",
+            Reason::TargetPaused => "TargetPaused",
+            Reason::RevokedVersionInUse => "RevokedVersionInUse",
             Reason::TargetConflict => "TargetConflict",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::KubernetesApiError => "KubernetesApiError",

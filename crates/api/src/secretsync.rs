@@ -322,17 +322,23 @@ pub struct Rollout {
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
     /// What happens when a rollout fails. `Hold` (default): stay and report. `Rollback`:
-    /// targets return to the newest earlier version that is not revoked and still exists; the
-    /// failed version is kept, and not rolled out again until a new version, a rotation or a
-    /// spec edit.
+    /// targets return to the last good version — the newest earlier one that still exists,
+    /// is neither revoked nor failed, and completed a rollout once (none: hold, and say so);
+    /// the failed version is kept, and not rolled out again until a new version, a rotation
+    /// or a spec edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
-    /// Targets move only inside these windows; versions are made at any time. Revocation
-    /// with `revokePolicy: Immediate`, a rollback after a failed rollout, and a rotation
-    /// annotated `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`) move them
-    /// outside a window too.
+    /// Targets move only inside these windows; versions are made at any time. Moving off a
+    /// revoked version, a rollback after a failed rollout, and a rotation annotated
+    /// `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`) move them outside a
+    /// window too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<RolloutWindow>>,
+    /// A target on a revoked version moves off it at once, windows or not (a revocation is
+    /// an incident). `true`: it waits for a window like any other change, with a Warning
+    /// event while it waits (`revokePolicy: Immediate` never waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respect_windows_on_revoke: Option<bool>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -624,6 +630,13 @@ pub struct RolloutStatus {
     /// next version early enough for a rollout this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longest_duration: Option<String>,
+    /// Versions whose rollout was Complete at least once (those that still exist): the only
+    /// ones `onFailure: Rollback` goes back to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed_versions: Vec<i64>,
+    /// Versions whose rollout failed (those that still exist): never a rollback target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_versions: Vec<i64>,
 }
 
 /// Every field has a default: server-side apply may leave an emptied `failed: {}` behind
@@ -654,6 +667,9 @@ pub struct TargetStatus {
     /// Progress in words, such as "2/3 replicas updated".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why a target is `Waiting`, such as `TargetPaused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -662,4 +678,6 @@ pub enum TargetState {
     Complete,
     Failed,
     NotFound,
+    /// Its own controller will not move it now (a paused Deployment); no timeout runs.
+    Waiting,
 }

@@ -56,6 +56,17 @@ impl Window {
                 format!("timeZone {name:?} is not an IANA time zone (such as Europe/Berlin or UTC)")
             })?,
         };
+        // A schedule no date matches (February 30th) would keep every rollout waiting for
+        // ever; croner gives up on it within its search limit.
+        let reference = jiff::civil::date(2001, 1, 1)
+            .to_zoned(time_zone.clone())
+            .map_err(|e| format!("timeZone: {e}"))?;
+        if cron.find_next_occurrence(&reference, false).is_err() {
+            return Err(format!(
+                "schedule {:?} never fires: no date matches it",
+                window.schedule
+            ));
+        }
         Ok(Window {
             cron,
             duration,
@@ -221,5 +232,24 @@ mod tests {
         );
         assert!(problems[2].contains("timeZone \"Mars/Olympus\" is not an IANA time zone"));
         assert!(problems[3].starts_with("spec.rollout.windows[4]: schedule"));
+    }
+
+    #[test]
+    fn a_schedule_no_date_matches_is_refused() {
+        for schedule in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
+            let problems = parse_all(&[window(schedule, "1h", None)]).unwrap_err();
+            assert_eq!(
+                problems,
+                [format!(
+                    "spec.rollout.windows[0]: schedule {schedule:?} never fires: no date matches it"
+                )]
+            );
+        }
+        // Rare is not never: February 29th, and the 5th Friday of a month.
+        parse_all(&[
+            window("0 0 29 2 *", "1h", None),
+            window("0 0 * * 5#5", "1h", Some("Europe/Berlin")),
+        ])
+        .unwrap();
     }
 }

@@ -118,6 +118,8 @@ pub fn rollout_cell(sync: &SecretSync) -> String {
         "Failed"
     } else if done == targets.len() {
         "Complete"
+    } else if targets.iter().any(|t| t.state == TargetState::Waiting) {
+        "Waiting"
     } else if targets
         .iter()
         .any(|t| t.state == TargetState::Progressing || Some(t.version) != active)

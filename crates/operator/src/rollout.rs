@@ -31,6 +31,11 @@ pub enum Progress {
     Failed {
         reason: String,
     },
+    /// The workload's controller will not roll it now: a paused Deployment or Rollout
+    /// (`spec.paused`). Not a failure, and no timeout runs.
+    Paused {
+        reason: String,
+    },
 }
 
 const ALL_CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
@@ -39,10 +44,28 @@ const ALL_CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemer
 const TEMPLATE_CONTAINER_LISTS: [&str; 2] = ["containers", "initContainers"];
 
 /// Every Secret name referenced by `pod_spec` through env `secretKeyRef`, envFrom
-/// `secretRef` (in containers, initContainers and ephemeralContainers), secret volumes and
-/// projected secret sources. `imagePullSecrets` are not included: they never name our versions.
+/// `secretRef` (in containers, initContainers and ephemeralContainers), secret volumes,
+/// projected secret sources and `imagePullSecrets` (a registry credential is a version like
+/// any other). This is the one list of where a pod spec names a Secret: the rewrite, the
+/// in-use check before pruning and the docs follow it.
 pub fn secret_refs(pod_spec: &Value) -> Vec<SecretRef> {
     collect_refs(pod_spec, &ALL_CONTAINER_LISTS)
+}
+
+/// Every Secret name an object of `kind` references: its pod spec's ([`secret_refs`]), or a
+/// ServiceAccount's `imagePullSecrets`, which the admission plugin copies into each Pod that
+/// runs as it. Empty for other kinds.
+pub fn object_secret_names(kind: &str, object: &Value) -> Vec<String> {
+    if kind == "ServiceAccount" {
+        return items(object.get("imagePullSecrets"))
+            .filter_map(|(_, r)| r.get("name").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+    }
+    pod_spec_pointer(kind)
+        .and_then(|p| object.pointer(p))
+        .map(|spec| secret_refs(spec).into_iter().map(|r| r.name).collect())
+        .unwrap_or_default()
 }
 
 /// Where the PodSpec sits in an object of `kind`, as a JSON pointer; `None` for kinds that
@@ -146,6 +169,7 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
         None => return progressing(format!("generation {generation} not yet observed")),
     }
     let status = |field: &str| int(workload, &format!("/status/{field}")).unwrap_or(0);
+    let paused = workload.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     match kind {
         WorkloadKind::Deployment => {
             let desired = int(workload, "/spec/replicas").unwrap_or(1);
@@ -160,6 +184,13 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
                 .all(|&n| n == desired)
             {
                 return Progress::Complete;
+            }
+            if paused {
+                return Progress::Paused {
+                    reason: format!(
+                        "Deployment is paused at {updated}/{desired} replicas updated; it rolls once resumed (kubectl rollout resume)"
+                    ),
+                };
             }
             if let Some(reason) = deadline_exceeded(workload) {
                 return Progress::Failed { reason };
@@ -187,7 +218,15 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
                 str_at(workload, "/status/updateRevision"),
             );
             let counts_done = [updated, ready, available].iter().all(|&n| n == desired);
+            // With OnDelete the controller never advances currentRevision
+            // (kubernetes/kubernetes#73492): every Pod at updateRevision, counted in
+            // updatedReplicas, is what done means there.
+            let on_delete = str_at(workload, "/spec/updateStrategy/type") == Some("OnDelete");
             match revisions {
+                _ if on_delete && counts_done => Progress::Complete,
+                _ if on_delete && updated < desired => progressing(format!(
+                    "{updated}/{desired} Pods run the new template (updateStrategy OnDelete: delete the old Pods to roll them)"
+                )),
                 (Some(current), Some(update)) if current != update && counts_done => {
                     progressing(format!("revision {update} not yet current (at {current})"))
                 }
@@ -205,8 +244,13 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
                 status("numberReady"),
                 status("numberAvailable"),
             );
+            let on_delete = str_at(workload, "/spec/updateStrategy/type") == Some("OnDelete");
             if [updated, ready, available].iter().all(|&n| n == desired) {
                 Progress::Complete
+            } else if updated < desired && on_delete {
+                progressing(format!(
+                    "{updated}/{desired} nodes run the new template (updateStrategy OnDelete: delete the old Pods to roll them)"
+                ))
             } else if updated < desired {
                 progressing(format!("{updated}/{desired} nodes updated"))
             } else {
@@ -223,6 +267,9 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
             };
             match str_at(workload, "/status/phase") {
                 Some("Healthy") => Progress::Complete,
+                _ if paused => Progress::Paused {
+                    reason: "Rollout is paused (spec.paused); it rolls once resumed".into(),
+                },
                 Some("Degraded") => Progress::Failed {
                     reason: with_message("Degraded"),
                 },
@@ -299,6 +346,10 @@ fn collect_refs(pod_spec: &Value, container_lists: &[&str]) -> Vec<SecretRef> {
                 );
             }
         }
+    }
+    for (i, pull) in items(pod_spec.get("imagePullSecrets")) {
+        let i = i.to_string();
+        push(&["imagePullSecrets", &i, "name"], pull.get("name"));
     }
     for (i, volume) in items(pod_spec.get("volumes")) {
         let i = i.to_string();
@@ -383,8 +434,9 @@ mod tests {
         object
     }
 
-    /// `__DB__` marks the six references to the `db` SecretSync; every other name, including
-    /// an imagePullSecret and a ConfigMap literally called `db-v1`, must stay as it is.
+    /// `__DB__` marks the seven references to the `db` SecretSync (an imagePullSecret among
+    /// them); every other name, including a ConfigMap literally called `db-v1`, must stay as
+    /// it is.
     const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -394,7 +446,7 @@ spec:
   template:
     metadata: {labels: {app: api}}
     spec:
-      imagePullSecrets: [{name: db-v1}]
+      imagePullSecrets: [{name: __DB__}, {name: registry}]
       initContainers:
         - name: migrate
           image: migrate:1
@@ -436,7 +488,8 @@ status: {observedGeneration: 4}
         yaml(&DEPLOYMENT.replace("__DB__", db))
     }
 
-    const DB_PATHS: [&str; 6] = [
+    const DB_PATHS: [&str; 7] = [
+        "/spec/template/spec/imagePullSecrets/0/name",
         "/spec/template/spec/containers/0/env/1/valueFrom/secretKeyRef/name",
         "/spec/template/spec/containers/0/envFrom/1/secretRef/name",
         "/spec/template/spec/initContainers/0/env/0/valueFrom/secretKeyRef/name",
@@ -446,7 +499,7 @@ status: {observedGeneration: 4}
     ];
 
     #[test]
-    fn patch_replaces_exactly_the_six_db_references() {
+    fn patch_replaces_exactly_the_seven_db_references() {
         let patch = rewrite_patch(
             WorkloadKind::Deployment,
             &deployment("db-v1"),
@@ -566,6 +619,17 @@ spec:
     }
 
     #[test]
+    fn a_service_account_names_its_image_pull_secrets() {
+        let sa = yaml(
+            "{kind: ServiceAccount, imagePullSecrets: [{name: reg-v2}, {}], secrets: [{name: token}]}",
+        );
+        assert_eq!(object_secret_names("ServiceAccount", &sa), ["reg-v2"]);
+        let pod = yaml("{spec: {imagePullSecrets: [{name: reg-v1}], containers: []}}");
+        assert_eq!(object_secret_names("Pod", &pod), ["reg-v1"]);
+        assert!(object_secret_names("ConfigMap", &sa).is_empty());
+    }
+
+    #[test]
     fn secret_refs_are_relative_to_the_pod_spec() {
         let spec = yaml(
             r#"
@@ -623,7 +687,7 @@ spec:
   imagePullSecrets: [{name: db-v9}]
   volumes: [{name: v, secret: {secretName: db-v0}}, {name: w, secret: {secretName: db-v}}]
 "#,
-                &[5, 7],
+                &[5, 7, 9],
             ),
             (
                 "ReplicaSet",
@@ -1019,11 +1083,6 @@ status:
                 let expected = if parse_versioned_name("db", &b.name).is_some() { &active_name } else { &b.name };
                 proptest::prop_assert_eq!(&a.name, expected);
             }
-            // Image pull secrets are not Secret references of the pod's containers.
-            proptest::prop_assert_eq!(
-                &after_value["spec"]["template"]["spec"]["imagePullSecrets"],
-                &workload["spec"]["template"]["spec"]["imagePullSecrets"]
-            );
             proptest::prop_assert!(rewrite_patch(WorkloadKind::Deployment, &after_value, &db(), &active_name).is_none());
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! Memory follows the work, not the cluster: the cache keeps each Deployment, StatefulSet
 //! and DaemonSet reduced to what a decision reads — name, labels, resourceVersion, replica
-//! counts, status, and the Secret references of its pod template at their original list
+//! counts, pause, update strategy, selector, status, and the Secret references of its pod template at their original list
 //! positions (so a patch built from the reduced copy addresses the real object). Other
 //! fields (images, commands, plain env values, annotations, managedFields) are dropped as
 //! the watch delivers them.
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use secretsync_api::{SecretSync, WorkloadKind, labels, selector};
@@ -26,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::argo::Rollout;
-use crate::rollout::{pod_spec_pointer, secret_refs};
+use crate::rollout::object_secret_names;
 
 /// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
 /// the kinds, whose pod templates sit at the same place.
@@ -57,7 +58,12 @@ pub fn reduce(object: &Value) -> Value {
         // of managedFields, which is most of an object's metadata.
         metadata["managedFields"] = json!([{"manager": manager}]);
     }
-    let mut spec = pick(&object["spec"], &["replicas"]);
+    // `paused` and `updateStrategy` change what done means; the selector finds the Pods
+    // whose failures a failed rollout reports.
+    let mut spec = pick(&object["spec"], &["replicas", "paused", "selector"]);
+    if let Some(strategy) = object.pointer("/spec/updateStrategy/type") {
+        spec["updateStrategy"] = json!({"type": strategy});
+    }
     if let Some(pod_spec) = object.pointer("/spec/template/spec") {
         spec["template"] = json!({"spec": reduce_pod_spec(pod_spec)});
     }
@@ -137,8 +143,8 @@ fn reduce_status(status: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Keeps every container, env entry, envFrom entry, volume and projected source at its index,
-/// but only their Secret references.
+/// Keeps every container, env entry, envFrom entry, volume, projected source and image pull
+/// secret at its index, but only their Secret references.
 fn reduce_pod_spec(pod_spec: &Value) -> Value {
     let list = |value: Option<&Value>, keep: &dyn Fn(&Value) -> Value| -> Value {
         Value::Array(
@@ -177,6 +183,7 @@ fn reduce_pod_spec(pod_spec: &Value) -> Value {
         "containers": list(pod_spec.get("containers"), &container),
         "initContainers": list(pod_spec.get("initContainers"), &container),
         "volumes": list(pod_spec.get("volumes"), &volume),
+        "imagePullSecrets": list(pod_spec.get("imagePullSecrets"), &|r| at(r, "/name", &|n| json!({"name": n}))),
     })
 }
 
@@ -340,10 +347,10 @@ impl Workloads {
     }
 
     /// Which of the versions `names` (Secret name → version) are still in use in a
-    /// namespace, and by what (`Kind/name`):
-    /// every Pod that has not finished and every pod template that can still make Pods
+    /// namespace, and by what (`Kind/name`): every Pod that has not finished, every pod
+    /// template that can still make Pods
     /// (Deployments, StatefulSets, DaemonSets, Argo Rollouts, ReplicaSets with replicas,
-    /// unfinished Jobs, CronJobs). A ReplicaSet scaled to zero only remembers an old Deployment revision, so
+    /// unfinished Jobs, CronJobs) and every ServiceAccount's `imagePullSecrets`. A ReplicaSet scaled to zero only remembers an old Deployment revision, so
     /// it does not hold a version back.
     pub async fn references(
         &self,
@@ -402,11 +409,8 @@ impl Workloads {
     async fn scan(&self, client: &Client, namespace: &str) -> kube::Result<Vec<(String, String)>> {
         let mut refs = Vec::new();
         let mut note = |kind: &str, name: &str, object: &Value| {
-            let Some(pod_spec) = pod_spec_pointer(kind).and_then(|p| object.pointer(p)) else {
-                return;
-            };
-            for r in secret_refs(pod_spec) {
-                refs.push((r.name, format!("{kind}/{name}")));
+            for secret in object_secret_names(kind, object) {
+                refs.push((secret, format!("{kind}/{name}")));
             }
         };
         let cached: Vec<(Key, Arc<Value>)> = self
@@ -442,6 +446,11 @@ impl Workloads {
             note("CronJob", &cj.name_any(), &to_value(cj));
         })
         .await?;
+        // A ServiceAccount's imagePullSecrets go into every Pod made to run as it.
+        for_each_page::<ServiceAccount>(client, namespace, |sa| {
+            note("ServiceAccount", &sa.name_any(), &to_value(sa));
+        })
+        .await?;
         for_each_page::<Pod>(client, namespace, |pod| {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             if !matches!(phase, Some("Succeeded" | "Failed")) {
@@ -451,6 +460,43 @@ impl Workloads {
         .await?;
         Ok(refs)
     }
+}
+
+/// What the kubelet says keeps a workload's Pods from starting: for each Pod waiting in
+/// `CreateContainerConfigError`, its message (`secret "db-v2" not found`, `couldn't find
+/// key token in Secret payments/db-v2`), one per Pod. Read with the workload's selector,
+/// only while its rollout has not completed.
+pub async fn pod_config_errors(
+    client: &Client,
+    namespace: &str,
+    workload: &Value,
+) -> kube::Result<Vec<String>> {
+    let Some(selector) = workload
+        .pointer("/spec/selector")
+        .and_then(|s| serde_json::from_value::<LabelSelector>(s.clone()).ok())
+        .map(|s| selector::to_query(&s))
+        .filter(|q| !q.is_empty())
+    else {
+        return Ok(Vec::new());
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector).limit(SCAN_PAGE))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            status
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(status.container_statuses.iter().flatten())
+                .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+                .find(|w| w.reason.as_deref() == Some("CreateContainerConfigError"))
+                .and_then(|w| w.message.clone())
+        })
+        .collect())
 }
 
 /// Lists a namespace's objects of one kind page by page, so a namespace with thousands of
@@ -538,7 +584,7 @@ pub async fn patch_workload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::{Progress, rewrite_patch, rollout_progress};
+    use crate::rollout::{Progress, rewrite_patch, rollout_progress, secret_refs};
 
     fn db() -> Vec<String> {
         vec!["db".to_owned()]
@@ -564,6 +610,7 @@ spec:
   template:
     metadata: {labels: {app: api}}
     spec:
+      imagePullSecrets: [{name: registry}, {name: db-v1}]
       initContainers:
         - name: migrate
           image: migrate:1

@@ -105,6 +105,7 @@ pub fn validate(
         ("", "Service") => validate_service(old, new, causes),
         ("policy", "PodDisruptionBudget") => validate_pdb(new, causes),
         ("networking.k8s.io", "NetworkPolicy") => validate_network_policy(new, causes),
+        ("apps", "Deployment") => validate_deployment(new, causes),
         _ => {}
     }
 }
@@ -360,6 +361,26 @@ fn check_int_or_percent(field: &str, v: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A rolling update that may neither add a Pod nor take one away can never progress: the
+/// API server refuses it (defaults are 25% each).
+fn validate_deployment(new: &Value, causes: &mut Vec<Cause>) {
+    let Some(rolling) = new.pointer("/spec/strategy/rollingUpdate") else {
+        return;
+    };
+    let zero = |v: Option<&Value>| {
+        v.is_some_and(|v| {
+            v.as_i64() == Some(0) || v.as_str().is_some_and(|s| s == "0" || s == "0%")
+        })
+    };
+    if zero(rolling.get("maxSurge")) && zero(rolling.get("maxUnavailable")) {
+        causes.push(Cause::invalid(
+            "spec.strategy.rollingUpdate.maxUnavailable",
+            rolling.get("maxUnavailable").unwrap_or(&Value::Null),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+}
+
 fn validate_pdb(new: &Value, causes: &mut Vec<Cause>) {
     let min = new.pointer("/spec/minAvailable");
     let max = new.pointer("/spec/maxUnavailable");
@@ -567,6 +588,21 @@ mod tests {
                 "spec.maxUnavailable: Invalid value: \"150%\": must be a non-negative integer or a percentage between 0% and 100%",
             ]
         );
+    }
+
+    #[test]
+    fn a_rolling_update_that_can_never_move_is_refused() {
+        let strategy = |surge: Value, unavailable: Value| json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}});
+        assert_eq!(
+            errors("apps", "Deployment", None, strategy(json!(0), json!("0%"))),
+            vec![
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0%\": may not be 0 when `maxSurge` is 0"
+            ]
+        );
+        for (surge, unavailable) in [(json!(0), json!(1)), (json!("25%"), json!(0))] {
+            assert!(errors("apps", "Deployment", None, strategy(surge, unavailable)).is_empty());
+        }
+        assert!(errors("apps", "Deployment", None, json!({"spec": {}})).is_empty());
     }
 
     #[test]

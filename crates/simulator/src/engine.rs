@@ -257,6 +257,11 @@ fn replicas(obj: &Value) -> i64 {
         .unwrap_or(1)
 }
 
+/// `spec.updateStrategy.type: OnDelete` (StatefulSets, DaemonSets).
+fn on_delete(workload: &Value) -> bool {
+    s(workload, "/spec/updateStrategy/type") == "OnDelete"
+}
+
 fn deleting(v: &Value) -> bool {
     v.pointer("/metadata/deletionTimestamp").is_some()
 }
@@ -849,6 +854,26 @@ impl<C: Cluster> Sim<C> {
             for (ok, _) in rss.iter().filter(|(rk, _)| *rk != new_key) {
                 self.set_spec_replicas(ok, 0).await;
             }
+            // revisionHistoryLimit (default 10): the oldest scaled-down ReplicaSets go.
+            let limit = d
+                .pointer("/spec/revisionHistoryLimit")
+                .and_then(Value::as_u64)
+                .unwrap_or(10) as usize;
+            let mut idle: Vec<&(Key, Arc<Value>)> = rss
+                .iter()
+                .filter(|(rk, o)| {
+                    *rk != new_key
+                        && o.pointer("/status/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(0)
+                            == 0
+                        && replicas(o) == 0
+                })
+                .collect();
+            idle.sort_by_key(|(_, o)| revision(o));
+            for (rk, _) in idle.iter().take(idle.len().saturating_sub(limit)) {
+                self.c.delete(rk).await;
+            }
         }
         // Pods of the new ReplicaSet may have been waiting on the hang annotation.
         for (pk, p) in self.pods_of(&k.namespace, &new_obj) {
@@ -998,6 +1023,7 @@ impl<C: Cluster> Sim<C> {
             })
             .collect();
         let all_ready = pods.iter().all(|(_, p)| pod_ready(p));
+        let on_delete = on_delete(&sts);
         // OrderedReady: create the lowest missing ordinal once all existing pods are ready.
         if all_ready && let Some(ord) = (0..want).find(|o| !by_ordinal.contains_key(o)) {
             let name = format!("{}-{ord}", k.name);
@@ -1007,12 +1033,13 @@ impl<C: Cluster> Sim<C> {
                 .create(&Key::new("", "pods", &k.namespace, &name), pod)
                 .await;
         } else if all_ready {
-            // Scale down from the highest ordinal, then roll outdated pods highest first.
+            // Scale down from the highest ordinal, then roll outdated pods highest first;
+            // with OnDelete only someone deleting a Pod rolls it.
             let extra = by_ordinal.keys().filter(|o| **o >= want).max();
             let outdated = by_ordinal
                 .iter()
                 .filter(|(_, (_, p))| {
-                    s(p, "/metadata/labels/controller-revision-hash") != update_rev
+                    !on_delete && s(p, "/metadata/labels/controller-revision-hash") != update_rev
                 })
                 .map(|(o, _)| *o)
                 .max();
@@ -1032,7 +1059,9 @@ impl<C: Cluster> Sim<C> {
             .unwrap_or(&update_rev)
             .to_string();
         let done = updated == want && ready == want && pods.len() as i64 == want;
-        let current_rev = if done {
+        // As real clusters do (kubernetes/kubernetes#73492): with OnDelete, currentRevision
+        // stays where it was however many Pods run the update revision.
+        let current_rev = if done && !on_delete {
             update_rev.clone()
         } else {
             prev_current
@@ -1091,11 +1120,14 @@ impl<C: Cluster> Sim<C> {
                         .create(&Key::new("", "pods", &k.namespace, &name), pod)
                         .await;
                 }
-                // maxUnavailable 1: replace one outdated pod at a time, once all are ready.
+                // maxUnavailable 1: replace one outdated pod at a time, once all are ready;
+                // an outdated Pod that is not ready is no loss and goes at once (so a
+                // rollback frees a node stuck on a bad template). With OnDelete only
+                // someone deleting a Pod rolls it.
                 Some((pk, p))
                     if s(p, "/metadata/labels/controller-revision-hash") != rev
-                        && all_ready
-                        && !rolled =>
+                        && (!pod_ready(p) || (all_ready && !rolled))
+                        && !on_delete(&ds) =>
                 {
                     self.c.delete(pk).await;
                     rolled = true;

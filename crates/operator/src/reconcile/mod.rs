@@ -340,6 +340,7 @@ async fn pipeline(
         refreshed,
         lease_expired: expired.as_ref(),
         notes: &pruned.notes,
+        revoked_in_use: rollout.revoked_in_use.as_deref(),
     });
     events.extend(status::unknown_revoked_event(previous, &status));
     let refresh_wait = grid.map(|g| g.until_next(now));

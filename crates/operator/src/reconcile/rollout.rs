@@ -13,8 +13,8 @@ use kube::runtime::events::{Event, EventType};
 use secretsync_api::reason::event;
 use secretsync_api::window::{self, Opening};
 use secretsync_api::{
-    FailedRollout, OnFailure, RevokePolicy, RolloutStatus, SecretSync, TargetState, TargetStatus,
-    WorkloadKind, labels,
+    FailedRollout, OnFailure, Reason, RevokePolicy, RolloutStatus, SecretSync, TargetState,
+    TargetStatus, WorkloadKind, labels,
 };
 use serde_json::Value;
 use tracing::{debug, info};
@@ -30,7 +30,7 @@ use crate::rollout::{
     Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress, template_refs,
     version_among,
 };
-use crate::workloads::patch_workload;
+use crate::workloads::{patch_workload, pod_config_errors};
 
 /// Where the rollout to the active version stands, with a summary for messages.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,6 +43,8 @@ pub enum RolloutState {
     Failed(String),
     /// Targets need to move but no rollout window is open; says when the next one opens.
     Waiting(String),
+    /// A target's own controller holds it (a paused Deployment): not a failure, no timeout.
+    Paused(String),
 }
 
 #[derive(Default)]
@@ -55,6 +57,8 @@ pub struct Outcome {
     /// moved them back to it (`status.failed` names the wanted one), or they wait on it for a
     /// rollout window.
     pub targets_on: Option<i64>,
+    /// A revoked version the targets have not yet left, in words: Ready is False until they do.
+    pub revoked_in_use: Option<String>,
 }
 
 /// Whether targets may move now (`spec.rollout.windows`).
@@ -67,9 +71,36 @@ pub enum Gate {
     },
 }
 
+/// Targets whose pod template still references a revoked version, as `Kind name (secret)`.
+fn revoked_users(
+    sync: &SecretSync,
+    bases: &[String],
+    existing: &BTreeMap<i64, VersionMeta>,
+    targets: &[Target],
+) -> Vec<String> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            let workload = t.workload.as_ref()?;
+            let revoked: Vec<String> = referenced_versions(t.kind.as_str(), workload, bases)
+                .into_iter()
+                .filter(|v| sync.spec.is_revoked(*v))
+                .map(|v| {
+                    existing
+                        .get(&v)
+                        .map_or_else(|| format!("{}-v{v}", bases[0]), |m| m.secret_name.clone())
+                })
+                .collect();
+            (!revoked.is_empty())
+                .then(|| format!("{} {} ({})", t.kind.as_str(), t.name, revoked.join(", ")))
+        })
+        .collect()
+}
+
 /// [`Gate::Closed`] while no rollout window is open, unless something may not wait: a
-/// target still on a revoked version under `revokePolicy: Immediate`, or the version a
-/// rotation made with `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`).
+/// target still on a revoked version (a revocation is an incident; unless
+/// `rollout.respectWindowsOnRevoke`), or the version a rotation made with
+/// `secretsync.io/rollout-now` (`kubectl secretsync rotate --now`).
 pub fn gate(
     sync: &SecretSync,
     bases: &[String],
@@ -78,10 +109,8 @@ pub fn gate(
     targets: &[Target],
     now_ts: jiff::Timestamp,
 ) -> Gate {
-    let windows = sync
-        .spec
-        .rollout
-        .as_ref()
+    let rollout = sync.spec.rollout.as_ref();
+    let windows = rollout
         .and_then(|r| r.windows.as_deref())
         .unwrap_or_default();
     // validate_spec ran first: a window that does not parse cannot get here.
@@ -103,14 +132,10 @@ pub fn gate(
                 .find(|m| m.spec_version == spec_version)
                 .is_some_and(|m| m.version == wanted)
         });
-    let revoked_in_use = sync.spec.revoke_policy() == RevokePolicy::Immediate
-        && targets.iter().any(|t| {
-            t.workload.as_ref().is_some_and(|w| {
-                referenced_versions(t.kind.as_str(), w, bases)
-                    .iter()
-                    .any(|v| sync.spec.is_revoked(*v))
-            })
-        });
+    let revocation_waits = rollout.and_then(|r| r.respect_windows_on_revoke) == Some(true)
+        && sync.spec.revoke_policy() != RevokePolicy::Immediate;
+    let revoked_in_use =
+        !revocation_waits && !revoked_users(sync, bases, existing, targets).is_empty();
     if rotated_now || revoked_in_use {
         Gate::Open
     } else {
@@ -118,23 +143,13 @@ pub fn gate(
     }
 }
 
-/// `planned` (for the wanted version) held back while the gate is closed: no patch is sent,
-/// the previous rollout status stays (the timeout only counts once targets move), and a
-/// timer wakes the SecretSync when the next window opens.
-fn hold_for_window(
-    planned: Plan,
-    gate: Gate,
+/// What waiting for a window says, and when to look again.
+fn window_wait(
+    opens: Option<jiff::Timestamp>,
     wanted_name: &str,
-    previous: Option<&RolloutStatus>,
     now_ts: jiff::Timestamp,
-) -> Plan {
-    let Gate::Closed { opens } = gate else {
-        return planned;
-    };
-    if planned.patches.is_empty() {
-        return planned;
-    }
-    let (message, requeue) = match opens {
+) -> (String, Option<Duration>) {
+    match opens {
         Some(at) => (
             format!("{wanted_name} waits for a rollout window; the next opens at {at}"),
             Some(
@@ -147,17 +162,93 @@ fn hold_for_window(
             format!("{wanted_name} waits for a rollout window, but no window opens again"),
             None,
         ),
-    };
-    Plan {
-        patches: Vec::new(),
-        outcome: Outcome {
-            state: RolloutState::Waiting(message),
-            status: previous.cloned(),
-            events: Vec::new(),
-            requeue,
-            targets_on: previous.and_then(|p| p.version),
-        },
     }
+}
+
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a rollout decision looks at, besides the version it is about.
+#[derive(Clone, Copy)]
+struct Scene<'a> {
+    sync: &'a SecretSync,
+    bases: &'a [String],
+    existing: &'a BTreeMap<i64, VersionMeta>,
+    previous: Option<&'a RolloutStatus>,
+    targets: &'a [Target],
+    now_ts: jiff::Timestamp,
+}
+
+/// The wanted version held back while the gate is closed: no patch moves the targets
+/// forward. What they are on now is still judged — its timeout runs, its failure shows
+/// (Ready=False) and, with `onFailure: Rollback`, its rollback goes out at once — and a
+/// timer wakes the SecretSync when the next window opens.
+fn hold_for_window(scene: &Scene<'_>, wanted: i64, opens: Option<jiff::Timestamp>) -> Plan {
+    let Scene {
+        sync,
+        bases,
+        existing,
+        previous,
+        targets,
+        now_ts,
+    } = *scene;
+    let wanted_name = existing
+        .get(&wanted)
+        .map(|m| m.secret_name.as_str())
+        .unwrap_or_default();
+    let (message, requeue) = window_wait(opens, wanted_name, now_ts);
+    let on = previous
+        .and_then(|p| p.version)
+        .filter(|v| *v != wanted && existing.contains_key(v));
+    let Some(on) = on else {
+        return Plan {
+            patches: Vec::new(),
+            outcome: Outcome {
+                state: RolloutState::Waiting(message),
+                status: previous.cloned(),
+                requeue,
+                targets_on: previous.and_then(|p| p.version),
+                ..Outcome::default()
+            },
+        };
+    };
+    let mut now = decide_open(sync, bases, existing, on, previous, targets, now_ts);
+    // Only a rollback moves targets while the windows are closed.
+    if now.outcome.targets_on.is_none() {
+        now.patches.clear();
+    }
+    let outcome = &mut now.outcome;
+    // The failure that brought the targets back to `on` stays visible while the next
+    // version waits.
+    let standing = previous
+        .and_then(|p| p.failed.clone())
+        .filter(|f| f.version > on && f.version != wanted);
+    outcome.state = match (&outcome.state, &standing) {
+        (RolloutState::Failed(why), _) => RolloutState::Failed(format!("{why}; {message}")),
+        (RolloutState::Complete(summary) | RolloutState::Progressing(summary), Some(f)) => {
+            let on_name = existing
+                .get(&on)
+                .map(|m| m.secret_name.as_str())
+                .unwrap_or_default();
+            RolloutState::Failed(format!(
+                "{}; rolled back to {on_name}: {summary}; {message}",
+                f.message
+            ))
+        }
+        _ => RolloutState::Waiting(message),
+    };
+    if let (Some(status), Some(f)) = (outcome.status.as_mut(), standing)
+        && status.failed.is_none()
+    {
+        status.failed = Some(f);
+    }
+    outcome.requeue = earliest(outcome.requeue, requeue);
+    outcome.targets_on = outcome.targets_on.or(Some(on));
+    now
 }
 
 /// A rollout target as the cache has it (`None`: it does not exist).
@@ -170,6 +261,65 @@ pub struct Target {
     pub workload: Option<Arc<Value>>,
     /// Whether the API server serves the kind at all (Argo Rollouts' CRD may be absent).
     pub kind_served: bool,
+    /// Why its Pods cannot start, as the kubelet says (read only while it is not Complete).
+    pub pod_failures: Vec<PodFailure>,
+}
+
+/// Pods of a target that wait in `CreateContainerConfigError` on a Secret (or a key of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailure {
+    pub secret: String,
+    pub key: Option<String>,
+    /// How many Pods.
+    pub pods: usize,
+}
+
+impl PodFailure {
+    /// `what` is the kubelet's message: `secret "db-v2" not found` or
+    /// `couldn't find key token in Secret payments/db-v2`.
+    pub fn parse(what: &str) -> Option<(String, Option<String>)> {
+        if let Some(rest) = what.strip_prefix("secret \"") {
+            let name = rest.split('"').next()?;
+            return Some((name.to_owned(), None));
+        }
+        let rest = what.strip_prefix("couldn't find key ")?;
+        let (key, secret) = rest.split_once(" in Secret ")?;
+        let name = secret.rsplit('/').next()?;
+        Some((name.to_owned(), Some(key.to_owned())))
+    }
+
+    fn describe(&self) -> String {
+        let pods = if self.pods == 1 { "Pod" } else { "Pods" };
+        match &self.key {
+            Some(key) => format!(
+                "{} {pods} in CreateContainerConfigError: Secret {} has no key {key}",
+                self.pods, self.secret
+            ),
+            None => format!(
+                "{} {pods} in CreateContainerConfigError: Secret {} not found",
+                self.pods, self.secret
+            ),
+        }
+    }
+}
+
+/// The kubelet's messages grouped by the Secret (and key) they name, in first-seen order.
+pub fn pod_failures(messages: &[String]) -> Vec<PodFailure> {
+    let mut failures: Vec<PodFailure> = Vec::new();
+    for (secret, key) in messages.iter().filter_map(|m| PodFailure::parse(m)) {
+        match failures
+            .iter_mut()
+            .find(|f| f.secret == secret && f.key == key)
+        {
+            Some(f) => f.pods += 1,
+            None => failures.push(PodFailure {
+                secret,
+                key,
+                pods: 1,
+            }),
+        }
+    }
+    failures
 }
 
 /// What to do: patches to send, and the outcome once they are sent.
@@ -177,6 +327,25 @@ pub struct Plan {
     /// (kind, name, JSON patch) for targets that point elsewhere.
     pub patches: Vec<(WorkloadKind, String, Value)>,
     pub outcome: Outcome,
+}
+
+/// The versions whose rollout was Complete at least once: as recorded, plus the version of
+/// a previous status whose targets all completed (a status written before the list existed).
+fn completed_versions(previous: Option<&RolloutStatus>) -> BTreeSet<i64> {
+    let mut completed: BTreeSet<i64> = previous
+        .map(|p| p.completed_versions.iter().copied().collect())
+        .unwrap_or_default();
+    if let Some(p) = previous
+        && let Some(version) = p.version
+        && p.failed.as_ref().is_none_or(|f| f.version != version)
+        && p.targets.iter().any(|t| t.state == TargetState::Complete)
+        && p.targets
+            .iter()
+            .all(|t| matches!(t.state, TargetState::Complete | TargetState::NotFound))
+    {
+        completed.insert(version);
+    }
+    completed
 }
 
 /// Decides each target's patch and state. `previous` is the last rollout status: when it was
@@ -199,8 +368,33 @@ pub fn plan(
     let mut last_duration = previous.and_then(|p| p.last_duration.clone());
     let mut longest_duration = previous.and_then(|p| p.longest_duration.clone());
     let same_version = previous.filter(|p| p.version == Some(active));
+    // While a target is paused its rollout has not begun: the timeout counts from the
+    // first look after it was resumed.
+    let paused = targets.iter().any(|t| {
+        t.workload.as_ref().is_some_and(|w| {
+            rewrite_patch(t.kind, w, bases, active_name).is_none()
+                && matches!(rollout_progress(t.kind, w), Progress::Paused { .. })
+        })
+    });
+    let resumed =
+        same_version.is_some_and(|p| p.targets.iter().any(|t| t.state == TargetState::Waiting));
+    // A version that had completed and rolls again (its workload was edited, paused,
+    // scaled) gets a fresh timeout, not one that ran out long ago.
+    let was_complete = same_version.is_some_and(|p| {
+        p.targets
+            .iter()
+            .all(|t| matches!(t.state, TargetState::Complete | TargetState::NotFound))
+    });
+    let complete_now = targets.iter().all(|t| {
+        t.workload.as_ref().is_none_or(|w| {
+            rewrite_patch(t.kind, w, bases, active_name).is_none()
+                && rollout_progress(t.kind, w) == Progress::Complete
+        })
+    });
+    let rolls_again = was_complete && !complete_now;
     let started_at = same_version
         .and_then(|p| p.started_at.clone())
+        .filter(|_| !paused && !resumed && !rolls_again)
         .unwrap_or(Time(now_ts));
     let timeout = sync.spec.rollout_timeout();
     let deadline = started_at
@@ -217,6 +411,16 @@ pub fn plan(
     let mut statuses = Vec::new();
     for target in targets {
         let (kind, name) = (target.kind, &target.name);
+        // What the kubelet says about its Pods beats what the replica counts suggest.
+        let pods_say = (!target.pod_failures.is_empty()).then(|| {
+            target
+                .pod_failures
+                .iter()
+                .map(PodFailure::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let mut reason = None;
         let (state, message) = match &target.workload {
             None if target.kind_served => (
                 TargetState::NotFound,
@@ -268,15 +472,24 @@ pub fn plan(
                 }
                 None => match rollout_progress(kind, workload) {
                     Progress::Complete => (TargetState::Complete, None),
-                    Progress::Failed { reason } => (TargetState::Failed, Some(reason)),
+                    Progress::Paused { reason: why } => {
+                        reason = Some(Reason::TargetPaused.as_str().to_owned());
+                        (TargetState::Waiting, Some(why))
+                    }
+                    Progress::Failed { reason } => {
+                        (TargetState::Failed, Some(pods_say.unwrap_or(reason)))
+                    }
                     Progress::Progressing { reason } if timed_out => (
                         TargetState::Failed,
                         Some(format!(
-                            "not complete after {}: {reason}",
-                            humanize(timeout)
+                            "not complete after {}: {}",
+                            humanize(timeout),
+                            pods_say.unwrap_or(reason)
                         )),
                     ),
-                    Progress::Progressing { reason } => (TargetState::Progressing, Some(reason)),
+                    Progress::Progressing { reason } => {
+                        (TargetState::Progressing, Some(pods_say.unwrap_or(reason)))
+                    }
                 },
             },
         };
@@ -299,6 +512,7 @@ pub fn plan(
             version: active,
             state,
             message,
+            reason,
         });
     }
 
@@ -329,7 +543,12 @@ pub fn plan(
             .iter()
             .all(|t| matches!(t.state, TargetState::Complete | TargetState::NotFound))
     });
+    let mut completed = completed_versions(previous);
+    let mut failed_versions: BTreeSet<i64> = previous
+        .map(|p| p.failed_versions.iter().copied().collect())
+        .unwrap_or_default();
     outcome.state = if let Some(failed) = statuses.iter().find(|t| t.state == TargetState::Failed) {
+        failed_versions.insert(active);
         RolloutState::Failed(format!(
             "rollout failed: {} {}: {}",
             failed.kind.as_str(),
@@ -337,6 +556,10 @@ pub fn plan(
             failed.message.as_deref().unwrap_or("failed")
         ))
     } else if complete == found {
+        if found > 0 {
+            completed.insert(active);
+        }
+        failed_versions.remove(&active);
         // Measured only on a rollout this process saw start (a previous status for the
         // version), from its start to now: what lease-aware rotation plans for.
         if let Some(started) = same_version
@@ -362,6 +585,14 @@ pub fn plan(
             });
         }
         RolloutState::Complete(summary)
+    } else if let Some(waiting) = statuses.iter().find(|t| t.state == TargetState::Waiting) {
+        // Resuming the workload is a watch event: no timer.
+        RolloutState::Paused(format!(
+            "{summary}; {} {}: {}",
+            waiting.kind.as_str(),
+            waiting.name,
+            waiting.message.as_deref().unwrap_or("paused")
+        ))
     } else {
         // The workload watch wakes us on progress; the deadline needs a timer.
         let until_deadline =
@@ -376,6 +607,8 @@ pub fn plan(
         failed: None,
         last_duration,
         longest_duration,
+        completed_versions: completed.into_iter().collect(),
+        failed_versions: failed_versions.into_iter().collect(),
     });
     Plan { patches, outcome }
 }
@@ -424,25 +657,62 @@ fn reverted_event(
     }
 }
 
-/// The newest version before `failed` that still exists and is not revoked: where
-/// `onFailure: Rollback` takes the targets.
+/// Where `onFailure: Rollback` takes the targets after the rollout to `failed` failed: the
+/// newest earlier version that still exists, is neither revoked nor failed, and was
+/// Complete at least once. `Err` says why there is none, naming what was passed over.
 pub fn rollback_target(
     sync: &SecretSync,
     existing: &BTreeMap<i64, VersionMeta>,
+    previous: Option<&RolloutStatus>,
     failed: i64,
-) -> Option<i64> {
-    existing
-        .range(..failed)
-        .rev()
-        .map(|(v, _)| *v)
-        .find(|v| !sync.spec.is_revoked(*v))
+) -> Result<i64, String> {
+    let completed = completed_versions(previous);
+    let failed_before: &[i64] = previous.map_or(&[], |p| p.failed_versions.as_slice());
+    let mut passed_over = Vec::new();
+    // Revoked versions are named even once their Secret is gone: they are why the
+    // previous version is not an option.
+    let base = sync.spec.target_name(&sync.name_any()).to_owned();
+    let candidates: BTreeMap<i64, String> = sync
+        .spec
+        .revoked()
+        .iter()
+        .filter(|v| **v < failed)
+        .map(|v| (*v, format!("{base}-v{v}")))
+        .chain(
+            existing
+                .range(..failed)
+                .map(|(v, meta)| (*v, meta.secret_name.clone())),
+        )
+        .collect();
+    for (v, name) in candidates.iter().rev() {
+        if sync.spec.is_revoked(*v) {
+            passed_over.push(format!("{name} is revoked"));
+        } else if failed_before.contains(v) {
+            passed_over.push(format!("{name} failed its rollout"));
+        } else if !completed.contains(v) {
+            passed_over.push(format!("{name} never completed a rollout"));
+        } else {
+            return Ok(*v);
+        }
+    }
+    const NAMED: usize = 3;
+    let more = passed_over.len().saturating_sub(NAMED);
+    passed_over.truncate(NAMED);
+    if more > 0 {
+        passed_over.push(format!("{more} older"));
+    }
+    Err(if passed_over.is_empty() {
+        "no earlier version to roll back to".to_owned()
+    } else {
+        format!(
+            "no earlier version to roll back to ({})",
+            passed_over.join(", ")
+        )
+    })
 }
 
-/// [`plan`] for the `wanted` version, with `onFailure: Rollback`: once the rollout to
-/// `wanted` is Failed, the targets are planned onto [`rollback_target`] instead, and stay
-/// there — remembered in `status.rollout.failed`, so a restart does not retry — until
-/// `wanted` changes (a new version, a rotation) or the spec is edited. A pinned version is
-/// the user's explicit choice and is never rolled back.
+/// [`plan`] for the `wanted` version with the rollout windows: while they are closed the
+/// targets do not move forward ([`hold_for_window`]), but a rollback never waits.
 pub fn decide(
     sync: &SecretSync,
     bases: &[String],
@@ -453,6 +723,128 @@ pub fn decide(
     now_ts: jiff::Timestamp,
 ) -> Plan {
     let gate = gate(sync, bases, existing, wanted, targets, now_ts);
+    let mut planned = decide_open(sync, bases, existing, wanted, previous, targets, now_ts);
+    if let Gate::Closed { opens } = gate
+        && !planned.patches.is_empty()
+        && planned.outcome.targets_on.is_none()
+    {
+        planned = match &planned.outcome.state {
+            // A target already on `wanted` failed: that shows; the others wait.
+            RolloutState::Failed(why) => {
+                let wanted_name = existing
+                    .get(&wanted)
+                    .map(|m| m.secret_name.as_str())
+                    .unwrap_or_default();
+                let (message, requeue) = window_wait(opens, wanted_name, now_ts);
+                planned.outcome.state = RolloutState::Failed(format!("{why}; {message}"));
+                planned.outcome.requeue = earliest(planned.outcome.requeue, requeue);
+                planned.patches.clear();
+                planned
+            }
+            _ => {
+                let scene = Scene {
+                    sync,
+                    bases,
+                    existing,
+                    previous,
+                    targets,
+                    now_ts,
+                };
+                hold_for_window(&scene, wanted, opens)
+            }
+        };
+    }
+    let users = revoked_users(sync, bases, existing, targets);
+    // The version the targets last completed on, while its Pods may still run.
+    let left_behind = completed_versions(previous)
+        .range(..wanted)
+        .next_back()
+        .and_then(|v| existing.get(v))
+        .filter(|m| sync.spec.is_revoked(m.version));
+    let outcome = &mut planned.outcome;
+    outcome.revoked_in_use = if !users.is_empty() {
+        Some(format!(
+            "revoked versions are still referenced by {}",
+            users.join(", ")
+        ))
+    } else if let Some(meta) = left_behind
+        && matches!(
+            outcome.state,
+            RolloutState::Progressing(_) | RolloutState::Paused(_) | RolloutState::Waiting(_)
+        )
+    {
+        Some(format!(
+            "the targets' Pods are still moving off revoked {}",
+            meta.secret_name
+        ))
+    } else {
+        None
+    };
+    if let (Some(in_use), Gate::Closed { opens }) = (&outcome.revoked_in_use, gate)
+        && !users.is_empty()
+    {
+        let when = opens.map_or_else(
+            || "no window opens again".to_owned(),
+            |at| format!("the next opens at {at}"),
+        );
+        outcome.events.push(Event {
+            type_: EventType::Warning,
+            reason: event::REVOKED_STILL_REFERENCED.into(),
+            note: Some(crate::conditions::truncate(
+                format!("{in_use}; with rollout.respectWindowsOnRevoke they wait for a rollout window ({when})"),
+                1024,
+            )),
+            action: "Revoke".into(),
+            secondary: None,
+        });
+    }
+    if let Some(status) = outcome.status.as_mut() {
+        status
+            .completed_versions
+            .retain(|v| existing.contains_key(v));
+        status.failed_versions.retain(|v| existing.contains_key(v));
+    }
+    planned
+}
+
+/// Whether the failure of the rollout to `wanted` is this SecretSync's doing: `false` when
+/// the failing targets' Pods wait on Secrets that are none of its versions (another
+/// SecretSync's rotation batched into the same template change). Returns what the Pods
+/// name when it is not.
+fn failure_elsewhere(
+    existing: &BTreeMap<i64, VersionMeta>,
+    statuses: &[TargetStatus],
+    targets: &[Target],
+) -> Option<String> {
+    let ours = |secret: &str| existing.values().any(|m| m.secret_name == secret);
+    let mut elsewhere = Vec::new();
+    for status in statuses.iter().filter(|t| t.state == TargetState::Failed) {
+        let target = targets
+            .iter()
+            .find(|t| t.kind == status.kind && t.name == status.name)?;
+        if target.pod_failures.is_empty() || target.pod_failures.iter().any(|f| ours(&f.secret)) {
+            return None;
+        }
+        elsewhere.extend(target.pod_failures.iter().map(PodFailure::describe));
+    }
+    (!elsewhere.is_empty()).then(|| elsewhere.join("; "))
+}
+
+/// [`plan`] for the `wanted` version, with `onFailure: Rollback`: once the rollout to
+/// `wanted` is Failed, the targets are planned onto [`rollback_target`] instead, and stay
+/// there — remembered in `status.rollout.failed`, so a restart does not retry — until
+/// `wanted` changes (a new version, a rotation) or the spec is edited. A pinned version is
+/// the user's explicit choice and is never rolled back; a failure whose Pods wait on another
+/// SecretSync's Secret is not rolled back either.
+fn decide_open(
+    sync: &SecretSync,
+    bases: &[String],
+    existing: &BTreeMap<i64, VersionMeta>,
+    wanted: i64,
+    previous: Option<&RolloutStatus>,
+    targets: &[Target],
+    now_ts: jiff::Timestamp,
+) -> Plan {
     let name_of = |v: i64| {
         existing
             .get(&v)
@@ -462,26 +854,52 @@ pub fn decide(
     let wanted_name = name_of(wanted);
     let rolls_back =
         sync.spec.on_failure() == OnFailure::Rollback && sync.spec.pin_version.is_none();
-    let Some(back) = rolls_back
-        .then(|| rollback_target(sync, existing, wanted))
-        .flatten()
-    else {
-        let planned = plan(sync, bases, wanted, &wanted_name, previous, targets, now_ts);
-        return hold_for_window(planned, gate, &wanted_name, previous, now_ts);
-    };
+    let planned = || plan(sync, bases, wanted, &wanted_name, previous, targets, now_ts);
+    if !rolls_back {
+        return planned();
+    }
     let standing = previous
         .and_then(|p| p.failed.as_ref())
         .filter(|f| f.version == wanted && f.generation == sync.metadata.generation);
-    let back_name = name_of(back);
-    let (failure, mut events) = match standing {
-        Some(failure) => (failure.clone(), Vec::new()),
+    let (failure, mut events, back) = match standing {
+        Some(failure) => match rollback_target(sync, existing, previous, wanted) {
+            Ok(back) => (failure.clone(), Vec::new(), back),
+            Err(_) => return planned(),
+        },
         None => {
-            let planned = plan(sync, bases, wanted, &wanted_name, previous, targets, now_ts);
-            let first = hold_for_window(planned, gate, &wanted_name, previous, now_ts);
+            let mut first = planned();
             let RolloutState::Failed(why) = &first.outcome.state else {
                 return first;
             };
-            let why = why.strip_prefix("rollout failed: ").unwrap_or(why);
+            let why = why
+                .strip_prefix("rollout failed: ")
+                .unwrap_or(why)
+                .to_owned();
+            let statuses = first
+                .outcome
+                .status
+                .as_ref()
+                .map(|s| s.targets.as_slice())
+                .unwrap_or_default();
+            if let Some(cause) = failure_elsewhere(existing, statuses, targets) {
+                // Not ours to undo, nor to remember as a bad version.
+                first.outcome.state = RolloutState::Failed(format!(
+                    "rollout to {wanted_name} is blocked by another Secret: {cause}; not rolled back"
+                ));
+                if let Some(status) = first.outcome.status.as_mut() {
+                    status.failed_versions.retain(|v| *v != wanted);
+                }
+                return first;
+            }
+            let back = match rollback_target(sync, existing, previous, wanted) {
+                Ok(back) => back,
+                Err(none) => {
+                    first.outcome.state = RolloutState::Failed(format!(
+                        "rollout to {wanted_name} failed: {why}; not rolled back: {none}"
+                    ));
+                    return first;
+                }
+            };
             let failure = FailedRollout {
                 version: wanted,
                 generation: sync.metadata.generation,
@@ -492,16 +910,18 @@ pub fn decide(
                 type_: EventType::Warning,
                 reason: event::ROLLOUT_FAILED.into(),
                 note: Some(format!(
-                    "{}; rolling targets back to {back_name}",
-                    failure.message
+                    "{}; rolling targets back to {}",
+                    failure.message,
+                    name_of(back)
                 )),
                 // Not folded into a series with the per-target failure events.
                 action: "Rollback".into(),
                 secondary: Some(secret_ref(sync, &wanted_name)),
             });
-            (failure, events)
+            (failure, events, back)
         }
     };
+    let back_name = name_of(back);
     // The failed rollout's patches are dropped: the targets go straight back, windows or
     // not, as a rollback repairs what the failed rollout broke.
     let mut back_plan = plan(sync, bases, back, &back_name, previous, targets, now_ts);
@@ -511,7 +931,7 @@ pub fn decide(
         RolloutState::Complete(summary) => {
             format!("{failed}; rolled back to {back_name}: {summary}")
         }
-        RolloutState::Progressing(summary) => {
+        RolloutState::Progressing(summary) | RolloutState::Paused(summary) => {
             format!("{failed}; rolling back to {back_name}: {summary}")
         }
         RolloutState::Failed(why) => {
@@ -525,6 +945,15 @@ pub fn decide(
     outcome.events = events;
     if let Some(status) = &mut outcome.status {
         status.failed = Some(failure);
+        // A rollback that does not complete in time (a StatefulSet stuck on a broken Pod
+        // until someone deletes it) says so, but does not make the last good version bad.
+        status.failed_versions = previous
+            .map(|p| p.failed_versions.clone())
+            .unwrap_or_default();
+        if !status.failed_versions.contains(&wanted) {
+            status.failed_versions.push(wanted);
+            status.failed_versions.sort_unstable();
+        }
     }
     outcome.targets_on = Some(back);
     back_plan
@@ -542,7 +971,7 @@ pub(super) async fn roll_out(
     previous: Option<&RolloutStatus>,
 ) -> Result<Outcome> {
     let namespace = sync.namespace().unwrap_or_default();
-    let targets: Vec<Target> = ctx
+    let mut targets: Vec<Target> = ctx
         .workloads
         .targets(sync)
         .into_iter()
@@ -557,8 +986,26 @@ pub(super) async fn roll_out(
                 .any(|t| t.kind == kind && t.name == name),
             kind,
             name,
+            pod_failures: Vec::new(),
         })
         .collect();
+    for target in &mut targets {
+        let Some(workload) = &target.workload else {
+            continue;
+        };
+        if matches!(
+            rollout_progress(target.kind, workload),
+            Progress::Complete | Progress::Paused { .. }
+        ) {
+            continue;
+        }
+        // Only words for the status: a failed read leaves the replica counts to speak.
+        if let Ok(Ok(errors)) =
+            with_timeout(ctx, pod_config_errors(&ctx.client, &namespace, workload)).await
+        {
+            target.pod_failures = pod_failures(&errors);
+        }
+    }
     let Plan {
         patches,
         mut outcome,
@@ -732,6 +1179,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
                 workload: Some(api),
                 kind_served: true,
                 named: true,
+                pod_failures: Vec::new(),
             },
             Target {
                 kind: WorkloadKind::Deployment,
@@ -739,6 +1187,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
                 workload: None,
                 kind_served: true,
                 named: true,
+                pod_failures: Vec::new(),
             },
         ]
     }
@@ -779,6 +1228,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
             workload: None,
             kind_served: false,
             named: true,
+            pod_failures: Vec::new(),
         };
         let plan = plan(
             &sync,
@@ -877,6 +1327,37 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
             matches!(late.outcome.state, RolloutState::Failed(ref why) if why.contains("not complete after 5m"))
         );
         assert_eq!(late.outcome.events[0].reason, "RolloutFailed");
+    }
+
+    #[test]
+    fn a_completed_version_that_rolls_again_gets_a_fresh_timeout() {
+        let sync: SecretSync = yaml(SYNC);
+        let done = plan(
+            &sync,
+            &db(),
+            2,
+            "db-v2",
+            None,
+            &targets(deployment("db-v2", 2)),
+            NOW.parse().unwrap(),
+        );
+        // An hour later someone edits the Deployment: it rolls again, within the timeout.
+        let later: jiff::Timestamp = "2026-11-23T11:00:00Z".parse().unwrap();
+        let again = plan(
+            &sync,
+            &db(),
+            2,
+            "db-v2",
+            done.outcome.status.as_ref(),
+            &targets(deployment("db-v2", 1)),
+            later,
+        );
+        assert!(
+            matches!(again.outcome.state, RolloutState::Progressing(_)),
+            "{:?}",
+            again.outcome.state
+        );
+        assert_eq!(again.outcome.status.unwrap().started_at.unwrap().0, later);
     }
 
     #[test]
@@ -979,28 +1460,106 @@ spec:
             workload: Some(api),
             kind_served: true,
             named: true,
+            pod_failures: Vec::new(),
         }]
     }
 
     #[test]
-    fn the_rollback_target_is_the_newest_earlier_version_not_revoked() {
+    fn the_kubelets_reasons_name_the_secret_and_key() {
+        let messages = [
+            "couldn't find key token in Secret payments/api-v2".to_owned(),
+            "secret \"db-v3\" not found".to_owned(),
+            "couldn't find key token in Secret payments/api-v2".to_owned(),
+            "something else".to_owned(),
+        ];
+        let found = pod_failures(&messages);
+        assert_eq!(
+            found,
+            [
+                PodFailure {
+                    secret: "api-v2".into(),
+                    key: Some("token".into()),
+                    pods: 2
+                },
+                PodFailure {
+                    secret: "db-v3".into(),
+                    key: None,
+                    pods: 1
+                },
+            ]
+        );
+        assert_eq!(
+            found[0].describe(),
+            "2 Pods in CreateContainerConfigError: Secret api-v2 has no key token"
+        );
+    }
+
+    #[test]
+    fn the_rollback_target_is_the_last_good_version() {
         let sync = rollback_sync("  revokedVersions: [3]");
-        assert_eq!(rollback_target(&sync, &existing(&[1, 3, 4]), 4), Some(1));
-        assert_eq!(rollback_target(&sync, &existing(&[2, 3, 4]), 4), Some(2));
-        assert_eq!(rollback_target(&sync, &existing(&[3, 4]), 4), None);
-        assert_eq!(rollback_target(&sync, &existing(&[4, 5]), 4), None);
+        let history = RolloutStatus {
+            completed_versions: vec![1, 2, 3, 5],
+            failed_versions: vec![5],
+            ..RolloutStatus::default()
+        };
+        let back = |versions: &[i64], failed| {
+            rollback_target(&sync, &existing(versions), Some(&history), failed)
+        };
+        assert_eq!(back(&[1, 3, 4], 4), Ok(1));
+        assert_eq!(back(&[2, 3, 4], 4), Ok(2));
+        assert_eq!(
+            back(&[3, 4], 4),
+            Err("no earlier version to roll back to (db-v3 is revoked)".into())
+        );
+        assert_eq!(
+            back(&[4, 5], 4),
+            Err("no earlier version to roll back to (db-v3 is revoked)".into()),
+            "named although its Secret is gone"
+        );
+        assert_eq!(
+            rollback_target(&rollback_sync(""), &existing(&[4]), Some(&history), 4),
+            Err("no earlier version to roll back to".into())
+        );
+        // v5 failed, v4 never completed a rollout: v6 goes back to v2.
+        assert_eq!(back(&[2, 4, 5, 6], 6), Ok(2));
+        assert_eq!(
+            back(&[3, 4, 5, 6], 6),
+            Err("no earlier version to roll back to (db-v5 failed its rollout, db-v4 never completed a rollout, db-v3 is revoked)".into())
+        );
+        // A status from before the list: the version its targets all completed counts.
+        let older = RolloutStatus {
+            version: Some(2),
+            targets: vec![TargetStatus {
+                kind: WorkloadKind::Deployment,
+                name: "api".into(),
+                version: 2,
+                state: TargetState::Complete,
+                message: None,
+                reason: None,
+            }],
+            ..RolloutStatus::default()
+        };
+        assert_eq!(
+            rollback_target(&sync, &existing(&[1, 2, 4]), Some(&older), 4),
+            Ok(2)
+        );
     }
 
     #[test]
     fn a_timed_out_rollout_goes_back_once_and_stays_back_until_an_edit() {
         let sync = rollback_sync("");
         let versions = existing(&[1, 2]);
+        let v1_done = RolloutStatus {
+            version: Some(1),
+            completed_versions: vec![1],
+            ..RolloutStatus::default()
+        };
         let started = decide(
             &sync,
             &db(),
             &versions,
             2,
-            None,
+            Some(&v1_done),
             &api_only(deployment("db-v2", 1)),
             NOW.parse().unwrap(),
         );

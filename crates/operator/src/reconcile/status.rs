@@ -37,6 +37,8 @@ pub struct SyncedInput<'a> {
     pub lease_expired: Option<&'a (String, jiff::Timestamp)>,
     /// Problems that did not stop the pass (a lease not revoked yet), for the Ready message.
     pub notes: &'a [String],
+    /// A revoked version the targets have not left yet: Ready is False until they do.
+    pub revoked_in_use: Option<&'a str>,
 }
 
 /// The status after a successful pass.
@@ -53,6 +55,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         refreshed,
         lease_expired,
         notes,
+        revoked_in_use,
     } = input;
     let mut status = previous.clone();
     if let Some(store_generation) = refreshed {
@@ -84,48 +87,60 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         synced_message(spec, existing, active_name),
         generation,
     );
-    let (ready, ready_reason, mut ready_message) = match (lease_expired, rollout_state) {
-        (Some((name, expired_at)), _) => (
-            false,
-            Reason::LeaseExpired,
-            format!(
-                "the lease of {name}, which the targets use, expired at {expired_at}: its \
+    let (ready, ready_reason, mut ready_message) =
+        match (lease_expired, rollout_state, revoked_in_use) {
+            (Some((name, expired_at)), _, _) => (
+                false,
+                Reason::LeaseExpired,
+                format!(
+                    "the lease of {name}, which the targets use, expired at {expired_at}: its \
                  credential no longer works; rotate (raise spec.version) to issue a new one, \
                  or see RolledOut for why the rollout to a newer version has not completed"
+                ),
             ),
-        ),
-        // The on-call engineer believes a leaked version is revoked: that comes first.
-        (None, _) if !unknown_revoked.is_empty() => (
-            false,
-            Reason::RevokedVersionUnknown,
-            unknown_revoked_message(&unknown_revoked, existing, active_name),
-        ),
-        (None, RolloutState::Failed(why)) => (
-            false,
-            Reason::RolloutFailed,
-            format!("{active_name} active; {why}"),
-        ),
-        (None, RolloutState::Progressing(summary) | RolloutState::Complete(summary))
-            if targets_missing =>
-        {
+            // The on-call engineer believes a leaked version is revoked: that comes first.
+            (None, _, _) if !unknown_revoked.is_empty() => (
+                false,
+                Reason::RevokedVersionUnknown,
+                unknown_revoked_message(&unknown_revoked, existing, active_name),
+            ),
+            (None, RolloutState::Failed(why), _) => (
+                false,
+                Reason::RolloutFailed,
+                format!("{active_name} active; {why}"),
+            ),
+            (None, _, Some(in_use)) => (
+                false,
+                Reason::RevokedVersionInUse,
+                format!("{active_name} active; {in_use}"),
+            ),
             (
+                None,
+                RolloutState::Progressing(summary)
+                | RolloutState::Complete(summary)
+                | RolloutState::Paused(summary),
+                None,
+            ) if targets_missing => (
                 false,
                 Reason::TargetNotFound,
                 format!("{active_name} active; {summary}"),
-            )
-        }
-        (None, RolloutState::NoTargets) => (true, Reason::Synced, format!("{active_name} active")),
-        (
-            None,
-            RolloutState::Progressing(summary)
-            | RolloutState::Complete(summary)
-            | RolloutState::Waiting(summary),
-        ) => (
-            true,
-            Reason::Synced,
-            format!("{active_name} active; {summary}"),
-        ),
-    };
+            ),
+            (None, RolloutState::NoTargets, None) => {
+                (true, Reason::Synced, format!("{active_name} active"))
+            }
+            (
+                None,
+                RolloutState::Progressing(summary)
+                | RolloutState::Complete(summary)
+                | RolloutState::Waiting(summary)
+                | RolloutState::Paused(summary),
+                None,
+            ) => (
+                true,
+                Reason::Synced,
+                format!("{active_name} active; {summary}"),
+            ),
+        };
     for note in notes {
         ready_message.push_str("; ");
         ready_message.push_str(note);
@@ -146,6 +161,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         RolloutState::Complete(summary) => Some((true, Reason::RolloutComplete, summary)),
         RolloutState::Progressing(summary) => Some((false, Reason::RolloutProgressing, summary)),
         RolloutState::Waiting(why) => Some((false, Reason::RolloutWaiting, why)),
+        RolloutState::Paused(why) => Some((false, Reason::TargetPaused, why)),
         RolloutState::Failed(why) => Some((false, Reason::RolloutFailed, why)),
     };
     match rolled_out {
@@ -332,6 +348,25 @@ pub(super) async fn write(
         api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
     )
     .await??;
+    // Server-side apply takes back the fields of a failure it no longer sends but leaves
+    // their map, `failed: {}`, which the schema's defaults then read as version 0: a
+    // recovered rollout must show no failure at all.
+    let failure_of = |s: &SecretSyncStatus| s.rollout.as_ref().and_then(|r| r.failed.clone());
+    if failure_of(previous).is_some() && failure_of(status).is_none() {
+        let clear = json!({"status": {"rollout": {"failed": null}}});
+        with_timeout(
+            ctx,
+            api.patch_status(
+                &sync.name_any(),
+                &PatchParams {
+                    field_manager: Some(labels::FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(clear),
+            ),
+        )
+        .await??;
+    }
     ctx.metrics.status_written();
     ctx.remember_status(sync, status.clone());
     Ok(true)
@@ -480,6 +515,7 @@ mod tests {
             refreshed: None,
             lease_expired: None,
             notes: &[],
+            revoked_in_use: None,
         };
         let empty = SecretSyncStatus::default();
         let first = synced(input(&empty));
@@ -516,6 +552,7 @@ mod tests {
             refreshed: Some(Some(1)),
             lease_expired: None,
             notes: &[],
+            revoked_in_use: None,
         });
         let error = Error::StoreNotFound {
             kind: "SecretStore",
@@ -563,6 +600,7 @@ mod tests {
             refreshed: None,
             lease_expired: None,
             notes: &[],
+            revoked_in_use: None,
         });
         assert_eq!(
             cond(&status, "RolledOut"),
@@ -596,6 +634,7 @@ mod tests {
             refreshed: None,
             lease_expired: None,
             notes: &[],
+            revoked_in_use: None,
         };
         let status = synced(input(&previous, &spec));
         let message = "revokedVersions names versions 7, 99, which were never made, so they \
