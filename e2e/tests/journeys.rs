@@ -618,14 +618,15 @@ async fn j3_source_change_new_version_rolled_old_kept_then_pruned() {
     );
 
     eventually(
-        "db-v2 made and the template rewritten, rollout in progress",
+        "db-v2 made and the template rewritten, the paused rollout waiting",
         || async {
             let s = j.get(&["secretsync", "db"]).await?;
             let t = &s["status"]["rollout"]["targets"][0];
             let refs = template_refs(&j).await;
             (s["status"]["activeVersion"] == 2
                 && t["version"] == 2
-                && t["state"] == "Progressing"
+                && t["state"] == "Waiting"
+                && t["reason"] == "TargetPaused"
                 && refs.iter().all(|r| r == "db-v2"))
             .then_some(())
             .ok_or(format!("{} {refs:?}", s["status"]))
