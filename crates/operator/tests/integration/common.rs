@@ -519,6 +519,31 @@ pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
         .unwrap();
 }
 
+/// What `kubectl rollout undo deployment NAME` writes when the previous revision used
+/// `secret`: the template back on it, under kubectl's own field manager. For Deployments made
+/// by [`create_deployment`].
+pub async fn rollout_undo(env: &Env, name: &str, secret: &str) {
+    let d = env
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get(name)
+        .await
+        .unwrap();
+    let mut template = serde_json::to_value(&d.spec.unwrap().template).unwrap();
+    template["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] =
+        json!(secret);
+    env.api::<k8s_openapi::api::apps::v1::Deployment>()
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some("kubectl-rollout".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"template": template}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// A Secret's data as bytes by key.
 pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     secret
@@ -605,4 +630,41 @@ spec:
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// splitmix64: a seed's schedule is the same on every machine (the seeded harnesses).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// One of `items`, `None` when there are none.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        let n = items.len() as u64;
+        (n > 0).then(|| &items[self.below(n) as usize])
+    }
+}
+
+/// The seeds a harness runs: `{prefix}_SEED=N` replays seed N alone, `{prefix}_SEEDS=K` runs
+/// 1..=K, else 1..=`default`.
+pub fn seeds(prefix: &str, default: u64) -> Vec<u64> {
+    let var = |suffix: &str| {
+        std::env::var(format!("{prefix}_{suffix}"))
+            .ok()
+            .and_then(|s| s.parse().ok())
+    };
+    if let Some(seed) = var("SEED") {
+        return vec![seed];
+    }
+    (1..=var("SEEDS").unwrap_or(default)).collect()
 }

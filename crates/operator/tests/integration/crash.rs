@@ -20,25 +20,8 @@ use secretsync_api::{SecretSync, TargetState, VersionState};
 use secretsync_sandbox::Sandbox;
 use serde_json::json;
 
-use crate::common::{DEADLINE, Env, create_deployment, sync_yaml};
+use crate::common::{DEADLINE, Env, Rng, create_deployment, seeds, sync_yaml};
 use crate::process::OperatorProcess;
-
-/// splitmix64: a seed's kill schedule is the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The scenario's steps; each ends when its expected state is reached.
 #[derive(Clone, Copy, Debug)]
@@ -315,20 +298,6 @@ fn tail(log: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("SECRETSYNC_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let count = std::env::var("SECRETSYNC_CRASH_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
-    (1..=count).collect()
-}
-
 #[tokio::test]
 async fn sigkill_at_random_points_converges_to_the_uninterrupted_end_state() {
     let (expected, _) = run(None).await;
@@ -354,7 +323,7 @@ async fn sigkill_at_random_points_converges_to_the_uninterrupted_end_state() {
         }
     );
     let mut total_kills = 0;
-    let seeds = seeds();
+    let seeds = seeds("SECRETSYNC_CRASH", 6);
     for &seed in &seeds {
         let (state, kills) = run(Some(seed)).await;
         assert_eq!(

@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use secretsync_api::{SecretSync, VersionState};
 use serde_json::json;
 
-use crate::common::{Env, create_deployment, secret_data, sync_yaml};
+use crate::common::{Env, create_deployment, rollout_undo, secret_data, sync_yaml};
 
 /// The names of the Secrets the Deployment's pod template references.
 async fn template_refs(env: &Env, name: &str) -> Vec<String> {
@@ -317,22 +317,7 @@ async fn an_undone_rollout_is_put_back_and_said_so() {
     env.wait_version("db", 2).await;
     wait_template(&env, "app", "db-v2").await;
     env.wait_condition("db", "RolledOut", "True").await;
-    // What `rollout undo` writes: the previous template, under its own field manager.
-    let d = env.api::<Deployment>().get("app").await.unwrap();
-    let mut template = serde_json::to_value(&d.spec.unwrap().template).unwrap();
-    template["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] =
-        json!("db-v1");
-    env.api::<Deployment>()
-        .patch(
-            "app",
-            &PatchParams {
-                field_manager: Some("kubectl-rollout".into()),
-                ..Default::default()
-            },
-            &Patch::Merge(json!({"spec": {"template": template}})),
-        )
-        .await
-        .unwrap();
+    rollout_undo(&env, "app", "db-v1").await;
     env.wait_events(&["kubectl-rollout"], |e, w| {
         e.reason.as_deref() == Some("RolloutReverted")
             && e.note.as_deref().is_some_and(|n| {
