@@ -15,10 +15,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Ready=False reasons that the operator retries and that usually clear by themselves; any
 /// other reason fails the wait at once.
-const TRANSIENT: [Reason; 3] = [
+const TRANSIENT: [Reason; 4] = [
     Reason::ProviderUnavailable,
     Reason::KubernetesApiError,
     Reason::RolloutProgressing,
+    // A revocation in progress: Ready is False until the targets' Pods have left the
+    // revoked version, which is what `revoke --wait` waits for.
+    Reason::RevokedVersionInUse,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

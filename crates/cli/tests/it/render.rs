@@ -259,6 +259,12 @@ fn wait_fails_on_a_lasting_failure_and_waits_out_a_transient_one() {
         evaluate(&failing("ProviderUnavailable", 7), &want(7)),
         Verdict::Pending(_)
     ));
+    // A revocation is Ready=False until the Pods have left the revoked version: that is
+    // what `revoke --wait` waits for, not a failure (journey 4 on a real cluster).
+    assert!(matches!(
+        evaluate(&failing("RevokedVersionInUse", 7), &want(7)),
+        Verdict::Pending(_)
+    ));
 
     let rollout_failed = sync(
         &READY_TWO_TARGETS.replace(
