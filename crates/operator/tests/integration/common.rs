@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
-use secretsync_api::{SecretStore, SecretSync};
+use secretsync_api::{SecretStore, SecretSync, VersionState};
 use secretsync_operator::metrics::Metrics;
 use secretsync_operator::supervise::Stopped;
 use secretsync_operator::{Config, RunOptions};
@@ -410,6 +410,21 @@ impl Env {
             (s.status.as_ref()?.current_version == Some(version)).then(|| s.clone())
         })
         .await
+    }
+
+    /// Waits until the SecretSync's status lists `version` in `state`.
+    pub async fn wait_version_state(&self, sync: &str, version: i64, state: VersionState) {
+        let what = format!("{sync} v{version} {state:?}");
+        self.wait_for::<SecretSync, _>(sync, &what, |s| {
+            let listed = s
+                .status
+                .as_ref()?
+                .versions
+                .iter()
+                .find(|v| v.version == version)?;
+            (listed.state == state).then_some(())
+        })
+        .await;
     }
 
     /// The SecretSync's status as it is now.

@@ -40,16 +40,8 @@ async fn a_secret_its_user_disowned_is_never_deleted() {
         .await
         .unwrap();
     // Letting go is not a change: once the operator has seen it, still no new version.
-    env.wait_for::<SecretSync, _>("db", "db-v1 seen disowned", |s| {
-        let v1 = s
-            .status
-            .as_ref()?
-            .versions
-            .iter()
-            .find(|v| v.version == 1)?;
-        (v1.state == VersionState::Disowned).then_some(())
-    })
-    .await;
+    env.wait_version_state("db", 1, VersionState::Disowned)
+        .await;
     assert_eq!(env.status("db").await.current_version, Some(1));
     assert!(
         env.secret("db-v2").await.is_none(),

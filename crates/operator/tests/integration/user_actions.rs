@@ -190,15 +190,8 @@ async fn retain_keeps_every_secret_we_owned_whatever_its_labels() {
     label(&env, "db-v3", "secretsync.io/sync", None).await;
     label(&env, "db-v1", "app.kubernetes.io/managed-by", None).await;
     // The operator must not call an existing version Deleted because a label went.
-    env.wait_for::<SecretSync, _>("db", "v1 still listed as a version", |s| {
-        let versions = &s.status.as_ref()?.versions;
-        versions
-            .iter()
-            .find(|v| v.version == 1)
-            .filter(|v| v.state == VersionState::Retained)
-            .map(|_| ())
-    })
-    .await;
+    env.wait_version_state("db", 1, VersionState::Retained)
+        .await;
 
     env.api::<SecretSync>()
         .delete("db", &DeleteParams::default())
@@ -341,16 +334,8 @@ async fn disowning_the_active_version_makes_nothing_new() {
         json!([{"op": "remove", "path": "/metadata/ownerReferences"}]),
     )
     .await;
-    env.wait_for::<SecretSync, _>("db", "db-v1 seen disowned", |s| {
-        let v1 = s
-            .status
-            .as_ref()?
-            .versions
-            .iter()
-            .find(|v| v.version == 1)?;
-        (v1.state == VersionState::Disowned).then_some(())
-    })
-    .await;
+    env.wait_version_state("db", 1, VersionState::Disowned)
+        .await;
     let status = env.status("db").await;
     assert_eq!(status.current_version, Some(1));
     assert_eq!(status.active_secret_name.as_deref(), Some("db-v1"));
