@@ -10,7 +10,9 @@
 //! - `currentVersion` never decreased, and no version number was used for two Secrets (across
 //!   a delete-and-reapply: for two Secrets the old or new object still has);
 //! - no Secret the operator owned was lost by `Retain`;
-//! - the active Secret holds the backend's value, unless pinned.
+//! - the active Secret holds the backend's value, unless pinned;
+//! - a `rollout undo` the operator puts back is said so: a `RolloutReverted` event names what
+//!   it found.
 //!
 //! CI runs seeds 1–4. `SECRETSYNC_ACTION_SEEDS=50` runs 1–50; `SECRETSYNC_ACTION_SEED=17`
 //! replays seed 17 alone. Every seed prints its steps.
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use secretsync_api::SecretSync;
@@ -371,6 +374,43 @@ async fn act(env: &Env, world: &mut World, seen: &mut Seen, action: &Action) {
     }
 }
 
+/// Each `RolloutReverted` event's uid with how often it was seen (the recorder folds repeats
+/// of one event into its series).
+async fn reverted_events(env: &Env) -> BTreeMap<String, (i32, String)> {
+    env.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RolloutReverted"))
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (e.uid().unwrap(), (count, e.note.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Waits for a `RolloutReverted` event naming `found`, new since `before`.
+async fn wait_reverted_said(env: &Env, before: &BTreeMap<String, (i32, String)>, found: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let said = format!("Deployment app was set back to {found}");
+    loop {
+        let now = reverted_events(env).await;
+        let new = now.iter().any(|(uid, (count, note))| {
+            note.contains(&said) && before.get(uid).is_none_or(|(was, _)| count > was)
+        });
+        if new {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator put back a `rollout undo` to {found} without a RolloutReverted event; have {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the operator has settled on the current spec, then checks the invariants.
 async fn settle_and_check(env: &Env, world: &World, seen: &mut Seen) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -477,6 +517,7 @@ async fn run(seed: u64) {
     for step in 0..steps {
         let action = choose(&env, &mut rng, &world).await;
         println!("seed {seed} step {step}: {action:?}");
+        let reverted_before = reverted_events(&env).await;
         act(&env, &mut world, &mut seen, &action).await;
         let settled = tokio::time::timeout(
             DEADLINE + Duration::from_secs(5),
@@ -487,6 +528,9 @@ async fn run(seed: u64) {
             settled.is_ok(),
             "seed {seed} step {step} ({action:?}): timed out"
         );
+        if let Action::RolloutUndo(found) = &action {
+            wait_reverted_said(&env, &reverted_before, found).await;
+        }
     }
 }
 
