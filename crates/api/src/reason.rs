@@ -18,6 +18,8 @@ pub enum Reason {
     InvalidSecretKey,
     SecretTooLarge,
     TemplateError,
+    /// A value is not in the encoding its `remoteRef.decodingStrategy` names.
+    DecodingFailed,
     PinnedVersionUnavailable,
     RolloutFailed,
     RolloutProgressing,
@@ -54,6 +56,7 @@ impl Reason {
             Reason::InvalidSecretKey => "InvalidSecretKey",
             Reason::SecretTooLarge => "SecretTooLarge",
             Reason::TemplateError => "TemplateError",
+            Reason::DecodingFailed => "DecodingFailed",
             Reason::PinnedVersionUnavailable => "PinnedVersionUnavailable",
             Reason::RolloutFailed => "RolloutFailed",
             Reason::RolloutProgressing => "RolloutProgressing",

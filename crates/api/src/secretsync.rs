@@ -91,6 +91,10 @@ pub struct SecretSyncSpec {
     /// What happens to the Secrets when the SecretSync is deleted. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+
+    /// When the backend is read again after the first version. Default `Periodic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_policy: Option<RefreshPolicy>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -143,6 +147,53 @@ pub struct RemoteRef {
     /// empty: latest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// How the value (with `extract`: each field) is decoded before it is stored. Default
+    /// `None`: stored as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding_strategy: Option<DecodingStrategy>,
+}
+
+/// How a value read from the backend is decoded before it becomes Secret data (the values
+/// and meanings of External Secrets Operator's `decodingStrategy`).
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+)]
+pub enum DecodingStrategy {
+    /// Stored as read.
+    #[default]
+    None,
+    /// Standard base64 (RFC 4648 section 4, padded); a value that is not is an error.
+    Base64,
+    /// URL-safe base64 (RFC 4648 section 5, padded); a value that is not is an error.
+    #[serde(rename = "Base64URL")]
+    Base64Url,
+    /// Standard base64 if the value is that, else URL-safe base64, else as read.
+    Auto,
+}
+
+/// When the backend is read again after the first version.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RefreshPolicy {
+    /// Every `refreshInterval`, on spec and store changes, and on rotation.
+    #[default]
+    Periodic,
+    /// Only when the SecretSync's spec changes (including a `spec.version` rotation); no
+    /// polling, store edits read nothing.
+    OnChange,
+    /// Only to make the first version, and on an explicit rotation (`spec.version` raised,
+    /// the newest version revoked or its Secret deleted): the on-call levers keep working.
+    CreatedOnce,
 }
 
 impl RemoteRef {
@@ -523,6 +574,10 @@ impl SecretSyncSpec {
 
     pub fn deletion_policy(&self) -> DeletionPolicy {
         self.deletion_policy.unwrap_or_default()
+    }
+
+    pub fn refresh_policy(&self) -> RefreshPolicy {
+        self.refresh_policy.unwrap_or_default()
     }
 }
 

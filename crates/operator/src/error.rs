@@ -59,6 +59,16 @@ pub enum Error {
     #[error("template for key {key:?}: {message}")]
     Template { key: String, message: String },
 
+    /// Names where the value came from, never the value.
+    #[error(
+        "{place}: the value read is not {encoding} (decodingStrategy {strategy}); use Auto to store values that are not encoded as read"
+    )]
+    Decoding {
+        place: String,
+        encoding: &'static str,
+        strategy: &'static str,
+    },
+
     #[error(
         "pinVersion {version} is unavailable: {why}; pick a version listed as Active or Retained in status.versions"
     )]
@@ -125,6 +135,7 @@ impl Error {
             Error::InvalidSecretKey(_) => Reason::InvalidSecretKey,
             Error::SecretTooLarge { .. } => Reason::SecretTooLarge,
             Error::Template { .. } => Reason::TemplateError,
+            Error::Decoding { .. } => Reason::DecodingFailed,
             Error::PinnedVersionUnavailable { .. } => Reason::PinnedVersionUnavailable,
             Error::TargetConflict(_) => Reason::TargetConflict,
             Error::Kube(_) | Error::Rollout(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => {

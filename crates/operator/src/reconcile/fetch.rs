@@ -10,6 +10,7 @@ use std::time::Duration;
 use secretsync_api::{DataFrom, PkiIssue, SecretSync, SecretSyncSpec};
 use secretsync_providers::{RemoteValue, SecretData, extract};
 
+use super::decode::decode;
 use super::store::ResolvedStore;
 use crate::error::{Error, Result};
 use crate::index::LeaseMeta;
@@ -169,6 +170,17 @@ pub fn assemble(
             let remote = value(&remote_ref.key, remote_ref.pinned_version());
             let fields = extract::extract_all(&remote_ref.key, remote).map_err(provider_error)?;
             check_extracted_keys(&remote_ref.key, &fields)?;
+            let strategy = remote_ref.decoding_strategy.unwrap_or_default();
+            let fields = fields
+                .into_iter()
+                .map(|(field, bytes)| {
+                    let place = format!(
+                        "dataFrom[{i}].extract {:?}, field {field:?}",
+                        remote_ref.key
+                    );
+                    Ok((field, decode(strategy, bytes, &place)?))
+                })
+                .collect::<Result<SecretData>>()?;
             record_source(
                 &mut sources,
                 &remote_ref.key,
@@ -183,11 +195,16 @@ pub fn assemble(
             data.insert(key, remote.bytes.clone());
         }
     }
-    for item in spec.data_items() {
+    for (i, item) in spec.data_items().iter().enumerate() {
         let remote_ref = &item.remote_ref;
         let remote = value(&remote_ref.key, remote_ref.pinned_version());
         let selected = extract::select(&remote_ref.key, remote, remote_ref.property.as_deref())
             .map_err(provider_error)?;
+        let selected = decode(
+            remote_ref.decoding_strategy.unwrap_or_default(),
+            selected,
+            &format!("data[{i}] (secretKey {:?})", item.secret_key),
+        )?;
         record_source(
             &mut sources,
             &remote_ref.key,

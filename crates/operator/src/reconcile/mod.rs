@@ -20,6 +20,7 @@ mod adopt;
 mod claim;
 mod cleanup;
 pub mod content;
+mod decode;
 mod fetch;
 mod history;
 mod lease;

@@ -15,7 +15,8 @@ use kube::{Resource, ResourceExt};
 use secretsync_api::reason::event;
 use secretsync_api::validate::check_spec_version;
 use secretsync_api::{
-    SecretSync, SecretSyncSpec, SecretSyncStatus, VersionStatus, labels, naming::versioned_name,
+    RefreshPolicy, SecretSync, SecretSyncSpec, SecretSyncStatus, VersionStatus, labels,
+    naming::versioned_name,
 };
 use tracing::info;
 
@@ -86,7 +87,12 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
         (input.previous.store_generation, input.store_generation),
         (Some(seen), Some(now)) if seen != now
     );
-    (rotate || spec_changed || refresh_due || store_changed).then_some(Refresh {
+    let due = match spec.refresh_policy() {
+        RefreshPolicy::Periodic => rotate || spec_changed || refresh_due || store_changed,
+        RefreshPolicy::OnChange => rotate || spec_changed,
+        RefreshPolicy::CreatedOnce => rotate,
+    };
+    due.then_some(Refresh {
         rotate,
         ahead_of_lease: false,
     })
@@ -168,6 +174,9 @@ pub struct Grid {
 impl Grid {
     /// The grid a SecretSync follows: its store's, at its interval; `None` when polling is off.
     pub fn of(sync: &SecretSync) -> Option<Grid> {
+        if sync.spec.refresh_policy() != RefreshPolicy::Periodic {
+            return None;
+        }
         let interval = sync.spec.refresh_interval()?;
         let store = &sync.spec.store_ref.name;
         let name = match sync.spec.store_kind() {
@@ -517,6 +526,62 @@ storeGeneration: 1
         );
         restarted.last_read = None;
         assert_eq!(plan_refresh(&restarted), None);
+    }
+
+    #[test]
+    fn refresh_policies_read_on_the_slot_on_edits_or_only_on_rotation() {
+        let previous = status(STEADY);
+        let newest = meta(3, 2, "h");
+        let older = meta(3, 1, "h");
+        let none = SecretSyncStatus::default();
+        // At the next slot, after a store edit and after a spec edit (generation 5 against
+        // the observed 4), then for a rotation: whether each policy reads.
+        let cases = |policy: RefreshPolicy| {
+            let mut s = sync(SYNC);
+            s.spec.refresh_policy = Some(policy);
+            let slot = input(
+                &s,
+                &previous,
+                Some(&newest),
+                Some(1),
+                "2026-11-23T12:00:00Z",
+            );
+            let store_edit = input(
+                &s,
+                &previous,
+                Some(&newest),
+                Some(2),
+                "2026-11-23T10:01:00Z",
+            );
+            let mut edited = s.clone();
+            edited.metadata.generation = Some(5);
+            let spec_edit = input(
+                &edited,
+                &previous,
+                Some(&newest),
+                Some(1),
+                "2026-11-23T10:01:00Z",
+            );
+            let rotation = input(&s, &previous, Some(&older), Some(1), "2026-11-23T10:01:00Z");
+            let first = input(&s, &none, None, Some(1), "2026-11-23T10:01:00Z");
+            (
+                Grid::of(&s).is_some(),
+                [&slot, &store_edit, &spec_edit, &rotation, &first]
+                    .map(|i| plan_refresh(i).is_some()),
+            )
+        };
+        assert_eq!(
+            cases(RefreshPolicy::Periodic),
+            (true, [true, true, true, true, true])
+        );
+        assert_eq!(
+            cases(RefreshPolicy::OnChange),
+            (false, [false, false, true, true, true])
+        );
+        assert_eq!(
+            cases(RefreshPolicy::CreatedOnce),
+            (false, [false, false, false, true, true])
+        );
     }
 
     #[test]

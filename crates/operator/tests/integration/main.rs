@@ -17,6 +17,7 @@ mod leader;
 mod leak;
 mod leases;
 mod matrix;
+mod options;
 mod outages;
 mod ownership;
 mod process;
