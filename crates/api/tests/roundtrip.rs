@@ -134,9 +134,9 @@ fn api_md_secretsync_example_round_trips() {
     // Implementing one makes this test fail until it is taken off the list, so the list
     // only shrinks; any other difference is drift.
     const NOT_YET_BUILT: &[&str] = &[
-        ".spec.dataFrom[2].pki.path",               // dynamic credentials (issue 25)
-        ".spec.dataFrom[3].dynamic",                // dynamic credentials (issue 25)
-        ".spec.dataFrom[3].renewal",                // dynamic credentials (issue 25)
+        ".spec.dataFrom[2].pki.path", // dynamic credentials (issue 25)
+        ".spec.dataFrom[3].dynamic",  // dynamic credentials (issue 25)
+        ".spec.dataFrom[3].renewal",  // dynamic credentials (issue 25)
     ];
     assert_eq!(
         lost, NOT_YET_BUILT,

@@ -7,6 +7,9 @@
 //! - the Deployment references the active Secret, and that Secret exists;
 //! - `RolledOut=True` (the operator says it is rolled out) only when it does, once the
 //!   operator has seen the last edit of the Deployment;
+//! - the Deployment never stepped back: while the operator settles after an action other than
+//!   a pin or a `rollout undo`, it never references a version older than the one active
+//!   before the action, not even for a moment;
 //! - `currentVersion` never decreased, and no version number was used for two Secrets (across
 //!   a delete-and-reapply: for two Secrets the old or new object still has);
 //! - no Secret the operator owned was lost by `Retain`;
@@ -93,6 +96,9 @@ spec:
 #[derive(Default)]
 struct Seen {
     highest_current: i64,
+    /// No template may reference a version below this while the operator settles (the
+    /// active version before an action that must not move workloads back).
+    floor: Option<i64>,
     /// version number → the UIDs of the Secrets that carried it.
     uids: BTreeMap<i64, BTreeSet<String>>,
 }
@@ -427,6 +433,15 @@ async fn settle_and_check(env: &Env, world: &World, seen: &mut Seen) {
 /// `None` once settled and every invariant holds; else what is not (yet) right. Invariants
 /// that must hold at every instant (never a step back, no number reused) panic at once.
 async fn check(env: &Env, world: &World, seen: &mut Seen) -> Option<String> {
+    if let Some(floor) = seen.floor {
+        for name in &template_refs(env).await {
+            let n: Option<i64> = name.rsplit_once("-v").and_then(|(_, n)| n.parse().ok());
+            assert!(
+                n.is_none_or(|n| n >= floor),
+                "the Deployment stepped back to {name} from version {floor}"
+            );
+        }
+    }
     let sync = env.api::<SecretSync>().get("db").await.unwrap();
     let status = sync.status.clone().unwrap_or_default();
     let secrets = versioned_secrets(env).await;
@@ -518,6 +533,12 @@ async fn run(seed: u64) {
         let action = choose(&env, &mut rng, &world).await;
         println!("seed {seed} step {step}: {action:?}");
         let reverted_before = reverted_events(&env).await;
+        // Pins and `rollout undo` move workloads back on purpose; nothing else may.
+        seen.floor = match action {
+            Action::Pin(_) | Action::RolloutUndo(_) => None,
+            _ if world.pin.is_some() => None,
+            _ => env.status("db").await.active_version,
+        };
         act(&env, &mut world, &mut seen, &action).await;
         let settled = tokio::time::timeout(
             DEADLINE + Duration::from_secs(5),
