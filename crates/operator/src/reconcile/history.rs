@@ -86,9 +86,9 @@ pub fn cross_check(
                 meta.spec_version = recorded.spec_version;
                 owned.insert(meta.version, meta);
             }
-            _ if previous.current_version == Some(recorded.version)
-                && recorded.state != VersionState::Disowned =>
-            {
+            // Disowned or not, the newest version gone is lost: stepping back to the one
+            // before would serve an older credential.
+            _ if previous.current_version == Some(recorded.version) => {
                 lost = Some(recorded.clone());
             }
             _ => {}

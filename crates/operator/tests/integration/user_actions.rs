@@ -131,25 +131,7 @@ async fn deleting_the_active_secret_makes_the_next_version_never_a_step_back() {
         .delete("db-v2", &DeleteParams::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
-    loop {
-        let refs = template_refs(&env, "app").await;
-        assert_ne!(refs, ["db-v1"], "the Deployment was rolled back to db-v1");
-        let status = env.status("db").await;
-        assert!(
-            status.current_version >= Some(2),
-            "currentVersion went back: {:?}",
-            status.current_version
-        );
-        if refs == ["db-v3"] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never moved to db-v3"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    moves_forward_from_v2_to_v3(&env).await;
     let v3 = env.secret("db-v3").await.expect("db-v3 made");
     assert_eq!(password(&v3), b"two");
     let status = env.status("db").await;
@@ -167,6 +149,60 @@ async fn deleting_the_active_secret_makes_the_next_version_never_a_step_back() {
             .iter()
             .any(|e| e.note.as_deref().is_some_and(|n| n.contains("db-v3")))
     );
+}
+
+/// Waits for Deployment `app` to reference `db-v3`, checking at every poll that it never
+/// went back to `db-v1` and that `currentVersion` never went below 2.
+async fn moves_forward_from_v2_to_v3(env: &Env) {
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    loop {
+        let refs = template_refs(env, "app").await;
+        assert_ne!(refs, ["db-v1"], "the Deployment was rolled back to db-v1");
+        let status = env.status("db").await;
+        assert!(
+            status.current_version >= Some(2),
+            "currentVersion went back: {:?}",
+            status.current_version
+        );
+        if refs == ["db-v3"] {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never moved to db-v3"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The active version disowned (`kubectl patch` off our ownerReference), then deleted: as for
+/// an owned one, the next version from a fresh read, never a step back to `db-v1`. (Found by
+/// the user-actions harness, seed 30.)
+#[tokio::test]
+async fn deleting_a_disowned_active_secret_makes_the_next_version_never_a_step_back() {
+    let env = Env::start("payments").await;
+    seed(&env, "  refreshInterval: 1h").await;
+    set_password(&env, "two", "2").await;
+    env.wait_version("db", 2).await;
+    wait_template(&env, "app", "db-v2").await;
+    env.wait_condition("db", "RolledOut", "True").await;
+    json_patch(
+        &env,
+        "db-v2",
+        json!([{"op": "remove", "path": "/metadata/ownerReferences"}]),
+    )
+    .await;
+    env.wait_version_state("db", 2, VersionState::Disowned)
+        .await;
+
+    env.api::<Secret>()
+        .delete("db-v2", &DeleteParams::default())
+        .await
+        .unwrap();
+    moves_forward_from_v2_to_v3(&env).await;
+    let v3 = env.secret("db-v3").await.expect("db-v3 made");
+    assert_eq!(password(&v3), b"two");
+    assert_eq!(env.status("db").await.active_version, Some(3));
 }
 
 /// `deletionPolicy: Retain`, labels edited on two of three versions, then `kubectl delete
