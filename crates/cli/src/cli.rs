@@ -162,6 +162,27 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Convert External Secrets Operator manifests (ExternalSecret, SecretStore,
+    /// ClusterSecretStore) into secretsync's. The manifests go to stdout; a report of every
+    /// field and object not carried over, and why, to stderr. Exit 1 when an object could not
+    /// be converted at all.
+    Import {
+        /// Manifest files (`-` for stdin), repeatable; `kind: List` files are read item by item.
+        #[arg(
+            short = 'f',
+            long = "filename",
+            value_name = "FILE",
+            required_unless_present = "from_cluster"
+        )]
+        files: Vec<std::path::PathBuf>,
+        /// Read the ExternalSecrets and stores from the cluster (the namespace, or every
+        /// namespace with -A; ClusterSecretStores always).
+        #[arg(long, conflicts_with = "files")]
+        from_cluster: bool,
+        /// With --from-cluster: every namespace.
+        #[arg(short = 'A', long, requires = "from_cluster")]
+        all_namespaces: bool,
+    },
     /// Print a shell completion script: `source <(kubectl-secretsync completion bash)`.
     Completion { shell: clap_complete::Shell },
 }

@@ -1,12 +1,14 @@
 //! `kubectl secretsync`: the kubectl plugin of the secretsync operator.
 //!
-//! It reads and patches `SecretSync` objects only; it never reads Secret data, so it cannot
-//! print a secret value. Output goes to stdout, progress and errors to stderr; exit codes are
-//! in [`error`] (`EXIT_*`) and in `--help`.
+//! It reads and patches `SecretSync` objects (and, for `import --from-cluster`, reads External
+//! Secrets Operator's objects); it never reads Secret data, so it cannot print a secret value.
+//! Output goes to stdout, progress and errors to stderr; exit codes are in [`error`]
+//! (`EXIT_*`) and in `--help`.
 
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod import;
 pub mod ops;
 pub mod render;
 pub mod wait;
@@ -33,6 +35,14 @@ pub async fn main(cli: Cli) -> i32 {
         completion(shell, &mut out);
         return 0;
     }
+    if let Command::Import {
+        files,
+        from_cluster: false,
+        ..
+    } = &cli.command
+    {
+        return import_files(files, &mut out, &mut err);
+    }
     let fallback_ns = cli
         .global
         .namespace
@@ -57,6 +67,46 @@ pub async fn main(cli: Cli) -> i32 {
             report(&mut err, &e, &namespace);
             e.exit_code()
         }
+    }
+}
+
+/// `import -f`: no cluster needed.
+fn import_files(files: &[std::path::PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut docs = Vec::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        };
+        let parsed = text.map_err(|e| e.to_string()).and_then(|text| {
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| serde::Deserialize::deserialize(doc).map_err(|e| e.to_string()))
+                .collect::<std::result::Result<Vec<serde_json::Value>, String>>()
+        });
+        match parsed {
+            Ok(parsed) => docs.extend(parsed),
+            Err(e) => {
+                let _ = writeln!(err, "error: {}: {e}", file.display());
+                return EXIT_FAILED;
+            }
+        }
+    }
+    print_imported(import::import(docs), out, err)
+}
+
+/// Our manifests on `out` as one YAML stream, the report on `err`.
+fn print_imported(imported: import::Imported, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    for object in &imported.objects {
+        if let Ok(text) = serde_yaml::to_string(object) {
+            let _ = write!(out, "---\n{text}");
+        }
+    }
+    let _ = write!(err, "{}", import::report(&imported));
+    if imported.failed.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
     }
 }
 
@@ -99,6 +149,16 @@ pub async fn execute(
     let now = jiff::Timestamp::now();
     match command {
         Command::Completion { shell } => completion(shell, out),
+        Command::Import { all_namespaces, .. } => {
+            let docs = import::from_cluster(&client, namespace, all_namespaces).await?;
+            if print_imported(import::import(docs), out, err) != 0 {
+                return Err(Error::Refused {
+                    message: "some objects could not be converted (listed above)".into(),
+                    hint: "convert those by hand, or leave them with External Secrets Operator"
+                        .into(),
+                });
+            }
+        }
         Command::List {
             all_namespaces,
             output,

@@ -4,5 +4,6 @@
 
 mod common;
 mod e2e;
+mod import;
 mod render;
 mod verbs;

@@ -1,0 +1,128 @@
+//! `kubectl secretsync import` on External Secrets Operator's own corpus: every manifest among
+//! the documentation snippets of the ESO release we compare against (read from the Go module
+//! cache, never copied into this project) is converted, and what comes out is applied to the
+//! sandbox, whose CRD validation must accept it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kubectl_secretsync::import::{Imported, import};
+use serde_json::Value;
+
+use crate::common::Env;
+
+/// The ESO release the benchmarks build (the newest the Go module proxy serves whole).
+const ESO: &str = "github.com/external-secrets/external-secrets@v0.16.2";
+
+/// The module's directory, downloaded through the Go module proxy into the project's Go
+/// cache when it is not there yet.
+fn eso_module() -> PathBuf {
+    let home = std::env::var("HOME").expect("HOME is set");
+    let output = Command::new("go")
+        .args(["mod", "download", "-json", ESO])
+        .env("GOMODCACHE", format!("{home}/.cache/secretsync/go/mod"))
+        .env("GOFLAGS", "-mod=mod")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go is on PATH (scripts/setup.sh checks it)");
+    assert!(
+        output.status.success(),
+        "go mod download {ESO}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    PathBuf::from(
+        info["Dir"]
+            .as_str()
+            .expect("go mod download names the directory"),
+    )
+}
+
+#[tokio::test]
+async fn eso_documentation_snippets_convert_and_validate() {
+    let snippets = eso_module().join("docs/snippets");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&snippets)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let env = Env::start("imported").await;
+    let (mut converted, mut reported, mut unparsed, mut notes) = (0, 0, 0, 0);
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        if !text.contains("external-secrets.io/") {
+            continue;
+        }
+        // The docs site strips the `{% raw %}` lines that keep mkdocs off ESO's templates:
+        // what a user copies is the rest.
+        let text: String = text
+            .lines()
+            .filter(|l| !matches!(l.trim(), "{% raw %}" | "{% endraw %}"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        // Anything else that is not YAML is not ours to judge (counted).
+        let docs: Result<Vec<Value>, _> = serde_yaml::Deserializer::from_str(&text)
+            .map(serde::Deserialize::deserialize)
+            .collect();
+        let Ok(docs) = docs else {
+            unparsed += 1;
+            continue;
+        };
+        let Imported {
+            objects,
+            notes: file_notes,
+            failed,
+            ignored: _,
+        } = import(docs);
+        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+        reported += failed.len();
+        notes += file_notes.len();
+        for note in &file_notes {
+            assert!(
+                !note.why.is_empty() && note.field.starts_with('.'),
+                "{stem}: {note:?}"
+            );
+        }
+        for (i, object) in objects.into_iter().enumerate() {
+            match apply(&env, object, &format!("{stem}-{i}")).await {
+                Ok(()) => converted += 1,
+                Err(e) => failures.push(format!("{stem}: {e}")),
+            }
+        }
+    }
+    println!(
+        "ESO {ESO} snippets: {converted} converted, {reported} not converted (reported with \
+         the reason), {} failed; {notes} fields reported; {unparsed} files are not plain YAML",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        converted >= 40,
+        "only {converted} converted: is the corpus there?"
+    );
+}
+
+/// Creates `object` under `name` (snippets reuse names) in the test namespace: the API
+/// server's validation (the CRDs' schemas and rules) has to accept it. (The import checked it
+/// against the operator's own validation already.)
+async fn apply(env: &Env, mut object: Value, name: &str) -> Result<(), String> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    object["metadata"]["name"] = Value::from(name);
+    let gvk = GroupVersionKind::gvk("secretsync.io", "v1alpha1", &kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    let api: Api<DynamicObject> = if kind == "ClusterSecretStore" {
+        Api::all_with(env.client.clone(), &resource)
+    } else {
+        object["metadata"]["namespace"] = Value::from(env.ns.as_str());
+        Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+    };
+    let dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+    api.create(&PostParams::default(), &dynamic)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{kind} {name} refused: {e}\n{object:#}"))
+}
