@@ -97,11 +97,21 @@ pub fn error_policy(
 ) -> Action {
     let uid = guard.meta().uid.clone().unwrap_or_default();
     let store_generation = guard.0.as_ref().ok().and_then(|s| ctx.store_generation(s));
+    // Failing on a key (missing, deleted), it reads no less often than its refreshInterval:
+    // a fix is picked up as fast as a change would be. Backend-wide failures are woken by
+    // the store's recovery instead (`health`).
+    let within = guard
+        .0
+        .as_ref()
+        .ok()
+        .filter(|_| !crate::health::backend_wide(error.reason()))
+        .and_then(|s| s.spec.refresh_interval());
     match ctx.backoff.failed(
         &uid,
         error.retry(),
         guard.meta().generation,
         store_generation,
+        within,
     ) {
         Some(delay) => Action::requeue(delay),
         None => Action::await_change(),
@@ -161,10 +171,12 @@ async fn read_backend(
     ctx: &Context,
     rotate: bool,
 ) -> Result<fetch::Fetched> {
-    match sync.spec.pki() {
+    let read = match sync.spec.pki() {
         Some(pki) => fetch::issue(store, pki, &ctx.metrics).await,
         None => fetch::fetch(store, sync, &ctx.metrics, rotate).await,
-    }
+    };
+    store::report(ctx, store, sync, &read);
+    read
 }
 
 /// What a successful pass decided.
