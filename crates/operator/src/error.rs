@@ -48,6 +48,17 @@ pub enum Error {
         source: ProviderError,
     },
 
+    /// The store's backend is down (its last check failed): the SecretSync did not read
+    /// and waits to be woken by the store's recovery. Reads as the store's own error.
+    #[error("store {store:?}: {source}")]
+    StoreDown {
+        store: String,
+        store_uid: String,
+        generation: i64,
+        #[source]
+        source: ProviderError,
+    },
+
     #[error("{0}")]
     InvalidSecretKey(String),
 
@@ -121,7 +132,7 @@ impl Error {
                 Reason::StoreNotAllowed
             }
             Error::StoreInvalid { .. } => Reason::StoreInvalid,
-            Error::Provider { source, .. } => source.reason(),
+            Error::Provider { source, .. } | Error::StoreDown { source, .. } => source.reason(),
             Error::InvalidSecretKey(_) => Reason::InvalidSecretKey,
             Error::SecretTooLarge { .. } => Reason::SecretTooLarge,
             Error::Template { .. } => Reason::TemplateError,
@@ -139,7 +150,11 @@ impl Error {
             | Error::PinnedVersionUnavailable { .. }
             | Error::Template { .. }
             | Error::TargetConflict(_) => Retry::OnChange,
-            Error::Provider { source, .. } if source.is_retryable() => Retry::Soon,
+            Error::Provider { source, .. } | Error::StoreDown { source, .. }
+                if source.is_retryable() =>
+            {
+                Retry::Soon
+            }
             Error::Kube(_) | Error::Rollout(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => {
                 Retry::Soon
             }

@@ -20,6 +20,7 @@ use futures::channel::mpsc::UnboundedSender;
 use secretsync_api::Reason;
 use secretsync_providers::ProviderError;
 use tokio::time::Instant;
+use tracing::debug;
 
 use crate::metrics::Metrics;
 use crate::sync_index::{StoreKey, SyncRef};
@@ -52,6 +53,8 @@ pub enum Probe {
 #[derive(Clone, Debug)]
 struct Down {
     generation: i64,
+    /// What the gauge counts it under.
+    reason: Reason,
     error: ProviderError,
     since: Instant,
 }
@@ -130,6 +133,7 @@ impl BackendHealth {
             due
         };
         if check {
+            debug!(store = %store.2, %reason, "a SecretSync failed: checking its store now");
             (self.checks)(store);
         }
     }
@@ -169,18 +173,23 @@ impl BackendHealth {
             health.last_check = Some(Instant::now());
             match outcome {
                 Err((reason, error)) if backend_wide(reason) => {
-                    let since = match health.down.take() {
+                    let previous = health.down.take();
+                    let since = match &previous {
                         Some(down) if down.generation == generation => down.since,
+                        _ => Instant::now(),
+                    };
+                    match previous {
+                        Some(down) if down.reason == reason => {}
                         previous => {
-                            if let Some(previous) = previous {
-                                self.metrics.store_backend_up(previous.error.reason());
+                            if let Some(down) = previous {
+                                self.metrics.store_backend_up(down.reason);
                             }
                             self.metrics.store_backend_down(reason);
-                            Instant::now()
                         }
-                    };
+                    }
                     health.down = Some(Down {
                         generation,
+                        reason,
                         error,
                         since,
                     });
@@ -189,14 +198,14 @@ impl BackendHealth {
                 Err(_) => {
                     // Not the backend (an invalid spec): the SecretSyncs say so themselves.
                     if let Some(down) = health.down.take() {
-                        self.metrics.store_backend_up(down.error.reason());
+                        self.metrics.store_backend_up(down.reason);
                     }
                     Vec::new()
                 }
                 Ok(()) => {
                     let recovered = health.down.take();
                     if let Some(down) = &recovered {
-                        self.metrics.store_backend_up(down.error.reason());
+                        self.metrics.store_backend_up(down.reason);
                         self.metrics.store_backend_recovered(down.since.elapsed());
                     }
                     if recovered.is_some() || after == Some(Probe::Credentials) {
@@ -215,7 +224,7 @@ impl BackendHealth {
     /// The store was deleted.
     pub fn forget(&self, store_uid: &str) {
         if let Some(down) = self.lock().remove(store_uid).and_then(|h| h.down) {
-            self.metrics.store_backend_up(down.error.reason());
+            self.metrics.store_backend_up(down.reason);
         }
     }
 }
@@ -261,7 +270,9 @@ mod tests {
     async fn one_check_for_many_failures_and_every_failed_sync_woken_on_recovery() {
         let (checks_tx, mut checks) = checks();
         let (wake_tx, mut wake) = mpsc::unbounded();
-        let health = BackendHealth::new(checks_tx, wake_tx, Arc::new(Metrics::default()));
+        let metrics = Arc::new(Metrics::default());
+        let health = BackendHealth::new(checks_tx, wake_tx, metrics.clone());
+        let down_now = || metrics.sum("secretsync_stores_backend_down");
         for i in 0..50 {
             health.sync_failed(
                 "u",
@@ -284,12 +295,18 @@ mod tests {
             Some(Reason::ProviderUnavailable)
         );
         assert!(health.down("u", 2).is_none(), "an edit starts afresh");
+        assert_eq!(down_now(), 1.0);
         // While down, failures ask for no check: the store's own schedule probes.
         health.sync_failed("u", &key(), sync("s0"), "uid0", Reason::ProviderUnavailable);
         assert!(checks.try_recv().is_err());
 
         health.checked("u", 1, Ok(()), None);
         assert!(health.down("u", 1).is_none());
+        assert_eq!(down_now(), 0.0);
+        assert_eq!(
+            metrics.sum("secretsync_store_backend_recovery_seconds_count"),
+            1.0
+        );
         let mut woken = Vec::new();
         while let Ok((_, uid)) = wake.try_recv() {
             woken.push(uid);

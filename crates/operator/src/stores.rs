@@ -310,6 +310,9 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
         .unwrap_or_else(|e| e.into_inner())
         .set(&uid, &key, credential_secrets(spec, key.1.as_deref()));
     let probe = ctx.health.take_probe(&uid);
+    if let Some(probe) = probe {
+        debug!(store = %store.name_any(), ?probe, "store check asked for");
+    }
     let reusable = {
         let checked = ctx.checked.lock().unwrap_or_else(|e| e.into_inner());
         checked.get(&uid).cloned().filter(|c| {

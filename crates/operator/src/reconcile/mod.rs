@@ -96,6 +96,18 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     let uid = guard.meta().uid.clone().unwrap_or_default();
+    if let Error::StoreDown {
+        store_uid,
+        generation,
+        ..
+    } = error.inner()
+        && ctx.health.down(store_uid, *generation).is_none()
+    {
+        // The store recovered while this pass failed on its down state (its wake-up came
+        // during the pass): again now, not after a backoff.
+        ctx.backoff.succeeded(&uid);
+        return Action::requeue(Duration::ZERO);
+    }
     let store_generation = guard.0.as_ref().ok().and_then(|s| ctx.store_generation(s));
     // Failing on a key (missing, deleted), it reads no less often than its refreshInterval:
     // a fix is picked up as fast as a change would be. Backend-wide failures are woken by

@@ -160,8 +160,10 @@ pub(super) async fn resolve(sync: &SecretSync, ctx: &Context) -> Result<Resolved
     };
     // The store's backend is down: its check probes it; this SecretSync waits to be woken.
     if let Some(source) = ctx.health.down(&found.uid, found.generation) {
-        let error = Error::Provider {
+        let error = Error::StoreDown {
             store: name.clone(),
+            store_uid: found.uid.clone(),
+            generation: found.generation,
             source,
         };
         failed(ctx, &found.uid, sync, &error);

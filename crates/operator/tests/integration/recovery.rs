@@ -25,9 +25,11 @@ use crate::vault::vault_store;
 /// How long OpenBao stays sealed: long enough that a SecretSync's own backoff (1, 2, 4,
 /// 8 s, …) would next retry about 16 s after the unseal.
 const SEALED: Duration = Duration::from_secs(15);
-/// Every SecretSync must be Ready again within this of the backend's return (the figures
-/// in docs/benchmarks.md are well under it); their own backoff would be far longer.
-const RECOVERED_WITHIN: Duration = Duration::from_secs(5);
+/// Every SecretSync must be Ready again within this of the backend's return or the fix:
+/// their own backoff would retry 12 s or more later (1, 2, 4, 8, 16 s… for an outage, 15 s
+/// and up for refused credentials or a missing key). The figures (docs/benchmarks.md) are
+/// well under it; it leaves room for a busy machine with 200 SecretSyncs.
+const RECOVERED_WITHIN: Duration = Duration::from_secs(8);
 const KEYS: usize = 5;
 
 fn seed(bao: &OpenBao) {
@@ -77,11 +79,15 @@ async fn wait_all(env: &Env, n: usize, status: &str, reason: Option<&str>) -> Du
             started.elapsed() < DEADLINE,
             "{matching}/{n} SecretSyncs Ready={status} {reason:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each poll lists every SecretSync: not so often that the listing competes with
+        // the operator under test.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-#[tokio::test]
+// Several threads, as the operator has in production: on one, the sandbox API server and
+// this test's polling would share it with every reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_recover_with_their_store_not_on_their_own_backoff() {
     let n: usize = std::env::var("SECRETSYNC_RECOVERY_SYNCS")
         .ok()
@@ -117,12 +123,16 @@ async fn syncs_recover_with_their_store_not_on_their_own_backoff() {
     let reads_while_down = env.operator().backend_reads() - reads;
     let checks_while_down = env.operator().store_checks() - checks;
     bao.bao_ok(&["operator", "unseal", &unseal_key(&bao)]);
-    let ready_after_unseal = wait_all(&env, n, "True", None).await;
+    let unsealed = Instant::now();
     env.wait_store("vault", "True", "Valid").await;
+    let store_up_after = unsealed.elapsed();
+    wait_all(&env, n, "True", None).await;
+    let ready_after_unseal = unsealed.elapsed();
     println!(
         "{n} SecretSyncs, OpenBao sealed {SEALED:?}: store Ready=False {store_down_after:?} \
          after the seal; while down {reads_while_down} SecretSync reads and \
-         {checks_while_down} store checks; all Ready {ready_after_unseal:?} after the unseal"
+         {checks_while_down} store checks; store Ready {store_up_after:?} and all SecretSyncs \
+         Ready {ready_after_unseal:?} after the unseal"
     );
     assert!(
         reads_while_down <= 2,
