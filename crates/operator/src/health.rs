@@ -38,6 +38,10 @@ pub fn backend_wide(reason: Reason) -> bool {
 /// answers them.
 pub const SUSPECT_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// A check asked for and not run this long after (the store controller had not seen the
+/// store yet, say) is asked for again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
+
 /// Why a store check should run before its schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -65,6 +69,8 @@ struct StoreHealth {
     /// SecretSyncs that failed for a backend-wide reason, by reference, with their UIDs.
     failed: HashMap<SyncRef, String>,
     probe: Option<Probe>,
+    /// When the pending check was asked for.
+    asked: Option<Instant>,
     last_check: Option<Instant>,
 }
 
@@ -122,13 +128,18 @@ impl BackendHealth {
             let mut stores = self.lock();
             let health = stores.entry(store_uid.to_owned()).or_default();
             health.failed.insert(sync, sync_uid.to_owned());
+            let pending = health.probe.is_some()
+                && health
+                    .asked
+                    .is_some_and(|at| at.elapsed() < ASK_AGAIN_AFTER);
             let due = health.down.is_none()
-                && health.probe.is_none()
+                && !pending
                 && health
                     .last_check
                     .is_none_or(|at| at.elapsed() >= SUSPECT_CHECK_EVERY);
             if due {
-                health.probe = Some(Probe::Suspect);
+                health.probe.get_or_insert(Probe::Suspect);
+                health.asked = Some(Instant::now());
             }
             due
         };
@@ -147,7 +158,12 @@ impl BackendHealth {
 
     /// A credential Secret the store reads changed: check it now.
     pub fn credentials_changed(&self, store_uid: &str, store: &StoreKey) {
-        self.lock().entry(store_uid.to_owned()).or_default().probe = Some(Probe::Credentials);
+        {
+            let mut stores = self.lock();
+            let health = stores.entry(store_uid.to_owned()).or_default();
+            health.probe = Some(Probe::Credentials);
+            health.asked = Some(Instant::now());
+        }
         (self.checks)(store);
     }
 
