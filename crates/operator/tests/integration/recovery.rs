@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::aws::aws_store;
 use crate::common::{DEADLINE, Env};
-use crate::vault::vault_store;
+use crate::vault::{vault_store, vault_store_at};
 
 /// How long OpenBao stays sealed: long enough that a SecretSync's own backoff (1, 2, 4,
 /// 8 s, …) would next retry about 16 s after the unseal.
@@ -250,4 +250,35 @@ async fn an_aws_secret_scheduled_for_deletion_is_remote_key_not_found() {
     // The store is fine.
     env.wait_store("aws", "True", "Valid").await;
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
+}
+
+/// Backend health is per store: two stores on one OpenBao, one whose token is revoked.
+/// Only that store and its SecretSync go down; the other keeps reading.
+#[tokio::test]
+async fn a_revoked_token_takes_down_only_its_own_store() {
+    let Some(bao) = OpenBao::start() else { return };
+    bao.kv_put("secret", "app/db", &[("password", "first")]);
+    let token = bao.bao_ok(&["token", "create", "-policy=root", "-field=token"]);
+    let env = Env::start("payments").await;
+    vault_store(&env, &bao, token.trim()).await;
+    vault_store_at(&env, "other", &bao.addr(), bao.root_token()).await;
+    env.create::<SecretSync>(ONE_SYNC).await;
+    env.create::<SecretSync>(
+        &ONE_SYNC
+            .replace("name: db}", "name: other-db}")
+            .replace("name: vault}", "name: other}"),
+    )
+    .await;
+    env.wait_version("db", 1).await;
+    env.wait_version("other-db", 1).await;
+
+    bao.bao_ok(&["token", "revoke", token.trim()]);
+    env.wait_store("vault", "False", "ProviderAuthFailed").await;
+    env.wait_failure("db", "Ready", "ProviderAuthFailed").await;
+    // The other store keeps reading: a change in OpenBao reaches its SecretSync.
+    bao.kv_put("secret", "app/db", &[("password", "second")]);
+    env.wait_version("other-db", 2).await;
+    env.wait_store("other", "True", "Valid").await;
+    let (reason, _) = env.wait_condition("other-db", "Ready", "True").await;
+    assert_eq!(reason, "Synced");
 }
