@@ -14,6 +14,9 @@ pub enum Reason {
     StoreInvalid,
     ProviderAuthFailed,
     ProviderUnavailable,
+    /// The backend's TLS certificate is not trusted, or it refused the client certificate:
+    /// nothing changes until someone sets `caBundle` or the client certificate.
+    ProviderTLSFailed,
     RemoteKeyNotFound,
     InvalidSecretKey,
     SecretTooLarge,
@@ -52,6 +55,7 @@ impl Reason {
             Reason::StoreInvalid => "StoreInvalid",
             Reason::ProviderAuthFailed => "ProviderAuthFailed",
             Reason::ProviderUnavailable => "ProviderUnavailable",
+            Reason::ProviderTLSFailed => "ProviderTLSFailed",
             Reason::RemoteKeyNotFound => "RemoteKeyNotFound",
             Reason::InvalidSecretKey => "InvalidSecretKey",
             Reason::SecretTooLarge => "SecretTooLarge",

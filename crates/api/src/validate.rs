@@ -242,13 +242,37 @@ pub enum StoreScope {
     Cluster,
 }
 
+/// One credential reference of a store: its field path, the namespace it names, and the
+/// Secret's name (`None` for a ServiceAccount).
+type CredentialRef<'a> = (&'static str, Option<&'a str>, Option<&'a str>);
+
 /// Every credential reference of a store: its field path and the namespace it names.
 pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str>)> {
-    fn key_ref<'a>(
-        field: &'static str,
-        sel: &'a SecretKeySelector,
-    ) -> (&'static str, Option<&'a str>) {
-        (field, sel.namespace.as_deref())
+    all_refs(spec)
+        .into_iter()
+        .map(|(field, namespace, _)| (field, namespace))
+        .collect()
+}
+
+/// The Secrets a store reads credentials from (token, AppRole secret-id, access keys,
+/// client certificate), as `(namespace, name)`: a reference's own namespace, else the
+/// store's (`store_namespace`, `None` for a ClusterSecretStore). A change to one of them
+/// is a reason to check the store again.
+pub fn credential_secrets(
+    spec: &SecretStoreSpec,
+    store_namespace: Option<&str>,
+) -> Vec<(String, String)> {
+    all_refs(spec)
+        .into_iter()
+        .filter_map(|(_, namespace, name)| {
+            Some((namespace.or(store_namespace)?.to_owned(), name?.to_owned()))
+        })
+        .collect()
+}
+
+fn all_refs(spec: &SecretStoreSpec) -> Vec<CredentialRef<'_>> {
+    fn key_ref<'a>(field: &'static str, sel: &'a SecretKeySelector) -> CredentialRef<'a> {
+        (field, sel.namespace.as_deref(), Some(sel.name.as_str()))
     }
     let mut refs = Vec::new();
     match &spec.provider {
@@ -274,6 +298,7 @@ pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str
                 VaultAuth::Kubernetes(k8s) => (
                     "spec.provider.vault.auth.kubernetes.serviceAccountRef",
                     k8s.service_account_ref.namespace.as_deref(),
+                    None,
                 ),
             })
         }
@@ -305,6 +330,7 @@ pub fn credential_refs(spec: &SecretStoreSpec) -> Vec<(&'static str, Option<&str
                 refs.push((
                     "spec.provider.azurekv.serviceAccountRef",
                     account.namespace.as_deref(),
+                    None,
                 ));
             }
         }

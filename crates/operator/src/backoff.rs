@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::{Retry, backoff_delay};
+use crate::error::{Retry, backoff_delay, probe_delay};
 
 #[derive(Clone, Debug)]
 struct Failing {
@@ -25,10 +25,14 @@ struct Failing {
 /// The default cap on any retry delay: the slowest class's own cap.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(900);
 
+/// The delay before retry `attempt` of a `Retry` class, under a cap.
+type Schedule = fn(Retry, u32, Duration) -> Option<Duration>;
+
 pub struct Backoff {
     failing: Mutex<HashMap<String, Failing>>,
     /// No retry waits longer than this (plus jitter).
     max: Duration,
+    schedule: Schedule,
 }
 
 impl Default for Backoff {
@@ -42,6 +46,16 @@ impl Backoff {
         Self {
             failing: Mutex::default(),
             max,
+            schedule: backoff_delay,
+        }
+    }
+
+    /// The short schedule of store checks ([`probe_delay`]).
+    pub fn for_probes(max: Duration) -> Self {
+        Self {
+            failing: Mutex::default(),
+            max,
+            schedule: probe_delay,
         }
     }
 
@@ -49,13 +63,16 @@ impl Backoff {
         self.failing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a failure; returns when to retry (`None`: when the object changes).
+    /// Records a failure; returns when to retry (`None`: when the object changes), never
+    /// later than `within` (a SecretSync's refreshInterval: failing, it reads no less often
+    /// than it would if it worked).
     pub fn failed(
         &self,
         uid: &str,
         retry: Retry,
         generation: Option<i64>,
         store_generation: Option<i64>,
+        within: Option<Duration>,
     ) -> Option<Duration> {
         let mut failing = self.lock();
         let entry = failing.entry(uid.to_owned()).or_insert(Failing {
@@ -64,7 +81,8 @@ impl Backoff {
             generation,
             store_generation,
         });
-        let delay = backoff_delay(retry, entry.attempts, self.max);
+        let delay = (self.schedule)(retry, entry.attempts, self.max)
+            .map(|d| within.map_or(d, |within| d.min(within)));
         entry.attempts = entry.attempts.saturating_add(1);
         entry.not_before = delay.map(|d| Instant::now() + d);
         entry.generation = generation;
@@ -108,7 +126,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn wake_ups_wait_out_the_backoff_unless_something_was_fixed() {
         let backoff = Backoff::default();
-        let first = backoff.failed("u", Retry::Soon, Some(1), Some(1)).unwrap();
+        let first = backoff
+            .failed("u", Retry::Soon, Some(1), Some(1), None)
+            .unwrap();
         let held = backoff.hold("u", Some(1), Some(1)).unwrap();
         assert!(held <= first && held > Duration::ZERO);
         // an edit of the SecretSync or of its store runs at once
@@ -117,7 +137,9 @@ mod tests {
         tokio::time::advance(first).await;
         assert_eq!(backoff.hold("u", Some(1), Some(1)), None, "due now");
         // the next failure waits longer
-        let second = backoff.failed("u", Retry::Soon, Some(1), Some(1)).unwrap();
+        let second = backoff
+            .failed("u", Retry::Soon, Some(1), Some(1), None)
+            .unwrap();
         assert!(second > first.mul_f64(1.2), "{second:?} after {first:?}");
         backoff.succeeded("u");
         assert_eq!(backoff.hold("u", Some(1), Some(1)), None);
@@ -125,9 +147,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_sync_retries_no_later_than_its_refresh_interval() {
+        let backoff = Backoff::default();
+        let refresh = Duration::from_secs(2);
+        for _ in 0..6 {
+            let delay = backoff
+                .failed("u", Retry::Later, Some(1), None, Some(refresh))
+                .unwrap();
+            assert!(delay <= refresh, "{delay:?}");
+        }
+    }
+
+    #[test]
     fn failures_that_wait_for_an_edit_hold_nothing() {
         let backoff = Backoff::default();
-        assert_eq!(backoff.failed("u", Retry::OnChange, Some(1), None), None);
+        assert_eq!(
+            backoff.failed("u", Retry::OnChange, Some(1), None, None),
+            None
+        );
         assert_eq!(backoff.hold("u", Some(1), None), None);
     }
 }

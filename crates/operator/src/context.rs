@@ -17,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::batch::Batcher;
 use crate::events::Publisher;
 use crate::hash_key::KeySecret;
+use crate::health::BackendHealth;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLabels;
@@ -129,6 +130,7 @@ pub struct Shared {
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub namespaces: Arc<NamespaceLabels>,
+    pub health: Arc<BackendHealth>,
     pub hash_key: HashKey,
 }
 
@@ -145,6 +147,9 @@ pub struct Context {
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub namespaces: Arc<NamespaceLabels>,
+    /// Backend health per store: SecretSyncs of a store whose backend is down wait for
+    /// its check instead of reading.
+    pub health: Arc<BackendHealth>,
     pub backoff: Backoff,
     /// Highest version this process created. The watch that feeds the [`VersionIndex`]
     /// may lag behind our own writes; this makes sure the next reconcile never picks a
@@ -187,6 +192,7 @@ impl Context {
             stores: shared.stores,
             cluster_stores: shared.cluster_stores,
             namespaces: shared.namespaces,
+            health: shared.health,
             hash_key: shared.hash_key,
             backoff,
             written: PerSync::default(),

@@ -4,8 +4,9 @@
 //! | watch | cache | wakes |
 //! |---|---|---|
 //! | SecretSyncs | the controller's reflector, [`SyncIndex`] | itself; a deleted one wakes the other claimants of its target name |
-//! | Secrets (metadata only) | [`VersionIndex`]: versions by owner, unowned look-alikes apart | the owner; a Secret gone or disowned wakes the claimants of its name |
+//! | Secrets (metadata only) | [`VersionIndex`]: versions by owner, unowned look-alikes apart | the owner; a Secret gone or disowned wakes the claimants of its name; a store's credential Secret changed checks the store now |
 //! | SecretStores, ClusterSecretStores | reflectors | their users, on a spec change or deletion |
+//! | (store checks, [`BackendHealth`]) | — | a store's failed SecretSyncs, when its backend recovers |
 //! | Deployments, StatefulSets, DaemonSets; Argo Rollouts if served | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
 //! | Namespaces (metadata only) | [`NamespaceLabels`] | on a label change, the namespace's SecretSyncs using a ClusterSecretStore |
 //!
@@ -28,7 +29,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind};
@@ -40,6 +41,7 @@ use tracing::{info, warn};
 use crate::argo::{self, Rollout};
 use crate::context::{Config, Context, Readiness, Shared};
 use crate::hash_key;
+use crate::health::BackendHealth;
 use crate::index::{VersionIndex, base_of};
 use crate::metrics::Metrics;
 use crate::multiwatch::watch_namespaces;
@@ -48,7 +50,7 @@ use crate::providers::ProviderCache;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::{self, StoreContext};
 use crate::supervise::Stopped;
-use crate::sync_index::{SyncIndex, SyncRef};
+use crate::sync_index::{StoreKey, SyncIndex, SyncRef};
 use crate::workloads::{Workloads, to_value};
 
 /// `kubectl apply`'s record of the applied object, kept out of the SecretSync cache.
@@ -148,6 +150,26 @@ pub async fn run(
     workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
     let namespaces = Arc::new(NamespaceLabels::default());
+    // Store checks asked for before their schedule, per store kind; and the SecretSyncs to
+    // wake when a store's backend recovers.
+    let (store_checks_tx, store_checks_rx) = mpsc::unbounded::<ObjectRef<SecretStore>>();
+    let (cluster_checks_tx, cluster_checks_rx) = mpsc::unbounded::<ObjectRef<ClusterSecretStore>>();
+    let (recovered_tx, recovered_rx) = mpsc::unbounded::<(SyncRef, String)>();
+    let health = Arc::new(BackendHealth::new(
+        Box::new(move |(kind, namespace, name): &StoreKey| {
+            // A closed channel means the store controllers stopped: shutting down.
+            match (kind, namespace) {
+                (StoreKind::SecretStore, Some(ns)) => {
+                    let _ = store_checks_tx.unbounded_send(ObjectRef::new(name).within(ns));
+                }
+                _ => {
+                    let _ = cluster_checks_tx.unbounded_send(ObjectRef::new(name));
+                }
+            }
+        }),
+        recovered_tx,
+        metrics.clone(),
+    ));
 
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
@@ -160,6 +182,7 @@ pub async fn run(
         stores: stores.clone(),
         cluster_stores: cluster_stores.clone(),
         namespaces: namespaces.clone(),
+        health: health.clone(),
         hash_key,
     };
     let max_backoff = config.max_backoff;
@@ -219,14 +242,35 @@ pub async fn run(
         .applied_objects()
     };
 
+    let store_ctx = Arc::new(StoreContext::new(
+        client.clone(),
+        providers.clone(),
+        metrics.clone(),
+        health.clone(),
+        max_backoff,
+    ));
+
     // Managed Secrets, metadata only: Secret bodies are never cached.
     let secret_stream = {
-        let (index, sync_index, readiness, wake) = (
+        let (index, sync_index, readiness, wake, stores) = (
             index.clone(),
             sync_index.clone(),
             readiness.clone(),
             wake_tx.clone(),
+            store_ctx.clone(),
         );
+        // A store's credentials replaced (or created, or deleted): it is checked now.
+        let credentials_changed = move |secret: &PartialObjectMeta<Secret>, deleted: bool| {
+            let version = match deleted {
+                true => String::new(),
+                false => secret.resource_version().unwrap_or_default(),
+            };
+            stores.credential_secret_changed(
+                &secret.namespace().unwrap_or_default(),
+                &secret.name_any(),
+                &version,
+            );
+        };
         let wake_claimants = move |secret: &PartialObjectMeta<Secret>| {
             let name = secret.name_any();
             if let Some(base) = base_of(&name) {
@@ -256,22 +300,18 @@ pub async fn run(
                 if index.apply(secret).is_none() {
                     wake_claimants(secret);
                 }
+                credentials_changed(secret, false);
             }
             watcher::Event::Delete(secret) => {
                 index.delete(secret);
                 wake_claimants(secret);
+                credentials_changed(secret, true);
             }
         })
         .touched_objects()
     };
 
     // Stores.
-    let store_ctx = Arc::new(StoreContext::new(
-        client.clone(),
-        providers.clone(),
-        metrics.clone(),
-        max_backoff,
-    ));
     let store_stream = store_changes(
         "secretstores",
         reflector::reflector(
@@ -444,7 +484,17 @@ pub async fn run(
         supervised("namespaces", namespace_stream, ended_tx.clone()),
         namespace_users,
     )
-    .reconcile_on(wake_rx)
+    // A recovered store's SecretSyncs: their backoff is cleared as they are queued.
+    .reconcile_on(futures::stream::select(
+        wake_rx,
+        recovered_rx.map({
+            let ctx = ctx.clone();
+            move |(sync, uid)| {
+                ctx.backoff.succeeded(&uid);
+                sync
+            }
+        }),
+    ))
     .with_config(controller::Config::default().concurrency(options.concurrency))
     .graceful_shutdown_on(stopping());
 
@@ -455,6 +505,7 @@ pub async fn run(
                 &options.namespaces,
                 watcher::Config::default(),
             ),
+            store_checks_rx,
             store_ctx.clone(),
             stopping(),
         ),
@@ -464,6 +515,7 @@ pub async fn run(
                 watcher::Config::default(),
             )
             .default_backoff(),
+            cluster_checks_rx,
             store_ctx,
             stopping(),
         ),

@@ -48,6 +48,17 @@ pub enum Error {
         source: ProviderError,
     },
 
+    /// The store's backend is down (its last check failed): the SecretSync did not read
+    /// and waits to be woken by the store's recovery. Reads as the store's own error.
+    #[error("store {store:?}: {source}")]
+    StoreDown {
+        store: String,
+        store_uid: String,
+        generation: i64,
+        #[source]
+        source: ProviderError,
+    },
+
     #[error("{0}")]
     InvalidSecretKey(String),
 
@@ -131,7 +142,7 @@ impl Error {
                 Reason::StoreNotAllowed
             }
             Error::StoreInvalid { .. } => Reason::StoreInvalid,
-            Error::Provider { source, .. } => source.reason(),
+            Error::Provider { source, .. } | Error::StoreDown { source, .. } => source.reason(),
             Error::InvalidSecretKey(_) => Reason::InvalidSecretKey,
             Error::SecretTooLarge { .. } => Reason::SecretTooLarge,
             Error::Template { .. } => Reason::TemplateError,
@@ -150,7 +161,11 @@ impl Error {
             | Error::PinnedVersionUnavailable { .. }
             | Error::Template { .. }
             | Error::TargetConflict(_) => Retry::OnChange,
-            Error::Provider { source, .. } if source.is_retryable() => Retry::Soon,
+            Error::Provider { source, .. } | Error::StoreDown { source, .. }
+                if source.is_retryable() =>
+            {
+                Retry::Soon
+            }
             Error::Kube(_) | Error::Rollout(_) | Error::WriteTimeout(_) | Error::Finalizer(_) => {
                 Retry::Soon
             }
@@ -167,6 +182,22 @@ pub fn backoff_delay(retry: Retry, attempt: u32, max: Duration) -> Option<Durati
         Retry::OnChange => return None,
         Retry::Soon => (Duration::from_secs(1), Duration::from_secs(300)),
         Retry::Later => (Duration::from_secs(15), Duration::from_secs(900)),
+    };
+    let (base, cap) = (base.min(max), cap.min(max));
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+    Some(exp.min(cap).mul_f64(jitter))
+}
+
+/// When a store check is repeated after a failure. It stands in for every SecretSync of the
+/// store, so it is short: an outage is noticed over within a second of the backend coming
+/// back (one light call a second per down store); refused credentials or TLS, which need a
+/// person, every 15 s (a changed credential Secret is checked at once anyway).
+pub fn probe_delay(retry: Retry, attempt: u32, max: Duration) -> Option<Duration> {
+    let (base, cap) = match retry {
+        Retry::OnChange => return None,
+        Retry::Soon => (Duration::from_millis(250), Duration::from_secs(1)),
+        Retry::Later => (Duration::from_secs(15), Duration::from_secs(15)),
     };
     let (base, cap) = (base.min(max), cap.min(max));
     let exp = base.saturating_mul(1u32 << attempt.min(16));
@@ -197,6 +228,17 @@ mod tests {
                 assert!(backoff_delay(retry, attempt, low).unwrap() <= low.mul_f64(1.2));
             }
         }
+    }
+
+    #[test]
+    fn store_probes_stay_short() {
+        for attempt in [0, 2, 30] {
+            let soon = probe_delay(Retry::Soon, attempt, MAX).unwrap();
+            assert!(soon <= Duration::from_millis(1200), "{soon:?}");
+            let later = probe_delay(Retry::Later, attempt, MAX).unwrap();
+            assert!(later >= Duration::from_secs(12) && later <= Duration::from_secs(18));
+        }
+        assert_eq!(probe_delay(Retry::OnChange, 0, MAX), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod hash_key;
+pub mod health;
 pub mod index;
 pub mod lease;
 pub mod metrics;

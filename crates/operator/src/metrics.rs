@@ -32,6 +32,11 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreStateLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutLabels {
     outcome: &'static str,
 }
@@ -51,6 +56,8 @@ pub struct Metrics {
     api_write_timeouts: Counter,
     status_writes: Counter,
     store_checks: Counter,
+    stores_backend_down: Family<StoreStateLabels, Gauge>,
+    store_backend_recovery: Histogram,
     hashes_rekeyed: Counter,
     leader: Gauge,
 }
@@ -131,6 +138,23 @@ impl Metrics {
             "Store Ready checks made against a backend",
             store_checks.clone(),
         );
+        // By reason, not by store: labels are a closed set (no object names).
+        let stores_backend_down = Family::<StoreStateLabels, Gauge>::default();
+        registry.register(
+            "stores_backend_down",
+            "Stores whose backend failed its check for a backend-wide reason (unavailable, \
+             credentials refused, TLS), by reason; their SecretSyncs wait for the store check \
+             instead of each reading the backend",
+            stores_backend_down.clone(),
+        );
+        // 0.25 s … ~68 min.
+        let store_backend_recovery = Histogram::new(exponential_buckets(0.25, 2.0, 15));
+        registry.register_with_unit(
+            "store_backend_recovery",
+            "Time from a store's backend failing its check to the check passing again",
+            prometheus_client::registry::Unit::Seconds,
+            store_backend_recovery.clone(),
+        );
         let hashes_rekeyed = Counter::default();
         registry.register(
             "hashes_rekeyed",
@@ -168,6 +192,8 @@ impl Metrics {
             api_write_timeouts,
             status_writes,
             store_checks,
+            stores_backend_down,
+            store_backend_recovery,
             hashes_rekeyed,
             leader,
         }
@@ -212,6 +238,29 @@ impl Metrics {
 
     pub fn store_checked(&self) {
         self.store_checks.inc();
+    }
+
+    /// A store's backend failed its check for `reason`.
+    pub fn store_backend_down(&self, reason: Reason) {
+        self.stores_backend_down
+            .get_or_create(&StoreStateLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// A store that was down for `reason` is not any more (recovered, edited or deleted).
+    pub fn store_backend_up(&self, reason: Reason) {
+        self.stores_backend_down
+            .get_or_create(&StoreStateLabels {
+                reason: reason.as_str(),
+            })
+            .dec();
+    }
+
+    /// A store's backend passed its check after being down for `down_for`.
+    pub fn store_backend_recovered(&self, down_for: std::time::Duration) {
+        self.store_backend_recovery.observe(down_for.as_secs_f64());
     }
 
     pub fn status_written(&self) {

@@ -259,6 +259,19 @@ impl ProviderCache {
         false
     }
 
+    /// A credential Secret is now at `resource_version`: drop every connection that read
+    /// it at another one, so the next use connects with what it holds now.
+    pub fn drop_reading(&self, namespace: &str, name: &str, resource_version: &str) {
+        let secret = (namespace.to_owned(), name.to_owned());
+        self.lock().retain(|_, connected| {
+            connected
+                .credentials
+                .entries()
+                .iter()
+                .all(|(read, seen)| read != &secret || seen == resource_version)
+        });
+    }
+
     /// The store was deleted: drop its clients (and the tokens they hold).
     pub fn forget(&self, uid: &str) {
         self.lock().retain(|(u, _), _| u != uid);

@@ -3,6 +3,11 @@
 //! or changed and every `spec.refreshInterval` (default 5m). The result is the store's
 //! `Ready` condition, with the reasons SecretSyncs use, so `kubectl get secretstores` shows
 //! which store is broken before any SecretSync fails on it.
+//!
+//! The check is also the probe of the store's backend health ([`crate::health`]): a
+//! SecretSync failing for a backend-wide reason asks for one at once, a changed credential
+//! Secret too, and while the backend is down it is repeated on a short schedule of its own
+//! ([`crate::error::probe_delay`]) in place of every SecretSync's retries.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,14 +17,16 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use secretsync_api::duration::parse_duration;
 use secretsync_api::reason::condition;
-use secretsync_api::validate::{StoreScope, validate_store};
+use secretsync_api::validate::{StoreScope, credential_secrets, validate_store};
 use secretsync_api::{
-    ClusterSecretStore, Reason, SecretStore, SecretStoreSpec, SecretStoreStatus, labels,
+    ClusterSecretStore, Reason, SecretStore, SecretStoreSpec, SecretStoreStatus, StoreKind, labels,
 };
+use secretsync_providers::ProviderError;
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -27,8 +34,10 @@ use tracing::{debug, warn};
 use crate::backoff::Backoff;
 use crate::conditions::set_condition;
 use crate::error::{Error, Result, Retry};
+use crate::health::{BackendHealth, Probe, SUSPECT_CHECK_EVERY};
 use crate::metrics::Metrics;
 use crate::providers::{ProviderCache, StoreIdentity};
+use crate::sync_index::StoreKey;
 
 /// How often a store is checked when its spec does not say.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
@@ -44,12 +53,14 @@ pub trait StoreObject:
     + 'static
 {
     const SCOPE: StoreScope;
+    const KIND: StoreKind;
     fn store_spec(&self) -> &SecretStoreSpec;
     fn store_status(&self) -> Option<&SecretStoreStatus>;
 }
 
 impl StoreObject for SecretStore {
     const SCOPE: StoreScope = StoreScope::Namespaced;
+    const KIND: StoreKind = StoreKind::SecretStore;
     fn store_spec(&self) -> &SecretStoreSpec {
         &self.spec
     }
@@ -60,6 +71,7 @@ impl StoreObject for SecretStore {
 
 impl StoreObject for ClusterSecretStore {
     const SCOPE: StoreScope = StoreScope::Cluster;
+    const KIND: StoreKind = StoreKind::ClusterSecretStore;
     fn store_spec(&self) -> &SecretStoreSpec {
         &self.spec.store
     }
@@ -85,15 +97,59 @@ pub struct StoreContext {
     pub client: Client,
     pub providers: Arc<ProviderCache>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<BackendHealth>,
     checked: Mutex<HashMap<String, Checked>>,
     backoff: Backoff,
+    credentials: Mutex<CredentialIndex>,
+}
+
+/// Which stores read credentials from which Secrets, from their specs.
+#[derive(Default)]
+struct CredentialIndex {
+    /// `(namespace, name)` of a Secret → the stores reading it, by UID.
+    readers: HashMap<(String, String), HashMap<String, StoreKey>>,
+    /// Store UID → the Secrets it reads.
+    reads: HashMap<String, Vec<(String, String)>>,
+}
+
+impl CredentialIndex {
+    fn set(&mut self, uid: &str, key: &StoreKey, secrets: Vec<(String, String)>) {
+        if self.reads.get(uid) == Some(&secrets) {
+            return;
+        }
+        self.remove(uid);
+        for secret in &secrets {
+            self.readers
+                .entry(secret.clone())
+                .or_default()
+                .insert(uid.to_owned(), key.clone());
+        }
+        self.reads.insert(uid.to_owned(), secrets);
+    }
+
+    fn remove(&mut self, uid: &str) {
+        for secret in self.reads.remove(uid).unwrap_or_default() {
+            if let Some(readers) = self.readers.get_mut(&secret) {
+                readers.remove(uid);
+                if readers.is_empty() {
+                    self.readers.remove(&secret);
+                }
+            }
+        }
+    }
 }
 
 impl StoreContext {
-    /// The store was deleted: its connected provider, last check and backoff go.
+    /// The store was deleted: its connected provider, last check, backoff and backend
+    /// state go.
     pub fn forget(&self, uid: &str) {
         self.providers.forget(uid);
         self.backoff.succeeded(uid);
+        self.health.forget(uid);
+        self.credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
         self.checked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -104,16 +160,49 @@ impl StoreContext {
         client: Client,
         providers: Arc<ProviderCache>,
         metrics: Arc<Metrics>,
+        health: Arc<BackendHealth>,
         max_backoff: Duration,
     ) -> Self {
         Self {
             client,
             providers,
             metrics,
+            health,
             checked: Mutex::default(),
-            backoff: Backoff::new(max_backoff),
+            backoff: Backoff::for_probes(max_backoff),
+            credentials: Mutex::default(),
         }
     }
+
+    /// A Secret changed (or was created or deleted) with `resource_version`: each store
+    /// reading credentials from it drops a connection made with the old content and is
+    /// checked at once; on success its failed SecretSyncs are woken.
+    pub fn credential_secret_changed(&self, namespace: &str, name: &str, resource_version: &str) {
+        let readers: Vec<(String, StoreKey)> = self
+            .credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .readers
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .into_iter()
+            .flatten()
+            .map(|(uid, key)| (uid.clone(), key.clone()))
+            .collect();
+        if readers.is_empty() {
+            return;
+        }
+        self.providers
+            .drop_reading(namespace, name, resource_version);
+        for (uid, key) in readers {
+            debug!(store = %key.2, secret = %format!("{namespace}/{name}"), "credentials changed: checking the store");
+            self.health.credentials_changed(&uid, &key);
+        }
+    }
+}
+
+/// The store as SecretSyncs name it.
+pub fn key_of<S: StoreObject>(store: &S) -> StoreKey {
+    (S::KIND, store.namespace(), store.name_any())
 }
 
 /// The store's status after a check: provider name, generation and the Ready condition.
@@ -215,16 +304,49 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
     let generation = store.meta().generation;
     let spec = store.store_spec();
     let interval = check_interval(spec);
+    let key = key_of(store.as_ref());
+    ctx.credentials
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set(&uid, &key, credential_secrets(spec, key.1.as_deref()));
+    let probe = ctx.health.take_probe(&uid);
+    if let Some(probe) = probe {
+        debug!(store = %store.name_any(), ?probe, "store check asked for");
+    }
     let reusable = {
         let checked = ctx.checked.lock().unwrap_or_else(|e| e.into_inner());
         checked.get(&uid).cloned().filter(|c| {
-            Some(c.generation) == generation && c.stands_for.is_none_or(|d| c.at.elapsed() < d)
+            let fresh_enough = match probe {
+                None => c.stands_for.is_none_or(|d| c.at.elapsed() < d),
+                // A SecretSync's failure: a check this recent already answers it.
+                Some(Probe::Suspect) => c.at.elapsed() < SUSPECT_CHECK_EVERY,
+                Some(Probe::Credentials) => false,
+            };
+            Some(c.generation) == generation && fresh_enough
         })
     };
     let checked = match reusable {
         Some(checked) => checked,
         None => {
-            let outcome = check(store.as_ref(), &ctx).await.map_err(Failure::from);
+            let result = check(store.as_ref(), &ctx).await;
+            let backend_error = match &result {
+                Err(Error::Provider { source, .. }) => Some(source.clone()),
+                _ => None,
+            };
+            let outcome = result.map_err(Failure::from);
+            ctx.health.checked(
+                &uid,
+                generation.unwrap_or_default(),
+                match (&outcome, backend_error) {
+                    (Ok(()), _) => Ok(()),
+                    (Err(failure), Some(error)) => Err((failure.reason, error)),
+                    (Err(failure), None) => Err((
+                        failure.reason,
+                        ProviderError::InvalidConfig(failure.message.clone()),
+                    )),
+                },
+                probe,
+            );
             let stands_for = match &outcome {
                 Ok(()) => {
                     ctx.backoff.succeeded(&uid);
@@ -234,7 +356,8 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
                     debug!(store = %store.name_any(), reason = %failure.reason, "store not ready");
                     // A failed check is retried on its own schedule, not only at the
                     // interval.
-                    ctx.backoff.failed(&uid, failure.retry, generation, None)
+                    ctx.backoff
+                        .failed(&uid, failure.retry, generation, None, None)
                 }
             };
             let checked = Checked {
@@ -282,9 +405,11 @@ fn error_policy<S: StoreObject>(_store: Arc<S>, error: &Error, _ctx: Arc<StoreCo
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the Ready checks of one store kind, fed by `events`, until `shutdown` resolves.
+/// Runs the Ready checks of one store kind, fed by `events` and by `checks` (stores to
+/// check now, see [`crate::health`]), until `shutdown` resolves.
 pub async fn run<S>(
     events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>> + Send + 'static,
+    checks: impl Stream<Item = ObjectRef<S>> + Send + 'static,
     ctx: Arc<StoreContext>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
@@ -295,6 +420,7 @@ pub async fn run<S>(
         reflector::reflector(writer, events).applied_objects(),
         reader,
     )
+    .reconcile_on(checks)
     .graceful_shutdown_on(shutdown)
     .run(reconcile::<S>, error_policy::<S>, ctx)
     .for_each(|result| async move {

@@ -428,10 +428,19 @@ impl Aws {
                 "no answer from Secrets Manager at {endpoint} {doing} within {}s",
                 OPERATION_TIMEOUT.as_secs()
             )),
-            SdkError::DispatchFailure(_) => ProviderError::Unavailable(format!(
-                "cannot reach Secrets Manager at {endpoint} {doing}: {}",
-                root_cause(&error)
-            )),
+            SdkError::DispatchFailure(_) => {
+                let cause = root_cause(&error);
+                if crate::error::is_tls_trust_failure(&cause) {
+                    ProviderError::TlsFailed(format!(
+                        "Secrets Manager at {endpoint} {doing}: {cause}; the endpoint's \
+                         certificate is not trusted by the operator's roots"
+                    ))
+                } else {
+                    ProviderError::Unavailable(format!(
+                        "cannot reach Secrets Manager at {endpoint} {doing}: {cause}"
+                    ))
+                }
+            }
             SdkError::ConstructionFailure(_) => ProviderError::InvalidConfig(format!(
                 "cannot build the request {doing}: {}",
                 root_cause(&error)
@@ -464,6 +473,22 @@ impl Aws {
             "ResourceNotFoundException" => ProviderError::NotFound {
                 key: key.to_owned(),
             },
+            // What AWS ("… it was marked for deletion") and moto ("… currently marked
+            // deleted") answer for a secret whose deletion is scheduled: the secret is
+            // there, and comes back with RestoreSecret until the recovery window ends.
+            "InvalidRequestException"
+                if message.is_some_and(|m| {
+                    m.contains("marked for deletion") || m.contains("marked deleted")
+                }) =>
+            {
+                ProviderError::KeyDeleted {
+                    key: key.to_owned(),
+                    detail: "is scheduled for deletion in Secrets Manager; restore it \
+                             (aws secretsmanager restore-secret) or point remoteRef at another \
+                             secret"
+                        .to_owned(),
+                }
+            }
             "AccessDeniedException" | "AccessDenied" | "DecryptionFailure" => {
                 ProviderError::PermissionDenied(format!(
                     "{identity} may not do this {doing} ({detail}); check its IAM policy and \

@@ -329,10 +329,7 @@ impl Inner {
             .authorized(|token| async move { self.read(&token, path, version).await })
             .await;
         let not_found = || ProviderError::NotFound {
-            key: match version {
-                Some(v) => format!("{key}@{v}"),
-                None => key.to_owned(),
-            },
+            key: not_found_key(key, version),
         };
         match read {
             Ok((serde_json::Value::Object(data), read_version)) => Ok(RemoteValue {
@@ -341,9 +338,16 @@ impl Inner {
                 ),
                 version: read_version.map(|v| v.to_string()),
             }),
-            // Deleted KV v2 versions answer with null data.
-            Ok(_) | Err(Failure::Empty) => Err(not_found()),
-            Err(Failure::Status { code: 404, .. }) => Err(not_found()),
+            // Deleted KV v2 versions answer with null data (or 404): say so when they are.
+            Ok(_) | Err(Failure::Empty | Failure::Status { code: 404, .. }) => {
+                Err(match self.deleted(path, version).await {
+                    Some(detail) => ProviderError::KeyDeleted {
+                        key: not_found_key(key, version),
+                        detail,
+                    },
+                    None => not_found(),
+                })
+            }
             Err(failure) => Err(self.describe(failure, &format!("reading {}/{path}", self.mount))),
         }
     }
@@ -493,6 +497,98 @@ impl Inner {
         path: &str,
         body: Option<&str>,
     ) -> Result<SecretBytes, Failure> {
+        let (code, bytes) = self.send(token, method, path, body).await?;
+        if (200..300).contains(&code) {
+            return Ok(bytes);
+        }
+        // Vault's error answers carry messages, never secrets.
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            #[serde(default)]
+            errors: Vec<String>,
+        }
+        let errors = serde_json::from_slice::<Errors>(bytes.expose())
+            .map(|e| e.errors)
+            .unwrap_or_default();
+        Err(Failure::Status { code, errors })
+    }
+
+    /// Why a KV v2 read found nothing when the secret is there but deleted: Vault answers
+    /// 404 with the version's metadata, `deletion_time` set (a soft delete, which
+    /// `kv undelete` reverts) or `destroyed`. `None` for a key that does not exist (or
+    /// when the answer says nothing more).
+    async fn deleted(&self, path: &str, version: Option<u64>) -> Option<String> {
+        if self.kv != VaultKvVersion::V2 {
+            return None;
+        }
+        let endpoint = match version {
+            Some(v) => format!("{}/data/{path}?version={v}", self.mount),
+            None => format!("{}/data/{path}", self.mount),
+        };
+        let endpoint = &endpoint;
+        let (_, body) = self
+            .authorized(|token| async move {
+                self.send(&token, reqwest::Method::GET, endpoint, None)
+                    .await
+            })
+            .await
+            .ok()?;
+        // Only the metadata is kept; a version's data (if it was undeleted meanwhile) is
+        // skipped by the parser.
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            data: Option<Versioned>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            metadata: Option<Metadata>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            #[serde(default)]
+            deletion_time: String,
+            #[serde(default)]
+            destroyed: bool,
+            version: Option<u64>,
+        }
+        let metadata = serde_json::from_slice::<Answer>(body.expose())
+            .ok()?
+            .data?
+            .metadata?;
+        let which = metadata.version.map_or_else(
+            || "its latest version".to_owned(),
+            |v| format!("version {v}"),
+        );
+        let mount = &self.mount;
+        if metadata.destroyed {
+            Some(format!(
+                "is destroyed at {which} (KV v2 destroy: its data is gone); write the secret \
+                 again or pin an earlier version"
+            ))
+        } else if !metadata.deletion_time.is_empty() {
+            let versions = metadata
+                .version
+                .map(|v| format!(" -versions={v}"))
+                .unwrap_or_default();
+            Some(format!(
+                "is deleted at {which} (KV v2 soft delete at {}); `bao kv undelete{versions} \
+                 {mount}/{path}` brings it back",
+                metadata.deletion_time
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// One request to `/v1/<path>` with `token`: the status and the body, in a redacting
+    /// type (it may hold a secret or a private key).
+    async fn send(
+        &self,
+        token: &SecretString,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, SecretBytes), Failure> {
         let url = format!("{}/v1/{path}", self.client.http.base.trim_end_matches('/'));
         let mut request = self
             .client
@@ -513,19 +609,7 @@ impl Inner {
         let response = request.send().await.map_err(transport)?;
         let code = response.status().as_u16();
         let bytes = SecretBytes::new(response.bytes().await.map_err(transport)?.to_vec());
-        if (200..300).contains(&code) {
-            return Ok(bytes);
-        }
-        // Vault's error answers carry messages, never secrets.
-        #[derive(serde::Deserialize)]
-        struct Errors {
-            #[serde(default)]
-            errors: Vec<String>,
-        }
-        let errors = serde_json::from_slice::<Errors>(bytes.expose())
-            .map(|e| e.errors)
-            .unwrap_or_default();
-        Err(Failure::Status { code, errors })
+        Ok((code, bytes))
     }
 
     /// The keys directly under `folder`; sub-folders end in '/'.
@@ -797,9 +881,14 @@ impl Inner {
             Failure::Empty | Failure::Malformed => ProviderError::Unavailable(format!(
                 "unexpected answer from Vault at {server} {doing}"
             )),
+            Failure::Transport(cause) if crate::error::is_tls_trust_failure(&cause) => {
+                ProviderError::TlsFailed(format!(
+                    "Vault at {server} {doing}: {cause}{}",
+                    tls_hint(&cause)
+                ))
+            }
             Failure::Transport(cause) => ProviderError::Unavailable(format!(
-                "cannot reach Vault at {server} {doing}: {cause}{}",
-                tls_hint(&cause)
+                "cannot reach Vault at {server} {doing}: {cause}"
             )),
         }
     }
@@ -953,9 +1042,21 @@ fn status_text(code: u16, errors: &[String]) -> String {
     format!("{code}: {cut}")
 }
 
+/// A remote key as errors name it: `key@version` for a pinned read.
+fn not_found_key(key: &str, version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("{key}@{v}"),
+        None => key.to_owned(),
+    }
+}
+
 fn copy_error(e: &ProviderError) -> ProviderError {
     match e {
         ProviderError::NotFound { key } => ProviderError::NotFound { key: key.clone() },
+        ProviderError::KeyDeleted { key, detail } => ProviderError::KeyDeleted {
+            key: key.clone(),
+            detail: detail.clone(),
+        },
         ProviderError::PropertyNotFound { key, property } => ProviderError::PropertyNotFound {
             key: key.clone(),
             property: property.clone(),
@@ -967,6 +1068,7 @@ fn copy_error(e: &ProviderError) -> ProviderError {
         ProviderError::AuthFailed(m) => ProviderError::AuthFailed(m.clone()),
         ProviderError::PermissionDenied(m) => ProviderError::PermissionDenied(m.clone()),
         ProviderError::Unavailable(m) => ProviderError::Unavailable(m.clone()),
+        ProviderError::TlsFailed(m) => ProviderError::TlsFailed(m.clone()),
         ProviderError::InvalidConfig(m) => ProviderError::InvalidConfig(m.clone()),
     }
 }

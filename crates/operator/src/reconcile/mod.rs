@@ -97,12 +97,34 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     let uid = guard.meta().uid.clone().unwrap_or_default();
+    if let Error::StoreDown {
+        store_uid,
+        generation,
+        ..
+    } = error.inner()
+        && ctx.health.down(store_uid, *generation).is_none()
+    {
+        // The store recovered while this pass failed on its down state (its wake-up came
+        // during the pass): again now, not after a backoff.
+        ctx.backoff.succeeded(&uid);
+        return Action::requeue(Duration::ZERO);
+    }
     let store_generation = guard.0.as_ref().ok().and_then(|s| ctx.store_generation(s));
+    // Failing on a key (missing, deleted), it reads no less often than its refreshInterval:
+    // a fix is picked up as fast as a change would be. Backend-wide failures are woken by
+    // the store's recovery instead (`health`).
+    let within = guard
+        .0
+        .as_ref()
+        .ok()
+        .filter(|_| !crate::health::backend_wide(error.reason()))
+        .and_then(|s| s.spec.refresh_interval());
     match ctx.backoff.failed(
         &uid,
         error.retry(),
         guard.meta().generation,
         store_generation,
+        within,
     ) {
         Some(delay) => Action::requeue(delay),
         None => Action::await_change(),
@@ -162,10 +184,12 @@ async fn read_backend(
     ctx: &Context,
     rotate: bool,
 ) -> Result<fetch::Fetched> {
-    match sync.spec.pki() {
+    let read = match sync.spec.pki() {
         Some(pki) => fetch::issue(store, pki, &ctx.metrics).await,
         None => fetch::fetch(store, sync, &ctx.metrics, rotate).await,
-    }
+    };
+    store::report(ctx, store, sync, &read);
+    read
 }
 
 /// What a successful pass decided.

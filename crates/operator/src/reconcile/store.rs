@@ -9,13 +9,49 @@ use secretsync_api::{SecretStoreSpec, SecretSync, StoreCondition, StoreKind};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::providers::{Connected, StoreIdentity};
+use crate::sync_index::{StoreKey, SyncRef};
 
 /// A store resolved for one SecretSync: its identity and connected provider.
 pub struct ResolvedStore {
     pub kind: StoreKind,
     pub name: String,
+    pub uid: String,
     /// The provider, the store's rate limiter and its shared reads.
     pub connected: Connected,
+}
+
+fn store_key(sync: &SecretSync) -> StoreKey {
+    let kind = sync.spec.store_kind();
+    let namespace = (kind == StoreKind::SecretStore).then(|| sync.namespace().unwrap_or_default());
+    (kind, namespace, sync.spec.store_ref.name.clone())
+}
+
+fn sync_ref(sync: &SecretSync) -> SyncRef {
+    SyncRef::new(&sync.name_any()).within(&sync.namespace().unwrap_or_default())
+}
+
+/// Tells the store's backend health how a read through it went: a backend-wide failure
+/// may mark the store down and wakes this SecretSync when it recovers.
+pub(super) fn report<T>(
+    ctx: &Context,
+    store: &ResolvedStore,
+    sync: &SecretSync,
+    result: &Result<T>,
+) {
+    match result {
+        Ok(_) => ctx.health.sync_succeeded(&store.uid, &sync_ref(sync)),
+        Err(error) => failed(ctx, &store.uid, sync, error),
+    }
+}
+
+fn failed(ctx: &Context, store_uid: &str, sync: &SecretSync, error: &Error) {
+    ctx.health.sync_failed(
+        store_uid,
+        &store_key(sync),
+        sync_ref(sync),
+        &sync.uid().unwrap_or_default(),
+        error.reason(),
+    );
 }
 
 /// A store as the cache holds it.
@@ -122,13 +158,28 @@ pub(super) async fn resolve(sync: &SecretSync, ctx: &Context) -> Result<Resolved
         name: &name,
         namespace: (found.scope == StoreScope::Namespaced).then_some(namespace.as_str()),
     };
-    let connected = ctx
-        .providers
-        .get(&ctx.client, &found.spec, &identity)
-        .await?;
+    // The store's backend is down: its check probes it; this SecretSync waits to be woken.
+    if let Some(source) = ctx.health.down(&found.uid, found.generation) {
+        let error = Error::StoreDown {
+            store: name.clone(),
+            store_uid: found.uid.clone(),
+            generation: found.generation,
+            source,
+        };
+        failed(ctx, &found.uid, sync, &error);
+        return Err(error);
+    }
+    let connected = match ctx.providers.get(&ctx.client, &found.spec, &identity).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            failed(ctx, &found.uid, sync, &error);
+            return Err(error);
+        }
+    };
     Ok(ResolvedStore {
         kind,
         name,
+        uid: found.uid.clone(),
         connected,
     })
 }

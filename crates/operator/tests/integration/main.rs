@@ -22,6 +22,7 @@ mod outages;
 mod ownership;
 mod process;
 mod rbac;
+mod recovery;
 mod rollout;
 mod sharding;
 mod stores;

@@ -85,9 +85,7 @@ async fn vault_over_tls_trusts_exactly_the_ca_bundle_and_presents_a_client_certi
     .await;
     env.wait_store("trusted", "True", "Valid").await;
     store(&env, "no-ca", &tls, json!({})).await;
-    let no_ca = env
-        .wait_store("no-ca", "False", "ProviderUnavailable")
-        .await;
+    let no_ca = env.wait_store("no-ca", "False", "ProviderTLSFailed").await;
     store(
         &env,
         "wrong-ca",
@@ -96,7 +94,7 @@ async fn vault_over_tls_trusts_exactly_the_ca_bundle_and_presents_a_client_certi
     )
     .await;
     let wrong_ca = env
-        .wait_store("wrong-ca", "False", "ProviderUnavailable")
+        .wait_store("wrong-ca", "False", "ProviderTLSFailed")
         .await;
     for message in [&no_ca, &wrong_ca] {
         assert!(message.contains("invalid peer certificate"), "{message}");
@@ -119,7 +117,7 @@ async fn vault_over_tls_trusts_exactly_the_ca_bundle_and_presents_a_client_certi
     )
     .await;
     let refused = env
-        .wait_store("no-client-cert", "False", "ProviderUnavailable")
+        .wait_store("no-client-cert", "False", "ProviderTLSFailed")
         .await;
     assert!(refused.contains("client certificate"), "{refused}");
 
@@ -132,7 +130,7 @@ async fn vault_over_tls_trusts_exactly_the_ca_bundle_and_presents_a_client_certi
     env.create::<SecretSync>(&sync_yaml("untrusted", "wrong-ca", ""))
         .await;
     let message = env
-        .wait_failure("untrusted", "Ready", "ProviderUnavailable")
+        .wait_failure("untrusted", "Ready", "ProviderTLSFailed")
         .await;
     assert!(message.contains("invalid peer certificate"), "{message}");
 
