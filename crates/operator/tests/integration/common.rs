@@ -174,6 +174,30 @@ impl Drop for Operator {
 /// real run reports them as not run rather than passed.
 pub const SANDBOX_ONLY: &[(&str, &str)] = &[
     (
+        "failures::a_failed_status_write_keeps_the_failures_backoff",
+        "removes the status subresource from the cluster-scoped SecretSync CRD: on a shared real cluster every other test's status writes then fail",
+    ),
+    (
+        "sharding::an_operator_reconciles_only_its_namespaces_and_selector",
+        "makes its own fixed namespaces (`payments`, …) for the operators' namespace lists: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "endpoints::metrics_count_syncs_rotations_and_failures_without_naming_anything",
+        "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
+    ),
+    (
+        "leader::one_leader_reconciles_and_a_standby_takes_over_when_it_dies",
+        "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
+    ),
+    (
+        "failures::a_malformed_secretsync_is_reported_and_stalls_nothing",
+        "loosens the cluster-scoped SecretSync CRD's schema to store a malformed object: on a shared real cluster every other test's SecretSyncs then go through the loosened schema",
+    ),
+    (
+        "argo::without_the_argo_crd_a_rollout_target_is_reported_and_the_others_roll",
+        "needs a cluster without the Rollout CRD, which the other argo tests install on a shared real cluster",
+    ),
+    (
         "crash::sigkill_at_random_points_converges_to_the_uninterrupted_end_state",
         "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
     ),
