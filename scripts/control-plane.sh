@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane for the tests: etcd, kube-apiserver, kube-controller-manager
 # and kube-scheduler, with kwok as the kubelets of three Nodes, all built from the Go module
-# proxy (controlplane/go.mod) and run on loopback with RBAC on.
+# proxy (controlplane/go.mod; kwok from its own module, controlplane/kwok/go.mod, so that it
+# builds whatever the Kubernetes release) and run on loopback with RBAC on.
 #
 #   scripts/control-plane.sh build         build (or find cached) binaries; prints their directory
 #   scripts/control-plane.sh start         build, then start all five; prints the kubeconfig path
@@ -23,7 +24,10 @@ BIN_DIR=$HOME/.cache/secretsync/k8s/$K8S_VERSION
 STATE=${CONTROL_PLANE_DIR:-$ROOT/.cache/control-plane/$K8S_VERSION}
 GO_TOOLS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
   k8s.io/kubernetes/cmd/kube-scheduler)
-KWOK_VERSION=v0.8.0
+# kwok is a client of the API server only: it is built at its own dependency versions
+# (controlplane/kwok/go.mod), not the control plane's, which it does not compile against on
+# every release (v0.8.0 against k8s.io/cri-client v0.35.x).
+KWOK_MODULE=$ROOT/controlplane/kwok
 READY_TIMEOUT=${CONTROL_PLANE_READY_TIMEOUT:-120}
 PROGRAMS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
@@ -63,7 +67,7 @@ module_dir() {
       printf ')\n'
     } >"$dir.tmp/go.mod"
     (cd "$dir.tmp" &&
-      go get -tool "${GO_TOOLS[@]/%/@v$K8S_VERSION}" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" &&
+      go get -tool "${GO_TOOLS[@]/%/@v$K8S_VERSION}" &&
       go mod tidy) >&2 || die "could not resolve the modules of Kubernetes $K8S_VERSION (see above)"
     rm -rf "$dir"
     mv "$dir.tmp" "$dir"
@@ -94,14 +98,15 @@ cmd_build() {
   tmp=$(mktemp -d "$BIN_DIR/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   echo "control-plane: building Kubernetes $K8S_VERSION and etcd (cold: tens of minutes on 2 cores)" >&2
-  (cd "$mod" && nice -n 10 go build -ldflags="$ldflags" -o "$tmp/" \
-    "${GO_TOOLS[@]}" sigs.k8s.io/kwok/cmd/kwok ./cmd/etcd) >&2 ||
+  (cd "$mod" && nice -n 10 go build -ldflags="$ldflags" -o "$tmp/" "${GO_TOOLS[@]}" ./cmd/etcd) >&2 ||
     die "building Kubernetes $K8S_VERSION failed (see the Go errors above)"
+  (cd "$KWOK_MODULE" && nice -n 10 go build -o "$tmp/" sigs.k8s.io/kwok/cmd/kwok) >&2 ||
+    die "building kwok failed (see the Go errors above)"
   # kwok's pods and nodes move through Stages it reads from config files; its module ships
   # them (kustomize/stage/...), used as they are: nodes initialised and heartbeating with a
   # Lease, pods Ready at once, Job pods completed, deleted pods released.
   local kwok_dir
-  kwok_dir=$(cd "$mod" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  kwok_dir=$(cd "$KWOK_MODULE" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
   mkdir -p "$tmp/kwok-stages"
   cp "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
     "$kwok_dir"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
@@ -204,6 +209,31 @@ admin_get() { # PATH
 
 kube() { "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
 
+# kwok's pod-ready Stage (on stdin), except for the Pods that the tests' apps cannot run: a Pod
+# annotated `sandbox.secretsync.io/hang-rollout: "true"`, or `sandbox.secretsync.io/bad-secrets:
+# "db-v2,..."` and referencing one of those Secrets, stays Pending and never Ready, as on the
+# sandbox's simulator (crates/simulator, which also reads them from the Pod's workload).
+never_ready_pods() {
+  local hang='.metadata.annotations["sandbox.secretsync.io/hang-rollout"]'
+  local bad='(.metadata.annotations["sandbox.secretsync.io/bad-secrets"] // "" | split(",")) as $bad
+    | [(.spec.initContainers // [])[], (.spec.containers // [])[]
+        | ((.env // [])[] | .valueFrom.secretKeyRef.name?), ((.envFrom // [])[] | .secretRef.name?)]
+      + [(.spec.volumes // [])[] | .secret.secretName?, ((.projected.sources // [])[] | .secret.name?)]
+      + [(.spec.imagePullSecrets // [])[] | .name]
+    | any(. as $name | $name != null and ($bad | any(. == $name)))'
+  awk -v hang="$hang" -v bad="$(echo "$bad" | tr -s ' \n' ' ')" '
+    { print }
+    /^    matchExpressions:$/ {
+      gsub(/\x27/, "\x27\x27", bad)
+      print "    - key: \x27" hang "\x27"
+      print "      operator: \x27NotIn\x27"
+      print "      values: [\x27true\x27]"
+      print "    - key: \x27" bad "\x27"
+      print "      operator: \x27NotIn\x27"
+      print "      values: [\x27true\x27]"
+    }'
+}
+
 cmd_start() {
   local bin
   bin=$(cmd_build)
@@ -246,19 +276,29 @@ cmd_start() {
     --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --profiling=false
   wait_for kube-apiserver "ready (/readyz)" admin_get /readyz
 
+  # Client rate limits well above the defaults (20/s): the tests run many workloads at once,
+  # and a throttled Deployment controller would fail their short rollout timeouts.
   spawn kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig="$STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
     --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
     --secure-port=0 --leader-elect=false --use-service-account-credentials=true \
     --root-ca-file="$pki/ca.crt" --service-account-private-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --profiling=false
+    --service-cluster-ip-range=10.0.0.0/24 --profiling=false \
+    --kube-api-qps=200 --kube-api-burst=400
   spawn kube-scheduler "$bin/kube-scheduler" --kubeconfig="$STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
     --secure-port=0 --leader-elect=false --profiling=false
   local stages=() f
-  for f in "$bin"/kwok-stages/*.yaml; do stages+=("--config=$f"); done
+  mkdir -p "$STATE/kwok-stages"
+  for f in "$bin"/kwok-stages/*.yaml; do
+    if [ "$(basename "$f")" = pod-ready.yaml ]; then
+      never_ready_pods <"$f" >"$STATE/kwok-stages/pod-ready.yaml"
+      f=$STATE/kwok-stages/pod-ready.yaml
+    fi
+    stages+=("--config=$f")
+  done
   spawn kwok "$bin/kwok" --kubeconfig="$STATE/kwok.kubeconfig" "${stages[@]}" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=10.1.0.1 --cidr=10.2.0.0/16 --node-lease-duration-seconds=40 \

@@ -29,7 +29,6 @@ pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod events;
-pub mod faults;
 pub mod fields;
 pub mod gc;
 pub mod http;
@@ -58,7 +57,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-pub use faults::{Effect, Fault, FaultStats};
+pub use secretsync_testkit::faults::{self, Effect, Fault, FaultStats};
 pub use stats::{Scope, StatCount, StatKey, Stats};
 pub use tokens::PLACEHOLDER_CA_PEM;
 

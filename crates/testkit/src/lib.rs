@@ -11,7 +11,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
+pub mod apiproxy;
 pub mod azure_double;
+pub mod faults;
 pub mod gcp_double;
 pub mod install;
 pub mod leak;

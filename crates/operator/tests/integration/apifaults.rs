@@ -1,7 +1,9 @@
 //! The operator rides through a misbehaving API server and racing writers (api.md guarantee
 //! 7): injected 500/503/429 answers, writes that land after the client gave up, watches
 //! dropped and refused for a while, and other writers on the same objects. No version is
-//! lost or made twice, and nobody loops: requests are counted.
+//! lost or made twice, and nobody loops: requests are counted. The faults are injected by an
+//! HTTP proxy between the operator and the API server, so these run on the sandbox and on a
+//! real kube-apiserver alike.
 
 use std::time::Duration;
 
@@ -10,7 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use secretsync_api::{SecretSync, TargetState};
 use secretsync_operator::Config;
-use secretsync_sandbox::{Effect, Fault, Stats};
+use secretsync_testkit::apiproxy::{ApiProxy, Target};
+use secretsync_testkit::faults::{Effect, Fault};
 use serde_json::json;
 
 use crate::common::{Env, create_deployment, sync_yaml};
@@ -63,37 +66,46 @@ fn fault(verbs: &[&str], resource: &str, effect: Effect, every: u64) -> Fault {
     }
 }
 
-/// Requests of the operator (the sandbox's un-impersonated client) that write.
-fn operator_writes(stats: &Stats) -> u64 {
-    stats
-        .by_user("")
-        .filter(|c| ["create", "update", "patch", "delete"].contains(&c.key.verb.as_str()))
-        .map(|c| c.count)
+/// Requests of the operator (all that go through the proxy) of one of `verbs`.
+fn operator_requests(proxy: &ApiProxy, verbs: &[&str]) -> u64 {
+    proxy
+        .requests()
+        .iter()
+        .filter(|(t, _): &(&Target, _)| verbs.contains(&t.verb.as_str()))
+        .map(|(_, n)| n)
         .sum()
+}
+
+/// Requests of the operator that write.
+fn operator_writes(proxy: &ApiProxy) -> u64 {
+    operator_requests(proxy, &["create", "update", "patch", "delete"])
 }
 
 #[tokio::test]
 async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() {
-    let env = Env::start("payments").await;
+    let env = Env::without_operator("payments")
+        .await
+        .with_operator_behind_proxy(Config::default())
+        .await;
     seed(&env).await;
-    let sandbox = &env.sandbox;
-    sandbox.reset_stats();
+    let proxy = env.proxy();
+    proxy.reset_requests();
     let reconciles = env.operator().reconciles();
     // Every other Secret create fails, every third Deployment patch is throttled, every
     // other status write is refused.
-    sandbox.inject(fault(
+    proxy.faults().arm(fault(
         &["create"],
         "secrets",
         Effect::Status { code: 500 },
         2,
     ));
-    sandbox.inject(fault(
+    proxy.faults().arm(fault(
         &["patch"],
         "deployments",
         Effect::Status { code: 429 },
         3,
     ));
-    sandbox.inject(Fault {
+    proxy.faults().arm(Fault {
         subresource: Some("status".into()),
         ..fault(&["patch"], "secretsyncs", Effect::Status { code: 503 }, 2)
     });
@@ -101,8 +113,8 @@ async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() 
         env.merge_sync("db", json!({"spec": {"version": version}}))
             .await;
         // The API server restarts: every watch ends and none is served for a while.
-        sandbox.drop_watches();
-        sandbox.inject(Fault {
+        proxy.faults().drop_watches();
+        proxy.faults().arm(Fault {
             verbs: vec!["watch".into(), "list".into()],
             effect: Effect::Status { code: 503 },
             for_ms: Some(1500),
@@ -110,19 +122,20 @@ async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() 
         });
         wait_rolled_out(&env, version).await;
     }
-    let injected = sandbox.fault_stats();
-    sandbox.clear_faults();
-    let during = sandbox.stats();
+    let injected = proxy.faults().stats();
+    proxy.faults().clear();
+    let during = proxy.requests();
+    let writes = operator_writes(proxy);
     let reconciled = env.operator().reconciles() - reconciles;
     println!(
         "API faults: {} injected, {} watch drops; operator: {} reconciles, {} writes, {} requests",
         injected.injected,
         injected.watches_dropped,
         reconciled,
-        operator_writes(&during),
-        during.by_user("").map(|c| c.count).sum::<u64>()
+        writes,
+        during.values().sum::<u64>()
     );
-    let watches = during.verb_total("watch") + during.verb_total("list");
+    let watches = operator_requests(proxy, &["watch", "list"]);
     println!("  of which watch and list requests: {watches}");
     assert!(injected.injected >= 6, "{injected:?}");
     assert_eq!(injected.watches_dropped, 3);
@@ -146,39 +159,35 @@ async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() 
     // No hot loop: three rotations through faults take a bounded number of passes and
     // writes (a loop would make thousands within the backoff-free window).
     assert!(reconciled < 150, "{reconciled} reconciles");
-    assert!(operator_writes(&during) < 80, "{during:?}");
+    assert!(writes < 80, "{during:?}");
 
     // Once the server behaves, the operator is quiet again: refreshes read the backend and
     // write nothing.
-    sandbox.reset_stats();
+    proxy.reset_requests();
     let reads = env.operator().backend_reads();
     env.wait_backend_reads(reads + 2).await;
-    assert_eq!(
-        operator_writes(&sandbox.stats()),
-        0,
-        "{:?}",
-        sandbox.stats()
-    );
+    assert_eq!(operator_writes(proxy), 0, "{:?}", proxy.requests());
 }
 
 #[tokio::test]
 async fn a_create_that_lands_after_the_client_gave_up_is_adopted_not_doubled() {
     let env = Env::without_operator("payments")
         .await
-        .with_operator_config(Config {
+        .with_operator_behind_proxy(Config {
             write_timeout: Duration::from_millis(500),
             ..Config::default()
-        });
+        })
+        .await;
     seed(&env).await;
-    // The next Secret create is answered only after the operator stopped waiting for it.
-    env.sandbox.inject(Fault {
+    // The next Secret create reaches the server only after the operator stopped waiting
+    // for it.
+    env.proxy().faults().arm(Fault {
         times: Some(1),
         ..fault(&["create"], "secrets", Effect::Delay { ms: 1500 }, 1)
     });
-    env.sandbox.reset_stats();
     env.merge_sync("db", json!({"spec": {"version": 2}})).await;
     wait_rolled_out(&env, 2).await;
-    assert_eq!(env.sandbox.fault_stats().injected, 1);
+    assert_eq!(env.proxy().faults().stats().injected, 1);
     assert!(env.operator().metrics.api_write_timeouts() >= 1);
     assert_eq!(
         spec_versions(&env).await,
@@ -198,16 +207,18 @@ fn by(manager: &str) -> PatchParams {
 
 #[tokio::test]
 async fn racing_writers_lose_no_update_and_start_no_fight() {
-    let env = Env::start("payments").await;
+    let env = Env::without_operator("payments")
+        .await
+        .with_operator_behind_proxy(Config::default())
+        .await;
     seed(&env).await;
-    env.sandbox.reset_stats();
-    let engineer =
-        |user: &str| kubectl_secretsync::ops::Syncs::new(env.sandbox.client_as(user), "payments");
-    let (alice, bob) = (engineer("alice"), engineer("bob"));
-    let labeller: kube::Api<SecretSync> =
-        kube::Api::namespaced(env.sandbox.client_as("labeller"), "payments");
-    let editor: kube::Api<Deployment> =
-        kube::Api::namespaced(env.sandbox.client_as("editor"), "payments");
+    env.proxy().reset_requests();
+    // The people write with the cluster's admin client, not through the proxy, which then
+    // counts the operator's requests only.
+    let engineer = || kubectl_secretsync::ops::Syncs::new(env.client.clone(), &env.ns);
+    let (alice, bob) = (engineer(), engineer());
+    let labeller: kube::Api<SecretSync> = env.api();
+    let editor: kube::Api<Deployment> = env.api();
     // Two on-call engineers rotate at the same instant while a second field manager
     // relabels the SecretSync and someone `kubectl edit`s the Deployment's labels.
     let relabel = async {
@@ -247,9 +258,8 @@ async fn racing_writers_lose_no_update_and_start_no_fight() {
     assert!(made == ["1", "2", "3"] || made == ["1", "3"], "{made:?}");
     let deployment = env.api::<Deployment>().get("api").await.unwrap();
     assert_eq!(deployment.metadata.labels.unwrap()["edited"], "19");
-    let stats = env.sandbox.stats();
-    let writes = operator_writes(&stats);
+    let writes = operator_writes(env.proxy());
     println!("racing writers: operator made {writes} writes for 2 rotations and 40 foreign edits");
     // No fight: the operator wrote a handful of times per version, not once per edit.
-    assert!(writes < 30, "{stats:?}");
+    assert!(writes < 30, "{:?}", env.proxy().requests());
 }

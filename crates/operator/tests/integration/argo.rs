@@ -4,7 +4,7 @@
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use secretsync_api::{SecretSync, TargetState, VersionState};
@@ -32,7 +32,7 @@ pub async fn install_argo(client: &Client) {
 /// A canary Rollout `name` with `labels` whose pod template references `secret` in a
 /// container env, envFrom, a secret volume and a projected source.
 pub async fn create_rollout(env: &Env, name: &str, secret: &str, labels: Value) {
-    let rollout: Rollout = serde_json::from_value(json!({
+    let rollout = json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
         "metadata": {"name": name, "labels": labels},
         "spec": {
@@ -54,12 +54,8 @@ pub async fn create_rollout(env: &Env, name: &str, secret: &str, labels: Value) 
                 },
             },
         },
-    }))
-    .unwrap();
-    env.api::<Rollout>()
-        .create(&PostParams::default(), &rollout)
-        .await
-        .unwrap();
+    });
+    crate::common::create_rollout_json(env, rollout).await;
 }
 
 /// Plays Argo: the Rollout's status becomes `phase` for its current generation, written as

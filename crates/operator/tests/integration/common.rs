@@ -1,8 +1,19 @@
-//! Test harness: a sandbox API server with the CRDs installed, a namespace, and an operator
-//! running in-process that can be stopped and restarted.
+//! Test harness: an API server with the CRDs installed, a namespace, and an operator running
+//! in-process that can be stopped and restarted.
+//!
+//! The API server is the sandbox, in the test process, unless `SECRETSYNC_TEST_CLUSTER=real`:
+//! then it is the real one `KUBECONFIG` names (`scripts/integration-real.sh` starts one), and
+//! each [`Env`] gets a namespace of its own (deleted when the Env is dropped), an operator
+//! watching only that namespace with its hash key there, and the CRDs installed once per test
+//! binary. Tests that need the sandbox's own hooks (request counts, its fault injection, the
+//! simulator's knobs) are listed in [`SANDBOX_ONLY`] with the reason; the real run excludes
+//! them by name, and such a hook used on a real cluster panics.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -11,10 +22,12 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use secretsync_api::{SecretStore, SecretSync, VersionState};
+use secretsync_operator::hash_key::KeySecret;
 use secretsync_operator::metrics::Metrics;
 use secretsync_operator::supervise::Stopped;
 use secretsync_operator::{Config, RunOptions};
 use secretsync_sandbox::Sandbox;
+use secretsync_testkit::apiproxy::ApiProxy;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -111,6 +124,13 @@ impl Operator {
         }
     }
 
+    /// Stops the operator at once (its reconciles are cut short).
+    fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -149,15 +169,313 @@ impl Drop for Operator {
     }
 }
 
+/// Tests that cannot run on a real API server, by `module::test` name, with the reason.
+/// `scripts/integration-real.sh` passes each to the test binary as `--skip` (exact), so the
+/// real run reports them as not run rather than passed.
+pub const SANDBOX_ONLY: &[(&str, &str)] = &[
+    (
+        "rollout::a_hanging_rollout_fails_after_the_timeout_and_deletes_nothing",
+        "hangs the rollout by annotating the Deployment after its Pods exist (the simulator reads the workload's annotation); kwok reads the Pod's, and moving it to the template would itself roll the Deployment",
+    ),
+    (
+        "failures::a_failed_status_write_keeps_the_failures_backoff",
+        "removes the status subresource from the cluster-scoped SecretSync CRD: on a shared real cluster every other test's status writes then fail",
+    ),
+    (
+        "sharding::an_operator_reconciles_only_its_namespaces_and_selector",
+        "makes its own fixed namespaces (`payments`, …) for the operators' namespace lists: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "endpoints::metrics_count_syncs_rotations_and_failures_without_naming_anything",
+        "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
+    ),
+    (
+        "leader::one_leader_reconciles_and_a_standby_takes_over_when_it_dies",
+        "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
+    ),
+    (
+        "failures::a_malformed_secretsync_is_reported_and_stalls_nothing",
+        "loosens the cluster-scoped SecretSync CRD's schema to store a malformed object: on a shared real cluster every other test's SecretSyncs then go through the loosened schema",
+    ),
+    (
+        "argo::without_the_argo_crd_a_rollout_target_is_reported_and_the_others_roll",
+        "needs a cluster without the Rollout CRD, which the other argo tests install on a shared real cluster",
+    ),
+    (
+        "crash::sigkill_at_random_points_converges_to_the_uninterrupted_end_state",
+        "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
+    ),
+    (
+        "endpoints::readyz_waits_for_the_caches_and_sigterm_releases_the_lease",
+        "runs the operator binary, which watches every namespace: on a shared real cluster it would reconcile the other tests' objects",
+    ),
+    (
+        "examples::crds_load_in_real_kubectl_and_the_fake_example_syncs",
+        "applies the repository's examples into namespace `payments` and CRDs with kubectl as on a fresh cluster: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "examples::the_gcp_example_syncs_from_the_secret_manager_double",
+        "applies an example into the fixed namespace `payments`: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "examples::the_vault_example_syncs_from_openbao",
+        "applies an example into the fixed namespace `payments`: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "leak::canary_values_never_appear_in_logs_events_statuses_metrics_or_errors",
+        "makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "tenancy::a_namespace_label_change_admits_or_refuses_at_once",
+        "makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "rbac::the_charts_per_namespace_rbac_grants_every_call_of_a_namespaced_operator",
+        "records the operator's requests by user (the sandbox's request log) and makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "rbac::the_charts_cluster_wide_rbac_grants_every_call_and_no_unused_secret_verb",
+        "records the operator's requests by user with the sandbox's request log (on real, the e2e journey 1 runs the operator as the chart's ServiceAccount instead)",
+    ),
+    (
+        "leases::a_pki_version_is_a_leased_tls_certificate_and_refreshes_issue_nothing",
+        "lists the SecretSyncs of every namespace for its leak check, and another test's deliberately malformed SecretSync fails the list: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "gcp::gcp_values_and_keys_never_appear_in_logs_or_statuses",
+        "lists the SecretSyncs of every namespace for its leak check: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "hash_key::a_key_secret_without_a_usable_key_stops_the_operator_with_a_clear_error",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace",
+    ),
+    (
+        "hash_key::a_sync_moved_to_a_shard_with_another_key_is_re_keyed_not_re_versioned",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace",
+    ),
+    (
+        "hash_key::the_content_hash_is_keyed_by_the_operators_secret_and_survives_a_restart",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace",
+    ),
+    (
+        "hash_key::versions_with_the_legacy_hash_do_not_rotate_on_upgrade",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace",
+    ),
+    (
+        "hash_key::killed_while_re_keying_the_operator_converges_with_no_new_version",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace; and injects delays with the sandbox's faults",
+    ),
+    (
+        "hash_key::deleting_the_key_and_restarting_rewrites_every_hash_and_makes_no_version",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace",
+    ),
+    (
+        "hash_key::moving_the_operator_to_a_namespace_with_a_fresh_key_makes_no_version",
+        "is about the operator's one hash-key Secret (default/secretsync-hash-key) or its namespace; on a shared real cluster each test's operator keeps its own key in its own namespace",
+    ),
+    (
+        "outages::outages_longer_than_the_backoff_cap_lose_nothing_and_heal_within_one_cap",
+        "injects API outages and counts requests with the sandbox's hooks (to move to the ApiProxy)",
+    ),
+    (
+        "rollout::a_failed_rollout_rolls_back_to_the_previous_version_and_stays_there",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "rollout::a_reference_a_gitops_tool_puts_back_is_rewritten_once_per_change",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "rollout::restarts_mid_rollout_and_after_it_patch_nothing_again",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "sync::a_restart_makes_no_writes_and_no_backend_reads_for_up_to_date_syncs",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "sync::changed_content_makes_a_new_version_and_unchanged_content_writes_nothing",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "sync::first_sync_creates_v1_with_the_contract",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "vault::versions_follow_openbao",
+        "counts the operator's requests with the sandbox's own request log (to move: the ApiProxy counts them on any cluster, as apifaults.rs does)",
+    ),
+    (
+        "stress::a_batched_failure_is_blamed_on_the_secret_the_pods_name",
+        "needs a kubelet that refuses a Pod whose Secret key is missing (CreateContainerConfigError, read by the operator to blame the failure): kwok runs every Pod and no Stage can look up a Secret",
+    ),
+    (
+        "leases::the_next_version_rolls_out_before_the_old_lease_expires",
+        "measures the simulator's rollout delay (Sandbox::builder().ready_delay): kwok's Pods are Ready at once",
+    ),
+];
+
+/// Panics, with the reason, when this test (libtest names its thread after it) is listed in
+/// [`SANDBOX_ONLY`].
+fn refuse_sandbox_only() {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or_default();
+    if let Some((_, why)) = SANDBOX_ONLY.iter().find(|(name, _)| *name == test) {
+        panic!("{test} is sandbox-only (common::SANDBOX_ONLY): it {why}");
+    }
+}
+
+/// `KUBECONFIG` when the tests run on a real API server (`SECRETSYNC_TEST_CLUSTER=real`).
+pub fn real_kubeconfig() -> Option<PathBuf> {
+    match std::env::var("SECRETSYNC_TEST_CLUSTER").as_deref() {
+        Ok("real") => Some(
+            std::env::var_os("KUBECONFIG")
+                .expect("SECRETSYNC_TEST_CLUSTER=real needs KUBECONFIG (the real API server's)")
+                .into(),
+        ),
+        Ok("sandbox") | Err(_) => None,
+        Ok(other) => panic!("SECRETSYNC_TEST_CLUSTER={other}: expected `sandbox` or `real`"),
+    }
+}
+
+/// The API server a test runs against. Dereferences to the sandbox for its own hooks (request
+/// counts, fault injection), which panic on a real cluster: such a test belongs in
+/// [`SANDBOX_ONLY`].
+pub struct Cluster {
+    sandbox: Option<Sandbox>,
+    kubeconfig: PathBuf,
+    /// The real cluster's admin client configuration.
+    real: Option<kube::Config>,
+}
+
+impl Cluster {
+    async fn sandbox(builder: secretsync_sandbox::SandboxBuilder) -> Cluster {
+        let sandbox = builder.start().await.expect("sandbox starts");
+        Cluster {
+            kubeconfig: sandbox.kubeconfig_path().to_path_buf(),
+            sandbox: Some(sandbox),
+            real: None,
+        }
+    }
+
+    async fn real(kubeconfig: PathBuf) -> Cluster {
+        let file = kube::config::Kubeconfig::read_from(&kubeconfig)
+            .unwrap_or_else(|e| panic!("read {}: {e}", kubeconfig.display()));
+        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .expect("the real cluster's kubeconfig loads");
+        Cluster {
+            sandbox: None,
+            kubeconfig,
+            real: Some(config),
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        self.sandbox.is_none()
+    }
+
+    /// A kubeconfig file for the cluster (admin on a real one).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A client with the cluster's admin credentials.
+    pub fn client(&self) -> Client {
+        match (&self.sandbox, &self.real) {
+            (Some(sandbox), _) => sandbox.client(),
+            (None, Some(config)) => {
+                Client::try_from(config.clone()).expect("a client for the real cluster")
+            }
+            (None, None) => unreachable!("a cluster is a sandbox or a real one"),
+        }
+    }
+
+    /// A client that impersonates `user` (on a real cluster the server then authorizes
+    /// the requests as `user`'s).
+    pub fn client_as(&self, user: &str) -> Client {
+        match (&self.sandbox, &self.real) {
+            (Some(sandbox), _) => sandbox.client_as(user),
+            (None, Some(config)) => {
+                let mut config = config.clone();
+                config.auth_info.impersonate = Some(user.into());
+                Client::try_from(config).expect("a client for the real cluster")
+            }
+            (None, None) => unreachable!("a cluster is a sandbox or a real one"),
+        }
+    }
+}
+
+impl Deref for Cluster {
+    type Target = Sandbox;
+
+    fn deref(&self) -> &Sandbox {
+        self.sandbox.as_ref().expect(
+            "this test uses a sandbox-only hook (request counts, fault injection, simulator \
+             knobs) on a real API server: list it in common::SANDBOX_ONLY with the reason",
+        )
+    }
+}
+
 pub struct Env {
-    pub sandbox: Sandbox,
+    /// The API server: the sandbox's hooks through it panic on a real cluster.
+    pub sandbox: Cluster,
     pub client: Client,
     pub ns: String,
     pub operator: Option<Operator>,
+    /// The fault-injecting proxy the operator talks through, if [`Env::with_operator_behind_proxy`].
+    proxy: Option<ApiProxy>,
+}
+
+/// A namespace name of its own for `ns` on a shared real cluster.
+fn fresh_namespace(ns: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{ns}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Drop for Env {
+    /// On a real cluster, stops the operator and deletes the test's namespace (the sandbox
+    /// goes away with the process's memory).
+    fn drop(&mut self) {
+        if !self.sandbox.is_real() {
+            return;
+        }
+        if let Some(operator) = self.operator.as_mut() {
+            operator.abort();
+        }
+        let (config, ns) = (self.sandbox.real.clone(), self.ns.clone());
+        // Drop cannot await, and the test's runtime is blocked here: one request from a
+        // runtime (and a client, whose connection task runs where it was made) of its own.
+        let deleted = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the namespace's deletion")
+                .block_on(async {
+                    let config = config.expect("a real cluster has its client configuration");
+                    let client = Client::try_from(config).expect("a client for the real cluster");
+                    Api::<Namespace>::all(client)
+                        .delete(&ns, &Default::default())
+                        .await
+                        .map(|_| ())
+                })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted
+            && !matches!(&e, kube::Error::Api(status) if status.code == 404)
+        {
+            eprintln!("could not delete the test's namespace {}: {e}", self.ns);
+        }
+    }
 }
 
 impl Env {
-    /// A sandbox with the CRDs and namespace `ns`, and a running operator.
+    /// A cluster with the CRDs and namespace `ns` (on a real cluster, a fresh namespace named
+    /// after it), and a running operator.
     pub async fn start(ns: &str) -> Env {
         let env = Self::without_operator(ns).await;
         env.with_operator()
@@ -167,46 +485,92 @@ impl Env {
         Self::with_sandbox(ns, Sandbox::builder()).await
     }
 
-    /// Like [`Env::start`] with sandbox options (a slower simulated rollout, say).
+    /// Like [`Env::start`] with sandbox options (a slower simulated rollout, say). On a real
+    /// cluster the options do not apply: its Pods are kwok's.
     pub async fn start_with(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
         Self::with_sandbox(ns, builder).await.with_operator()
     }
 
-    /// A sandbox built from `builder` with the CRDs and namespace `ns`, and no operator.
+    /// A cluster (a sandbox built from `builder`) with the CRDs and namespace `ns`, and no
+    /// operator.
     pub async fn with_sandbox(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
-        let sandbox = builder.start().await.expect("sandbox starts");
-        let client = sandbox.client();
-        install_crds(&client).await;
-        install_namespace(&client, ns).await;
+        let env = Self::cluster(ns, builder).await;
+        if env.sandbox.is_real() {
+            static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+            CRDS.get_or_init(|| install_crds(&env.client)).await;
+        } else {
+            install_crds(&env.client).await;
+        }
+        install_namespace(&env.client, &env.ns).await;
+        env
+    }
+
+    /// A cluster without CRDs, namespace (`payments` on the sandbox, where it is not made
+    /// either) or operator.
+    pub async fn bare() -> Env {
+        Self::cluster("payments", Sandbox::builder()).await
+    }
+
+    async fn cluster(ns: &str, builder: secretsync_sandbox::SandboxBuilder) -> Env {
+        let (sandbox, ns) = match real_kubeconfig() {
+            Some(kubeconfig) => {
+                refuse_sandbox_only();
+                (Cluster::real(kubeconfig).await, fresh_namespace(ns))
+            }
+            None => (Cluster::sandbox(builder).await, ns.to_owned()),
+        };
         Env {
+            client: sandbox.client(),
             sandbox,
-            client,
-            ns: ns.to_owned(),
+            ns,
             operator: None,
+            proxy: None,
         }
     }
 
-    /// A bare sandbox: no CRDs, no namespace, no operator (namespace `payments` assumed).
-    pub async fn bare() -> Env {
-        let sandbox = Sandbox::start().await.expect("sandbox starts");
-        let client = sandbox.client();
-        Env {
-            sandbox,
-            client,
-            ns: "payments".to_owned(),
-            operator: None,
-        }
+    /// An operator with these settings whose requests go through an [`ApiProxy`] in front of
+    /// the cluster (sandbox or real): the test injects API faults there and counts the
+    /// operator's requests, and its own requests go to the cluster directly.
+    pub async fn with_operator_behind_proxy(mut self, config: Config) -> Env {
+        let proxy = ApiProxy::start(self.client.clone()).await;
+        let operator = self.operator_for(proxy.client(), config);
+        self.proxy = Some(proxy);
+        self.operator = Some(operator);
+        self
+    }
+
+    /// The proxy in front of the cluster ([`Env::with_operator_behind_proxy`]).
+    pub fn proxy(&self) -> &ApiProxy {
+        self.proxy
+            .as_ref()
+            .expect("the operator runs behind a proxy (Env::with_operator_behind_proxy)")
     }
 
     pub fn with_operator(mut self) -> Env {
-        self.operator = Some(Operator::start(self.client.clone(), None));
+        self.start_operator();
         self
     }
 
     /// An in-process operator with these settings (a short write timeout, say).
     pub fn with_operator_config(mut self, config: Config) -> Env {
-        self.operator = Some(Operator::start_with(self.client.clone(), None, config));
+        self.operator = Some(self.operator_with(config));
         self
+    }
+
+    /// An operator for this env: on the sandbox it watches every namespace; on a shared real
+    /// cluster only the test's own, with its hash key there (unless `config` names another).
+    fn operator_with(&self, config: Config) -> Operator {
+        self.operator_for(self.client.clone(), config)
+    }
+
+    fn operator_for(&self, client: Client, mut config: Config) -> Operator {
+        if !self.sandbox.is_real() {
+            return Operator::start_with(client, None, config);
+        }
+        if config.hash_key == KeySecret::default() {
+            config.hash_key.namespace = self.ns.clone();
+        }
+        Operator::start_with(client, Some(self.ns.clone()), config)
     }
 
     pub async fn stop_operator(&mut self) {
@@ -216,7 +580,7 @@ impl Env {
     }
 
     pub fn start_operator(&mut self) {
-        self.operator = Some(Operator::start(self.client.clone(), None));
+        self.operator = Some(self.operator_with(Config::default()));
     }
 
     pub fn operator(&self) -> &Operator {
@@ -557,6 +921,21 @@ pub async fn rollout_undo(env: &Env, name: &str, secret: &str) {
         )
         .await
         .unwrap();
+}
+
+/// Creates an Argo Rollout from JSON in the env's namespace. Through a dynamic object, which
+/// keeps `apiVersion` and `kind`: the operator's [`secretsync_operator::argo::Rollout`] type
+/// serializes neither (it only ever patches), and a real API server refuses a body without
+/// them (`Object 'Kind' is missing`).
+pub async fn create_rollout_json(env: &Env, rollout: Value) {
+    let resource = kube::discovery::ApiResource::erase::<secretsync_operator::argo::Rollout>(&());
+    kube::Api::<kube::api::DynamicObject>::namespaced_with(env.client.clone(), &env.ns, &resource)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(rollout).expect("a Rollout as JSON"),
+        )
+        .await
+        .expect("create the Rollout");
 }
 
 /// A Secret's data as bytes by key.

@@ -191,7 +191,7 @@ async fn a_gcp_store_with_a_bad_key_is_not_ready() {
         .wait_store("unknown", "False", "ProviderAuthFailed")
         .await;
     assert!(
-        message.contains("UNAUTHENTICATED") && message.contains("payments/unknown"),
+        message.contains("UNAUTHENTICATED") && message.contains(&format!("{}/unknown", env.ns)),
         "{message}"
     );
     gcp_store(&env, &double, "garbage", "not a key").await;

@@ -91,7 +91,7 @@ async fn the_content_hash_is_keyed_by_the_operators_secret_and_survives_a_restar
 async fn replicas_racing_to_make_the_key_share_one() {
     let env = Env::without_operator("payments").await;
     let at = KeySecret {
-        namespace: "payments".into(),
+        namespace: env.ns.clone(),
         name: "raced".into(),
     };
     let (a, b, c) = tokio::join!(

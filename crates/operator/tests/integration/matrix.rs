@@ -158,8 +158,9 @@ impl Run<'_> {
             Outcome::Bad => self.secret(2),
             Outcome::BadPrevious => format!("{},{}", self.secret(2), self.secret(3)),
         };
+        // On the workload for the simulator, on the Pods for kwok (scripts/control-plane.sh).
         let template = json!({
-            "metadata": {"labels": {"cell": name}},
+            "metadata": {"labels": {"cell": name}, "annotations": {"sandbox.secretsync.io/bad-secrets": bad}},
             "spec": {"containers": [{
                 "name": "app", "image": "app:1",
                 "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": self.secret(1), "key": "password"}}}],
@@ -249,12 +250,7 @@ spec:
                     .await
                     .unwrap(),
             ),
-            Kind::Rollout => drop(
-                env.api::<Rollout>()
-                    .create(&params, &serde_json::from_value(object).unwrap())
-                    .await
-                    .unwrap(),
-            ),
+            Kind::Rollout => crate::common::create_rollout_json(env, object).await,
         }
     }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use secretsync_sandbox::Sandbox;
+
 use secretsync_testkit::{ChildGuard, free_port, http_get};
 
-use crate::common::DEADLINE;
+use crate::common::{Cluster, DEADLINE};
 
 /// Lease timings short enough for a test: duration 2 s, renew deadline 1 s, retry 250 ms.
 pub const LEASE_DURATION: Duration = Duration::from_secs(2);
@@ -29,13 +29,13 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the binary as pod `name`, electing on [`LEASE_NAME`] in `default` when
     /// `elect`.
-    pub fn start(sandbox: &Sandbox, name: &str, elect: bool) -> Self {
+    pub fn start(cluster: &Cluster, name: &str, elect: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("operator.log");
         let out = std::fs::File::create(&log).unwrap();
         let (metrics_port, health_port) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretsync-operator"));
-        cmd.env("KUBECONFIG", sandbox.kubeconfig_path())
+        cmd.env("KUBECONFIG", cluster.kubeconfig_path())
             .env("POD_NAME", name)
             .env_remove("POD_NAMESPACE")
             .env_remove("RUST_LOG")

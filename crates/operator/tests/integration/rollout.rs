@@ -83,9 +83,11 @@ pub(crate) fn workload(
     labels: Value,
     annotations: Value,
 ) -> Value {
+    // The annotations (the simulator's knobs among them) on the Pods too: kwok reads them
+    // from the Pod (scripts/control-plane.sh).
     let mut spec = json!({
         "selector": {"matchLabels": {"app": name}},
-        "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec(secret)},
+        "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}, "spec": pod_spec(secret)},
     });
     if kind != "DaemonSet" {
         spec["replicas"] = json!(2);

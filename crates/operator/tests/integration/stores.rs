@@ -74,7 +74,7 @@ async fn a_bad_token_makes_the_store_not_ready_and_a_good_one_ready() {
     let out = tokio::process::Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(env.sandbox.kubeconfig_path())
-        .args(["get", "secretstores", "-n", "payments"])
+        .args(["get", "secretstores", "-n", &env.ns])
         .output()
         .await
         .unwrap();

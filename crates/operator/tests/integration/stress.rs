@@ -408,12 +408,14 @@ async fn an_on_delete_statefulset_completes_when_every_pod_runs_the_new_template
         .await;
     }
     crate::rollout::wait_target(&env, "store", 2, TargetState::Complete).await;
-    let sts = env.api::<StatefulSet>().get("store").await.unwrap();
-    let status = sts.status.unwrap();
-    assert_ne!(
-        status.current_revision, status.update_revision,
-        "as on a real cluster, OnDelete leaves currentRevision behind"
-    );
+    if !env.sandbox.is_real() {
+        // The simulator leaves currentRevision behind for OnDelete, as Kubernetes did before
+        // kubernetes/kubernetes#73492 was fixed (1.37.2 moves it once every Pod is updated):
+        // the target was Complete without it.
+        let sts = env.api::<StatefulSet>().get("store").await.unwrap();
+        let status = sts.status.unwrap();
+        assert_ne!(status.current_revision, status.update_revision);
+    }
     env.wait_for_absent::<Secret>("db-v1").await;
     let (reason, _) = env.wait_condition("db", "RolledOut", "True").await;
     assert_eq!(reason, "RolloutComplete");

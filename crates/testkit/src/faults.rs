@@ -1,8 +1,8 @@
-//! Fault injection: the sandbox answers chosen requests with an error status, answers them
-//! late, or ends every open watch — what a real API server does under load, during an
-//! upgrade or behind a flaky load balancer. Tests arm faults through [`crate::Sandbox`] or
-//! `POST /sandbox/faults` (a JSON [`Fault`]); `DELETE /sandbox/faults` clears them and
-//! `GET /sandbox/faults` counts what was injected.
+//! Fault injection: chosen requests are answered with an error status or late, or every open
+//! watch is ended — what a real API server does under load, during an upgrade or behind a
+//! flaky load balancer. The sandbox applies them to its own requests (tests arm them through
+//! `secretsync_sandbox::Sandbox` or `POST /sandbox/faults`, a JSON [`Fault`]), and
+//! [`crate::apiproxy::ApiProxy`] to the requests it forwards to any API server.
 
 use std::sync::Mutex;
 use std::time::Duration;
