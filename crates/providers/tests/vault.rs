@@ -176,10 +176,12 @@ async fn kv2_deleted_and_destroyed_versions_are_not_found() {
 
     for version in ["1", "2"] {
         let err = vault.fetch("app/db", Some(version)).await.unwrap_err();
+        // Deleted or destroyed: not found, saying which (and how to undelete).
         assert!(
-            matches!(err, ProviderError::NotFound { .. }),
+            matches!(err, ProviderError::KeyDeleted { .. }),
             "v{version}: {err}"
         );
+        assert_eq!(err.reason(), secretsync_api::Reason::RemoteKeyNotFound);
         assert_clean(&err, &[bao.root_token()]);
     }
     assert_eq!(
@@ -192,13 +194,14 @@ async fn kv2_deleted_and_destroyed_versions_are_not_found() {
         Some("3")
     );
 
-    // The latest version deleted: the key reads as missing.
+    // The latest version deleted: the key reads as missing, saying so.
     bao.bao_ok(&["kv", "delete", "-mount=secret", "app/db"]);
     let err = vault.fetch("app/db", None).await.unwrap_err();
     assert!(
-        matches!(err, ProviderError::NotFound { ref key } if key == "app/db"),
+        matches!(err, ProviderError::KeyDeleted { ref key, .. } if key == "app/db"),
         "{err}"
     );
+    assert_eq!(err.reason(), secretsync_api::Reason::RemoteKeyNotFound);
 }
 
 #[tokio::test]
@@ -521,7 +524,7 @@ async fn https_servers_are_trusted_through_the_ca_bundle_only() {
     // Without the bundle the generated CA is unknown: the TLS handshake fails.
     let untrusted = root_vault(&bao);
     let err = untrusted.fetch("app/db", None).await.unwrap_err();
-    assert!(matches!(err, ProviderError::Unavailable(_)), "{err}");
+    assert!(matches!(err, ProviderError::TlsFailed(_)), "{err}");
     assert!(err.to_string().contains(&bao.addr()), "{err}");
     assert_clean(&err, &[bao.root_token()]);
 }
