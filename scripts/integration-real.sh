@@ -14,15 +14,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretsync/target}"
 threads=${INTEGRATION_REAL_THREADS:-4}
+# `--workspace`, as `cargo test --workspace` before: the same features, so the same build (a
+# `-p` build unifies features differently and compiles the workspace's crates again).
 
-cargo test -p secretsync-operator --test integration --locked --no-run --quiet
+cargo test --workspace --test integration --locked --no-run --quiet
 
 # The names in SANDBOX_ONLY: every "module::test" string between its opening and its `];`.
 mapfile -t sandbox_only < <(
   sed -n '/^pub const SANDBOX_ONLY/,/^];/p' crates/operator/tests/integration/common.rs |
     grep -oE '"[a-z0-9_]+::[a-z0-9_]+"' | tr -d '"'
 )
-all_tests=$(cargo test -p secretsync-operator --test integration --locked -q -- --list 2>/dev/null |
+all_tests=$(cargo test --workspace --test integration --locked -q -- --list 2>/dev/null |
   sed -n 's/: test$//p')
 skips=()
 for name in "${sandbox_only[@]}"; do
@@ -47,7 +49,7 @@ start=$SECONDS
 status=0
 # --skip matches by substring: each name is a whole `module::test`, and the list check above
 # keeps them real names.
-SECRETSYNC_TEST_CLUSTER=real cargo test -p secretsync-operator --test integration --locked -- \
+SECRETSYNC_TEST_CLUSTER=real cargo test --workspace --test integration --locked -- \
   --test-threads="$threads" "${skips[@]}" "$@" || status=$?
 echo "integration-real: ${#sandbox_only[@]} sandbox-only tests not run (common.rs SANDBOX_ONLY);" \
   "the run took $((SECONDS - start)) s with $threads threads" >&2
