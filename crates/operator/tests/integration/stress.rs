@@ -310,7 +310,9 @@ async fn a_paused_deployment_waits_without_failing_and_rolls_when_resumed() {
     let env = Env::start("payments").await;
     crate::rollout::seed(
         &env,
-        "  rollout: {targets: [{kind: Deployment, name: api}], timeout: 2s, onFailure: Rollback}",
+        // Long enough for a real controller-manager under load to finish the resumed
+        // rollout (2 s was not, in CI), short enough to wait past while paused.
+        "  rollout: {targets: [{kind: Deployment, name: api}], timeout: 6s, onFailure: Rollback}",
     )
     .await;
     crate::rollout::create_deployment(&env, "api", "db-v1", json!({})).await;
@@ -332,7 +334,7 @@ async fn a_paused_deployment_waits_without_failing_and_rolls_when_resumed() {
     let (ready, _) = env.wait_condition("db", "Ready", "True").await;
     assert_eq!(ready, "Synced");
     // Past the timeout, still paused: no failure, no rollback.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
     let status = env.status("db").await;
     let rollout = status.rollout.clone().unwrap();
     assert_eq!(rollout.failed, None, "{rollout:?}");
