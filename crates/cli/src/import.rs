@@ -276,30 +276,8 @@ impl Walk {
         if let Some(target) = self.object_at(&mut spec, "target", ".spec")? {
             self.target(target, &mut out)?;
         }
-        if let Some(data) = spec.remove("data") {
-            let items = as_array(data, ".spec.data")?;
-            let mut ours = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                if let Some(item) = self.data_item(item, &format!(".spec.data[{i}]"))? {
-                    ours.push(item);
-                }
-            }
-            if !ours.is_empty() {
-                out.insert("data".into(), Value::Array(ours));
-            }
-        }
-        if let Some(data_from) = spec.remove("dataFrom") {
-            let items = as_array(data_from, ".spec.dataFrom")?;
-            let mut ours = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                if let Some(item) = self.data_from(item, &format!(".spec.dataFrom[{i}]"))? {
-                    ours.push(item);
-                }
-            }
-            if !ours.is_empty() {
-                out.insert("dataFrom".into(), Value::Array(ours));
-            }
-        }
+        self.entries(&mut spec, "data", &mut out, Self::data_item)?;
+        self.entries(&mut spec, "dataFrom", &mut out, Self::data_from)?;
         if !out.contains_key("data") && !out.contains_key("dataFrom") {
             return Err("nothing to read: no data or dataFrom entry could be carried over".into());
         }
@@ -310,6 +288,33 @@ impl Walk {
             "metadata": metadata,
             "spec": out,
         }))
+    }
+
+    /// Converts each item of the list `spec.<key>` with `convert` into `out.<key>`; an item
+    /// `convert` cannot carry over is left out (and reported by it).
+    fn entries(
+        &mut self,
+        spec: &mut Obj,
+        key: &str,
+        out: &mut Obj,
+        convert: fn(&mut Self, Value, &str) -> Result<Option<Value>, String>,
+    ) -> Result<(), String> {
+        let Some(list) = spec.remove(key) else {
+            return Ok(());
+        };
+        let mut ours = Vec::new();
+        for (i, item) in as_array(list, &format!(".spec.{key}"))?
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(item) = convert(self, item, &format!(".spec.{key}[{i}]"))? {
+                ours.push(item);
+            }
+        }
+        if !ours.is_empty() {
+            out.insert(key.to_owned(), Value::Array(ours));
+        }
+        Ok(())
     }
 
     fn target(&mut self, mut target: Obj, out: &mut Obj) -> Result<(), String> {

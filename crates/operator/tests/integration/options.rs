@@ -25,22 +25,10 @@ spec:
 async fn base64_values_are_stored_decoded_and_one_that_is_not_keeps_the_last_version() {
     let env = Env::start("payments").await;
     // A keystore pasted base64-encoded, and a config whose fields are URL-safe base64.
-    let stored = |keystore: &str| {
-        [
-            ("app/keystore", keystore.to_string(), "1"),
-            (
-                "app/conf",
-                r#"{"blob":"-_8=","plain":"as-is"}"#.to_string(),
-                "1",
-            ),
-        ]
-    };
-    let entries = stored(r#"{"jks":"/u3+7Q=="}"#);
-    let entries: Vec<(&str, &str, &str)> = entries
-        .iter()
-        .map(|(k, v, n)| (*k, v.as_str(), *n))
-        .collect();
-    env.fake_store("vault", &entries).await;
+    let conf = r#"{"blob":"-_8=","plain":"as-is"}"#;
+    let stored = |keystore| [("app/keystore", keystore, "1"), ("app/conf", conf, "1")];
+    env.fake_store("vault", &stored(r#"{"jks":"/u3+7Q=="}"#))
+        .await;
     env.create::<SecretSync>(&manifest(
         "tls",
         "",
@@ -58,12 +46,8 @@ async fn base64_values_are_stored_decoded_and_one_that_is_not_keeps_the_last_ver
     assert_eq!(data["plain"], b"as-is", "Auto keeps what is not base64");
 
     // Someone stores the keystore raw: not base64, so no version is made from it.
-    let entries = stored(r#"{"jks":"raw keystore, s3cret!"}"#);
-    let entries: Vec<(&str, &str, &str)> = entries
-        .iter()
-        .map(|(k, v, n)| (*k, v.as_str(), *n))
-        .collect();
-    env.set_fake_data("vault", &entries).await;
+    env.set_fake_data("vault", &stored(r#"{"jks":"raw keystore, s3cret!"}"#))
+        .await;
     let message = env.wait_failure("tls", "Ready", "DecodingFailed").await;
     assert!(
         message.contains("data[0]")

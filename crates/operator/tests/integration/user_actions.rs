@@ -120,12 +120,7 @@ async fn renaming_the_target_moves_workloads_and_prunes_only_what_is_unused() {
 #[tokio::test]
 async fn deleting_the_active_secret_makes_the_next_version_never_a_step_back() {
     let env = Env::start("payments").await;
-    seed(&env, "  refreshInterval: 1h").await;
-    // A store edit reads the backend at once, whatever the refresh interval.
-    set_password(&env, "two", "2").await;
-    env.wait_version("db", 2).await;
-    wait_template(&env, "app", "db-v2").await;
-    env.wait_condition("db", "RolledOut", "True").await;
+    seed_rolled_out_to_v2(&env).await;
 
     env.api::<Secret>()
         .delete("db-v2", &DeleteParams::default())
@@ -149,6 +144,16 @@ async fn deleting_the_active_secret_makes_the_next_version_never_a_step_back() {
             .iter()
             .any(|e| e.note.as_deref().is_some_and(|n| n.contains("db-v3")))
     );
+}
+
+/// [`seed`] with a 1 h refresh, then a backend change ("two") rolled out to `db-v2`.
+async fn seed_rolled_out_to_v2(env: &Env) {
+    seed(env, "  refreshInterval: 1h").await;
+    // A store edit reads the backend at once, whatever the refresh interval.
+    set_password(env, "two", "2").await;
+    env.wait_version("db", 2).await;
+    wait_template(env, "app", "db-v2").await;
+    env.wait_condition("db", "RolledOut", "True").await;
 }
 
 /// Waits for Deployment `app` to reference `db-v3`, checking at every poll that it never
@@ -181,11 +186,7 @@ async fn moves_forward_from_v2_to_v3(env: &Env) {
 #[tokio::test]
 async fn deleting_a_disowned_active_secret_makes_the_next_version_never_a_step_back() {
     let env = Env::start("payments").await;
-    seed(&env, "  refreshInterval: 1h").await;
-    set_password(&env, "two", "2").await;
-    env.wait_version("db", 2).await;
-    wait_template(&env, "app", "db-v2").await;
-    env.wait_condition("db", "RolledOut", "True").await;
+    seed_rolled_out_to_v2(&env).await;
     json_patch(
         &env,
         "db-v2",
