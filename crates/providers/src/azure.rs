@@ -249,9 +249,14 @@ impl AzureKv {
         // A credential failure wraps the token endpoint's answer or the transport's error.
         if let Some(credential) = chain(error).find(|e| matches!(e.kind(), ErrorKind::Credential)) {
             if let Some(transport) = chain(credential).find(|e| is_transport(e)) {
+                let cause = root_cause(transport);
+                if crate::error::is_tls_trust_failure(&cause) {
+                    return ProviderError::TlsFailed(format!(
+                        "Entra ID for {identity} {doing}: {cause}{UNTRUSTED}"
+                    ));
+                }
                 return ProviderError::Unavailable(format!(
-                    "cannot get an Entra ID token for {identity} {doing}: {}",
-                    root_cause(transport)
+                    "cannot get an Entra ID token for {identity} {doing}: {cause}"
                 ));
             }
             return ProviderError::AuthFailed(format!(
@@ -289,10 +294,18 @@ impl AzureKv {
                     )),
                 }
             }
-            ErrorKind::Connection | ErrorKind::Io => ProviderError::Unavailable(format!(
-                "cannot reach Key Vault at {vault} {doing}: {}",
-                root_cause(error)
-            )),
+            ErrorKind::Connection | ErrorKind::Io => {
+                let cause = root_cause(error);
+                if crate::error::is_tls_trust_failure(&cause) {
+                    ProviderError::TlsFailed(format!(
+                        "Key Vault at {vault} {doing}: {cause}{UNTRUSTED}"
+                    ))
+                } else {
+                    ProviderError::Unavailable(format!(
+                        "cannot reach Key Vault at {vault} {doing}: {cause}"
+                    ))
+                }
+            }
             ErrorKind::DataConversion => ProviderError::Unavailable(format!(
                 "unexpected answer from Key Vault at {vault} {doing}: {}",
                 root_cause(error)
@@ -305,6 +318,10 @@ impl AzureKv {
         }
     }
 }
+
+/// What a certificate trust failure needs: the store's own CA, or none for the public one.
+const UNTRUSTED: &str = "; the certificate is not trusted: set caBundle to the CA that \
+                         signed it";
 
 /// `error` and the Azure errors it wraps, outermost first.
 fn chain(error: &AzError) -> impl Iterator<Item = &AzError> {

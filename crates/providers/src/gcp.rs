@@ -370,9 +370,17 @@ impl Gcp {
             ));
         }
         // Connection failures, I/O, an answer that is not Secret Manager's.
+        let cause = root_cause(error);
+        if crate::error::is_tls_trust_failure(&cause) {
+            // No caBundle here: Google's endpoints have public certificates, and a private
+            // endpoint must be trusted by the operator's roots.
+            return ProviderError::TlsFailed(format!(
+                "Secret Manager at {endpoint} {doing}: {cause}; its certificate is not \
+                 trusted by the operator's roots"
+            ));
+        }
         ProviderError::Unavailable(format!(
-            "cannot reach Secret Manager at {endpoint} {doing}: {}",
-            root_cause(error)
+            "cannot reach Secret Manager at {endpoint} {doing}: {cause}"
         ))
     }
 }

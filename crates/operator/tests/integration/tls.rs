@@ -217,3 +217,72 @@ async fn a_replaced_client_certificate_is_used_from_the_stores_next_check() {
     env.create::<SecretSync>(&sync_yaml("db", "mtls", "")).await;
     env.wait_version("db", 1).await;
 }
+
+/// The cloud providers say the same as Vault when a certificate is not trusted: a Key
+/// Vault store without the `caBundle` its endpoint needs, and a Secret Manager store
+/// whose endpoint serves a certificate from an unknown CA (the Key Vault double's), are
+/// `ProviderTLSFailed` — a configuration to fix, not a backend to wait for.
+#[tokio::test]
+async fn an_untrusted_certificate_is_provider_tls_failed_for_key_vault_and_secret_manager() {
+    use secretsync_testkit::azure_double::{self, AzureDouble};
+    use secretsync_testkit::gcp_double::{GcpDouble, PROJECT_ID};
+
+    let Some(azure) = AzureDouble::start().await else {
+        return;
+    };
+    let gcp = GcpDouble::start("secretsync@secretsync-test.iam.gserviceaccount.com").await;
+    let env = Env::start("payments").await;
+    env.string_secret(
+        "azure",
+        &[
+            ("client-id", azure_double::CLIENT_ID),
+            ("client-secret", azure_double::CLIENT_SECRET),
+        ],
+    )
+    .await;
+    env.string_secret(
+        "gcp",
+        &[(
+            "key.json",
+            &gcp.service_account_key("secretsync@secretsync-test.iam.gserviceaccount.com"),
+        )],
+    )
+    .await;
+    for (name, provider) in [
+        (
+            "azure",
+            json!({"azurekv": {
+                "vaultUrl": azure.url(), "authorityHost": azure.url(),
+                "verifyChallengeResource": false,
+                "tenantId": azure_double::TENANT,
+                "authSecretRef": {
+                    "clientId": {"name": "azure", "key": "client-id"},
+                    "clientSecret": {"name": "azure", "key": "client-secret"},
+                },
+            }}),
+        ),
+        (
+            "gcp",
+            json!({"gcpsm": {
+                "projectID": PROJECT_ID, "endpoint": azure.url(),
+                "auth": {"secretRef": {"secretAccessKeySecretRef": {"name": "gcp", "key": "key.json"}}},
+            }}),
+        ),
+    ] {
+        let obj: SecretStore = serde_json::from_value(json!({
+            "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+            "metadata": {"name": name},
+            "spec": {"refreshInterval": "1s", "provider": provider},
+        }))
+        .unwrap();
+        env.api::<SecretStore>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+    for name in ["azure", "gcp"] {
+        let message = env.wait_store(name, "False", "ProviderTLSFailed").await;
+        assert!(message.contains("certificate"), "{name}: {message}");
+        assert!(!message.contains("  "), "{name}: a run of spaces in {message:?}");
+    }
+}
