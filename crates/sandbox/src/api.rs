@@ -287,6 +287,7 @@ impl Core {
                 "the body of the request was in an unknown format",
             ));
         }
+        check_kind(&t, &body)?;
         let name = meta_str(&body, "name").unwrap_or_default().to_string();
         let generate = meta_str(&body, "generateName")
             .unwrap_or_default()
@@ -1392,6 +1393,22 @@ impl Core {
     }
 }
 
+/// A custom resource's body must name its kind, as the real server's decoder for them
+/// demands (it has no Go type to take the kind from); a built-in kind's comes from the URL.
+fn check_kind(t: &Target, body: &Value) -> ApiResult<()> {
+    if t.def.is_crd()
+        && body
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{body}'"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a PUT or apply body against its URL and returns the resourceVersion it demands,
 /// if any (an unparsable one can never match, like the real server's).
 fn check_body(t: &Target, body: &Value) -> ApiResult<Option<u64>> {
@@ -1400,6 +1417,7 @@ fn check_body(t: &Target, body: &Value) -> ApiResult<Option<u64>> {
             "the body of the request was in an unknown format",
         ));
     }
+    check_kind(t, body)?;
     let body_name = meta_str(body, "name").unwrap_or_default();
     if !body_name.is_empty() && body_name != t.name {
         return Err(ApiError::bad_request(format!(

@@ -319,3 +319,35 @@ async fn raw_post(sb: &Sandbox, path: &str, body: Value) -> kube::Result<Value> 
         .unwrap();
     sb.client().request::<Value>(req).await
 }
+
+/// As the real server: a custom resource's body must name its kind (its decoder has no
+/// type to default it from), while a built-in kind's is taken from the URL.
+#[tokio::test]
+async fn a_custom_resource_without_kind_is_refused_and_a_builtin_one_is_not() {
+    let sb = Sandbox::start().await.unwrap();
+    install(&sb.client()).await;
+    let e = status_of(
+        raw_post(
+            &sb,
+            "/apis/example.io/v1/namespaces/default/gadgets",
+            json!({"apiVersion": "example.io/v1", "metadata": {"name": "k"}, "spec": {"data": []}}),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, 400);
+    assert!(
+        e.message.contains("Object 'Kind' is missing"),
+        "{}",
+        e.message
+    );
+    let made = raw_post(
+        &sb,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "no-kind"}, "data": {"a": "b"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(made["kind"], "ConfigMap");
+    sb.shutdown().await;
+}
