@@ -110,9 +110,12 @@ pub fn template_refs(kind: &str, object: &Value) -> Vec<SecretRef> {
 /// in the workload's pod template at `active_name`, or `None` when nothing needs to change —
 /// so a resync or restart of the operator never writes.
 ///
-/// The patch starts with a `test` of `metadata.resourceVersion` (when the object has one), so
-/// it fails with a conflict instead of replacing at list indices that moved since `workload`
-/// was read. Names that are not exactly `<base>-v<N>` are never touched.
+/// Each `replace` follows a `test` that the path still holds the name read from `workload`,
+/// so the patch fails (422) instead of replacing at list indices that moved since it was
+/// read. Not a `test` of `metadata.resourceVersion`: the workload controller's status writes
+/// change that several times a second during a rollout (on a real cluster, every rewrite
+/// then met a conflict or three), while only the referencing fields matter. Names that are
+/// not exactly `<base>-v<N>` are never touched.
 pub fn rewrite_patch(
     kind: WorkloadKind,
     workload: &Value,
@@ -131,23 +134,21 @@ pub fn rewrites_patch(
 ) -> Option<Value> {
     let prefix = pod_spec_pointer(kind.as_str())?;
     let pod_spec = workload.pointer(prefix)?;
-    let replaces: Vec<Value> = collect_refs(pod_spec, &TEMPLATE_CONTAINER_LISTS)
+    let ops: Vec<Value> = collect_refs(pod_spec, &TEMPLATE_CONTAINER_LISTS)
         .into_iter()
         .filter_map(|r| {
             let (_, active_name) = rewrites.iter().find(|(bases, active_name)| {
                 r.name != *active_name && version_among(bases, &r.name).is_some()
             })?;
-            Some(json!({"op": "replace", "path": format!("{prefix}{}", r.path), "value": active_name}))
+            let path = format!("{prefix}{}", r.path);
+            Some([
+                json!({"op": "test", "path": path, "value": r.name}),
+                json!({"op": "replace", "path": path, "value": active_name}),
+            ])
         })
+        .flatten()
         .collect();
-    if replaces.is_empty() {
-        return None;
-    }
-    let guard = workload
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .map(|rv| json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
-    Some(Value::Array(guard.into_iter().chain(replaces).collect()))
+    (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
 /// Reads the workload's status as rollout progress, per api.md guarantee 3.
@@ -508,16 +509,16 @@ status: {observedGeneration: 4}
         )
         .expect("references to db-v1 need a patch");
         let ops = patch.as_array().unwrap();
-        assert_eq!(
-            ops[0],
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "81234"})
-        );
-        let mut replaced: Vec<&str> = ops[1..]
-            .iter()
-            .map(|op| {
-                assert_eq!(op["op"], "replace");
-                assert_eq!(op["value"], "db-v3");
-                op["path"].as_str().unwrap()
+        let mut replaced: Vec<&str> = ops
+            .chunks(2)
+            .map(|pair| {
+                // Each replace is guarded by a test of the name it replaces.
+                assert_eq!(pair[0]["op"], "test");
+                assert_eq!(pair[0]["value"], "db-v1");
+                assert_eq!(pair[1]["op"], "replace");
+                assert_eq!(pair[1]["value"], "db-v3");
+                assert_eq!(pair[0]["path"], pair[1]["path"]);
+                pair[1]["path"].as_str().unwrap()
             })
             .collect();
         replaced.sort_unstable();
@@ -588,23 +589,38 @@ spec:
         assert_eq!(
             patch,
             json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+                {"op": "test", "path": "/spec/template/spec/containers/0/env/1/valueFrom/secretKeyRef/name", "value": "db-v4"},
                 {"op": "replace", "path": "/spec/template/spec/containers/0/env/1/valueFrom/secretKeyRef/name", "value": "db-v2"},
             ])
         );
     }
 
+    /// The guard is the referencing fields, not the resourceVersion: a status write (or any
+    /// other change) between the read and the patch lets it land; a reference moved to
+    /// another index makes it fail instead of rewriting the wrong entry.
     #[test]
-    fn without_resource_version_there_is_no_test_op() {
-        let ds = yaml(
-            "{kind: DaemonSet, spec: {template: {spec: {volumes: [{name: v, secret: {secretName: db-v1}}]}}}}",
+    fn the_patch_lands_after_unrelated_changes_and_fails_when_the_list_moved() {
+        let read = yaml(
+            "{kind: DaemonSet, metadata: {resourceVersion: '5'}, spec: {template: {spec: {containers: [{name: a, env: [{name: A, valueFrom: {secretKeyRef: {name: db-v1, key: a}}}]}]}}}}",
         );
-        assert_eq!(
-            rewrite_patch(WorkloadKind::DaemonSet, &ds, &db(), "db-v2"),
-            Some(json!([
-                {"op": "replace", "path": "/spec/template/spec/volumes/0/secret/secretName", "value": "db-v2"},
-            ]))
-        );
+        let patch = rewrite_patch(WorkloadKind::DaemonSet, &read, &db(), "db-v2").unwrap();
+        let mut status_written = read.clone();
+        status_written["metadata"]["resourceVersion"] = json!("9");
+        status_written["status"] = json!({"numberReady": 3});
+        let after = apply(&status_written, &patch);
+        assert_eq!(template_refs("DaemonSet", &after)[0].name, "db-v2");
+
+        let mut moved = read.clone();
+        moved["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .insert(
+                0,
+                json!({"name": "X", "valueFrom": {"secretKeyRef": {"name": "other", "key": "x"}}}),
+            );
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        let mut target = moved.clone();
+        assert!(json_patch::patch(&mut target, &patch).is_err(), "{target}");
     }
 
     #[test]

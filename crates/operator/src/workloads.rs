@@ -647,7 +647,7 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
         assert_eq!(
             rewrite_patch(WorkloadKind::Deployment, &reduced, &db(), "db-v2"),
             rewrite_patch(WorkloadKind::Deployment, &full, &db(), "db-v2"),
-            "same paths, same resourceVersion guard"
+            "same paths, same guards"
         );
         assert_eq!(
             rollout_progress(WorkloadKind::Deployment, &reduced),

@@ -1075,7 +1075,7 @@ pub(super) async fn roll_out(
                 });
             }
             Sent::Unchanged => {}
-            // Someone changed it meanwhile (the resourceVersion test failed): look again
+            // Someone moved a reference meanwhile (a test op failed): look again
             // on the next pass.
             Sent::Conflict => {
                 debug!(target = %name, "workload changed during the rollout patch");
@@ -1092,7 +1092,7 @@ pub(super) async fn roll_out(
 }
 
 /// Sends one batch of rewrites to a workload as one patch, built from the cached workload
-/// (guarded by its resourceVersion).
+/// (each replace guarded by a test of the name it replaces).
 async fn send_batch(
     ctx: &Context,
     kind: WorkloadKind,
@@ -1209,7 +1209,7 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
         assert_eq!(plan.patches.len(), 1);
         let (_, name, patch) = &plan.patches[0];
         assert_eq!(name, "api");
-        assert_eq!(patch[0]["op"], "test", "guarded by the resourceVersion");
+        assert_eq!(patch[0]["op"], "test", "guarded by the name it replaces");
         assert_eq!(patch[1]["value"], "db-v2");
         assert!(matches!(plan.outcome.state, RolloutState::Progressing(_)));
         let status = plan.outcome.status.unwrap();
