@@ -2,7 +2,7 @@
 //! watches fill, connected providers and per-object backoff. Handles only; the logic that
 //! uses them lives in the pipeline's steps.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -166,9 +166,61 @@ pub struct Context {
     /// A fingerprint of the version metadata disagreements last reported, so each set is
     /// reported once rather than at every pass.
     pub reported_mismatches: PerSync<u64>,
-    /// The status this process last wrote per SecretSync UID, with the resourceVersion of
-    /// the object it was computed from. See [`Context::written_status`].
-    written_status: Mutex<HashMap<String, (String, SecretSyncStatus)>>,
+    /// The status this process last wrote per SecretSync. See [`Context::written_status`].
+    written_status: Mutex<WrittenStatuses>,
+}
+
+/// Our last status write per SecretSync UID, and the resourceVersions known to be older
+/// than it: the one each write was computed from and the ones our earlier writes made.
+#[derive(Default)]
+struct WrittenStatuses(HashMap<String, Written>);
+
+struct Written {
+    status: SecretSyncStatus,
+    /// What our last write made, when the server said.
+    latest: Option<String>,
+    /// Versions of the object that predate `latest` (a few: the watch lags by moments).
+    older: VecDeque<String>,
+}
+
+/// How many superseded resourceVersions are remembered per SecretSync.
+const OLDER_KEPT: usize = 8;
+
+impl WrittenStatuses {
+    /// Our last write's status while the cached object at `resource_version` predates it.
+    fn get(&mut self, uid: &str, resource_version: &str) -> Option<SecretSyncStatus> {
+        let written = self.0.get(uid)?;
+        if written.older.iter().any(|rv| rv == resource_version) {
+            return Some(written.status.clone());
+        }
+        // The cache caught up (or someone else wrote): trust the object again.
+        self.0.remove(uid);
+        None
+    }
+
+    /// A status written by a pass that started from `from`; its writes made `made`, in
+    /// order (the last is the object's resourceVersion now).
+    fn remember(&mut self, uid: &str, from: &str, mut made: Vec<String>, status: SecretSyncStatus) {
+        let written = self.0.entry(uid.to_owned()).or_insert_with(|| Written {
+            status: status.clone(),
+            latest: None,
+            older: VecDeque::new(),
+        });
+        let latest = made.pop();
+        let superseded = std::iter::once(from.to_owned())
+            .chain(written.latest.take())
+            .chain(made);
+        for rv in superseded {
+            if !written.older.contains(&rv) {
+                if written.older.len() == OLDER_KEPT {
+                    written.older.pop_front();
+                }
+                written.older.push_back(rv);
+            }
+        }
+        written.latest = latest;
+        written.status = status;
+    }
 }
 
 impl Context {
@@ -207,35 +259,30 @@ impl Context {
         self.readiness.wait().await;
     }
 
-    /// Our own last status write for this SecretSync, when the cached object is still the
-    /// one that write was computed from: the watch has not delivered the write yet (another
-    /// trigger, such as the Secret we just created, came first). Without this the pass would
-    /// start from the old status and fetch and write again for nothing.
+    /// Our own last status write for this SecretSync, when the cached object predates it:
+    /// the watch has not delivered the write yet (another trigger, such as the Secret we
+    /// just created, came first), or has delivered only an earlier write of ours (a real
+    /// API server's watch lags that much behind two quick passes). Without this the pass
+    /// would start from an old status: fetch and write again for nothing, or act on a
+    /// decision already taken back — roll a target forward again right after rolling it
+    /// back.
     pub fn written_status(&self, sync: &SecretSync) -> Option<SecretSyncStatus> {
         let uid = sync.metadata.uid.as_deref()?;
-        let mut written = self
-            .written_status
+        let rv = sync.metadata.resource_version.as_deref()?;
+        self.written_status
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match written.get(uid) {
-            Some((rv, status)) if sync.metadata.resource_version.as_ref() == Some(rv) => {
-                Some(status.clone())
-            }
-            Some(_) => {
-                // The cache caught up (or someone else wrote): trust the object again.
-                written.remove(uid);
-                None
-            }
-            None => None,
-        }
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid, rv)
     }
 
-    pub fn remember_status(&self, sync: &SecretSync, status: SecretSyncStatus) {
+    /// `status` was written by a pass that started from `sync`; its writes made the
+    /// resourceVersions `made`, in order.
+    pub fn remember_status(&self, sync: &SecretSync, made: Vec<String>, status: SecretSyncStatus) {
         if let (Some(uid), Some(rv)) = (&sync.metadata.uid, &sync.metadata.resource_version) {
             self.written_status
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(uid.clone(), (rv.clone(), status));
+                .remember(uid, rv, made, status);
         }
     }
 
@@ -248,6 +295,7 @@ impl Context {
         self.written_status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .remove(uid);
     }
 
@@ -267,5 +315,56 @@ impl Context {
                 .get(&ObjectRef::new(name))
                 .and_then(|s| s.metadata.generation),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(active: i64) -> SecretSyncStatus {
+        SecretSyncStatus {
+            active_version: Some(active),
+            ..SecretSyncStatus::default()
+        }
+    }
+
+    /// Two quick passes from one cached object, then the watch delivers the first write
+    /// only: the next pass must start from the second write, not from the first.
+    #[test]
+    fn a_cache_that_has_seen_only_an_earlier_write_of_ours_is_not_trusted() {
+        let mut written = WrittenStatuses::default();
+        written.remember("u", "10", vec!["11".into()], status(2));
+        assert_eq!(written.get("u", "10"), Some(status(2)), "not yet delivered");
+        written.remember("u", "10", vec!["12".into()], status(1));
+        assert_eq!(
+            written.get("u", "11"),
+            Some(status(1)),
+            "only the first delivered"
+        );
+        assert_eq!(written.get("u", "10"), Some(status(1)));
+        assert_eq!(
+            written.get("u", "12"),
+            None,
+            "caught up: the object is trusted"
+        );
+        assert_eq!(written.get("u", "11"), None, "and forgotten");
+    }
+
+    #[test]
+    fn someone_elses_write_makes_the_object_trusted_again() {
+        let mut written = WrittenStatuses::default();
+        written.remember("u", "10", vec!["11".into()], status(2));
+        assert_eq!(written.get("u", "15"), None);
+        assert_eq!(written.get("u", "10"), None);
+    }
+
+    #[test]
+    fn only_a_few_superseded_versions_are_kept() {
+        let mut written = WrittenStatuses::default();
+        for n in 0..20u32 {
+            written.remember("u", &n.to_string(), vec![(n + 100).to_string()], status(1));
+        }
+        assert_eq!(written.0["u"].older.len(), OLDER_KEPT);
     }
 }

@@ -343,18 +343,19 @@ pub(super) async fn write(
         "status": status,
     });
     let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-    with_timeout(
+    let applied = with_timeout(
         ctx,
         api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
     )
     .await??;
+    let mut made: Vec<String> = applied.metadata.resource_version.into_iter().collect();
     // Server-side apply takes back the fields of a failure it no longer sends but leaves
     // their map, `failed: {}`, which the schema's defaults then read as version 0: a
     // recovered rollout must show no failure at all.
     let failure_of = |s: &SecretSyncStatus| s.rollout.as_ref().and_then(|r| r.failed.clone());
     if failure_of(previous).is_some() && failure_of(status).is_none() {
         let clear = json!({"status": {"rollout": {"failed": null}}});
-        with_timeout(
+        let cleared = with_timeout(
             ctx,
             api.patch_status(
                 &sync.name_any(),
@@ -366,9 +367,10 @@ pub(super) async fn write(
             ),
         )
         .await??;
+        made.extend(cleared.metadata.resource_version);
     }
     ctx.metrics.status_written();
-    ctx.remember_status(sync, status.clone());
+    ctx.remember_status(sync, made, status.clone());
     Ok(true)
 }
 
