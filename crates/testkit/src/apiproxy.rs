@@ -79,6 +79,52 @@ impl Target {
     }
 }
 
+/// Requests counted by target, with the questions tests ask of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests(pub BTreeMap<Target, u64>);
+
+const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+impl Requests {
+    fn sum(&self, matches: impl Fn(&Target) -> bool) -> u64 {
+        self.0
+            .iter()
+            .filter(|(t, _)| matches(t))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Requests of `verb` on `group`/`resource`, any subresource.
+    pub fn count(&self, verb: &str, group: &str, resource: &str) -> u64 {
+        self.sum(|t| t.verb == verb && t.group == group && t.resource == resource)
+    }
+
+    /// Requests of `verb` on one subresource (`""` for the main resource).
+    pub fn count_sub(&self, verb: &str, group: &str, resource: &str, subresource: &str) -> u64 {
+        self.sum(|t| {
+            t.verb == verb
+                && t.group == group
+                && t.resource == resource
+                && t.subresource == subresource
+        })
+    }
+
+    /// Writes (create, update, patch, delete, deletecollection) to `resource`, any group.
+    pub fn writes_to(&self, resource: &str) -> u64 {
+        self.sum(|t| t.resource == resource && WRITE_VERBS.contains(&t.verb.as_str()))
+    }
+
+    /// Requests of any of `verbs`, on anything.
+    pub fn of_verbs(&self, verbs: &[&str]) -> u64 {
+        self.sum(|t| verbs.contains(&t.verb.as_str()))
+    }
+
+    /// Every request counted.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
 struct Shared {
     upstream: kube::Client,
     faults: Faults,
@@ -134,8 +180,8 @@ impl ApiProxy {
     }
 
     /// Requests forwarded (or answered with a fault) so far, by target.
-    pub fn requests(&self) -> BTreeMap<Target, u64> {
-        self.shared.requests.lock().unwrap().clone()
+    pub fn requests(&self) -> Requests {
+        Requests(self.shared.requests.lock().unwrap().clone())
     }
 
     /// Forgets the requests counted so far.

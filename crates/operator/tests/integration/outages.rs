@@ -32,10 +32,11 @@ async fn outages_longer_than_the_backoff_cap_lose_nothing_and_heal_within_one_ca
     seed_backends(&bao, &moto);
     let env = Env::without_operator("payments")
         .await
-        .with_operator_config(Config {
+        .with_operator_behind_proxy(Config {
             max_backoff: CAP,
             ..Config::default()
-        });
+        })
+        .await;
     vault_store(&env, &bao, bao.root_token()).await;
     aws_store(&env, &moto, "testing", "testing").await;
     env.create::<SecretSync>(&sync_yaml("from-vault", "vault", "  refreshInterval: 1s"))
@@ -48,7 +49,7 @@ async fn outages_longer_than_the_backoff_cap_lose_nothing_and_heal_within_one_ca
         before.push(env.secret(&format!("{name}-v1")).await.unwrap());
     }
 
-    env.sandbox.reset_stats();
+    env.proxy().reset_requests();
     bao.stop();
     moto.stop();
     let down = Instant::now();
@@ -81,7 +82,7 @@ async fn outages_longer_than_the_backoff_cap_lose_nothing_and_heal_within_one_ca
         "{healed:?}"
     );
 
-    let stats = env.sandbox.stats();
+    let stats = env.proxy().requests();
     assert_eq!(stats.count("delete", "", "secrets"), 0, "{stats:?}");
     for (name, old) in ["from-vault", "from-aws"].iter().zip(&before) {
         assert_eq!(env.version_secrets(name).await, [format!("{name}-v1")]);

@@ -10,7 +10,7 @@ use crate::common::{Env, sync_yaml};
 
 #[tokio::test]
 async fn first_sync_creates_v1_with_the_contract() {
-    let env = Env::start("payments").await;
+    let env = Env::counted("payments").await;
     env.fake_store(
         "vault",
         &[("app/db", r#"{"password":"hunter2","user":"app"}"#, "7")],
@@ -64,7 +64,7 @@ async fn first_sync_creates_v1_with_the_contract() {
     // `Delete` (the default) needs no finalizer: the ownerReference is enough, and the
     // SecretSync itself is never written (only its status).
     assert_eq!(synced.metadata.finalizers, None);
-    let stats = env.sandbox.stats();
+    let stats = env.proxy().requests();
     assert_eq!(
         stats.count_sub("patch", "secretsync.io", "secretsyncs", ""),
         0,
@@ -79,7 +79,7 @@ async fn first_sync_creates_v1_with_the_contract() {
 
 #[tokio::test]
 async fn changed_content_makes_a_new_version_and_unchanged_content_writes_nothing() {
-    let env = Env::start("payments").await;
+    let env = Env::counted("payments").await;
     env.fake_store("vault", &[("app/db", r#"{"password":"one"}"#, "1")])
         .await;
     env.create::<SecretSync>(&sync_yaml("db", "vault", "  refreshInterval: 1s"))
@@ -90,10 +90,10 @@ async fn changed_content_makes_a_new_version_and_unchanged_content_writes_nothin
 
     // Three refreshes of unchanged content (one a second): the backend is read each time,
     // and nothing is written to the API server — no Secret, no status, no event.
-    env.sandbox.reset_stats();
+    env.proxy().reset_requests();
     let reads = env.operator().backend_reads();
     env.wait_backend_reads(reads + 3).await;
-    let stats = env.sandbox.stats();
+    let stats = env.proxy().requests();
     for resource in ["secrets", "secretsyncs", "events"] {
         assert_eq!(stats.writes_to(resource), 0, "{resource}: {stats:?}");
     }
@@ -199,7 +199,7 @@ async fn raising_spec_version_rotates_even_with_identical_content() {
 
 #[tokio::test]
 async fn a_restart_makes_no_writes_and_no_backend_reads_for_up_to_date_syncs() {
-    let mut env = Env::start("payments").await;
+    let mut env = Env::counted("payments").await;
     env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])
         .await;
     for name in ["a", "b", "c"] {
@@ -211,11 +211,11 @@ async fn a_restart_makes_no_writes_and_no_backend_reads_for_up_to_date_syncs() {
         env.wait_condition(name, "Ready", "True").await;
     }
     env.stop_operator().await;
-    env.sandbox.reset_stats();
+    env.proxy().reset_requests();
     env.start_operator();
     // Every SecretSync is reconciled once at start-up.
     env.wait_reconciles(0, 3).await;
-    let stats = env.sandbox.stats();
+    let stats = env.proxy().requests();
     for resource in ["secrets", "secretsyncs", "events"] {
         assert_eq!(stats.writes_to(resource), 0, "{resource}: {stats:?}");
     }

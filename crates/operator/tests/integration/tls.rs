@@ -283,6 +283,9 @@ async fn an_untrusted_certificate_is_provider_tls_failed_for_key_vault_and_secre
     for name in ["azure", "gcp"] {
         let message = env.wait_store(name, "False", "ProviderTLSFailed").await;
         assert!(message.contains("certificate"), "{name}: {message}");
-        assert!(!message.contains("  "), "{name}: a run of spaces in {message:?}");
+        assert!(
+            !message.contains("  "),
+            "{name}: a run of spaces in {message:?}"
+        );
     }
 }

@@ -58,7 +58,7 @@ async fn versions_follow_openbao() {
         "app/config",
         &[("host", "db.internal"), ("port", "5432")],
     );
-    let env = Env::start("payments").await;
+    let env = Env::counted("payments").await;
     vault_store(&env, &bao, bao.root_token()).await;
     env.create::<SecretSync>(SYNC).await;
 
@@ -79,11 +79,11 @@ async fn versions_follow_openbao() {
     // refresh after v1, once the writes of the first sync have all landed.
     env.wait_backend_reads(env.operator().backend_reads() + 2)
         .await;
-    env.sandbox.reset_stats();
+    env.proxy().reset_requests();
     let reads = env.operator().backend_reads();
     env.wait_backend_reads(reads + 4).await;
     for resource in ["secrets", "secretsyncs", "events"] {
-        assert_eq!(env.sandbox.stats().writes_to(resource), 0, "{resource}");
+        assert_eq!(env.proxy().requests().writes_to(resource), 0, "{resource}");
     }
     assert_eq!(env.version_secrets("db").await, ["db-v1"]);
 
@@ -127,7 +127,10 @@ async fn a_wrong_token_is_provider_auth_failed() {
         checks,
         "re-checked within the backoff"
     );
-    assert_eq!(checks, 1);
+    // The store's own first check, and at most one more that the SecretSync's failure asks
+    // for when it comes over a second later (health.rs's SUSPECT_CHECK_EVERY; a loaded real
+    // cluster is that slow).
+    assert!((1..=2).contains(&checks), "{checks} store checks");
 }
 
 #[tokio::test]
