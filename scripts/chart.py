@@ -7,11 +7,17 @@ helm binary is needed. Run with the repository's .venv/bin/python (scripts/setup
                                              the rendered manifests as one YAML stream
   chart.py rbac [...same options]            the rendered RBAC objects as a JSON list
   chart.py docs                              fails when a value is missing from the chart README
+  chart.py metrics --scrape FILE --selectors BIN
+                                             fails when the dashboard or an alert names a metric,
+                                             label or label value that FILE (a /metrics scrape)
+                                             does not serve; BIN parses PromQL (scripts/tools.sh)
 """
 
 import argparse
 import json
 import pathlib
+import re
+import subprocess
 import sys
 
 import helm_python as helm
@@ -20,6 +26,7 @@ import yaml
 CHART = pathlib.Path(__file__).resolve().parent.parent / "charts" / "secretsync"
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 KUBE_VERSION = "v1.33.0"
+REASONS = CHART.parent.parent / "crates" / "api" / "src" / "reason.rs"
 
 
 def load_values(path):
@@ -99,12 +106,95 @@ def _merge(base, override):
     return out
 
 
+def queries():
+    """(where, PromQL, legend) of every dashboard target and alert rule in the chart."""
+    dashboard = json.loads((CHART / "dashboards" / "secretsync.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield f'dashboard panel "{panel["title"]}"', target["expr"], target.get("legendFormat", "")
+    rules = yaml.safe_load((CHART / "alerts" / "rules.yaml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            yield f"alert {rule['alert']}", rule["expr"], ""
+
+
+def served(scrape):
+    """{metric: {label: {values}}} of every sample in an OpenMetrics/text exposition."""
+    sample = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s")
+    label = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    out = {}
+    for line in scrape.splitlines():
+        m = sample.match(line)
+        if not m or line.startswith("#"):
+            continue
+        labels = out.setdefault(m.group(1), {})
+        for name, value in label.findall(m.group(2) or ""):
+            labels.setdefault(name, set()).add(value)
+    return out
+
+
+def check_metrics(args):
+    """Every selector, matcher, grouping label and legend label of the dashboard and the alerts
+    against what a running operator served: a renamed metric or label fails here, not on a
+    user's empty panel or silent alert. A `reason` may also be any condition reason (the
+    closed set in crates/api), as only some of them occur in one run."""
+    series = served(pathlib.Path(args.scrape).read_text())
+    reasons = set(re.findall(r'=> "([A-Za-z]+)"', REASONS.read_text()))
+    found = list(queries())
+    out = subprocess.run(
+        [args.selectors],
+        input="".join(json.dumps(expr) + "\n" for _, expr, _ in found),
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    problems = []
+    for (where, _, legend), line in zip(found, out, strict=True):
+        parsed = json.loads(line)
+        if "error" in parsed:
+            problems.append(f"{where}: PromQL does not parse: {parsed['error']}")
+            continue
+        metrics = []
+        for sel in parsed.get("selectors") or []:
+            metric = sel["metric"]
+            if metric not in series:
+                problems.append(f"{where}: {metric} is not served by /metrics")
+                continue
+            metrics.append(metric)
+            for m in sel.get("matchers") or []:
+                labels = series[metric]
+                if m["name"] not in labels:
+                    problems.append(f"{where}: {metric} has no label {m['name']}")
+                    continue
+                if m["type"] not in ("=", "=~"):
+                    continue
+                wanted = m["value"].split("|") if m["type"] == "=~" else [m["value"]]
+                allowed = labels[m["name"]] | (reasons if m["name"] == "reason" else set())
+                for value in wanted:
+                    if value not in allowed:
+                        problems.append(f'{where}: {metric} never has {m["name"]}="{value}"')
+        for g in parsed.get("groupings") or []:
+            for name in g["labels"]:
+                for metric in g["metrics"]:
+                    if metric in series and name not in series[metric]:
+                        problems.append(f"{where}: groups by {name}, which {metric} does not have")
+        for name in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
+            if not any(name in series[metric] for metric in metrics):
+                problems.append(f"{where}: legend names {name}, a label none of its metrics has")
+    for p in problems:
+        print(f"metrics: {p}", file=sys.stderr)
+    if not problems:
+        print(f"metrics: {len(found)} dashboard queries and alerts use only served metrics and labels")
+    return 1 if problems else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_lint = sub.add_parser("lint")
     p_lint.add_argument("values", nargs="*")
     sub.add_parser("docs")
+    p_metrics = sub.add_parser("metrics")
+    p_metrics.add_argument("--scrape", required=True)
+    p_metrics.add_argument("--selectors", required=True)
     for name in ("render", "rbac"):
         p = sub.add_parser(name)
         p.add_argument("-f", "--values")
@@ -116,6 +206,8 @@ def main():
         return lint(args.values)
     if args.command == "docs":
         return check_docs()
+    if args.command == "metrics":
+        return check_metrics(args)
     manifests = render(args)
     if args.command == "rbac":
         docs = [d for text in manifests.values() for d in yaml.safe_load_all(text) if d]

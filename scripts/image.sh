@@ -10,6 +10,13 @@
 # from a DNS server, proving name resolution in the static binary), and reads the image config
 # with skopeo. Installs buildah, umoci and skopeo from Debian when missing (CI runs as root).
 #
+# Supply chain: the binary is built with `cargo auditable` (its dependency list embedded in a
+# .dep-v0 section, which `cargo audit bin` and syft read), and cargo-cyclonedx writes a
+# CycloneDX SBOM of it next to the image ($IMAGE_DIR.cdx.json); the check fails unless every
+# crate `cargo tree -p secretsync-operator -e normal` lists, and every crate embedded in the
+# binary, is in the SBOM. The image is labelled with the SBOM's sha256
+# (dev.secretsync.sbom.digest) and format. Both tools come from scripts/tools.sh.
+#
 #   scripts/image.sh            # image at $IMAGE_DIR (default $CARGO_TARGET_DIR/image/oci)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +39,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-step "building secretsync-operator (release, static glibc)"
-RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --locked --release --target "$TARGET" \
-  -p secretsync-operator --bin secretsync-operator
+step "building secretsync-operator (release, static glibc, cargo auditable)"
+auditable=$(scripts/tools.sh cargo-auditable)
+RUSTFLAGS='-C target-feature=+crt-static' "$auditable" auditable build -q --locked --release \
+  --target "$TARGET" -p secretsync-operator --bin secretsync-operator
 binary="$CARGO_TARGET_DIR/$TARGET/release/secretsync-operator"
 if ldd "$binary" >/dev/null 2>&1 && ! ldd "$binary" 2>&1 | grep -q 'statically linked'; then
   echo "image: $binary is dynamically linked:" >&2
@@ -42,6 +50,50 @@ if ldd "$binary" >/dev/null 2>&1 && ! ldd "$binary" 2>&1 | grep -q 'statically l
   exit 1
 fi
 echo "$binary: $(ldd "$binary" 2>&1 | head -1 | sed 's/^[[:space:]]*//'), $(du -h "$binary" | cut -f1)"
+
+step "SBOM: CycloneDX of secretsync-operator, checked against cargo tree and the binary"
+cyclonedx=$(scripts/tools.sh cargo-cyclonedx)
+SBOM=$IMAGE_DIR.cdx.json
+mkdir -p "$(dirname "$SBOM")"
+# cargo-cyclonedx writes one file beside each workspace member's Cargo.toml: the operator's
+# is moved out at once, the others deleted.
+"$cyclonedx" cyclonedx -q --manifest-path crates/operator/Cargo.toml --format json \
+  --target "$TARGET" --spec-version 1.5 --override-filename secretsync-operator-sbom
+mv crates/operator/secretsync-operator-sbom.json "$SBOM"
+find crates e2e -name secretsync-operator-sbom.json -delete
+cargo tree -q --locked -p secretsync-operator -e normal --prefix none --target "$TARGET" \
+  >"$SBOM.tree"
+objcopy --dump-section .dep-v0="$SBOM.dep-v0" "$binary" ||
+  { echo "image: $binary has no .dep-v0 section (not built by cargo auditable)" >&2; exit 1; }
+python3 - "$SBOM" "$SBOM.tree" "$SBOM.dep-v0" <<'PY'
+import json, re, sys, zlib
+sbom = json.load(open(sys.argv[1]))
+listed = {(c["name"], c["version"]) for c in sbom.get("components", [])}
+top = sbom["metadata"]["component"]
+listed.add((top["name"], top["version"]))
+for c in sbom.get("components", []):
+    for sub in c.get("components", []):
+        listed.add((sub["name"], sub["version"]))
+tree = set()
+for line in open(sys.argv[2]):
+    m = re.match(r"(\S+) v(\S+)", line)
+    if m:
+        tree.add((m.group(1), m.group(2)))
+embedded = json.loads(zlib.decompress(open(sys.argv[3], "rb").read()))
+binary = {(p["name"], p["version"]) for p in embedded["packages"] if p.get("kind", "runtime") == "runtime"}
+missing = sorted(tree - listed)
+unlisted = sorted(binary - listed)
+for name, version in missing:
+    print(f"image: SBOM lacks {name} {version}, which cargo tree lists", file=sys.stderr)
+for name, version in unlisted:
+    print(f"image: SBOM lacks {name} {version}, which the binary embeds", file=sys.stderr)
+if missing or unlisted:
+    sys.exit(1)
+print(f"SBOM {sys.argv[1]}: {len(listed)} components (CycloneDX {sbom['specVersion']}); "
+      f"all {len(tree)} crates of cargo tree and all {len(binary)} embedded in the binary listed")
+PY
+sbom_digest=sha256:$(sha256sum "$SBOM" | cut -d' ' -f1)
+rm -f "$SBOM.tree" "$SBOM.dep-v0"
 
 work=$(mktemp -d)
 sandbox_pid=
@@ -75,6 +127,8 @@ bah config \
   --label "org.opencontainers.image.created=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --label org.opencontainers.image.source=https://github.com/secretsync/secretsync \
   --label org.opencontainers.image.licenses=Apache-2.0 \
+  --label "dev.secretsync.sbom.digest=$sbom_digest" \
+  --label dev.secretsync.sbom.format=CycloneDX-1.5-JSON \
   "$ctr"
 rm -rf "$IMAGE_DIR"
 mkdir -p "$(dirname "$IMAGE_DIR")"
@@ -89,6 +143,8 @@ echo "user=$user entrypoint=$entrypoint labels=$(jq -c '.config.Labels | keys' <
 [ "$user" = "65532:65532" ] || { echo "image: runs as '$user', not 65532:65532" >&2; exit 1; }
 [ "$entrypoint" = '["/secretsync-operator"]' ] || { echo "image: entrypoint $entrypoint" >&2; exit 1; }
 [ "$(jq -r '.config.Labels["org.opencontainers.image.version"]' <<<"$config")" = "$VERSION" ]
+[ "$(jq -r '.config.Labels["dev.secretsync.sbom.digest"]' <<<"$config")" = "$sbom_digest" ] ||
+  { echo "image: the SBOM digest label is not $sbom_digest" >&2; exit 1; }
 
 step "unpacking with umoci and running the binary from the rootfs as 65532"
 umoci unpack --image "$IMAGE_DIR:$TAG" "$work/bundle" >/dev/null
@@ -132,4 +188,5 @@ echo "the operator in the image resolved api.sandbox.test through DNS, reached t
 step "size"
 layer_bytes=$(jq '[.layers[].size] | add' "$IMAGE_DIR/blobs/sha256/$(jq -r '.manifests[0].digest' "$IMAGE_DIR/index.json" | cut -d: -f2)")
 echo "image $TAG at $IMAGE_DIR: compressed layers $((layer_bytes / 1024)) KiB, unpacked $(du -sk "$rootfs" | cut -f1) KiB"
+echo "SBOM $SBOM ($sbom_digest, the image's dev.secretsync.sbom.digest label)"
 printf '\nimage built and checked in %ss\n' "$((SECONDS - start))"

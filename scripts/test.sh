@@ -4,7 +4,8 @@
 # again in `existing` mode against a sandbox process without its simulator plus the
 # standalone secretsync-sim (e2e/run-existing.sh), then once more on a real Kubernetes control
 # plane built from the Go module proxy (e2e/run-real.sh, scripts/control-plane.sh; the build
-# is cached in ~/.cache/secretsync/) together with part of the operator's integration suite
+# is cached in ~/.cache/secretsync/; journey 8 there runs the real `helm`, built by
+# scripts/tools.sh) together with part of the operator's integration suite
 # (stress.rs, user_actions.rs and matrix.rs; `--real`: all of it but the sandbox-only tests,
 # scripts/integration-real.sh), then the compare bench's smoke run.
 # Tests that need those tools fail, rather than skip, when they are missing; so does the real
@@ -26,6 +27,9 @@ echo "test: e2e journeys on sandbox + secretsync-sim (existing mode) took $((SEC
 start=$SECONDS
 scripts/control-plane.sh build >/dev/null
 echo "test: the real control plane's build (cached after the first) took $((SECONDS - start)) s"
+start=$SECONDS
+scripts/tools.sh helm >/dev/null
+echo "test: helm's build for journey 8 (cached after the first) took $((SECONDS - start)) s"
 start=$SECONDS
 e2e/run-real.sh
 echo "test: e2e journeys on a real control plane (Kubernetes ${K8S_VERSION:-1.37.2}) took $((SECONDS - start)) s"

@@ -89,6 +89,13 @@ spec:
 /// (data, dataFrom and a template) and Deployment `app` using it by env, envFrom and a
 /// volume, applied with `kubectl apply -f` of the files; the Pods Ready on `db-v1`.
 async fn app_team(j: &mut Journey, history: u32) -> OpenBao {
+    let ns = j.ns.clone();
+    j.start_operator(&[&ns], None);
+    app_team_objects(j, history).await
+}
+
+/// [`app_team`] for an operator already running (one the journey started otherwise).
+async fn app_team_objects(j: &mut Journey, history: u32) -> OpenBao {
     let bao = OpenBao::start().expect("OpenBao (require_tool passed for kubectl)");
     bao.kv_put(
         "secret",
@@ -97,7 +104,6 @@ async fn app_team(j: &mut Journey, history: u32) -> OpenBao {
     );
     bao.kv_put("secret", "app/config", &[("host", "db.internal")]);
     let ns = j.ns.clone();
-    j.start_operator(&[&ns], None);
     j.ok(&[
         "create",
         "secret",
@@ -170,12 +176,10 @@ spec:
 }
 
 /// Installs the chart as `helm install` would, in the journey's namespace watching `watch`,
-/// and runs the operator as the chart's Deployment would: as the chart's ServiceAccount with
-/// a token from the TokenRequest API, with the container's exact arguments (leader election
-/// on) and its POD_NAME / POD_NAMESPACE. Only the bind addresses move to free loopback ports,
-/// as journeys share a host. Everything else the chart renders is applied; its Deployment is
-/// not (the operator runs here, not in a Pod). `without_rule` drops the ClusterRole rule for
-/// that resource first, to prove that the server enforces the rules. Returns the arguments.
+/// and runs the operator as the chart's Deployment would ([`run_as_chart_deployment`]).
+/// Everything else the chart renders is applied; its Deployment is not (the operator runs
+/// here, not in a Pod). `without_rule` drops the ClusterRole rule for that resource first,
+/// to prove that the server enforces the rules. Returns the arguments.
 async fn install_chart_operator(
     j: &mut Journey,
     watch: &[&str],
@@ -233,7 +237,22 @@ async fn install_chart_operator(
     std::fs::write(&manifests, docs.join("\n---\n")).unwrap();
     // The rendered objects carry their namespaces.
     j.ok(&["apply", "-f", manifests.to_str().unwrap()]).await;
+    run_as_chart_deployment(j, &deployment, &format!("{release}-e2e")).await
+}
 
+/// Runs the operator as the chart's `deployment` would run it: as its ServiceAccount with a
+/// token from the TokenRequest API, with the container's exact arguments (leader election on)
+/// and POD_NAME `pod_name` / POD_NAMESPACE. Only the bind addresses move to free loopback
+/// ports, as journeys share a host. Returns the arguments.
+async fn run_as_chart_deployment(
+    j: &mut Journey,
+    deployment: &Value,
+    pod_name: &str,
+) -> Vec<String> {
+    let platform = deployment["metadata"]["namespace"]
+        .as_str()
+        .expect("the Deployment's namespace")
+        .to_owned();
     let pod = &deployment["spec"]["template"]["spec"];
     let service_account = pod["serviceAccountName"].as_str().unwrap().to_owned();
     let token = j
@@ -261,7 +280,6 @@ async fn install_chart_operator(
     std::fs::write(&sa_kubeconfig, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
 
     // $(POD_NAMESPACE) is expanded as the kubelet expands it from the container's env.
-    let pod_name = format!("{release}-e2e");
     let args: Vec<String> = pod["containers"][0]["args"]
         .as_array()
         .expect("the operator container's args")
@@ -280,7 +298,7 @@ async fn install_chart_operator(
     j.start_operator_with(
         &sa_kubeconfig,
         &args,
-        &[("POD_NAME", &pod_name), ("POD_NAMESPACE", &platform)],
+        &[("POD_NAME", pod_name), ("POD_NAMESPACE", &platform)],
     );
     args
 }
@@ -908,4 +926,370 @@ async fn j7_teardown_delete_removes_secrets_retain_keeps_them_unowned() {
     );
     let gone = j.kubectl(&["get", "secretsync", "keep", "-n", &ns]).await;
     assert!(!gone.status.success() && String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+}
+
+// ---- 8. Platform team: helm install, upgrade, rollback, uninstall -----------------------
+
+/// The chart a release is upgraded from: the last commit before the chart's RBAC let the
+/// operator list ServiceAccounts and its SecretSync CRD gained `decodingStrategy`.
+const PREVIOUS_CHART_COMMIT: &str = "a0d4bf5";
+
+/// Runs the real `helm` (built by scripts/tools.sh, cached) as the journey's admin, with its
+/// config, cache and data in the journey's directory.
+async fn helm_output(j: &Journey, args: &[&str]) -> std::process::Output {
+    let bin = std::process::Command::new(repo_root().join("scripts/tools.sh"))
+        .arg("helm")
+        .output()
+        .expect("run scripts/tools.sh helm");
+    assert!(
+        bin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bin.stderr)
+    );
+    let bin = String::from_utf8(bin.stdout).unwrap();
+    let home = j.dir().join("helm");
+    tokio::process::Command::new(bin.trim())
+        .args(args)
+        .env("KUBECONFIG", j.kubeconfig())
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .await
+        .expect("run helm")
+}
+
+/// [`helm_output`]'s stdout; fails on a non-zero exit.
+async fn helm(j: &Journey, args: &[&str]) -> String {
+    let out = helm_output(j, args).await;
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The release's objects as `helm get manifest` prints them.
+async fn release_objects(j: &Journey, release: &str) -> Vec<Value> {
+    let text = helm(j, &["get", "manifest", release, "-n", &j.ns]).await;
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a manifest"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// The chart's Deployment in the release, and the verbs its (Cluster)Roles, as stored, grant
+/// on ServiceAccounts (what changed between the two chart versions).
+async fn release_state(j: &Journey, release: &str) -> (Value, Value) {
+    let objects = release_objects(j, release).await;
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("the release has a Deployment")
+        .clone();
+    let mut verbs = Vec::new();
+    for role in objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+    {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        let stored = match role["metadata"]["namespace"].as_str() {
+            Some(ns) => j.get_in(ns, &["role", name]).await,
+            None => j.get(&["clusterrole", name]).await,
+        }
+        .expect("the release's role is stored");
+        verbs.extend(
+            stored["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["resources"] == json!(["serviceaccounts"]))
+                .map(|r| r["verbs"].clone()),
+        );
+    }
+    (deployment, Value::Array(verbs))
+}
+
+/// The SecretSync CRD is this checkout's (it has `remoteRef.decodingStrategy`, which the
+/// previous chart's lacks).
+async fn assert_crds_current(j: &Journey, when: &str) {
+    let crd = j
+        .get(&["crd", "secretsyncs.secretsync.io"])
+        .await
+        .unwrap_or_else(|e| panic!("the SecretSync CRD {when}: {e}"));
+    assert!(
+        crd.to_string().contains("decodingStrategy"),
+        "{when}: the SecretSync CRD is the previous chart's"
+    );
+}
+
+/// GET /metrics of the operator listening on `addr`.
+fn scrape(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// The value of the unlabelled sample `name` in a scrape.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// What a chart upgrade must not change: the versioned Secrets (name and uid: none re-made),
+/// the app Deployment's template and generation (not rolled), the status' version list.
+async fn app_state(j: &Journey) -> Value {
+    let secrets = j
+        .get(&["secrets", "-l", "secretsync.io/sync=db"])
+        .await
+        .expect("list Secrets");
+    let mut secrets: Vec<Value> = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!([s["metadata"]["name"], s["metadata"]["uid"]]))
+        .collect();
+    secrets.sort_by_key(Value::to_string);
+    let app = j.get(&["deployment", "app"]).await.expect("Deployment app");
+    let sync = j.get(&["secretsync", "db"]).await.expect("SecretSync db");
+    json!({
+        "secrets": secrets,
+        "template": app["spec"]["template"],
+        "generation": app["metadata"]["generation"],
+        "versions": sync["status"]["versions"],
+    })
+}
+
+/// Stops the operator (its Pod replaced) and runs the release's current Deployment as a new
+/// Pod; waits until that operator leads and has reconciled `db` again and again, having made
+/// no version and rolled nothing.
+async fn replace_operator_pod(j: &mut Journey, release: &str, pod: &str) {
+    j.kill_operator();
+    let (deployment, _) = release_state(j, release).await;
+    let args = run_as_chart_deployment(j, &deployment, pod).await;
+    let addr = flag_value(&args, "--metrics-bind-address").to_owned();
+    // refreshInterval is 2s: each refresh reads the backend and compares what it got with
+    // the active version.
+    let text = eventually(&format!("{pod} leading and reconciling"), || async {
+        let text = scrape(&addr)?;
+        let synced = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("secretsync_reconciles_total{result=\"success\",reason=\"Synced\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (sample(&text, "secretsync_leader") == Some(1.0) && synced >= 3.0)
+            .then_some(text.clone())
+            .ok_or(format!(
+                "leader {:?}, {synced} Synced reconciles",
+                sample(&text, "secretsync_leader")
+            ))
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "secretsync_versions_created_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "secretsync_hashes_rekeyed_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains("secretsync_rollouts_total{"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j8_platform_team_helm_install_upgrade_rollback_uninstall_keeps_every_version() {
+    let Some(mut j) = Journey::start("e2e-helm").await else {
+        return;
+    };
+    // helm needs a real API server (its discovery, server-side apply and release Secrets).
+    if !j.enforces_rbac("helm install, upgrade, rollback and uninstall") {
+        return;
+    }
+    let ns = j.ns.clone();
+    let release = format!("ss-{}", j.run);
+    let previous = j.dir().join("previous");
+    std::fs::create_dir_all(&previous).unwrap();
+    let archived = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git -C '{}' archive {PREVIOUS_CHART_COMMIT} charts/secretsync | tar -x -C '{}'",
+            repo_root().display(),
+            previous.display()
+        ))
+        .output()
+        .expect("run git archive");
+    assert!(
+        archived.status.success(),
+        "the chart of {PREVIOUS_CHART_COMMIT} (needs the git history): {}",
+        String::from_utf8_lossy(&archived.stderr)
+    );
+    let previous = previous.join("charts/secretsync");
+    let current = repo_root().join("charts/secretsync");
+    let watch = format!("watchNamespaces=[\"{ns}\"]");
+    let install = |chart: &std::path::Path| {
+        vec![
+            release.clone(),
+            chart.to_str().unwrap().to_owned(),
+            "-n".to_owned(),
+            ns.clone(),
+            "--set-json".to_owned(),
+            watch.clone(),
+        ]
+    };
+
+    // Helm 4 installs crds/ by server-side apply, over CRDs that exist: here they are this
+    // checkout's, applied with `kubectl apply --server-side` (as the chart README says to),
+    // and the previous chart's differ, so the install fails on the conflict and changes
+    // nothing, not even the CRD.
+    let args = install(&previous);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = helm_output(&j, &[&["install"], &args[..]].concat()).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("failed to install CRD")
+            && stderr.contains("conflict"),
+        "{stderr}"
+    );
+    assert_eq!(helm(&j, &["list", "-n", &ns, "-q"]).await.trim(), "");
+    assert_crds_current(&j, "after the refused install").await;
+
+    // With --skip-crds (the CRDs are managed apart from the release), the previous chart
+    // installs; the operator runs as its Deployment; the app team's SecretSync makes db-v1
+    // and the app runs on it.
+    helm(&j, &[&["install", "--skip-crds"], &args[..]].concat()).await;
+    for o in release_objects(&j, &release).await {
+        if o["metadata"]["namespace"].is_null() {
+            j.cleanup(&format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap().to_lowercase(),
+                o["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+    }
+    let (deployment, verbs) = release_state(&j, &release).await;
+    assert_eq!(
+        verbs,
+        json!([["get"]]),
+        "the previous chart's ServiceAccount rule"
+    );
+    run_as_chart_deployment(&mut j, &deployment, &format!("{release}-1")).await;
+    let bao = app_team_objects(&mut j, 5).await;
+    let before = app_state(&j).await;
+
+    // `helm upgrade` to this chart: the release's RBAC changes, the operator's Pod is
+    // replaced; nothing of the app's changes.
+    let args = install(&current);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    helm(&j, &[&["upgrade"], &args[..]].concat()).await;
+    let (_, verbs) = release_state(&j, &release).await;
+    assert_eq!(
+        verbs,
+        json!([["get", "list"]]),
+        "the current chart's ServiceAccount rule"
+    );
+    replace_operator_pod(&mut j, &release, &format!("{release}-2")).await;
+    assert_eq!(app_state(&j).await, before, "across the upgrade");
+
+    // `helm rollback` to the first revision: the previous chart's RBAC again.
+    helm(&j, &["rollback", &release, "1", "-n", &ns]).await;
+    let (_, verbs) = release_state(&j, &release).await;
+    assert_eq!(
+        verbs,
+        json!([["get"]]),
+        "rolled back to the previous chart's rule"
+    );
+    let history = helm(&j, &["history", &release, "-n", &ns, "-o", "json"]).await;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    let charts: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["chart"].as_str().unwrap())
+        .collect();
+    let current_version = format!(
+        "secretsync-{}",
+        std::fs::read_to_string(current.join("Chart.yaml"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("version: "))
+            .unwrap()
+    );
+    assert_eq!(
+        charts,
+        [
+            "secretsync-0.1.0",
+            current_version.as_str(),
+            "secretsync-0.1.0"
+        ]
+    );
+    replace_operator_pod(&mut j, &release, &format!("{release}-3")).await;
+    assert_eq!(app_state(&j).await, before, "across the rollback");
+    // A rollback to a chart with older crds/ leaves the CRDs alone, as upgrades do.
+    assert_crds_current(&j, "after the rollback").await;
+
+    // The operator still works: a new value makes exactly one new version, rolled out.
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-2")],
+    );
+    j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+    assert_eq!(j.versions("db").await, ["db-v1", "db-v2"]);
+    let sync = j.get(&["secretsync", "db"]).await.unwrap();
+    let numbers: Vec<i64> = sync["status"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [2, 1], "no version made twice");
+
+    // `helm uninstall`: the release's objects go; the CRDs, the SecretSync and its versioned
+    // Secrets (not the release's) stay, and the app keeps running on db-v2.
+    j.kill_operator();
+    helm(&j, &["uninstall", &release, "-n", &ns, "--wait"]).await;
+    assert_eq!(
+        helm(&j, &["list", "-n", &ns, "-q"]).await.trim(),
+        "",
+        "no release left"
+    );
+    for o in release_workload_objects(&deployment) {
+        let out = j.kubectl(&["get", &o, "-n", &ns]).await;
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+            "{o} left after helm uninstall"
+        );
+    }
+    assert_crds_current(&j, "after the uninstall").await;
+    j.get(&["secretsync", "db"])
+        .await
+        .expect("helm uninstall keeps the SecretSync");
+    assert_eq!(j.versions("db").await, ["db-v1", "db-v2"]);
+    assert_eq!(template_refs(&j).await, ["db-v2", "db-v2", "db-v2"]);
+}
+
+/// The release objects a user sees: its Deployment and ServiceAccount.
+fn release_workload_objects(deployment: &Value) -> Vec<String> {
+    vec![
+        format!(
+            "deployment/{}",
+            deployment["metadata"]["name"].as_str().unwrap()
+        ),
+        format!(
+            "serviceaccount/{}",
+            deployment["spec"]["template"]["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap()
+        ),
+    ]
 }
