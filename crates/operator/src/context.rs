@@ -288,6 +288,7 @@ impl Context {
 
     /// A SecretSync is gone: nothing this process remembers about it may outlive it.
     pub fn forget_sync(&self, uid: &str) {
+        self.metrics.sync_forgotten(uid);
         self.written.forget(uid);
         self.refreshes.forget(uid);
         self.reported_mismatches.forget(uid);

@@ -6,7 +6,9 @@
 //! Never object names, error messages or values, so the series count stays bounded and
 //! nothing secret can leak through a label (guarantee 8).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,6 +38,14 @@ struct StoreStateLabels {
     reason: &'static str,
 }
 
+/// A SecretSync's Ready condition. The reason is one of the operator's own condition
+/// reasons (a closed set), never a message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    ready: String,
+    reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutLabels {
     outcome: &'static str,
@@ -60,6 +70,9 @@ pub struct Metrics {
     store_backend_recovery: Histogram,
     hashes_rekeyed: Counter,
     leader: Gauge,
+    syncs: Family<ReadyLabels, Gauge>,
+    /// What `syncs` counts each SecretSync (by UID) under.
+    counted_as: Mutex<HashMap<String, ReadyLabels>>,
 }
 
 impl Default for Metrics {
@@ -162,6 +175,13 @@ impl Metrics {
              changed (data unchanged: no version made)",
             hashes_rekeyed.clone(),
         );
+        let syncs = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "syncs",
+            "SecretSyncs by their Ready condition's status and reason, as this process last \
+             computed it (the leader; a standby reports none)",
+            syncs.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -196,6 +216,8 @@ impl Metrics {
             store_backend_recovery,
             hashes_rekeyed,
             leader,
+            syncs,
+            counted_as: Mutex::default(),
         }
     }
 
@@ -295,6 +317,35 @@ impl Metrics {
             .inc();
     }
 
+    /// The SecretSync `uid`'s Ready condition is now `ready` (`True`, `False`) with `reason`.
+    pub fn sync_ready(&self, uid: &str, ready: &str, reason: &str) {
+        let labels = ReadyLabels {
+            ready: ready.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut counted = self.counted_as.lock().unwrap_or_else(|e| e.into_inner());
+        match counted.insert(uid.to_owned(), labels.clone()) {
+            Some(before) if before == labels => return,
+            Some(before) => {
+                self.syncs.get_or_create(&before).dec();
+            }
+            None => {}
+        }
+        self.syncs.get_or_create(&labels).inc();
+    }
+
+    /// The SecretSync `uid` is gone (or no longer this process's).
+    pub fn sync_forgotten(&self, uid: &str) {
+        let before = self
+            .counted_as
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+        if let Some(before) = before {
+            self.syncs.get_or_create(&before).dec();
+        }
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -370,6 +421,36 @@ fn sample_value(line: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_sync_is_counted_once_under_its_current_ready_reason() {
+        let m = Metrics::new();
+        m.sync_ready("a", "True", "Synced");
+        m.sync_ready("b", "True", "Synced");
+        m.sync_ready("b", "True", "Synced");
+        m.sync_ready("c", "False", "RevokedVersionInUse");
+        let text = m.encode();
+        assert!(
+            text.contains("secretsync_syncs{ready=\"True\",reason=\"Synced\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secretsync_syncs{ready=\"False\",reason=\"RevokedVersionInUse\"} 1"),
+            "{text}"
+        );
+        m.sync_ready("c", "True", "Synced");
+        m.sync_forgotten("a");
+        m.sync_forgotten("unknown");
+        let text = m.encode();
+        assert!(
+            text.contains("secretsync_syncs{ready=\"True\",reason=\"Synced\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secretsync_syncs{ready=\"False\",reason=\"RevokedVersionInUse\"} 0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn series_follow_prometheus_naming() {

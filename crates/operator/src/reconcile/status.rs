@@ -332,6 +332,17 @@ pub(super) async fn write(
     previous: &SecretSyncStatus,
     status: &SecretSyncStatus,
 ) -> Result<bool> {
+    if let Some(ready) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY)
+    {
+        ctx.metrics.sync_ready(
+            &sync.uid().unwrap_or_default(),
+            &ready.status,
+            &ready.reason,
+        );
+    }
     if previous == status {
         return Ok(false);
     }

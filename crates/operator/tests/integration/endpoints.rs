@@ -70,6 +70,41 @@ async fn metrics_count_syncs_rotations_and_failures_without_naming_anything() {
         "no election: always leading"
     );
     assert!(text.contains("secretsync_build_info{"), "{text}");
+    // Each SecretSync once, under its Ready condition now: what the alerts count.
+    assert_eq!(
+        sample(&text, r#"secretsync_syncs{ready="True",reason="Synced"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"secretsync_syncs{ready="False",reason="RemoteKeyNotFound"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    // A deleted SecretSync is counted no more.
+    env.api::<SecretSync>()
+        .delete("broken", &Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let now = operator.metrics().await;
+        if sample(
+            &now,
+            r#"secretsync_syncs{ready="False",reason="RemoteKeyNotFound"}"#,
+        ) == 0.0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a deleted SecretSync still counted:\n{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let labels = label_values(&text);
     assert!(!labels.is_empty());
