@@ -8,7 +8,9 @@
 //! | resolve the store | `store.rs` | [`store::admits`] | provider connect |
 //! | fetch | `fetch.rs` | [`fetch::plan`], [`fetch::assemble`] | backend reads |
 //! | build content | `content.rs` | [`content::build`] (all of it) | — |
+//! | decode values | `decode.rs` | [`decode::decode`] (all of it) | — |
 //! | write a version | `version.rs` | [`version::plan_refresh`], [`version::next_number`] | Secret create |
+//! | when a leased version must be replaced | `expiry.rs` | [`expiry::rotate_at`], [`expiry::expired_in_use`] | lease revoke (for prune and cleanup) |
 //! | roll out | `rollout.rs` | [`rollout::plan`], [`rollout::decide`] | workload patches |
 //! | prune | `prune.rs` | [`prune::candidates`], [`prune::decide`] | reference scan, Secret deletes |
 //! | status | `status.rs` | [`status::synced`], [`status::failed`] | status apply, events |
@@ -21,9 +23,9 @@ mod claim;
 mod cleanup;
 pub mod content;
 mod decode;
+mod expiry;
 mod fetch;
 mod history;
-mod lease;
 mod malformed;
 mod prune;
 mod rekey;
@@ -45,7 +47,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use secretsync_api::validate::validate_spec;
 use secretsync_api::{Reason, SecretSync, SecretSyncStatus, labels};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -199,6 +201,16 @@ struct Done {
     events: Vec<Event>,
 }
 
+/// Whether the SecretSync is gone or being deleted, as the API server (not the cache) says.
+async fn deleted_meanwhile(sync: &SecretSync, ctx: &Context) -> Result<bool> {
+    let api: Api<SecretSync> =
+        Api::namespaced(ctx.client.clone(), &sync.namespace().unwrap_or_default());
+    let live = with_timeout(ctx, api.get_metadata_opt(&sync.name_any())).await??;
+    Ok(live.is_none_or(|live| {
+        live.metadata.uid != sync.metadata.uid || live.metadata.deletion_timestamp.is_some()
+    }))
+}
+
 async fn pipeline(
     sync: &SecretSync,
     ctx: &Context,
@@ -230,6 +242,18 @@ async fn pipeline(
         mismatches,
         bases,
     } = history::cross_check(spec, &namespace, &base, owned, previous, &ctx.index);
+    // The newest version is gone. So is the SecretSync, perhaps: the garbage collector
+    // deletes its versions once it is deleted, and the cache may not know yet (a real API
+    // server's watches lag that much). Replacing the version then would mint a Secret for
+    // an object that no longer exists and roll its workloads onto it: ask the server.
+    if lost.is_some() && deleted_meanwhile(sync, ctx).await? {
+        debug!(sync = %name, "deleted meanwhile: its lost version is not replaced");
+        return Ok(Done {
+            status: previous.clone(),
+            requeue: None,
+            events: Vec::new(),
+        });
+    }
     let kept = ctx.index.labelled_orphans(&namespace, &name);
     let bases = history::with_bases_of(bases, &kept);
     events.extend(report_mismatches(sync, ctx, &uid, &mismatches));
@@ -245,7 +269,7 @@ async fn pipeline(
     );
     let grid = version::Grid::of(sync);
     let now = jiff::Timestamp::now();
-    let lease_due = lease::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
+    let lease_due = expiry::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
         .is_some_and(|at| now >= at);
     // The newest version was deleted by someone else: the next one is made from a fresh
     // read. Rolling the workloads back to an older one would serve an older credential.
@@ -351,7 +375,7 @@ async fn pipeline(
     .await?;
     events.extend(pruned.events);
     let now = jiff::Timestamp::now();
-    let expired = lease::expired_in_use(&existing, active, now);
+    let expired = expiry::expired_in_use(&existing, active, now);
 
     let status = status::synced(status::SyncedInput {
         previous,
@@ -371,12 +395,13 @@ async fn pipeline(
     let refresh_wait = grid.map(|g| g.until_next(now));
     // Timers, not polling: the lease-aware deadline of the newest version, and the expiry
     // of the version in use (Ready turns False then).
-    let lease_wait = lease::rotate_at(spec, existing.values().next_back(), status.rollout.as_ref())
-        .map(|at| lease::until(at, now));
+    let lease_wait =
+        expiry::rotate_at(spec, existing.values().next_back(), status.rollout.as_ref())
+            .map(|at| expiry::until(at, now));
     let expiry_wait = active
         .and_then(|v| existing.get(&v)?.lease.as_ref())
         .filter(|l| l.expires_at > now)
-        .map(|l| lease::until(l.expires_at, now));
+        .map(|l| expiry::until(l.expires_at, now));
     let requeue = [
         refresh_wait,
         rollout.requeue,

@@ -261,3 +261,50 @@ async fn racing_writers_lose_no_update_and_start_no_fight() {
     // No fight: the operator wrote a handful of times per version, not once per edit.
     assert!(writes < 30, "{:?}", env.proxy().requests());
 }
+
+/// A SecretSync deleted while the operator's watch of SecretSyncs lags (on a real cluster
+/// the garbage collector can delete its versions before the operator hears of the deletion):
+/// the deleted versions' events must not make it mint a replacement version for the gone
+/// SecretSync and roll the workloads onto it. Found by journey 7 on the real plane.
+#[tokio::test]
+async fn a_sync_deleted_while_the_watch_lags_gets_no_replacement_version() {
+    let env = Env::without_operator("payments")
+        .await
+        .with_operator_behind_proxy(Config::default())
+        .await;
+    seed(&env).await;
+    let proxy = env.proxy();
+    // The operator hears nothing of SecretSyncs for a while: the watch ends and is refused.
+    const LAG: Duration = Duration::from_secs(4);
+    proxy.faults().arm(Fault {
+        verbs: vec!["watch".into(), "list".into()],
+        resource: Some("secretsyncs".into()),
+        effect: Effect::Status { code: 503 },
+        for_ms: Some(LAG.as_millis() as u64),
+        ..Fault::default()
+    });
+    proxy.faults().drop_watches();
+    let lagging = tokio::time::Instant::now();
+    env.api::<SecretSync>()
+        .delete("db", &Default::default())
+        .await
+        .unwrap();
+    // The garbage collector deletes db-v1; the operator hears of that on its Secret watch.
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    while env.secret("db-v1").await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "db-v1 never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The lag itself, then the operator's next look: the duration under test.
+    tokio::time::sleep((LAG + Duration::from_secs(2)).saturating_sub(lagging.elapsed())).await;
+    assert_eq!(env.version_secrets("db").await, Vec::<String>::new());
+    let deployment = env.api::<Deployment>().get("api").await.unwrap();
+    let template = serde_json::to_value(deployment.spec.unwrap().template.spec).unwrap();
+    assert_eq!(
+        template["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"], "db-v1",
+        "the workload was rolled onto a version of a deleted SecretSync"
+    );
+}
