@@ -15,13 +15,13 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::batch::Batcher;
+use crate::connections::ProviderCache;
 use crate::events::Publisher;
 use crate::hash_key::KeySecret;
 use crate::health::BackendHealth;
 use crate::index::VersionIndex;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLabels;
-use crate::providers::ProviderCache;
 use crate::sync_index::SyncIndex;
 use crate::workloads::Workloads;
 

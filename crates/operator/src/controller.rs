@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::argo::{self, Rollout};
+use crate::connections::ProviderCache;
 use crate::context::{Config, Context, Readiness, Shared};
 use crate::hash_key;
 use crate::health::BackendHealth;
@@ -46,9 +47,8 @@ use crate::index::{VersionIndex, base_of};
 use crate::metrics::Metrics;
 use crate::multiwatch::watch_namespaces;
 use crate::namespaces::NamespaceLabels;
-use crate::providers::ProviderCache;
 use crate::reconcile::{error_policy, reconcile};
-use crate::stores::{self, StoreContext};
+use crate::store_checks::{self, StoreContext};
 use crate::supervise::Stopped;
 use crate::sync_index::{StoreKey, SyncIndex, SyncRef};
 use crate::workloads::{Workloads, to_value};
@@ -499,7 +499,7 @@ pub async fn run(
     .graceful_shutdown_on(stopping());
 
     let store_checks = future::join(
-        stores::run(
+        store_checks::run(
             watch_namespaces::<SecretStore>(
                 &client,
                 &options.namespaces,
@@ -509,7 +509,7 @@ pub async fn run(
             store_ctx.clone(),
             stopping(),
         ),
-        stores::run(
+        store_checks::run(
             watcher(
                 Api::<ClusterSecretStore>::all(client.clone()),
                 watcher::Config::default(),

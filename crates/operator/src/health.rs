@@ -8,7 +8,7 @@
 //! SecretSync that failed for a backend-wide reason is woken at once, its backoff cleared;
 //! their reads then go through the store's `rateLimit`.
 //!
-//! Keyed by the store's UID, as the [`crate::providers::ProviderCache`] is: two stores on
+//! Keyed by the store's UID, as the [`crate::connections::ProviderCache`] is: two stores on
 //! one backend are probed apart, since one may be refused (its token revoked) while the
 //! other is fine. The down state belongs to one store generation; an edit starts afresh.
 

@@ -8,7 +8,7 @@ use clap::Parser;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use secretsync_operator::hash_key::KeySecret;
-use secretsync_operator::lease::{Elector, LeaseConfig, default_identity};
+use secretsync_operator::leader::{Elector, LeaseConfig, default_identity};
 use secretsync_operator::metrics::Metrics;
 use secretsync_operator::server::{self, Readiness};
 use secretsync_operator::supervise::Tasks;

@@ -33,10 +33,10 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::conditions::set_condition;
+use crate::connections::{ProviderCache, StoreIdentity};
 use crate::error::{Error, Result, Retry};
 use crate::health::{BackendHealth, Probe, SUSPECT_CHECK_EVERY};
 use crate::metrics::Metrics;
-use crate::providers::{ProviderCache, StoreIdentity};
 use crate::sync_index::StoreKey;
 
 /// How often a store is checked when its spec does not say.

@@ -1,5 +1,5 @@
 //! The workloads a SecretSync rolls out to, and everything in a namespace that may still use
-//! one of its versions. The pod-spec rules are in [`crate::rollout`]; this module keeps the
+//! one of its versions. The pod-spec rules are in [`crate::podspec`]; this module keeps the
 //! cache and does the reading and patching.
 //!
 //! Memory follows the work, not the cluster: the cache keeps each Deployment, StatefulSet
@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::argo::Rollout;
-use crate::rollout::object_secret_names;
+use crate::podspec::object_secret_names;
 
 /// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
 /// the kinds, whose pod templates sit at the same place.
@@ -106,7 +106,7 @@ pub fn last_manager(reduced: &Value) -> Option<&str> {
         .as_str()
 }
 
-/// The status fields `rollout::rollout_progress` reads, for any of the kinds, and of the
+/// The status fields `podspec::rollout_progress` reads, for any of the kinds, and of the
 /// conditions only the Deployment controller's verdict that progress stalled. The whole
 /// status (every condition with its messages and times) was most of a cached workload.
 fn reduce_status(status: &Value) -> Value {
@@ -540,7 +540,7 @@ pub fn to_value<K: Serialize>(obj: &K) -> Value {
     serde_json::to_value(obj).expect("Kubernetes objects serialize")
 }
 
-/// Applies a JSON patch (from [`crate::rollout::rewrite_patch`]) to a workload, under the
+/// Applies a JSON patch (from [`crate::podspec::rewrite_patch`]) to a workload, under the
 /// operator's field manager, so GitOps tools can be told to ignore exactly these changes.
 pub async fn patch_workload(
     client: &Client,
@@ -584,7 +584,7 @@ pub async fn patch_workload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::{Progress, rewrite_patch, rollout_progress, secret_refs};
+    use crate::podspec::{Progress, rewrite_patch, rollout_progress, secret_refs};
 
     fn db() -> Vec<String> {
         vec!["db".to_owned()]

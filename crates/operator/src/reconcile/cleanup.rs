@@ -17,7 +17,7 @@ use secretsync_api::{DeletionPolicy, SecretSync, labels};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::lease::Revoker;
+use super::expiry::Revoker;
 use super::{publish, secret_ref, with_timeout};
 use crate::conditions::truncate;
 use crate::context::Context;

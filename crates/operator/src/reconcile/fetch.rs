@@ -12,10 +12,10 @@ use secretsync_providers::{RemoteValue, SecretData, extract};
 
 use super::decode::decode;
 use super::store::ResolvedStore;
+pub use crate::connections::Read;
 use crate::error::{Error, Result};
 use crate::index::LeaseMeta;
 use crate::metrics::Metrics;
-pub use crate::providers::Read;
 
 /// Data fetched for one version, and the backend version id of each remote key.
 pub struct Fetched {

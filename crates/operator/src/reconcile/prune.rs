@@ -14,7 +14,7 @@ use secretsync_api::reason::event;
 use secretsync_api::{RevokePolicy, SecretSync, SecretSyncSpec};
 use tracing::{info, warn};
 
-use super::lease::Revoker;
+use super::expiry::Revoker;
 use super::rollout::RolloutState;
 use super::{secret_ref, with_timeout};
 use crate::context::Context;

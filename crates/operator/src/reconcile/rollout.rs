@@ -1,7 +1,7 @@
 //! Step 5: rolling the targets onto the active version (api.md guarantee 3). [`plan`] reads
 //! each target (from the workload cache) and decides its patch and state; [`decide`] adds
 //! `onFailure: Rollback` on top of it; [`roll_out`] applies the patches. The pod-spec rules
-//! themselves are in [`crate::rollout`].
+//! themselves are in [`crate::podspec`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::conditions::now;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::index::VersionMeta;
-use crate::rollout::{
+use crate::podspec::{
     Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress, template_refs,
     version_among,
 };

@@ -6,9 +6,9 @@ use kube::runtime::reflector::ObjectRef;
 use secretsync_api::validate::{StoreScope, refs_leaving_namespace, validate_store};
 use secretsync_api::{SecretStoreSpec, SecretSync, StoreCondition, StoreKind};
 
+use crate::connections::{Connected, StoreIdentity};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::providers::{Connected, StoreIdentity};
 use crate::sync_index::{StoreKey, SyncRef};
 
 /// A store resolved for one SecretSync: its identity and connected provider.

@@ -50,7 +50,7 @@ pub struct RefreshInput<'a> {
     /// The store's generation now (from the cache).
     pub store_generation: Option<i64>,
     pub now: jiff::Timestamp,
-    /// A `pki` SecretSync's lease-aware deadline has passed (`lease::rotate_at`).
+    /// A `pki` SecretSync's lease-aware deadline has passed (`expiry::rotate_at`).
     pub lease_due: bool,
 }
 

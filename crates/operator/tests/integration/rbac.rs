@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, TargetState};
 use secretsync_operator::Config;
 use secretsync_operator::hash_key::KeySecret;
-use secretsync_operator::lease::{Elector, LeaseConfig};
+use secretsync_operator::leader::{Elector, LeaseConfig};
 use serde_json::{Value, json};
 
 use crate::argo::{create_rollout, healthy_argo, install_argo};
