@@ -75,10 +75,7 @@ fn operator_writes(proxy: &ApiProxy) -> u64 {
 
 #[tokio::test]
 async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() {
-    let env = Env::without_operator("payments")
-        .await
-        .with_operator_behind_proxy(Config::default())
-        .await;
+    let env = Env::counted("payments").await;
     seed(&env).await;
     let proxy = env.proxy();
     proxy.reset_requests();
@@ -205,10 +202,7 @@ fn by(manager: &str) -> PatchParams {
 
 #[tokio::test]
 async fn racing_writers_lose_no_update_and_start_no_fight() {
-    let env = Env::without_operator("payments")
-        .await
-        .with_operator_behind_proxy(Config::default())
-        .await;
+    let env = Env::counted("payments").await;
     seed(&env).await;
     env.proxy().reset_requests();
     // The people write with the cluster's admin client, not through the proxy, which then
@@ -268,23 +262,19 @@ async fn racing_writers_lose_no_update_and_start_no_fight() {
 /// SecretSync and roll the workloads onto it. Found by journey 7 on the real plane.
 #[tokio::test]
 async fn a_sync_deleted_while_the_watch_lags_gets_no_replacement_version() {
-    let env = Env::without_operator("payments")
-        .await
-        .with_operator_behind_proxy(Config::default())
-        .await;
+    let env = Env::counted("payments").await;
     seed(&env).await;
     let proxy = env.proxy();
-    // The operator hears nothing of SecretSyncs for a while: the watch ends and is refused.
-    const LAG: Duration = Duration::from_secs(4);
+    // The operator hears nothing of SecretSyncs until the end of the test: the watch ends
+    // and is refused, so its cache keeps the deleted SecretSync.
     proxy.faults().arm(Fault {
         verbs: vec!["watch".into(), "list".into()],
         resource: Some("secretsyncs".into()),
         effect: Effect::Status { code: 503 },
-        for_ms: Some(LAG.as_millis() as u64),
         ..Fault::default()
     });
     proxy.faults().drop_watches();
-    let lagging = tokio::time::Instant::now();
+    proxy.reset_requests();
     env.api::<SecretSync>()
         .delete("db", &Default::default())
         .await
@@ -300,8 +290,23 @@ async fn a_sync_deleted_while_the_watch_lags_gets_no_replacement_version() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The lag itself, then the operator's next look: the duration under test.
-    tokio::time::sleep((LAG + Duration::from_secs(2)).saturating_sub(lagging.elapsed())).await;
+    // The operator's answer to its newest version going, on a cached SecretSync that the
+    // server has deleted: without the fix it mints db-v2 (a Secret create); with it, it asks
+    // the server first (a SecretSync get).
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    loop {
+        let requests = proxy.requests();
+        if requests.count("get", "secretsync.io", "secretsyncs") > 0
+            || requests.count("create", "", "secrets") > 0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer to db-v1 going: {requests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(env.version_secrets("db").await, Vec::<String>::new());
     let deployment = env.api::<Deployment>().get("api").await.unwrap();
     let template = serde_json::to_value(deployment.spec.unwrap().template.spec).unwrap();
@@ -309,4 +314,5 @@ async fn a_sync_deleted_while_the_watch_lags_gets_no_replacement_version() {
         template["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"], "db-v1",
         "the workload was rolled onto a version of a deleted SecretSync"
     );
+    proxy.faults().clear();
 }
