@@ -418,6 +418,16 @@ impl Walk {
         ours
     }
 
+    /// An entry that reads from a generator or another source (`sourceRef`): reported, with
+    /// what else it held.
+    fn not_carried_over(&mut self, path: &str, item: Obj) {
+        self.rest(path, item);
+        self.note(
+            path,
+            "reads from a generator or another source: not carried over",
+        );
+    }
+
     fn data_item(&mut self, item: Value, path: &str) -> Result<Option<Value>, String> {
         let Value::Object(mut item) = item else {
             return Err(format!("{path} is not an object"));
@@ -428,11 +438,7 @@ impl Walk {
             return Ok(None);
         };
         if item.contains_key("sourceRef") {
-            self.rest(path, item);
-            self.note(
-                path,
-                "reads from a generator or another source: not carried over",
-            );
+            self.not_carried_over(path, item);
             return Ok(None);
         }
         let mut ours = Obj::new();
@@ -448,11 +454,7 @@ impl Walk {
             return Err(format!("{path} is not an object"));
         };
         if item.contains_key("sourceRef") {
-            self.rest(path, item);
-            self.note(
-                path,
-                "reads from a generator or another source: not carried over",
-            );
+            self.not_carried_over(path, item);
             return Ok(None);
         }
         let mut ours = Obj::new();
