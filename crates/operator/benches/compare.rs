@@ -347,7 +347,7 @@ impl OperatorProcess {
 
     async fn metric(&self, series: &str) -> f64 {
         match http_get(self.metrics_port, "/metrics").await {
-            Some((_, body)) => secretsync_operator::metrics::sum_series(&body, series),
+            Some((_, body)) => secretsync_operator::process::metrics::sum_series(&body, series),
             None => 0.0,
         }
     }

@@ -7,23 +7,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
-use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 use secretsync_api::hash::HashKey;
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStatus, StoreKind};
 use tokio::sync::watch;
 
+use crate::backend::connections::ProviderCache;
+use crate::backend::health::BackendHealth;
 use crate::backoff::Backoff;
-use crate::batch::Batcher;
-use crate::connections::ProviderCache;
+use crate::cache::namespaces::NamespaceLabels;
+use crate::cache::syncs::SyncIndex;
+use crate::cache::versions::VersionIndex;
+use crate::cache::workloads::Workloads;
 use crate::events::Publisher;
 use crate::hash_key::KeySecret;
-use crate::health::BackendHealth;
-use crate::index::VersionIndex;
-use crate::metrics::Metrics;
-use crate::namespaces::NamespaceLabels;
-use crate::sync_index::SyncIndex;
-use crate::workloads::Workloads;
+use crate::process::metrics::Metrics;
+use crate::rollout::batch::Batcher;
 
 /// Settings from the command line.
 #[derive(Clone, Debug)]
@@ -39,7 +39,7 @@ pub struct Config {
     /// The Secret holding the content-hash key.
     pub hash_key: KeySecret,
     /// How long a workload rewrite waits for other SecretSyncs' rewrites of the same
-    /// workload, so they reach it as one template change ([`crate::batch`]).
+    /// workload, so they reach it as one template change ([`crate::rollout::batch`]).
     pub rollout_settle: Duration,
 }
 
@@ -224,6 +224,25 @@ impl WrittenStatuses {
 }
 
 impl Context {
+    /// Bounds an API write; a timed-out write is retried like any transient API error.
+    pub async fn bounded<T>(
+        &self,
+        write: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> crate::error::Result<kube::Result<T>> {
+        tokio::time::timeout(self.config.write_timeout, write)
+            .await
+            .map_err(|_| {
+                self.metrics.api_write_timed_out();
+                crate::error::Error::WriteTimeout(self.config.write_timeout)
+            })
+    }
+
+    /// Every event goes out here, so the rollout and revocation counters agree with them.
+    pub async fn publish(&self, sync: &SecretSync, event: &kube::runtime::events::Event) {
+        self.metrics.event_published(&event.reason);
+        self.events.publish(event, &sync.object_ref(&())).await;
+    }
+
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, shared: Shared) -> Self {
         let events = Arc::new(Publisher::new(
             client.clone(),

@@ -38,20 +38,20 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::argo::{self, Rollout};
-use crate::connections::ProviderCache;
+use crate::backend::checks::{self, StoreContext};
+use crate::backend::connections::ProviderCache;
+use crate::backend::health::BackendHealth;
+use crate::cache::multiwatch::watch_namespaces;
+use crate::cache::namespaces::NamespaceLabels;
+use crate::cache::syncs::{StoreKey, SyncIndex, SyncRef};
+use crate::cache::versions::{VersionIndex, base_of};
+use crate::cache::workloads::{Workloads, to_value};
 use crate::context::{Config, Context, Readiness, Shared};
 use crate::hash_key;
-use crate::health::BackendHealth;
-use crate::index::{VersionIndex, base_of};
-use crate::metrics::Metrics;
-use crate::multiwatch::watch_namespaces;
-use crate::namespaces::NamespaceLabels;
+use crate::process::metrics::Metrics;
+use crate::process::supervise::Stopped;
 use crate::reconcile::{error_policy, reconcile};
-use crate::store_checks::{self, StoreContext};
-use crate::supervise::Stopped;
-use crate::sync_index::{StoreKey, SyncIndex, SyncRef};
-use crate::workloads::{Workloads, to_value};
+use crate::rollout::argo::{self, Rollout};
 
 /// `kubectl apply`'s record of the applied object, kept out of the SecretSync cache.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -499,7 +499,7 @@ pub async fn run(
     .graceful_shutdown_on(stopping());
 
     let store_checks = future::join(
-        store_checks::run(
+        checks::run(
             watch_namespaces::<SecretStore>(
                 &client,
                 &options.namespaces,
@@ -509,7 +509,7 @@ pub async fn run(
             store_ctx.clone(),
             stopping(),
         ),
-        store_checks::run(
+        checks::run(
             watcher(
                 Api::<ClusterSecretStore>::all(client.clone()),
                 watcher::Config::default(),

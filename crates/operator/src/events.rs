@@ -148,6 +148,34 @@ async fn create(client: &Client, event: K8sEvent) {
     }
 }
 
+/// The Secret of a version, as an event's related object: events about different versions
+/// stay separate instead of folding into one series with the first version's note.
+pub fn secret_ref(sync: &secretsync_api::SecretSync, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(name.to_owned()),
+        namespace: kube::ResourceExt::namespace(sync),
+        ..Default::default()
+    }
+}
+
+/// `; reason: "…"`: why the change was asked for (`kubectl secretsync … --reason`), for the
+/// events of what that change causes. The plugin sets or clears the annotation in the same
+/// write as the change, so it never belongs to an older one.
+pub fn asked_reason(sync: &secretsync_api::SecretSync) -> String {
+    kube::ResourceExt::annotations(sync)
+        .get(secretsync_api::labels::REASON)
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| {
+            format!(
+                "; reason: {:?}",
+                crate::conditions::truncate(r.trim().to_owned(), 256)
+            )
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,33 +1,29 @@
 //! The secretsync operator: reconciles `SecretSync` objects into immutable, version-suffixed
-//! Secrets. See `docs/api.md` for the guarantees; each module's docs say which it serves, and
-//! `reconcile/mod.rs` maps the pipeline's steps to their files.
+//! Secrets. `docs/architecture.md` walks through the wings below and the path of one sync;
+//! `docs/reference/` is the contract each module's docs cite.
+//!
+//! | wing | concern |
+//! |---|---|
+//! | [`controller`] | the watches, each declared once, and the reconcile loop they drive |
+//! | `reconcile/` | the pipeline of one SecretSync, a file per step |
+//! | `cache/` | what the watches keep in memory for the reconciles to read |
+//! | [`rollout`] | rolling workloads onto a version |
+//! | `backend/` | connected providers, their health and the stores' Ready checks |
+//! | [`process`] | leader election, HTTP endpoints, metrics, logging, supervision |
 
-pub mod argo;
-pub mod backoff;
-pub mod batch;
-pub mod conditions;
-pub mod connections;
-pub mod context;
-pub mod controller;
-pub mod error;
-pub mod events;
+mod backend;
+mod backoff;
+mod cache;
+mod conditions;
+mod context;
+mod controller;
+mod error;
+mod events;
 pub mod hash_key;
-pub mod health;
-pub mod index;
-pub mod leader;
-pub mod metrics;
-pub mod multiwatch;
-pub mod namespaces;
-pub mod podspec;
-pub mod ratelimit;
-pub mod reconcile;
-pub mod server;
-pub mod store_checks;
-pub mod supervise;
-pub mod sync_index;
-pub mod telemetry;
-pub mod workloads;
+pub mod process;
+mod reconcile;
+pub mod rollout;
 
 pub use context::Config;
 pub use controller::{RunOptions, run};
-pub use supervise::Stopped;
+pub use process::supervise::Stopped;

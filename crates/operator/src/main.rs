@@ -8,11 +8,11 @@ use clap::Parser;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use secretsync_operator::hash_key::KeySecret;
-use secretsync_operator::leader::{Elector, LeaseConfig, default_identity};
-use secretsync_operator::metrics::Metrics;
-use secretsync_operator::server::{self, Readiness};
-use secretsync_operator::supervise::Tasks;
-use secretsync_operator::telemetry::{self, LogFormat};
+use secretsync_operator::process::leader::{Elector, LeaseConfig, default_identity};
+use secretsync_operator::process::metrics::Metrics;
+use secretsync_operator::process::server::{self, Readiness};
+use secretsync_operator::process::supervise::Tasks;
+use secretsync_operator::process::telemetry::{self, LogFormat};
 use secretsync_operator::{Config, RunOptions};
 use tracing::{error, info, warn};
 

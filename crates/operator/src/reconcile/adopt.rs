@@ -17,7 +17,6 @@ use secretsync_api::{SecretSync, labels};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::with_timeout;
 use crate::context::Context;
 use crate::error::Result;
 
@@ -56,15 +55,13 @@ pub(super) async fn retained(sync: &SecretSync, ctx: &Context) -> Result<Option<
             },
             "resourceVersion": secret.resource_version(),
         }});
-        let patched = with_timeout(
-            ctx,
-            api.patch(
+        let patched = ctx
+            .bounded(api.patch(
                 &candidate.secret_name,
                 &PatchParams::default(),
                 &Patch::Merge(patch),
-            ),
-        )
-        .await??;
+            ))
+            .await??;
         ctx.index
             .apply(&patched.metadata.into_request_partial::<Secret>());
         info!(secret = %candidate.secret_name, "retained Secret adopted");

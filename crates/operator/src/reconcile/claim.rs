@@ -5,9 +5,9 @@
 use kube::ResourceExt;
 use secretsync_api::SecretSync;
 
+use crate::cache::syncs::Claim;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::sync_index::Claim;
 
 pub(super) fn check(sync: &SecretSync, ctx: &Context, base: &str) -> Result<()> {
     let namespace = sync.namespace().unwrap_or_default();

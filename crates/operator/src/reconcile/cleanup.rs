@@ -18,11 +18,11 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::expiry::Revoker;
-use super::{publish, secret_ref, with_timeout};
+use crate::cache::versions::LeaseMeta;
 use crate::conditions::truncate;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::index::LeaseMeta;
+use crate::events::secret_ref;
 
 /// Whether deleting this SecretSync needs work of ours, so it must carry our finalizer until
 /// that is done. `Retain` must drop the ownerReferences of its Secrets before the garbage
@@ -66,7 +66,7 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
                     }),
                     ..Default::default()
                 };
-                match with_timeout(ctx, api.delete(&name, &params)).await? {
+                match ctx.bounded(api.delete(&name, &params)).await? {
                     Ok(_) => info!(secret = %name, "deleted with its SecretSync"),
                     // Gone, or changed since the list (perhaps disowned): the next pass
                     // lists again and decides on what is there then.
@@ -88,11 +88,8 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
                     "annotations": {labels::RETAINED_BY: sync.name_any()},
                     "resourceVersion": secret.resource_version(),
                 }});
-                with_timeout(
-                    ctx,
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
-                )
-                .await??;
+                ctx.bounded(api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)))
+                    .await??;
                 info!(secret = %name, "retained after its SecretSync was deleted");
             }
         }
@@ -136,7 +133,7 @@ async fn revoke_before_delete(
         action: "RevokeLease".into(),
         secondary: Some(secret_ref(sync, name)),
     };
-    publish(ctx, sync, &event).await;
+    ctx.publish(sync, &event).await;
     if store_gone { Ok(()) } else { Err(error) }
 }
 

@@ -17,9 +17,9 @@ use secretsync_api::{RolloutStatus, SecretSync, SecretSyncSpec};
 use secretsync_providers::ProviderError;
 
 use super::store::ResolvedStore;
+use crate::cache::versions::{LeaseMeta, VersionMeta};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::index::{LeaseMeta, VersionMeta};
 
 /// The observed rollout duration is multiplied by this.
 pub const SAFETY_FACTOR: u32 = 2;

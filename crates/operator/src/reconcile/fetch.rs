@@ -12,10 +12,10 @@ use secretsync_providers::{RemoteValue, SecretData, extract};
 
 use super::decode::decode;
 use super::store::ResolvedStore;
-pub use crate::connections::Read;
+pub use crate::backend::connections::Read;
+use crate::cache::versions::LeaseMeta;
 use crate::error::{Error, Result};
-use crate::index::LeaseMeta;
-use crate::metrics::Metrics;
+use crate::process::metrics::Metrics;
 
 /// Data fetched for one version, and the backend version id of each remote key.
 pub struct Fetched {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use secretsync_api::{SecretSyncSpec, SecretSyncStatus, VersionState, VersionStatus};
 
-use crate::index::{VersionIndex, VersionMeta, base_of};
+use crate::cache::versions::{VersionIndex, VersionMeta, base_of};
 
 /// The versions of one SecretSync, cross-checked.
 #[derive(Debug, Default)]

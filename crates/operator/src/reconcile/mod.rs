@@ -29,16 +29,13 @@ mod history;
 mod malformed;
 mod prune;
 mod rekey;
-mod rollout;
 mod status;
 mod store;
 mod version;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -51,6 +48,7 @@ use tracing::{debug, warn};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::rollout;
 
 /// Entry point for the controller: the finalizer wraps apply and cleanup when deletion needs
 /// work of ours ([`cleanup::needs_finalizer`]). An object that does not deserialize is
@@ -119,7 +117,7 @@ pub fn error_policy(
         .0
         .as_ref()
         .ok()
-        .filter(|_| !crate::health::backend_wide(error.reason()))
+        .filter(|_| !crate::backend::health::backend_wide(error.reason()))
         .and_then(|s| s.spec.refresh_interval());
     match ctx.backoff.failed(
         &uid,
@@ -154,7 +152,7 @@ async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
             ctx.backoff.succeeded(&uid);
             status::write(&sync, ctx, &previous, &done.status).await?;
             for ev in &done.events {
-                publish(ctx, &sync, ev).await;
+                ctx.publish(&sync, ev).await;
             }
             Ok(done
                 .requeue
@@ -168,7 +166,7 @@ async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
             // writes nothing. A failed status write is logged, not returned: the original
             // error's retry class must decide the backoff.
             match status::write(&sync, ctx, &previous, &failed).await {
-                Ok(true) => publish(ctx, &sync, &status::failed_event(&error)).await,
+                Ok(true) => ctx.publish(&sync, &status::failed_event(&error)).await,
                 Ok(false) => {}
                 Err(write_error) => {
                     warn!(error = %write_error, "could not record the failure in the status")
@@ -205,7 +203,9 @@ struct Done {
 async fn deleted_meanwhile(sync: &SecretSync, ctx: &Context) -> Result<bool> {
     let api: Api<SecretSync> =
         Api::namespaced(ctx.client.clone(), &sync.namespace().unwrap_or_default());
-    let live = with_timeout(ctx, api.get_metadata_opt(&sync.name_any())).await??;
+    let live = ctx
+        .bounded(api.get_metadata_opt(&sync.name_any()))
+        .await??;
     Ok(live.is_none_or(|live| {
         live.metadata.uid != sync.metadata.uid || live.metadata.deletion_timestamp.is_some()
     }))
@@ -442,38 +442,7 @@ fn report_mismatches(
             reason: secretsync_api::reason::event::VERSION_METADATA_MISMATCH.into(),
             note: Some(crate::conditions::truncate(what.clone(), 1024)),
             action: "Verify".into(),
-            secondary: Some(secret_ref(sync, secret)),
+            secondary: Some(crate::events::secret_ref(sync, secret)),
         })
         .collect()
-}
-
-/// The Secret of a version, as an event's related object: events about different versions
-/// stay separate instead of folding into one series with the first version's note.
-fn secret_ref(sync: &SecretSync, name: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Secret".into()),
-        name: Some(name.to_owned()),
-        namespace: sync.namespace(),
-        ..Default::default()
-    }
-}
-
-/// Every event goes out here, so the rollout and revocation counters agree with them.
-async fn publish(ctx: &Context, sync: &SecretSync, ev: &Event) {
-    ctx.metrics.event_published(&ev.reason);
-    ctx.events.publish(ev, &sync.object_ref(&())).await;
-}
-
-/// Bounds an API write; a timed-out write is retried like any transient API error.
-async fn with_timeout<T>(
-    ctx: &Context,
-    fut: impl Future<Output = kube::Result<T>>,
-) -> Result<kube::Result<T>> {
-    tokio::time::timeout(ctx.config.write_timeout, fut)
-        .await
-        .map_err(|_| {
-            ctx.metrics.api_write_timed_out();
-            Error::WriteTimeout(ctx.config.write_timeout)
-        })
 }

@@ -15,11 +15,11 @@ use secretsync_api::{RevokePolicy, SecretSync, SecretSyncSpec};
 use tracing::{info, warn};
 
 use super::expiry::Revoker;
-use super::rollout::RolloutState;
-use super::{secret_ref, with_timeout};
+use crate::cache::versions::VersionMeta;
 use crate::context::Context;
 use crate::error::Result;
-use crate::index::VersionMeta;
+use crate::events::secret_ref;
+use crate::rollout::RolloutState;
 
 /// Versions that may be deleted now, before looking at what references them.
 #[derive(Debug, Default, PartialEq)]
@@ -226,7 +226,7 @@ pub(super) async fn prune(
             }
             .into(),
             note: Some(if revoked {
-                let reason = super::version::asked_reason(sync);
+                let reason = crate::events::asked_reason(sync);
                 match reason.strip_prefix("; ") {
                     Some(r) => format!("deleted revoked {}{lease_note} ({r})", meta.secret_name),
                     None => format!("deleted revoked {}{lease_note}", meta.secret_name),
@@ -261,7 +261,7 @@ async fn delete_version(
         }),
         ..Default::default()
     };
-    match with_timeout(ctx, api.delete(&meta.secret_name, &params)).await? {
+    match ctx.bounded(api.delete(&meta.secret_name, &params)).await? {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {

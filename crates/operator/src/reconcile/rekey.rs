@@ -24,10 +24,9 @@ use secretsync_providers::{SecretBytes, SecretData};
 use serde_json::json;
 use tracing::info;
 
-use super::{publish, with_timeout};
+use crate::cache::versions::VersionMeta;
 use crate::context::Context;
 use crate::error::Result;
-use crate::index::VersionMeta;
 
 /// The versions whose hash `key` did not make, oldest first.
 pub fn stale<'a>(existing: &'a BTreeMap<i64, VersionMeta>, key: &HashKey) -> Vec<&'a VersionMeta> {
@@ -105,11 +104,9 @@ pub(super) async fn rekey(
             "resourceVersion": secret.resource_version(),
             "annotations": {labels::CONTENT_HASH: hash},
         }});
-        let patched = with_timeout(
-            ctx,
-            api.patch_metadata(name, &params, &Patch::Merge(&patch)),
-        )
-        .await??;
+        let patched = ctx
+            .bounded(api.patch_metadata(name, &params, &Patch::Merge(&patch)))
+            .await??;
         ctx.metrics.hash_rekeyed();
         ctx.index.apply(&patched);
         if let Some((_, updated)) = VersionMeta::from_secret(&patched.metadata) {
@@ -120,7 +117,8 @@ pub(super) async fn rekey(
         rewritten.push(name.clone());
     }
     if !rewritten.is_empty() {
-        publish(ctx, sync, &rekeyed_event(&rewritten, &before, key.id())).await;
+        ctx.publish(sync, &rekeyed_event(&rewritten, &before, key.id()))
+            .await;
     }
     Ok(())
 }

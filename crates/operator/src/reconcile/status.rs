@@ -15,12 +15,11 @@ use secretsync_api::{
 };
 use serde_json::json;
 
-use super::rollout::RolloutState;
-use super::with_timeout;
+use crate::cache::versions::VersionMeta;
 use crate::conditions::{now, set_condition, truncate};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::index::VersionMeta;
+use crate::rollout::RolloutState;
 
 pub struct SyncedInput<'a> {
     pub previous: &'a SecretSyncStatus,
@@ -354,11 +353,9 @@ pub(super) async fn write(
         "status": status,
     });
     let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-    let applied = with_timeout(
-        ctx,
-        api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)),
-    )
-    .await??;
+    let applied = ctx
+        .bounded(api.patch_status(&sync.name_any(), &params, &Patch::Apply(patch)))
+        .await??;
     let mut made: Vec<String> = applied.metadata.resource_version.into_iter().collect();
     // Server-side apply takes back the fields of a failure it no longer sends but leaves
     // their map, `failed: {}`, which the schema's defaults then read as version 0: a
@@ -366,18 +363,16 @@ pub(super) async fn write(
     let failure_of = |s: &SecretSyncStatus| s.rollout.as_ref().and_then(|r| r.failed.clone());
     if failure_of(previous).is_some() && failure_of(status).is_none() {
         let clear = json!({"status": {"rollout": {"failed": null}}});
-        let cleared = with_timeout(
-            ctx,
-            api.patch_status(
+        let cleared = ctx
+            .bounded(api.patch_status(
                 &sync.name_any(),
                 &PatchParams {
                     field_manager: Some(labels::FIELD_MANAGER.into()),
                     ..PatchParams::default()
                 },
                 &Patch::Merge(clear),
-            ),
-        )
-        .await??;
+            ))
+            .await??;
         made.extend(cleared.metadata.resource_version);
     }
     ctx.metrics.status_written();

@@ -6,10 +6,10 @@ use kube::runtime::reflector::ObjectRef;
 use secretsync_api::validate::{StoreScope, refs_leaving_namespace, validate_store};
 use secretsync_api::{SecretStoreSpec, SecretSync, StoreCondition, StoreKind};
 
-use crate::connections::{Connected, StoreIdentity};
+use crate::backend::connections::{Connected, StoreIdentity};
+use crate::cache::syncs::{StoreKey, SyncRef};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::sync_index::{StoreKey, SyncRef};
 
 /// A store resolved for one SecretSync: its identity and connected provider.
 pub struct ResolvedStore {

@@ -22,10 +22,10 @@ use tracing::info;
 
 use super::content::Content;
 use super::store::ResolvedStore;
-use super::{secret_ref, with_timeout};
+use crate::cache::versions::VersionMeta;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::index::VersionMeta;
+use crate::events::secret_ref;
 
 /// Why this pass reads the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,22 +222,6 @@ impl Grid {
     }
 }
 
-/// `; reason: "…"`: why the change was asked for (`kubectl secretsync … --reason`), for the
-/// events of what that change causes. The plugin sets or clears the annotation in the same
-/// write as the change, so it never belongs to an older one.
-pub(super) fn asked_reason(sync: &SecretSync) -> String {
-    sync.annotations()
-        .get(secretsync_api::labels::REASON)
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| {
-            format!(
-                "; reason: {:?}",
-                crate::conditions::truncate(r.trim().to_owned(), 256)
-            )
-        })
-        .unwrap_or_default()
-}
-
 /// The `VersionCreated` event, saying why the version was made.
 pub(super) fn created_event(
     sync: &SecretSync,
@@ -257,11 +241,11 @@ pub(super) fn created_event(
         Some(n) if spec.is_revoked(n.version) => format!(
             " (replaces revoked {}{})",
             n.secret_name,
-            asked_reason(sync)
+            crate::events::asked_reason(sync)
         ),
         Some(n) if spec.spec_version() > n.spec_version => format!(
             " (rotation requested by spec.version{})",
-            asked_reason(sync)
+            crate::events::asked_reason(sync)
         ),
         _ => String::new(),
     };
@@ -315,7 +299,7 @@ pub(super) async fn write(
         let name =
             versioned_name(base, next).map_err(|e| Error::InvalidSpec(vec![e.to_string()]))?;
         let secret = version_secret(sync, &name, next, content);
-        match with_timeout(ctx, api.create(&params, &secret)).await? {
+        match ctx.bounded(api.create(&params, &secret)).await? {
             Ok(created) => {
                 ctx.metrics.version_created();
                 ctx.written

@@ -23,8 +23,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use secretsync_api::{SecretStore, SecretSync, VersionState};
 use secretsync_operator::hash_key::KeySecret;
-use secretsync_operator::metrics::Metrics;
-use secretsync_operator::supervise::Stopped;
+use secretsync_operator::process::metrics::Metrics;
+use secretsync_operator::process::supervise::Stopped;
 use secretsync_operator::{Config, RunOptions};
 use secretsync_sandbox::Sandbox;
 use secretsync_testkit::apiproxy::ApiProxy;
@@ -43,8 +43,8 @@ pub fn logs() -> &'static LogBuffer {
     LOGS.get_or_init(|| {
         let buffer = LogBuffer::default();
         match std::env::var("SECRETSYNC_TEST_LOG") {
-            Ok(level) => secretsync_operator::telemetry::init(
-                secretsync_operator::telemetry::LogFormat::Text,
+            Ok(level) => secretsync_operator::process::telemetry::init(
+                secretsync_operator::process::telemetry::LogFormat::Text,
                 &level,
             ),
             Err(_) => {
@@ -909,11 +909,12 @@ pub async fn rollout_undo(env: &Env, name: &str, secret: &str) {
 }
 
 /// Creates an Argo Rollout from JSON in the env's namespace. Through a dynamic object, which
-/// keeps `apiVersion` and `kind`: the operator's [`secretsync_operator::argo::Rollout`] type
+/// keeps `apiVersion` and `kind`: the operator's [`secretsync_operator::rollout::argo::Rollout`] type
 /// serializes neither (it only ever patches), and a real API server refuses a body without
 /// them (`Object 'Kind' is missing`).
 pub async fn create_rollout_json(env: &Env, rollout: Value) {
-    let resource = kube::discovery::ApiResource::erase::<secretsync_operator::argo::Rollout>(&());
+    let resource =
+        kube::discovery::ApiResource::erase::<secretsync_operator::rollout::argo::Rollout>(&());
     kube::Api::<kube::api::DynamicObject>::namespaced_with(env.client.clone(), &env.ns, &resource)
         .create(
             &PostParams::default(),

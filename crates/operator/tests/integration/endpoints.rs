@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use secretsync_api::SecretSync;
-use secretsync_operator::metrics::sum_series;
+use secretsync_operator::process::metrics::sum_series;
 use serde_json::json;
 
 use crate::common::{DEADLINE, Env, install_crds, install_namespace, sync_yaml};

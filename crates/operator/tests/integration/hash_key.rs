@@ -332,7 +332,7 @@ async fn rekey_scenario(how: NewKey) {
             assert!(tokio::time::Instant::now() < deadline, "{}", killed.log());
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             if let Some(body) = killed.try_metrics().await {
-                rewritten_by_killed = secretsync_operator::metrics::sum_series(
+                rewritten_by_killed = secretsync_operator::process::metrics::sum_series(
                     &body,
                     "secretsync_hashes_rekeyed_total",
                 );
@@ -470,7 +470,7 @@ async fn killed_while_re_keying_the_operator_converges_with_no_new_version() {
 async fn a_sync_moved_to_a_shard_with_another_key_is_re_keyed_not_re_versioned() {
     use std::sync::Arc;
 
-    use secretsync_operator::metrics::Metrics;
+    use secretsync_operator::process::metrics::Metrics;
     use secretsync_operator::{Config, RunOptions};
 
     let env = Env::without_operator("payments").await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use secretsync_api::SecretSync;
-use secretsync_operator::metrics::sum_series;
+use secretsync_operator::process::metrics::sum_series;
 use serde_json::json;
 
 use crate::common::{DEADLINE, Env, sync_yaml};

@@ -130,10 +130,11 @@ spec:
     assert!(logs.contains("version created"), "logs were captured");
     scan.items("operator debug log lines", logs.lines());
     scan.cluster(&env.client).await;
-    let response = secretsync_operator::server::metrics_routes(env.operator().metrics.clone())
-        .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response =
+        secretsync_operator::process::server::metrics_routes(env.operator().metrics.clone())
+            .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
     let metrics = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();

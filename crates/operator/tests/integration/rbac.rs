@@ -17,11 +17,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, TargetState};
 use secretsync_operator::Config;
 use secretsync_operator::hash_key::KeySecret;
-use secretsync_operator::leader::{Elector, LeaseConfig};
+use secretsync_operator::process::leader::{Elector, LeaseConfig};
 use serde_json::{Value, json};
 
-use crate::argo::{create_rollout, healthy_argo, install_argo};
 use crate::common::{Env, Operator, install_namespace, sync_yaml};
+use crate::argo::{create_rollout, healthy_argo, install_argo};
 
 /// The chart's ServiceAccount with the release name and namespace used below.
 const RELEASE: &str = "secretsync";

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
-use secretsync_operator::metrics::Metrics;
+use secretsync_operator::process::metrics::Metrics;
 use secretsync_operator::{Config, RunOptions};
 use serde_json::json;
 

@@ -398,6 +398,7 @@ impl VersionIndex {
     }
 
     /// The owner of a Secret name in a namespace, if it is a managed Secret.
+    #[cfg(test)]
     pub fn owner_of(&self, namespace: &str, name: &str) -> Option<String> {
         self.lock()
             .owner_of
@@ -417,10 +418,12 @@ impl VersionIndex {
     }
 
     /// How many Secrets are indexed (for metrics and tests).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().owner_of.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -8,7 +8,7 @@
 //! SecretSync that failed for a backend-wide reason is woken at once, its backoff cleared;
 //! their reads then go through the store's `rateLimit`.
 //!
-//! Keyed by the store's UID, as the [`crate::connections::ProviderCache`] is: two stores on
+//! Keyed by the store's UID, as the [`crate::backend::connections::ProviderCache`] is: two stores on
 //! one backend are probed apart, since one may be refused (its token revoked) while the
 //! other is fine. The down state belongs to one store generation; an edit starts afresh.
 
@@ -22,8 +22,8 @@ use secretsync_providers::ProviderError;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::metrics::Metrics;
-use crate::sync_index::{StoreKey, SyncRef};
+use crate::cache::syncs::{StoreKey, SyncRef};
+use crate::process::metrics::Metrics;
 
 /// Whether a failure may concern the whole backend rather than one key: the store check
 /// decides whether it does.

@@ -4,7 +4,7 @@
 //! `Ready` condition, with the reasons SecretSyncs use, so `kubectl get secretstores` shows
 //! which store is broken before any SecretSync fails on it.
 //!
-//! The check is also the probe of the store's backend health ([`crate::health`]): a
+//! The check is also the probe of the store's backend health ([`crate::backend::health`]): a
 //! SecretSync failing for a backend-wide reason asks for one at once, a changed credential
 //! Secret too, and while the backend is down it is repeated on a short schedule of its own
 //! ([`crate::error::probe_delay`]) in place of every SecretSync's retries.
@@ -31,13 +31,13 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::backend::connections::{ProviderCache, StoreIdentity};
+use crate::backend::health::{BackendHealth, Probe, SUSPECT_CHECK_EVERY};
 use crate::backoff::Backoff;
+use crate::cache::syncs::StoreKey;
 use crate::conditions::set_condition;
-use crate::connections::{ProviderCache, StoreIdentity};
 use crate::error::{Error, Result, Retry};
-use crate::health::{BackendHealth, Probe, SUSPECT_CHECK_EVERY};
-use crate::metrics::Metrics;
-use crate::sync_index::StoreKey;
+use crate::process::metrics::Metrics;
 
 /// How often a store is checked when its spec does not say.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
@@ -406,7 +406,7 @@ fn error_policy<S: StoreObject>(_store: Arc<S>, error: &Error, _ctx: Arc<StoreCo
 }
 
 /// Runs the Ready checks of one store kind, fed by `events` and by `checks` (stores to
-/// check now, see [`crate::health`]), until `shutdown` resolves.
+/// check now, see [`crate::backend::health`]), until `shutdown` resolves.
 pub async fn run<S>(
     events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>> + Send + 'static,
     checks: impl Stream<Item = ObjectRef<S>> + Send + 'static,

@@ -1,4 +1,4 @@
-//! What the operator did, as Prometheus series (served on `/metrics` by [`crate::server`]).
+//! What the operator did, as Prometheus series (served on `/metrics` by [`crate::process::server`]).
 //! One `Metrics` per operator instance, so tests running several operators in one process
 //! count separately.
 //!

@@ -1,7 +1,7 @@
 //! Step 5: rolling the targets onto the active version (api.md guarantee 3). [`plan`] reads
 //! each target (from the workload cache) and decides its patch and state; [`decide`] adds
 //! `onFailure: Rollback` on top of it; [`roll_out`] applies the patches. The pod-spec rules
-//! themselves are in [`crate::podspec`].
+//! themselves are in [`crate::rollout::podspec`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,18 +19,18 @@ use secretsync_api::{
 use serde_json::Value;
 use tracing::{debug, info};
 
-use super::{secret_ref, with_timeout};
-use crate::argo;
-use crate::batch::{Rewrite, Sent};
+use crate::cache::versions::VersionMeta;
+use crate::cache::workloads::{patch_workload, pod_config_errors};
 use crate::conditions::now;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::index::VersionMeta;
-use crate::podspec::{
+use crate::events::secret_ref;
+use crate::rollout::argo;
+use crate::rollout::batch::{Rewrite, Sent};
+use crate::rollout::podspec::{
     Progress, referenced_versions, rewrite_patch, rewrites_patch, rollout_progress, template_refs,
     version_among,
 };
-use crate::workloads::{patch_workload, pod_config_errors};
 
 /// Where the rollout to the active version stands, with a summary for messages.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -636,7 +636,7 @@ fn reverted_event(
         .map(|r| r.name)
         .collect();
     let found: Vec<String> = found.into_iter().collect();
-    let by = crate::workloads::last_manager(workload)
+    let by = crate::cache::workloads::last_manager(workload)
         .map(|m| format!(" by {m}"))
         .unwrap_or_default();
     Event {
@@ -962,7 +962,7 @@ fn decide_open(
 /// Points every target's pod template at the wanted version — or, after a failed rollout
 /// with `onFailure: Rollback`, the version before it — (a minimal JSON patch, only when
 /// something differs) and reads how far each rollout got.
-pub(super) async fn roll_out(
+pub async fn roll_out(
     sync: &SecretSync,
     ctx: &Context,
     bases: &[String],
@@ -1000,8 +1000,9 @@ pub(super) async fn roll_out(
             continue;
         }
         // Only words for the status: a failed read leaves the replica counts to speak.
-        if let Ok(Ok(errors)) =
-            with_timeout(ctx, pod_config_errors(&ctx.client, &namespace, workload)).await
+        if let Ok(Ok(errors)) = ctx
+            .bounded(pod_config_errors(&ctx.client, &namespace, workload))
+            .await
         {
             target.pod_failures = pod_failures(&errors);
         }
@@ -1015,7 +1016,7 @@ pub(super) async fn roll_out(
         .get(&moving_to)
         .map(|m| m.secret_name.as_str())
         .unwrap_or_default();
-    // Each target's rewrite joins the workload's batch (crate::batch), so SecretSyncs that
+    // Each target's rewrite joins the workload's batch (crate::rollout::batch), so SecretSyncs that
     // roll the same workload together change its template once; the patch is built when
     // the batch goes out, from the workload as it is then. Only a workload that other
     // SecretSyncs roll too waits the settle delay; a workload of its own goes at once.
@@ -1059,7 +1060,7 @@ pub(super) async fn roll_out(
                 info!(kind = kind.as_str(), target = %name, secret = %active_name, "rolling out");
                 // A rollback (pinned to the active version) says why it was asked for.
                 let why = if sync.spec.pin_version == Some(moving_to) {
-                    format!(" (pinned{})", super::version::asked_reason(sync))
+                    format!(" (pinned{})", crate::events::asked_reason(sync))
                 } else {
                     String::new()
                 };
@@ -1110,11 +1111,9 @@ async fn send_batch(
     let Some(patch) = rewrites_patch(kind, &workload, &pairs) else {
         return Sent::Unchanged;
     };
-    match with_timeout(
-        ctx,
-        patch_workload(&ctx.client, kind, namespace, name, patch),
-    )
-    .await
+    match ctx
+        .bounded(patch_workload(&ctx.client, kind, namespace, name, patch))
+        .await
     {
         Ok(Ok(())) => Sent::Patched,
         Ok(Err(kube::Error::Api(s))) if s.code == 409 || s.code == 422 => Sent::Conflict,

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::backend::ratelimit::RateLimiter;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::process::metrics::Metrics;
 
 /// A connected provider with the store's rate limiter and shared reads.
 #[derive(Clone)]

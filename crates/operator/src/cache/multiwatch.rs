@@ -14,8 +14,8 @@ use std::fmt::Debug;
 
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -47,29 +47,6 @@ where
                 .collect(),
         ),
     }
-}
-
-/// Like `reflector(writer, watch_namespaces(..))`: the objects as they change, with the
-/// store kept up to date.
-pub fn reflect_namespaces<K>(
-    client: &Client,
-    namespaces: &[String],
-    config: watcher::Config,
-    writer: reflector::store::Writer<K>,
-) -> BoxStream<'static, Result<K, watcher::Error>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    reflector::reflector(writer, watch_namespaces(client, namespaces, config))
-        .touched_objects()
-        .boxed()
 }
 
 fn merge<K: Resource + Clone + Send + 'static>(sources: Vec<EventStream<K>>) -> EventStream<K> {

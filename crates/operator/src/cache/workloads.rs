@@ -1,5 +1,5 @@
 //! The workloads a SecretSync rolls out to, and everything in a namespace that may still use
-//! one of its versions. The pod-spec rules are in [`crate::podspec`]; this module keeps the
+//! one of its versions. The pod-spec rules are in [`crate::rollout::podspec`]; this module keeps the
 //! cache and does the reading and patching.
 //!
 //! Memory follows the work, not the cluster: the cache keeps each Deployment, StatefulSet
@@ -26,8 +26,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
-use crate::argo::Rollout;
-use crate::podspec::object_secret_names;
+use crate::rollout::argo::Rollout;
+use crate::rollout::podspec::object_secret_names;
 
 /// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
 /// the kinds, whose pod templates sit at the same place.
@@ -310,13 +310,11 @@ impl Workloads {
             .cloned()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().by_namespace.values().map(BTreeMap::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 
     /// The rollout targets of a SecretSync: the listed ones and every cached workload in its namespace that matches `rollout.selector`; sorted, without duplicates.
     pub fn targets(&self, sync: &SecretSync) -> Vec<(WorkloadKind, String)> {
@@ -540,7 +538,7 @@ pub fn to_value<K: Serialize>(obj: &K) -> Value {
     serde_json::to_value(obj).expect("Kubernetes objects serialize")
 }
 
-/// Applies a JSON patch (from [`crate::podspec::rewrite_patch`]) to a workload, under the
+/// Applies a JSON patch (from [`crate::rollout::podspec::rewrite_patch`]) to a workload, under the
 /// operator's field manager, so GitOps tools can be told to ignore exactly these changes.
 pub async fn patch_workload(
     client: &Client,
@@ -584,7 +582,7 @@ pub async fn patch_workload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::podspec::{Progress, rewrite_patch, rollout_progress, secret_refs};
+    use crate::rollout::podspec::{Progress, rewrite_patch, rollout_progress, secret_refs};
 
     fn db() -> Vec<String> {
         vec!["db".to_owned()]
