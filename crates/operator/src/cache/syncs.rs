@@ -312,7 +312,6 @@ impl SyncIndex {
     pub fn len(&self) -> usize {
         self.lock().entries.len()
     }
-
 }
 
 #[cfg(test)]

@@ -315,7 +315,6 @@ impl Workloads {
         self.lock().by_namespace.values().map(BTreeMap::len).sum()
     }
 
-
     /// The rollout targets of a SecretSync: the listed ones and every cached workload in its namespace that matches `rollout.selector`; sorted, without duplicates.
     pub fn targets(&self, sync: &SecretSync) -> Vec<(WorkloadKind, String)> {
         let Some(rollout) = &sync.spec.rollout else {

@@ -1,10 +1,18 @@
-//! Rolling workloads onto a version: step 5 of the pipeline ([`plan`]), the pod-spec rules
-//! it applies ([`podspec`]), the per-workload batching of template changes ([`batch`]) and
-//! Argo Rollouts as a target kind ([`argo`]).
+//! Rolling workloads onto a version, step 5 of the pipeline: [`plan`] judges each target,
+//! [`decide`] adds `onFailure: Rollback`, rollout windows ([`gate`]) and revoked versions
+//! in use, [`apply`] sends the patches through the per-workload [`batch`]er. The pod-spec
+//! rules are in [`podspec`]; Argo Rollouts as a target kind in [`argo`].
 
+mod apply;
 pub mod argo;
 pub(crate) mod batch;
+mod decide;
+#[cfg(test)]
+mod fixtures;
+mod gate;
 mod plan;
 pub mod podspec;
+mod target;
 
-pub(crate) use plan::*;
+pub(crate) use apply::roll_out;
+pub(crate) use target::{Outcome, RolloutState};

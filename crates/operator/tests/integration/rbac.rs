@@ -20,8 +20,8 @@ use secretsync_operator::hash_key::KeySecret;
 use secretsync_operator::process::leader::{Elector, LeaseConfig};
 use serde_json::{Value, json};
 
-use crate::common::{Env, Operator, install_namespace, sync_yaml};
 use crate::argo::{create_rollout, healthy_argo, install_argo};
+use crate::common::{Env, Operator, install_namespace, sync_yaml};
 
 /// The chart's ServiceAccount with the release name and namespace used below.
 const RELEASE: &str = "secretsync";
