@@ -2,7 +2,7 @@
 //! watches fill, connected providers and per-object backoff. Handles only; the logic that
 //! uses them lives in the pipeline's steps.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,11 +11,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use secretsync_api::hash::HashKey;
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, SecretSyncStatus, StoreKind};
-use tokio::sync::watch;
 
 use crate::backend::connections::ProviderCache;
 use crate::backend::health::BackendHealth;
 use crate::backoff::Backoff;
+use crate::cache::Listed;
 use crate::cache::namespaces::NamespaceLabels;
 use crate::cache::syncs::SyncIndex;
 use crate::cache::versions::VersionIndex;
@@ -86,47 +86,13 @@ impl<T: Copy> PerSync<T> {
     }
 }
 
-/// Which caches have not delivered their first complete list yet. Reconciles wait for all
-/// of them: before that the operator would see no versions, stores or workloads.
-pub struct Readiness {
-    pending: Mutex<BTreeSet<&'static str>>,
-    ready: watch::Sender<bool>,
-}
-
-impl Readiness {
-    pub fn new(caches: &[&'static str]) -> Self {
-        let (ready, _) = watch::channel(caches.is_empty());
-        Self {
-            pending: Mutex::new(caches.iter().copied().collect()),
-            ready,
-        }
-    }
-
-    pub fn mark_ready(&self, cache: &'static str) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.remove(cache) && pending.is_empty() {
-            self.ready.send_replace(true);
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
-    pub async fn wait(&self) {
-        let mut ready = self.ready.subscribe();
-        // The sender lives as long as `self`, so this only ends when ready.
-        let _ = ready.wait_for(|r| *r).await;
-    }
-}
-
 /// The caches and shared handles the watches fill, created before the controller runs.
 pub struct Shared {
     pub index: Arc<VersionIndex>,
     pub sync_index: Arc<SyncIndex>,
     pub workloads: Arc<Workloads>,
     pub providers: Arc<ProviderCache>,
-    pub readiness: Arc<Readiness>,
+    pub listed: Arc<Listed>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub namespaces: Arc<NamespaceLabels>,
@@ -143,7 +109,7 @@ pub struct Context {
     pub sync_index: Arc<SyncIndex>,
     pub workloads: Arc<Workloads>,
     pub providers: Arc<ProviderCache>,
-    pub readiness: Arc<Readiness>,
+    pub listed: Arc<Listed>,
     pub stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
     pub namespaces: Arc<NamespaceLabels>,
@@ -259,7 +225,7 @@ impl Context {
             sync_index: shared.sync_index,
             workloads: shared.workloads,
             providers: shared.providers,
-            readiness: shared.readiness,
+            listed: shared.listed,
             stores: shared.stores,
             cluster_stores: shared.cluster_stores,
             namespaces: shared.namespaces,
@@ -275,7 +241,7 @@ impl Context {
     }
 
     pub async fn caches_ready(&self) {
-        self.readiness.wait().await;
+        self.listed.wait().await;
     }
 
     /// Our own last status write for this SecretSync, when the cached object predates it:

@@ -17,36 +17,38 @@
 //! ends while the operator is not shutting down, [`run`] returns an error, so the process
 //! exits and Kubernetes restarts it rather than leaving it running blind.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use futures::channel::mpsc;
-use futures::{Stream, StreamExt, TryStreamExt, future};
+use futures::channel::mpsc::{self, UnboundedSender};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::backend::checks::{self, StoreContext};
+use crate::backend::checks::{self, StoreContext, StoreObject, key_of};
 use crate::backend::connections::ProviderCache;
 use crate::backend::health::BackendHealth;
-use crate::cache::multiwatch::watch_namespaces;
+use crate::cache::generations::{StoreChange, StoreGenerations};
+use crate::cache::multiwatch::{watch_cluster, watch_namespaces};
 use crate::cache::namespaces::NamespaceLabels;
-use crate::cache::syncs::{StoreKey, SyncIndex, SyncRef};
-use crate::cache::versions::{VersionIndex, base_of};
-use crate::cache::workloads::{Workloads, to_value};
-use crate::context::{Config, Context, Readiness, Shared};
+use crate::cache::syncs::{SyncGone, SyncIndex, SyncRef};
+use crate::cache::versions::{SecretChange, VersionIndex, base_of};
+use crate::cache::workloads::{WorkloadChange, Workloads, WorkloadsOf};
+use crate::cache::{Cache, Listed, fill};
+use crate::context::{Config, Context, Shared};
 use crate::hash_key;
 use crate::process::metrics::Metrics;
 use crate::process::supervise::Stopped;
@@ -81,20 +83,6 @@ impl Default for RunOptions {
     }
 }
 
-/// Reports through `ended` when `stream` ends, so a watch that stops is never silent.
-fn supervised<S: Stream>(
-    name: &'static str,
-    stream: S,
-    ended: mpsc::UnboundedSender<&'static str>,
-) -> impl Stream<Item = S::Item> {
-    stream.chain(
-        futures::stream::once(async move {
-            let _ = ended.unbounded_send(name);
-        })
-        .filter_map(|()| future::ready(None)),
-    )
-}
-
 /// Runs the operator until `shutdown` resolves, counting its work in `metrics`.
 pub async fn run(
     client: Client,
@@ -105,21 +93,7 @@ pub async fn run(
 ) -> Result<(), Stopped> {
     // Before anything is hashed: a version made with another key would look new forever.
     let hash_key = hash_key::load_or_create(&client, &config.hash_key).await?;
-    let (ended_tx, mut ended_rx) = mpsc::unbounded::<&'static str>();
-    let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
-    let (stopping_tx, stopping_rx) = watch::channel(false);
-    let stopping_flag = stopping_rx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopping_tx.send_replace(true);
-    });
-    let stopping = move || {
-        let mut rx = stopping_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
+    let stopping = Stopping::on(shutdown);
     let rollouts_served = argo::served(&client).await.map_err(Stopped::Discovery)?;
     info!(
         rollouts_served,
@@ -130,33 +104,26 @@ pub async fn run(
             "not served: Rollout targets are reported NotFound"
         }
     );
-    let mut caches = vec![
-        "secretsyncs",
-        "secrets",
-        "secretstores",
-        "clustersecretstores",
-        "deployments",
-        "statefulsets",
-        "daemonsets",
-        "namespaces",
-    ];
-    if rollouts_served {
-        caches.push("rollouts");
-    }
-    let readiness = Arc::new(Readiness::new(&caches));
-    let index = Arc::new(VersionIndex::default());
-    let sync_index = Arc::new(SyncIndex::default());
+    let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
+    let (ended_tx, mut ended_rx) = mpsc::unbounded::<&'static str>();
+    let mut watches = Watches {
+        client: client.clone(),
+        namespaces: options.namespaces.clone(),
+        listed: Arc::new(Listed::default()),
+        wake: wake_tx,
+        ended: ended_tx,
+        drained: Vec::new(),
+    };
     let workloads = Arc::new(Workloads::new());
     workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
-    let namespaces = Arc::new(NamespaceLabels::default());
     // Store checks asked for before their schedule, per store kind; and the SecretSyncs to
     // wake when a store's backend recovers.
     let (store_checks_tx, store_checks_rx) = mpsc::unbounded::<ObjectRef<SecretStore>>();
     let (cluster_checks_tx, cluster_checks_rx) = mpsc::unbounded::<ObjectRef<ClusterSecretStore>>();
     let (recovered_tx, recovered_rx) = mpsc::unbounded::<(SyncRef, String)>();
     let health = Arc::new(BackendHealth::new(
-        Box::new(move |(kind, namespace, name): &StoreKey| {
+        Box::new(move |(kind, namespace, name)| {
             // A closed channel means the store controllers stopped: shutting down.
             match (kind, namespace) {
                 (StoreKind::SecretStore, Some(ns)) => {
@@ -170,363 +137,89 @@ pub async fn run(
         recovered_tx,
         metrics.clone(),
     ));
-
-    let (stores, stores_writer) = reflector::store::<SecretStore>();
-    let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
-    let shared = Shared {
-        index: index.clone(),
-        sync_index: sync_index.clone(),
-        workloads: workloads.clone(),
-        providers: providers.clone(),
-        readiness: readiness.clone(),
-        stores: stores.clone(),
-        cluster_stores: cluster_stores.clone(),
-        namespaces: namespaces.clone(),
-        health: health.clone(),
-        hash_key,
-    };
-    let max_backoff = config.max_backoff;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config,
-        metrics.clone(),
-        shared,
-    ));
-
-    let mut sync_config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &options.selector {
-        sync_config = sync_config.labels(selector);
-    }
-    // SecretSyncs. DeserializeGuard: one malformed object (say, after a CRD downgrade) is
-    // reported on its own instead of failing the whole watch.
-    let (syncs, syncs_writer) = reflector::store::<DeserializeGuard<SecretSync>>();
-    let sync_stream = {
-        let (sync_index, readiness, wake, ctx) = (
-            sync_index.clone(),
-            readiness.clone(),
-            wake_tx.clone(),
-            ctx.clone(),
-        );
-        reflector::reflector(
-            syncs_writer,
-            // managedFields (the status writes' field sets) were a good part of each cached
-            // SecretSync, and `kubectl apply`'s copy of the whole object can be more: nothing
-            // here reads either.
-            watch_namespaces::<DeserializeGuard<SecretSync>>(
-                &client,
-                &options.namespaces,
-                sync_config,
-            )
-            .modify(|sync| {
-                sync.managed_fields_mut().clear();
-                sync.annotations_mut().remove(LAST_APPLIED);
-            }),
-        )
-        .inspect_ok(move |event| match event {
-            watcher::Event::Init => sync_index.relist_start(),
-            watcher::Event::InitApply(sync) => sync_index.relist_apply(sync),
-            watcher::Event::InitDone => {
-                sync_index.relist_done();
-                readiness.mark_ready("secretsyncs");
-            }
-            watcher::Event::Apply(sync) => sync_index.apply(sync),
-            watcher::Event::Delete(sync) => {
-                // Gone (finalized, or deleted while this process was not running): nothing
-                // remembered about it may outlive it.
-                ctx.forget_sync(&sync.uid().unwrap_or_default());
-                for waiting in sync_index.delete(sync) {
-                    let _ = wake.unbounded_send(waiting);
-                }
-            }
-        })
-        .applied_objects()
-    };
-
     let store_ctx = Arc::new(StoreContext::new(
         client.clone(),
         providers.clone(),
         metrics.clone(),
         health.clone(),
-        max_backoff,
+        config.max_backoff,
     ));
-
-    // Managed Secrets, metadata only: Secret bodies are never cached.
-    let secret_stream = {
-        let (index, sync_index, readiness, wake, stores) = (
-            index.clone(),
-            sync_index.clone(),
-            readiness.clone(),
-            wake_tx.clone(),
-            store_ctx.clone(),
-        );
-        // A store's credentials replaced (or created, or deleted): it is checked now.
-        let credentials_changed = move |secret: &PartialObjectMeta<Secret>, deleted: bool| {
-            let version = match deleted {
-                true => String::new(),
-                false => secret.resource_version().unwrap_or_default(),
-            };
-            stores.credential_secret_changed(
-                &secret.namespace().unwrap_or_default(),
-                &secret.name_any(),
-                &version,
-            );
-        };
-        let wake_claimants = move |secret: &PartialObjectMeta<Secret>| {
-            let name = secret.name_any();
-            if let Some(base) = base_of(&name) {
-                for claimant in sync_index.claimants(&secret.namespace().unwrap_or_default(), base)
-                {
-                    let _ = wake.unbounded_send(claimant);
-                }
-            }
-        };
-        // Every Secret, not those our labels select: a label is one `kubectl label` away
-        // from gone, and a version whose label a user removed is still ours (index.rs).
-        // Metadata only, and the index keeps nothing of Secrets that are not versions.
-        watch_namespaces::<PartialObjectMeta<Secret>>(
-            &client,
-            &options.namespaces,
-            watcher::Config::default(),
-        )
-        .inspect_ok(move |event| match event {
-            watcher::Event::Init => index.relist_start(),
-            watcher::Event::InitApply(secret) => index.relist_apply(secret),
-            watcher::Event::InitDone => {
-                index.relist_done();
-                readiness.mark_ready("secrets");
-            }
-            watcher::Event::Apply(secret) => {
-                // Disowned by a user: a SecretSync blocked on its name may proceed.
-                if index.apply(secret).is_none() {
-                    wake_claimants(secret);
-                }
-                credentials_changed(secret, false);
-            }
-            watcher::Event::Delete(secret) => {
-                index.delete(secret);
-                wake_claimants(secret);
-                credentials_changed(secret, true);
-            }
-        })
-        .touched_objects()
+    let (stores, stores_writer) = reflector::store::<SecretStore>();
+    let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
+    let shared = Shared {
+        index: Arc::new(VersionIndex::default()),
+        sync_index: Arc::new(SyncIndex::default()),
+        workloads: workloads.clone(),
+        providers,
+        listed: watches.listed.clone(),
+        stores: stores.clone(),
+        cluster_stores: cluster_stores.clone(),
+        namespaces: Arc::new(NamespaceLabels::default()),
+        health,
+        hash_key,
     };
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics, shared));
+    let syncs_index = ctx.sync_index.clone();
 
-    // Stores.
-    let store_stream = store_changes(
-        "secretstores",
-        reflector::reflector(
-            stores_writer,
-            watch_namespaces::<SecretStore>(
-                &client,
-                &options.namespaces,
-                watcher::Config::default(),
-            ),
-        ),
-        readiness.clone(),
-        store_ctx.clone(),
-    );
-    let cluster_store_stream = store_changes(
+    // The watches, each once: what it caches, and whom its changes wake.
+    let (syncs, syncs_writer) = reflector::store::<DeserializeGuard<SecretSync>>();
+    let sync_events = watches.secretsyncs(options.selector.as_deref(), syncs_writer, &ctx);
+    let secret_events = watches.secrets(&ctx.index, &syncs_index, &store_ctx);
+    let store_events = watches.stores("secretstores", stores_writer, &syncs_index, &store_ctx);
+    let cluster_store_events = watches.stores(
         "clustersecretstores",
-        reflector::reflector(
-            cluster_writer,
-            watcher(
-                Api::<ClusterSecretStore>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff(),
-        ),
-        readiness.clone(),
-        store_ctx.clone(),
+        cluster_writer,
+        &syncs_index,
+        &store_ctx,
     );
+    watches.workloads::<Deployment>("deployments", &workloads, &syncs_index);
+    watches.workloads::<StatefulSet>("statefulsets", &workloads, &syncs_index);
+    watches.workloads::<DaemonSet>("daemonsets", &workloads, &syncs_index);
+    // Without the CRD a watch would only fail.
+    if rollouts_served {
+        watches.workloads::<Rollout>("rollouts", &workloads, &syncs_index);
+    }
+    watches.namespaces(&ctx.namespaces, &syncs_index);
 
-    let secretstore_users = {
-        let sync_index = sync_index.clone();
-        move |store: SecretStore| {
-            sync_index.users_of_store(&(
-                StoreKind::SecretStore,
-                store.namespace(),
-                store.name_any(),
-            ))
-        }
-    };
-    let clusterstore_users = {
-        let sync_index = sync_index.clone();
-        move |store: ClusterSecretStore| {
-            sync_index.users_of_store(&(StoreKind::ClusterSecretStore, None, store.name_any()))
-        }
-    };
-
-    // Namespaces, metadata only, cluster-wide even when only some namespaces are watched:
-    // only their labels are kept. The stream passes on the namespaces whose labels changed.
-    let namespace_stream = {
-        let (namespaces, readiness, wake, sync_index) = (
-            namespaces.clone(),
-            readiness.clone(),
-            wake_tx.clone(),
-            sync_index.clone(),
-        );
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .try_filter_map(move |event| {
-            let changed = match event {
-                watcher::Event::Init => {
-                    namespaces.relist_start();
-                    None
+    let controller = Controller::for_stream(sync_events, syncs)
+        .owns_stream(secret_events)
+        // Wake-ups from the caches, and a recovered store's SecretSyncs: their backoff is
+        // cleared as they are queued.
+        .reconcile_on(futures::stream::select(
+            wake_rx,
+            recovered_rx.map({
+                let ctx = ctx.clone();
+                move |(sync, uid)| {
+                    ctx.backoff.succeeded(&uid);
+                    sync
                 }
-                watcher::Event::InitApply(ns) => {
-                    namespaces.relist_apply(&ns);
-                    None
-                }
-                watcher::Event::InitDone => {
-                    for name in namespaces.relist_done() {
-                        for sync in sync_index.cluster_store_users_in(&name) {
-                            let _ = wake.unbounded_send(sync);
-                        }
-                    }
-                    readiness.mark_ready("namespaces");
-                    None
-                }
-                watcher::Event::Apply(ns) => namespaces.apply(&ns).then_some(ns),
-                watcher::Event::Delete(ns) => {
-                    namespaces.delete(&ns);
-                    None
-                }
-            };
-            future::ready(Ok(changed))
-        })
-    };
-    let namespace_users = {
-        let sync_index = sync_index.clone();
-        move |ns: PartialObjectMeta<Namespace>| sync_index.cluster_store_users_in(&ns.name_any())
-    };
-
-    // Without the CRD a watch would only fail; a stream that never yields keeps the
-    // controller's shape the same.
-    let rollout_stream = if rollouts_served {
-        workload_stream::<Rollout>(
-            &client,
-            &options,
-            WorkloadKind::Rollout,
-            &workloads,
-            &readiness,
-        )
-        .boxed()
-    } else {
-        futures::stream::pending().boxed()
-    };
-    let controller = Controller::for_stream(
-        supervised("secretsyncs", sync_stream, ended_tx.clone()),
-        syncs,
-    )
-    .owns_stream(supervised("secrets", secret_stream, ended_tx.clone()))
-    .watches_stream(
-        supervised("secretstores", store_stream, ended_tx.clone()),
-        secretstore_users,
-    )
-    .watches_stream(
-        supervised(
-            "clustersecretstores",
-            cluster_store_stream,
-            ended_tx.clone(),
-        ),
-        clusterstore_users,
-    )
-    .watches_stream(
-        supervised(
-            "deployments",
-            workload_stream::<Deployment>(
-                &client,
-                &options,
-                WorkloadKind::Deployment,
-                &workloads,
-                &readiness,
-            ),
-            ended_tx.clone(),
-        ),
-        rollout_owners::<Deployment>(WorkloadKind::Deployment, sync_index.clone()),
-    )
-    .watches_stream(
-        supervised(
-            "statefulsets",
-            workload_stream::<StatefulSet>(
-                &client,
-                &options,
-                WorkloadKind::StatefulSet,
-                &workloads,
-                &readiness,
-            ),
-            ended_tx.clone(),
-        ),
-        rollout_owners::<StatefulSet>(WorkloadKind::StatefulSet, sync_index.clone()),
-    )
-    .watches_stream(
-        supervised(
-            "daemonsets",
-            workload_stream::<DaemonSet>(
-                &client,
-                &options,
-                WorkloadKind::DaemonSet,
-                &workloads,
-                &readiness,
-            ),
-            ended_tx.clone(),
-        ),
-        rollout_owners::<DaemonSet>(WorkloadKind::DaemonSet, sync_index.clone()),
-    )
-    .watches_stream(
-        supervised("rollouts", rollout_stream, ended_tx.clone()),
-        rollout_owners::<Rollout>(WorkloadKind::Rollout, sync_index.clone()),
-    )
-    .watches_stream(
-        supervised("namespaces", namespace_stream, ended_tx.clone()),
-        namespace_users,
-    )
-    // A recovered store's SecretSyncs: their backoff is cleared as they are queued.
-    .reconcile_on(futures::stream::select(
-        wake_rx,
-        recovered_rx.map({
-            let ctx = ctx.clone();
-            move |(sync, uid)| {
-                ctx.backoff.succeeded(&uid);
-                sync
-            }
-        }),
-    ))
-    .with_config(controller::Config::default().concurrency(options.concurrency))
-    .graceful_shutdown_on(stopping());
-
+            }),
+        ))
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .graceful_shutdown_on(stopping.wait());
     let store_checks = future::join(
         checks::run(
-            watch_namespaces::<SecretStore>(
-                &client,
-                &options.namespaces,
-                watcher::Config::default(),
-            ),
+            stores,
+            store_events,
             store_checks_rx,
             store_ctx.clone(),
-            stopping(),
+            stopping.wait(),
         ),
         checks::run(
-            watcher(
-                Api::<ClusterSecretStore>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff(),
+            cluster_stores,
+            cluster_store_events,
             cluster_checks_rx,
             store_ctx,
-            stopping(),
+            stopping.wait(),
         ),
     );
 
     info!(namespaces = ?options.namespaces, selector = ?options.selector, "watching; reconciles start once the caches are filled");
     // /readyz: ready once every cache has listed.
     tokio::spawn({
-        let (readiness, synced) = (readiness.clone(), options.caches_synced.clone());
+        let (listed, synced) = (watches.listed.clone(), options.caches_synced.clone());
         async move {
-            readiness.wait().await;
+            listed.wait().await;
             info!("caches ready; reconciling");
             synced.store(true, Ordering::Release);
         }
@@ -552,12 +245,14 @@ pub async fn run(
                 Err(e) => warn!(error = %e, "controller"),
             }
         });
+    let listed = watches.listed.clone();
+    let mut drained = future::join_all(std::mem::take(&mut watches.drained));
     let mut syncs_run = pin!(syncs_run);
     let mut store_checks = pin!(store_checks);
-    let mut stop = pin!(stopping());
+    let mut stop = pin!(stopping.wait());
     let mut asked_to_stop = false;
     // A finished join must not be polled again, and during shutdown the loop goes on.
-    let mut store_checks_ended = false;
+    let (mut store_checks_ended, mut drained_ended) = (false, false);
     loop {
         tokio::select! {
             // Once the SecretSync controller has finished its reconciles, nothing that
@@ -566,7 +261,7 @@ pub async fn run(
             () = &mut syncs_run => {
                 // Nothing publishes any more: deliver what is queued.
                 events.close().await;
-                return if *stopping_flag.borrow() {
+                return if stopping.is_stopping() {
                     Ok(())
                 } else {
                     Err(Stopped::ControllerEnded)
@@ -574,20 +269,22 @@ pub async fn run(
             }
             _ = &mut store_checks, if !store_checks_ended => {
                 store_checks_ended = true;
-                if !*stopping_flag.borrow() {
+                if !stopping.is_stopping() {
                     return Err(Stopped::ControllerEnded);
                 }
             }
+            // Each watch reports its own end below.
+            _ = &mut drained, if !drained_ended => drained_ended = true,
             () = &mut stop, if !asked_to_stop => {
                 asked_to_stop = true;
                 // Before the caches are filled no reconcile has started; kube-runtime would
                 // hold its runner until the (now stopped) watches list, so return now.
-                if !readiness.is_ready() {
+                if !listed.is_ready() {
                     return Ok(());
                 }
             }
             Some(name) = ended_rx.next() => {
-                if !*stopping_flag.borrow() {
+                if !stopping.is_stopping() {
                     return Err(Stopped::WatchEnded(name));
                 }
             }
@@ -595,109 +292,269 @@ pub async fn run(
     }
 }
 
-/// Store changes that matter to their users: a new generation (spec edit) or a deletion.
-/// Status writes (the store's own Ready checks) wake nobody. A deleted store's provider
-/// client is dropped with its tokens, and its check state with it.
-fn store_changes<S>(
-    cache: &'static str,
-    events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>>,
-    readiness: Arc<Readiness>,
-    stores: Arc<StoreContext>,
-) -> impl Stream<Item = Result<S, watcher::Error>>
-where
-    S: Resource + Clone,
-{
-    let seen: Mutex<HashMap<String, Option<i64>>> = Mutex::default();
-    events.try_filter_map(move |event| {
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = match event {
-            watcher::Event::Init => {
-                seen.clear();
-                None
-            }
-            watcher::Event::InitApply(store) => {
-                seen.insert(store.uid().unwrap_or_default(), store.meta().generation);
-                None
-            }
-            watcher::Event::InitDone => {
-                readiness.mark_ready(cache);
-                None
-            }
-            watcher::Event::Apply(store) => {
-                let uid = store.uid().unwrap_or_default();
-                let generation = store.meta().generation;
-                (seen.insert(uid, generation) != Some(generation)).then_some(store)
-            }
-            watcher::Event::Delete(store) => {
-                let uid = store.uid().unwrap_or_default();
-                seen.remove(&uid);
-                stores.forget(&uid);
-                Some(store)
-            }
-        };
-        future::ready(Ok(changed))
-    })
+/// Whether the operator was asked to stop, for every part that must wind down.
+struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    fn on(shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tx.send_replace(true);
+        });
+        Self(rx)
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
 }
 
-/// A workload watch that keeps the reduced copies in [`Workloads`] and passes each touched
-/// object on as a trigger (the full object is dropped right after).
-fn workload_stream<K>(
-    client: &Client,
-    options: &RunOptions,
-    kind: WorkloadKind,
-    workloads: &Arc<Workloads>,
-    readiness: &Arc<Readiness>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (workloads, readiness) = (workloads.clone(), readiness.clone());
-    let cache = match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::Rollout => "rollouts",
-    };
-    // Small list pages: the full objects of a page exist only until they are reduced, so
-    // the page size bounds the transient memory of a (re)list of many large workloads.
-    watch_namespaces::<K>(
-        client,
-        &options.namespaces,
-        watcher::Config::default().page_size(50),
-    )
-    .inspect_ok(move |event| match event {
-        watcher::Event::Init => workloads.relist_start(kind),
-        watcher::Event::InitApply(w) => workloads.relist_apply(kind, &to_value(w)),
-        watcher::Event::InitDone => {
-            workloads.relist_done(kind);
-            readiness.mark_ready(cache);
-        }
-        watcher::Event::Apply(w) => {
-            workloads.apply(kind, &to_value(w));
-        }
-        watcher::Event::Delete(w) => workloads.delete(kind, &to_value(w)),
-    })
-    .touched_objects()
+/// The watches being declared: each fills its cache ([`fill`]), reports its end, and sends
+/// the SecretSyncs its changes concern to the controller.
+struct Watches {
+    client: Client,
+    namespaces: Vec<String>,
+    listed: Arc<Listed>,
+    wake: UnboundedSender<SyncRef>,
+    ended: UnboundedSender<&'static str>,
+    /// The watches no controller polls: `run` does.
+    drained: Vec<BoxFuture<'static, ()>>,
 }
 
-/// Maps a workload event to the SecretSyncs that roll out (or rolled out) to it.
-fn rollout_owners<K: Resource>(
-    kind: WorkloadKind,
-    sync_index: Arc<SyncIndex>,
-) -> impl Fn(K) -> Vec<SyncRef> + Send + Sync + 'static {
-    move |workload: K| {
-        sync_index.rollout_owners(
-            &workload.namespace().unwrap_or_default(),
-            kind,
-            &workload.name_any(),
-            workload.labels(),
+type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+impl Watches {
+    /// `events` feeding `cache`, reporting through `ended` if it ever stops.
+    fn filled<K, C>(
+        &self,
+        name: &'static str,
+        events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+        cache: &Arc<C>,
+        react: impl Fn(C::Change) + Send + 'static,
+    ) -> Events<K>
+    where
+        K: Send + 'static,
+        C: Cache<K>,
+    {
+        let ended = self.ended.clone();
+        fill(name, events, cache.clone(), self.listed.clone(), react)
+            .chain(
+                futures::stream::once(async move {
+                    let _ = ended.unbounded_send(name);
+                })
+                .filter_map(|()| future::ready(None)),
+            )
+            .boxed()
+    }
+
+    fn drain<K: Send + 'static>(&mut self, name: &'static str, events: Events<K>) {
+        self.drained.push(
+            events
+                .for_each(move |event| {
+                    if let Err(error) = event {
+                        warn!(watch = name, %error, "watch");
+                    }
+                    future::ready(())
+                })
+                .boxed(),
+        );
+    }
+
+    fn wake(&self) -> impl Fn(Vec<SyncRef>) + Send + Sync + 'static {
+        let wake = self.wake.clone();
+        move |syncs| {
+            for sync in syncs {
+                let _ = wake.unbounded_send(sync);
+            }
+        }
+    }
+
+    /// SecretSyncs, the controller's own trigger. DeserializeGuard: one malformed object
+    /// (say, after a CRD downgrade) is reported on its own instead of failing the watch.
+    fn secretsyncs(
+        &self,
+        selector: Option<&str>,
+        writer: reflector::store::Writer<DeserializeGuard<SecretSync>>,
+        ctx: &Arc<Context>,
+    ) -> impl Stream<Item = Result<DeserializeGuard<SecretSync>, watcher::Error>> + use<> {
+        let mut config = watcher::Config::default().any_semantic();
+        if let Some(selector) = selector {
+            config = config.labels(selector);
+        }
+        // managedFields (the status writes' field sets) were a good part of each cached
+        // SecretSync, and `kubectl apply`'s copy of the whole object can be more: nothing
+        // here reads either.
+        let events = watch_namespaces::<DeserializeGuard<SecretSync>>(
+            &self.client,
+            &self.namespaces,
+            config,
         )
+        .modify(|sync| {
+            sync.managed_fields_mut().clear();
+            sync.annotations_mut().remove(LAST_APPLIED);
+        });
+        let (forget, wake) = (ctx.clone(), self.wake());
+        let react = move |gone: SyncGone| {
+            // Nothing remembered about it may outlive it.
+            forget.forget_sync(&gone.uid);
+            wake(gone.claimants);
+        };
+        let events = reflector::reflector(writer, events);
+        self.filled("secretsyncs", events, &ctx.sync_index, react)
+            .applied_objects()
+    }
+
+    /// Every Secret, metadata only (bodies are never cached), not those our labels select: a
+    /// label is one `kubectl label` away from gone, and a version whose label a user removed
+    /// is still ours (versions.rs). A trigger of the controller by ownerReference.
+    fn secrets(
+        &self,
+        index: &Arc<VersionIndex>,
+        syncs: &Arc<SyncIndex>,
+        stores: &Arc<StoreContext>,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + use<> {
+        let events = watch_namespaces::<PartialObjectMeta<Secret>>(
+            &self.client,
+            &self.namespaces,
+            watcher::Config::default(),
+        );
+        let (syncs, stores, wake) = (syncs.clone(), stores.clone(), self.wake());
+        let react = move |secret: SecretChange| {
+            // Disowned or gone: a SecretSync blocked on its name may proceed.
+            if secret.unowned
+                && let Some(base) = base_of(&secret.name)
+            {
+                wake(syncs.claimants(&secret.namespace, base));
+            }
+            // A store's credentials replaced (or created, or deleted): it is checked now.
+            let version = secret.resource_version.unwrap_or_default();
+            stores.credential_secret_changed(&secret.namespace, &secret.name, &version);
+        };
+        self.filled("secrets", events, index, react)
+            .touched_objects()
+    }
+
+    /// A store kind, for its Ready checks (the events returned) and its users: a new
+    /// generation (spec edit) or a deletion wakes them; status writes (the store's own
+    /// checks) wake nobody. A deleted store's provider client goes with its tokens, and its
+    /// check state with it.
+    fn stores<S>(
+        &self,
+        name: &'static str,
+        writer: reflector::store::Writer<S>,
+        syncs: &Arc<SyncIndex>,
+        stores: &Arc<StoreContext>,
+    ) -> impl Stream<Item = Result<S, watcher::Error>> + use<S>
+    where
+        S: StoreObject + Resource<DynamicType = ()> + Serialize,
+        S::Scope: WatchScope<S>,
+    {
+        let events = S::Scope::watch(&self.client, &self.namespaces);
+        let (syncs, stores, wake) = (syncs.clone(), stores.clone(), self.wake());
+        let react = move |change: StoreChange<S>| {
+            if change.deleted {
+                stores.forget(&change.store.uid().unwrap_or_default());
+            }
+            wake(syncs.users_of_store(&key_of(&change.store)));
+        };
+        let generations = Arc::new(StoreGenerations::<S>::default());
+        self.filled(
+            name,
+            reflector::reflector(writer, events),
+            &generations,
+            react,
+        )
+        .applied_objects()
+    }
+
+    /// A workload kind, kept reduced in [`Workloads`]; a change wakes the SecretSyncs that
+    /// roll out to it. Small list pages: the full objects of a page exist only until they
+    /// are reduced, so the page size bounds the memory of a (re)list of many workloads.
+    fn workloads<K>(
+        &mut self,
+        name: &'static str,
+        workloads: &Arc<Workloads>,
+        syncs: &Arc<SyncIndex>,
+    ) where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + WorkloadResource
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let events = watch_namespaces::<K>(
+            &self.client,
+            &self.namespaces,
+            watcher::Config::default().page_size(50),
+        );
+        let cache = Arc::new(WorkloadsOf::<K>::new(workloads.clone(), K::KIND));
+        let (syncs, wake) = (syncs.clone(), self.wake());
+        let react = move |w: WorkloadChange| {
+            wake(syncs.rollout_owners(&w.namespace, K::KIND, &w.name, &w.labels));
+        };
+        let events = self.filled(name, events, &cache, react);
+        self.drain(name, events);
+    }
+
+    /// Namespaces, metadata only, cluster-wide even when only some namespaces are watched:
+    /// only their labels are kept. A label change wakes the namespace's SecretSyncs that use
+    /// a ClusterSecretStore (its conditions may now admit or refuse them).
+    fn namespaces(&mut self, labels: &Arc<NamespaceLabels>, syncs: &Arc<SyncIndex>) {
+        let events = watch_cluster::<PartialObjectMeta<Namespace>>(&self.client);
+        let (syncs, wake) = (syncs.clone(), self.wake());
+        let react = move |namespace: String| wake(syncs.cluster_store_users_in(&namespace));
+        let events = self.filled("namespaces", events, labels, react);
+        self.drain("namespaces", events);
+    }
+}
+
+/// The workload kinds a SecretSync rolls out to.
+trait WorkloadResource {
+    const KIND: WorkloadKind;
+}
+
+impl WorkloadResource for Deployment {
+    const KIND: WorkloadKind = WorkloadKind::Deployment;
+}
+
+impl WorkloadResource for StatefulSet {
+    const KIND: WorkloadKind = WorkloadKind::StatefulSet;
+}
+
+impl WorkloadResource for DaemonSet {
+    const KIND: WorkloadKind = WorkloadKind::DaemonSet;
+}
+
+impl WorkloadResource for Rollout {
+    const KIND: WorkloadKind = WorkloadKind::Rollout;
+}
+
+/// How a store kind is watched: SecretStores in the watched namespaces, ClusterSecretStores
+/// cluster-wide.
+trait WatchScope<S> {
+    fn watch(client: &Client, namespaces: &[String]) -> Events<S>;
+}
+
+impl WatchScope<SecretStore> for k8s_openapi::NamespaceResourceScope {
+    fn watch(client: &Client, namespaces: &[String]) -> Events<SecretStore> {
+        watch_namespaces(client, namespaces, watcher::Config::default())
+    }
+}
+
+impl WatchScope<ClusterSecretStore> for k8s_openapi::ClusterResourceScope {
+    fn watch(client: &Client, _: &[String]) -> Events<ClusterSecretStore> {
+        watch_cluster(client)
     }
 }

@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use secretsync_api::duration::parse_duration;
 use secretsync_api::reason::condition;
@@ -405,30 +405,28 @@ fn error_policy<S: StoreObject>(_store: Arc<S>, error: &Error, _ctx: Arc<StoreCo
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the Ready checks of one store kind, fed by `events` and by `checks` (stores to
-/// check now, see [`crate::backend::health`]), until `shutdown` resolves.
+/// Runs the Ready checks of one store kind, on every change `changes` passes on (the
+/// store watch, whose reflector fills `stores`) and on `checks` (stores to check now, see
+/// [`crate::backend::health`]), until `shutdown` resolves.
 pub async fn run<S>(
-    events: impl Stream<Item = Result<watcher::Event<S>, watcher::Error>> + Send + 'static,
+    stores: reflector::Store<S>,
+    changes: impl Stream<Item = Result<S, watcher::Error>> + Send + 'static,
     checks: impl Stream<Item = ObjectRef<S>> + Send + 'static,
     ctx: Arc<StoreContext>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
     S: StoreObject + Resource<Scope: Send> + serde::Serialize,
 {
-    let (reader, writer) = reflector::store::<S>();
-    Controller::for_stream(
-        reflector::reflector(writer, events).applied_objects(),
-        reader,
-    )
-    .reconcile_on(checks)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile::<S>, error_policy::<S>, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            debug!(error = %e, "store controller");
-        }
-    })
-    .await;
+    Controller::for_stream(changes, stores)
+        .reconcile_on(checks)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<S>, error_policy::<S>, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "store controller");
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

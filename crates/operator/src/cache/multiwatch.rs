@@ -49,6 +49,18 @@ where
     }
 }
 
+/// Watches every `K` of a cluster-scoped kind (or every namespace's, for metadata), with
+/// kube's default backoff on errors.
+pub fn watch_cluster<K>(client: &Client) -> EventStream<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher(Api::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed()
+}
+
 fn merge<K: Resource + Clone + Send + 'static>(sources: Vec<EventStream<K>>) -> EventStream<K> {
     let mut merger = Merger::new(sources.len());
     let tagged = stream::select_all(

@@ -78,6 +78,35 @@ impl NamespaceLabels {
     }
 }
 
+/// Changes are the namespaces whose labels changed.
+impl super::Cache<PartialObjectMeta<Namespace>> for NamespaceLabels {
+    type Change = String;
+
+    fn relist_start(&self) {
+        NamespaceLabels::relist_start(self);
+    }
+
+    fn relist_apply(&self, namespace: &PartialObjectMeta<Namespace>) {
+        NamespaceLabels::relist_apply(self, namespace);
+    }
+
+    fn relist_done(&self) -> Vec<String> {
+        NamespaceLabels::relist_done(self)
+    }
+
+    fn apply(&self, namespace: &PartialObjectMeta<Namespace>) -> Vec<String> {
+        match NamespaceLabels::apply(self, namespace) {
+            true => vec![namespace.name_any()],
+            false => Vec::new(),
+        }
+    }
+
+    fn delete(&self, namespace: &PartialObjectMeta<Namespace>) -> Vec<String> {
+        NamespaceLabels::delete(self, namespace);
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

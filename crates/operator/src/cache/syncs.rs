@@ -314,6 +314,43 @@ impl SyncIndex {
     }
 }
 
+/// A SecretSync gone: what this process remembers of it goes, and the other claimants of its
+/// target name, which may have been waiting for it, are woken.
+pub struct SyncGone {
+    pub uid: String,
+    pub claimants: Vec<SyncRef>,
+}
+
+impl super::Cache<DeserializeGuard<SecretSync>> for SyncIndex {
+    type Change = SyncGone;
+
+    fn relist_start(&self) {
+        SyncIndex::relist_start(self);
+    }
+
+    fn relist_apply(&self, sync: &DeserializeGuard<SecretSync>) {
+        SyncIndex::relist_apply(self, sync);
+    }
+
+    fn relist_done(&self) -> Vec<SyncGone> {
+        SyncIndex::relist_done(self);
+        Vec::new()
+    }
+
+    fn apply(&self, sync: &DeserializeGuard<SecretSync>) -> Vec<SyncGone> {
+        SyncIndex::apply(self, sync);
+        Vec::new()
+    }
+
+    fn delete(&self, sync: &DeserializeGuard<SecretSync>) -> Vec<SyncGone> {
+        // Gone (finalized, or deleted while this process was not running).
+        vec![SyncGone {
+            uid: sync.uid().unwrap_or_default(),
+            claimants: SyncIndex::delete(self, sync),
+        }]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use secretsync_api::{StringMap, labels};
 
@@ -439,6 +440,53 @@ pub fn base_of(name: &str) -> Option<&str> {
 pub fn version_of(name: &str) -> Option<i64> {
     let (base, _) = name.rsplit_once("-v")?;
     secretsync_api::naming::parse_versioned_name(base, name)
+}
+
+/// A Secret as it concerns more than the index.
+pub struct SecretChange {
+    pub namespace: String,
+    pub name: String,
+    /// `None` once deleted.
+    pub resource_version: Option<String>,
+    /// Not (or no longer) one of ours: a SecretSync blocked on its name may proceed.
+    pub unowned: bool,
+}
+
+impl super::Cache<PartialObjectMeta<Secret>> for VersionIndex {
+    type Change = SecretChange;
+
+    fn relist_start(&self) {
+        VersionIndex::relist_start(self);
+    }
+
+    fn relist_apply(&self, secret: &PartialObjectMeta<Secret>) {
+        VersionIndex::relist_apply(self, secret);
+    }
+
+    fn relist_done(&self) -> Vec<SecretChange> {
+        VersionIndex::relist_done(self);
+        Vec::new()
+    }
+
+    fn apply(&self, secret: &PartialObjectMeta<Secret>) -> Vec<SecretChange> {
+        let unowned = VersionIndex::apply(self, secret).is_none();
+        vec![SecretChange {
+            namespace: secret.namespace().unwrap_or_default(),
+            name: secret.name_any(),
+            resource_version: Some(secret.resource_version().unwrap_or_default()),
+            unowned,
+        }]
+    }
+
+    fn delete(&self, secret: &PartialObjectMeta<Secret>) -> Vec<SecretChange> {
+        VersionIndex::delete(self, secret);
+        vec![SecretChange {
+            namespace: secret.namespace().unwrap_or_default(),
+            name: secret.name_any(),
+            resource_version: None,
+            unowned: true,
+        }]
+    }
 }
 
 #[cfg(test)]

@@ -578,6 +578,65 @@ pub async fn patch_workload(
     Ok(())
 }
 
+/// The [`Workloads`] of one kind, as the cache its watch fills.
+pub struct WorkloadsOf<K> {
+    workloads: Arc<Workloads>,
+    kind: WorkloadKind,
+    of: std::marker::PhantomData<fn(K)>,
+}
+
+/// A workload that changed or went: the SecretSyncs rolling out to it are woken.
+pub struct WorkloadChange {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl<K: kube::Resource + Serialize> WorkloadsOf<K> {
+    pub fn new(workloads: Arc<Workloads>, kind: WorkloadKind) -> Self {
+        Self {
+            workloads,
+            kind,
+            of: std::marker::PhantomData,
+        }
+    }
+
+    fn change(&self, workload: &K) -> Vec<WorkloadChange> {
+        vec![WorkloadChange {
+            namespace: workload.namespace().unwrap_or_default(),
+            name: workload.name_any(),
+            labels: workload.labels().clone(),
+        }]
+    }
+}
+
+impl<K: kube::Resource + Serialize + 'static> super::Cache<K> for WorkloadsOf<K> {
+    type Change = WorkloadChange;
+
+    fn relist_start(&self) {
+        self.workloads.relist_start(self.kind);
+    }
+
+    fn relist_apply(&self, workload: &K) {
+        self.workloads.relist_apply(self.kind, &to_value(workload));
+    }
+
+    fn relist_done(&self) -> Vec<WorkloadChange> {
+        self.workloads.relist_done(self.kind);
+        Vec::new()
+    }
+
+    fn apply(&self, workload: &K) -> Vec<WorkloadChange> {
+        self.workloads.apply(self.kind, &to_value(workload));
+        self.change(workload)
+    }
+
+    fn delete(&self, workload: &K) -> Vec<WorkloadChange> {
+        self.workloads.delete(self.kind, &to_value(workload));
+        self.change(workload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
