@@ -253,8 +253,9 @@ def reasons() -> list[Item]:
             code = without_tests(path.read_text())
             for variant in re.findall(r"\bReason::([A-Z]\w*)", code):
                 items.append(Item("condition reason", variant, rel(path), "conditions.md"))
-            # Reasons written as strings into conditions or target statuses.
-            for literal in re.findall(r'\breason:\s*(?:Some\()?"([A-Z][A-Za-z]+)"', code):
+            # Reasons written as strings into conditions or target statuses (events apart:
+            # their reasons are checked against events.md).
+            for literal in re.findall(r'\breason:\s*(?:Some\()?"([A-Z][A-Za-z]+)"', without_events(code)):
                 items.append(Item("condition reason", literal, rel(path), "conditions.md"))
     return dedupe(items)
 
@@ -291,6 +292,18 @@ def events() -> list[Item]:
         also = sorted(types[name])
         items.append(Item("event reason", name, where[name], "events.md", also=also, row=True))
     return items
+
+
+def without_events(code: str) -> str:
+    """`code` with the bodies of `Event { ... }` constructions taken out."""
+    out, at = [], 0
+    for m in re.finditer(r"\bEvent\s*\{", code):
+        if m.start() < at:
+            continue
+        out.append(code[at : m.end()])
+        at = m.end() + len(balanced(code, m.end() - 1)) + 1
+    out.append(code[at:])
+    return "".join(out)
 
 
 def balanced(text: str, open_at: int) -> str:
