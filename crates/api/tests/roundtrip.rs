@@ -112,36 +112,92 @@ fn minimal_example_gets_documented_defaults() {
     assert_eq!(spec.rollout_timeout(), std::time::Duration::from_secs(600));
 }
 
-/// The contract itself, when it is checked out beside the repository (as in CI): its
-/// SecretSync example must still fit the types, so the two cannot drift apart unnoticed.
-#[test]
-fn api_md_secretsync_example_round_trips() {
-    let api_md = secretsync_testkit::repo_root().join("../shared/docs/api.md");
-    let Ok(text) = std::fs::read_to_string(&api_md) else {
-        eprintln!("SKIPPED: {} not present", api_md.display());
-        return;
-    };
-    let block = text
-        .split("```yaml")
+/// The YAML examples of a page of `docs/reference/` that are objects of `kind`.
+fn reference_examples(page: &str, kinds: &[&str]) -> Vec<(String, String)> {
+    let path = secretsync_testkit::repo_root()
+        .join("docs/reference")
+        .join(page);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is part of the repository: {e}", path.display()));
+    text.split("```yaml")
         .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .find(|b| b.contains("kind: SecretSync"))
-        .expect("api.md has a SecretSync example");
-    let (original, back) = roundtrip::<SecretSync>(block);
-    let mut lost = Vec::new();
-    differences("", &original, &back, &mut lost);
-    // Fields the contract has promised ahead of the code, each with the issue that builds it.
-    // Implementing one makes this test fail until it is taken off the list, so the list
-    // only shrinks; any other difference is drift.
-    const NOT_YET_BUILT: &[&str] = &[
-        ".spec.dataFrom[2].pki.path", // dynamic credentials (issue 25)
-        ".spec.dataFrom[3].dynamic",  // dynamic credentials (issue 25)
-        ".spec.dataFrom[3].renewal",  // dynamic credentials (issue 25)
-    ];
-    assert_eq!(
-        lost, NOT_YET_BUILT,
-        "api.md's SecretSync example and the types differ"
+        .map(|b| b.split("```").next().unwrap().to_owned())
+        .filter_map(|block| {
+            let kind = serde_yaml::from_str::<Value>(&block).ok()?["kind"]
+                .as_str()?
+                .to_owned();
+            kinds.contains(&kind.as_str()).then_some((kind, block))
+        })
+        .collect()
+}
+
+/// The reference's SecretSync examples, the full one first, are what users copy: each must
+/// fit the types without losing or changing a field, and pass the operator's validation.
+#[test]
+fn reference_secretsync_examples_round_trip() {
+    let examples = reference_examples("secretsync.md", &["SecretSync"]);
+    assert!(
+        examples.len() >= 3,
+        "docs/reference/secretsync.md lost its examples"
     );
+    let (_, full) = &examples[0];
+    for field in [
+        "refreshPolicy",
+        "decodingStrategy",
+        "rewrite",
+        "template",
+        "windows",
+        "respectWindowsOnRevoke",
+        "pinVersion",
+        "revokedVersions",
+        "deletionPolicy",
+    ] {
+        assert!(full.contains(field), "the full example lacks {field}");
+    }
+    for (_, block) in &examples {
+        let (original, back) = roundtrip::<SecretSync>(block);
+        let mut lost = Vec::new();
+        differences("", &original, &back, &mut lost);
+        assert!(
+            lost.is_empty(),
+            "docs/reference/secretsync.md: the types lose {lost:?} of\n{block}"
+        );
+        let sync: SecretSync = serde_json::from_value(original).unwrap();
+        if let Err(problems) = secretsync_api::validate::validate_secret_sync(&sync) {
+            panic!("docs/reference/secretsync.md: an invalid example ({problems:?}):\n{block}");
+        }
+    }
+}
+
+/// The same for the stores' examples, each validated for its own scope.
+#[test]
+fn reference_store_examples_round_trip() {
+    use secretsync_api::validate::{StoreScope, validate_store};
+    let examples = reference_examples("stores.md", &["SecretStore", "ClusterSecretStore"]);
+    assert!(
+        examples.len() >= 5,
+        "docs/reference/stores.md lost its examples"
+    );
+    for (kind, block) in &examples {
+        let (original, back, spec, scope) = if kind == "SecretStore" {
+            let (original, back) = roundtrip::<SecretStore>(block);
+            let store: SecretStore = serde_json::from_value(original.clone()).unwrap();
+            (original, back, store.spec, StoreScope::Namespaced)
+        } else {
+            let (original, back) = roundtrip::<ClusterSecretStore>(block);
+            let store: ClusterSecretStore = serde_json::from_value(original.clone()).unwrap();
+            (original, back, store.spec.store, StoreScope::Cluster)
+        };
+        let mut lost = Vec::new();
+        differences("", &original, &back, &mut lost);
+        assert!(
+            lost.is_empty(),
+            "docs/reference/stores.md: the types lose {lost:?} of\n{block}"
+        );
+        if let Err(problems) = validate_store(&spec, scope) {
+            panic!("docs/reference/stores.md: an invalid {kind} example ({problems:?}):\n{block}");
+        }
+    }
 }
 
 /// The paths at which `back` lost or changed what `original` has.
