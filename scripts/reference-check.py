@@ -350,10 +350,13 @@ def metric_kind(code: str, rest: str, label_structs: dict) -> tuple[str, list[st
     var_m = re.search(r"(\w+)\.clone\(\)", rest)
     if not var_m:
         return "unknown", []
-    let_m = re.search(rf"let {var_m.group(1)}\s*=\s*(.*?);", code, re.S)
+    # `let x = Counter::default();` or a struct field initialised as `x: Counter::default(),`
+    let_m = re.search(rf"let {var_m.group(1)}\s*=\s*(.*?);", code, re.S) or re.search(
+        rf"^\s*{var_m.group(1)}:\s*(\w.*?),\s*$", code, re.M
+    )
     expr = let_m.group(1) if let_m else ""
     labels: list[str] = []
-    fam = re.search(r"Family::<\s*(\w+)\s*,\s*(\w+)\s*>", expr)
+    fam = re.search(r"Family(?:::)?<\s*(\w+)\s*,\s*(\w+)\s*>", expr)
     if fam:
         labels = label_structs.get(fam.group(1), [])
         base = fam.group(2)

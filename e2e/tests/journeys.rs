@@ -600,7 +600,7 @@ async fn j2_app_team_deployment_pods_ready_on_v1() {
     if let Some(sandbox) = j.sandbox("a steady state writes nothing") {
         sandbox.reset_stats();
         // Three refresh intervals with an unchanged source: reads, but no new version, no
-        // rollout, no status write and no event (api.md guarantee 2).
+        // rollout, no status write and no event (guarantee 2, docs/reference/guarantees.md).
         tokio::time::sleep(Duration::from_secs(7)).await;
         let stats = sandbox.stats();
         let writes: u64 = [

@@ -1,5 +1,5 @@
 //! secretsync's API (`secretsync.io/v1alpha1`): the `SecretSync`, `SecretStore` and
-//! `ClusterSecretStore` kinds exactly as `docs/api.md` describes them, and the pure helpers
+//! `ClusterSecretStore` kinds exactly as `docs/reference/` describes them, and the pure helpers
 //! that every other crate shares (versioned names, content hash, key and duration
 //! validation, label keys, condition reasons, rollout windows).
 

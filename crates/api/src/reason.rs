@@ -1,4 +1,4 @@
-//! The closed set of condition reasons and event reasons users see (api.md).
+//! The closed set of condition reasons and event reasons users see (docs/reference/conditions.md, events.md).
 
 use std::fmt;
 

@@ -102,7 +102,7 @@ pub fn evaluate(sync: &SecretSync, want: &WaitFor) -> Verdict {
     for t in targets {
         let at_active = Some(t.version) == active;
         match t.state {
-            // A target that does not exist is reported, not waited for (api.md).
+            // A target that does not exist is reported, not waited for (docs/reference/guarantees.md#guarantee-3).
             TargetState::NotFound => missing.push(format!("{}/{}", t.kind.as_str(), t.name)),
             TargetState::Failed if at_active => {
                 let detail = find_condition(status, condition::ROLLED_OUT)

@@ -122,7 +122,7 @@ pub struct Context {
     /// number that is already taken.
     pub written: PerSync<i64>,
     /// When this process last read the backend, or first saw the SecretSync. A refresh that
-    /// finds nothing new writes nothing (api.md guarantee 2), so the status cannot hold
+    /// finds nothing new writes nothing (guarantee 2, docs/reference/guarantees.md), so the status cannot hold
     /// this; after a restart the first pass records "now", and the next read waits for the
     /// next slot of the refresh grid instead of reading early.
     pub refreshes: PerSync<jiff::Timestamp>,

@@ -94,18 +94,9 @@ pub async fn run(
     // Before anything is hashed: a version made with another key would look new forever.
     let hash_key = hash_key::load_or_create(&client, &config.hash_key).await?;
     let stopping = Stopping::on(shutdown);
-    let rollouts_served = argo::served(&client).await.map_err(Stopped::Discovery)?;
-    info!(
-        rollouts_served,
-        "Argo Rollouts (argoproj.io/v1alpha1) {}",
-        if rollouts_served {
-            "served: watching Rollouts"
-        } else {
-            "not served: Rollout targets are reported NotFound"
-        }
-    );
+    let rollouts_served = rollouts_served(&client).await?;
     let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
-    let (ended_tx, mut ended_rx) = mpsc::unbounded::<&'static str>();
+    let (ended_tx, ended_rx) = mpsc::unbounded::<&'static str>();
     let mut watches = Watches {
         client: client.clone(),
         namespaces: options.namespaces.clone(),
@@ -117,33 +108,8 @@ pub async fn run(
     let workloads = Arc::new(Workloads::new());
     workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
-    // Store checks asked for before their schedule, per store kind; and the SecretSyncs to
-    // wake when a store's backend recovers.
-    let (store_checks_tx, store_checks_rx) = mpsc::unbounded::<ObjectRef<SecretStore>>();
-    let (cluster_checks_tx, cluster_checks_rx) = mpsc::unbounded::<ObjectRef<ClusterSecretStore>>();
-    let (recovered_tx, recovered_rx) = mpsc::unbounded::<(SyncRef, String)>();
-    let health = Arc::new(BackendHealth::new(
-        Box::new(move |(kind, namespace, name)| {
-            // A closed channel means the store controllers stopped: shutting down.
-            match (kind, namespace) {
-                (StoreKind::SecretStore, Some(ns)) => {
-                    let _ = store_checks_tx.unbounded_send(ObjectRef::new(name).within(ns));
-                }
-                _ => {
-                    let _ = cluster_checks_tx.unbounded_send(ObjectRef::new(name));
-                }
-            }
-        }),
-        recovered_tx,
-        metrics.clone(),
-    ));
-    let store_ctx = Arc::new(StoreContext::new(
-        client.clone(),
-        providers.clone(),
-        metrics.clone(),
-        health.clone(),
-        config.max_backoff,
-    ));
+    let checks = store_checks(&client, &providers, &metrics, config.max_backoff);
+    let store_ctx = checks.ctx;
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
     let shared = Shared {
@@ -155,7 +121,7 @@ pub async fn run(
         stores: stores.clone(),
         cluster_stores: cluster_stores.clone(),
         namespaces: Arc::new(NamespaceLabels::default()),
-        health,
+        health: store_ctx.health.clone(),
         hash_key,
     };
     let ctx = Arc::new(Context::new(client.clone(), config, metrics, shared));
@@ -187,7 +153,7 @@ pub async fn run(
         // cleared as they are queued.
         .reconcile_on(futures::stream::select(
             wake_rx,
-            recovered_rx.map({
+            checks.recovered.map({
                 let ctx = ctx.clone();
                 move |(sync, uid)| {
                     ctx.backoff.succeeded(&uid);
@@ -201,14 +167,14 @@ pub async fn run(
         checks::run(
             stores,
             store_events,
-            store_checks_rx,
+            checks.secretstores,
             store_ctx.clone(),
             stopping.wait(),
         ),
         checks::run(
             cluster_stores,
             cluster_store_events,
-            cluster_checks_rx,
+            checks.clustersecretstores,
             store_ctx,
             stopping.wait(),
         ),
@@ -225,7 +191,40 @@ pub async fn run(
         }
     });
     let events = ctx.events.clone();
-    let syncs_run = controller
+    let syncs_run = reconcile_all(controller, ctx);
+    let drained = future::join_all(std::mem::take(&mut watches.drained));
+    let running = Running {
+        stopping,
+        listed: watches.listed.clone(),
+        ended: ended_rx,
+        events,
+    };
+    running
+        .until_stopped(syncs_run, store_checks, drained)
+        .await
+}
+
+/// Whether the API server serves Argo Rollouts, asked of discovery once, at start.
+async fn rollouts_served(client: &Client) -> Result<bool, Stopped> {
+    let served = argo::served(client).await.map_err(Stopped::Discovery)?;
+    info!(
+        rollouts_served = served,
+        "Argo Rollouts (argoproj.io/v1alpha1) {}",
+        if served {
+            "served: watching Rollouts"
+        } else {
+            "not served: Rollout targets are reported NotFound"
+        }
+    );
+    Ok(served)
+}
+
+/// Runs every reconcile the controller schedules, each measured, until it shuts down.
+fn reconcile_all(
+    controller: Controller<DeserializeGuard<SecretSync>>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()> {
+    controller
         .run(
             |sync, ctx: Arc<Context>| async move {
                 ctx.metrics
@@ -244,51 +243,121 @@ pub async fn run(
                 }
                 Err(e) => warn!(error = %e, "controller"),
             }
-        });
-    let listed = watches.listed.clone();
-    let mut drained = future::join_all(std::mem::take(&mut watches.drained));
-    let mut syncs_run = pin!(syncs_run);
-    let mut store_checks = pin!(store_checks);
-    let mut stop = pin!(stopping.wait());
-    let mut asked_to_stop = false;
-    // A finished join must not be polled again, and during shutdown the loop goes on.
-    let (mut store_checks_ended, mut drained_ended) = (false, false);
-    loop {
-        tokio::select! {
-            // Once the SecretSync controller has finished its reconciles, nothing that
-            // matters is in flight: a store check still running is dropped (it is repeated
-            // at the next start anyway).
-            () = &mut syncs_run => {
-                // Nothing publishes any more: deliver what is queued.
-                events.close().await;
-                return if stopping.is_stopping() {
-                    Ok(())
-                } else {
-                    Err(Stopped::ControllerEnded)
-                };
-            }
-            _ = &mut store_checks, if !store_checks_ended => {
-                store_checks_ended = true;
-                if !stopping.is_stopping() {
-                    return Err(Stopped::ControllerEnded);
+        })
+}
+
+/// What `run` watches over once everything runs.
+struct Running {
+    stopping: Stopping,
+    listed: Arc<Listed>,
+    /// The name of each watch that ended.
+    ended: mpsc::UnboundedReceiver<&'static str>,
+    events: Arc<crate::events::Publisher>,
+}
+
+impl Running {
+    /// Returns once asked to stop and the reconciles in flight have finished, or with an
+    /// error as soon as a watch or controller ends on its own.
+    async fn until_stopped(
+        mut self,
+        syncs_run: impl Future<Output = ()>,
+        store_checks: impl Future,
+        drained: impl Future,
+    ) -> Result<(), Stopped> {
+        let stopping = &self.stopping;
+        let mut syncs_run = pin!(syncs_run);
+        let mut store_checks = pin!(store_checks);
+        let mut drained = pin!(drained);
+        let mut stop = pin!(stopping.wait());
+        let mut asked_to_stop = false;
+        // A finished join must not be polled again, and during shutdown the loop goes on.
+        let (mut store_checks_ended, mut drained_ended) = (false, false);
+        loop {
+            tokio::select! {
+                // Once the SecretSync controller has finished its reconciles, nothing that
+                // matters is in flight: a store check still running is dropped (it is
+                // repeated at the next start anyway).
+                () = &mut syncs_run => {
+                    // Nothing publishes any more: deliver what is queued.
+                    self.events.close().await;
+                    return if stopping.is_stopping() {
+                        Ok(())
+                    } else {
+                        Err(Stopped::ControllerEnded)
+                    };
                 }
-            }
-            // Each watch reports its own end below.
-            _ = &mut drained, if !drained_ended => drained_ended = true,
-            () = &mut stop, if !asked_to_stop => {
-                asked_to_stop = true;
-                // Before the caches are filled no reconcile has started; kube-runtime would
-                // hold its runner until the (now stopped) watches list, so return now.
-                if !listed.is_ready() {
-                    return Ok(());
+                _ = &mut store_checks, if !store_checks_ended => {
+                    store_checks_ended = true;
+                    if !stopping.is_stopping() {
+                        return Err(Stopped::ControllerEnded);
+                    }
                 }
-            }
-            Some(name) = ended_rx.next() => {
-                if !stopping.is_stopping() {
-                    return Err(Stopped::WatchEnded(name));
+                // Each watch reports its own end below.
+                _ = &mut drained, if !drained_ended => drained_ended = true,
+                () = &mut stop, if !asked_to_stop => {
+                    asked_to_stop = true;
+                    // Before the caches are filled no reconcile has started; kube-runtime
+                    // would hold its runner until the (now stopped) watches list, so return.
+                    if !self.listed.is_ready() {
+                        return Ok(());
+                    }
+                }
+                Some(name) = self.ended.next() => {
+                    if !stopping.is_stopping() {
+                        return Err(Stopped::WatchEnded(name));
+                    }
                 }
             }
         }
+    }
+}
+
+/// What the store Ready checks share with the SecretSyncs' reconciles.
+struct StoreChecks {
+    ctx: Arc<StoreContext>,
+    /// Checks asked for before their schedule (see [`crate::backend::health`]), per kind.
+    secretstores: mpsc::UnboundedReceiver<ObjectRef<SecretStore>>,
+    clustersecretstores: mpsc::UnboundedReceiver<ObjectRef<ClusterSecretStore>>,
+    /// The SecretSyncs (and their UIDs) to wake when a store's backend recovers.
+    recovered: mpsc::UnboundedReceiver<(SyncRef, String)>,
+}
+
+fn store_checks(
+    client: &Client,
+    providers: &Arc<ProviderCache>,
+    metrics: &Arc<Metrics>,
+    max_backoff: std::time::Duration,
+) -> StoreChecks {
+    let (store_checks_tx, store_checks_rx) = mpsc::unbounded::<ObjectRef<SecretStore>>();
+    let (cluster_checks_tx, cluster_checks_rx) = mpsc::unbounded::<ObjectRef<ClusterSecretStore>>();
+    let (recovered_tx, recovered_rx) = mpsc::unbounded::<(SyncRef, String)>();
+    let health = Arc::new(BackendHealth::new(
+        Box::new(move |(kind, namespace, name)| {
+            // A closed channel means the store controllers stopped: shutting down.
+            match (kind, namespace) {
+                (StoreKind::SecretStore, Some(ns)) => {
+                    let _ = store_checks_tx.unbounded_send(ObjectRef::new(name).within(ns));
+                }
+                _ => {
+                    let _ = cluster_checks_tx.unbounded_send(ObjectRef::new(name));
+                }
+            }
+        }),
+        recovered_tx,
+        metrics.clone(),
+    ));
+    let store_ctx = Arc::new(StoreContext::new(
+        client.clone(),
+        providers.clone(),
+        metrics.clone(),
+        health.clone(),
+        max_backoff,
+    ));
+    StoreChecks {
+        ctx: store_ctx,
+        secretstores: store_checks_rx,
+        clustersecretstores: cluster_checks_rx,
+        recovered: recovered_rx,
     }
 }
 

@@ -11,7 +11,7 @@
 //! Secrets, templates and statuses of other SecretSyncs wait. The compare bench measured
 //! the inline create as 2 of the 5 writes a rotation waits for (docs/benchmarks.md). Unlike
 //! client-go's, a full queue makes the publisher wait instead of dropping the event: the
-//! contract promises them (api.md). On shutdown the queue is delivered before the process
+//! contract promises them (docs/reference/events.md). On shutdown the queue is delivered before the process
 //! exits, within the grace period.
 
 use std::sync::Mutex;

@@ -1,4 +1,4 @@
-//! The content-hash key (api.md guarantee 1): 32 random bytes in a Secret in the operator's
+//! The content-hash key (guarantee 1, docs/reference/guarantees.md): 32 random bytes in a Secret in the operator's
 //! own namespace, made once and read at start. Every replica and every restart hashes with
 //! the same key, so unchanged content never looks new; nobody without read access to that
 //! one Secret can test guesses against the hashes in annotations and status.

@@ -1,4 +1,4 @@
-//! Leak checks (api.md guarantee 8): plant canary values, then scan everything a person or a
+//! Leak checks (guarantee 8, docs/reference/guarantees.md): plant canary values, then scan everything a person or a
 //! tool can read for them — logs, Events, statuses, `/metrics`, error messages — and fail
 //! on a hit. One helper, so every place is searched the same way.
 //!

@@ -19,7 +19,7 @@ pub type SyncRef = ObjectRef<DeserializeGuard<SecretSync>>;
 pub type StoreKey = (StoreKind, Option<String>, String);
 
 /// One SecretSync's claim on a target name, ordered oldest first: the oldest claimant keeps
-/// the name (api.md guarantee 1).
+/// the name (guarantee 1, docs/reference/guarantees.md).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Claim {
     pub created: Option<Time>,

@@ -3,7 +3,7 @@
 //! this SecretSync have" and "who owns `<base>-v<N>` names in this namespace" without an API
 //! call, so a steady-state reconcile reads nothing from the API server.
 //!
-//! Versions are facts, not labels (api.md guarantee 1): a Secret is a version of a
+//! Versions are facts, not labels (guarantee 1, docs/reference/guarantees.md): a Secret is a version of a
 //! SecretSync when it carries that SecretSync's controller ownerReference and a `-v<N>` name,
 //! and N comes from the name. Labels and annotations are hints that users can rewrite with
 //! one `kubectl label`; a version label that disagrees with the name is recorded, to be

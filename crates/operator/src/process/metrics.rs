@@ -89,104 +89,115 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let mut metrics = Self {
+            registry: Registry::default(),
+            reconciles: Family::<ReconcileLabels, Counter>::default(),
+            // 5 ms … ~41 s: a steady-state pass writes nothing and takes milliseconds; a
+            // rotation waits on the backend and several API writes.
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            reconciles_in_flight: Gauge::default(),
+            versions_created: Counter::default(),
+            rollouts: Family::<RolloutLabels, Counter>::default(),
+            revocations: Counter::default(),
+            backend_requests: Family::<BackendLabels, Counter>::default(),
+            api_write_timeouts: Counter::default(),
+            status_writes: Counter::default(),
+            store_checks: Counter::default(),
+            stores_backend_down: Family::<StoreStateLabels, Gauge>::default(),
+            // 0.25 s … ~68 min.
+            store_backend_recovery: Histogram::new(exponential_buckets(0.25, 2.0, 15)),
+            hashes_rekeyed: Counter::default(),
+            syncs: Family::<ReadyLabels, Gauge>::default(),
+            leader: Gauge::default(),
+            counted_as: Mutex::default(),
+        };
         let mut registry = Registry::with_prefix("secretsync");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        metrics.register(&mut registry);
+        metrics.registry = registry;
+        metrics
+    }
+
+    /// Every series, with its help text. Label values are closed sets (no object names).
+    fn register(&self, registry: &mut Registry) {
         registry.register(
             "reconciles",
             "Reconciles finished, by result and condition reason",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
-        // 5 ms … ~41 s: a steady-state pass writes nothing and takes milliseconds; a
-        // rotation waits on the backend and several API writes.
-        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register_with_unit(
             "reconcile_duration",
             "Time spent in one reconcile",
             prometheus_client::registry::Unit::Seconds,
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
         // kube-runtime does not expose its queue; reconciles running now is the closest
         // saturation signal (compare with --concurrency).
-        let reconciles_in_flight = Gauge::default();
         registry.register(
             "reconciles_in_flight",
             "Reconciles running now",
-            reconciles_in_flight.clone(),
+            self.reconciles_in_flight.clone(),
         );
-        let versions_created = Counter::default();
         registry.register(
             "versions_created",
             "Versioned Secrets created",
-            versions_created.clone(),
+            self.versions_created.clone(),
         );
-        let rollouts = Family::<RolloutLabels, Counter>::default();
         registry.register(
             "rollouts",
             "Rollouts to a workload, by outcome (started, complete, failed; reverted: someone else set it back and it was put back on the active version)",
-            rollouts.clone(),
+            self.rollouts.clone(),
         );
-        let revocations = Counter::default();
-        registry.register("revocations", "Versions revoked", revocations.clone());
-        let backend_requests = Family::<BackendLabels, Counter>::default();
+        registry.register("revocations", "Versions revoked", self.revocations.clone());
         registry.register(
             "backend_requests",
             "Reads from a secrets backend, by provider and result",
-            backend_requests.clone(),
+            self.backend_requests.clone(),
         );
-        let api_write_timeouts = Counter::default();
         registry.register(
             "api_write_timeouts",
             "Kubernetes API writes that did not finish within the write timeout",
-            api_write_timeouts.clone(),
+            self.api_write_timeouts.clone(),
         );
-        let status_writes = Counter::default();
         registry.register(
             "status_writes",
             "SecretSync status patches written",
-            status_writes.clone(),
+            self.status_writes.clone(),
         );
-        let store_checks = Counter::default();
         registry.register(
             "store_checks",
             "Store Ready checks made against a backend",
-            store_checks.clone(),
+            self.store_checks.clone(),
         );
         // By reason, not by store: labels are a closed set (no object names).
-        let stores_backend_down = Family::<StoreStateLabels, Gauge>::default();
         registry.register(
             "stores_backend_down",
             "Stores whose backend failed its check for a backend-wide reason (unavailable, \
              credentials refused, TLS), by reason; their SecretSyncs wait for the store check \
              instead of each reading the backend",
-            stores_backend_down.clone(),
+            self.stores_backend_down.clone(),
         );
-        // 0.25 s … ~68 min.
-        let store_backend_recovery = Histogram::new(exponential_buckets(0.25, 2.0, 15));
         registry.register_with_unit(
             "store_backend_recovery",
             "Time from a store's backend failing its check to the check passing again",
             prometheus_client::registry::Unit::Seconds,
-            store_backend_recovery.clone(),
+            self.store_backend_recovery.clone(),
         );
-        let hashes_rekeyed = Counter::default();
         registry.register(
             "hashes_rekeyed",
             "Version content hashes rewritten with the current content-hash key after the key \
              changed (data unchanged: no version made)",
-            hashes_rekeyed.clone(),
+            self.hashes_rekeyed.clone(),
         );
-        let syncs = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "syncs",
             "SecretSyncs by their Ready condition's status and reason, as this process last \
              computed it (the leader; a standby reports none)",
-            syncs.clone(),
+            self.syncs.clone(),
         );
-        let leader = Gauge::default();
         registry.register(
             "leader",
             "1 while this process holds the leader Lease (or runs without election)",
-            leader.clone(),
+            self.leader.clone(),
         );
         registry.register(
             "build",
@@ -200,25 +211,6 @@ impl Metrics {
                 ),
             ]),
         );
-        Self {
-            registry,
-            reconciles,
-            reconcile_duration,
-            reconciles_in_flight,
-            versions_created,
-            rollouts,
-            revocations,
-            backend_requests,
-            api_write_timeouts,
-            status_writes,
-            store_checks,
-            stores_backend_down,
-            store_backend_recovery,
-            hashes_rekeyed,
-            leader,
-            syncs,
-            counted_as: Mutex::default(),
-        }
     }
 
     /// Runs one reconcile, counting it by result and reason and timing it.

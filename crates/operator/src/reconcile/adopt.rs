@@ -1,4 +1,4 @@
-//! Re-applying a SecretSync after `deletionPolicy: Retain` (api.md guarantee 1): the Secrets
+//! Re-applying a SecretSync after `deletionPolicy: Retain` (guarantee 1, docs/reference/guarantees.md): the Secrets
 //! the earlier one let go — marked `secretsync.io/retained-by: <name>`, no owner — become
 //! this one's versions, so numbering continues after them and the workloads that use
 //! them stay where they are. Only Secrets whose content hash verifies under the operator's key

@@ -1,5 +1,5 @@
 //! Step 0: the target name. Two SecretSyncs that claim one name in a namespace: the older
-//! keeps it, the later gets `TargetConflict` and writes nothing (api.md guarantee 1). The
+//! keeps it, the later gets `TargetConflict` and writes nothing (guarantee 1, docs/reference/guarantees.md). The
 //! blocked one is woken when the other claimant or its Secrets go (see `controller.rs`).
 
 use kube::ResourceExt;

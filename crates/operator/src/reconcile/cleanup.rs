@@ -1,4 +1,4 @@
-//! Deletion of a SecretSync (api.md guarantee 9): `Delete` revokes each version's lease at
+//! Deletion of a SecretSync (guarantee 9, docs/reference/guarantees.md): `Delete` revokes each version's lease at
 //! the backend (dynamic secrets), then removes every versioned Secret it owns; `Retain` drops
 //! its ownerReferences so the garbage collector leaves them, and revokes nothing. Only
 //! Secrets it owns, each guarded by a UID and resourceVersion precondition. Runs only for
@@ -38,7 +38,7 @@ pub(super) async fn cleanup(sync: Arc<SecretSync>, ctx: &Context) -> Result<Acti
     let uid = sync.uid().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     // Every Secret of the namespace, not those our labels select: a version whose labels
-    // a user edited is still ours to delete or to let go (api.md guarantee 9).
+    // a user edited is still ours to delete or to let go (guarantee 9, docs/reference/guarantees.md).
     let listed = api.list_metadata(&ListParams::default()).await?;
     let owned = listed.items.into_iter().filter(|s| {
         s.owner_references()

@@ -1,4 +1,4 @@
-//! Step 1: which versions there are (api.md guarantee 1). The index says which Secrets carry
+//! Step 1: which versions there are (guarantee 1, docs/reference/guarantees.md). The index says which Secrets carry
 //! our ownerReference; the status history says which versions were made and what became of
 //! them. [`cross_check`] puts the two together, so that what users do to our Secrets with
 //! `kubectl` — disown one, delete one, relabel or re-annotate one — never moves a workload or

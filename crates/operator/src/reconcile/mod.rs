@@ -33,6 +33,7 @@ mod status;
 mod store;
 mod version;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ use secretsync_api::validate::validate_spec;
 use secretsync_api::{Reason, SecretSync, SecretSyncStatus, labels};
 use tracing::{debug, warn};
 
+use crate::cache::versions::VersionMeta;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::rollout;
@@ -211,12 +213,45 @@ async fn deleted_meanwhile(sync: &SecretSync, ctx: &Context) -> Result<bool> {
     }))
 }
 
+/// The versions a pass starts from, once the checks before any read have passed.
+struct Known {
+    /// `target.name`: the versions are `<base>-v<N>`.
+    base: String,
+    existing: BTreeMap<i64, VersionMeta>,
+    /// The newest version's Secret, deleted by someone else.
+    lost: Option<secretsync_api::VersionStatus>,
+    /// Every base name the versions were made under (`target.name` may have changed).
+    bases: Vec<String>,
+    /// The highest number ever used: the next version is above it.
+    highest_used: i64,
+    events: Vec<Event>,
+}
+
 async fn pipeline(
     sync: &SecretSync,
     ctx: &Context,
     previous: &SecretSyncStatus,
     store_generation: Option<i64>,
 ) -> Result<Done> {
+    let Some(mut known) = versions(sync, ctx, previous).await? else {
+        return Ok(Done {
+            status: previous.clone(),
+            requeue: None,
+            events: Vec::new(),
+        });
+    };
+    let now = jiff::Timestamp::now();
+    let refreshed = refresh(sync, ctx, previous, store_generation, now, &mut known).await?;
+    roll_out_and_prune(sync, ctx, previous, refreshed, known).await
+}
+
+/// Steps 0 and 1: the spec, the target name and the store admitted, and the versions there
+/// are (adopted, cross-checked, re-keyed). `None`: the SecretSync went meanwhile.
+async fn versions(
+    sync: &SecretSync,
+    ctx: &Context,
+    previous: &SecretSyncStatus,
+) -> Result<Option<Known>> {
     let uid = sync.uid().unwrap_or_default();
     let name = sync.name_any();
     let spec = &sync.spec;
@@ -248,11 +283,7 @@ async fn pipeline(
     // an object that no longer exists and roll its workloads onto it: ask the server.
     if lost.is_some() && deleted_meanwhile(sync, ctx).await? {
         debug!(sync = %name, "deleted meanwhile: its lost version is not replaced");
-        return Ok(Done {
-            status: previous.clone(),
-            requeue: None,
-            events: Vec::new(),
-        });
+        return Ok(None);
     }
     let kept = ctx.index.labelled_orphans(&namespace, &name);
     let bases = history::with_bases_of(bases, &kept);
@@ -267,13 +298,34 @@ async fn pipeline(
         ctx.written.get(&uid),
         kept.iter().map(|m| m.version).max(),
     );
+    Ok(Some(Known {
+        base,
+        existing,
+        lost,
+        bases,
+        highest_used,
+        events,
+    }))
+}
+
+/// Steps 2 to 4 when a read is due: fetch, build the content and write it as a new version
+/// when it is one. Returns the store generation read through, if a read happened.
+async fn refresh(
+    sync: &SecretSync,
+    ctx: &Context,
+    previous: &SecretSyncStatus,
+    store_generation: Option<i64>,
+    now: jiff::Timestamp,
+    known: &mut Known,
+) -> Result<Option<Option<i64>>> {
+    let (uid, spec) = (sync.uid().unwrap_or_default(), &sync.spec);
+    let newest = known.existing.values().next_back().cloned();
     let grid = version::Grid::of(sync);
-    let now = jiff::Timestamp::now();
     let lease_due = expiry::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
         .is_some_and(|at| now >= at);
     // The newest version was deleted by someone else: the next one is made from a fresh
     // read. Rolling the workloads back to an older one would serve an older credential.
-    let lost_newest = lost.as_ref().map(|_| version::Refresh {
+    let lost_newest = known.lost.as_ref().map(|_| version::Refresh {
         rotate: true,
         ahead_of_lease: false,
     });
@@ -311,20 +363,20 @@ async fn pipeline(
         };
         let content = content::build(sync, fetched, &ctx.hash_key)?;
         if let Some(number) =
-            version::next_number(newest.as_ref(), &content, why.rotate, highest_used)
+            version::next_number(newest.as_ref(), &content, why.rotate, known.highest_used)
         {
-            let made = version::write(sync, ctx, &base, number, &content).await?;
-            events.push(version::created_event(
+            let made = version::write(sync, ctx, &known.base, number, &content).await?;
+            known.events.push(version::created_event(
                 sync,
                 &store,
                 &made,
                 newest.as_ref(),
                 why,
             ));
-            if let Some(lost) = &lost {
-                events.push(version::lost_event(sync, lost, &made));
+            if let Some(lost) = &known.lost {
+                known.events.push(version::lost_event(sync, lost, &made));
             }
-            existing.insert(made.version, made);
+            known.existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
         ctx.refreshes.update(&uid, |_| now);
@@ -332,7 +384,26 @@ async fn pipeline(
         // First sight after a restart: the current slot counts as done.
         ctx.refreshes.update(&uid, |seen| seen.unwrap_or(now));
     }
+    Ok(refreshed)
+}
 
+/// Steps 5 to 7: roll the targets onto the active version, let go of what may go, and the
+/// status with the timers of the next pass.
+async fn roll_out_and_prune(
+    sync: &SecretSync,
+    ctx: &Context,
+    previous: &SecretSyncStatus,
+    refreshed: Option<Option<i64>>,
+    known: Known,
+) -> Result<Done> {
+    let spec = &sync.spec;
+    let Known {
+        mut existing,
+        bases,
+        mut events,
+        ..
+    } = known;
+    let grid = version::Grid::of(sync);
     let current = existing.keys().next_back().copied();
     let wanted = spec.pin_version.or(current);
     let rollout = match wanted {

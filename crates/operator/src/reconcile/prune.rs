@@ -1,4 +1,4 @@
-//! Step 6: letting go of versions (api.md guarantees 4 and 5). [`candidates`] picks what
+//! Step 6: letting go of versions (guarantees 4 and 5, docs/reference/guarantees.md). [`candidates`] picks what
 //! may go (history beyond the limit once the rollout is Complete, revoked versions per the
 //! policy); [`decide`] holds back what something still references; the I/O deletes each
 //! with a precondition on the exact Secret it decided about.

@@ -67,7 +67,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         .is_some_and(|r| r.targets.iter().any(|t| t.state == TargetState::NotFound));
     let unknown_revoked = unknown_revoked(spec, existing, previous);
     status.observed_generation = generation;
-    // Never decreases (api.md guarantee 1): the newest version made, even if its Secret is
+    // Never decreases (guarantee 1, docs/reference/guarantees.md): the newest version made, even if its Secret is
     // gone and the next one could not be made yet.
     status.current_version = existing
         .keys()
@@ -176,7 +176,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
             generation,
         ),
     }
-    // A refresh that changed nothing writes nothing (api.md guarantee 2): the time of a
+    // A refresh that changed nothing writes nothing (guarantee 2, docs/reference/guarantees.md): the time of a
     // read is recorded only when the status is written anyway.
     if refreshed.is_some() && status != *previous {
         status.last_refresh_time = Some(now());

@@ -1,4 +1,4 @@
-//! Step 4: versions (api.md guarantee 2). [`plan_refresh`] decides whether this pass reads
+//! Step 4: versions (guarantee 2, docs/reference/guarantees.md). [`plan_refresh`] decides whether this pass reads
 //! the backend and whether the result must become a new version whatever it holds (a
 //! rotation); [`next_number`] decides whether the content makes a version and its number;
 //! [`write`] creates the immutable Secret.

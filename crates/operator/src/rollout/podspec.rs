@@ -1,4 +1,4 @@
-//! Pure rollout helpers (api.md guarantees 3–5): find the Secret references in a pod spec,
+//! Pure rollout helpers (guarantees 3–5, docs/reference/guarantees.md): find the Secret references in a pod spec,
 //! build the JSON Patch that moves a workload onto the active version, and read a workload's
 //! status as rollout progress. Everything works on whole objects as `serde_json::Value`, so the
 //! same code serves typed and dynamic objects and is tested from YAML. No I/O here.
@@ -151,7 +151,7 @@ pub fn rewrites_patch(
     (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
-/// Reads the workload's status as rollout progress, per api.md guarantee 3.
+/// Reads the workload's status as rollout progress, per guarantee 3, docs/reference/guarantees.md.
 ///
 /// Until `status.observedGeneration` reaches `metadata.generation` the status describes an
 /// older template, so nothing else in it is trusted (including a stale

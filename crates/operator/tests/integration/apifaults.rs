@@ -1,4 +1,4 @@
-//! The operator rides through a misbehaving API server and racing writers (api.md guarantee
+//! The operator rides through a misbehaving API server and racing writers (guarantee
 //! 7): injected 500/503/429 answers, writes that land after the client gave up, watches
 //! dropped and refused for a while, and other writers on the same objects. No version is
 //! lost or made twice, and nobody loops: requests are counted. The faults are injected by an

@@ -1,4 +1,4 @@
-//! Crash consistency (api.md guarantee 7): the operator binary is SIGKILLed at random points
+//! Crash consistency (guarantee 7, docs/reference/guarantees.md): the operator binary is SIGKILLed at random points
 //! of a scenario that covers the first sync, a backend change, a rotation, rollouts, a
 //! revocation, a rollback and pruning, restarted each time, and its end state must equal the
 //! uninterrupted run's. Along the way: version numbers only grow and are never reused, and

@@ -1,4 +1,4 @@
-//! Failures lose nothing (api.md guarantee 7): each reason is caused for real, the condition
+//! Failures lose nothing (guarantee 7, docs/reference/guarantees.md): each reason is caused for real, the condition
 //! says what to do, and existing Secrets stay as they were.
 
 use k8s_openapi::api::core::v1::Secret;

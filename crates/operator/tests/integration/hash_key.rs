@@ -1,4 +1,4 @@
-//! The content hash is keyed (api.md guarantee 1): `hmac-sha256:` with a key the operator
+//! The content hash is keyed (guarantee 1, docs/reference/guarantees.md): `hmac-sha256:` with a key the operator
 //! keeps in a Secret of its own namespace, the same across restarts and replicas, so the
 //! hash in annotations and status reveals nothing about short values. Versions made
 //! before the hash was keyed do not rotate on upgrade.

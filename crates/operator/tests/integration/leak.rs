@@ -1,4 +1,4 @@
-//! Secret values never leak (api.md guarantee 8): canary values travel through every path
+//! Secret values never leak (guarantee 8, docs/reference/guarantees.md): canary values travel through every path
 //! — sync, rotation, templating, failures, a Vault login refused — and
 //! [`LeakScan`] then searches the operator's debug logs, every Event, every status (with its
 //! condition messages, the error messages users see) and `/metrics` for them. The

@@ -1,4 +1,4 @@
-//! Backend outages longer than the backoff cap (api.md guarantee 7): OpenBao and moto are
+//! Backend outages longer than the backoff cap (guarantee 7, docs/reference/guarantees.md): OpenBao and moto are
 //! stopped, then started again. Meanwhile every SecretSync says `ProviderUnavailable`, no
 //! Secret is deleted or changed, retries stay within the cap (no hot loop), and once the
 //! backends are back everything is Ready again within one cap.

@@ -1,4 +1,4 @@
-//! The operator changes or deletes only Secrets it owns (api.md guarantee 1), and a
+//! The operator changes or deletes only Secrets it owns (guarantee 1, docs/reference/guarantees.md), and a
 //! SecretSync blocked by another's claim proceeds once that claim goes, without an edit.
 
 use k8s_openapi::api::core::v1::Secret;

@@ -1,4 +1,4 @@
-//! Workloads follow versions safely (api.md guarantees 3–6), with the sandbox's workload
+//! Workloads follow versions safely (guarantees 3–6, docs/reference/guarantees.md), with the sandbox's workload
 //! simulator rolling Pods as a cluster would.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Versions are made exactly when api.md guarantee 2 says, and never otherwise.
+//! Versions are made exactly when guarantee 2, docs/reference/guarantees.md says, and never otherwise.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;

@@ -1,5 +1,5 @@
 //! What on-call engineers and their tools do to our Secrets and workloads never causes an
-//! outage, a step back or lost data (api.md guarantees 1 and 3). Each test is one everyday
+//! outage, a step back or lost data (guarantees 1 and 3, docs/reference/guarantees.md). Each test is one everyday
 //! action, done the way `kubectl` does it, with what the user then sees asserted.
 
 use k8s_openapi::api::apps::v1::Deployment;
