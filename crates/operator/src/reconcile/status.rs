@@ -66,6 +66,15 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         .as_ref()
         .is_some_and(|r| r.targets.iter().any(|t| t.state == TargetState::NotFound));
     let unknown_revoked = unknown_revoked(spec, existing, previous);
+    let input_ready = Ready {
+        lease_expired,
+        rollout_state,
+        revoked_in_use,
+        targets_missing,
+        unknown_revoked: &unknown_revoked,
+        existing,
+        active_name,
+    };
     status.observed_generation = generation;
     // Never decreases (guarantee 1, docs/reference/guarantees.md): the newest version made, even if its Secret is
     // gone and the next one could not be made yet.
@@ -86,60 +95,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         synced_message(spec, existing, active_name),
         generation,
     );
-    let (ready, ready_reason, mut ready_message) =
-        match (lease_expired, rollout_state, revoked_in_use) {
-            (Some((name, expired_at)), _, _) => (
-                false,
-                Reason::LeaseExpired,
-                format!(
-                    "the lease of {name}, which the targets use, expired at {expired_at}: its \
-                 credential no longer works; rotate (raise spec.version) to issue a new one, \
-                 or see RolledOut for why the rollout to a newer version has not completed"
-                ),
-            ),
-            // The on-call engineer believes a leaked version is revoked: that comes first.
-            (None, _, _) if !unknown_revoked.is_empty() => (
-                false,
-                Reason::RevokedVersionUnknown,
-                unknown_revoked_message(&unknown_revoked, existing, active_name),
-            ),
-            (None, RolloutState::Failed(why), _) => (
-                false,
-                Reason::RolloutFailed,
-                format!("{active_name} active; {why}"),
-            ),
-            (None, _, Some(in_use)) => (
-                false,
-                Reason::RevokedVersionInUse,
-                format!("{active_name} active; {in_use}"),
-            ),
-            (
-                None,
-                RolloutState::Progressing(summary)
-                | RolloutState::Complete(summary)
-                | RolloutState::Paused(summary),
-                None,
-            ) if targets_missing => (
-                false,
-                Reason::TargetNotFound,
-                format!("{active_name} active; {summary}"),
-            ),
-            (None, RolloutState::NoTargets, None) => {
-                (true, Reason::Synced, format!("{active_name} active"))
-            }
-            (
-                None,
-                RolloutState::Progressing(summary)
-                | RolloutState::Complete(summary)
-                | RolloutState::Waiting(summary)
-                | RolloutState::Paused(summary),
-                None,
-            ) => (
-                true,
-                Reason::Synced,
-                format!("{active_name} active; {summary}"),
-            ),
-        };
+    let (ready, ready_reason, mut ready_message) = ready(&input_ready);
     for note in notes {
         ready_message.push_str("; ");
         ready_message.push_str(note);
@@ -152,17 +108,7 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         ready_message,
         generation,
     );
-    let rolled_out = match rollout_state {
-        RolloutState::NoTargets => None,
-        RolloutState::Complete(summary) | RolloutState::Progressing(summary) if targets_missing => {
-            Some((false, Reason::TargetNotFound, summary))
-        }
-        RolloutState::Complete(summary) => Some((true, Reason::RolloutComplete, summary)),
-        RolloutState::Progressing(summary) => Some((false, Reason::RolloutProgressing, summary)),
-        RolloutState::Waiting(why) => Some((false, Reason::RolloutWaiting, why)),
-        RolloutState::Paused(why) => Some((false, Reason::TargetPaused, why)),
-        RolloutState::Failed(why) => Some((false, Reason::RolloutFailed, why)),
-    };
+    let rolled_out = rolled_out(rollout_state, targets_missing);
     match rolled_out {
         None => status
             .conditions
@@ -182,6 +128,98 @@ pub fn synced(input: SyncedInput<'_>) -> SecretSyncStatus {
         status.last_refresh_time = Some(now());
     }
     status
+}
+
+/// What the Ready condition depends on.
+struct Ready<'a> {
+    lease_expired: Option<&'a (String, jiff::Timestamp)>,
+    rollout_state: &'a RolloutState,
+    revoked_in_use: Option<&'a str>,
+    targets_missing: bool,
+    unknown_revoked: &'a [i64],
+    existing: &'a BTreeMap<i64, VersionMeta>,
+    active_name: &'a str,
+}
+
+/// Ready: status, reason and message, the first problem first.
+fn ready(input: &Ready<'_>) -> (bool, Reason, String) {
+    let Ready {
+        lease_expired,
+        rollout_state,
+        revoked_in_use,
+        targets_missing,
+        unknown_revoked,
+        existing,
+        active_name,
+    } = *input;
+    match (lease_expired, rollout_state, revoked_in_use) {
+        (Some((name, expired_at)), _, _) => (
+            false,
+            Reason::LeaseExpired,
+            format!(
+                "the lease of {name}, which the targets use, expired at {expired_at}: its \
+             credential no longer works; rotate (raise spec.version) to issue a new one, \
+             or see RolledOut for why the rollout to a newer version has not completed"
+            ),
+        ),
+        // The on-call engineer believes a leaked version is revoked: that comes first.
+        (None, _, _) if !unknown_revoked.is_empty() => (
+            false,
+            Reason::RevokedVersionUnknown,
+            unknown_revoked_message(unknown_revoked, existing, active_name),
+        ),
+        (None, RolloutState::Failed(why), _) => (
+            false,
+            Reason::RolloutFailed,
+            format!("{active_name} active; {why}"),
+        ),
+        (None, _, Some(in_use)) => (
+            false,
+            Reason::RevokedVersionInUse,
+            format!("{active_name} active; {in_use}"),
+        ),
+        (
+            None,
+            RolloutState::Progressing(summary)
+            | RolloutState::Complete(summary)
+            | RolloutState::Paused(summary),
+            None,
+        ) if targets_missing => (
+            false,
+            Reason::TargetNotFound,
+            format!("{active_name} active; {summary}"),
+        ),
+        (None, RolloutState::NoTargets, None) => {
+            (true, Reason::Synced, format!("{active_name} active"))
+        }
+        (
+            None,
+            RolloutState::Progressing(summary)
+            | RolloutState::Complete(summary)
+            | RolloutState::Waiting(summary)
+            | RolloutState::Paused(summary),
+            None,
+        ) => (
+            true,
+            Reason::Synced,
+            format!("{active_name} active; {summary}"),
+        ),
+    }
+}
+
+/// RolledOut: status, reason and message; `None` without targets (no condition).
+fn rolled_out(state: &RolloutState, targets_missing: bool) -> Option<(bool, Reason, &String)> {
+    match state {
+        RolloutState::NoTargets => None,
+        RolloutState::Complete(summary) | RolloutState::Progressing(summary) if targets_missing => {
+            Some((false, Reason::TargetNotFound, summary))
+        }
+        RolloutState::Complete(summary) => Some((true, Reason::RolloutComplete, summary)),
+        RolloutState::Progressing(summary) => Some((false, Reason::RolloutProgressing, summary)),
+        RolloutState::Waiting(why) => Some((false, Reason::RolloutWaiting, why)),
+        RolloutState::Paused(why) => Some((false, Reason::TargetPaused, why)),
+        RolloutState::Failed(why) => Some((false, Reason::RolloutFailed, why)),
+    }
 }
 
 /// The Synced message: while pinned to an older version, it says which version is newest

@@ -33,42 +33,7 @@ pub async fn roll_out(
     previous: Option<&RolloutStatus>,
 ) -> Result<Outcome> {
     let namespace = sync.namespace().unwrap_or_default();
-    let mut targets: Vec<Target> = ctx
-        .workloads
-        .targets(sync)
-        .into_iter()
-        .map(|(kind, name)| Target {
-            workload: ctx.workloads.get(kind, &namespace, &name),
-            kind_served: ctx.workloads.kind_served(kind),
-            named: sync
-                .spec
-                .rollout
-                .iter()
-                .flat_map(|r| r.targets.iter().flatten())
-                .any(|t| t.kind == kind && t.name == name),
-            kind,
-            name,
-            pod_failures: Vec::new(),
-        })
-        .collect();
-    for target in &mut targets {
-        let Some(workload) = &target.workload else {
-            continue;
-        };
-        if matches!(
-            rollout_progress(target.kind, workload),
-            Progress::Complete | Progress::Paused { .. }
-        ) {
-            continue;
-        }
-        // Only words for the status: a failed read leaves the replica counts to speak.
-        if let Ok(Ok(errors)) = ctx
-            .bounded(pod_config_errors(&ctx.client, &namespace, workload))
-            .await
-        {
-            target.pod_failures = pod_failures(&errors);
-        }
-    }
+    let targets = targets(sync, ctx, &namespace).await;
     let Plan {
         patches,
         mut outcome,
@@ -152,6 +117,48 @@ pub async fn roll_out(
         }
     }
     Ok(outcome)
+}
+
+/// The rollout targets as the workload cache has them, with what the kubelet says about the
+/// Pods of those still rolling.
+async fn targets(sync: &SecretSync, ctx: &Context, namespace: &str) -> Vec<Target> {
+    let mut targets: Vec<Target> = ctx
+        .workloads
+        .targets(sync)
+        .into_iter()
+        .map(|(kind, name)| Target {
+            workload: ctx.workloads.get(kind, namespace, &name),
+            kind_served: ctx.workloads.kind_served(kind),
+            named: sync
+                .spec
+                .rollout
+                .iter()
+                .flat_map(|r| r.targets.iter().flatten())
+                .any(|t| t.kind == kind && t.name == name),
+            kind,
+            name,
+            pod_failures: Vec::new(),
+        })
+        .collect();
+    for target in &mut targets {
+        let Some(workload) = &target.workload else {
+            continue;
+        };
+        if matches!(
+            rollout_progress(target.kind, workload),
+            Progress::Complete | Progress::Paused { .. }
+        ) {
+            continue;
+        }
+        // Only words for the status: a failed read leaves the replica counts to speak.
+        if let Ok(Ok(errors)) = ctx
+            .bounded(pod_config_errors(&ctx.client, namespace, workload))
+            .await
+        {
+            target.pod_failures = pod_failures(&errors);
+        }
+    }
+    targets
 }
 
 /// Sends one batch of rewrites to a workload as one patch, built from the cached workload

@@ -301,7 +301,7 @@ fn decide_open(
     let standing = previous
         .and_then(|p| p.failed.as_ref())
         .filter(|f| f.version == wanted && f.generation == sync.metadata.generation);
-    let (failure, mut events, back) = match standing {
+    let (failure, events, back) = match standing {
         Some(failure) => match rollback_target(sync, existing, previous, wanted) {
             Ok(back) => (failure.clone(), Vec::new(), back),
             Err(_) => return planned(),
@@ -364,39 +364,65 @@ fn decide_open(
     let back_name = name_of(back);
     // The failed rollout's patches are dropped: the targets go straight back, windows or
     // not, as a rollback repairs what the failed rollout broke.
-    let mut back_plan = plan(sync, bases, back, &back_name, previous, targets, now_ts);
-    let outcome = &mut back_plan.outcome;
-    let failed = &failure.message;
-    outcome.state = RolloutState::Failed(match &outcome.state {
-        RolloutState::Complete(summary) => {
-            format!("{failed}; rolled back to {back_name}: {summary}")
+    let back_plan = plan(sync, bases, back, &back_name, previous, targets, now_ts);
+    let failed = Failed {
+        failure,
+        events,
+        previous,
+    };
+    failed.rolled_back(back_plan, back, &back_name)
+}
+
+/// A rollout to the wanted version that failed, with the events it caused so far.
+struct Failed<'a> {
+    failure: FailedRollout,
+    events: Vec<Event>,
+    previous: Option<&'a RolloutStatus>,
+}
+
+impl Failed<'_> {
+    /// `back_plan` (the rollout to `back`, the rollback target) as the outcome of the
+    /// failure: Failed, whatever the rollback's own state, which the message adds.
+    fn rolled_back(self, mut back_plan: Plan, back: i64, back_name: &str) -> Plan {
+        let Failed {
+            failure,
+            mut events,
+            previous,
+        } = self;
+        let wanted = failure.version;
+        let outcome = &mut back_plan.outcome;
+        let failed = &failure.message;
+        outcome.state = RolloutState::Failed(match &outcome.state {
+            RolloutState::Complete(summary) => {
+                format!("{failed}; rolled back to {back_name}: {summary}")
+            }
+            RolloutState::Progressing(summary) | RolloutState::Paused(summary) => {
+                format!("{failed}; rolling back to {back_name}: {summary}")
+            }
+            RolloutState::Failed(why) => {
+                format!("{failed}; the rollback to {back_name} failed too: {why}")
+            }
+            RolloutState::NoTargets | RolloutState::Waiting(_) => {
+                format!("{failed}; rolled back to {back_name}")
+            }
+        });
+        events.append(&mut outcome.events);
+        outcome.events = events;
+        if let Some(status) = &mut outcome.status {
+            status.failed = Some(failure);
+            // A rollback that does not complete in time (a StatefulSet stuck on a broken Pod
+            // until someone deletes it) says so, but does not make the last good version bad.
+            status.failed_versions = previous
+                .map(|p| p.failed_versions.clone())
+                .unwrap_or_default();
+            if !status.failed_versions.contains(&wanted) {
+                status.failed_versions.push(wanted);
+                status.failed_versions.sort_unstable();
+            }
         }
-        RolloutState::Progressing(summary) | RolloutState::Paused(summary) => {
-            format!("{failed}; rolling back to {back_name}: {summary}")
-        }
-        RolloutState::Failed(why) => {
-            format!("{failed}; the rollback to {back_name} failed too: {why}")
-        }
-        RolloutState::NoTargets | RolloutState::Waiting(_) => {
-            format!("{failed}; rolled back to {back_name}")
-        }
-    });
-    events.append(&mut outcome.events);
-    outcome.events = events;
-    if let Some(status) = &mut outcome.status {
-        status.failed = Some(failure);
-        // A rollback that does not complete in time (a StatefulSet stuck on a broken Pod
-        // until someone deletes it) says so, but does not make the last good version bad.
-        status.failed_versions = previous
-            .map(|p| p.failed_versions.clone())
-            .unwrap_or_default();
-        if !status.failed_versions.contains(&wanted) {
-            status.failed_versions.push(wanted);
-            status.failed_versions.sort_unstable();
-        }
+        outcome.targets_on = Some(back);
+        back_plan
     }
-    outcome.targets_on = Some(back);
-    back_plan
 }
 
 #[cfg(test)]
@@ -600,8 +626,26 @@ spec:
         );
         assert_eq!(again.outcome.targets_on, None);
         assert_eq!(again.patches[0].2[1]["value"], "db-v2");
+    }
 
-        // Hold, and a pinned version, stay where they failed.
+    #[test]
+    fn hold_and_a_pinned_version_stay_where_they_failed() {
+        let versions = existing(&[1, 2]);
+        let v1_done = RolloutStatus {
+            version: Some(1),
+            completed_versions: vec![1],
+            ..RolloutStatus::default()
+        };
+        let started = decide(
+            &rollback_sync(""),
+            &db(),
+            &versions,
+            2,
+            Some(&v1_done),
+            &api_only(deployment("db-v2", 1)),
+            NOW.parse().unwrap(),
+        );
+        let late: jiff::Timestamp = "2026-11-23T10:05:01Z".parse().unwrap();
         for extra in ["  pinVersion: 2", ""] {
             let mut held = rollback_sync(extra);
             if extra.is_empty() {

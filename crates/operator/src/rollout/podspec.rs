@@ -169,115 +169,128 @@ pub fn rollout_progress(kind: WorkloadKind, workload: &Value) -> Progress {
         }
         None => return progressing(format!("generation {generation} not yet observed")),
     }
-    let status = |field: &str| int(workload, &format!("/status/{field}")).unwrap_or(0);
-    let paused = workload.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     match kind {
-        WorkloadKind::Deployment => {
-            let desired = int(workload, "/spec/replicas").unwrap_or(1);
-            let (updated, ready, available, total) = (
-                status("updatedReplicas"),
-                status("readyReplicas"),
-                status("availableReplicas"),
-                status("replicas"),
-            );
-            if [updated, ready, available, total]
-                .iter()
-                .all(|&n| n == desired)
-            {
-                return Progress::Complete;
-            }
-            if paused {
-                return Progress::Paused {
-                    reason: format!(
-                        "Deployment is paused at {updated}/{desired} replicas updated; it rolls once resumed (kubectl rollout resume)"
-                    ),
-                };
-            }
-            if let Some(reason) = deadline_exceeded(workload) {
-                return Progress::Failed { reason };
-            }
-            if updated < desired {
-                progressing(format!("{updated}/{desired} replicas updated"))
-            } else if total > updated {
-                progressing(format!(
-                    "{} old replicas pending termination",
-                    total - updated
-                ))
-            } else {
-                replica_counts(desired, updated, ready, available)
-            }
+        WorkloadKind::Deployment => deployment_progress(workload),
+        WorkloadKind::StatefulSet => statefulset_progress(workload),
+        WorkloadKind::DaemonSet => daemonset_progress(workload),
+        WorkloadKind::Rollout => argo_progress(workload),
+    }
+}
+
+/// A number of `status`, 0 when absent (the API server omits zeros).
+fn status(workload: &Value, field: &str) -> i64 {
+    int(workload, &format!("/status/{field}")).unwrap_or(0)
+}
+
+fn paused(workload: &Value) -> bool {
+    workload.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
+}
+
+fn deployment_progress(workload: &Value) -> Progress {
+    let desired = int(workload, "/spec/replicas").unwrap_or(1);
+    let (updated, ready, available, total) = (
+        status(workload, "updatedReplicas"),
+        status(workload, "readyReplicas"),
+        status(workload, "availableReplicas"),
+        status(workload, "replicas"),
+    );
+    if [updated, ready, available, total]
+        .iter()
+        .all(|&n| n == desired)
+    {
+        return Progress::Complete;
+    }
+    if paused(workload) {
+        return Progress::Paused {
+            reason: format!(
+                "Deployment is paused at {updated}/{desired} replicas updated; it rolls once resumed (kubectl rollout resume)"
+            ),
+        };
+    }
+    if let Some(reason) = deadline_exceeded(workload) {
+        return Progress::Failed { reason };
+    }
+    if updated < desired {
+        progressing(format!("{updated}/{desired} replicas updated"))
+    } else if total > updated {
+        progressing(format!(
+            "{} old replicas pending termination",
+            total - updated
+        ))
+    } else {
+        replica_counts(desired, updated, ready, available)
+    }
+}
+
+fn statefulset_progress(workload: &Value) -> Progress {
+    let desired = int(workload, "/spec/replicas").unwrap_or(1);
+    let (updated, ready, available) = (
+        status(workload, "updatedReplicas"),
+        status(workload, "readyReplicas"),
+        status(workload, "availableReplicas"),
+    );
+    let revisions = (
+        str_at(workload, "/status/currentRevision"),
+        str_at(workload, "/status/updateRevision"),
+    );
+    let counts_done = [updated, ready, available].iter().all(|&n| n == desired);
+    // With OnDelete the controller never advances currentRevision
+    // (kubernetes/kubernetes#73492): every Pod at updateRevision, counted in
+    // updatedReplicas, is what done means there.
+    let on_delete = str_at(workload, "/spec/updateStrategy/type") == Some("OnDelete");
+    match revisions {
+        _ if on_delete && counts_done => Progress::Complete,
+        _ if on_delete && updated < desired => progressing(format!(
+            "{updated}/{desired} Pods run the new template (updateStrategy OnDelete: delete the old Pods to roll them)"
+        )),
+        (Some(current), Some(update)) if current != update && counts_done => {
+            progressing(format!("revision {update} not yet current (at {current})"))
         }
-        WorkloadKind::StatefulSet => {
-            let desired = int(workload, "/spec/replicas").unwrap_or(1);
-            let (updated, ready, available) = (
-                status("updatedReplicas"),
-                status("readyReplicas"),
-                status("availableReplicas"),
-            );
-            let revisions = (
-                str_at(workload, "/status/currentRevision"),
-                str_at(workload, "/status/updateRevision"),
-            );
-            let counts_done = [updated, ready, available].iter().all(|&n| n == desired);
-            // With OnDelete the controller never advances currentRevision
-            // (kubernetes/kubernetes#73492): every Pod at updateRevision, counted in
-            // updatedReplicas, is what done means there.
-            let on_delete = str_at(workload, "/spec/updateStrategy/type") == Some("OnDelete");
-            match revisions {
-                _ if on_delete && counts_done => Progress::Complete,
-                _ if on_delete && updated < desired => progressing(format!(
-                    "{updated}/{desired} Pods run the new template (updateStrategy OnDelete: delete the old Pods to roll them)"
-                )),
-                (Some(current), Some(update)) if current != update && counts_done => {
-                    progressing(format!("revision {update} not yet current (at {current})"))
-                }
-                _ if counts_done => Progress::Complete,
-                _ if updated < desired => {
-                    progressing(format!("{updated}/{desired} replicas updated"))
-                }
-                _ => replica_counts(desired, updated, ready, available),
-            }
-        }
-        WorkloadKind::DaemonSet => {
-            let desired = status("desiredNumberScheduled");
-            let (updated, ready, available) = (
-                status("updatedNumberScheduled"),
-                status("numberReady"),
-                status("numberAvailable"),
-            );
-            let on_delete = str_at(workload, "/spec/updateStrategy/type") == Some("OnDelete");
-            if [updated, ready, available].iter().all(|&n| n == desired) {
-                Progress::Complete
-            } else if updated < desired && on_delete {
-                progressing(format!(
-                    "{updated}/{desired} nodes run the new template (updateStrategy OnDelete: delete the old Pods to roll them)"
-                ))
-            } else if updated < desired {
-                progressing(format!("{updated}/{desired} nodes updated"))
-            } else {
-                progressing(format!(
-                    "{updated} updated, {ready} ready, {available} available of {desired} nodes"
-                ))
-            }
-        }
-        WorkloadKind::Rollout => {
-            let message = str_at(workload, "/status/message");
-            let with_message = |phase: &str| match message {
-                Some(message) => format!("{phase}: {message}"),
-                None => phase.to_owned(),
-            };
-            match str_at(workload, "/status/phase") {
-                Some("Healthy") => Progress::Complete,
-                _ if paused => Progress::Paused {
-                    reason: "Rollout is paused (spec.paused); it rolls once resumed".into(),
-                },
-                Some("Degraded") => Progress::Failed {
-                    reason: with_message("Degraded"),
-                },
-                Some(phase) => progressing(with_message(phase)),
-                None => progressing("phase not yet reported".into()),
-            }
-        }
+        _ if counts_done => Progress::Complete,
+        _ if updated < desired => progressing(format!("{updated}/{desired} replicas updated")),
+        _ => replica_counts(desired, updated, ready, available),
+    }
+}
+
+fn daemonset_progress(workload: &Value) -> Progress {
+    let desired = status(workload, "desiredNumberScheduled");
+    let (updated, ready, available) = (
+        status(workload, "updatedNumberScheduled"),
+        status(workload, "numberReady"),
+        status(workload, "numberAvailable"),
+    );
+    let on_delete = str_at(workload, "/spec/updateStrategy/type") == Some("OnDelete");
+    if [updated, ready, available].iter().all(|&n| n == desired) {
+        Progress::Complete
+    } else if updated < desired && on_delete {
+        progressing(format!(
+            "{updated}/{desired} nodes run the new template (updateStrategy OnDelete: delete the old Pods to roll them)"
+        ))
+    } else if updated < desired {
+        progressing(format!("{updated}/{desired} nodes updated"))
+    } else {
+        progressing(format!(
+            "{updated} updated, {ready} ready, {available} available of {desired} nodes"
+        ))
+    }
+}
+
+fn argo_progress(workload: &Value) -> Progress {
+    let message = str_at(workload, "/status/message");
+    let with_message = |phase: &str| match message {
+        Some(message) => format!("{phase}: {message}"),
+        None => phase.to_owned(),
+    };
+    match str_at(workload, "/status/phase") {
+        Some("Healthy") => Progress::Complete,
+        _ if paused(workload) => Progress::Paused {
+            reason: "Rollout is paused (spec.paused); it rolls once resumed".into(),
+        },
+        Some("Degraded") => Progress::Failed {
+            reason: with_message("Degraded"),
+        },
+        Some(phase) => progressing(with_message(phase)),
+        None => progressing("phase not yet reported".into()),
     }
 }
 
