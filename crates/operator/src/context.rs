@@ -1,6 +1,7 @@
-//! State shared by every reconcile: the API client, one event publisher, the caches the
-//! watches fill, connected providers and per-object backoff. Handles only; the logic that
-//! uses them lives in the pipeline's steps.
+//! What every reconcile shares: handles (the API client, one event publisher, the caches the
+//! watches fill, connected providers, per-object backoff) and, apart in [`Memory`], what
+//! this process remembers per SecretSync between passes. The logic that uses them lives in
+//! the pipeline's steps, which take what a decision needs as arguments.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -117,23 +118,71 @@ pub struct Context {
     /// its check instead of reading.
     pub health: Arc<BackendHealth>,
     pub backoff: Backoff,
+    /// What this process remembers per SecretSync between passes.
+    pub memory: Memory,
+    /// Keys the content hash ([`crate::hash_key`]).
+    pub hash_key: HashKey,
+    pub batcher: Batcher,
+}
+
+/// What this process remembers per SecretSync (by UID) between passes: facts the caches
+/// and the status cannot hold, each forgotten when the SecretSync goes.
+#[derive(Default)]
+pub struct Memory {
     /// Highest version this process created. The watch that feeds the [`VersionIndex`]
     /// may lag behind our own writes; this makes sure the next reconcile never picks a
     /// number that is already taken.
     pub written: PerSync<i64>,
     /// When this process last read the backend, or first saw the SecretSync. A refresh that
-    /// finds nothing new writes nothing (guarantee 2, docs/reference/guarantees.md), so the status cannot hold
-    /// this; after a restart the first pass records "now", and the next read waits for the
-    /// next slot of the refresh grid instead of reading early.
+    /// finds nothing new writes nothing (guarantee 2, docs/reference/guarantees.md), so the
+    /// status cannot hold this; after a restart the first pass records "now", and the next
+    /// read waits for the next slot of the refresh grid instead of reading early.
     pub refreshes: PerSync<jiff::Timestamp>,
-    /// Keys the content hash ([`crate::hash_key`]).
-    pub hash_key: HashKey,
-    pub batcher: Batcher,
     /// A fingerprint of the version metadata disagreements last reported, so each set is
     /// reported once rather than at every pass.
     pub reported_mismatches: PerSync<u64>,
-    /// The status this process last wrote per SecretSync. See [`Context::written_status`].
-    written_status: Mutex<WrittenStatuses>,
+    /// The status this process last wrote. See [`Memory::written_status`].
+    statuses: Mutex<WrittenStatuses>,
+}
+
+impl Memory {
+    /// Our own last status write for this SecretSync, when the cached object predates it:
+    /// the watch has not delivered the write yet (another trigger, such as the Secret we
+    /// just created, came first), or has delivered only an earlier write of ours (a real
+    /// API server's watch lags that much behind two quick passes). Without this the pass
+    /// would start from an old status: fetch and write again for nothing, or act on a
+    /// decision already taken back — roll a target forward again right after rolling it
+    /// back.
+    pub fn written_status(&self, sync: &SecretSync) -> Option<SecretSyncStatus> {
+        let uid = sync.metadata.uid.as_deref()?;
+        let rv = sync.metadata.resource_version.as_deref()?;
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid, rv)
+    }
+
+    /// `status` was written by a pass that started from `sync`; its writes made the
+    /// resourceVersions `made`, in order.
+    pub fn remember_status(&self, sync: &SecretSync, made: Vec<String>, status: SecretSyncStatus) {
+        if let (Some(uid), Some(rv)) = (&sync.metadata.uid, &sync.metadata.resource_version) {
+            self.statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remember(uid, rv, made, status);
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        self.written.forget(uid);
+        self.refreshes.forget(uid);
+        self.reported_mismatches.forget(uid);
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .remove(uid);
+    }
 }
 
 /// Our last status write per SecretSync UID, and the resourceVersions known to be older
@@ -232,11 +281,8 @@ impl Context {
             health: shared.health,
             hash_key: shared.hash_key,
             backoff,
-            written: PerSync::default(),
-            refreshes: PerSync::default(),
             batcher: Batcher::default(),
-            reported_mismatches: PerSync::default(),
-            written_status: Mutex::default(),
+            memory: Memory::default(),
         }
     }
 
@@ -244,45 +290,11 @@ impl Context {
         self.listed.wait().await;
     }
 
-    /// Our own last status write for this SecretSync, when the cached object predates it:
-    /// the watch has not delivered the write yet (another trigger, such as the Secret we
-    /// just created, came first), or has delivered only an earlier write of ours (a real
-    /// API server's watch lags that much behind two quick passes). Without this the pass
-    /// would start from an old status: fetch and write again for nothing, or act on a
-    /// decision already taken back — roll a target forward again right after rolling it
-    /// back.
-    pub fn written_status(&self, sync: &SecretSync) -> Option<SecretSyncStatus> {
-        let uid = sync.metadata.uid.as_deref()?;
-        let rv = sync.metadata.resource_version.as_deref()?;
-        self.written_status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(uid, rv)
-    }
-
-    /// `status` was written by a pass that started from `sync`; its writes made the
-    /// resourceVersions `made`, in order.
-    pub fn remember_status(&self, sync: &SecretSync, made: Vec<String>, status: SecretSyncStatus) {
-        if let (Some(uid), Some(rv)) = (&sync.metadata.uid, &sync.metadata.resource_version) {
-            self.written_status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remember(uid, rv, made, status);
-        }
-    }
-
     /// A SecretSync is gone: nothing this process remembers about it may outlive it.
     pub fn forget_sync(&self, uid: &str) {
         self.metrics.sync_forgotten(uid);
-        self.written.forget(uid);
-        self.refreshes.forget(uid);
-        self.reported_mismatches.forget(uid);
+        self.memory.forget(uid);
         self.backoff.succeeded(uid);
-        self.written_status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .remove(uid);
     }
 
     /// The generation of the store a SecretSync names, if it exists (from the cache, no

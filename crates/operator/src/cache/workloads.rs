@@ -14,19 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use secretsync_api::{SecretSync, WorkloadKind, labels, selector};
+use secretsync_api::{SecretSync, WorkloadKind, selector};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
-use crate::rollout::argo::Rollout;
 use crate::rollout::podspec::object_secret_names;
 
 /// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
@@ -217,7 +215,7 @@ pub struct Workloads {
 /// How long a namespace's reference scan is reused.
 const SCAN_REUSE: Duration = Duration::from_secs(5);
 /// Page size of the lists a reference scan makes.
-const SCAN_PAGE: u32 = 250;
+pub(crate) const SCAN_PAGE: u32 = 250;
 
 impl Default for Workloads {
     fn default() -> Self {
@@ -459,43 +457,6 @@ impl Workloads {
     }
 }
 
-/// What the kubelet says keeps a workload's Pods from starting: for each Pod waiting in
-/// `CreateContainerConfigError`, its message (`secret "db-v2" not found`, `couldn't find
-/// key token in Secret payments/db-v2`), one per Pod. Read with the workload's selector,
-/// only while its rollout has not completed.
-pub async fn pod_config_errors(
-    client: &Client,
-    namespace: &str,
-    workload: &Value,
-) -> kube::Result<Vec<String>> {
-    let Some(selector) = workload
-        .pointer("/spec/selector")
-        .and_then(|s| serde_json::from_value::<LabelSelector>(s.clone()).ok())
-        .map(|s| selector::to_query(&s))
-        .filter(|q| !q.is_empty())
-    else {
-        return Ok(Vec::new());
-    };
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector).limit(SCAN_PAGE))
-        .await?;
-    Ok(pods
-        .items
-        .iter()
-        .filter_map(|pod| {
-            let status = pod.status.as_ref()?;
-            status
-                .init_container_statuses
-                .iter()
-                .flatten()
-                .chain(status.container_statuses.iter().flatten())
-                .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-                .find(|w| w.reason.as_deref() == Some("CreateContainerConfigError"))
-                .and_then(|w| w.message.clone())
-        })
-        .collect())
-}
-
 /// Lists a namespace's objects of one kind page by page, so a namespace with thousands of
 /// Pods never sits in memory whole.
 async fn for_each_page<K>(
@@ -535,47 +496,6 @@ fn names(object: &Value) -> (String, String) {
 
 pub fn to_value<K: Serialize>(obj: &K) -> Value {
     serde_json::to_value(obj).expect("Kubernetes objects serialize")
-}
-
-/// Applies a JSON patch (from [`crate::rollout::podspec::rewrite_patch`]) to a workload, under the
-/// operator's field manager, so GitOps tools can be told to ignore exactly these changes.
-pub async fn patch_workload(
-    client: &Client,
-    kind: WorkloadKind,
-    namespace: &str,
-    name: &str,
-    patch: Value,
-) -> kube::Result<()> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(patch).expect("rewrite_patch builds valid JSON patches");
-    let params = PatchParams {
-        field_manager: Some(labels::FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let patch = Patch::<()>::Json(patch);
-    match kind {
-        WorkloadKind::Deployment => {
-            Api::<Deployment>::namespaced(client.clone(), namespace)
-                .patch(name, &params, &patch)
-                .await?;
-        }
-        WorkloadKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                .patch(name, &params, &patch)
-                .await?;
-        }
-        WorkloadKind::DaemonSet => {
-            Api::<DaemonSet>::namespaced(client.clone(), namespace)
-                .patch(name, &params, &patch)
-                .await?;
-        }
-        WorkloadKind::Rollout => {
-            Api::<Rollout>::namespaced(client.clone(), namespace)
-                .patch(name, &params, &patch)
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// The [`Workloads`] of one kind, as the cache its watch fills.

@@ -11,7 +11,7 @@
 //! | decode values | `decode.rs` | [`decode::decode`] (all of it) | — |
 //! | write a version | `version.rs` | [`version::plan_refresh`], [`version::next_number`] | Secret create |
 //! | when a leased version must be replaced | `expiry.rs` | [`expiry::rotate_at`], [`expiry::expired_in_use`] | lease revoke (for prune and cleanup) |
-//! | roll out | `rollout.rs` | [`rollout::plan`], [`rollout::decide`] | workload patches |
+//! | roll out | the `rollout/` wing | `rollout::plan`, `rollout::decide` | workload patches |
 //! | prune | `prune.rs` | [`prune::candidates`], [`prune::decide`] | reference scan, Secret deletes |
 //! | status | `status.rs` | [`status::synced`], [`status::failed`] | status apply, events |
 //!
@@ -147,6 +147,7 @@ async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(wait));
     }
     let previous = ctx
+        .memory
         .written_status(&sync)
         .unwrap_or_else(|| sync.status.clone().unwrap_or_default());
     match pipeline(&sync, ctx, &previous, store_generation).await {
@@ -295,7 +296,7 @@ async fn versions(
     let highest_used = version::highest_used(
         newest.as_ref(),
         previous,
-        ctx.written.get(&uid),
+        ctx.memory.written.get(&uid),
         kept.iter().map(|m| m.version).max(),
     );
     Ok(Some(Known {
@@ -332,7 +333,7 @@ async fn refresh(
     let refresh = lost_newest.or_else(|| {
         version::plan_refresh(&version::RefreshInput {
             grid,
-            last_read: ctx.refreshes.get(&uid),
+            last_read: ctx.memory.refreshes.get(&uid),
             spec,
             generation: sync.metadata.generation,
             previous,
@@ -379,10 +380,12 @@ async fn refresh(
             known.existing.insert(made.version, made);
         }
         refreshed = Some(store_generation);
-        ctx.refreshes.update(&uid, |_| now);
+        ctx.memory.refreshes.update(&uid, |_| now);
     } else {
         // First sight after a restart: the current slot counts as done.
-        ctx.refreshes.update(&uid, |seen| seen.unwrap_or(now));
+        ctx.memory
+            .refreshes
+            .update(&uid, |seen| seen.unwrap_or(now));
     }
     Ok(refreshed)
 }
@@ -502,10 +505,10 @@ fn report_mismatches(
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     mismatches.hash(&mut hasher);
     let fingerprint = hasher.finish();
-    if mismatches.is_empty() || ctx.reported_mismatches.get(uid) == Some(fingerprint) {
+    if mismatches.is_empty() || ctx.memory.reported_mismatches.get(uid) == Some(fingerprint) {
         return Vec::new();
     }
-    ctx.reported_mismatches.update(uid, |_| fingerprint);
+    ctx.memory.reported_mismatches.update(uid, |_| fingerprint);
     mismatches
         .iter()
         .map(|(secret, what)| Event {

@@ -414,7 +414,7 @@ pub(super) async fn write(
         made.extend(cleared.metadata.resource_version);
     }
     ctx.metrics.status_written();
-    ctx.remember_status(sync, made, status.clone());
+    ctx.memory.remember_status(sync, made, status.clone());
     Ok(true)
 }
 

@@ -302,7 +302,8 @@ pub(super) async fn write(
         match ctx.bounded(api.create(&params, &secret)).await? {
             Ok(created) => {
                 ctx.metrics.version_created();
-                ctx.written
+                ctx.memory
+                    .written
                     .update(&uid, |old| old.map_or(next, |o| o.max(next)));
                 // The response carries the data; keep only the metadata.
                 let meta = created.metadata.into_request_partial::<Secret>();
@@ -321,7 +322,8 @@ pub(super) async fn write(
                     .and_then(|m| VersionMeta::from_secret(&m.metadata));
                 match owner {
                     Some((owner_uid, meta)) if owner_uid == uid => {
-                        ctx.written
+                        ctx.memory
+                            .written
                             .update(&uid, |old| old.map_or(next, |o| o.max(next)));
                         if let Some(m) = &taken {
                             ctx.index.apply(m);

@@ -11,13 +11,13 @@ use secretsync_api::{RolloutStatus, SecretSync, WorkloadKind};
 use tracing::{debug, info};
 
 use crate::cache::versions::VersionMeta;
-use crate::cache::workloads::{patch_workload, pod_config_errors};
 use crate::conditions::now;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::events::secret_ref;
 use crate::rollout::batch::{Rewrite, Sent};
 use crate::rollout::decide::decide;
+use crate::rollout::patch::{patch_workload, pod_config_errors};
 use crate::rollout::podspec::{Progress, rewrites_patch, rollout_progress};
 use crate::rollout::target::{Outcome, Plan, Target, pod_failures};
 

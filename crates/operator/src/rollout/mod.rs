@@ -10,6 +10,7 @@ mod decide;
 #[cfg(test)]
 mod fixtures;
 mod gate;
+mod patch;
 mod plan;
 pub mod podspec;
 mod target;

@@ -128,7 +128,7 @@ async fn a_wrong_token_is_provider_auth_failed() {
         "re-checked within the backoff"
     );
     // The store's own first check, and at most one more that the SecretSync's failure asks
-    // for when it comes over a second later (health.rs's SUSPECT_CHECK_EVERY; a loaded real
+    // for when it comes over a second later (backend/health.rs's SUSPECT_CHECK_EVERY; a loaded real
     // cluster is that slow).
     assert!((1..=2).contains(&checks), "{checks} store checks");
 }
