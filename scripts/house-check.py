@@ -92,6 +92,22 @@ def cycles(graph):
     return result
 
 
+def shortest_cycle(graph, comp):
+    """The shortest loop of imports through the component's first module."""
+    start = comp[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        at = queue.pop(0)
+        for nxt in sorted(graph.get(at, ())):
+            if nxt == start:
+                return paths[at] + [start]
+            if nxt in comp and nxt not in paths:
+                paths[nxt] = paths[at] + [nxt]
+                queue.append(nxt)
+    return comp
+
+
 def main():
     breaches = []
     known = modules()
@@ -130,8 +146,7 @@ def main():
         if len(paths) > 1:
             breaches.append(f"file name {stem} used twice: {', '.join(paths)}")
     for comp in cycles(graph):
-        edges = [f"{a} → {b}" for a in comp for b in sorted(graph[a]) if b in comp]
-        breaches.append(f"modules import each other: {', '.join(edges)}")
+        breaches.append(f"modules import each other: {' → '.join(shortest_cycle(graph, comp))}")
     for b in breaches:
         print(b)
     if "--graph" in sys.argv:
