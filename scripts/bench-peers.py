@@ -13,12 +13,14 @@ SecretSyncs `ss-<i>`, label bench=peers, `refreshInterval: 1h`), each reading it
 `bench/k<i>` (property `password`), all before the controller starts. The clock runs from the
 controller's spawn until the watch has seen every object with `Ready=True`; then the process's
 peak RSS (VmHWM) and CPU seconds (utime + stime) are read from /proc, a sample of target
-Secrets is checked against OpenBao's values, the namespaces are deleted (the controller still
-running, so that finalizers are honoured) and the controller is stopped.
+Secrets is checked against OpenBao's values, the controller's API requests are counted from
+kube-apiserver's audit log (its own user, until it has been quiet for 2 s), the namespaces are
+deleted (the controller still running, so that finalizers are honoured) and it is stopped.
 """
 
 import argparse
 import base64
+import datetime
 import http.client
 import json
 import os
@@ -245,6 +247,55 @@ def audited_reads(path):
         return sum(1 for line in f if '"type":"response"' in line and needle in line)
 
 
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def api_events(path, user):
+    """kube-apiserver's audit events (JSON lines, stage ResponseComplete) of one user."""
+    if not path or not os.path.exists(path):
+        return []
+    needle = f'"username":"{user}"'
+    events = []
+    with open(path) as f:
+        for line in f:
+            if needle in line:
+                event = json.loads(line)
+                if event.get("stage") == "ResponseComplete":
+                    events.append(event)
+    return events
+
+
+def wait_api_idle(path, user, quiet=2.0, cap=30.0):
+    """Waits until USER has made no request for QUIET seconds (at most CAP); returns the
+    wall-clock time then."""
+    start = since = time.monotonic()
+    last = -1
+    while time.monotonic() - start < cap:
+        count = len(api_events(path, user))
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.5)
+    return time.time()
+
+
+def api_counts(path, user, until):
+    """USER's requests received until UNTIL (wall clock), by verb and resource."""
+    by = {}
+    for event in api_events(path, user):
+        received = event["requestReceivedTimestamp"].replace("Z", "+00:00")
+        if datetime.datetime.fromisoformat(received).timestamp() > until:
+            continue
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", event.get("requestURI", "?"))
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        key = f"{event['verb']} {resource}"
+        by[key] = by.get(key, 0) + 1
+    return dict(sorted(by.items(), key=lambda kv: -kv[1]))
+
+
 def stop(proc, grace=30):
     if proc.poll() is not None:
         return
@@ -320,6 +371,9 @@ def run(args):
         result["checked_secrets"] = len(sample)
         # Reads of the bench keys until now (including the checks' none: they read Secrets).
         result["backend_reads"] = audited_reads(args.audit_log) - reads_before
+        # API requests: until the controller has been quiet for 2 s (events and the like
+        # may follow Ready), before the namespaces go.
+        api_until = wait_api_idle(args.api_audit_log, args.user) if args.api_audit_log else None
     finally:
         # Namespaces go while the controller runs (it may hold finalizers), then it stops.
         for ns in namespaces:
@@ -338,6 +392,12 @@ def run(args):
             print(f"bench-peers: {args.system}: namespaces still terminating after 300 s", file=sys.stderr)
         stop(proc)
         log.close()
+    if args.api_audit_log:
+        time.sleep(1)  # the watches' ResponseComplete, written as they end
+        by = api_counts(args.api_audit_log, args.user, api_until)
+        writes = sum(n for key, n in by.items() if key.split()[0] in WRITE_VERBS)
+        result.update(api_requests=sum(by.values()), api_writes=writes,
+                      writes_per_object=round(writes / args.n, 2), api_by=by)
     with open(args.out, "a") as f:
         f.write(json.dumps(result) + "\n")
 
@@ -360,12 +420,20 @@ def table(args):
             ("RSS when all Ready: anonymous / file-backed (MiB)", "rss"),
             ("CPU seconds (utime + stime)", "cpu_s"),
             ("OpenBao reads of the N keys (audit log)", "backend_reads"),
+            ("API requests until idle (kube-apiserver audit log)", "api_requests"),
+            ("API writes (create, update, patch, delete)", "api_writes"),
+            ("API writes per synced object", "writes_per_object"),
         ]
         for r in runs:
             r["rss"] = f"{r.get('rss_anon_mib', '—')} / {r.get('rss_file_mib', '—')}"
         for title, key in measures:
             print(f"| {title} | " + " | ".join(str(r.get(key, "—")) for r in runs) + " |")
         print("| controller arguments | " + " | ".join("`" + " ".join(r["argv"]) + "`" for r in runs) + " |")
+        if any("api_by" in r for r in runs):
+            print("\nAPI requests by verb and resource (each controller's own user):\n")
+            for r in runs:
+                by = ", ".join(f"{key} {n}" for key, n in r.get("api_by", {}).items())
+                print(f"- {r['label']}: {by or '—'}")
 
 
 def main():
@@ -384,7 +452,9 @@ def main():
     r.add_argument("--kubeconfig", required=True, help="the controller's own user")
     r.add_argument("--bao", required=True)
     r.add_argument("--token", required=True)
-    r.add_argument("--audit-log")
+    r.add_argument("--audit-log", help="OpenBao's file audit log")
+    r.add_argument("--api-audit-log", help="kube-apiserver's audit log (JSON lines)")
+    r.add_argument("--user", help="the controller's user name in the API audit log")
     r.add_argument("--out", required=True)
     r.add_argument("--log", required=True)
     r.add_argument("--timeout", type=int, default=0)

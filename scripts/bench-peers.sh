@@ -13,9 +13,10 @@
 # For each N and each system: N objects over 10 namespaces (ExternalSecrets, external-secrets.io/v1,
 # or SecretSyncs), Vault provider, KV v2, token auth, each its own key bench/k<i>, refresh
 # interval 1h, all written before the controller starts; the time from its start until all are
-# Ready, its peak RSS (VmHWM) and CPU seconds, and OpenBao's reads of the keys (its audit log).
+# Ready, its peak RSS (VmHWM) and CPU seconds, OpenBao's reads of the keys (its audit log) and
+# the controller's API requests by verb and resource (kube-apiserver's audit log, Metadata level).
 # Systems: secretsync (--concurrency 16, its default), ESO with its defaults (--concurrent 1,
-# client QPS 50 / burst 100), ESO with --concurrent 16. Each controller runs as its own
+# client QPS 50 / burst 100), ESO with --concurrent 16. Each controller run is its own
 # ServiceAccount (a token kubeconfig) bound to cluster-admin. Prints one markdown table per N.
 #
 # ESO is built from our bench-only module tools/eso/go.mod (scripts/tools.sh eso, cached) and its
@@ -70,7 +71,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-admin=$(scripts/control-plane.sh start)
+# kube-apiserver audits the controllers' users (every ServiceAccount of peers-system) at the
+# Metadata level, one event per request (ResponseComplete), and no one else.
+cat >"$work/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts:peers-system"]
+- level: None
+EOF
+admin=$(CONTROL_PLANE_AUDIT_POLICY=$work/audit-policy.yaml scripts/control-plane.sh start)
+api_audit_log=$CONTROL_PLANE_DIR/audit.log
 kube() { kubectl --kubeconfig "$admin" "$@"; }
 
 free_port() {
@@ -101,7 +114,7 @@ for f in "$eso_crds"/*_*.yaml crds/*.yaml; do
 done
 kube wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
-# Each controller its own user: a ServiceAccount bound to cluster-admin, through a token
+# Each controller run its own user: a ServiceAccount bound to cluster-admin, through a token
 # kubeconfig (ESO's chart grants a narrower ClusterRole; the first leg does not model RBAC).
 server=$(kube config view -o jsonpath='{.clusters[0].cluster.server}')
 ca=$(kube config view -o jsonpath='{.clusters[0].cluster.certificate-authority}')
@@ -128,32 +141,33 @@ current-context: real
 EOF
   echo "$work/$1.kubeconfig"
 }
-ss_kubeconfig=$(user_kubeconfig secretsync)
-eso_kubeconfig=$(user_kubeconfig external-secrets)
 
 results=$work/results.jsonl
 : >"$results"
 max_n=$(tr ',' '\n' <<<"$sizes" | sort -n | tail -1)
 python3 scripts/bench-peers.py seed --bao "$bao_addr" --token "$bao_token" --n "$max_n"
 
-bench() { # N SYSTEM LABEL KIND KUBECONFIG ARGV...
-  local n=$1 system=$2 label=$3 kind=$4 kubeconfig=$5
-  shift 5
+bench() { # N SYSTEM LABEL KIND ARGV...: a run as the ServiceAccount <SYSTEM>-<N>
+  local n=$1 system=$2 label=$3 kind=$4 kubeconfig
+  shift 4
+  kubeconfig=$(user_kubeconfig "$system-$n")
   python3 scripts/bench-peers.py run --system "$system" --label "$label" --kind "$kind" --n "$n" \
     --admin "$admin" --kubeconfig "$kubeconfig" --bao "$bao_addr" --token "$bao_token" \
-    --audit-log "$audit_log" --out "$results" --log "$work/$system-$n.log" -- "$@"
+    --audit-log "$audit_log" --api-audit-log "$api_audit_log" \
+    --user "system:serviceaccount:peers-system:$system-$n" \
+    --out "$results" --log "$work/$system-$n.log" -- "$@"
 }
 for n in ${sizes//,/ }; do
   metrics=127.0.0.1:$(free_port)
-  bench "$n" ss secretsync secretsync "$ss_kubeconfig" \
+  bench "$n" ss secretsync secretsync \
     "$operator" --concurrency 16 --metrics-bind-address "$metrics" --health-bind-address 0
   metrics=127.0.0.1:$(free_port)
-  bench "$n" eso "ESO default" eso "$eso_kubeconfig" "$eso" --metrics-addr "$metrics"
+  bench "$n" eso "ESO default" eso "$eso" --metrics-addr "$metrics"
   metrics=127.0.0.1:$(free_port)
-  bench "$n" eso16 "ESO --concurrent 16" eso "$eso_kubeconfig" "$eso" --metrics-addr "$metrics" --concurrent 16
+  bench "$n" eso16 "ESO --concurrent 16" eso "$eso" --metrics-addr "$metrics" --concurrent 16
   if [ -n "$unthrottled" ]; then
     metrics=127.0.0.1:$(free_port)
-    bench "$n" eso16u "ESO --concurrent 16, QPS unthrottled" eso "$eso_kubeconfig" "$eso" --metrics-addr "$metrics" \
+    bench "$n" eso16u "ESO --concurrent 16, QPS unthrottled" eso "$eso" --metrics-addr "$metrics" \
       --concurrent 16 --client-qps 10000 --client-burst 20000
   fi
 done
