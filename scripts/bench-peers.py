@@ -21,6 +21,7 @@ deleted (the controller still running, so that finalizers are honoured) and it i
 import argparse
 import base64
 import datetime
+import glob
 import http.client
 import json
 import os
@@ -251,17 +252,25 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
 def api_events(path, user):
-    """kube-apiserver's audit events (JSON lines, stage ResponseComplete) of one user."""
-    if not path or not os.path.exists(path):
+    """kube-apiserver's audit events (JSON lines, stage ResponseComplete) of one user, from PATH
+    and the files it was rotated into (audit-<time>.log beside it: kube-apiserver rotates its
+    audit log at 100 MB by default)."""
+    if not path:
         return []
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    files = sorted(glob.glob(os.path.join(folder, f"{stem}-*{ext}")) + [path])
     needle = f'"username":"{user}"'
     events = []
-    with open(path) as f:
-        for line in f:
-            if needle in line:
-                event = json.loads(line)
-                if event.get("stage") == "ResponseComplete":
-                    events.append(event)
+    for file in files:
+        if not os.path.exists(file):
+            continue
+        with open(file) as f:
+            for line in f:
+                if needle in line:
+                    event = json.loads(line)
+                    if event.get("stage") == "ResponseComplete":
+                        events.append(event)
     return events
 
 
@@ -396,7 +405,7 @@ def run(args):
         time.sleep(1)  # the watches' ResponseComplete, written as they end
         by = api_counts(args.api_audit_log, args.user, api_until)
         writes = sum(n for key, n in by.items() if key.split()[0] in WRITE_VERBS)
-        result.update(api_requests=sum(by.values()), api_writes=writes,
+        result.update(api_until=round(api_until, 3), api_requests=sum(by.values()), api_writes=writes,
                       writes_per_object=round(writes / args.n, 2), api_by=by)
     with open(args.out, "a") as f:
         f.write(json.dumps(result) + "\n")
