@@ -9,6 +9,8 @@
 #   scripts/control-plane.sh stop          stop exactly the processes `start` recorded
 #   scripts/control-plane.sh env           print `export KUBECONFIG=...` lines for a running plane
 #
+# CONTROL_PLANE_AUDIT_POLICY (unset: no auditing) names an audit policy file for kube-apiserver;
+# its log is then $CONTROL_PLANE_DIR/audit.log (JSON lines), as the peers bench counts requests.
 # K8S_VERSION (default 1.37.2) picks the Kubernetes release; another release than controlplane/'s
 # is built from a module generated the same way in the cache. CONTROL_PLANE_DIR (default
 # .cache/control-plane/<version> in the checkout) holds the PKI, data, logs, pids and kubeconfig.
@@ -261,7 +263,12 @@ cmd_start() {
     --unsafe-no-fsync
   wait_for etcd "healthy" curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  local pki=$STATE/pki
+  local pki=$STATE/pki audit=()
+  if [ -n "${CONTROL_PLANE_AUDIT_POLICY:-}" ]; then
+    [ -f "$CONTROL_PLANE_AUDIT_POLICY" ] || die "no audit policy at $CONTROL_PLANE_AUDIT_POLICY"
+    audit=(--audit-policy-file="$CONTROL_PLANE_AUDIT_POLICY" --audit-log-path="$STATE/audit.log"
+      --audit-log-format=json)
+  fi
   # The admission plugins are those a cluster has by default (none disabled), plus
   # NodeRestriction, as kubeadm adds it. No endpoint reconciler: it refuses a loopback
   # advertise address, and nothing runs in the cluster to reach the `kubernetes` Service.
@@ -273,7 +280,8 @@ cmd_start() {
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --profiling=false
+    --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --profiling=false \
+    "${audit[@]}"
   wait_for kube-apiserver "ready (/readyz)" admin_get /readyz
 
   # Client rate limits well above the defaults (20/s): the tests run many workloads at once,

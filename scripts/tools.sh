@@ -9,11 +9,14 @@
 #                                            Prometheus' own parser
 #   scripts/tools.sh krew                    krew (tools/krew/go.mod)
 #   scripts/tools.sh validate-krew-manifest  krew's manifest validator (the same module)
+#   scripts/tools.sh eso                     External Secrets Operator's manager (tools/eso/go.mod),
+#                                            for the bench against the peers only
+#                                            (scripts/bench-peers.sh)
 #   scripts/tools.sh cargo-auditable         cargo-auditable (crates.io, version below)
 #   scripts/tools.sh cargo-cyclonedx         cargo-cyclonedx (crates.io, version below)
 #
 # The Go tools come from our own modules under tools/ (each pins its version in go.mod; helm,
-# Prometheus and krew each have their own: they pin different Kubernetes client versions),
+# Prometheus, krew and ESO each have their own: they pin different Kubernetes client versions),
 # built through the Go module proxy. A build goes to a temporary directory and is renamed into
 # place, so an interrupted build never leaves a half-written binary, and a second run is
 # instant.
@@ -34,13 +37,17 @@ die() {
   exit 1
 }
 
-[ $# = 1 ] || die "usage: scripts/tools.sh helm|promtool|promql-selectors|krew|validate-krew-manifest|cargo-auditable|cargo-cyclonedx"
+[ $# = 1 ] || die "usage: scripts/tools.sh helm|promtool|promql-selectors|krew|validate-krew-manifest|eso|cargo-auditable|cargo-cyclonedx"
 name=$1
 case $name in
 helm) module=helm.sh/helm/v4 mod=$ROOT/tools/helm pkg=$module/cmd/helm ;;
 promtool) module=github.com/prometheus/prometheus mod=$ROOT/tools/prometheus pkg=$module/cmd/promtool ;;
 promql-selectors) module=github.com/prometheus/prometheus mod=$ROOT/tools/prometheus pkg=./promql-selectors ;;
 krew | validate-krew-manifest) module=sigs.k8s.io/krew mod=$ROOT/tools/krew pkg=$module/cmd/$name ;;
+# ESO's manager is its module's main package. v0.16.2 is the newest release the proxy serves as
+# one whole module: later ones (v1.x) are split into modules joined by local replaces
+# (../apis, ../providers/...), which a module requiring them cannot follow.
+eso) module=github.com/external-secrets/external-secrets mod=$ROOT/tools/eso pkg=$module ;;
 cargo-auditable) version=$CARGO_AUDITABLE_VERSION ;;
 cargo-cyclonedx) version=$CARGO_CYCLONEDX_VERSION ;;
 *) die "unknown tool '$name'" ;;
