@@ -35,12 +35,10 @@ struct Scene<'a> {
 /// timer wakes the SecretSync when the next window opens.
 fn hold_for_window(scene: &Scene<'_>, wanted: i64, opens: Option<jiff::Timestamp>) -> Plan {
     let Scene {
-        sync,
-        bases,
         existing,
         previous,
-        targets,
         now_ts,
+        ..
     } = *scene;
     let wanted_name = existing
         .get(&wanted)
@@ -62,7 +60,7 @@ fn hold_for_window(scene: &Scene<'_>, wanted: i64, opens: Option<jiff::Timestamp
             },
         };
     };
-    let mut now = decide_open(sync, bases, existing, on, previous, targets, now_ts);
+    let mut now = decide_open(scene, on);
     // Only a rollback moves targets while the windows are closed.
     if now.outcome.targets_on.is_none() {
         now.patches.clear();
@@ -162,8 +160,16 @@ pub fn decide(
     targets: &[Target],
     now_ts: jiff::Timestamp,
 ) -> Plan {
+    let scene = Scene {
+        sync,
+        bases,
+        existing,
+        previous,
+        targets,
+        now_ts,
+    };
     let gate = gate(sync, bases, existing, wanted, targets, now_ts);
-    let mut planned = decide_open(sync, bases, existing, wanted, previous, targets, now_ts);
+    let mut planned = decide_open(&scene, wanted);
     if let Gate::Closed { opens } = gate
         && !planned.patches.is_empty()
         && planned.outcome.targets_on.is_none()
@@ -181,17 +187,7 @@ pub fn decide(
                 planned.patches.clear();
                 planned
             }
-            _ => {
-                let scene = Scene {
-                    sync,
-                    bases,
-                    existing,
-                    previous,
-                    targets,
-                    now_ts,
-                };
-                hold_for_window(&scene, wanted, opens)
-            }
+            _ => hold_for_window(&scene, wanted, opens),
         };
     }
     let users = revoked_users(sync, bases, existing, targets);
@@ -276,15 +272,15 @@ fn failure_elsewhere(
 /// `wanted` changes (a new version, a rotation) or the spec is edited. A pinned version is
 /// the user's explicit choice and is never rolled back; a failure whose Pods wait on another
 /// SecretSync's Secret is not rolled back either.
-fn decide_open(
-    sync: &SecretSync,
-    bases: &[String],
-    existing: &BTreeMap<i64, VersionMeta>,
-    wanted: i64,
-    previous: Option<&RolloutStatus>,
-    targets: &[Target],
-    now_ts: jiff::Timestamp,
-) -> Plan {
+fn decide_open(scene: &Scene<'_>, wanted: i64) -> Plan {
+    let Scene {
+        sync,
+        bases,
+        existing,
+        previous,
+        targets,
+        now_ts,
+    } = *scene;
     let name_of = |v: i64| {
         existing
             .get(&v)
@@ -427,10 +423,7 @@ impl Failed<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use secretsync_api::WorkloadKind;
-    use serde_json::Value;
 
     use super::*;
     use crate::rollout::fixtures::*;
@@ -461,17 +454,6 @@ spec:
 {extra}
 "#
         ))
-    }
-
-    fn api_only(api: Arc<Value>) -> Vec<Target> {
-        vec![Target {
-            kind: WorkloadKind::Deployment,
-            name: "api".into(),
-            workload: Some(api),
-            kind_served: true,
-            named: true,
-            pod_failures: Vec::new(),
-        }]
     }
 
     #[test]

@@ -40,25 +40,27 @@ status: {{observedGeneration: 2, replicas: 2, updatedReplicas: {updated}, readyR
     )))
 }
 
+/// The `api` Deployment as the only target.
+pub fn api_only(api: Arc<Value>) -> Vec<Target> {
+    vec![Target {
+        kind: WorkloadKind::Deployment,
+        name: "api".into(),
+        workload: Some(api),
+        kind_served: true,
+        named: true,
+        pod_failures: Vec::new(),
+    }]
+}
+
+/// `api`, and a named target `gone` that does not exist.
 pub fn targets(api: Arc<Value>) -> Vec<Target> {
-    vec![
-        Target {
-            kind: WorkloadKind::Deployment,
-            name: "api".into(),
-            workload: Some(api),
-            kind_served: true,
-            named: true,
-            pod_failures: Vec::new(),
-        },
-        Target {
-            kind: WorkloadKind::Deployment,
-            name: "gone".into(),
-            workload: None,
-            kind_served: true,
-            named: true,
-            pod_failures: Vec::new(),
-        },
-    ]
+    let mut targets = api_only(api);
+    targets.push(Target {
+        name: "gone".into(),
+        workload: None,
+        ..api_only(Arc::default()).remove(0)
+    });
+    targets
 }
 
 pub const NOW: &str = "2026-11-23T10:00:00Z";
