@@ -72,29 +72,51 @@ pub fn reduce(object: &Value) -> Value {
     reduced
 }
 
-/// The field manager of the newest managedFields entry, other than the operator's own, that
-/// manages pod-template fields: who set a reference there. Status writers and the
-/// Deployment controller's revision annotation do not count.
+/// Who set the pod template's Secret references: of the managedFields entries other than the
+/// operator's own that manage pod-template fields, the newest that owns the name of a Secret
+/// reference (a field moves to whoever last changed its value), else the newest of them.
+/// Entry times have one-second resolution, so "newest" alone cannot tell a creation from an
+/// undo in the same second. Status writers and the Deployment controller's revision
+/// annotation do not count.
 fn last_writer(metadata: &Value) -> Option<&str> {
-    metadata
+    let time = |m: &Value| {
+        m.get("time")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let template_writers: Vec<&Value> = metadata
         .get("managedFields")?
         .as_array()?
         .iter()
         .filter(|m| {
             m.get("manager").and_then(Value::as_str) != Some(secretsync_api::labels::FIELD_MANAGER)
-                && m.pointer("/fieldsV1/f:spec/f:template").is_some()
         })
-        .max_by(|a, b| {
-            let time = |m: &Value| {
-                m.get("time")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            time(a).cmp(&time(b))
-        })?
+        .filter(|m| m.pointer("/fieldsV1/f:spec/f:template").is_some())
+        .collect();
+    template_writers
+        .iter()
+        .filter(|m| owns_reference_name(&m["fieldsV1"]["f:spec"]["f:template"]))
+        .max_by_key(|m| time(m))
+        .or_else(|| template_writers.iter().max_by_key(|m| time(m)))?
         .get("manager")?
         .as_str()
+}
+
+/// Whether a fieldsV1 subtree holds the name of a Secret reference: `secretKeyRef.name`,
+/// `secretRef.name` (envFrom, projected `secret.name`) or a volume's `secret.secretName`.
+fn owns_reference_name(fields: &Value) -> bool {
+    let Some(fields) = fields.as_object() else {
+        return false;
+    };
+    fields.iter().any(|(key, inner)| {
+        let names = match key.as_str() {
+            "f:secretKeyRef" | "f:secretRef" => inner.get("f:name").is_some(),
+            "f:secret" => inner.get("f:name").is_some() || inner.get("f:secretName").is_some(),
+            _ => false,
+        };
+        names || owns_reference_name(inner)
+    })
 }
 
 /// Who last wrote a reduced workload (see [`reduce`]), if its managedFields said.
@@ -675,6 +697,31 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
         assert!(reduced.len() < DEPLOYMENT.len() / 2, "{}", reduced.len());
         // Of managedFields, only who wrote it last (for `RolloutReverted` events).
         assert_eq!(last_manager(&reduce(&deployment())), Some("kubectl"));
+    }
+
+    /// `kubectl rollout undo` in the same second as the Deployment's creation (a real API
+    /// server's managedFields times are whole seconds): the undo owns the reference's name,
+    /// the creator only the rest of the template, so the undo is named.
+    #[test]
+    fn the_writer_of_a_reference_wins_a_same_second_tie() {
+        let env = |name_or_key: &str| {
+            json!({"f:containers": {"k:{\"name\":\"app\"}": {"f:env": {"k:{\"name\":\"DB\"}": {
+                "f:valueFrom": {"f:secretKeyRef": {name_or_key: {}}}}}}}})
+        };
+        let metadata = json!({"managedFields": [
+            {"manager": "kubectl-rollout", "operation": "Update", "time": "2026-11-23T10:00:00Z",
+             "fieldsV1": {"f:spec": {"f:template": {"f:spec": env("f:name")}}}},
+            {"manager": "unknown", "operation": "Update", "time": "2026-11-23T10:00:00Z",
+             "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": env("f:key")}}}},
+        ]});
+        assert_eq!(last_writer(&metadata), Some("kubectl-rollout"));
+        // Without a reference name owned anywhere, the newest template writer.
+        let mut creator_only = metadata.clone();
+        creator_only["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        assert_eq!(last_writer(&creator_only), Some("unknown"));
     }
 
     #[test]
