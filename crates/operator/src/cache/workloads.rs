@@ -103,15 +103,18 @@ fn last_writer(metadata: &Value) -> Option<&str> {
         .as_str()
 }
 
-/// Whether a fieldsV1 subtree holds the name of a Secret reference: `secretKeyRef.name`,
-/// `secretRef.name` (envFrom, projected `secret.name`) or a volume's `secret.secretName`.
+/// Whether a fieldsV1 subtree holds the name of a Secret reference. What is atomic has one
+/// owner for the whole and fieldsV1 lists nothing under it (as a real kube-apiserver writes
+/// them): a `secretKeyRef`, the `envFrom` list and a projected volume's `sources` list.
+/// Otherwise the name itself: a volume's `secret.secretName` (or `secret.name`).
 fn owns_reference_name(fields: &Value) -> bool {
     let Some(fields) = fields.as_object() else {
         return false;
     };
     fields.iter().any(|(key, inner)| {
         let names = match key.as_str() {
-            "f:secretKeyRef" | "f:secretRef" => inner.get("f:name").is_some(),
+            "f:secretKeyRef" | "f:envFrom" | "f:sources" => true,
+            "f:secretRef" => inner.get("f:name").is_some(),
             "f:secret" => inner.get("f:name").is_some() || inner.get("f:secretName").is_some(),
             _ => false,
         };
@@ -701,20 +704,32 @@ status: {observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 
 
     /// `kubectl rollout undo` in the same second as the Deployment's creation (a real API
     /// server's managedFields times are whole seconds): the undo owns the reference's name,
-    /// the creator only the rest of the template, so the undo is named.
+    /// the creator only the rest of the template, so the undo is named. The entries are as
+    /// a real kube-apiserver 1.37 wrote them: `secretKeyRef` is an atomic struct, owned
+    /// whole (`{}`), while the creator keeps `valueFrom` itself.
     #[test]
     fn the_writer_of_a_reference_wins_a_same_second_tie() {
-        let env = |name_or_key: &str| {
+        let env = |value_from: Value| {
             json!({"f:containers": {"k:{\"name\":\"app\"}": {"f:env": {"k:{\"name\":\"DB\"}": {
-                "f:valueFrom": {"f:secretKeyRef": {name_or_key: {}}}}}}}})
+                "f:valueFrom": value_from}}}}})
         };
         let metadata = json!({"managedFields": [
             {"manager": "kubectl-rollout", "operation": "Update", "time": "2026-11-23T10:00:00Z",
-             "fieldsV1": {"f:spec": {"f:template": {"f:spec": env("f:name")}}}},
+             "fieldsV1": {"f:spec": {"f:template": {"f:spec": env(json!({"f:secretKeyRef": {}}))}}}},
             {"manager": "unknown", "operation": "Update", "time": "2026-11-23T10:00:00Z",
-             "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": env("f:key")}}}},
+             "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": env(json!({}))}}}},
         ]});
         assert_eq!(last_writer(&metadata), Some("kubectl-rollout"));
+        // envFrom and projected sources are atomic lists; a volume's secretName is a field.
+        for owned in [
+            json!({"f:containers": {"k:{\"name\":\"app\"}": {"f:envFrom": {}}}}),
+            json!({"f:volumes": {"k:{\"name\":\"p\"}": {"f:projected": {"f:sources": {}}}}}),
+            json!({"f:volumes": {"k:{\"name\":\"s\"}": {"f:secret": {"f:secretName": {}}}}}),
+        ] {
+            let mut undone = metadata.clone();
+            undone["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"] = owned;
+            assert_eq!(last_writer(&undone), Some("kubectl-rollout"));
+        }
         // Without a reference name owned anywhere, the newest template writer.
         let mut creator_only = metadata.clone();
         creator_only["managedFields"]

@@ -15,7 +15,7 @@
 //! - no Secret the operator owned was lost by `Retain`;
 //! - the active Secret holds the backend's value, unless pinned;
 //! - a `rollout undo` the operator puts back is said so: a `RolloutReverted` event names what
-//!   it found.
+//!   it found and who set it back.
 //!
 //! CI runs seeds 1–4. `SECRETSYNC_ACTION_SEEDS=50` runs 1–50; `SECRETSYNC_ACTION_SEED=17`
 //! replays seed 17 alone. Every seed prints its steps.
@@ -397,10 +397,11 @@ async fn reverted_events(env: &Env) -> BTreeMap<String, (i32, String)> {
         .collect()
 }
 
-/// Waits for a `RolloutReverted` event naming `found`, new since `before`.
+/// Waits for a `RolloutReverted` event naming `found` and who set it back (the undo's field
+/// manager, `kubectl-rollout`), new since `before`.
 async fn wait_reverted_said(env: &Env, before: &BTreeMap<String, (i32, String)>, found: &str) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    let said = format!("Deployment app was set back to {found}");
+    let said = format!("Deployment app was set back to {found} by kubectl-rollout;");
     loop {
         let now = reverted_events(env).await;
         let new = now.iter().any(|(uid, (count, note))| {

@@ -174,10 +174,6 @@ impl Drop for Operator {
 /// real run reports them as not run rather than passed.
 pub const SANDBOX_ONLY: &[(&str, &str)] = &[
     (
-        "user_actions::an_undone_rollout_is_put_back_and_said_so",
-        "KNOWN DEFECT, not a test limit: on a real API server (2026-12-07 10:55, 8 of 10 runs failed, idle and loaded) the operator puts the Deployment back but publishes no RolloutReverted event, or names the creator instead of kubectl-rollout; whether the restructure of issue 23 caused it is not ruled out. Back on real once fixed",
-    ),
-    (
         "rollout::a_hanging_rollout_fails_after_the_timeout_and_deletes_nothing",
         "hangs the rollout by annotating the Deployment after its Pods exist (the simulator reads the workload's annotation); kwok reads the Pod's, and moving it to the template would itself roll the Deployment",
     ),
