@@ -24,6 +24,7 @@ use crate::cache::workloads::Workloads;
 use crate::events::Publisher;
 use crate::hash_key::KeySecret;
 use crate::process::metrics::Metrics;
+use crate::rollout::RolloutHandles;
 use crate::rollout::batch::Batcher;
 
 /// Settings from the command line.
@@ -244,12 +245,20 @@ impl Context {
         &self,
         write: impl std::future::Future<Output = kube::Result<T>>,
     ) -> crate::error::Result<kube::Result<T>> {
-        tokio::time::timeout(self.config.write_timeout, write)
-            .await
-            .map_err(|_| {
-                self.metrics.api_write_timed_out();
-                crate::error::Error::WriteTimeout(self.config.write_timeout)
-            })
+        crate::writes::bounded(self.config.write_timeout, &self.metrics, write).await
+    }
+
+    /// What the rollout step uses of the context.
+    pub fn rollout_handles(&self) -> RolloutHandles<'_> {
+        RolloutHandles {
+            client: &self.client,
+            workloads: &self.workloads,
+            syncs: &self.sync_index,
+            batcher: &self.batcher,
+            metrics: &self.metrics,
+            settle: self.config.rollout_settle,
+            write_timeout: self.config.write_timeout,
+        }
     }
 
     /// Every event goes out here, so the rollout and revocation counters agree with them.

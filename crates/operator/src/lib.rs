@@ -8,6 +8,7 @@
 //! | `reconcile/` | the pipeline of one SecretSync, a file per step |
 //! | `cache/` | what the watches keep in memory for the reconciles to read |
 //! | [`rollout`] | rolling workloads onto a version |
+//! | [`podspec`] | the pod-spec rules: Secret references, the rewrite patch, rollout progress |
 //! | `backend/` | connected providers, their health and the stores' Ready checks |
 //! | [`process`] | leader election, HTTP endpoints, metrics, logging, supervision |
 
@@ -20,9 +21,11 @@ mod controller;
 mod error;
 mod events;
 pub mod hash_key;
+pub mod podspec;
 pub mod process;
 mod reconcile;
 pub mod rollout;
+mod writes;
 
 pub use context::Config;
 pub use controller::{RunOptions, run};

@@ -1,5 +1,5 @@
 //! The workloads a SecretSync rolls out to, and everything in a namespace that may still use
-//! one of its versions. The pod-spec rules are in [`crate::rollout::podspec`]; this module keeps the
+//! one of its versions. The pod-spec rules are in [`crate::podspec`]; this module keeps the
 //! cache and does the reading and patching.
 //!
 //! Memory follows the work, not the cluster: the cache keeps each Deployment, StatefulSet
@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
-use crate::rollout::podspec::object_secret_names;
+use crate::podspec::object_secret_names;
 
 /// Reduces a workload to what rollout decisions read (see the module docs). Works on any of
 /// the kinds, whose pod templates sit at the same place.
@@ -585,7 +585,7 @@ impl<K: kube::Resource + Serialize + 'static> super::Cache<K> for WorkloadsOf<K>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::podspec::{Progress, rewrite_patch, rollout_progress, secret_refs};
+    use crate::podspec::{Progress, rewrite_patch, rollout_progress, secret_refs};
 
     fn db() -> Vec<String> {
         vec!["db".to_owned()]

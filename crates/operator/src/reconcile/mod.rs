@@ -413,7 +413,7 @@ async fn roll_out_and_prune(
         Some(wanted) => {
             rollout::roll_out(
                 sync,
-                ctx,
+                &ctx.rollout_handles(),
                 &bases,
                 &existing,
                 wanted,

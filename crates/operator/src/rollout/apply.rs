@@ -4,29 +4,54 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
+use kube::{Client, ResourceExt};
 use secretsync_api::reason::event;
 use secretsync_api::{RolloutStatus, SecretSync, WorkloadKind};
 use tracing::{debug, info};
 
+use crate::cache::syncs::SyncIndex;
 use crate::cache::versions::VersionMeta;
+use crate::cache::workloads::Workloads;
 use crate::conditions::now;
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::events::secret_ref;
-use crate::rollout::batch::{Rewrite, Sent};
+use crate::podspec::{Progress, rewrites_patch, rollout_progress};
+use crate::process::metrics::Metrics;
+use crate::rollout::batch::{Batcher, Rewrite, Sent};
 use crate::rollout::decide::decide;
 use crate::rollout::patch::{patch_workload, pod_config_errors};
-use crate::rollout::podspec::{Progress, rewrites_patch, rollout_progress};
 use crate::rollout::target::{Outcome, Plan, Target, pod_failures};
+
+/// What the rollout step reads and sends through, passed in rather than reached for: the
+/// workloads and SecretSyncs as cached, the per-workload batcher, and the client its
+/// patches go out on, each write bounded by `write_timeout`.
+pub(crate) struct RolloutHandles<'a> {
+    pub client: &'a Client,
+    pub workloads: &'a Workloads,
+    pub syncs: &'a SyncIndex,
+    pub batcher: &'a Batcher,
+    pub metrics: &'a Metrics,
+    /// How long a workload that several SecretSyncs roll waits for the others' rewrites.
+    pub settle: Duration,
+    pub write_timeout: Duration,
+}
+
+impl RolloutHandles<'_> {
+    async fn bounded<T>(
+        &self,
+        write: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> Result<kube::Result<T>> {
+        crate::writes::bounded(self.write_timeout, self.metrics, write).await
+    }
+}
 
 /// Points every target's pod template at the wanted version — or, after a failed rollout
 /// with `onFailure: Rollback`, the version before it — (a minimal JSON patch, only when
 /// something differs) and reads how far each rollout got.
 pub async fn roll_out(
     sync: &SecretSync,
-    ctx: &Context,
+    ctx: &RolloutHandles<'_>,
     bases: &[String],
     existing: &BTreeMap<i64, VersionMeta>,
     wanted: i64,
@@ -55,11 +80,9 @@ pub async fn roll_out(
             .and_then(|t| t.workload.as_ref()?.pointer("/metadata/labels").cloned())
             .and_then(|l| serde_json::from_value(l).ok())
             .unwrap_or_default();
-        let owners = ctx
-            .sync_index
-            .rollout_owners(namespace, kind, name, &labels);
+        let owners = ctx.syncs.rollout_owners(namespace, kind, name, &labels);
         if owners.len() > 1 {
-            ctx.config.rollout_settle
+            ctx.settle
         } else {
             Duration::ZERO
         }
@@ -121,7 +144,7 @@ pub async fn roll_out(
 
 /// The rollout targets as the workload cache has them, with what the kubelet says about the
 /// Pods of those still rolling.
-async fn targets(sync: &SecretSync, ctx: &Context, namespace: &str) -> Vec<Target> {
+async fn targets(sync: &SecretSync, ctx: &RolloutHandles<'_>, namespace: &str) -> Vec<Target> {
     let mut targets: Vec<Target> = ctx
         .workloads
         .targets(sync)
@@ -152,7 +175,7 @@ async fn targets(sync: &SecretSync, ctx: &Context, namespace: &str) -> Vec<Targe
         }
         // Only words for the status: a failed read leaves the replica counts to speak.
         if let Ok(Ok(errors)) = ctx
-            .bounded(pod_config_errors(&ctx.client, namespace, workload))
+            .bounded(pod_config_errors(ctx.client, namespace, workload))
             .await
         {
             target.pod_failures = pod_failures(&errors);
@@ -164,7 +187,7 @@ async fn targets(sync: &SecretSync, ctx: &Context, namespace: &str) -> Vec<Targe
 /// Sends one batch of rewrites to a workload as one patch, built from the cached workload
 /// (each replace guarded by a test of the name it replaces).
 async fn send_batch(
-    ctx: &Context,
+    ctx: &RolloutHandles<'_>,
     kind: WorkloadKind,
     namespace: &str,
     name: &str,
@@ -181,7 +204,7 @@ async fn send_batch(
         return Sent::Unchanged;
     };
     match ctx
-        .bounded(patch_workload(&ctx.client, kind, namespace, name, patch))
+        .bounded(patch_workload(ctx.client, kind, namespace, name, patch))
         .await
     {
         Ok(Ok(())) => Sent::Patched,

@@ -9,7 +9,7 @@ use secretsync_api::window::{self, Opening};
 use secretsync_api::{RevokePolicy, SecretSync, labels};
 
 use crate::cache::versions::VersionMeta;
-use crate::rollout::podspec::referenced_versions;
+use crate::podspec::referenced_versions;
 use crate::rollout::target::Target;
 
 /// Whether targets may move now (`spec.rollout.windows`).

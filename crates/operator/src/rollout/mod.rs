@@ -1,7 +1,8 @@
 //! Rolling workloads onto a version, step 5 of the pipeline: [`plan`] judges each target,
 //! [`decide`] adds `onFailure: Rollback`, rollout windows ([`gate`]) and revoked versions
 //! in use, [`apply`] sends the patches through the per-workload [`batch`]er. The pod-spec
-//! rules are in [`podspec`]; Argo Rollouts as a target kind in [`argo`].
+//! rules, which the workload cache reads too, are in [`crate::podspec`]; Argo Rollouts as a
+//! target kind in [`argo`].
 
 mod apply;
 pub mod argo;
@@ -12,8 +13,7 @@ mod fixtures;
 mod gate;
 mod patch;
 mod plan;
-pub mod podspec;
 mod target;
 
-pub(crate) use apply::roll_out;
+pub(crate) use apply::{RolloutHandles, roll_out};
 pub(crate) use target::{Outcome, RolloutState};

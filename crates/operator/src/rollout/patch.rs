@@ -49,7 +49,7 @@ pub async fn pod_config_errors(
         .collect())
 }
 
-/// Applies a JSON patch (from [`crate::rollout::podspec::rewrite_patch`]) to a workload, under the
+/// Applies a JSON patch (from [`crate::podspec::rewrite_patch`]) to a workload, under the
 /// operator's field manager, so GitOps tools can be told to ignore exactly these changes.
 pub async fn patch_workload(
     client: &Client,

@@ -1,6 +1,6 @@
 //! Step 5: rolling the targets onto the active version (docs/reference/guarantees.md#guarantee-3).
 //! [`plan`] judges each target (from the workload cache) and decides its patch and state; the
-//! pod-spec rules themselves are in [`crate::rollout::podspec`].
+//! pod-spec rules themselves are in [`crate::podspec`].
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,10 +12,8 @@ use secretsync_api::{Reason, RolloutStatus, SecretSync, TargetState, TargetStatu
 use serde_json::Value;
 
 use crate::events::secret_ref;
+use crate::podspec::{Progress, rewrite_patch, rollout_progress, template_refs, version_among};
 use crate::rollout::argo;
-use crate::rollout::podspec::{
-    Progress, rewrite_patch, rollout_progress, template_refs, version_among,
-};
 use crate::rollout::target::{Outcome, Plan, PodFailure, RolloutState, Target};
 
 /// The versions whose rollout was Complete at least once: as recorded, plus the version of

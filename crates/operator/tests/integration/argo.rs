@@ -79,7 +79,7 @@ async fn set_phase(env: &Env, name: &str, phase: &str, message: &str) {
 /// Every Secret name the Rollout's pod template references.
 async fn rollout_refs(env: &Env, name: &str) -> Vec<String> {
     let rollout = env.api::<Rollout>().get(name).await.unwrap();
-    secretsync_operator::rollout::podspec::secret_refs(&rollout.spec["template"]["spec"])
+    secretsync_operator::podspec::secret_refs(&rollout.spec["template"]["spec"])
         .into_iter()
         .map(|r| r.name)
         .collect()
@@ -89,7 +89,7 @@ async fn rollout_refs(env: &Env, name: &str) -> Vec<String> {
 async fn wait_rollout_on(env: &Env, name: &str, secret: &str) {
     env.wait_for::<Rollout, _>(name, &format!("Rollout {name} on {secret}"), |r| {
         let refs: Vec<String> =
-            secretsync_operator::rollout::podspec::secret_refs(&r.spec["template"]["spec"])
+            secretsync_operator::podspec::secret_refs(&r.spec["template"]["spec"])
                 .into_iter()
                 .map(|r| r.name)
                 .collect();

@@ -170,7 +170,7 @@ fn watch_secrets(env: &Env) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
                             continue;
                         }
                         let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
-                        if secretsync_operator::rollout::podspec::secret_refs(&spec)
+                        if secretsync_operator::podspec::secret_refs(&spec)
                             .iter()
                             .any(|r| r.name == name)
                         {
@@ -239,7 +239,7 @@ async fn end_state(env: &Env) -> EndState {
             .collect(),
         active: status.active_version,
         current: status.current_version,
-        template_refs: secretsync_operator::rollout::podspec::secret_refs(&spec)
+        template_refs: secretsync_operator::podspec::secret_refs(&spec)
             .into_iter()
             .map(|r| r.name)
             .collect(),

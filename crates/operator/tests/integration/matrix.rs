@@ -306,7 +306,7 @@ spec:
 
     /// The versions of this cell the workload's template references.
     fn template_versions(&self, workload: &Value) -> Vec<i64> {
-        secretsync_operator::rollout::podspec::object_secret_names("Deployment", workload)
+        secretsync_operator::podspec::object_secret_names("Deployment", workload)
             .iter()
             .filter_map(|n| secretsync_api::naming::parse_versioned_name(&self.name, n))
             .collect()
@@ -592,7 +592,7 @@ spec:
 
 fn pod_secrets(pod: &Pod) -> Vec<String> {
     let spec = serde_json::to_value(pod.spec.as_ref()).unwrap_or_default();
-    secretsync_operator::rollout::podspec::object_secret_names("Pod", &json!({"spec": spec}))
+    secretsync_operator::podspec::object_secret_names("Pod", &json!({"spec": spec}))
 }
 
 fn pod_ready(pod: &Pod) -> bool {

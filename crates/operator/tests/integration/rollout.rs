@@ -160,7 +160,7 @@ pub(crate) async fn wait_target(env: &Env, name: &str, version: i64, state: Targ
 /// Every Secret name the Deployment's pod template references.
 pub(crate) fn template_refs(d: &Deployment) -> Vec<String> {
     let value = serde_json::to_value(d).unwrap();
-    secretsync_operator::rollout::podspec::secret_refs(&value["spec"]["template"]["spec"])
+    secretsync_operator::podspec::secret_refs(&value["spec"]["template"]["spec"])
         .into_iter()
         .map(|r| r.name)
         .collect()
@@ -484,7 +484,7 @@ async fn statefulsets_daemonsets_and_selected_workloads_are_targets() {
         wait_target(&env, name, 2, TargetState::Complete).await;
     }
     let refs = |v: Value| -> Vec<String> {
-        secretsync_operator::rollout::podspec::secret_refs(&v["spec"]["template"]["spec"])
+        secretsync_operator::podspec::secret_refs(&v["spec"]["template"]["spec"])
             .into_iter()
             .map(|r| r.name)
             .collect()
