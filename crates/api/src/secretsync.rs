@@ -480,6 +480,23 @@ impl SecretSyncSpec {
             .unwrap_or(metadata_name)
     }
 
+    /// Whether this spec reads the remote `key` (a store's change event names it): by
+    /// `data`, by `dataFrom.extract`, or by a `dataFrom.find` whose path the key is under
+    /// (a find by name pattern may match it too: an extra read, never a wrong value).
+    pub fn reads_key(&self, key: &str) -> bool {
+        let data = self.data.iter().flatten().any(|d| d.remote_ref.key == key);
+        let from = self.data_from.iter().flatten().any(|f| {
+            f.extract.as_ref().is_some_and(|e| e.key == key)
+                || f.find.as_ref().is_some_and(|find| {
+                    find.path.as_deref().is_none_or(|path| {
+                        key.strip_prefix(path.trim_end_matches('/'))
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    })
+                })
+        });
+        data || from
+    }
+
     /// The rotation counter, 0 when unset.
     pub fn spec_version(&self) -> i64 {
         self.version.unwrap_or(0)

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     derive = "PartialEq",
-    validation = Rule::new("!has(self.spec.conditions)").message("conditions are only allowed on a ClusterSecretStore")
+    validation = Rule::new("!has(self.spec.conditions)").message("conditions are only allowed on a ClusterSecretStore"),
+    validation = Rule::new(EVENTS_NEED_VAULT).message(EVENTS_NEED_VAULT_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreSpec {
@@ -39,10 +40,35 @@ pub struct SecretStoreSpec {
     /// ClusterSecretStore only: which namespaces may use it. Refused on a SecretStore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<StoreCondition>>,
+    /// The backend tells the operator what changed, so a change is synced in about a second
+    /// instead of at the next refresh; the refresh interval stays the safety net.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<StoreEvents>,
+}
+
+/// CEL: an event source needs the backend it listens to.
+const EVENTS_NEED_VAULT: &str = "!has(self.spec.events) || has(self.spec.provider.vault)";
+const EVENTS_NEED_VAULT_MESSAGE: &str =
+    "events.source OpenBaoAudit needs a vault provider (OpenBao or Vault)";
+
+/// Where the store's change events come from: one source per store.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreEvents {
+    pub source: EventSource,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventSource {
+    /// OpenBao's (or Vault's) `socket` audit device, pointed at the operator's audit
+    /// listener (`--openbao-audit-listen`): each write or delete of a KV key under this
+    /// store's mount refreshes the SecretSyncs that read that key. Only the operation and
+    /// path of an entry are read; its HMAC'd values are neither logged nor kept.
+    OpenBaoAudit,
 }
 
 /// The cluster-scoped twin of [`SecretStore`], shared by the namespaces its `conditions` admit.
-#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "secretsync.io",
     version = "v1alpha1",
@@ -51,6 +77,7 @@ pub struct SecretStoreSpec {
     shortname = "cstore",
     category = "secretsync-all",
     derive = "PartialEq",
+    validation = Rule::new(EVENTS_NEED_VAULT).message(EVENTS_NEED_VAULT_MESSAGE),
     doc = "How to reach one secrets backend and authenticate, shared by the namespaces its conditions admit",
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

@@ -327,3 +327,25 @@ fn every_example_round_trips() {
         );
     }
 }
+
+/// A store's change event names a remote key: the SecretSyncs that read it are the ones
+/// refreshed. `data` and `dataFrom.extract` by the exact key, `dataFrom.find` by its path.
+#[test]
+fn reads_key_matches_what_a_spec_reads() {
+    let spec = |body: &str| -> secretsync_api::SecretSyncSpec {
+        serde_yaml::from_str(&format!("storeRef: {{name: s}}\n{body}")).unwrap()
+    };
+    let data = spec("data: [{secretKey: p, remoteRef: {key: app/db, property: password}}]");
+    assert!(data.reads_key("app/db"));
+    assert!(!data.reads_key("app/db2"));
+    assert!(!data.reads_key("app"));
+    let extract = spec("dataFrom: [{extract: {key: app/api}}]");
+    assert!(extract.reads_key("app/api"));
+    assert!(!extract.reads_key("app/db"));
+    let find = spec("dataFrom: [{find: {path: app/}}]");
+    assert!(find.reads_key("app/db"));
+    assert!(find.reads_key("app/x/y"));
+    assert!(!find.reads_key("apple/db"));
+    assert!(!find.reads_key("other/db"));
+    assert!(spec("dataFrom: [{find: {name: {regexp: db}}}]").reads_key("any/key"));
+}

@@ -142,6 +142,9 @@ pub struct Memory {
     /// A fingerprint of the version metadata disagreements last reported, so each set is
     /// reported once rather than at every pass.
     pub reported_mismatches: PerSync<u64>,
+    /// When a store's change event last named a key this SecretSync reads: a read is due
+    /// if none started since (`backend::audit`).
+    pub asked: PerSync<jiff::Timestamp>,
     /// The status this process last wrote. See [`Memory::written_status`].
     statuses: Mutex<WrittenStatuses>,
 }
@@ -178,6 +181,7 @@ impl Memory {
         self.written.forget(uid);
         self.refreshes.forget(uid);
         self.reported_mismatches.forget(uid);
+        self.asked.forget(uid);
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())

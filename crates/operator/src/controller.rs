@@ -50,6 +50,7 @@ use crate::cache::workloads::{WorkloadChange, Workloads, WorkloadsOf};
 use crate::cache::{Cache, Listed, fill};
 use crate::context::{Config, Context, Shared};
 use crate::hash_key;
+use crate::instant;
 use crate::process::metrics::Metrics;
 use crate::process::supervise::Stopped;
 use crate::reconcile::{error_policy, reconcile};
@@ -58,7 +59,7 @@ use crate::rollout::argo::{self, Rollout};
 /// `kubectl apply`'s record of the applied object, kept out of the SecretSync cache.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RunOptions {
     /// Watch only these namespaces (SecretSyncs, SecretStores, Secrets, workloads); all
     /// when empty.
@@ -70,6 +71,10 @@ pub struct RunOptions {
     pub concurrency: u16,
     /// Set once every cache has listed, for `/readyz`.
     pub caches_synced: Arc<AtomicBool>,
+    /// Where OpenBao's `socket` audit device writes, for stores with
+    /// `events.source: OpenBaoAudit` (instant sync); bound by the caller, so a taken port fails
+    /// the start.
+    pub openbao_audit: Option<tokio::net::TcpListener>,
 }
 
 impl Default for RunOptions {
@@ -79,6 +84,7 @@ impl Default for RunOptions {
             selector: None,
             concurrency: 16,
             caches_synced: Arc::default(),
+            openbao_audit: None,
         }
     }
 }
@@ -147,6 +153,7 @@ pub async fn run(
     }
     watches.namespaces(&ctx.namespaces, &syncs_index);
 
+    spawn_openbao_audit(options.openbao_audit, &ctx, &syncs, &watches, &stopping);
     let controller = Controller::for_stream(sync_events, syncs)
         .owns_stream(secret_events)
         // Wake-ups from the caches, and a recovered store's SecretSyncs: their backoff is
@@ -181,15 +188,7 @@ pub async fn run(
     );
 
     info!(namespaces = ?options.namespaces, selector = ?options.selector, "watching; reconciles start once the caches are filled");
-    // /readyz: ready once every cache has listed.
-    tokio::spawn({
-        let (listed, synced) = (watches.listed.clone(), options.caches_synced.clone());
-        async move {
-            listed.wait().await;
-            info!("caches ready; reconciling");
-            synced.store(true, Ordering::Release);
-        }
-    });
+    tokio::spawn(report_ready(watches.listed.clone(), options.caches_synced));
     let events = ctx.events.clone();
     let syncs_run = reconcile_all(controller, ctx);
     let drained = future::join_all(std::mem::take(&mut watches.drained));
@@ -202,6 +201,28 @@ pub async fn run(
     running
         .until_stopped(syncs_run, store_checks, drained)
         .await
+}
+
+/// Instant sync from OpenBao's audit device, when the operator listens for it.
+fn spawn_openbao_audit(
+    listener: Option<tokio::net::TcpListener>,
+    ctx: &Arc<Context>,
+    syncs: &reflector::Store<DeserializeGuard<SecretSync>>,
+    watches: &Watches,
+    stopping: &Stopping,
+) {
+    if let Some(listener) = listener {
+        let (ctx, syncs, wake) = (ctx.clone(), syncs.clone(), watches.wake.clone());
+        let serve = instant::serve_openbao_audit(listener, ctx, syncs, wake, stopping.wait());
+        tokio::spawn(serve);
+    }
+}
+
+/// `/readyz`: ready once every cache has listed.
+async fn report_ready(listed: Arc<Listed>, synced: Arc<AtomicBool>) {
+    listed.wait().await;
+    info!("caches ready; reconciling");
+    synced.store(true, Ordering::Release);
 }
 
 /// Whether the API server serves Argo Rollouts, asked of discovery once, at start.

@@ -21,6 +21,7 @@ mod controller;
 mod error;
 mod events;
 pub mod hash_key;
+mod instant;
 pub mod podspec;
 pub mod process;
 mod reconcile;

@@ -97,6 +97,11 @@ struct Args {
     /// On SIGTERM, how long reconciles in flight may take to finish, in seconds.
     #[arg(long, env = "SECRETSYNC_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     shutdown_grace_seconds: u64,
+    /// Where OpenBao's (or Vault's) `socket` audit device writes (e.g. `0.0.0.0:9443`), for
+    /// stores with `events.source: OpenBaoAudit`: instant sync. Off when unset. Bound once
+    /// leading.
+    #[arg(long, env = "SECRETSYNC_OPENBAO_AUDIT_LISTEN")]
+    openbao_audit_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -184,6 +189,17 @@ async fn operate(args: Args) -> Result<(), String> {
         leading.store(true, Ordering::Release);
     }
     metrics.set_leader(true);
+    // Only the leader listens: a standby would take the audit device's entries and drop them.
+    let openbao_audit = match args.openbao_audit_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("OpenBao audit listener: cannot listen on {addr}: {e}"))?;
+            info!(%addr, "OpenBao audit listener listening");
+            Some(listener)
+        }
+        None => None,
+    };
 
     let config = Config {
         instance: std::env::var("POD_NAME").ok(),
@@ -200,6 +216,7 @@ async fn operate(args: Args) -> Result<(), String> {
         selector: args.selector,
         concurrency: args.concurrency,
         caches_synced,
+        openbao_audit,
     };
     info!(namespaces = ?options.namespaces, selector = ?options.selector, concurrency = options.concurrency, "secretsync operator starting");
     let run = secretsync_operator::run(client, config, options, metrics.clone(), shutdown.clone());

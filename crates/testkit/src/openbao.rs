@@ -36,6 +36,8 @@ pub struct OpenBao {
     tls: bool,
     /// Extra HTTPS listeners, each on its own port.
     listeners: Vec<(u16, TlsListener)>,
+    /// Where a `socket` audit device writes, if one is configured.
+    socket_audit: Option<String>,
     dir: TempDir,
 }
 
@@ -72,22 +74,37 @@ impl OpenBao {
         Self::start_with_options(false, listeners)
     }
 
+    /// Like [`OpenBao::start`], plus a `socket` audit device writing each entry to `address`
+    /// over TCP (OpenBao 2 takes audit devices from its configuration only).
+    pub fn start_with_socket_audit(address: &str) -> Option<OpenBao> {
+        let mut bao = Self::unstarted(false, Vec::new())?;
+        bao.socket_audit = Some(address.to_owned());
+        bao.spawn();
+        Some(bao)
+    }
+
     fn start_with(tls: bool) -> Option<OpenBao> {
         Self::start_with_options(tls, Vec::new())
     }
 
     fn start_with_options(tls: bool, listeners: Vec<TlsListener>) -> Option<OpenBao> {
+        let mut bao = Self::unstarted(tls, listeners)?;
+        bao.spawn();
+        Some(bao)
+    }
+
+    fn unstarted(tls: bool, listeners: Vec<TlsListener>) -> Option<OpenBao> {
         let bin = require_tool("bao")?;
-        let mut bao = OpenBao {
+        let bao = OpenBao {
             child: None,
             bin,
             port: free_port(),
             root_token: format!("root-{:016x}{:016x}", random_u64(), random_u64()),
             tls,
             listeners: listeners.into_iter().map(|l| (free_port(), l)).collect(),
+            socket_audit: None,
             dir: TempDir::new("openbao"),
         };
-        bao.spawn();
         Some(bao)
     }
 
@@ -288,6 +305,11 @@ impl OpenBao {
             "audit \"file\" \"to-file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
             self.audit_log_path().display().to_string()
         );
+        if let Some(address) = &self.socket_audit {
+            config.push_str(&format!(
+                "audit \"socket\" \"to-socket\" {{\n  options {{\n    address = {address:?}\n    socket_type = \"tcp\"\n  }}\n}}\n"
+            ));
+        }
         for (port, listener) in &self.listeners {
             config.push_str(&format!(
                 "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_cert_file = {:?}\n  tls_key_file = {:?}\n",

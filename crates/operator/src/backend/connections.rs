@@ -67,6 +67,13 @@ impl SharedReads {
         }
     }
 
+    /// The backend says `key` changed: no value of it read so far, nor a read of it in
+    /// flight, serves a later caller (those waiting on a read in flight still get it, and
+    /// their SecretSync reads again).
+    pub fn forget_key(&self, key: &str) {
+        self.lock().retain(|(read, _), _| read != key);
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Read, Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -185,6 +192,15 @@ pub struct ProviderCache {
 impl ProviderCache {
     fn lock(&self) -> MutexGuard<'_, HashMap<(String, i64), Connected>> {
         self.connected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The backend behind store `uid` says `key` changed: its shared reads forget it.
+    pub fn forget_key(&self, uid: &str, key: &str) {
+        for ((store, _), connected) in self.lock().iter() {
+            if store == uid {
+                connected.reads.forget_key(key);
+            }
+        }
     }
 
     /// The connected provider for this generation of the store, connecting on first use.

@@ -51,6 +51,15 @@ struct RolloutLabels {
     outcome: &'static str,
 }
 
+/// A store change event: its source, and whether it named a key some SecretSync reads
+/// (`matched`), none (`unmatched`), or was no change at all (`ignored`: requests, reads,
+/// failed operations, lines that are no audit entry).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreEventLabels {
+    source: &'static str,
+    outcome: &'static str,
+}
+
 const SUCCESS: &str = "success";
 const ERROR: &str = "error";
 
@@ -64,6 +73,7 @@ pub struct Metrics {
     revocations: Counter,
     backend_requests: Family<BackendLabels, Counter>,
     api_write_timeouts: Counter,
+    store_events: Family<StoreEventLabels, Counter>,
     status_writes: Counter,
     store_checks: Counter,
     stores_backend_down: Family<StoreStateLabels, Gauge>,
@@ -101,6 +111,7 @@ impl Metrics {
             revocations: Counter::default(),
             backend_requests: Family::<BackendLabels, Counter>::default(),
             api_write_timeouts: Counter::default(),
+            store_events: Family::<StoreEventLabels, Counter>::default(),
             status_writes: Counter::default(),
             store_checks: Counter::default(),
             stores_backend_down: Family::<StoreStateLabels, Gauge>::default(),
@@ -157,6 +168,11 @@ impl Metrics {
             "api_write_timeouts",
             "Kubernetes API writes that did not finish within the write timeout",
             self.api_write_timeouts.clone(),
+        );
+        registry.register(
+            "store_events",
+            "Change events from the stores' backends, by source and outcome",
+            self.store_events.clone(),
         );
         registry.register(
             "status_writes",
@@ -289,6 +305,16 @@ impl Metrics {
         self.api_write_timeouts.inc();
     }
 
+    /// One event from the OpenBao audit device: `matched`, `unmatched` or `ignored`.
+    pub fn openbao_audit_event(&self, outcome: &'static str) {
+        self.store_events
+            .get_or_create(&StoreEventLabels {
+                source: "openbao-audit",
+                outcome,
+            })
+            .inc();
+    }
+
     /// Counts what an event reports: every rollout step and revocation is announced by
     /// exactly one event, so counting at the single place events are published keeps the
     /// numbers and the events in agreement.
@@ -383,6 +409,14 @@ impl Metrics {
 
     pub fn api_write_timeouts(&self) -> u64 {
         self.api_write_timeouts.get()
+    }
+
+    /// OpenBao audit events with this outcome (`matched`, `unmatched`, `ignored`).
+    pub fn openbao_audit_events(&self, outcome: &str) -> u64 {
+        self.count(
+            "secretsync_store_events_total",
+            &format!("outcome=\"{outcome}\""),
+        )
     }
 
     fn count(&self, series: &str, label: &str) -> u64 {

@@ -331,9 +331,10 @@ async fn refresh(
         ahead_of_lease: false,
     });
     let refresh = lost_newest.or_else(|| {
+        let last_read = ctx.memory.refreshes.get(&uid);
         version::plan_refresh(&version::RefreshInput {
             grid,
-            last_read: ctx.memory.refreshes.get(&uid),
+            last_read,
             spec,
             generation: sync.metadata.generation,
             previous,
@@ -341,6 +342,11 @@ async fn refresh(
             store_generation,
             now,
             lease_due,
+            asked: ctx
+                .memory
+                .asked
+                .get(&uid)
+                .is_some_and(|asked| last_read.is_none_or(|read| asked >= read)),
         })
     });
 

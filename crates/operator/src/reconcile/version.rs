@@ -52,6 +52,8 @@ pub struct RefreshInput<'a> {
     pub now: jiff::Timestamp,
     /// A `pki` SecretSync's lease-aware deadline has passed (`expiry::rotate_at`).
     pub lease_due: bool,
+    /// A store's change event named a key this SecretSync reads after its last read began.
+    pub asked: bool,
 }
 
 /// Whether this pass reads the backend: to rotate, after a spec edit, when the refresh is
@@ -88,7 +90,9 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
         (Some(seen), Some(now)) if seen != now
     );
     let due = match spec.refresh_policy() {
-        RefreshPolicy::Periodic => rotate || spec_changed || refresh_due || store_changed,
+        RefreshPolicy::Periodic => {
+            rotate || spec_changed || refresh_due || store_changed || input.asked
+        }
         RefreshPolicy::OnChange => rotate || spec_changed,
         RefreshPolicy::CreatedOnce => rotate,
     };
@@ -471,6 +475,7 @@ storeGeneration: 1
             store_generation,
             now: now.parse().unwrap(),
             lease_due: false,
+            asked: false,
         }
     }
 

@@ -100,14 +100,25 @@ impl Operator {
 
     /// Like [`Operator::start`] with these settings.
     pub fn start_with(client: Client, namespace: Option<String>, config: Config) -> Self {
+        let options = RunOptions {
+            namespaces: namespace.into_iter().collect(),
+            ..Self::options()
+        };
+        Self::run(client, options, config)
+    }
+
+    /// The options the tests' operators run with unless told otherwise.
+    pub fn options() -> RunOptions {
+        RunOptions {
+            concurrency: 8,
+            ..RunOptions::default()
+        }
+    }
+
+    fn run(client: Client, options: RunOptions, config: Config) -> Self {
         logs();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = RunOptions {
-            namespaces: namespace.into_iter().collect(),
-            concurrency: 8,
-            ..RunOptions::default()
-        };
         let task = tokio::spawn(secretsync_operator::run(
             client,
             config,
@@ -535,6 +546,22 @@ impl Env {
     /// An in-process operator with these settings (a short write timeout, say).
     pub fn with_operator_config(mut self, config: Config) -> Env {
         self.operator = Some(self.operator_with(config));
+        self
+    }
+
+    /// An in-process operator run with `options`; on a shared real cluster it watches only
+    /// the test's own namespace, with its hash key there.
+    pub fn with_operator_options(mut self, mut options: RunOptions) -> Env {
+        let client = match &self.proxy {
+            Some(proxy) => proxy.client(),
+            None => self.client.clone(),
+        };
+        let mut config = Config::default();
+        if self.sandbox.is_real() {
+            options.namespaces = vec![self.ns.clone()];
+            config.hash_key.namespace = self.ns.clone();
+        }
+        self.operator = Some(Operator::run(client, options, config));
         self
     }
 

@@ -13,6 +13,7 @@ mod examples;
 mod failures;
 mod gcp;
 mod hash_key;
+mod instant_sync;
 mod leader;
 mod leak;
 mod leases;

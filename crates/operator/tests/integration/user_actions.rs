@@ -23,7 +23,7 @@ async fn template_refs(env: &Env, name: &str) -> Vec<String> {
 }
 
 /// Waits until Deployment `name` references exactly `secret`.
-async fn wait_template(env: &Env, name: &str, secret: &str) {
+pub(crate) async fn wait_template(env: &Env, name: &str, secret: &str) {
     env.wait_for::<Deployment, _>(name, &format!("{name} on {secret}"), |d| {
         let spec = d.spec.as_ref()?.template.spec.as_ref()?;
         let refs: Vec<&str> = spec

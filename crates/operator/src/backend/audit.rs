@@ -1,0 +1,396 @@
+//! Instant sync from OpenBao's (or Vault's) `socket` audit device: the operator listens
+//! where the device writes (`--openbao-audit-listen`), takes from each entry only the
+//! operation and path of a KV write or delete, and refreshes the SecretSyncs of the stores
+//! that opted in (`spec.events.source: OpenBaoAudit`) and read that key. An entry only wakes a
+//! refresh; the backend read stays the source of truth, so a forged or replayed entry can
+//! cost a read but never change a value. Entries carry HMAC'd values, and the request's
+//! token: nothing of an entry but its path is kept, and nothing of it is logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secretsync_api::{EventSource, SecretStoreSpec, VaultKvVersion};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// The longest audit entry read; a longer line (a huge request body) is skipped whole.
+const MAX_ENTRY_BYTES: usize = 1 << 20;
+
+/// Events for one path within this window cost one read at its start and at most one at
+/// its end: a burst of writes to one key is two refreshes, not one per write.
+pub const COALESCE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The few fields of an audit entry that say what changed; serde skips the rest unread.
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    error: Option<String>,
+    request: Option<Request>,
+}
+
+#[derive(Deserialize)]
+struct Request {
+    operation: String,
+    path: String,
+    #[serde(default)]
+    namespace: Option<Namespace>,
+}
+
+#[derive(Deserialize)]
+struct Namespace {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// A change an audit entry reports: a path (relative to its namespace) that was written,
+/// patched or deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Changed {
+    /// The OpenBao namespace, `""` for the root one.
+    pub namespace: String,
+    pub path: String,
+}
+
+/// What an audit line reports, if it is the response to a successful change. Requests
+/// are skipped (their response follows once the change is made), and so are reads and
+/// failed operations.
+pub fn changed(line: &[u8]) -> Option<Changed> {
+    let entry: Entry = serde_json::from_slice(line).ok()?;
+    let request = entry.request?;
+    let changes = matches!(
+        request.operation.as_str(),
+        "create" | "update" | "patch" | "delete"
+    );
+    (entry.kind == "response" && entry.error.is_none_or(|e| e.is_empty()) && changes).then(|| {
+        Changed {
+            namespace: request
+                .namespace
+                .and_then(|n| n.path)
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned(),
+            path: request.path,
+        }
+    })
+}
+
+/// The KV key a changed path names under a store's mount: `<mount>/<key>` for KV v1; for
+/// KV v2 `<mount>/{data,metadata,delete,undelete,destroy}/<key>`.
+pub fn key_under(mount: &str, version: VaultKvVersion, path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix(mount.trim_matches('/'))?
+        .strip_prefix('/')?;
+    let key = match version {
+        VaultKvVersion::V1 => rest,
+        VaultKvVersion::V2 => {
+            let (kind, key) = rest.split_once('/')?;
+            matches!(
+                kind,
+                "data" | "metadata" | "delete" | "undelete" | "destroy"
+            )
+            .then_some(key)?
+        }
+    };
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// The remote key `changed` names in a store that listens to the audit device, if any.
+pub fn key_in_store(spec: &SecretStoreSpec, changed: &Changed) -> Option<String> {
+    (spec.events.as_ref()?.source == EventSource::OpenBaoAudit).then_some(())?;
+    let vault = match &spec.provider {
+        secretsync_api::Provider::Vault(vault) => vault,
+        _ => return None,
+    };
+    let namespace = vault.namespace.as_deref().unwrap_or("").trim_matches('/');
+    (namespace == changed.namespace).then_some(())?;
+    key_under(vault.mount(), vault.kv_version(), &changed.path)
+}
+
+/// Per path: when its last refresh went out, and whether one more is due at the end of
+/// the window.
+#[derive(Default)]
+pub struct Coalescer {
+    paths: Mutex<HashMap<Changed, (Instant, bool)>>,
+}
+
+/// What to do with one event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Coalesced {
+    /// Refresh now: the first event in a window.
+    Now,
+    /// Refresh at this instant, the end of the window: the first event after the leading
+    /// one.
+    At(Instant),
+    /// A refresh is already due at the end of the window.
+    Folded,
+}
+
+impl Coalescer {
+    pub fn offer(&self, changed: &Changed, now: Instant) -> Coalesced {
+        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+        // Paths quiet for a window are forgotten, so the map holds recent paths only.
+        paths.retain(|_, (fired, pending)| *pending || now < *fired + COALESCE_WINDOW);
+        match paths.get_mut(changed) {
+            None => {
+                paths.insert(changed.clone(), (now, false));
+                Coalesced::Now
+            }
+            Some((_, true)) => Coalesced::Folded,
+            Some((fired, pending)) => {
+                *pending = true;
+                Coalesced::At(*fired + COALESCE_WINDOW)
+            }
+        }
+    }
+
+    /// The trailing refresh went out at `now`: the window starts again from it.
+    pub fn fired(&self, changed: &Changed, now: Instant) {
+        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+        paths.insert(changed.clone(), (now, false));
+    }
+}
+
+/// Accepts the audit device's connections and hands each change to `dispatch`, coalesced.
+/// Runs until the process stops; a connection that breaks is the device's to reopen.
+pub async fn serve(
+    listener: TcpListener,
+    dispatch: Arc<dyn Fn(&Changed) + Send + Sync>,
+    received: Arc<dyn Fn(bool) + Send + Sync>,
+) {
+    let coalescer = Arc::new(Coalescer::default());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "audit listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        debug!(%peer, "audit device connected");
+        let (dispatch, received, coalescer) =
+            (dispatch.clone(), received.clone(), coalescer.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match read_bounded_line(&mut lines, &mut line).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) => {
+                        debug!(%error, "audit device connection ended");
+                        break;
+                    }
+                }
+                let Some(changed) = changed(&line) else {
+                    received(false);
+                    continue;
+                };
+                received(true);
+                match coalescer.offer(&changed, Instant::now()) {
+                    Coalesced::Now => dispatch(&changed),
+                    Coalesced::Folded => {}
+                    Coalesced::At(at) => {
+                        let (dispatch, coalescer) = (dispatch.clone(), coalescer.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep_until(at).await;
+                            coalescer.fired(&changed, Instant::now());
+                            dispatch(&changed);
+                        });
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Reads one line into `line`, or skips it whole (leaving `line` empty) when it is longer
+/// than [`MAX_ENTRY_BYTES`]. Returns the bytes consumed, 0 at the end of the stream.
+async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(consumed);
+        }
+        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => (&buffer[..=end], true),
+            None => (buffer, false),
+        };
+        let len = chunk.len();
+        if line.len() + len <= MAX_ENTRY_BYTES {
+            line.extend_from_slice(chunk);
+        } else {
+            // Too long: keep consuming to the newline, and keep nothing of it.
+            line.clear();
+            line.push(b'x');
+        }
+        reader.consume(len);
+        consumed += len;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(kind: &str, operation: &str, path: &str) -> Vec<u8> {
+        json!({
+            "time": "2026-12-07T10:00:00Z", "type": kind,
+            "auth": {"client_token": "hmac-sha256:abc"},
+            "request": {"id": "1", "operation": operation, "mount_point": "secret/",
+                "namespace": {"id": "root"}, "path": path,
+                "data": {"data": {"password": "hmac-sha256:def"}}},
+            "response": {"data": {"version": "hmac-sha256:123"}},
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn only_successful_changes_are_taken() {
+        let changed = |l: &[u8]| changed(l).map(|c| c.path);
+        let at = Some("secret/data/app/db".to_owned());
+        assert_eq!(
+            changed(&line("response", "create", "secret/data/app/db")),
+            at
+        );
+        assert_eq!(
+            changed(&line("response", "update", "secret/data/app/db")),
+            at
+        );
+        assert_eq!(
+            changed(&line("response", "patch", "secret/data/app/db")),
+            at
+        );
+        assert_eq!(
+            changed(&line("response", "delete", "secret/data/app/db")),
+            at
+        );
+        // The request comes before the change is made; reads change nothing.
+        assert_eq!(
+            changed(&line("request", "update", "secret/data/app/db")),
+            None
+        );
+        assert_eq!(
+            changed(&line("response", "read", "secret/data/app/db")),
+            None
+        );
+        let mut failed: serde_json::Value =
+            serde_json::from_slice(&line("response", "update", "secret/data/x")).unwrap();
+        failed["error"] = json!("permission denied");
+        assert_eq!(changed(failed.to_string().as_bytes()), None);
+        assert_eq!(changed(b"not json"), None);
+    }
+
+    #[test]
+    fn kv_paths_name_their_key() {
+        use VaultKvVersion::{V1, V2};
+        for op in ["data", "metadata", "delete", "undelete", "destroy"] {
+            let path = format!("secret/{op}/app/db");
+            assert_eq!(key_under("secret", V2, &path).as_deref(), Some("app/db"));
+        }
+        assert_eq!(
+            key_under("secret/", V2, "secret/data/app/db").as_deref(),
+            Some("app/db")
+        );
+        assert_eq!(key_under("secret", V2, "secret/config"), None);
+        assert_eq!(key_under("secret", V2, "secretive/data/app"), None);
+        assert_eq!(key_under("secret", V2, "other/data/app/db"), None);
+        assert_eq!(key_under("kv", V1, "kv/app/db").as_deref(), Some("app/db"));
+        assert_eq!(
+            key_under("team/kv", V1, "team/kv/db").as_deref(),
+            Some("db")
+        );
+    }
+
+    #[test]
+    fn a_store_takes_changes_in_its_namespace_under_its_mount_when_it_listens() {
+        let store = |events: bool, namespace: Option<&str>| -> SecretStoreSpec {
+            let mut spec = json!({"provider": {"vault": {
+                "server": "http://127.0.0.1:8200", "path": "secret",
+                "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}}}});
+            if let Some(ns) = namespace {
+                spec["provider"]["vault"]["namespace"] = json!(ns);
+            }
+            if events {
+                spec["events"] = json!({"source": "OpenBaoAudit"});
+            }
+            serde_json::from_value(spec).unwrap()
+        };
+        let at = |namespace: &str| Changed {
+            namespace: namespace.into(),
+            path: "secret/data/app/db".into(),
+        };
+        assert_eq!(
+            key_in_store(&store(true, None), &at("")).as_deref(),
+            Some("app/db")
+        );
+        assert_eq!(key_in_store(&store(false, None), &at("")), None);
+        assert_eq!(key_in_store(&store(true, None), &at("team")), None);
+        assert_eq!(
+            key_in_store(&store(true, Some("team/")), &at("team")).as_deref(),
+            Some("app/db")
+        );
+    }
+
+    #[test]
+    fn a_burst_for_one_path_is_one_refresh_now_and_one_at_the_end_of_the_window() {
+        let coalescer = Coalescer::default();
+        let path = |p: &str| Changed {
+            namespace: String::new(),
+            path: p.into(),
+        };
+        let t0 = Instant::now();
+        assert_eq!(coalescer.offer(&path("a"), t0), Coalesced::Now);
+        let end = t0 + COALESCE_WINDOW;
+        for ms in [1, 10, 500, 999] {
+            let offered = coalescer.offer(&path("a"), t0 + Duration::from_millis(ms));
+            let expected = if ms == 1 {
+                Coalesced::At(end)
+            } else {
+                Coalesced::Folded
+            };
+            assert_eq!(offered, expected, "{ms} ms");
+        }
+        // Another path is its own.
+        assert_eq!(coalescer.offer(&path("b"), t0), Coalesced::Now);
+        coalescer.fired(&path("a"), end);
+        assert_eq!(
+            coalescer.offer(&path("a"), end + Duration::from_millis(1)),
+            Coalesced::At(end + COALESCE_WINDOW)
+        );
+        // Quiet for a window: the next event goes at once.
+        let later = end + COALESCE_WINDOW * 3;
+        coalescer.fired(&path("a"), end);
+        assert_eq!(coalescer.offer(&path("a"), later), Coalesced::Now);
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_skipped_whole_and_the_next_one_read() {
+        let mut input = vec![b'y'; MAX_ENTRY_BYTES + 10];
+        input.push(b'\n');
+        input.extend_from_slice(b"next\n");
+        let mut reader = BufReader::new(input.as_slice());
+        let mut line = Vec::new();
+        read_bounded_line(&mut reader, &mut line).await.unwrap();
+        assert!(line.len() <= 1, "kept {} bytes", line.len());
+        line.clear();
+        read_bounded_line(&mut reader, &mut line).await.unwrap();
+        assert_eq!(line, b"next\n");
+    }
+}

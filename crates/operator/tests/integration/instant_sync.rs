@@ -1,0 +1,195 @@
+//! Instant sync from a real OpenBao's `socket` audit device: with an hourly refresh, a
+//! `kv put` makes the next version and rolls it out at once; a burst of change events for
+//! one key costs at most two backend reads; changes to keys nothing reads, and stores that
+//! did not opt in, cost nothing.
+
+use std::time::Duration;
+
+use kube::api::PostParams;
+use secretsync_api::{SecretStore, SecretSync};
+use secretsync_testkit::openbao::OpenBao;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::{Env, Operator, create_deployment, secret_data};
+use crate::user_actions::wait_template;
+
+/// An OpenBao with `app/db` = `one` and a `socket` audit device pointed at the listener of
+/// the env's operator. Returns the listener's port too.
+async fn listening(ns: &str) -> Option<(OpenBao, Env, u16)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bao = OpenBao::start_with_socket_audit(&format!("127.0.0.1:{port}"))?;
+    bao.kv_put("secret", "app/db", &[("password", "one")]);
+    let env =
+        Env::without_operator(ns)
+            .await
+            .with_operator_options(secretsync_operator::RunOptions {
+                openbao_audit: Some(listener),
+                ..Operator::options()
+            });
+    Some((bao, env, port))
+}
+
+/// A Vault SecretStore `name` for `bao` (KV v2 at `secret/`), listening to the audit
+/// device when `events`.
+async fn store(env: &Env, bao: &OpenBao, name: &str, events: bool) {
+    env.string_secret(&format!("{name}-token"), &[("token", bao.root_token())])
+        .await;
+    let mut spec = json!({"provider": {"vault": {
+        "server": bao.addr(), "path": "secret", "version": "v2",
+        "auth": {"tokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
+    }}});
+    if events {
+        spec["events"] = json!({"source": "OpenBaoAudit"});
+    }
+    let store: SecretStore = serde_json::from_value(json!({
+        "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    env.api::<SecretStore>()
+        .create(&PostParams::default(), &store)
+        .await
+        .unwrap();
+}
+
+async fn hourly_sync(env: &Env, name: &str, store: &str) {
+    env.create::<SecretSync>(&format!(
+        r#"
+apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: {name}}}
+spec:
+  storeRef: {{name: {store}}}
+  refreshInterval: 1h
+  data: [{{secretKey: password, remoteRef: {{key: app/db, property: password}}}}]
+"#
+    ))
+    .await;
+    env.wait_version(name, 1).await;
+}
+
+fn password(env_secret: &k8s_openapi::api::core::v1::Secret) -> Vec<u8> {
+    secret_data(env_secret)
+        .remove("password")
+        .unwrap_or_default()
+}
+
+/// `bao kv put secret/app/db password=two` with `refreshInterval: 1h`, through the store
+/// and SecretSync of `examples/vault-instant`: the next version holds `two` and the
+/// Deployment is rolled onto it, without waiting for the hour; a store that did not opt in
+/// stays on `one` until its own refresh.
+#[tokio::test]
+async fn a_kv_put_is_synced_and_rolled_out_at_once_with_an_hourly_refresh() {
+    let Some((bao, env, _)) = listening("payments").await else {
+        return;
+    };
+    let example = |file: &str| {
+        std::fs::read_to_string(
+            secretsync_testkit::repo_root()
+                .join("examples/vault-instant")
+                .join(file),
+        )
+        .unwrap()
+        .replace("http://127.0.0.1:8200", &bao.addr())
+    };
+    env.string_secret("vault-token", &[("token", bao.root_token())])
+        .await;
+    env.create::<SecretStore>(&example("store.yaml")).await;
+    store(&env, &bao, "polled", false).await;
+    create_deployment(&env, "app", "db-v1").await;
+    env.create::<SecretSync>(&example("secretsync.yaml")).await;
+    env.wait_version("db", 1).await;
+    hourly_sync(&env, "slow", "polled").await;
+    env.wait_condition("db", "RolledOut", "True").await;
+
+    bao.kv_put("secret", "app/db", &[("password", "two")]);
+    env.wait_version("db", 2).await;
+    let v2 = env.secret("db-v2").await.expect("db-v2 made");
+    assert_eq!(password(&v2), b"two");
+    wait_template(&env, "app", "db-v2").await;
+    let metrics = &env.operator().metrics;
+    assert!(metrics.openbao_audit_events("matched") >= 1);
+
+    // A key nothing reads: an unmatched event, no version anywhere.
+    bao.kv_put("secret", "app/other", &[("password", "x")]);
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    while metrics.openbao_audit_events("unmatched") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no unmatched event counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.status("db").await.current_version, Some(2));
+    // The store that did not opt in waits for its hourly refresh.
+    assert_eq!(env.status("slow").await.current_version, Some(1));
+    assert!(env.secret("slow-v2").await.is_none());
+}
+
+/// A thousand change events for `app/db` within a second (what a burst of writes, or
+/// someone replaying entries, sends): the three SecretSyncs that read it cost at
+/// most two reads at OpenBao between them, and nothing changes, as nothing did.
+#[tokio::test]
+async fn a_burst_of_events_for_one_key_costs_at_most_two_reads() {
+    let Some((bao, env, port)) = listening("payments").await else {
+        return;
+    };
+    store(&env, &bao, "vault", true).await;
+    for name in ["a", "b", "c"] {
+        hourly_sync(&env, name, "vault").await;
+    }
+    let before = bao.audited_responses("secret/data/app/db");
+    let entry = json!({"type": "response", "request": {
+        "operation": "update", "path": "secret/data/app/db", "namespace": {"id": "root"}}});
+    // Spread over a second, so each event can find the reads of the one before done.
+    let chunk = format!("{entry}\n").repeat(20);
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..50 {
+        every.tick().await;
+        socket.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    socket.shutdown().await.unwrap();
+    let metrics = &env.operator().metrics;
+    // The first event wakes them at once (or, within a second of the setup's own `kv put`,
+    // at the end of that one's window); the rest at the end of the window.
+    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
+    while metrics.openbao_audit_events("matched") < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the burst woke nothing: {} unmatched, {} ignored",
+            metrics.openbao_audit_events("unmatched"),
+            metrics.openbao_audit_events("ignored"),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reads = || bao.audited_responses("secret/data/app/db") - before;
+    while reads() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the events read nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An upper bound needs an observation window: the reads are counted once two seconds
+    // (twice the coalescing window) pass without a new one.
+    let mut seen = reads();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if reads() == seen {
+            break;
+        }
+        seen = reads();
+    }
+    assert!(
+        seen <= 2,
+        "{seen} reads at OpenBao for 1,000 events of one key"
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(env.status(name).await.current_version, Some(1), "{name}");
+    }
+}
