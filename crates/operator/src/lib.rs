@@ -8,6 +8,7 @@
 //! | `reconcile/` | the pipeline of one SecretSync, a file per step |
 //! | `cache/` | what the watches keep in memory for the reconciles to read |
 //! | [`rollout`] | rolling workloads onto a version |
+//! | `fanout/` | ClusterSecretSyncs: a SecretSync per selected namespace |
 //! | `backend/` | connected providers, their health and the stores' Ready checks |
 //! | [`process`] | leader election, HTTP endpoints, metrics, logging, supervision |
 
@@ -19,6 +20,7 @@ mod context;
 mod controller;
 mod error;
 mod events;
+mod fanout;
 pub mod hash_key;
 pub mod process;
 mod reconcile;
