@@ -114,7 +114,7 @@ async fn apply(env: &Env, mut object: Value, name: &str) -> Result<(), String> {
     object["metadata"]["name"] = Value::from(name);
     let gvk = GroupVersionKind::gvk("secretsync.io", "v1alpha1", &kind);
     let resource = ApiResource::from_gvk(&gvk);
-    let api: Api<DynamicObject> = if kind == "ClusterSecretStore" {
+    let api: Api<DynamicObject> = if kind.starts_with("Cluster") {
         Api::all_with(env.client.clone(), &resource)
     } else {
         object["metadata"]["namespace"] = Value::from(env.ns.as_str());
