@@ -960,6 +960,44 @@ pub async fn from_cluster(
     Ok(docs)
 }
 
+/// `--rollout-from-reloader` with `--from-cluster`: the Deployments, StatefulSets and
+/// DaemonSets of `namespace` (or of every namespace), for their Reloader annotations.
+pub async fn workloads_from_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    all_namespaces: bool,
+) -> Result<Vec<Value>, kube::Error> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    async fn list<K>(client: &kube::Client, ns: Option<&str>) -> Result<Vec<Value>, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api: kube::Api<K> = match ns {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        };
+        let items = api.list(&Default::default()).await?.items;
+        Ok(items
+            .iter()
+            .filter_map(|w| {
+                let mut value = serde_json::to_value(w).ok()?;
+                value["apiVersion"] = json!(K::api_version(&()));
+                value["kind"] = json!(K::kind(&()));
+                Some(value)
+            })
+            .collect())
+    }
+    let ns = (!all_namespaces).then_some(namespace);
+    let mut docs = list::<Deployment>(client, ns).await?;
+    docs.extend(list::<StatefulSet>(client, ns).await?);
+    docs.extend(list::<DaemonSet>(client, ns).await?);
+    Ok(docs)
+}
+
 /// The report, one line per note, grouped by object.
 pub fn report(imported: &Imported) -> String {
     let mut by_object: BTreeMap<&str, Vec<&Note>> = BTreeMap::new();
