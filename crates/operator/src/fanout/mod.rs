@@ -124,8 +124,12 @@ where
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(fan))
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "ClusterSecretSync controller");
+            match result {
+                // Logged by error_policy.
+                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                // A watch error (the CRD not installed, RBAC from before the kind): retried
+                // with backoff; SecretSyncs are not held up by it.
+                Err(e) => warn!(error = %e, "ClusterSecretSync controller"),
             }
         })
 }
