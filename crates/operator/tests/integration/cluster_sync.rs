@@ -27,8 +27,19 @@ impl Fanout {
     /// a fake ClusterSecretStore holding `app/k<i>` = `{"password":"p<i>"}` for `keys` keys,
     /// and the operator.
     async fn start(ns: &str, suffixes: &[&str], labelled: &[&str], keys: usize) -> Fanout {
-        let suffixes: Vec<String> = suffixes.iter().map(|s| (*s).to_owned()).collect();
-        let (env, mut objects) = Env::with_namespaces(ns, &suffixes).await;
+        Self::start_with_later(ns, suffixes, &[], labelled, keys).await
+    }
+
+    /// Like [`Fanout::start`]; the namespaces of `later` are watched, and made by the test.
+    async fn start_with_later(
+        ns: &str,
+        suffixes: &[&str],
+        later: &[&str],
+        labelled: &[&str],
+        keys: usize,
+    ) -> Fanout {
+        let owned = |l: &[&str]| -> Vec<String> { l.iter().map(|s| (*s).to_owned()).collect() };
+        let (env, mut objects) = Env::with_namespaces(ns, &owned(suffixes), &owned(later)).await;
         let name = format!("{}-db", env.ns);
         let store = format!("{}-vault", env.ns);
         objects.cluster_syncs.push(name.clone());
@@ -192,7 +203,8 @@ fn password_item(key: &str) -> Value {
 /// gains the label, another loses it; the template is edited; the ClusterSecretSync deleted.
 #[tokio::test]
 async fn a_cluster_secret_sync_follows_namespace_labels_and_template_edits() {
-    let fan = Fanout::start("css-labels", &["a", "b", "c"], &["a", "b"], 1).await;
+    let fan =
+        Fanout::start_with_later("css-labels", &["a", "b", "c"], &["d"], &["a", "b"], 1).await;
     fan.create(fan.manifest(password_item("password"), json!({})))
         .await
         .expect("the ClusterSecretSync is accepted");
@@ -231,6 +243,27 @@ async fn a_cluster_secret_sync_follows_namespace_labels_and_template_edits() {
         labelled_at.elapsed()
     );
     fan.wait_counts(3, 3, 0, "Synced").await;
+
+    // A namespace created with the label: the same.
+    let created: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": fan.ns("d"), "labels": {LABEL: fan.env.ns}}}),
+    )
+    .unwrap();
+    Api::<Namespace>::all(fan.env.client.clone())
+        .create(&PostParams::default(), &created)
+        .await
+        .unwrap();
+    fan.wait_secret("d", 1, "password", "p0").await;
+    fan.wait_counts(4, 4, 0, "Synced").await;
+    Api::<Namespace>::all(fan.env.client.clone())
+        .patch(
+            &fan.ns("d"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {LABEL: null}}})),
+        )
+        .await
+        .unwrap();
+    fan.wait_gc::<SecretSync>("d", &fan.name).await;
 
     // A namespace loses it: its SecretSync goes, and (deletionPolicy Delete) its Secret.
     fan.label("a", false).await;

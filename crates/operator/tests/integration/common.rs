@@ -1133,15 +1133,23 @@ impl Drop for ClusterObjects {
 
 impl Env {
     /// An Env (namespace `ns`, no operator yet) plus namespaces `<env ns>-<suffix>` for each
-    /// suffix, and an operator watching all of them (on the sandbox: every namespace). The
-    /// returned [`ClusterObjects`] deletes them on a real cluster; cluster-scoped objects the
-    /// test makes are named after the Env's namespace and added to it.
-    pub async fn with_namespaces(ns: &str, suffixes: &[String]) -> (Env, ClusterObjects) {
+    /// suffix, and an operator watching all of them (on the sandbox: every namespace), and
+    /// those of `later` too, which the test creates itself. The returned [`ClusterObjects`]
+    /// deletes them on a real cluster; cluster-scoped objects the test makes are named after
+    /// the Env's namespace and added to it.
+    pub async fn with_namespaces(
+        ns: &str,
+        suffixes: &[String],
+        later: &[String],
+    ) -> (Env, ClusterObjects) {
         let mut env = Self::without_operator(ns).await;
-        let namespaces: Vec<String> = suffixes.iter().map(|s| format!("{}-{s}", env.ns)).collect();
-        for name in &namespaces {
+        let named = |list: &[String]| -> Vec<String> {
+            list.iter().map(|s| format!("{}-{s}", env.ns)).collect()
+        };
+        for name in &named(suffixes) {
             install_namespace(&env.client, name).await;
         }
+        let namespaces: Vec<String> = named(suffixes).into_iter().chain(named(later)).collect();
         let objects = ClusterObjects {
             real: env.sandbox.real.clone(),
             namespaces: namespaces.clone(),
