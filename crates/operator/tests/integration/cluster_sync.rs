@@ -543,3 +543,95 @@ async fn wait_long(fan: &Fanout, what: &str, check: impl Fn(&ClusterSecretSync) 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sharding: an operator watching only some namespaces makes SecretSyncs only there, and
+/// leaves alone (not a status write) a ClusterSecretSync that selects none of them.
+#[tokio::test]
+async fn an_operator_watching_some_namespaces_makes_secretsyncs_only_there() {
+    let suffixes = ["a".to_owned(), "b".to_owned()];
+    let (mut env, mut objects) = Env::with_namespaces("css-shard", &suffixes, &[]).await;
+    env.stop_operator().await;
+    let (a, b) = (format!("{}-a", env.ns), format!("{}-b", env.ns));
+    let config = secretsync_operator::Config {
+        hash_key: secretsync_operator::hash_key::KeySecret {
+            namespace: a.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    env.operator = Some(crate::common::Operator::start_in(
+        env.client.clone(),
+        vec![a.clone()],
+        config,
+    ));
+    let store = format!("{}-vault", env.ns);
+    objects.cluster_stores.push(store.clone());
+    let cluster_store: ClusterSecretStore = serde_json::from_value(json!({
+        "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretStore",
+        "metadata": {"name": store},
+        "spec": {"provider": {"fake": {"data": [{"key": "app/k0", "value": r#"{"password":"p0"}"#, "version": "1"}]}}},
+    }))
+    .unwrap();
+    Api::<ClusterSecretStore>::all(env.client.clone())
+        .create(&PostParams::default(), &cluster_store)
+        .await
+        .unwrap();
+    let css_of = |name: &str, namespaces: Vec<&String>| -> ClusterSecretSync {
+        serde_json::from_value(json!({
+            "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretSync",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaces": namespaces,
+                "template": {"spec": {
+                    "storeRef": {"name": store, "kind": "ClusterSecretStore"},
+                    "data": password_item("password"),
+                }},
+            },
+        }))
+        .unwrap()
+    };
+    let api: Api<ClusterSecretSync> = Api::all(env.client.clone());
+    let both = format!("{}-both", env.ns);
+    let elsewhere = format!("{}-elsewhere", env.ns);
+    objects
+        .cluster_syncs
+        .extend([both.clone(), elsewhere.clone()]);
+    api.create(&PostParams::default(), &css_of(&elsewhere, vec![&b]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &css_of(&both, vec![&a, &b]))
+        .await
+        .unwrap();
+    env.wait_in::<Secret, _>(
+        &a,
+        &format!("{both}-v1"),
+        "the watched namespace's Secret",
+        |s| s.map(|_| ()),
+    )
+    .await;
+    // Its status counts what this operator sees: only `a`.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let counts = api
+            .get(&both)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.namespaces);
+        if counts.is_some_and(|c| (c.selected, c.synced) == (1, 1)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let in_b: Api<SecretSync> = Api::namespaced(env.client.clone(), &b);
+    assert!(
+        in_b.get_opt(&both).await.unwrap().is_none(),
+        "nothing outside its namespaces"
+    );
+    assert!(in_b.get_opt(&elsewhere).await.unwrap().is_none());
+    assert!(
+        api.get(&elsewhere).await.unwrap().status.is_none(),
+        "another shard's ClusterSecretSync is not written to"
+    );
+}
