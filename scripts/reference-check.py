@@ -5,7 +5,8 @@ Extracts from the code what users see, and fails naming each item that docs/refe
 does not mention, with the file it should be in:
 
   - every field path of the CRDs (crds/*.yaml, generated from crates/api/src)
-      -> secretsync.md (SecretSync) or stores.md (SecretStore, ClusterSecretStore)
+      -> secretsync.md (SecretSync), clustersecretsync.md (ClusterSecretSync; its
+         spec.template.spec.* in secretsync.md) or stores.md (SecretStore, ClusterSecretStore)
   - every condition type and `Reason` (crates/api/src/reason.rs, and every `Reason::X`
     or `reason: "..."` literal written in crates/operator/src or crates/providers/src)
       -> conditions.md
@@ -204,10 +205,17 @@ def crd_fields() -> list[Item]:
     for path in sorted((ROOT / "crds").glob("*.yaml")):
         crd = load_yaml(path.read_text())
         kind = crd["spec"]["names"]["kind"]
-        doc = "secretsync.md" if kind == "SecretSync" else "stores.md"
+        doc = {"SecretSync": "secretsync.md", "ClusterSecretSync": "clustersecretsync.md"}.get(
+            kind, "stores.md"
+        )
         for version in crd["spec"]["versions"]:
             schema = version["schema"]["openAPIV3Schema"]
             for path_name in schema_paths(schema, ""):
+                # A ClusterSecretSync's template spec is a SecretSync spec, documented there.
+                if kind == "ClusterSecretSync" and path_name.startswith("spec.template.spec."):
+                    inner = "spec." + path_name.removeprefix("spec.template.spec.")
+                    items.append(Item("CRD field", inner, f"{rel(path)} ({kind})", "secretsync.md"))
+                    continue
                 items.append(Item("CRD field", path_name, f"{rel(path)} ({kind})", doc))
     return dedupe(items)
 

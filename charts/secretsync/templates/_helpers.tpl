@@ -66,9 +66,11 @@ Secrets that is never used).
 # SecretSyncs are the controller's input (list/watch). The finalizer is added and removed by
 # JSON patch (kube-runtime's finalizer helper); a SecretSync the operator cannot decode is
 # read untyped (get) to report it, and its finalizer dropped by merge patch.
+# A ClusterSecretSync's SecretSyncs are made and updated by server-side apply (patch) and
+# deleted when their namespace is no longer selected.
 - apiGroups: ["secretsync.io"]
   resources: ["secretsyncs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 # Status (versions, rollout, conditions) is written by server-side apply to /status.
 - apiGroups: ["secretsync.io"]
   resources: ["secretsyncs/status"]
@@ -137,6 +139,18 @@ Secrets that is never used).
 - apiGroups: ["secretsync.io"]
   resources: ["clustersecretstores/status"]
   verbs: ["patch"]
+# ClusterSecretSyncs are cached by a reflector (list/watch); their status is written by
+# server-side apply; the SecretSyncs made carry an ownerReference to their
+# ClusterSecretSync with blockOwnerDeletion, which needs update on its finalizers.
+- apiGroups: ["secretsync.io"]
+  resources: ["clustersecretsyncs"]
+  verbs: ["list", "watch"]
+- apiGroups: ["secretsync.io"]
+  resources: ["clustersecretsyncs/status"]
+  verbs: ["patch"]
+- apiGroups: ["secretsync.io"]
+  resources: ["clustersecretsyncs/finalizers"]
+  verbs: ["update"]
 # A ClusterSecretStore's namespaceSelector is matched against the SecretSync's namespace
 # labels, kept from a metadata watch so a label change takes effect at once.
 - apiGroups: [""]

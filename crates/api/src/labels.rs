@@ -38,6 +38,9 @@ pub const FINALIZER: &str = "secretsync.io/finalizer";
 /// `spec.version` it raised to: the version that rotation makes rolls out outside the
 /// rollout windows. Honoured once: later versions wait for a window again.
 pub const ROLLOUT_NOW: &str = "secretsync.io/rollout-now";
+/// On a SecretSync made by a ClusterSecretSync: that ClusterSecretSync's name. The
+/// ownerReference, not this label, is what makes it the ClusterSecretSync's.
+pub const CLUSTER_SYNC: &str = "secretsync.io/cluster-sync";
 /// The field manager used for every server-side apply by the operator.
 pub const FIELD_MANAGER: &str = "secretsync";
 

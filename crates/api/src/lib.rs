@@ -1,8 +1,9 @@
-//! secretsync's API (`secretsync.io/v1alpha1`): the `SecretSync`, `SecretStore` and
-//! `ClusterSecretStore` kinds exactly as `docs/reference/` describes them, and the pure helpers
+//! secretsync's API (`secretsync.io/v1alpha1`): the `SecretSync`, `ClusterSecretSync`,
+//! `SecretStore` and `ClusterSecretStore` kinds exactly as `docs/reference/` describes them, and the pure helpers
 //! that every other crate shares (versioned names, content hash, key and duration
 //! validation, label keys, condition reasons, rollout windows).
 
+pub mod cluster_sync;
 pub mod duration;
 pub mod hash;
 pub mod keys;
@@ -16,12 +17,13 @@ pub mod string_map;
 pub mod validate;
 pub mod window;
 
+pub use cluster_sync::*;
 pub use reason::Reason;
 pub use secretsync::*;
 pub use store::*;
 pub use string_map::StringMap;
 
-/// The three CRDs, in the order they should be applied.
+/// The four CRDs, in the order they should be applied.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
@@ -30,6 +32,7 @@ pub fn crds()
         SecretStore::crd(),
         ClusterSecretStore::crd(),
         SecretSync::crd(),
+        ClusterSecretSync::crd(),
     ]
 }
 

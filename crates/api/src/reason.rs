@@ -43,6 +43,17 @@ pub enum Reason {
     TargetNotFound,
     /// `revokedVersions` names a version that was never made: it revokes nothing.
     RevokedVersionUnknown,
+    /// ClusterSecretSync: some selected namespaces' SecretSyncs have not reported Ready yet.
+    SecretSyncsPending,
+    /// ClusterSecretSync: some selected namespaces' SecretSyncs failed or could not be made
+    /// (`status.failures` names them).
+    NamespacesFailed,
+    /// ClusterSecretSync, per namespace: a SecretSync of its name exists there and is not
+    /// its own; it is left untouched.
+    SecretSyncNotOwned,
+    /// ClusterSecretSync, per namespace no longer selected: its SecretSync is kept while a
+    /// workload or Pod there references one of its versions.
+    VersionsInUse,
 }
 
 impl Reason {
@@ -74,6 +85,10 @@ impl Reason {
             Reason::LeaseExpired => "LeaseExpired",
             Reason::TargetNotFound => "TargetNotFound",
             Reason::RevokedVersionUnknown => "RevokedVersionUnknown",
+            Reason::SecretSyncsPending => "SecretSyncsPending",
+            Reason::NamespacesFailed => "NamespacesFailed",
+            Reason::SecretSyncNotOwned => "SecretSyncNotOwned",
+            Reason::VersionsInUse => "VersionsInUse",
         }
     }
 }
@@ -120,4 +135,17 @@ pub mod event {
     pub const HASH_REKEYED: &str = "HashRekeyed";
     /// `revokedVersions` names a version that was never made (Warning).
     pub const REVOKED_VERSION_UNKNOWN: &str = "RevokedVersionUnknown";
+    /// A ClusterSecretSync made its SecretSync in a newly selected namespace (Normal).
+    pub const SECRET_SYNC_CREATED: &str = "SecretSyncCreated";
+    /// A ClusterSecretSync deleted its SecretSync from a namespace no longer selected
+    /// (Normal).
+    pub const SECRET_SYNC_REMOVED: &str = "SecretSyncRemoved";
+    /// A SecretSync of a ClusterSecretSync's name exists in a selected namespace and is not
+    /// its own: left untouched (Warning, on both).
+    pub const SECRET_SYNC_NOT_OWNED: &str = "SecretSyncNotOwned";
+    /// A namespace is no longer selected, but a workload or Pod there references a version
+    /// of its SecretSync: the SecretSync is kept until nothing does (Warning).
+    pub const REMOVAL_HELD: &str = "RemovalHeld";
+    /// A ClusterSecretSync's spec cannot be used; nothing is made or changed (Warning).
+    pub const CLUSTER_SYNC_INVALID: &str = "ClusterSyncInvalid";
 }

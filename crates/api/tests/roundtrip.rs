@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync};
+use secretsync_api::{ClusterSecretStore, ClusterSecretSync, SecretStore, SecretSync};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -301,6 +301,9 @@ fn every_example_round_trips() {
                     Some("SecretStore") => {
                         roundtrip::<SecretStore>(&serde_yaml::to_string(&original).unwrap()).1
                     }
+                    Some("ClusterSecretSync") => {
+                        roundtrip::<ClusterSecretSync>(&serde_yaml::to_string(&original).unwrap()).1
+                    }
                     Some("ClusterSecretStore") => {
                         roundtrip::<ClusterSecretStore>(&serde_yaml::to_string(&original).unwrap())
                             .1
@@ -320,6 +323,8 @@ fn every_example_round_trips() {
         "azure/secretsync.yaml",
         "gcp/store.yaml",
         "gcp/secretsync.yaml",
+        "cluster-sync/store.yaml",
+        "cluster-sync/clustersecretsync.yaml",
     ] {
         assert!(
             checked.iter().any(|p| p.ends_with(required)),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 fn committed_crds_match_the_types() {
     let dir = secretsync_testkit::repo_root().join("crds");
     let crds = secretsync_api::crds();
-    assert_eq!(crds.len(), 3);
+    assert_eq!(crds.len(), 4);
     for crd in crds {
         let path = dir.join(secretsync_api::crd_file_name(&crd));
         let committed =
@@ -21,6 +21,41 @@ fn committed_crds_match_the_types() {
             "{} drifted from the Rust types; run `cargo run -p secretsync-api --bin crdgen`",
             path.display()
         );
+    }
+}
+
+#[test]
+fn the_cluster_secret_sync_is_cluster_scoped_and_its_names_are_its_own() {
+    let css = secretsync_api::ClusterSecretSync::crd();
+    assert_eq!(
+        css.metadata.name.as_deref(),
+        Some("clustersecretsyncs.secretsync.io")
+    );
+    assert_eq!(css.spec.scope, "Cluster");
+    assert_eq!(css.spec.names.short_names, Some(vec!["cssync".to_string()]));
+    let version = &css.spec.versions[0];
+    assert!(version.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.to_uppercase())
+        .collect();
+    assert_eq!(
+        columns,
+        ["STORE", "SELECTED", "SYNCED", "FAILED", "READY", "AGE"]
+    );
+    // Every singular, plural and short name resolves to one kind.
+    let mut names = std::collections::BTreeSet::new();
+    for crd in secretsync_api::crds() {
+        let n = &crd.spec.names;
+        for name in [Some(n.plural.clone()), n.singular.clone()]
+            .into_iter()
+            .flatten()
+            .chain(n.short_names.clone().unwrap_or_default())
+        {
+            assert!(names.insert(name.clone()), "{name} names two kinds");
+        }
     }
 }
 

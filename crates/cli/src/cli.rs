@@ -162,8 +162,8 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Convert External Secrets Operator manifests (ExternalSecret, SecretStore,
-    /// ClusterSecretStore) into secretsync's. The manifests go to stdout; a report of every
+    /// Convert External Secrets Operator manifests (ExternalSecret, ClusterExternalSecret,
+    /// SecretStore, ClusterSecretStore) into secretsync's. The manifests go to stdout; a report of every
     /// field and object not carried over, and why, to stderr. Exit 1 when an object could not
     /// be converted at all.
     Import {
@@ -182,6 +182,11 @@ pub enum Command {
         /// With --from-cluster: every namespace.
         #[arg(short = 'A', long, requires = "from_cluster")]
         all_namespaces: bool,
+        /// Deployments, StatefulSets and DaemonSets with Stakater Reloader annotations (in the
+        /// files, or in the cluster with --from-cluster) become rollout targets of the
+        /// SecretSyncs whose Secret they follow; what cannot be mapped is reported.
+        #[arg(long)]
+        rollout_from_reloader: bool,
     },
     /// Print a shell completion script: `source <(kubectl-secretsync completion bash)`.
     Completion { shell: clap_complete::Shell },

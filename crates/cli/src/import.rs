@@ -78,11 +78,7 @@ fn convert_doc(doc: Value, imported: &mut Imported) {
     let converted = match kind.as_str() {
         "ExternalSecret" => walk.external_secret(doc),
         "SecretStore" | "ClusterSecretStore" => walk.store(&kind, doc),
-        "ClusterExternalSecret" => Err(
-            "ClusterSecretSync is not available yet: import each namespace's ExternalSecret \
-             (kubectl get externalsecret -A -o yaml), which ESO made from it"
-                .into(),
-        ),
+        "ClusterExternalSecret" => walk.cluster_external_secret(doc),
         "PushSecret" | "ClusterPushSecret" => Err(
             "secretsync only brings secrets into clusters; pushing Secrets to a store has no \
              equivalent"
@@ -116,6 +112,13 @@ fn check(kind: &str, value: Value) -> Result<Value, String> {
                 serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
             let name = sync.metadata.name.clone().unwrap_or_default();
             validate_spec(&sync.spec, &name).map_err(|p| invalid(p.join("; ")))?;
+        }
+        "ClusterExternalSecret" => {
+            let css: secretsync_api::ClusterSecretSync =
+                serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
+            let name = css.metadata.name.clone().unwrap_or_default();
+            secretsync_api::validate_cluster_sync(&css.spec, &name)
+                .map_err(|p| invalid(p.join("; ")))?;
         }
         "SecretStore" => {
             let store: secretsync_api::SecretStore =
@@ -162,6 +165,10 @@ fn why_not(key: &str) -> &'static str {
         }
         "caProvider" => "caBundle only: put the PEM (base64) in caBundle",
         "namespaceRegexes" => "namespaces and namespaceSelector only",
+        "refreshTime" => {
+            "namespaces are followed by a watch of their labels, at once: there is no polling \
+             interval"
+        }
         "valueMap" => "fake entries hold one value each",
         _ => "no equivalent in secretsync",
     }
@@ -285,6 +292,94 @@ impl Walk {
         Ok(json!({
             "apiVersion": OURS,
             "kind": "SecretSync",
+            "metadata": metadata,
+            "spec": out,
+        }))
+    }
+
+    /// A ClusterExternalSecret becomes a ClusterSecretSync: `externalSecretSpec` its template
+    /// (converted as an ExternalSecret's spec, its notes under `.spec.externalSecretSpec`),
+    /// `externalSecretMetadata` the template's metadata, the namespace selection as is. Named
+    /// `externalSecretName` when set: its SecretSyncs (and their Secrets) take its name, as
+    /// ESO's ExternalSecrets did.
+    fn cluster_external_secret(&mut self, mut doc: Obj) -> Result<Value, String> {
+        let metadata = self.metadata(&mut doc, true)?;
+        let mut spec = self.object_at(&mut doc, "spec", "")?.unwrap_or_default();
+        let mut metadata = metadata;
+        if let Some(name) = spec.remove("externalSecretName").filter(|n| !n.is_null()) {
+            if metadata["name"] != name {
+                self.note(
+                    ".metadata.name",
+                    format!(
+                        "the ClusterSecretSync is named {name} (externalSecretName): the \
+                         SecretSyncs it makes take its name"
+                    ),
+                );
+            }
+            metadata["name"] = name;
+        }
+        let mut out = Obj::new();
+        let mut selectors: Vec<Value> = Vec::new();
+        if let Some(one) = spec.remove("namespaceSelector").filter(|v| !v.is_null()) {
+            selectors.push(one);
+        }
+        if let Some(many) = spec.remove("namespaceSelectors") {
+            selectors.extend(as_array(many, ".spec.namespaceSelectors")?);
+        }
+        match selectors.len() {
+            0 => {}
+            1 => {
+                out.insert("namespaceSelector".into(), selectors.remove(0));
+            }
+            n => {
+                return Err(format!(
+                    "{n} namespace selectors (any of them selects): a ClusterSecretSync has \
+                     one namespaceSelector (and a namespaces list); combine them into one \
+                     selector, or split this into {n} ClusterSecretSyncs of different names"
+                ));
+            }
+        }
+        Self::copy(&mut spec, &mut out, &["namespaces"]);
+        let mut template = Obj::new();
+        if let Some(mut meta) = self.object_at(&mut spec, "externalSecretMetadata", ".spec")? {
+            let mut ours = Obj::new();
+            Self::copy(&mut meta, &mut ours, &["labels", "annotations"]);
+            self.rest(".spec.externalSecretMetadata", meta);
+            if !ours.is_empty() {
+                template.insert("metadata".into(), Value::Object(ours));
+            }
+        }
+        let Some(inner) = self.object_at(&mut spec, "externalSecretSpec", ".spec")? else {
+            return Err("no spec.externalSecretSpec: nothing to make in each namespace".into());
+        };
+        let kind = inner
+            .get("secretStoreRef")
+            .and_then(|r| r.get("kind"))
+            .and_then(Value::as_str)
+            .unwrap_or("SecretStore");
+        if kind != "ClusterSecretStore" {
+            return Err(format!(
+                "its externalSecretSpec reads a {kind}, one per namespace: a ClusterSecretSync \
+                 reads only ClusterSecretStores. Make the store a ClusterSecretStore (its \
+                 conditions limit the namespaces), or import each namespace's ExternalSecret"
+            ));
+        }
+        let first_note = self.notes.len();
+        let converted = self.external_secret(Obj::from_iter([
+            ("metadata".to_owned(), json!({"name": metadata["name"]})),
+            ("spec".to_owned(), Value::Object(inner)),
+        ]))?;
+        for note in &mut self.notes[first_note..] {
+            if let Some(rest) = note.field.strip_prefix(".spec") {
+                note.field = format!(".spec.externalSecretSpec{rest}");
+            }
+        }
+        template.insert("spec".into(), converted["spec"].clone());
+        out.insert("template".into(), Value::Object(template));
+        self.rest(".spec", spec);
+        Ok(json!({
+            "apiVersion": OURS,
+            "kind": "ClusterSecretSync",
             "metadata": metadata,
             "spec": out,
         }))
@@ -816,7 +911,7 @@ fn go_template(text: &str) -> Option<String> {
 }
 
 /// `--from-cluster`: the ExternalSecrets and SecretStores of `namespace` (or of every
-/// namespace) and every ClusterSecretStore, at the newest ESO API version the cluster serves.
+/// namespace) and every ClusterExternalSecret and ClusterSecretStore, at the newest ESO API version the cluster serves.
 pub async fn from_cluster(
     client: &kube::Client,
     namespace: &str,
@@ -829,7 +924,12 @@ pub async fn from_cluster(
         .run()
         .await?;
     let mut docs = Vec::new();
-    for kind in ["ExternalSecret", "SecretStore", "ClusterSecretStore"] {
+    for kind in [
+        "ExternalSecret",
+        "ClusterExternalSecret",
+        "SecretStore",
+        "ClusterSecretStore",
+    ] {
         let Some(group) = discovery.get("external-secrets.io") else {
             break;
         };
@@ -857,6 +957,44 @@ pub async fn from_cluster(
             }
         }
     }
+    Ok(docs)
+}
+
+/// `--rollout-from-reloader` with `--from-cluster`: the Deployments, StatefulSets and
+/// DaemonSets of `namespace` (or of every namespace), for their Reloader annotations.
+pub async fn workloads_from_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    all_namespaces: bool,
+) -> Result<Vec<Value>, kube::Error> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    async fn list<K>(client: &kube::Client, ns: Option<&str>) -> Result<Vec<Value>, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api: kube::Api<K> = match ns {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        };
+        let items = api.list(&Default::default()).await?.items;
+        Ok(items
+            .iter()
+            .filter_map(|w| {
+                let mut value = serde_json::to_value(w).ok()?;
+                value["apiVersion"] = json!(K::api_version(&()));
+                value["kind"] = json!(K::kind(&()));
+                Some(value)
+            })
+            .collect())
+    }
+    let ns = (!all_namespaces).then_some(namespace);
+    let mut docs = list::<Deployment>(client, ns).await?;
+    docs.extend(list::<StatefulSet>(client, ns).await?);
+    docs.extend(list::<DaemonSet>(client, ns).await?);
     Ok(docs)
 }
 
@@ -976,6 +1114,87 @@ spec:
         let sync: secretsync_api::SecretSync =
             serde_json::from_value(imported.objects[0].clone()).unwrap();
         secretsync_api::validate::validate_spec(&sync.spec, "db").unwrap();
+    }
+
+    #[test]
+    fn a_cluster_external_secret_becomes_a_cluster_secret_sync() {
+        let imported = import(yaml(
+            r#"
+apiVersion: external-secrets.io/v1
+kind: ClusterExternalSecret
+metadata: {name: registry}
+spec:
+  externalSecretName: registry-creds
+  externalSecretMetadata: {labels: {team: platform}, annotations: {owner: ops}}
+  namespaceSelectors:
+    - matchLabels: {registry-access: "true"}
+  namespaces: [ci]
+  refreshTime: 1m
+  externalSecretSpec:
+    refreshInterval: 1h
+    secretStoreRef: {name: vault, kind: ClusterSecretStore}
+    target: {creationPolicy: Merge}
+    data:
+      - secretKey: .dockerconfigjson
+        remoteRef: {key: platform/registry, property: dockerconfigjson}
+"#,
+        ));
+        assert!(imported.failed.is_empty(), "{:?}", imported.failed);
+        let expected = json!({
+            "apiVersion": "secretsync.io/v1alpha1",
+            "kind": "ClusterSecretSync",
+            "metadata": {"name": "registry-creds"},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"registry-access": "true"}},
+                "namespaces": ["ci"],
+                "template": {
+                    "metadata": {"labels": {"team": "platform"}, "annotations": {"owner": "ops"}},
+                    "spec": {
+                        "storeRef": {"name": "vault", "kind": "ClusterSecretStore"},
+                        "refreshInterval": "1h",
+                        "data": [{"secretKey": ".dockerconfigjson", "remoteRef": {"key": "platform/registry", "property": "dockerconfigjson"}}],
+                    },
+                },
+            },
+        });
+        assert_eq!(imported.objects, [expected]);
+        let fields: Vec<&str> = imported.notes.iter().map(|n| n.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                ".metadata.name",
+                ".spec.externalSecretSpec.target.creationPolicy",
+                ".spec.refreshTime",
+            ],
+            "{:?}",
+            imported.notes
+        );
+    }
+
+    #[test]
+    fn a_cluster_external_secret_that_cannot_be_one_cluster_secret_sync_is_refused_with_why() {
+        let cases = [
+            (
+                "namespaceSelectors: [{matchLabels: {a: b}}, {matchLabels: {c: d}}]\n  externalSecretSpec: {secretStoreRef: {name: v, kind: ClusterSecretStore}, data: [{secretKey: k, remoteRef: {key: x}}]}",
+                "2 namespace selectors",
+            ),
+            (
+                "namespaces: [a]\n  externalSecretSpec: {secretStoreRef: {name: v}, data: [{secretKey: k, remoteRef: {key: x}}]}",
+                "reads only ClusterSecretStores",
+            ),
+            ("namespaces: [a]", "no spec.externalSecretSpec"),
+        ];
+        for (spec, why) in cases {
+            let imported = import(yaml(&format!(
+                "apiVersion: external-secrets.io/v1beta1\nkind: ClusterExternalSecret\nmetadata: {{name: x}}\nspec:\n  {spec}\n"
+            )));
+            assert!(imported.objects.is_empty(), "{spec}");
+            assert!(
+                imported.failed[0].why.contains(why),
+                "{spec}: {:?}",
+                imported.failed
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod import;
 pub mod ops;
+pub mod reloader;
 pub mod render;
 pub mod wait;
 
@@ -38,10 +39,11 @@ pub async fn main(cli: Cli) -> i32 {
     if let Command::Import {
         files,
         from_cluster: false,
+        rollout_from_reloader,
         ..
     } = &cli.command
     {
-        return import_files(files, &mut out, &mut err);
+        return import_files(files, *rollout_from_reloader, &mut out, &mut err);
     }
     let fallback_ns = cli
         .global
@@ -71,7 +73,12 @@ pub async fn main(cli: Cli) -> i32 {
 }
 
 /// `import -f`: no cluster needed.
-fn import_files(files: &[std::path::PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+fn import_files(
+    files: &[std::path::PathBuf],
+    reloader: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let mut docs = Vec::new();
     for file in files {
         let text = if file.as_os_str() == "-" {
@@ -92,7 +99,17 @@ fn import_files(files: &[std::path::PathBuf], out: &mut dyn Write, err: &mut dyn
             }
         }
     }
-    print_imported(import::import(docs), out, err)
+    print_imported(convert(docs, reloader), out, err)
+}
+
+/// The import, with the Reloader mapping when asked for.
+fn convert(docs: Vec<serde_json::Value>, reloader: bool) -> import::Imported {
+    if !reloader {
+        return import::import(docs);
+    }
+    let mut imported = import::import(docs.clone());
+    reloader::add_targets(&docs, &mut imported);
+    imported
 }
 
 /// Our manifests on `out` as one YAML stream, the report on `err`.
@@ -149,9 +166,18 @@ pub async fn execute(
     let now = jiff::Timestamp::now();
     match command {
         Command::Completion { shell } => completion(shell, out),
-        Command::Import { all_namespaces, .. } => {
-            let docs = import::from_cluster(&client, namespace, all_namespaces).await?;
-            if print_imported(import::import(docs), out, err) != 0 {
+        Command::Import {
+            all_namespaces,
+            rollout_from_reloader,
+            ..
+        } => {
+            let mut docs = import::from_cluster(&client, namespace, all_namespaces).await?;
+            if rollout_from_reloader {
+                docs.extend(
+                    import::workloads_from_cluster(&client, namespace, all_namespaces).await?,
+                );
+            }
+            if print_imported(convert(docs, rollout_from_reloader), out, err) != 0 {
                 return Err(Error::Refused {
                     message: "some objects could not be converted (listed above)".into(),
                     hint: "convert those by hand, or leave them with External Secrets Operator"

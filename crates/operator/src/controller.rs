@@ -8,12 +8,16 @@
 //! | SecretStores, ClusterSecretStores | reflectors | their users, on a spec change or deletion |
 //! | (store checks, [`BackendHealth`]) | — | a store's failed SecretSyncs, when its backend recovers |
 //! | Deployments, StatefulSets, DaemonSets; Argo Rollouts if served | [`Workloads`] (reduced) | the SecretSyncs rolling out to them |
-//! | Namespaces (metadata only) | [`NamespaceLabels`] | on a label change, the namespace's SecretSyncs using a ClusterSecretStore |
+//! | Namespaces (metadata only) | [`NamespaceLabels`] | on a label change, the namespace's SecretSyncs using a ClusterSecretStore, and every ClusterSecretSync |
+//! | ClusterSecretSyncs | their controller's reflector | themselves; a SecretSync event wakes the ClusterSecretSync that owns it |
 //!
 //! Whether Argo Rollouts are served is asked of discovery once, at start: a CRD installed
 //! later is followed after the next restart.
 //!
-//! The store Ready checks run as two more controllers beside it. If any watch or controller
+//! The store Ready checks run as two more controllers beside it, and ClusterSecretSyncs
+//! (`fanout/`) as one more, reading the SecretSync and namespace caches. The ClusterSecretSync
+//! watch is not one the SecretSync reconciles wait for: they do not read it, and an
+//! operator whose RBAC predates the kind still syncs (its watch retries and logs). If any watch or controller
 //! ends while the operator is not shutting down, [`run`] returns an error, so the process
 //! exits and Kubernetes restarts it rather than leaving it running blind.
 
@@ -24,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::channel::mpsc::{self, UnboundedSender};
 use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt, future};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
@@ -32,7 +36,9 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use secretsync_api::{ClusterSecretStore, SecretStore, SecretSync, StoreKind, WorkloadKind};
+use secretsync_api::{
+    ClusterSecretStore, ClusterSecretSync, SecretStore, SecretSync, StoreKind, WorkloadKind,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -49,6 +55,7 @@ use crate::cache::versions::{SecretChange, VersionIndex, base_of};
 use crate::cache::workloads::{WorkloadChange, Workloads, WorkloadsOf};
 use crate::cache::{Cache, Listed, fill};
 use crate::context::{Config, Context, Shared};
+use crate::fanout::{self, Fanout};
 use crate::hash_key;
 use crate::instant;
 use crate::process::metrics::Metrics;
@@ -103,11 +110,13 @@ pub async fn run(
     let rollouts_served = rollouts_served(&client).await?;
     let (wake_tx, wake_rx) = mpsc::unbounded::<SyncRef>();
     let (ended_tx, ended_rx) = mpsc::unbounded::<&'static str>();
+    let (fanout_wake, fanout_woken) = fanout::wake();
     let mut watches = Watches {
         client: client.clone(),
         namespaces: options.namespaces.clone(),
         listed: Arc::new(Listed::default()),
         wake: wake_tx,
+        fanout: fanout_wake,
         ended: ended_tx,
         drained: Vec::new(),
     };
@@ -154,6 +163,8 @@ pub async fn run(
     watches.namespaces(&ctx.namespaces, &syncs_index);
 
     spawn_openbao_audit(options.openbao_audit, &ctx, &syncs, &watches, &stopping);
+    let fan = Fanout::new(ctx.clone(), syncs.clone(), &options.namespaces);
+    let cluster_syncs = fanout::run(&client, fan, fanout_woken, stopping.wait());
     let controller = Controller::for_stream(sync_events, syncs)
         .owns_stream(secret_events)
         // Wake-ups from the caches, and a recovered store's SecretSyncs: their backoff is
@@ -186,6 +197,7 @@ pub async fn run(
             stopping.wait(),
         ),
     );
+    let store_checks = future::join(store_checks, cluster_syncs);
 
     info!(namespaces = ?options.namespaces, selector = ?options.selector, "watching; reconciles start once the caches are filled");
     tokio::spawn(report_ready(watches.listed.clone(), options.caches_synced));
@@ -414,6 +426,8 @@ struct Watches {
     namespaces: Vec<String>,
     listed: Arc<Listed>,
     wake: UnboundedSender<SyncRef>,
+    /// ClusterSecretSyncs to wake.
+    fanout: fanout::Wake,
     ended: UnboundedSender<&'static str>,
     /// The watches no controller polls: `run` does.
     drained: Vec<BoxFuture<'static, ()>>,
@@ -490,6 +504,21 @@ impl Watches {
         .modify(|sync| {
             sync.managed_fields_mut().clear();
             sync.annotations_mut().remove(LAST_APPLIED);
+        });
+        // A ClusterSecretSync's SecretSync changed (its status, say): its summary follows.
+        let fanout = self.fanout.clone();
+        let events = events.inspect_ok(move |event| {
+            let changed = match event {
+                watcher::Event::Apply(s)
+                | watcher::Event::InitApply(s)
+                | watcher::Event::Delete(s) => s,
+                watcher::Event::Init | watcher::Event::InitDone => return,
+            };
+            for owner in changed.owner_references() {
+                if owner.kind == ClusterSecretSync::kind(&()) && owner.controller == Some(true) {
+                    fanout.owner(&owner.name);
+                }
+            }
         });
         let (forget, wake) = (ctx.clone(), self.wake());
         let react = move |gone: SyncGone| {
@@ -603,8 +632,12 @@ impl Watches {
     /// a ClusterSecretStore (its conditions may now admit or refuse them).
     fn namespaces(&mut self, labels: &Arc<NamespaceLabels>, syncs: &Arc<SyncIndex>) {
         let events = watch_cluster::<PartialObjectMeta<Namespace>>(&self.client);
-        let (syncs, wake) = (syncs.clone(), self.wake());
-        let react = move |namespace: String| wake(syncs.cluster_store_users_in(&namespace));
+        let (syncs, wake, fanout) = (syncs.clone(), self.wake(), self.fanout.clone());
+        // And every ClusterSecretSync: the namespace may now be selected, or no longer.
+        let react = move |namespace: String| {
+            wake(syncs.cluster_store_users_in(&namespace));
+            fanout.all();
+        };
         let events = self.filled("namespaces", events, labels, react);
         self.drain("namespaces", events);
     }

@@ -9,6 +9,7 @@
 //! | `cache/` | what the watches keep in memory for the reconciles to read |
 //! | [`rollout`] | rolling workloads onto a version |
 //! | [`podspec`] | the pod-spec rules: Secret references, the rewrite patch, rollout progress |
+//! | `fanout/` | ClusterSecretSyncs: a SecretSync per selected namespace |
 //! | `backend/` | connected providers, their health and the stores' Ready checks |
 //! | [`process`] | leader election, HTTP endpoints, metrics, logging, supervision |
 
@@ -20,6 +21,7 @@ mod context;
 mod controller;
 mod error;
 mod events;
+mod fanout;
 pub mod hash_key;
 mod instant;
 pub mod podspec;

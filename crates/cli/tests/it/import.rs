@@ -114,7 +114,7 @@ async fn apply(env: &Env, mut object: Value, name: &str) -> Result<(), String> {
     object["metadata"]["name"] = Value::from(name);
     let gvk = GroupVersionKind::gvk("secretsync.io", "v1alpha1", &kind);
     let resource = ApiResource::from_gvk(&gvk);
-    let api: Api<DynamicObject> = if kind == "ClusterSecretStore" {
+    let api: Api<DynamicObject> = if kind.starts_with("Cluster") {
         Api::all_with(env.client.clone(), &resource)
     } else {
         object["metadata"]["namespace"] = Value::from(env.ns.as_str());
@@ -125,4 +125,68 @@ async fn apply(env: &Env, mut object: Value, name: &str) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("{kind} {name} refused: {e}\n{object:#}"))
+}
+
+/// The plugin as a user runs it: `import -f FILE --rollout-from-reloader` prints the
+/// SecretSync with the Reloader-annotated Deployment as its rollout target, and the report
+/// says what to do with the Deployment.
+#[test]
+fn import_with_rollout_from_reloader_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eso.yaml");
+    std::fs::write(
+        &file,
+        r#"
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {name: db, namespace: shop}
+spec:
+  secretStoreRef: {name: vault}
+  data: [{secretKey: password, remoteRef: {key: app/db, property: password}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop, annotations: {secret.reloader.stakater.com/reload: db}}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: api, image: app:1}]}
+"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-secretsync"))
+            .args(["import", "-f"])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+            .map(serde::Deserialize::deserialize)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (docs, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (docs, report) = run(&["--rollout-from-reloader"]);
+    assert_eq!(docs.len(), 1, "the Deployment itself is not printed");
+    assert_eq!(
+        docs[0]["spec"]["rollout"]["targets"],
+        serde_json::json!([{"kind": "Deployment", "name": "api"}])
+    );
+    assert!(
+        report.contains("Deployment shop/api:")
+            && report.contains("now a rollout target of SecretSync db"),
+        "{report}"
+    );
+    let (without, _) = run(&[]);
+    assert!(
+        without[0]["spec"]["rollout"].is_null(),
+        "only when asked for"
+    );
 }

@@ -38,6 +38,18 @@ impl NamespaceLabels {
             .unwrap_or_default()
     }
 
+    /// Every namespace known, with its labels (for ClusterSecretSync selection).
+    pub fn all(&self) -> Vec<(String, Labels)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .labels
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Records a namespace; returns whether its labels differ from what was known (a
     /// namespace seen for the first time counts as changed: a SecretSync in it may have
     /// been refused before its labels were known).

@@ -185,11 +185,11 @@ async fn read_backend(
     store: &store::ResolvedStore,
     sync: &SecretSync,
     ctx: &Context,
-    rotate: bool,
+    fresh: bool,
 ) -> Result<fetch::Fetched> {
     let read = match sync.spec.pki() {
         Some(pki) => fetch::issue(store, pki, &ctx.metrics).await,
-        None => fetch::fetch(store, sync, &ctx.metrics, rotate).await,
+        None => fetch::fetch(store, sync, &ctx.metrics, fresh).await,
     };
     store::report(ctx, store, sync, &read);
     read
@@ -352,8 +352,12 @@ async fn refresh(
 
     let mut refreshed = None;
     if let Some(why) = refresh {
+        let fresh = version::reads_fresh(
+            why,
+            newest.is_some() || known.lost.is_some() || previous.current_version.is_some(),
+        );
         let mut store = store::resolve(sync, ctx).await?;
-        let fetched = match read_backend(&store, sync, ctx, why.rotate).await {
+        let fetched = match read_backend(&store, sync, ctx, fresh).await {
             // Refused: if the store's credential Secrets were replaced since it connected,
             // connect with the new ones and read once more.
             Err(e)
@@ -364,7 +368,7 @@ async fn refresh(
                         .await =>
             {
                 store = store::resolve(sync, ctx).await?;
-                read_backend(&store, sync, ctx, why.rotate).await?
+                read_backend(&store, sync, ctx, fresh).await?
             }
             fetched => fetched?,
         };

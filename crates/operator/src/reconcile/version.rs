@@ -37,6 +37,16 @@ pub struct Refresh {
     pub ahead_of_lease: bool,
 }
 
+/// Whether a read must bypass the values other SecretSyncs of the store read moments ago
+/// (`SharedReads`): a rotation, a revoked or a lost newest version must see the backend as it
+/// is now. A first version need not: nothing older exists for a shared value to be staler
+/// than, and the SecretSyncs a ClusterSecretSync makes at once would otherwise each read
+/// every key (N namespaces × K keys instead of K). `made_before`: the SecretSync has made a
+/// version before (one exists, was lost, or the status names one).
+pub fn reads_fresh(why: Refresh, made_before: bool) -> bool {
+    why.rotate && made_before
+}
+
 pub struct RefreshInput<'a> {
     /// The refresh grid; `None` when polling is off.
     pub grid: Option<Grid>,
@@ -696,6 +706,30 @@ storeGeneration: 1
         );
         assert_eq!(plan_refresh(&years_later), None);
         assert_eq!(Grid::of(&s), None, "no grid, so no refresh requeue");
+    }
+
+    #[test]
+    fn only_a_rotation_of_an_existing_version_bypasses_shared_reads() {
+        let rotate = Refresh {
+            rotate: true,
+            ahead_of_lease: false,
+        };
+        let refresh = Refresh {
+            rotate: false,
+            ahead_of_lease: false,
+        };
+        assert!(
+            reads_fresh(rotate, true),
+            "spec.version raised, revoked, lost"
+        );
+        assert!(
+            !reads_fresh(rotate, false),
+            "the first version shares the store's reads"
+        );
+        assert!(
+            !reads_fresh(refresh, true),
+            "a periodic refresh shares them"
+        );
     }
 
     #[test]

@@ -1075,3 +1075,151 @@ pub fn seeds(prefix: &str, default: u64) -> Vec<u64> {
     }
     (1..=var("SEEDS").unwrap_or(default)).collect()
 }
+
+impl Operator {
+    /// Like [`Operator::start_with`], watching exactly `namespaces` (every one when empty).
+    pub fn start_in(client: Client, namespaces: Vec<String>, config: Config) -> Self {
+        logs();
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = RunOptions {
+            namespaces,
+            concurrency: 8,
+            ..RunOptions::default()
+        };
+        let task = tokio::spawn(secretsync_operator::run(
+            client,
+            config,
+            options,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+            metrics,
+        }
+    }
+}
+
+/// Cluster-scoped objects a test made under names of its own (namespaces beyond the Env's,
+/// ClusterSecretSyncs, ClusterSecretStores): deleted when dropped on a real cluster, as the
+/// Env's namespace is (the sandbox goes with the process).
+pub struct ClusterObjects {
+    real: Option<kube::Config>,
+    pub namespaces: Vec<String>,
+    pub cluster_syncs: Vec<String>,
+    pub cluster_stores: Vec<String>,
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        let Some(config) = self.real.clone() else {
+            return;
+        };
+        let (namespaces, syncs, stores) = (
+            std::mem::take(&mut self.namespaces),
+            std::mem::take(&mut self.cluster_syncs),
+            std::mem::take(&mut self.cluster_stores),
+        );
+        // As Env's drop: a runtime of its own, the test's is blocked here.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the cleanup")
+                .block_on(async {
+                    let client = Client::try_from(config).expect("a client for the real cluster");
+                    let dp = Default::default();
+                    for name in syncs {
+                        let _ = Api::<secretsync_api::ClusterSecretSync>::all(client.clone())
+                            .delete(&name, &dp)
+                            .await;
+                    }
+                    for name in stores {
+                        let _ = Api::<secretsync_api::ClusterSecretStore>::all(client.clone())
+                            .delete(&name, &dp)
+                            .await;
+                    }
+                    for name in namespaces {
+                        let _ = Api::<Namespace>::all(client.clone())
+                            .delete(&name, &dp)
+                            .await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+impl Env {
+    /// An Env (namespace `ns`, no operator yet) plus namespaces `<env ns>-<suffix>` for each
+    /// suffix, and an operator watching all of them (on the sandbox: every namespace), and
+    /// those of `later` too, which the test creates itself. The returned [`ClusterObjects`]
+    /// deletes them on a real cluster; cluster-scoped objects the test makes are named after
+    /// the Env's namespace and added to it.
+    pub async fn with_namespaces(
+        ns: &str,
+        suffixes: &[String],
+        later: &[String],
+    ) -> (Env, ClusterObjects) {
+        let mut env = Self::without_operator(ns).await;
+        let named = |list: &[String]| -> Vec<String> {
+            list.iter().map(|s| format!("{}-{s}", env.ns)).collect()
+        };
+        for name in &named(suffixes) {
+            install_namespace(&env.client, name).await;
+        }
+        let namespaces: Vec<String> = named(suffixes).into_iter().chain(named(later)).collect();
+        let objects = ClusterObjects {
+            real: env.sandbox.real.clone(),
+            namespaces: namespaces.clone(),
+            cluster_syncs: Vec::new(),
+            cluster_stores: Vec::new(),
+        };
+        let operator = if env.sandbox.is_real() {
+            let config = Config {
+                hash_key: KeySecret {
+                    namespace: env.ns.clone(),
+                    ..KeySecret::default()
+                },
+                ..Config::default()
+            };
+            let watched = std::iter::once(env.ns.clone()).chain(namespaces).collect();
+            Operator::start_in(env.client.clone(), watched, config)
+        } else {
+            Operator::start_in(env.client.clone(), Vec::new(), Config::default())
+        };
+        env.operator = Some(operator);
+        (env, objects)
+    }
+
+    /// Polls `get` of a namespaced object in `namespace` until `check` returns `Some`, or
+    /// panics with `what` at the deadline.
+    pub async fn wait_in<K, T>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&K>) -> Option<T>,
+    ) -> T
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let obj = api.get_opt(name).await.ok().flatten();
+            if let Some(found) = check(obj.as_ref()) {
+                return found;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what} ({namespace}/{name}); last seen: {obj:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -66,7 +66,7 @@ async fn crds_load_in_real_kubectl_and_the_fake_example_syncs() {
             &path("crds"),
         ])
         .await;
-    assert_eq!(dry.matches("(dry run)").count(), 3, "{dry}");
+    assert_eq!(dry.matches("(dry run)").count(), 4, "{dry}");
     let applied = kubectl.ok(&["apply", "-f", &path("crds")]).await;
     assert!(
         applied.contains("secretsyncs.secretsync.io created"),

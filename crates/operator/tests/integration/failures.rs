@@ -185,9 +185,12 @@ spec:
 async fn cluster_store_not_allowed_for_the_namespace() {
     let env = Env::start("payments").await;
     let stores: kube::Api<secretsync_api::ClusterSecretStore> = kube::Api::all(env.client.clone());
+    // Named after the test's namespace: cluster-scoped, so on a real cluster a fixed name
+    // outlives the run and the next run's create meets it (AlreadyExists).
+    let name = format!("{}-shared", env.ns);
     let store = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretStore",
-        "metadata": {"name": "shared"},
+        "metadata": {"name": name},
         "spec": {
             "provider": {"fake": {"data": [{"key": "app/db", "value": "{\"password\":\"x\"}"}]}},
             "conditions": [{"namespaces": ["orders"]}],
@@ -195,19 +198,20 @@ async fn cluster_store_not_allowed_for_the_namespace() {
     }))
     .unwrap();
     stores.create(&PostParams::default(), &store).await.unwrap();
-    env.create::<SecretSync>(
+    env.create::<SecretSync>(&format!(
         r#"
 apiVersion: secretsync.io/v1alpha1
 kind: SecretSync
-metadata: {name: db}
+metadata: {{name: db}}
 spec:
-  storeRef: {name: shared, kind: ClusterSecretStore}
-  data: [{secretKey: password, remoteRef: {key: app/db, property: password}}]
-"#,
-    )
+  storeRef: {{name: {name}, kind: ClusterSecretStore}}
+  data: [{{secretKey: password, remoteRef: {{key: app/db, property: password}}}}]
+"#
+    ))
     .await;
     expect_failure(&env, "db", "StoreNotAllowed", "spec.conditions").await;
     assert!(env.version_secrets("db").await.is_empty());
+    stores.delete(&name, &Default::default()).await.unwrap();
 }
 
 #[tokio::test]

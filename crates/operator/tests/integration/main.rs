@@ -6,6 +6,7 @@ mod apifaults;
 mod argo;
 mod aws;
 mod azure;
+mod cluster_sync;
 mod common;
 mod crash;
 mod endpoints;
