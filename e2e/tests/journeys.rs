@@ -331,7 +331,7 @@ async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
 
     // A ClusterSecretStore for OpenBao, for namespaces labelled for this run only.
     let css = format!("openbao-{run}");
-    j.cleanup(&format!("clustersecretstore/{css}"));
+    j.cleanup(&format!("clustersecretstores.secretsync.io/{css}"));
     j.ok(&[
         "create",
         "secret",
@@ -385,8 +385,9 @@ spec:
 
     // Both stores report Ready, as `kubectl get` shows them.
     for (ns, kind, name) in [
-        ("", "clustersecretstore", css.as_str()),
-        (admitted.as_str(), "secretstore", "aws"),
+        // By group: journey 9 installs ESO's SecretStore kinds beside ours.
+        ("", "clustersecretstores.secretsync.io", css.as_str()),
+        (admitted.as_str(), "secretstores.secretsync.io", "aws"),
     ] {
         eventually(&format!("{kind} {name} Ready"), || async {
             let out = j
@@ -526,7 +527,7 @@ async fn j1_platform_team_chart_without_a_needed_rule_is_refused_by_name() {
     let (run, platform) = (j.run.clone(), j.ns.clone());
     install_chart_operator(&mut j, &[&platform], Some("clustersecretstores/status")).await;
     let css = format!("openbao-{run}");
-    j.cleanup(&format!("clustersecretstore/{css}"));
+    j.cleanup(&format!("clustersecretstores.secretsync.io/{css}"));
     j.ok(&[
         "create",
         "secret",
@@ -559,7 +560,7 @@ async fn j1_platform_team_chart_without_a_needed_rule_is_refused_by_name() {
     .await;
     eprintln!("refused as expected: {refused}");
     let store = j
-        .get_in(&platform, &["clustersecretstore", &css])
+        .get_in(&platform, &["clustersecretstores.secretsync.io", &css])
         .await
         .unwrap();
     let ready = store
@@ -1292,4 +1293,129 @@ fn release_workload_objects(deployment: &Value) -> Vec<String> {
                 .unwrap()
         ),
     ]
+}
+
+// ---- 9. An ESO user moves over ------------------------------------------------------------
+
+/// External Secrets Operator's CRDs from its own module (the release the peers bench builds),
+/// downloaded through the Go module proxy into the project's Go cache when not there yet.
+fn eso_crds() -> std::path::PathBuf {
+    const ESO: &str = "github.com/external-secrets/external-secrets@v0.16.2";
+    let home = std::env::var("HOME").expect("HOME is set");
+    let output = std::process::Command::new("go")
+        .args(["mod", "download", "-json", ESO])
+        .env("GOMODCACHE", format!("{home}/.cache/secretsync/go/mod"))
+        .env("GOFLAGS", "-mod=mod")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go is on PATH");
+    assert!(
+        output.status.success(),
+        "go mod download {ESO}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+    std::path::PathBuf::from(info["Dir"].as_str().expect("the module's directory"))
+        .join("config/crds/bases")
+}
+
+/// A team on ESO: its SecretStore and ExternalSecret (external-secrets.io/v1) are in the
+/// cluster, with ESO's CRDs. `kubectl secretsync import --from-cluster -n NS` prints ours and
+/// reports nothing lost; `kubectl apply` of that makes the Secret the ExternalSecret names,
+/// versioned, with the same keys and values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j9_eso_user_migrates_with_import_and_gets_the_same_secret() {
+    let Some(mut j) = Journey::start("e2e-migrate").await else {
+        return;
+    };
+    let crds = eso_crds();
+    for kind in ["externalsecrets", "secretstores", "clustersecretstores"] {
+        let crd = format!("{kind}.external-secrets.io");
+        j.cleanup(&format!("crd/{crd}"));
+        let file = crds.join(format!("external-secrets.io_{kind}.yaml"));
+        j.ok(&["apply", "--server-side", "-f", file.to_str().unwrap()])
+            .await;
+        eventually(&format!("{crd} Established"), || async {
+            let out = j
+                .kubectl(&[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    &format!("crd/{crd}"),
+                ])
+                .await;
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .await;
+    }
+    let bao = OpenBao::start().expect("OpenBao (require_tool passed for kubectl)");
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-1")],
+    );
+    bao.kv_put("secret", "app/config", &[("host", "db.internal")]);
+    let ns = j.ns.clone();
+    j.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "vault-token",
+        "-n",
+        &ns,
+        &format!("--from-literal=token={}", bao.root_token()),
+    ])
+    .await;
+    let eso = format!(
+        "apiVersion: external-secrets.io/v1
+kind: SecretStore
+metadata: {{name: vault-backend}}
+spec:
+  provider:
+    vault:
+      server: {}
+      path: secret
+      version: v2
+      auth:
+        tokenSecretRef: {{name: vault-token, key: token}}
+---
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {{name: db}}
+spec:
+  refreshInterval: 1h
+  secretStoreRef: {{name: vault-backend, kind: SecretStore}}
+  target: {{name: db-credentials}}
+  data:
+    - secretKey: password
+      remoteRef: {{key: app/db, property: password}}
+  dataFrom:
+    - extract: {{key: app/config}}
+",
+        bao.addr()
+    );
+    j.apply(&ns, "eso.yaml", &eso).await;
+
+    let out = j
+        .kubectl(&["secretsync", "import", "--from-cluster", "-n", &ns])
+        .await;
+    let (ours, report) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "import failed: {report}");
+    assert!(
+        report.contains("converted 2 object(s); 0 field(s) not carried over"),
+        "{report}"
+    );
+    j.start_operator(&[&ns], None);
+    j.apply(&ns, "imported.yaml", &ours).await;
+    j.wait_active("db", 1).await;
+    assert_eq!(
+        j.secret_data("db-credentials-v1").await.unwrap(),
+        data(&[("host", "db.internal"), ("password", "pw-1")])
+    );
 }
