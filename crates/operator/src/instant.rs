@@ -27,11 +27,7 @@ pub async fn serve_openbao_audit(
     stopped: impl std::future::Future<Output = ()>,
 ) {
     let metrics = ctx.metrics.clone();
-    let received = Arc::new(move |change: bool| {
-        if !change {
-            metrics.openbao_audit_event("ignored");
-        }
-    });
+    let ignored = Arc::new(move || metrics.openbao_audit_event("ignored"));
     let dispatch = Arc::new(move |changed: &Changed| {
         let woken = refresh_readers(&ctx, &syncs, &wake, changed);
         debug!(woken, "store change event");
@@ -39,7 +35,7 @@ pub async fn serve_openbao_audit(
             .openbao_audit_event(if woken > 0 { "matched" } else { "unmatched" });
     });
     tokio::select! {
-        () = audit::serve(listener, dispatch, received) => {}
+        () = audit::serve(listener, dispatch, ignored) => {}
         () = stopped => {}
     }
 }
@@ -69,18 +65,17 @@ fn refresh_readers(
         };
         ctx.providers.forget_key(&uid.unwrap_or_default(), &key);
         for sync_ref in ctx.sync_index.users_of_store(&store) {
-            let reads = syncs
-                .get(&sync_ref)
-                .and_then(|guard| guard.0.as_ref().ok().cloned())
-                .filter(|sync| sync.spec.reads_key(&key));
-            let Some(sync) = reads else {
+            let Some(guard) = syncs.get(&sync_ref) else {
                 continue;
             };
-            ctx.memory
-                .asked
-                .update(&sync.uid().unwrap_or_default(), |_| now);
-            let _ = wake.unbounded_send(sync_ref);
-            woken += 1;
+            let Ok(sync) = &guard.0 else { continue };
+            if sync.spec.reads_key(&key) {
+                ctx.memory
+                    .asked
+                    .update(&sync.uid().unwrap_or_default(), |_| now);
+                let _ = wake.unbounded_send(sync_ref);
+                woken += 1;
+            }
         }
     }
     woken

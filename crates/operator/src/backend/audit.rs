@@ -13,7 +13,7 @@ use std::time::Duration;
 use secretsync_api::{EventSource, SecretStoreSpec, VaultKvVersion};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -131,20 +131,26 @@ pub enum Coalesced {
     Folded,
 }
 
+/// Above this many recent paths, an offer first forgets the quiet ones; below it they wait,
+/// so a burst over many keys costs no scan per event.
+const PRUNE_ABOVE: usize = 4096;
+
 impl Coalescer {
     pub fn offer(&self, changed: &Changed, now: Instant) -> Coalesced {
+        let quiet = |fired: Instant, pending: bool| !pending && now >= fired + COALESCE_WINDOW;
         let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
-        // Paths quiet for a window are forgotten, so the map holds recent paths only.
-        paths.retain(|_, (fired, pending)| *pending || now < *fired + COALESCE_WINDOW);
+        if paths.len() > PRUNE_ABOVE {
+            paths.retain(|_, (fired, pending)| !quiet(*fired, *pending));
+        }
         match paths.get_mut(changed) {
-            None => {
-                paths.insert(changed.clone(), (now, false));
-                Coalesced::Now
-            }
             Some((_, true)) => Coalesced::Folded,
-            Some((fired, pending)) => {
+            Some((fired, pending)) if !quiet(*fired, false) => {
                 *pending = true;
                 Coalesced::At(*fired + COALESCE_WINDOW)
+            }
+            _ => {
+                paths.insert(changed.clone(), (now, false));
+                Coalesced::Now
             }
         }
     }
@@ -156,58 +162,73 @@ impl Coalescer {
     }
 }
 
-/// Accepts the audit device's connections and hands each change to `dispatch`, coalesced.
-/// Runs until the process stops; a connection that breaks is the device's to reopen.
+/// What a change is handed to once coalesced.
+pub type Dispatch = Arc<dyn Fn(&Changed) + Send + Sync>;
+
+/// Accepts the audit device's connections and hands each change to `dispatch`, coalesced;
+/// `ignored` counts the entries that are no change. Runs until the process stops; a
+/// connection that breaks is the device's to reopen.
 pub async fn serve(
     listener: TcpListener,
-    dispatch: Arc<dyn Fn(&Changed) + Send + Sync>,
-    received: Arc<dyn Fn(bool) + Send + Sync>,
+    dispatch: Dispatch,
+    ignored: Arc<dyn Fn() + Send + Sync>,
 ) {
     let coalescer = Arc::new(Coalescer::default());
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                debug!(%peer, "audit device connected");
+                let entries =
+                    read_entries(stream, coalescer.clone(), dispatch.clone(), ignored.clone());
+                tokio::spawn(entries);
+            }
             Err(error) => {
                 warn!(%error, "audit listener: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
             }
-        };
-        debug!(%peer, "audit device connected");
-        let (dispatch, received, coalescer) =
-            (dispatch.clone(), received.clone(), coalescer.clone());
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stream);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match read_bounded_line(&mut lines, &mut line).await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(error) => {
-                        debug!(%error, "audit device connection ended");
-                        break;
-                    }
-                }
-                let Some(changed) = changed(&line) else {
-                    received(false);
-                    continue;
-                };
-                received(true);
-                match coalescer.offer(&changed, Instant::now()) {
-                    Coalesced::Now => dispatch(&changed),
-                    Coalesced::Folded => {}
-                    Coalesced::At(at) => {
-                        let (dispatch, coalescer) = (dispatch.clone(), coalescer.clone());
-                        tokio::spawn(async move {
-                            tokio::time::sleep_until(at).await;
-                            coalescer.fired(&changed, Instant::now());
-                            dispatch(&changed);
-                        });
-                    }
-                }
+        }
+    }
+}
+
+/// One connection's entries, until it ends.
+async fn read_entries(
+    stream: TcpStream,
+    coalescer: Arc<Coalescer>,
+    dispatch: Dispatch,
+    ignored: Arc<dyn Fn() + Send + Sync>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_bounded_line(&mut reader, &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                debug!(%error, "audit device connection ended");
+                return;
             }
-        });
+        }
+        match changed(&line) {
+            Some(changed) => coalesce(&coalescer, changed, &dispatch),
+            None => ignored(),
+        }
+    }
+}
+
+/// Dispatches `changed` now, at the end of its window, or not at all (one is due then).
+fn coalesce(coalescer: &Arc<Coalescer>, changed: Changed, dispatch: &Dispatch) {
+    match coalescer.offer(&changed, Instant::now()) {
+        Coalesced::Now => dispatch(&changed),
+        Coalesced::Folded => {}
+        Coalesced::At(at) => {
+            let (coalescer, dispatch) = (coalescer.clone(), dispatch.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                coalescer.fired(&changed, Instant::now());
+                dispatch(&changed);
+            });
+        }
     }
 }
 
@@ -217,30 +238,31 @@ async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
-    let mut consumed = 0;
+    let (mut consumed, mut too_long) = (0, false);
     loop {
         let buffer = reader.fill_buf().await?;
         if buffer.is_empty() {
-            return Ok(consumed);
+            break;
         }
         let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
             Some(end) => (&buffer[..=end], true),
             None => (buffer, false),
         };
         let len = chunk.len();
-        if line.len() + len <= MAX_ENTRY_BYTES {
+        too_long |= line.len() + len > MAX_ENTRY_BYTES;
+        if !too_long {
             line.extend_from_slice(chunk);
-        } else {
-            // Too long: keep consuming to the newline, and keep nothing of it.
-            line.clear();
-            line.push(b'x');
         }
         reader.consume(len);
         consumed += len;
         if done {
-            return Ok(consumed);
+            break;
         }
     }
+    if too_long {
+        line.clear();
+    }
+    Ok(consumed)
 }
 
 #[cfg(test)]
@@ -380,6 +402,30 @@ mod tests {
         assert_eq!(coalescer.offer(&path("a"), later), Coalesced::Now);
     }
 
+    #[test]
+    fn quiet_paths_are_forgotten_once_many_are_held() {
+        let coalescer = Coalescer::default();
+        let t0 = Instant::now();
+        for i in 0..=PRUNE_ABOVE {
+            let path = Changed {
+                namespace: String::new(),
+                path: format!("secret/data/k{i}"),
+            };
+            assert_eq!(coalescer.offer(&path, t0), Coalesced::Now);
+        }
+        let later = t0 + COALESCE_WINDOW * 2;
+        let next = Changed {
+            namespace: String::new(),
+            path: "secret/data/next".into(),
+        };
+        assert_eq!(coalescer.offer(&next, later), Coalesced::Now);
+        assert_eq!(
+            coalescer.paths.lock().unwrap().len(),
+            1,
+            "the quiet ones went"
+        );
+    }
+
     #[tokio::test]
     async fn an_overlong_line_is_skipped_whole_and_the_next_one_read() {
         let mut input = vec![b'y'; MAX_ENTRY_BYTES + 10];
@@ -387,8 +433,9 @@ mod tests {
         input.extend_from_slice(b"next\n");
         let mut reader = BufReader::new(input.as_slice());
         let mut line = Vec::new();
-        read_bounded_line(&mut reader, &mut line).await.unwrap();
-        assert!(line.len() <= 1, "kept {} bytes", line.len());
+        let consumed = read_bounded_line(&mut reader, &mut line).await.unwrap();
+        assert_eq!(consumed, MAX_ENTRY_BYTES + 11, "the whole line consumed");
+        assert!(line.is_empty(), "kept {} bytes", line.len());
         line.clear();
         read_bounded_line(&mut reader, &mut line).await.unwrap();
         assert_eq!(line, b"next\n");
