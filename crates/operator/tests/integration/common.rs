@@ -951,6 +951,11 @@ pub async fn create_rollout_json(env: &Env, rollout: Value) {
         .expect("create the Rollout");
 }
 
+/// The `password` key of a Secret's data.
+pub fn password(secret: &Secret) -> Vec<u8> {
+    secret_data(secret)["password"].clone()
+}
+
 /// A Secret's data as bytes by key.
 pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     secret

@@ -141,27 +141,11 @@ async fn readyz_waits_for_the_caches_and_sigterm_releases_the_lease() {
     wait_holder(&env.client, &["op-ready"], DEADLINE).await;
     // The Lease names it a moment before the process flips to leading (a standby is
     // ready): it must turn not ready, as its caches cannot fill.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while operator.readyz().await != Some(503) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leading without caches, yet ready; log:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    operator.wait_readyz(503).await;
 
     install_crds(&env.client).await;
     install_namespace(&env.client, "payments").await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while operator.readyz().await != Some(200) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ready; log:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    operator.wait_readyz(200).await;
 
     // And it works: a SecretSync created now is synced.
     env.fake_store("vault", &[("app/db", r#"{"password":"x"}"#, "1")])

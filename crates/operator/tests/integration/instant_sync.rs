@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
 use secretsync_testkit::openbao::OpenBao;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{Env, Operator, create_deployment, secret_data};
+use crate::common::{Env, Operator, create_deployment, password, sync_yaml};
 use crate::user_actions::wait_template;
+use crate::vault::{vault_store_at, vault_store_with};
 
 /// An OpenBao with `app/db` = `one` and a `socket` audit device pointed at the listener of
 /// the env's operator. Returns the listener's port too.
@@ -31,49 +31,11 @@ async fn listening(ns: &str) -> Option<(OpenBao, Env, u16)> {
     Some((bao, env, port))
 }
 
-/// A Vault SecretStore `name` for `bao` (KV v2 at `secret/`), listening to the audit
-/// device when `events`.
-async fn store(env: &Env, bao: &OpenBao, name: &str, events: bool) {
-    env.string_secret(&format!("{name}-token"), &[("token", bao.root_token())])
-        .await;
-    let mut spec = json!({"provider": {"vault": {
-        "server": bao.addr(), "path": "secret", "version": "v2",
-        "auth": {"tokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
-    }}});
-    if events {
-        spec["events"] = json!({"source": "OpenBaoAudit"});
-    }
-    let store: SecretStore = serde_json::from_value(json!({
-        "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    env.api::<SecretStore>()
-        .create(&PostParams::default(), &store)
-        .await
-        .unwrap();
-}
-
+/// SecretSync `name` reading `app/db` through `store` hourly, synced at v1.
 async fn hourly_sync(env: &Env, name: &str, store: &str) {
-    env.create::<SecretSync>(&format!(
-        r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: {name}}}
-spec:
-  storeRef: {{name: {store}}}
-  refreshInterval: 1h
-  data: [{{secretKey: password, remoteRef: {{key: app/db, property: password}}}}]
-"#
-    ))
-    .await;
+    env.create::<SecretSync>(&sync_yaml(name, store, "  refreshInterval: 1h"))
+        .await;
     env.wait_version(name, 1).await;
-}
-
-fn password(env_secret: &k8s_openapi::api::core::v1::Secret) -> Vec<u8> {
-    secret_data(env_secret)
-        .remove("password")
-        .unwrap_or_default()
 }
 
 /// `bao kv put secret/app/db password=two` with `refreshInterval: 1h`, through the store
@@ -97,7 +59,7 @@ async fn a_kv_put_is_synced_and_rolled_out_at_once_with_an_hourly_refresh() {
     env.string_secret("vault-token", &[("token", bao.root_token())])
         .await;
     env.create::<SecretStore>(&example("store.yaml")).await;
-    store(&env, &bao, "polled", false).await;
+    vault_store_at(&env, "polled", &bao.addr(), bao.root_token()).await;
     create_deployment(&env, "app", "db-v1").await;
     env.create::<SecretSync>(&example("secretsync.yaml")).await;
     env.wait_version("db", 1).await;
@@ -136,7 +98,8 @@ async fn a_burst_of_events_for_one_key_costs_at_most_two_reads() {
     let Some((bao, env, port)) = listening("payments").await else {
         return;
     };
-    store(&env, &bao, "vault", true).await;
+    let events = json!({"events": {"source": "OpenBaoAudit"}});
+    vault_store_with(&env, "vault", &bao.addr(), bao.root_token(), events).await;
     for name in ["a", "b", "c"] {
         hourly_sync(&env, name, "vault").await;
     }

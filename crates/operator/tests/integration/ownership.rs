@@ -7,11 +7,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use secretsync_api::{SecretSync, VersionState};
 use serde_json::json;
 
-use crate::common::{Env, sync_yaml};
-
-fn password(secret: &Secret) -> Vec<u8> {
-    secret.data.as_ref().unwrap()["password"].0.clone()
-}
+use crate::common::{Env, password, sync_yaml};
 
 /// A user keeps `db-v1` by removing our ownerReference, as `kubectl patch secret db-v1
 /// --type=json -p '[{"op":"remove","path":"/metadata/ownerReferences"}]'` does. History

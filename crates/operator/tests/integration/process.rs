@@ -120,11 +120,20 @@ impl OperatorProcess {
 
     /// Waits until `/healthz` answers 200.
     pub async fn wait_alive(&self) {
+        self.wait_status("/healthz", 200).await;
+    }
+
+    /// Waits until `/readyz` answers `code`.
+    pub async fn wait_readyz(&self, code: u16) {
+        self.wait_status("/readyz", code).await;
+    }
+
+    async fn wait_status(&self, path: &str, code: u16) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
-        while http_get(self.health_port, "/healthz").await.map(|r| r.0) != Some(200) {
+        while http_get(self.health_port, path).await.map(|r| r.0) != Some(code) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} never answered /healthz; log:\n{}",
+                "{} never answered {path} with {code}; log:\n{}",
                 self.name,
                 self.log()
             );

@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use secretsync_api::{SecretSync, VersionState};
 use serde_json::json;
 
-use crate::common::{Env, create_deployment, rollout_undo, secret_data, sync_yaml};
+use crate::common::{Env, create_deployment, password, rollout_undo, sync_yaml};
 
 /// The names of the Secrets the Deployment's pod template references.
 async fn template_refs(env: &Env, name: &str) -> Vec<String> {
@@ -56,10 +56,6 @@ async fn set_password(env: &Env, password: &str, version: &str) {
         )],
     )
     .await;
-}
-
-fn password(secret: &Secret) -> Vec<u8> {
-    secret_data(secret)["password"].clone()
 }
 
 /// A store, SecretSync `db` with `extra` spec lines rolling Deployment `app`, synced and

@@ -16,17 +16,31 @@ pub async fn vault_store(env: &Env, bao: &OpenBao, token: &str) {
 /// A token Secret `<name>-token` and a Vault SecretStore `name` at `server`, KV v2 at
 /// `secret/`.
 pub async fn vault_store_at(env: &Env, name: &str, server: &str, token: &str) {
+    vault_store_with(env, name, server, token, json!({})).await;
+}
+
+/// [`vault_store_at`] with the fields of `extra` added to the store's spec.
+pub async fn vault_store_with(
+    env: &Env,
+    name: &str,
+    server: &str,
+    token: &str,
+    extra: serde_json::Value,
+) {
     env.string_secret(&format!("{name}-token"), &[("token", token)])
         .await;
+    let mut spec = json!({"provider": {"vault": {
+        "server": server,
+        "path": "secret",
+        "version": "v2",
+        "auth": {"tokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
+    }}});
+    for (field, value) in extra.as_object().into_iter().flatten() {
+        spec[field] = value.clone();
+    }
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": name},
-        "spec": {"provider": {"vault": {
-            "server": server,
-            "path": "secret",
-            "version": "v2",
-            "auth": {"tokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
-        }}},
+        "metadata": {"name": name}, "spec": spec,
     }))
     .unwrap();
     env.api::<SecretStore>()
