@@ -66,11 +66,12 @@ Secrets that is never used).
 # SecretSyncs are the controller's input (list/watch). The finalizer is added and removed by
 # JSON patch (kube-runtime's finalizer helper); a SecretSync the operator cannot decode is
 # read untyped (get) to report it, and its finalizer dropped by merge patch.
-# A ClusterSecretSync's SecretSyncs are made and updated by server-side apply (patch) and
-# deleted when their namespace is no longer selected.
+# A ClusterSecretSync's SecretSyncs are made and updated by server-side apply (patch; the
+# API server asks create of an apply that makes the object) and deleted when their
+# namespace is no longer selected.
 - apiGroups: ["secretsync.io"]
   resources: ["secretsyncs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Status (versions, rollout, conditions) is written by server-side apply to /status.
 - apiGroups: ["secretsync.io"]
   resources: ["secretsyncs/status"]
