@@ -75,7 +75,8 @@ impl OpenBao {
     }
 
     /// Like [`OpenBao::start`], plus a `socket` audit device writing each entry to `address`
-    /// over TCP (OpenBao 2 takes audit devices from its configuration only).
+    /// over TCP (OpenBao 2 takes audit devices from its configuration only), with
+    /// `skip_test` as docs/instant-sync.md says: nothing need listen there when it starts.
     pub fn start_with_socket_audit(address: &str) -> Option<OpenBao> {
         let mut bao = Self::unstarted(false, Vec::new())?;
         bao.socket_audit = Some(address.to_owned());
@@ -307,7 +308,7 @@ impl OpenBao {
         );
         if let Some(address) = &self.socket_audit {
             config.push_str(&format!(
-                "audit \"socket\" \"to-socket\" {{\n  options {{\n    address = {address:?}\n    socket_type = \"tcp\"\n  }}\n}}\n"
+                "audit \"socket\" \"to-socket\" {{\n  options {{\n    address = {address:?}\n    socket_type = \"tcp\"\n    skip_test = \"true\"\n  }}\n}}\n"
             ));
         }
         for (port, listener) in &self.listeners {
