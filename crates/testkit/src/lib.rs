@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus};
 
 pub mod apiproxy;
 pub mod azure_double;
+pub mod eso;
 pub mod faults;
 pub mod gcp_double;
 pub mod install;

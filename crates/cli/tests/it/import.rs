@@ -9,40 +9,14 @@ use std::process::Command;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kubectl_secretsync::import::{Imported, import};
+use secretsync_testkit::eso;
 use serde_json::Value;
 
 use crate::common::Env;
 
-/// The ESO release the benchmarks build (the newest the Go module proxy serves whole).
-const ESO: &str = "github.com/external-secrets/external-secrets@v0.16.2";
-
-/// The module's directory, downloaded through the Go module proxy into the project's Go
-/// cache when it is not there yet.
-fn eso_module() -> PathBuf {
-    let home = std::env::var("HOME").expect("HOME is set");
-    let output = Command::new("go")
-        .args(["mod", "download", "-json", ESO])
-        .env("GOMODCACHE", format!("{home}/.cache/secretsync/go/mod"))
-        .env("GOFLAGS", "-mod=mod")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("go is on PATH (scripts/setup.sh checks it)");
-    assert!(
-        output.status.success(),
-        "go mod download {ESO}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
-    PathBuf::from(
-        info["Dir"]
-            .as_str()
-            .expect("go mod download names the directory"),
-    )
-}
-
 #[tokio::test]
 async fn eso_documentation_snippets_convert_and_validate() {
-    let snippets = eso_module().join("docs/snippets");
+    let snippets = eso::module().join("docs/snippets");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&snippets)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -95,8 +69,9 @@ async fn eso_documentation_snippets_convert_and_validate() {
         }
     }
     println!(
-        "ESO {ESO} snippets: {converted} converted, {reported} not converted (reported with \
+        "ESO {} snippets: {converted} converted, {reported} not converted (reported with \
          the reason), {} failed; {notes} fields reported; {unparsed} files are not plain YAML",
+        eso::MODULE,
         failures.len()
     );
     assert!(failures.is_empty(), "{failures:#?}");
