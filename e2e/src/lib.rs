@@ -151,26 +151,31 @@ impl Journey {
         let crds = repo_root().join("crds");
         j.ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
             .await;
-        // A real server sets a new CRD's conditions a moment after creating it, and until
-        // then `kubectl wait` fails at once ("accessor error") instead of waiting.
+        j.wait_established(&[
+            "secretsyncs.secretsync.io",
+            "secretstores.secretsync.io",
+            "clustersecretstores.secretsync.io",
+            "clustersecretsyncs.secretsync.io",
+        ])
+        .await;
+        Some(j)
+    }
+
+    /// Waits until each CRD (by name) is Established. A real server sets a new CRD's
+    /// conditions a moment after creating it, and until then `kubectl wait` fails at once
+    /// ("accessor error") instead of waiting.
+    pub async fn wait_established(&self, crds: &[&str]) {
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        let names: Vec<String> = crds.iter().map(|crd| format!("crd/{crd}")).collect();
+        args.extend(names.iter().map(String::as_str));
         eventually("the CRDs Established", || async {
-            let out = j
-                .kubectl(&[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "crd/secretsyncs.secretsync.io",
-                    "crd/secretstores.secretsync.io",
-                    "crd/clustersecretstores.secretsync.io",
-                ])
-                .await;
+            let out = self.kubectl(&args).await;
             out.status
                 .success()
                 .then_some(())
                 .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
         })
         .await;
-        Some(j)
     }
 
     pub fn kubeconfig(&self) -> &Path {

@@ -97,6 +97,28 @@ async fn app_team(j: &mut Journey, history: u32) -> OpenBao {
 /// [`app_team`] for an operator already running (one the journey started otherwise).
 async fn app_team_objects(j: &mut Journey, history: u32) -> OpenBao {
     let bao = OpenBao::start().expect("OpenBao (require_tool passed for kubectl)");
+    openbao_app_keys(j, &bao).await;
+    let ns = j.ns.clone();
+    j.apply(&ns, "store.yaml", &store_yaml(&bao)).await;
+    j.apply(&ns, "secretsync.yaml", &sync_yaml(history)).await;
+    j.apply(&ns, "deployment.yaml", DEPLOYMENT).await;
+    j.wait_active("db", 1).await;
+    j.ok(&[
+        "rollout",
+        "status",
+        "deployment/app",
+        "-n",
+        &ns,
+        "--timeout=90s",
+    ])
+    .await;
+    j.wait_pods_on(APP, 2, "db-v1").await;
+    bao
+}
+
+/// `app/db` (username, password `pw-1`) and `app/config` (host) at `bao`, and its root token
+/// in Secret `vault-token` of the journey's namespace.
+async fn openbao_app_keys(j: &mut Journey, bao: &OpenBao) {
     bao.kv_put(
         "secret",
         "app/db",
@@ -114,21 +136,6 @@ async fn app_team_objects(j: &mut Journey, history: u32) -> OpenBao {
         &format!("--from-literal=token={}", bao.root_token()),
     ])
     .await;
-    j.apply(&ns, "store.yaml", &store_yaml(&bao)).await;
-    j.apply(&ns, "secretsync.yaml", &sync_yaml(history)).await;
-    j.apply(&ns, "deployment.yaml", DEPLOYMENT).await;
-    j.wait_active("db", 1).await;
-    j.ok(&[
-        "rollout",
-        "status",
-        "deployment/app",
-        "-n",
-        &ns,
-        "--timeout=90s",
-    ])
-    .await;
-    j.wait_pods_on(APP, 2, "db-v1").await;
-    bao
 }
 
 fn data(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -184,6 +191,7 @@ async fn install_chart_operator(
     j: &mut Journey,
     watch: &[&str],
     without_rule: Option<&str>,
+    set_json: &[&str],
 ) -> Vec<String> {
     let platform = j.ns.clone();
     let release = format!("secretsync-{}", j.run);
@@ -193,6 +201,7 @@ async fn install_chart_operator(
         .arg(repo_root().join("scripts/chart.py"))
         .args(["render", "--namespace", &platform, "--release", &release])
         .args(["--set-json", &format!("watchNamespaces={watch_json}")])
+        .args(set_json.iter().flat_map(|value| ["--set-json", value]))
         .output()
         .expect("render the chart");
     assert!(
@@ -243,7 +252,8 @@ async fn install_chart_operator(
 /// Runs the operator as the chart's `deployment` would run it: as its ServiceAccount with a
 /// token from the TokenRequest API, with the container's exact arguments (leader election on)
 /// and POD_NAME `pod_name` / POD_NAMESPACE. Only the bind addresses move to free loopback
-/// ports, as journeys share a host. Returns the arguments.
+/// ports, as journeys share a host (the OpenBao audit listener to loopback, on the port the
+/// journey chose). Returns the arguments.
 async fn run_as_chart_deployment(
     j: &mut Journey,
     deployment: &Value,
@@ -290,6 +300,10 @@ async fn run_as_chart_deployment(
                 Some((flag @ ("--metrics-bind-address" | "--health-bind-address"), _)) => {
                     format!("{flag}=127.0.0.1:{}", free_port())
                 }
+                // The port is the journey's choice (its OpenBao writes there): loopback only.
+                Some((flag @ "--openbao-audit-listen", address)) => {
+                    format!("{flag}={}", address.replace("0.0.0.0", "127.0.0.1"))
+                }
                 _ => a,
             }
         })
@@ -327,7 +341,7 @@ async fn j1_platform_team_stores_ready_and_limited_to_admitted_namespaces() {
         .await;
     j.namespace(&other, &[]).await;
 
-    let args = install_chart_operator(&mut j, &[&platform, &admitted, &other], None).await;
+    let args = install_chart_operator(&mut j, &[&platform, &admitted, &other], None, &[]).await;
 
     // A ClusterSecretStore for OpenBao, for namespaces labelled for this run only.
     let css = format!("openbao-{run}");
@@ -525,7 +539,13 @@ async fn j1_platform_team_chart_without_a_needed_rule_is_refused_by_name() {
     }
     let bao = OpenBao::start().unwrap();
     let (run, platform) = (j.run.clone(), j.ns.clone());
-    install_chart_operator(&mut j, &[&platform], Some("clustersecretstores/status")).await;
+    install_chart_operator(
+        &mut j,
+        &[&platform],
+        Some("clustersecretstores/status"),
+        &[],
+    )
+    .await;
     let css = format!("openbao-{run}");
     j.cleanup(&format!("clustersecretstores.secretsync.io/{css}"));
     j.ok(&[
@@ -1297,78 +1317,60 @@ fn release_workload_objects(deployment: &Value) -> Vec<String> {
 
 // ---- 9. An ESO user moves over ------------------------------------------------------------
 
-/// External Secrets Operator's CRDs from its own module (the release the peers bench builds),
-/// downloaded through the Go module proxy into the project's Go cache when not there yet.
-fn eso_crds() -> std::path::PathBuf {
-    const ESO: &str = "github.com/external-secrets/external-secrets@v0.16.2";
-    let home = std::env::var("HOME").expect("HOME is set");
-    let output = std::process::Command::new("go")
-        .args(["mod", "download", "-json", ESO])
-        .env("GOMODCACHE", format!("{home}/.cache/secretsync/go/mod"))
-        .env("GOFLAGS", "-mod=mod")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("go is on PATH");
-    assert!(
-        output.status.success(),
-        "go mod download {ESO}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let info: Value = serde_json::from_slice(&output.stdout).unwrap();
-    std::path::PathBuf::from(info["Dir"].as_str().expect("the module's directory"))
-        .join("config/crds/bases")
-}
-
-/// A team on ESO: its SecretStore and ExternalSecret (external-secrets.io/v1) are in the
-/// cluster, with ESO's CRDs. `kubectl secretsync import --from-cluster -n NS` prints ours and
-/// reports nothing lost; `kubectl apply` of that makes the Secret the ExternalSecret names,
-/// versioned, with the same keys and values.
+/// A team on External Secrets Operator moves over, with the operator running as the chart's
+/// ServiceAccount with the chart's arguments (instant sync on). In the cluster: ESO's CRDs
+/// (from its own module), the team's SecretStore and ExternalSecret, and a platform team's
+/// ClusterSecretStore and ClusterExternalSecret selecting the team's namespace by label
+/// (`external-secrets.io/v1`). `kubectl secretsync import --from-cluster -n NS` prints ours
+/// and reports nothing lost; `kubectl apply` of that makes the Secrets the ExternalSecrets
+/// named, versioned, with the same keys and values. Then the team turns instant sync on
+/// with `kubectl patch`: a write at OpenBao reaches the hourly-refreshed Secret at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn j9_eso_user_migrates_with_import_and_gets_the_same_secret() {
+async fn j9_eso_user_migrates_with_import_and_gets_the_same_secrets() {
     let Some(mut j) = Journey::start("e2e-migrate").await else {
         return;
     };
-    let crds = eso_crds();
-    for kind in ["externalsecrets", "secretstores", "clustersecretstores"] {
-        let crd = format!("{kind}.external-secrets.io");
+    let plurals = [
+        "externalsecrets",
+        "secretstores",
+        "clustersecretstores",
+        "clusterexternalsecrets",
+    ];
+    let crds: Vec<String> = plurals
+        .iter()
+        .map(|plural| format!("{plural}.external-secrets.io"))
+        .collect();
+    for (plural, crd) in plurals.iter().zip(&crds) {
         j.cleanup(&format!("crd/{crd}"));
-        let file = crds.join(format!("external-secrets.io_{kind}.yaml"));
+        let file = secretsync_testkit::eso::crd(plural);
         j.ok(&["apply", "--server-side", "-f", file.to_str().unwrap()])
             .await;
-        eventually(&format!("{crd} Established"), || async {
-            let out = j
-                .kubectl(&[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    &format!("crd/{crd}"),
-                ])
-                .await;
-            out.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-        })
-        .await;
     }
-    let bao = OpenBao::start().expect("OpenBao (require_tool passed for kubectl)");
-    bao.kv_put(
-        "secret",
-        "app/db",
-        &[("username", "app"), ("password", "pw-1")],
-    );
-    bao.kv_put("secret", "app/config", &[("host", "db.internal")]);
-    let ns = j.ns.clone();
+    j.wait_established(&crds.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+
+    let audit_port = free_port();
+    let bao = OpenBao::start_with_socket_audit(&format!("127.0.0.1:{audit_port}"))
+        .expect("OpenBao (require_tool passed for kubectl)");
+    openbao_app_keys(&mut j, &bao).await;
+    let (ns, run) = (j.ns.clone(), j.run.clone());
     j.ok(&[
-        "create",
-        "secret",
-        "generic",
-        "vault-token",
-        "-n",
+        "label",
+        "namespace",
         &ns,
-        &format!("--from-literal=token={}", bao.root_token()),
+        &format!("e2e.secretsync.io/migrate={run}"),
     ])
     .await;
+    let events = format!("events={{\"openbaoAudit\":{{\"enabled\":true,\"port\":{audit_port}}}}}");
+    install_chart_operator(&mut j, &[&ns], None, &[&events]).await;
+
+    let (store, shared) = (format!("openbao-{run}"), format!("registry-{run}"));
+    j.cleanup(&format!("clustersecretstores.external-secrets.io/{store}"));
+    j.cleanup(&format!(
+        "clusterexternalsecrets.external-secrets.io/{shared}"
+    ));
+    j.cleanup(&format!("clustersecretstores.secretsync.io/{store}"));
+    j.cleanup(&format!("clustersecretsyncs.secretsync.io/{shared}"));
     let eso = format!(
         "apiVersion: external-secrets.io/v1
 kind: SecretStore
@@ -1376,7 +1378,7 @@ metadata: {{name: vault-backend}}
 spec:
   provider:
     vault:
-      server: {}
+      server: {server}
       path: secret
       version: v2
       auth:
@@ -1394,8 +1396,34 @@ spec:
       remoteRef: {{key: app/db, property: password}}
   dataFrom:
     - extract: {{key: app/config}}
+---
+apiVersion: external-secrets.io/v1
+kind: ClusterSecretStore
+metadata: {{name: {store}}}
+spec:
+  provider:
+    vault:
+      server: {server}
+      path: secret
+      version: v2
+      auth:
+        tokenSecretRef: {{name: vault-token, key: token, namespace: {ns}}}
+---
+apiVersion: external-secrets.io/v1
+kind: ClusterExternalSecret
+metadata: {{name: {shared}}}
+spec:
+  externalSecretName: {shared}
+  namespaceSelector: {{matchLabels: {{e2e.secretsync.io/migrate: {run}}}}}
+  externalSecretSpec:
+    refreshInterval: 1h
+    secretStoreRef: {{name: {store}, kind: ClusterSecretStore}}
+    target: {{name: registry}}
+    data:
+      - secretKey: password
+        remoteRef: {{key: app/db, property: password}}
 ",
-        bao.addr()
+        server = bao.addr()
     );
     j.apply(&ns, "eso.yaml", &eso).await;
 
@@ -1408,14 +1436,72 @@ spec:
     );
     assert!(out.status.success(), "import failed: {report}");
     assert!(
-        report.contains("converted 2 object(s); 0 field(s) not carried over"),
+        report.contains(
+            "converted 4 object(s); 0 field(s) not carried over; 0 object(s) not converted"
+        ),
         "{report}"
     );
-    j.start_operator(&[&ns], None);
     j.apply(&ns, "imported.yaml", &ours).await;
     j.wait_active("db", 1).await;
     assert_eq!(
         j.secret_data("db-credentials-v1").await.unwrap(),
         data(&[("host", "db.internal"), ("password", "pw-1")])
+    );
+    // What the platform team sees: its ClusterSecretSync Ready, one namespace synced.
+    eventually(&format!("ClusterSecretSync {shared} Ready"), || async {
+        let status = j.get(&["clustersecretsync", &shared]).await?["status"].clone();
+        let ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (ready && status["namespaces"]["synced"] == 1)
+            .then_some(())
+            .ok_or_else(|| status.to_string())
+    })
+    .await;
+    j.wait_active(&shared, 1).await;
+    assert_eq!(
+        j.secret_data("registry-v1").await.unwrap(),
+        data(&[("password", "pw-1")])
+    );
+
+    // Instant sync, turned on as a user would: the store is named by its group, as with ESO's
+    // kinds beside ours.
+    j.ok(&[
+        "patch",
+        "secretstores.secretsync.io",
+        "vault-backend",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"events":{"source":"OpenBaoAudit"}}}"#,
+    ])
+    .await;
+    // The store edit itself reads again: once that read is done (the status names the edited
+    // store's generation), a write at OpenBao is the event's alone to bring.
+    let edited = j
+        .get(&["secretstores.secretsync.io", "vault-backend"])
+        .await
+        .unwrap()["metadata"]["generation"]
+        .clone();
+    eventually("db read through the edited store", || async {
+        let sync = j.get(&["secretsync", "db"]).await?;
+        let read = &sync["status"]["storeGeneration"];
+        (*read == edited)
+            .then_some(())
+            .ok_or_else(|| format!("storeGeneration {read}, the store is at {edited}"))
+    })
+    .await;
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-2")],
+    );
+    j.wait_active("db", 2).await;
+    assert_eq!(
+        j.secret_data("db-credentials-v2").await.unwrap(),
+        data(&[("host", "db.internal"), ("password", "pw-2")])
     );
 }
