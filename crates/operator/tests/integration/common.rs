@@ -100,8 +100,13 @@ impl Operator {
 
     /// Like [`Operator::start`] with these settings.
     pub fn start_with(client: Client, namespace: Option<String>, config: Config) -> Self {
+        Self::start_in(client, namespace.into_iter().collect(), config)
+    }
+
+    /// Like [`Operator::start_with`], watching exactly `namespaces` (every one when empty).
+    pub fn start_in(client: Client, namespaces: Vec<String>, config: Config) -> Self {
         let options = RunOptions {
-            namespaces: namespace.into_iter().collect(),
+            namespaces,
             ..Self::options()
         };
         Self::run(client, options, config)
@@ -1074,34 +1079,6 @@ pub fn seeds(prefix: &str, default: u64) -> Vec<u64> {
         return vec![seed];
     }
     (1..=var("SEEDS").unwrap_or(default)).collect()
-}
-
-impl Operator {
-    /// Like [`Operator::start_with`], watching exactly `namespaces` (every one when empty).
-    pub fn start_in(client: Client, namespaces: Vec<String>, config: Config) -> Self {
-        logs();
-        let metrics = Arc::new(Metrics::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let options = RunOptions {
-            namespaces,
-            concurrency: 8,
-            ..RunOptions::default()
-        };
-        let task = tokio::spawn(secretsync_operator::run(
-            client,
-            config,
-            options,
-            metrics.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            stop: Some(stop),
-            task: Some(task),
-            metrics,
-        }
-    }
 }
 
 /// Cluster-scoped objects a test made under names of its own (namespaces beyond the Env's,
