@@ -692,18 +692,33 @@ impl Env {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
-        let api = self.api::<K>();
+        self.wait_in(&self.ns, name, what, |obj| check(obj?)).await
+    }
+
+    /// Polls `get` of a namespaced object in `namespace` until `check` returns `Some`, or
+    /// panics with `what` at the deadline.
+    pub async fn wait_in<K, T>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&K>) -> Option<T>,
+    ) -> T
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let mut last = None;
         loop {
-            if let Ok(Some(obj)) = api.get_opt(name).await {
-                if let Some(found) = check(&obj) {
-                    return found;
-                }
-                last = Some(obj);
+            let got = api.get_opt(name).await.ok().flatten();
+            if let Some(found) = check(got.as_ref()) {
+                return found;
             }
+            last = got.or(last);
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last seen: {last:#?}");
+                panic!("timed out waiting for {what} ({namespace}/{name}); last seen: {last:#?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1171,32 +1186,5 @@ impl Env {
         };
         env.operator = Some(operator);
         (env, objects)
-    }
-
-    /// Polls `get` of a namespaced object in `namespace` until `check` returns `Some`, or
-    /// panics with `what` at the deadline.
-    pub async fn wait_in<K, T>(
-        &self,
-        namespace: &str,
-        name: &str,
-        what: &str,
-        check: impl Fn(Option<&K>) -> Option<T>,
-    ) -> T
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let obj = api.get_opt(name).await.ok().flatten();
-            if let Some(found) = check(obj.as_ref()) {
-                return found;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what} ({namespace}/{name}); last seen: {obj:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
