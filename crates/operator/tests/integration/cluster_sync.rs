@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use secretsync_api::{ClusterSecretStore, ClusterSecretSync, SecretSync};
 use serde_json::{Value, json};
 
-use crate::common::{ClusterObjects, DEADLINE, Env, secret_data};
+use crate::common::{ClusterObjects, DEADLINE, Env, create_deployment_in, secret_data};
 
 const LABEL: &str = "css.secretsync.io/test";
 
@@ -140,16 +141,9 @@ impl Fanout {
             + std::fmt::Debug,
         K::DynamicType: Default,
     {
-        let api: Api<K> = Api::namespaced(self.env.client.clone(), &self.ns(suffix));
-        let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-        while api.get_opt(name).await.unwrap().is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} still in {}",
-                self.ns(suffix)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.env
+            .wait_gone_in::<K>(&self.ns(suffix), name, DEADLINE * 2)
+            .await;
     }
 
     /// Waits until the ClusterSecretSync's status satisfies `check`.
@@ -158,7 +152,17 @@ impl Fanout {
         what: &str,
         check: impl Fn(&ClusterSecretSync) -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        self.wait_status_within(DEADLINE, what, check).await
+    }
+
+    /// Like [`Fanout::wait_status`], up to `within` from now.
+    async fn wait_status_within<T>(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&ClusterSecretSync) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let css = self.api().get_opt(&self.name).await.ok().flatten();
             if let Some(found) = css.as_ref().and_then(&check) {
@@ -255,14 +259,7 @@ async fn a_cluster_secret_sync_follows_namespace_labels_and_template_edits() {
         .unwrap();
     fan.wait_secret("d", 1, "password", "p0").await;
     fan.wait_counts(4, 4, 0, "Synced").await;
-    Api::<Namespace>::all(fan.env.client.clone())
-        .patch(
-            &fan.ns("d"),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {LABEL: null}}})),
-        )
-        .await
-        .unwrap();
+    fan.label("d", false).await;
     fan.wait_gc::<SecretSync>("d", &fan.name).await;
 
     // A namespace loses it: its SecretSync goes, and (deletionPolicy Delete) its Secret.
@@ -341,30 +338,13 @@ async fn a_foreign_secretsync_of_the_same_name_is_untouched_and_reported() {
     assert_eq!(after.spec, theirs.spec, "their spec is untouched");
     assert!(after.owner_references().is_empty(), "and not taken over");
     assert!(!after.labels().contains_key("secretsync.io/cluster-sync"));
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let found = events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("SecretSyncNotOwned")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                        == Some(fan.name.as_str())
-            });
-        if found {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no SecretSyncNotOwned event in the team's namespace"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Said on their SecretSync, in the team's namespace.
+    fan.env
+        .wait_events_in(&fan.ns("a"), &["SecretSyncNotOwned"], |e, reason| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(fan.name.as_str())
+        })
+        .await;
     // Its own Secret is its own.
     fan.wait_secret("a", 1, "theirs", "p0").await;
 }
@@ -399,26 +379,7 @@ async fn an_unselected_namespace_keeps_a_version_in_use_until_released() {
         .unwrap();
     fan.wait_secret("a", 1, "password", "p0").await;
     let secret = format!("{}-v1", fan.name);
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
-    let deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {
-                "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "api", "image": "app:1",
-                    "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]}]},
-            },
-        },
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    create_deployment_in(&fan.env, &fan.ns("a"), "api", &secret).await;
 
     fan.label("a", false).await;
     let held = fan
@@ -438,25 +399,18 @@ async fn an_unselected_namespace_keeps_a_version_in_use_until_released() {
         fan.env.secret(&secret).await.is_none(),
         "(the env's own namespace has none)"
     );
-    let kept: Api<Secret> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
+    let secrets: Api<Secret> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
     assert!(
-        kept.get_opt(&secret).await.unwrap().is_some(),
+        secrets.get_opt(&secret).await.unwrap().is_some(),
         "the Secret in use stays"
     );
 
     // The workload goes: the SecretSync and its Secret follow.
-    deployments
+    Api::<Deployment>::namespaced(fan.env.client.clone(), &fan.ns("a"))
         .delete("api", &Default::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-    while kept.get_opt(&secret).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{secret} still kept"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fan.wait_gc::<Secret>("a", &secret).await;
     fan.wait_status("nothing being removed", |css| {
         let status = css.status.as_ref()?;
         status.removing.is_empty().then_some(())
@@ -490,7 +444,9 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
             && status.observed_generation == css.metadata.generation)
             .then_some(())
     };
-    wait_long(&fan, "all 50 synced", all_synced).await;
+    // Four times the usual deadline: 50 namespaces.
+    fan.wait_status_within(DEADLINE * 4, "all 50 synced", all_synced)
+        .await;
     let first = fan.env.operator().backend_reads();
     eprintln!("{NAMESPACES} namespaces × {KEYS} keys: first versions with {first} backend reads");
     assert_eq!(
@@ -507,7 +463,8 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
         )
         .await
         .unwrap();
-    wait_long(&fan, "the edit synced in all 50", all_synced).await;
+    fan.wait_status_within(DEADLINE * 4, "the edit synced in all 50", all_synced)
+        .await;
     let before = fan.env.operator().backend_reads();
     // An observation window of three refresh intervals (a measurement, not a wait for a state).
     tokio::time::sleep(Duration::from_secs(3 * INTERVAL_S)).await;
@@ -523,24 +480,6 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
     );
     for s in ["n0", "n49"] {
         fan.wait_secret(s, 1, "k4", "p4").await;
-    }
-}
-
-/// Waits, four times the usual deadline (50 namespaces), until the ClusterSecretSync
-/// satisfies `check`.
-async fn wait_long(fan: &Fanout, what: &str, check: impl Fn(&ClusterSecretSync) -> Option<()>) {
-    let deadline = tokio::time::Instant::now() + DEADLINE * 4;
-    loop {
-        let css = fan.api().get(&fan.name).await.unwrap();
-        if check(&css).is_some() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            css.status.and_then(|s| s.namespaces)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

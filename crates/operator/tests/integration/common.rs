@@ -731,7 +731,17 @@ impl Env {
         wanted: &[&str],
         matches: impl Fn(&Event, &str) -> bool,
     ) -> Vec<Event> {
-        let api = self.api::<Event>();
+        self.wait_events_in(&self.ns, wanted, matches).await
+    }
+
+    /// Like [`Env::wait_events`], in `namespace`.
+    pub async fn wait_events_in(
+        &self,
+        namespace: &str,
+        wanted: &[&str],
+        matches: impl Fn(&Event, &str) -> bool,
+    ) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let events = api.list(&ListParams::default()).await.unwrap().items;
@@ -740,7 +750,7 @@ impl Env {
             }
             if tokio::time::Instant::now() > deadline {
                 let reasons: Vec<_> = events.iter().map(|e| (&e.reason, &e.note)).collect();
-                panic!("timed out waiting for events {wanted:?}; have {reasons:?}");
+                panic!("timed out waiting for events {wanted:?} in {namespace}; have {reasons:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -907,6 +917,11 @@ pub async fn install_crds(client: &Client) {
 /// Deployment `name` with two replicas whose container takes `DB_PASSWORD` from
 /// `secret`'s `password`.
 pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
+    create_deployment_in(env, &env.ns, name, secret).await;
+}
+
+/// Like [`create_deployment`], in `namespace`.
+pub async fn create_deployment_in(env: &Env, namespace: &str, name: &str, secret: &str) {
     let deployment: k8s_openapi::api::apps::v1::Deployment =
         serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -924,7 +939,7 @@ pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
             },
         }))
         .unwrap();
-    env.api::<k8s_openapi::api::apps::v1::Deployment>()
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), namespace)
         .create(&Default::default(), &deployment)
         .await
         .unwrap();
@@ -1047,12 +1062,22 @@ spec:
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
-        let api = self.api::<K>();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        self.wait_gone_in::<K>(&self.ns, name, DEADLINE).await;
+    }
+
+    /// Waits, up to `deadline` from now, until the named object no longer exists in
+    /// `namespace`.
+    pub async fn wait_gone_in<K>(&self, namespace: &str, name: &str, deadline: Duration)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + deadline;
         while api.get_opt(name).await.unwrap().is_some() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{name} still exists"
+                "{name} still exists in {namespace}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
