@@ -293,7 +293,6 @@ async fn a_cluster_secret_sync_follows_namespace_labels_and_template_edits() {
     for ns in ["b", "c"] {
         fan.wait_gc::<SecretSync>(ns, &fan.name).await;
     }
-    drop(fan.objects);
 }
 
 /// A SecretSync of the same name that a team made themselves is never overwritten: the
@@ -487,10 +486,9 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
 /// leaves alone (not a status write) a ClusterSecretSync that selects none of them.
 #[tokio::test]
 async fn an_operator_watching_some_namespaces_makes_secretsyncs_only_there() {
-    let suffixes = ["a".to_owned(), "b".to_owned()];
-    let (mut env, mut objects) = Env::with_namespaces("css-shard", &suffixes, &[]).await;
-    env.stop_operator().await;
-    let (a, b) = (format!("{}-a", env.ns), format!("{}-b", env.ns));
+    let mut fan = Fanout::start("css-shard", &["a", "b"], &[], 1).await;
+    let (a, b) = (fan.ns("a"), fan.ns("b"));
+    fan.env.stop_operator().await;
     let config = secretsync_operator::Config {
         hash_key: secretsync_operator::hash_key::KeySecret {
             namespace: a.clone(),
@@ -498,79 +496,42 @@ async fn an_operator_watching_some_namespaces_makes_secretsyncs_only_there() {
         },
         ..Default::default()
     };
-    env.operator = Some(crate::common::Operator::start_in(
-        env.client.clone(),
+    let client = fan.env.client.clone();
+    fan.env.operator = Some(crate::common::Operator::start_in(
+        client,
         vec![a.clone()],
         config,
     ));
-    let store = format!("{}-vault", env.ns);
-    objects.cluster_stores.push(store.clone());
-    let cluster_store: ClusterSecretStore = serde_json::from_value(json!({
-        "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretStore",
-        "metadata": {"name": store},
-        "spec": {"provider": {"fake": {"data": [{"key": "app/k0", "value": r#"{"password":"p0"}"#, "version": "1"}]}}},
-    }))
-    .unwrap();
-    Api::<ClusterSecretStore>::all(env.client.clone())
-        .create(&PostParams::default(), &cluster_store)
-        .await
-        .unwrap();
-    let css_of = |name: &str, namespaces: Vec<&String>| -> ClusterSecretSync {
-        serde_json::from_value(json!({
-            "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretSync",
-            "metadata": {"name": name},
-            "spec": {
-                "namespaces": namespaces,
-                "template": {"spec": {
-                    "storeRef": {"name": store, "kind": "ClusterSecretStore"},
-                    "data": password_item("password"),
-                }},
-            },
-        }))
-        .unwrap()
-    };
-    let api: Api<ClusterSecretSync> = Api::all(env.client.clone());
-    let both = format!("{}-both", env.ns);
-    let elsewhere = format!("{}-elsewhere", env.ns);
-    objects
-        .cluster_syncs
-        .extend([both.clone(), elsewhere.clone()]);
-    api.create(&PostParams::default(), &css_of(&elsewhere, vec![&b]))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &css_of(&both, vec![&a, &b]))
-        .await
-        .unwrap();
-    env.wait_in::<Secret, _>(
-        &a,
-        &format!("{both}-v1"),
-        "the watched namespace's Secret",
-        |s| s.map(|_| ()),
-    )
-    .await;
-    // Its status counts what this operator sees: only `a`.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let counts = api
-            .get(&both)
-            .await
+    let both = fan.name.clone();
+    let elsewhere = format!("{}-elsewhere", fan.env.ns);
+    fan.objects.cluster_syncs.push(elsewhere.clone());
+    // Picked by name only.
+    let by_name = |name: &str, namespaces: &[&String]| {
+        let mut manifest = fan.manifest(password_item("password"), json!({"namespaces": namespaces}));
+        manifest["metadata"]["name"] = json!(name);
+        manifest["spec"]
+            .as_object_mut()
             .unwrap()
-            .status
-            .and_then(|s| s.namespaces);
-        if counts.is_some_and(|c| (c.selected, c.synced) == (1, 1)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{counts:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let in_b: Api<SecretSync> = Api::namespaced(env.client.clone(), &b);
+            .remove("namespaceSelector");
+        manifest
+    };
+    fan.create(by_name(&elsewhere, &[&b])).await.unwrap();
+    fan.create(by_name(&both, &[&a, &b])).await.unwrap();
+    fan.wait_secret("a", 1, "password", "p0").await;
+    // Its status counts what this operator sees: only `a`.
+    fan.wait_status("1 selected and synced", |css| {
+        let counts = css.status.as_ref()?.namespaces?;
+        ((counts.selected, counts.synced) == (1, 1)).then_some(())
+    })
+    .await;
+    let in_b: Api<SecretSync> = Api::namespaced(fan.env.client.clone(), &b);
     assert!(
         in_b.get_opt(&both).await.unwrap().is_none(),
         "nothing outside its namespaces"
     );
     assert!(in_b.get_opt(&elsewhere).await.unwrap().is_none());
     assert!(
-        api.get(&elsewhere).await.unwrap().status.is_none(),
+        fan.api().get(&elsewhere).await.unwrap().status.is_none(),
         "another shard's ClusterSecretSync is not written to"
     );
 }
