@@ -177,7 +177,7 @@ impl Fanout {
         }
     }
 
-    /// (selected, synced, failed) and the Ready reason.
+    /// (selected, synced, failed) and the Ready reason, in a status of the current spec.
     async fn wait_counts(
         &self,
         selected: u32,
@@ -192,7 +192,8 @@ impl Fanout {
             let c = status.namespaces?;
             let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
             ((c.selected, c.synced, c.failed) == (selected, synced, failed)
-                && ready.reason == reason)
+                && ready.reason == reason
+                && status.observed_generation == css.metadata.generation)
                 .then(|| css.clone())
         })
         .await
@@ -394,11 +395,12 @@ async fn an_unselected_namespace_keeps_a_version_in_use_until_released() {
         "{}",
         held.message
     );
-    assert!(
-        fan.env.secret(&secret).await.is_none(),
-        "(the env's own namespace has none)"
-    );
+    let syncs: Api<SecretSync> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
     let secrets: Api<Secret> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
+    assert!(
+        syncs.get_opt(&fan.name).await.unwrap().is_some(),
+        "the SecretSync is kept"
+    );
     assert!(
         secrets.get_opt(&secret).await.unwrap().is_some(),
         "the Secret in use stays"
@@ -409,10 +411,11 @@ async fn an_unselected_namespace_keeps_a_version_in_use_until_released() {
         .delete("api", &Default::default())
         .await
         .unwrap();
+    fan.wait_gc::<SecretSync>("a", &fan.name).await;
     fan.wait_gc::<Secret>("a", &secret).await;
     fan.wait_status("nothing being removed", |css| {
         let status = css.status.as_ref()?;
-        status.removing.is_empty().then_some(())
+        (status.removing.is_empty() && status.namespaces?.removing == 0).then_some(())
     })
     .await;
 }
