@@ -118,17 +118,12 @@ pub struct NamespaceFailure {
 impl ClusterSecretSyncSpec {
     /// Whether a namespace with these labels is selected.
     pub fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-        let listed = self
-            .namespaces
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|n| n == namespace);
-        let matched = self
-            .namespace_selector
-            .as_ref()
-            .is_some_and(|s| crate::selector::matches(s, labels));
-        listed || matched
+        crate::selector::picks_namespace(
+            self.namespaces.as_deref(),
+            self.namespace_selector.as_ref(),
+            namespace,
+            labels,
+        )
     }
 
     /// The template's labels and annotations.

@@ -4,6 +4,19 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+/// Whether a namespace is picked by name (`names`) or, through its `labels`, by `selector`:
+/// how a store's `conditions` entry and a ClusterSecretSync pick namespaces. Neither set
+/// picks none.
+pub fn picks_namespace(
+    names: Option<&[String]>,
+    selector: Option<&LabelSelector>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    names.is_some_and(|names| names.iter().any(|n| n == namespace))
+        || selector.is_some_and(|selector| matches(selector, labels))
+}
+
 /// Whether `labels` satisfy `selector` (matchLabels AND every matchExpression), with the
 /// API server's semantics. An unknown operator matches nothing, so a typo never widens a
 /// selector.

@@ -464,15 +464,12 @@ pub struct StoreCondition {
 impl StoreCondition {
     /// Whether this rule admits a namespace with these labels.
     pub fn admits(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-        let by_name = self
-            .namespaces
-            .as_ref()
-            .is_some_and(|names| names.iter().any(|n| n == namespace));
-        let by_selector = self
-            .namespace_selector
-            .as_ref()
-            .is_some_and(|selector| crate::selector::matches(selector, labels));
-        by_name || by_selector
+        crate::selector::picks_namespace(
+            self.namespaces.as_deref(),
+            self.namespace_selector.as_ref(),
+            namespace,
+            labels,
+        )
     }
 }
 

@@ -38,6 +38,13 @@ pub struct Note {
 const GROUP: &str = "external-secrets.io/";
 const OURS: &str = "secretsync.io/v1alpha1";
 
+/// The documents of a YAML stream (`---`-separated), as `import` takes them.
+pub fn documents(text: &str) -> Result<Vec<Value>, serde_yaml::Error> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(serde::Deserialize::deserialize)
+        .collect()
+}
+
 /// Converts every document (a `kind: List` counts as its items).
 pub fn import(docs: impl IntoIterator<Item = Value>) -> Imported {
     let mut imported = Imported::default();
@@ -1032,9 +1039,7 @@ mod tests {
     use super::*;
 
     fn yaml(text: &str) -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect()
+        documents(text).unwrap()
     }
 
     #[test]

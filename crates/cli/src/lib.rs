@@ -86,11 +86,9 @@ fn import_files(
         } else {
             std::fs::read_to_string(file)
         };
-        let parsed = text.map_err(|e| e.to_string()).and_then(|text| {
-            serde_yaml::Deserializer::from_str(&text)
-                .map(|doc| serde::Deserialize::deserialize(doc).map_err(|e| e.to_string()))
-                .collect::<std::result::Result<Vec<serde_json::Value>, String>>()
-        });
+        let parsed = text
+            .map_err(|e| e.to_string())
+            .and_then(|text| import::documents(&text).map_err(|e| e.to_string()));
         match parsed {
             Ok(parsed) => docs.extend(parsed),
             Err(e) => {

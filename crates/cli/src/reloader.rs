@@ -194,9 +194,7 @@ mod tests {
     use crate::import::import;
 
     fn yaml(text: &str) -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect()
+        crate::import::documents(text).unwrap()
     }
 
     const ESO: &str = r#"

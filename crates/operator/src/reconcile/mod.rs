@@ -329,6 +329,7 @@ async fn refresh(
     let lost_newest = known.lost.as_ref().map(|_| version::Refresh {
         rotate: true,
         ahead_of_lease: false,
+        fresh: true,
     });
     let refresh = lost_newest.or_else(|| {
         let last_read = ctx.memory.refreshes.get(&uid);
@@ -352,12 +353,8 @@ async fn refresh(
 
     let mut refreshed = None;
     if let Some(why) = refresh {
-        let fresh = version::reads_fresh(
-            why,
-            newest.is_some() || known.lost.is_some() || previous.current_version.is_some(),
-        );
         let mut store = store::resolve(sync, ctx).await?;
-        let fetched = match read_backend(&store, sync, ctx, fresh).await {
+        let fetched = match read_backend(&store, sync, ctx, why.fresh).await {
             // Refused: if the store's credential Secrets were replaced since it connected,
             // connect with the new ones and read once more.
             Err(e)
@@ -368,7 +365,7 @@ async fn refresh(
                         .await =>
             {
                 store = store::resolve(sync, ctx).await?;
-                read_backend(&store, sync, ctx, fresh).await?
+                read_backend(&store, sync, ctx, why.fresh).await?
             }
             fetched => fetched?,
         };

@@ -35,16 +35,13 @@ pub struct Refresh {
     pub rotate: bool,
     /// A `pki` SecretSync rotating ahead of its newest version's lease expiry.
     pub ahead_of_lease: bool,
-}
-
-/// Whether a read must bypass the values other SecretSyncs of the store read moments ago
-/// (`SharedReads`): a rotation, a revoked or a lost newest version must see the backend as it
-/// is now. A first version need not: nothing older exists for a shared value to be staler
-/// than, and the SecretSyncs a ClusterSecretSync makes at once would otherwise each read
-/// every key (N namespaces × K keys instead of K). `made_before`: the SecretSync has made a
-/// version before (one exists, was lost, or the status names one).
-pub fn reads_fresh(why: Refresh, made_before: bool) -> bool {
-    why.rotate && made_before
+    /// The read bypasses the values other SecretSyncs of the store read moments ago
+    /// (`SharedReads`): a rotation of a version made before (`spec.version` raised, the newest
+    /// revoked or lost) must see the backend as it is now. A first version need not: nothing
+    /// older exists for a shared value to be staler than, and the SecretSyncs a
+    /// ClusterSecretSync makes at once would otherwise each read every key (N namespaces × K
+    /// keys instead of K).
+    pub fresh: bool,
 }
 
 pub struct RefreshInput<'a> {
@@ -74,12 +71,16 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
     let rotate = input
         .newest
         .is_none_or(|n| spec.spec_version() > n.spec_version || spec.is_revoked(n.version));
+    // A version exists, or the status names one (its Secret since deleted).
+    let made_before = input.newest.is_some() || input.previous.current_version.is_some();
+    let fresh = rotate && made_before;
     if spec.pki().is_some() {
         // A re-issued certificate always differs, so a refresh would make a version every
         // time: a pki SecretSync issues only when a version must be made.
         return (rotate || input.lease_due).then_some(Refresh {
             rotate: true,
             ahead_of_lease: !rotate,
+            fresh,
         });
     }
     let spec_changed = input.generation != input.previous.observed_generation;
@@ -109,6 +110,7 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
     due.then_some(Refresh {
         rotate,
         ahead_of_lease: false,
+        fresh,
     })
 }
 
@@ -513,7 +515,8 @@ storeGeneration: 1
             at(next_slot),
             Some(Refresh {
                 rotate: false,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: false
             })
         );
         // After a restart this process has read nothing yet: the slot it starts in counts
@@ -597,7 +600,8 @@ storeGeneration: 1
             plan_refresh(&edited),
             Some(Refresh {
                 rotate: false,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: false
             })
         );
         // spec.version raised above the newest version's
@@ -607,7 +611,8 @@ storeGeneration: 1
             plan_refresh(&rotation),
             Some(Refresh {
                 rotate: true,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: true
             })
         );
         // the newest is revoked
@@ -618,7 +623,8 @@ storeGeneration: 1
             plan_refresh(&revoked),
             Some(Refresh {
                 rotate: true,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: true
             })
         );
         // the spec changed (new generation)
@@ -629,16 +635,30 @@ storeGeneration: 1
             plan_refresh(&spec_edit),
             Some(Refresh {
                 rotate: false,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: false
             })
         );
-        // first sync
-        let first = input(&s, &previous, None, Some(1), now);
+        // the status names a version whose Secret is gone: a fresh read
+        let gone = input(&s, &previous, None, Some(1), now);
+        assert_eq!(
+            plan_refresh(&gone),
+            Some(Refresh {
+                rotate: true,
+                ahead_of_lease: false,
+                fresh: true
+            })
+        );
+        // first sync: a new version, from the store's shared reads (the SecretSyncs a
+        // ClusterSecretSync makes at once read each key once, not once each)
+        let never = SecretSyncStatus::default();
+        let first = input(&s, &never, None, Some(1), now);
         assert_eq!(
             plan_refresh(&first),
             Some(Refresh {
                 rotate: true,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: false
             })
         );
     }
@@ -670,7 +690,8 @@ storeGeneration: 1
             plan_refresh(&due),
             Some(Refresh {
                 rotate: true,
-                ahead_of_lease: true
+                ahead_of_lease: true,
+                fresh: false
             })
         );
         let first = input(&s, &previous, None, Some(1), now);
@@ -678,7 +699,8 @@ storeGeneration: 1
             plan_refresh(&first),
             Some(Refresh {
                 rotate: true,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: true
             })
         );
         let older = meta(3, 1, "h");
@@ -686,7 +708,8 @@ storeGeneration: 1
             plan_refresh(&input(&s, &previous, Some(&older), Some(1), now)),
             Some(Refresh {
                 rotate: true,
-                ahead_of_lease: false
+                ahead_of_lease: false,
+                fresh: true
             })
         );
     }
@@ -706,30 +729,6 @@ storeGeneration: 1
         );
         assert_eq!(plan_refresh(&years_later), None);
         assert_eq!(Grid::of(&s), None, "no grid, so no refresh requeue");
-    }
-
-    #[test]
-    fn only_a_rotation_of_an_existing_version_bypasses_shared_reads() {
-        let rotate = Refresh {
-            rotate: true,
-            ahead_of_lease: false,
-        };
-        let refresh = Refresh {
-            rotate: false,
-            ahead_of_lease: false,
-        };
-        assert!(
-            reads_fresh(rotate, true),
-            "spec.version raised, revoked, lost"
-        );
-        assert!(
-            !reads_fresh(rotate, false),
-            "the first version shares the store's reads"
-        );
-        assert!(
-            !reads_fresh(refresh, true),
-            "a periodic refresh shares them"
-        );
     }
 
     #[test]

@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use secretsync_api::{ClusterSecretStore, ClusterSecretSync, SecretSync};
 use serde_json::{Value, json};
 
-use crate::common::{ClusterObjects, DEADLINE, Env, secret_data};
+use crate::common::{ClusterObjects, DEADLINE, Env, create_deployment_in, secret_data};
 
 const LABEL: &str = "css.secretsync.io/test";
 
@@ -140,16 +141,9 @@ impl Fanout {
             + std::fmt::Debug,
         K::DynamicType: Default,
     {
-        let api: Api<K> = Api::namespaced(self.env.client.clone(), &self.ns(suffix));
-        let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-        while api.get_opt(name).await.unwrap().is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} still in {}",
-                self.ns(suffix)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.env
+            .wait_gone_in::<K>(&self.ns(suffix), name, DEADLINE * 2)
+            .await;
     }
 
     /// Waits until the ClusterSecretSync's status satisfies `check`.
@@ -158,7 +152,17 @@ impl Fanout {
         what: &str,
         check: impl Fn(&ClusterSecretSync) -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        self.wait_status_within(DEADLINE, what, check).await
+    }
+
+    /// Like [`Fanout::wait_status`], up to `within` from now.
+    async fn wait_status_within<T>(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&ClusterSecretSync) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let css = self.api().get_opt(&self.name).await.ok().flatten();
             if let Some(found) = css.as_ref().and_then(&check) {
@@ -173,7 +177,7 @@ impl Fanout {
         }
     }
 
-    /// (selected, synced, failed) and the Ready reason.
+    /// (selected, synced, failed) and the Ready reason, in a status of the current spec.
     async fn wait_counts(
         &self,
         selected: u32,
@@ -188,7 +192,8 @@ impl Fanout {
             let c = status.namespaces?;
             let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
             ((c.selected, c.synced, c.failed) == (selected, synced, failed)
-                && ready.reason == reason)
+                && ready.reason == reason
+                && status.observed_generation == css.metadata.generation)
                 .then(|| css.clone())
         })
         .await
@@ -255,14 +260,7 @@ async fn a_cluster_secret_sync_follows_namespace_labels_and_template_edits() {
         .unwrap();
     fan.wait_secret("d", 1, "password", "p0").await;
     fan.wait_counts(4, 4, 0, "Synced").await;
-    Api::<Namespace>::all(fan.env.client.clone())
-        .patch(
-            &fan.ns("d"),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {LABEL: null}}})),
-        )
-        .await
-        .unwrap();
+    fan.label("d", false).await;
     fan.wait_gc::<SecretSync>("d", &fan.name).await;
 
     // A namespace loses it: its SecretSync goes, and (deletionPolicy Delete) its Secret.
@@ -296,7 +294,6 @@ async fn a_cluster_secret_sync_follows_namespace_labels_and_template_edits() {
     for ns in ["b", "c"] {
         fan.wait_gc::<SecretSync>(ns, &fan.name).await;
     }
-    drop(fan.objects);
 }
 
 /// A SecretSync of the same name that a team made themselves is never overwritten: the
@@ -341,30 +338,13 @@ async fn a_foreign_secretsync_of_the_same_name_is_untouched_and_reported() {
     assert_eq!(after.spec, theirs.spec, "their spec is untouched");
     assert!(after.owner_references().is_empty(), "and not taken over");
     assert!(!after.labels().contains_key("secretsync.io/cluster-sync"));
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let found = events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("SecretSyncNotOwned")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                        == Some(fan.name.as_str())
-            });
-        if found {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no SecretSyncNotOwned event in the team's namespace"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Said on their SecretSync, in the team's namespace.
+    fan.env
+        .wait_events_in(&fan.ns("a"), &["SecretSyncNotOwned"], |e, reason| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(fan.name.as_str())
+        })
+        .await;
     // Its own Secret is its own.
     fan.wait_secret("a", 1, "theirs", "p0").await;
 }
@@ -399,26 +379,7 @@ async fn an_unselected_namespace_keeps_a_version_in_use_until_released() {
         .unwrap();
     fan.wait_secret("a", 1, "password", "p0").await;
     let secret = format!("{}-v1", fan.name);
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
-    let deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {
-                "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "api", "image": "app:1",
-                    "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]}]},
-            },
-        },
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    create_deployment_in(&fan.env, &fan.ns("a"), "api", &secret).await;
 
     fan.label("a", false).await;
     let held = fan
@@ -434,32 +395,27 @@ async fn an_unselected_namespace_keeps_a_version_in_use_until_released() {
         "{}",
         held.message
     );
+    let syncs: Api<SecretSync> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
+    let secrets: Api<Secret> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
     assert!(
-        fan.env.secret(&secret).await.is_none(),
-        "(the env's own namespace has none)"
+        syncs.get_opt(&fan.name).await.unwrap().is_some(),
+        "the SecretSync is kept"
     );
-    let kept: Api<Secret> = Api::namespaced(fan.env.client.clone(), &fan.ns("a"));
     assert!(
-        kept.get_opt(&secret).await.unwrap().is_some(),
+        secrets.get_opt(&secret).await.unwrap().is_some(),
         "the Secret in use stays"
     );
 
     // The workload goes: the SecretSync and its Secret follow.
-    deployments
+    Api::<Deployment>::namespaced(fan.env.client.clone(), &fan.ns("a"))
         .delete("api", &Default::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-    while kept.get_opt(&secret).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{secret} still kept"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fan.wait_gc::<SecretSync>("a", &fan.name).await;
+    fan.wait_gc::<Secret>("a", &secret).await;
     fan.wait_status("nothing being removed", |css| {
         let status = css.status.as_ref()?;
-        status.removing.is_empty().then_some(())
+        (status.removing.is_empty() && status.namespaces?.removing == 0).then_some(())
     })
     .await;
 }
@@ -490,7 +446,9 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
             && status.observed_generation == css.metadata.generation)
             .then_some(())
     };
-    wait_long(&fan, "all 50 synced", all_synced).await;
+    // Four times the usual deadline: 50 namespaces.
+    fan.wait_status_within(DEADLINE * 4, "all 50 synced", all_synced)
+        .await;
     let first = fan.env.operator().backend_reads();
     eprintln!("{NAMESPACES} namespaces × {KEYS} keys: first versions with {first} backend reads");
     assert_eq!(
@@ -507,7 +465,8 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
         )
         .await
         .unwrap();
-    wait_long(&fan, "the edit synced in all 50", all_synced).await;
+    fan.wait_status_within(DEADLINE * 4, "the edit synced in all 50", all_synced)
+        .await;
     let before = fan.env.operator().backend_reads();
     // An observation window of three refresh intervals (a measurement, not a wait for a state).
     tokio::time::sleep(Duration::from_secs(3 * INTERVAL_S)).await;
@@ -526,32 +485,13 @@ async fn fifty_namespaces_over_five_keys_cost_five_reads_per_refresh_window() {
     }
 }
 
-/// Waits, four times the usual deadline (50 namespaces), until the ClusterSecretSync
-/// satisfies `check`.
-async fn wait_long(fan: &Fanout, what: &str, check: impl Fn(&ClusterSecretSync) -> Option<()>) {
-    let deadline = tokio::time::Instant::now() + DEADLINE * 4;
-    loop {
-        let css = fan.api().get(&fan.name).await.unwrap();
-        if check(&css).is_some() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            css.status.and_then(|s| s.namespaces)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Sharding: an operator watching only some namespaces makes SecretSyncs only there, and
 /// leaves alone (not a status write) a ClusterSecretSync that selects none of them.
 #[tokio::test]
 async fn an_operator_watching_some_namespaces_makes_secretsyncs_only_there() {
-    let suffixes = ["a".to_owned(), "b".to_owned()];
-    let (mut env, mut objects) = Env::with_namespaces("css-shard", &suffixes, &[]).await;
-    env.stop_operator().await;
-    let (a, b) = (format!("{}-a", env.ns), format!("{}-b", env.ns));
+    let mut fan = Fanout::start("css-shard", &["a", "b"], &[], 1).await;
+    let (a, b) = (fan.ns("a"), fan.ns("b"));
+    fan.env.stop_operator().await;
     let config = secretsync_operator::Config {
         hash_key: secretsync_operator::hash_key::KeySecret {
             namespace: a.clone(),
@@ -559,79 +499,42 @@ async fn an_operator_watching_some_namespaces_makes_secretsyncs_only_there() {
         },
         ..Default::default()
     };
-    env.operator = Some(crate::common::Operator::start_in(
-        env.client.clone(),
+    let client = fan.env.client.clone();
+    fan.env.operator = Some(crate::common::Operator::start_in(
+        client,
         vec![a.clone()],
         config,
     ));
-    let store = format!("{}-vault", env.ns);
-    objects.cluster_stores.push(store.clone());
-    let cluster_store: ClusterSecretStore = serde_json::from_value(json!({
-        "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretStore",
-        "metadata": {"name": store},
-        "spec": {"provider": {"fake": {"data": [{"key": "app/k0", "value": r#"{"password":"p0"}"#, "version": "1"}]}}},
-    }))
-    .unwrap();
-    Api::<ClusterSecretStore>::all(env.client.clone())
-        .create(&PostParams::default(), &cluster_store)
-        .await
-        .unwrap();
-    let css_of = |name: &str, namespaces: Vec<&String>| -> ClusterSecretSync {
-        serde_json::from_value(json!({
-            "apiVersion": "secretsync.io/v1alpha1", "kind": "ClusterSecretSync",
-            "metadata": {"name": name},
-            "spec": {
-                "namespaces": namespaces,
-                "template": {"spec": {
-                    "storeRef": {"name": store, "kind": "ClusterSecretStore"},
-                    "data": password_item("password"),
-                }},
-            },
-        }))
-        .unwrap()
-    };
-    let api: Api<ClusterSecretSync> = Api::all(env.client.clone());
-    let both = format!("{}-both", env.ns);
-    let elsewhere = format!("{}-elsewhere", env.ns);
-    objects
-        .cluster_syncs
-        .extend([both.clone(), elsewhere.clone()]);
-    api.create(&PostParams::default(), &css_of(&elsewhere, vec![&b]))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &css_of(&both, vec![&a, &b]))
-        .await
-        .unwrap();
-    env.wait_in::<Secret, _>(
-        &a,
-        &format!("{both}-v1"),
-        "the watched namespace's Secret",
-        |s| s.map(|_| ()),
-    )
-    .await;
-    // Its status counts what this operator sees: only `a`.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let counts = api
-            .get(&both)
-            .await
+    let both = fan.name.clone();
+    let elsewhere = format!("{}-elsewhere", fan.env.ns);
+    fan.objects.cluster_syncs.push(elsewhere.clone());
+    // Picked by name only.
+    let by_name = |name: &str, namespaces: &[&String]| {
+        let mut manifest = fan.manifest(password_item("password"), json!({"namespaces": namespaces}));
+        manifest["metadata"]["name"] = json!(name);
+        manifest["spec"]
+            .as_object_mut()
             .unwrap()
-            .status
-            .and_then(|s| s.namespaces);
-        if counts.is_some_and(|c| (c.selected, c.synced) == (1, 1)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{counts:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let in_b: Api<SecretSync> = Api::namespaced(env.client.clone(), &b);
+            .remove("namespaceSelector");
+        manifest
+    };
+    fan.create(by_name(&elsewhere, &[&b])).await.unwrap();
+    fan.create(by_name(&both, &[&a, &b])).await.unwrap();
+    fan.wait_secret("a", 1, "password", "p0").await;
+    // Its status counts what this operator sees: only `a`.
+    fan.wait_status("1 selected and synced", |css| {
+        let counts = css.status.as_ref()?.namespaces?;
+        ((counts.selected, counts.synced) == (1, 1)).then_some(())
+    })
+    .await;
+    let in_b: Api<SecretSync> = Api::namespaced(fan.env.client.clone(), &b);
     assert!(
         in_b.get_opt(&both).await.unwrap().is_none(),
         "nothing outside its namespaces"
     );
     assert!(in_b.get_opt(&elsewhere).await.unwrap().is_none());
     assert!(
-        api.get(&elsewhere).await.unwrap().status.is_none(),
+        fan.api().get(&elsewhere).await.unwrap().status.is_none(),
         "another shard's ClusterSecretSync is not written to"
     );
 }

@@ -100,8 +100,13 @@ impl Operator {
 
     /// Like [`Operator::start`] with these settings.
     pub fn start_with(client: Client, namespace: Option<String>, config: Config) -> Self {
+        Self::start_in(client, namespace.into_iter().collect(), config)
+    }
+
+    /// Like [`Operator::start_with`], watching exactly `namespaces` (every one when empty).
+    pub fn start_in(client: Client, namespaces: Vec<String>, config: Config) -> Self {
         let options = RunOptions {
-            namespaces: namespace.into_iter().collect(),
+            namespaces,
             ..Self::options()
         };
         Self::run(client, options, config)
@@ -687,18 +692,33 @@ impl Env {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
-        let api = self.api::<K>();
+        self.wait_in(&self.ns, name, what, |obj| check(obj?)).await
+    }
+
+    /// Polls `get` of a namespaced object in `namespace` until `check` returns `Some`, or
+    /// panics with `what` at the deadline.
+    pub async fn wait_in<K, T>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&K>) -> Option<T>,
+    ) -> T
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let mut last = None;
         loop {
-            if let Ok(Some(obj)) = api.get_opt(name).await {
-                if let Some(found) = check(&obj) {
-                    return found;
-                }
-                last = Some(obj);
+            let got = api.get_opt(name).await.ok().flatten();
+            if let Some(found) = check(got.as_ref()) {
+                return found;
             }
+            last = got.or(last);
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last seen: {last:#?}");
+                panic!("timed out waiting for {what} ({namespace}/{name}); last seen: {last:#?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -711,7 +731,17 @@ impl Env {
         wanted: &[&str],
         matches: impl Fn(&Event, &str) -> bool,
     ) -> Vec<Event> {
-        let api = self.api::<Event>();
+        self.wait_events_in(&self.ns, wanted, matches).await
+    }
+
+    /// Like [`Env::wait_events`], in `namespace`.
+    pub async fn wait_events_in(
+        &self,
+        namespace: &str,
+        wanted: &[&str],
+        matches: impl Fn(&Event, &str) -> bool,
+    ) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let events = api.list(&ListParams::default()).await.unwrap().items;
@@ -720,7 +750,7 @@ impl Env {
             }
             if tokio::time::Instant::now() > deadline {
                 let reasons: Vec<_> = events.iter().map(|e| (&e.reason, &e.note)).collect();
-                panic!("timed out waiting for events {wanted:?}; have {reasons:?}");
+                panic!("timed out waiting for events {wanted:?} in {namespace}; have {reasons:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -887,6 +917,11 @@ pub async fn install_crds(client: &Client) {
 /// Deployment `name` with two replicas whose container takes `DB_PASSWORD` from
 /// `secret`'s `password`.
 pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
+    create_deployment_in(env, &env.ns, name, secret).await;
+}
+
+/// Like [`create_deployment`], in `namespace`.
+pub async fn create_deployment_in(env: &Env, namespace: &str, name: &str, secret: &str) {
     let deployment: k8s_openapi::api::apps::v1::Deployment =
         serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -904,7 +939,7 @@ pub async fn create_deployment(env: &Env, name: &str, secret: &str) {
             },
         }))
         .unwrap();
-    env.api::<k8s_openapi::api::apps::v1::Deployment>()
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), namespace)
         .create(&Default::default(), &deployment)
         .await
         .unwrap();
@@ -1032,12 +1067,22 @@ spec:
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
-        let api = self.api::<K>();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        self.wait_gone_in::<K>(&self.ns, name, DEADLINE).await;
+    }
+
+    /// Waits, up to `deadline` from now, until the named object no longer exists in
+    /// `namespace`.
+    pub async fn wait_gone_in<K>(&self, namespace: &str, name: &str, deadline: Duration)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + deadline;
         while api.get_opt(name).await.unwrap().is_some() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{name} still exists"
+                "{name} still exists in {namespace}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1079,34 +1124,6 @@ pub fn seeds(prefix: &str, default: u64) -> Vec<u64> {
         return vec![seed];
     }
     (1..=var("SEEDS").unwrap_or(default)).collect()
-}
-
-impl Operator {
-    /// Like [`Operator::start_with`], watching exactly `namespaces` (every one when empty).
-    pub fn start_in(client: Client, namespaces: Vec<String>, config: Config) -> Self {
-        logs();
-        let metrics = Arc::new(Metrics::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let options = RunOptions {
-            namespaces,
-            concurrency: 8,
-            ..RunOptions::default()
-        };
-        let task = tokio::spawn(secretsync_operator::run(
-            client,
-            config,
-            options,
-            metrics.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            stop: Some(stop),
-            task: Some(task),
-            metrics,
-        }
-    }
 }
 
 /// Cluster-scoped objects a test made under names of its own (namespaces beyond the Env's,
@@ -1199,32 +1216,5 @@ impl Env {
         };
         env.operator = Some(operator);
         (env, objects)
-    }
-
-    /// Polls `get` of a namespaced object in `namespace` until `check` returns `Some`, or
-    /// panics with `what` at the deadline.
-    pub async fn wait_in<K, T>(
-        &self,
-        namespace: &str,
-        name: &str,
-        what: &str,
-        check: impl Fn(Option<&K>) -> Option<T>,
-    ) -> T
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let obj = api.get_opt(name).await.ok().flatten();
-            if let Some(found) = check(obj.as_ref()) {
-                return found;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what} ({namespace}/{name}); last seen: {obj:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
