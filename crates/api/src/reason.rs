@@ -54,6 +54,18 @@ pub enum Reason {
     /// ClusterSecretSync, per namespace no longer selected: its SecretSync is kept while a
     /// workload or Pod there references one of its versions.
     VersionsInUse,
+    /// Store `EventsReady=True`: its change events reach the operator.
+    EventsListening,
+    /// Store `EventsReady=False`: the operator runs without the listener its event source
+    /// needs (`--openbao-audit-listen`, `--events-listen`).
+    EventListenerOff,
+    /// Store `EventsReady=False`: no OpenBao audit entry reached the listener after the
+    /// store's check (the device is missing, points elsewhere, or cannot reach it).
+    NoAuditEntries,
+    /// Store `EventsReady=False`: the event source (an SQS queue) could not be read.
+    EventSourceUnavailable,
+    /// Store `EventsReady=False`: the Secret (or key) in `events.secretRef` is missing.
+    EventSecretMissing,
 }
 
 impl Reason {
@@ -89,6 +101,11 @@ impl Reason {
             Reason::NamespacesFailed => "NamespacesFailed",
             Reason::SecretSyncNotOwned => "SecretSyncNotOwned",
             Reason::VersionsInUse => "VersionsInUse",
+            Reason::EventsListening => "EventsListening",
+            Reason::EventListenerOff => "EventListenerOff",
+            Reason::NoAuditEntries => "NoAuditEntries",
+            Reason::EventSourceUnavailable => "EventSourceUnavailable",
+            Reason::EventSecretMissing => "EventSecretMissing",
         }
     }
 }
@@ -104,6 +121,8 @@ pub mod condition {
     pub const READY: &str = "Ready";
     pub const SYNCED: &str = "Synced";
     pub const ROLLED_OUT: &str = "RolledOut";
+    /// On a store with `spec.events`: whether its change events reach the operator.
+    pub const EVENTS_READY: &str = "EventsReady";
 }
 
 /// Event reasons on a SecretSync.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     derive = "PartialEq",
     validation = Rule::new("!has(self.spec.conditions)").message("conditions are only allowed on a ClusterSecretStore"),
-    validation = Rule::new(EVENTS_NEED_VAULT).message(EVENTS_NEED_VAULT_MESSAGE)
+    validation = Rule::new(EVENTS_VALID).message(EVENTS_VALID_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreSpec {
@@ -46,25 +46,68 @@ pub struct SecretStoreSpec {
     pub events: Option<StoreEvents>,
 }
 
-/// CEL: an event source needs the backend it listens to.
-const EVENTS_NEED_VAULT: &str = "!has(self.spec.events) || has(self.spec.provider.vault)";
-const EVENTS_NEED_VAULT_MESSAGE: &str =
-    "events.source OpenBaoAudit needs a vault provider (OpenBao or Vault)";
+/// CEL: each event source with what it needs — the backend it listens to, and its settings.
+const EVENTS_VALID: &str = "!has(self.spec.events) || ( \
+    (self.spec.events.source != 'OpenBaoAudit' || has(self.spec.provider.vault)) \
+    && (self.spec.events.source != 'AwsSqs' || (has(self.spec.provider.aws) && has(self.spec.events.queueURL))) \
+    && (self.spec.events.source != 'GcpPubSub' || has(self.spec.provider.gcpsm)) \
+    && (self.spec.events.source != 'AzureEventGrid' || has(self.spec.provider.azurekv)) \
+    && (self.spec.events.source in ['OpenBaoAudit', 'AwsSqs'] || has(self.spec.events.secretRef)))";
+const EVENTS_VALID_MESSAGE: &str = "events: OpenBaoAudit needs a vault provider, AwsSqs an aws provider and queueURL, \
+    GcpPubSub a gcpsm provider, AzureEventGrid an azurekv provider; Webhook, GcpPubSub and AzureEventGrid need secretRef";
 
-/// Where the store's change events come from: one source per store.
+/// Where the store's change events come from: one source per store. An event only wakes a
+/// read of the keys it names; the backend read stays the source of truth, so a forged or
+/// replayed event can cost a read but never change a value.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreEvents {
     pub source: EventSource,
+    /// `Webhook`: the HMAC-SHA256 key that signs each request. `GcpPubSub` and
+    /// `AzureEventGrid`: the token their push URL carries (`?token=`), since neither signs
+    /// what it delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+    /// `AwsSqs`: the queue EventBridge delivers Secrets Manager's CloudTrail events to, read
+    /// with the store's own AWS credentials and endpoint.
+    #[serde(default, rename = "queueURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub queue_url: Option<String>,
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventSource {
     /// OpenBao's (or Vault's) `socket` audit device, pointed at the operator's audit
     /// listener (`--openbao-audit-listen`): each write or delete of a KV key under this
     /// store's mount refreshes the SecretSyncs that read that key. Only the operation and
     /// path of an entry are read; its HMAC'd values are neither logged nor kept.
     OpenBaoAudit,
+    /// Signed `POST`s to the operator's event listener (`--events-listen`) naming the keys
+    /// that changed (plain JSON or CloudEvents 1.0), for any provider.
+    Webhook,
+    /// Secrets Manager's CloudTrail events through EventBridge to an SQS queue, long-polled
+    /// by the operator; a message is deleted once the refresh it caused has run.
+    AwsSqs,
+    /// Secret Manager's Pub/Sub notifications (`SECRET_VERSION_ADD`, …) pushed to the
+    /// operator's event listener by a push subscription.
+    GcpPubSub,
+    /// Key Vault's Event Grid events (`SecretNewVersionCreated`, …) delivered to the
+    /// operator's event listener by a webhook subscription (with Event Grid's validation
+    /// handshake).
+    AzureEventGrid,
+}
+
+impl EventSource {
+    /// The name in metrics and conditions.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventSource::OpenBaoAudit => "openbao-audit",
+            EventSource::Webhook => "webhook",
+            EventSource::AwsSqs => "aws-sqs",
+            EventSource::GcpPubSub => "gcp-pubsub",
+            EventSource::AzureEventGrid => "azure-eventgrid",
+        }
+    }
 }
 
 /// The cluster-scoped twin of [`SecretStore`], shared by the namespaces its `conditions` admit.
@@ -77,7 +120,7 @@ pub enum EventSource {
     shortname = "cstore",
     category = "secretsync-all",
     derive = "PartialEq",
-    validation = Rule::new(EVENTS_NEED_VAULT).message(EVENTS_NEED_VAULT_MESSAGE),
+    validation = Rule::new(EVENTS_VALID).message(EVENTS_VALID_MESSAGE),
     doc = "How to reach one secrets backend and authenticate, shared by the namespaces its conditions admit",
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

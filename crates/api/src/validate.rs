@@ -344,6 +344,9 @@ fn all_refs(spec: &SecretStoreSpec) -> Vec<CredentialRef<'_>> {
         }
         Provider::Fake(_) => {}
     }
+    if let Some(secret_ref) = spec.events.as_ref().and_then(|e| e.secret_ref.as_ref()) {
+        refs.push(key_ref("spec.events.secretRef", secret_ref));
+    }
     refs
 }
 

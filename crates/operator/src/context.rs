@@ -23,6 +23,7 @@ use crate::cache::versions::VersionIndex;
 use crate::cache::workloads::Workloads;
 use crate::events::Publisher;
 use crate::hash_key::KeySecret;
+use crate::instant::health::EventsHealth;
 use crate::process::metrics::Metrics;
 use crate::rollout::RolloutHandles;
 use crate::rollout::batch::Batcher;
@@ -99,6 +100,7 @@ pub struct Shared {
     pub cluster_stores: Store<ClusterSecretStore>,
     pub namespaces: Arc<NamespaceLabels>,
     pub health: Arc<BackendHealth>,
+    pub event_sources: Arc<EventsHealth>,
     pub hash_key: HashKey,
 }
 
@@ -118,6 +120,9 @@ pub struct Context {
     /// Backend health per store: SecretSyncs of a store whose backend is down wait for
     /// its check instead of reading.
     pub health: Arc<BackendHealth>,
+    /// Whether each store's change events arrive, and the keys its listener routes check
+    /// requests with ([`crate::instant`]).
+    pub event_sources: Arc<EventsHealth>,
     pub backoff: Backoff,
     /// What this process remembers per SecretSync between passes.
     pub memory: Memory,
@@ -292,6 +297,7 @@ impl Context {
             cluster_stores: shared.cluster_stores,
             namespaces: shared.namespaces,
             health: shared.health,
+            event_sources: shared.event_sources,
             hash_key: shared.hash_key,
             backoff,
             batcher: Batcher::default(),

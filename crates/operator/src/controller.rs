@@ -57,7 +57,8 @@ use crate::cache::{Cache, Listed, fill};
 use crate::context::{Config, Context, Shared};
 use crate::fanout::{self, Fanout};
 use crate::hash_key;
-use crate::instant;
+use crate::instant::health::{EventsHealth, Listeners};
+use crate::instant::{Sources, Wakers, listener, openbao};
 use crate::process::metrics::Metrics;
 use crate::process::supervise::Stopped;
 use crate::reconcile::{error_policy, reconcile};
@@ -82,6 +83,9 @@ pub struct RunOptions {
     /// `events.source: OpenBaoAudit` (instant sync); bound by the caller, so a taken port fails
     /// the start.
     pub openbao_audit: Option<tokio::net::TcpListener>,
+    /// The event listener for stores with `events.source: Webhook`, `GcpPubSub` or
+    /// `AzureEventGrid`; bound by the caller too.
+    pub events_listen: Option<tokio::net::TcpListener>,
 }
 
 impl Default for RunOptions {
@@ -92,6 +96,7 @@ impl Default for RunOptions {
             concurrency: 16,
             caches_synced: Arc::default(),
             openbao_audit: None,
+            events_listen: None,
         }
     }
 }
@@ -123,7 +128,17 @@ pub async fn run(
     let workloads = Arc::new(Workloads::new());
     workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
-    let checks = store_checks(&client, &providers, &metrics, config.max_backoff);
+    let event_sources = Arc::new(EventsHealth::new(Listeners {
+        openbao_audit: options.openbao_audit.is_some(),
+        http: options.events_listen.is_some(),
+    }));
+    let checks = store_checks(
+        &client,
+        &providers,
+        &metrics,
+        &event_sources,
+        config.max_backoff,
+    );
     let store_ctx = checks.ctx;
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
@@ -137,6 +152,7 @@ pub async fn run(
         cluster_stores: cluster_stores.clone(),
         namespaces: Arc::new(NamespaceLabels::default()),
         health: store_ctx.health.clone(),
+        event_sources,
         hash_key,
     };
     let ctx = Arc::new(Context::new(client.clone(), config, metrics, shared));
@@ -162,7 +178,18 @@ pub async fn run(
     }
     watches.namespaces(&ctx.namespaces, &syncs_index);
 
-    spawn_openbao_audit(options.openbao_audit, &ctx, &syncs, &watches, &stopping);
+    let wakers = Wakers {
+        ctx: ctx.clone(),
+        syncs: syncs.clone(),
+        wake: watches.wake.clone(),
+    };
+    store_ctx.sources.started(wakers.clone());
+    spawn_event_listeners(
+        options.openbao_audit,
+        options.events_listen,
+        &wakers,
+        &stopping,
+    );
     let fan = Fanout::new(ctx.clone(), syncs.clone(), &options.namespaces);
     let cluster_syncs = fanout::run(&client, fan, fanout_woken, stopping.wait());
     let controller = Controller::for_stream(sync_events, syncs)
@@ -215,18 +242,20 @@ pub async fn run(
         .await
 }
 
-/// Instant sync from OpenBao's audit device, when the operator listens for it.
-fn spawn_openbao_audit(
-    listener: Option<tokio::net::TcpListener>,
-    ctx: &Arc<Context>,
-    syncs: &reflector::Store<DeserializeGuard<SecretSync>>,
-    watches: &Watches,
+/// Instant sync: OpenBao's audit device and the HTTP event listener, where the operator
+/// listens for them.
+fn spawn_event_listeners(
+    openbao_audit: Option<tokio::net::TcpListener>,
+    events_listen: Option<tokio::net::TcpListener>,
+    wakers: &Wakers,
     stopping: &Stopping,
 ) {
-    if let Some(listener) = listener {
-        let (ctx, syncs, wake) = (ctx.clone(), syncs.clone(), watches.wake.clone());
-        let serve = instant::serve_openbao_audit(listener, ctx, syncs, wake, stopping.wait());
+    if let Some(listener) = openbao_audit {
+        let serve = openbao::serve_openbao_audit(listener, wakers.clone(), stopping.wait());
         tokio::spawn(serve);
+    }
+    if let Some(listener) = events_listen {
+        tokio::spawn(listener::serve(listener, wakers.clone(), stopping.wait()));
     }
 }
 
@@ -359,6 +388,7 @@ fn store_checks(
     client: &Client,
     providers: &Arc<ProviderCache>,
     metrics: &Arc<Metrics>,
+    event_sources: &Arc<EventsHealth>,
     max_backoff: std::time::Duration,
 ) -> StoreChecks {
     let (store_checks_tx, store_checks_rx) = mpsc::unbounded::<ObjectRef<SecretStore>>();
@@ -384,6 +414,7 @@ fn store_checks(
         providers.clone(),
         metrics.clone(),
         health.clone(),
+        Arc::new(Sources::new(event_sources.clone(), health.clone())),
         max_backoff,
     ));
     StoreChecks {

@@ -102,6 +102,24 @@ struct Args {
     /// leading.
     #[arg(long, env = "SECRETSYNC_OPENBAO_AUDIT_LISTEN")]
     openbao_audit_listen: Option<SocketAddr>,
+    /// Where the event listener serves (e.g. `0.0.0.0:9444`): signed webhooks, Pub/Sub
+    /// pushes and Event Grid deliveries for stores with `events.source: Webhook`,
+    /// `GcpPubSub` or `AzureEventGrid`. Off when unset. Bound once leading.
+    #[arg(long, env = "SECRETSYNC_EVENTS_LISTEN")]
+    events_listen: Option<SocketAddr>,
+}
+
+/// Binds a listener the flags ask for; a port that cannot be bound stops the start.
+async fn bind(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{what}: cannot listen on {addr}: {e}"))?;
+    info!(%addr, "{what} listening");
+    Ok(Some(listener))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -190,16 +208,8 @@ async fn operate(args: Args) -> Result<(), String> {
     }
     metrics.set_leader(true);
     // Only the leader listens: a standby would take the audit device's entries and drop them.
-    let openbao_audit = match args.openbao_audit_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("OpenBao audit listener: cannot listen on {addr}: {e}"))?;
-            info!(%addr, "OpenBao audit listener listening");
-            Some(listener)
-        }
-        None => None,
-    };
+    let openbao_audit = bind(args.openbao_audit_listen, "OpenBao audit listener").await?;
+    let events_listen = bind(args.events_listen, "event listener").await?;
 
     let config = Config {
         instance: std::env::var("POD_NAME").ok(),
@@ -217,6 +227,7 @@ async fn operate(args: Args) -> Result<(), String> {
         concurrency: args.concurrency,
         caches_synced,
         openbao_audit,
+        events_listen,
     };
     info!(namespaces = ?options.namespaces, selector = ?options.selector, concurrency = options.concurrency, "secretsync operator starting");
     let run = secretsync_operator::run(client, config, options, metrics.clone(), shutdown.clone());

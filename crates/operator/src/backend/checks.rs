@@ -37,6 +37,8 @@ use crate::backoff::Backoff;
 use crate::cache::syncs::StoreKey;
 use crate::conditions::set_condition;
 use crate::error::{Error, Result, Retry};
+use crate::instant::health::EventsState;
+use crate::instant::{Sources, StoreAt};
 use crate::process::metrics::Metrics;
 
 /// How often a store is checked when its spec does not say.
@@ -98,6 +100,8 @@ pub struct StoreContext {
     pub providers: Arc<ProviderCache>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<BackendHealth>,
+    /// The stores' event sources: set up after each check, their `EventsReady` in the status.
+    pub sources: Arc<Sources>,
     checked: Mutex<HashMap<String, Checked>>,
     backoff: Backoff,
     credentials: Mutex<CredentialIndex>,
@@ -144,6 +148,7 @@ impl StoreContext {
     /// state go.
     pub fn forget(&self, uid: &str) {
         self.providers.forget(uid);
+        self.sources.health.forget(uid);
         self.backoff.succeeded(uid);
         self.health.forget(uid);
         self.credentials
@@ -161,6 +166,7 @@ impl StoreContext {
         providers: Arc<ProviderCache>,
         metrics: Arc<Metrics>,
         health: Arc<BackendHealth>,
+        sources: Arc<Sources>,
         max_backoff: Duration,
     ) -> Self {
         Self {
@@ -168,6 +174,7 @@ impl StoreContext {
             providers,
             metrics,
             health,
+            sources,
             checked: Mutex::default(),
             backoff: Backoff::for_probes(max_backoff),
             credentials: Mutex::default(),
@@ -211,6 +218,7 @@ pub fn status_after_check(
     spec: &SecretStoreSpec,
     generation: Option<i64>,
     outcome: &std::result::Result<(), Failure>,
+    events: Option<EventsState>,
 ) -> SecretStoreStatus {
     let mut status = previous.cloned().unwrap_or_default();
     status.provider = Some(spec.provider.name().to_owned());
@@ -234,6 +242,21 @@ pub fn status_after_check(
         message,
         generation,
     );
+    match events {
+        Some(events) => set_condition(
+            &mut status.conditions,
+            condition::EVENTS_READY,
+            events.ready,
+            events.reason,
+            events.message,
+            generation,
+        ),
+        // No events: the condition goes. Events not heard from yet: it stays as it was.
+        None if spec.events.is_none() => status
+            .conditions
+            .retain(|c| c.type_ != condition::EVENTS_READY),
+        None => {}
+    }
     status
 }
 
@@ -325,10 +348,13 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
             Some(c.generation) == generation && fresh_enough
         })
     };
+    let mut fresh = None;
     let checked = match reusable {
         Some(checked) => checked,
         None => {
+            let started = Instant::now();
             let result = check(store.as_ref(), &ctx).await;
+            fresh = Some((started, result.is_ok()));
             let backend_error = match &result {
                 Err(Error::Provider { source, .. }) => Some(source.clone()),
                 _ => None,
@@ -373,7 +399,20 @@ async fn reconcile<S: StoreObject>(store: Arc<S>, ctx: Arc<StoreContext>) -> Res
             checked
         }
     };
-    let status = status_after_check(store.store_status(), spec, generation, &checked.outcome);
+    let at = StoreAt {
+        key: &key,
+        uid: &uid,
+        generation: generation.unwrap_or_default(),
+        spec,
+    };
+    let events = ctx.sources.prepare(&ctx.client, at, fresh).await;
+    let status = status_after_check(
+        store.store_status(),
+        spec,
+        generation,
+        &checked.outcome,
+        events,
+    );
     if store.store_status() != Some(&status) {
         let patch = json!({
             "apiVersion": S::api_version(&()),
@@ -441,14 +480,17 @@ mod tests {
     #[test]
     fn ready_says_what_the_check_found_and_keeps_its_transition_time() {
         let s = spec("{provider: {fake: {data: []}}}");
-        let ok = status_after_check(None, &s, Some(1), &Ok(()));
+        let ok = status_after_check(None, &s, Some(1), &Ok(()), None);
         assert_eq!(ok.provider.as_deref(), Some("fake"));
         let ready = &ok.conditions[0];
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("True", "Valid")
         );
-        assert_eq!(status_after_check(Some(&ok), &s, Some(1), &Ok(())), ok);
+        assert_eq!(
+            status_after_check(Some(&ok), &s, Some(1), &Ok(()), None),
+            ok
+        );
         let bad = status_after_check(
             Some(&ok),
             &s,
@@ -458,6 +500,7 @@ mod tests {
                 message: "permission denied".into(),
                 retry: Retry::Later,
             }),
+            None,
         );
         let ready = &bad.conditions[0];
         assert_eq!(
@@ -468,6 +511,43 @@ mod tests {
             ),
             ("False", "ProviderAuthFailed", Some(2))
         );
+    }
+
+    #[test]
+    fn events_ready_is_set_kept_until_heard_from_and_dropped_with_the_events() {
+        let listening = spec(
+            "{provider: {fake: {data: []}}, events: {source: Webhook, secretRef: {name: k, key: k}}}",
+        );
+        let events_ready = |status: &SecretStoreStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition::EVENTS_READY)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let missing = EventsState::not_ready(Reason::EventSecretMissing, "no such Secret");
+        let off = status_after_check(None, &listening, Some(1), &Ok(()), Some(missing));
+        assert_eq!(
+            events_ready(&off),
+            Some(("False".into(), "EventSecretMissing".into()))
+        );
+        // Not heard from again yet: as it was.
+        let kept = status_after_check(Some(&off), &listening, Some(1), &Ok(()), None);
+        assert_eq!(events_ready(&kept), events_ready(&off));
+        let on = status_after_check(
+            Some(&off),
+            &listening,
+            Some(1),
+            &Ok(()),
+            Some(EventsState::ready("listening")),
+        );
+        assert_eq!(
+            events_ready(&on),
+            Some(("True".into(), "EventsListening".into()))
+        );
+        let plain = spec("{provider: {fake: {data: []}}}");
+        let gone = status_after_check(Some(&on), &plain, Some(2), &Ok(()), None);
+        assert_eq!(events_ready(&gone), None);
     }
 
     #[test]

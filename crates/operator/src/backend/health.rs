@@ -167,6 +167,12 @@ impl BackendHealth {
         (self.checks)(store);
     }
 
+    /// Asks for the store's status to be written again, from its last check (nothing
+    /// else about the store changed; its events did).
+    pub fn restatus(&self, store: &StoreKey) {
+        (self.checks)(store);
+    }
+
     /// Why the store should be checked before its schedule, if it should; taken by the
     /// check.
     pub fn take_probe(&self, store_uid: &str) -> Option<Probe> {

@@ -1,8 +1,7 @@
 //! The backends behind the stores: one connected provider per store ([`connections`]),
 //! rate limits on their reads ([`ratelimit`]), health per store ([`health`]) and the stores'
-//! own Ready checks ([`checks`]), and the change events some backends send ([`audit`]).
+//! own Ready checks ([`checks`]).
 
-pub(crate) mod audit;
 pub(crate) mod checks;
 pub(crate) mod connections;
 pub(crate) mod health;

@@ -52,8 +52,10 @@ struct RolloutLabels {
 }
 
 /// A store change event: its source, and whether it named a key some SecretSync reads
-/// (`matched`), none (`unmatched`), or was no change at all (`ignored`: requests, reads,
-/// failed operations, lines that are no audit entry).
+/// (`matched`), none (`unmatched`), was no change at all (`ignored`: requests, reads,
+/// failed operations, lines that are no audit entry, events of other kinds), or was
+/// refused unread (`refused`: a bad or missing signature or token, a replay, a body over
+/// the limit, over the rate limit).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreEventLabels {
     source: &'static str,
@@ -74,6 +76,7 @@ pub struct Metrics {
     backend_requests: Family<BackendLabels, Counter>,
     api_write_timeouts: Counter,
     store_events: Family<StoreEventLabels, Counter>,
+    event_to_secret: Histogram,
     status_writes: Counter,
     store_checks: Counter,
     stores_backend_down: Family<StoreStateLabels, Gauge>,
@@ -112,6 +115,9 @@ impl Metrics {
             backend_requests: Family::<BackendLabels, Counter>::default(),
             api_write_timeouts: Counter::default(),
             store_events: Family::<StoreEventLabels, Counter>::default(),
+            // 10 ms … ~82 s: an event becomes a Secret in tens of milliseconds unless a
+            // backend or API server is slow.
+            event_to_secret: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             status_writes: Counter::default(),
             store_checks: Counter::default(),
             stores_backend_down: Family::<StoreStateLabels, Gauge>::default(),
@@ -173,6 +179,12 @@ impl Metrics {
             "store_events",
             "Change events from the stores' backends, by source and outcome",
             self.store_events.clone(),
+        );
+        registry.register_with_unit(
+            "event_to_secret",
+            "From a store change event to the version it caused",
+            prometheus_client::registry::Unit::Seconds,
+            self.event_to_secret.clone(),
         );
         registry.register(
             "status_writes",
@@ -305,14 +317,19 @@ impl Metrics {
         self.api_write_timeouts.inc();
     }
 
-    /// One event from the OpenBao audit device: `matched`, `unmatched` or `ignored`.
-    pub fn openbao_audit_event(&self, outcome: &'static str) {
+    /// One change event from `source`: `matched`, `unmatched`, `ignored` or `refused`.
+    pub fn store_event(&self, source: secretsync_api::EventSource, outcome: &'static str) {
         self.store_events
             .get_or_create(&StoreEventLabels {
-                source: "openbao-audit",
+                source: source.name(),
                 outcome,
             })
             .inc();
+    }
+
+    /// A version made by a pass a change event asked for, `seconds` after the event.
+    pub fn event_to_secret(&self, seconds: f64) {
+        self.event_to_secret.observe(seconds);
     }
 
     /// Counts what an event reports: every rollout step and revocation is announced by
@@ -413,9 +430,14 @@ impl Metrics {
 
     /// OpenBao audit events with this outcome (`matched`, `unmatched`, `ignored`).
     pub fn openbao_audit_events(&self, outcome: &str) -> u64 {
+        self.store_events_of(secretsync_api::EventSource::OpenBaoAudit, outcome)
+    }
+
+    /// Change events from `source` with this outcome.
+    pub fn store_events_of(&self, source: secretsync_api::EventSource, outcome: &str) -> u64 {
         self.count(
             "secretsync_store_events_total",
-            &format!("outcome=\"{outcome}\""),
+            &format!("source=\"{}\",outcome=\"{outcome}\"", source.name()),
         )
     }
 

@@ -331,6 +331,13 @@ async fn refresh(
         ahead_of_lease: false,
         fresh: true,
     });
+    // A change event asked for this read: the version it makes is timed from the event.
+    let asked_since_last_read = ctx.memory.asked.get(&uid).filter(|asked| {
+        ctx.memory
+            .refreshes
+            .get(&uid)
+            .is_none_or(|read| *asked >= read)
+    });
     let refresh = lost_newest.or_else(|| {
         let last_read = ctx.memory.refreshes.get(&uid);
         version::plan_refresh(&version::RefreshInput {
@@ -343,11 +350,7 @@ async fn refresh(
             store_generation,
             now,
             lease_due,
-            asked: ctx
-                .memory
-                .asked
-                .get(&uid)
-                .is_some_and(|asked| last_read.is_none_or(|read| asked >= read)),
+            asked: asked_since_last_read.is_some(),
         })
     });
 
@@ -374,6 +377,10 @@ async fn refresh(
             version::next_number(newest.as_ref(), &content, why.rotate, known.highest_used)
         {
             let made = version::write(sync, ctx, &known.base, number, &content).await?;
+            if let Some(asked) = asked_since_last_read {
+                let waited = jiff::Timestamp::now().duration_since(asked);
+                ctx.metrics.event_to_secret(waited.as_secs_f64().max(0.0));
+            }
             known.events.push(version::created_event(
                 sync,
                 &store,

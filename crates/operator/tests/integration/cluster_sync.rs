@@ -510,7 +510,8 @@ async fn an_operator_watching_some_namespaces_makes_secretsyncs_only_there() {
     fan.objects.cluster_syncs.push(elsewhere.clone());
     // Picked by name only.
     let by_name = |name: &str, namespaces: &[&String]| {
-        let mut manifest = fan.manifest(password_item("password"), json!({"namespaces": namespaces}));
+        let mut manifest =
+            fan.manifest(password_item("password"), json!({"namespaces": namespaces}));
         manifest["metadata"]["name"] = json!(name);
         manifest["spec"]
             .as_object_mut()

@@ -6,23 +6,57 @@
 //! cost a read but never change a value. Entries carry HMAC'd values, and the request's
 //! token: nothing of an entry but its path is kept, and nothing of it is logged.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secretsync_api::{EventSource, SecretStoreSpec, VaultKvVersion};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tracing::{debug, warn};
+
+use super::Wakers;
+use super::coalesce::{Coalescer, coalesce};
 
 /// The longest audit entry read; a longer line (a huge request body) is skipped whole.
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 
-/// Events for one path within this window cost one read at its start and at most one at
-/// its end: a burst of writes to one key is two refreshes, not one per write.
-pub const COALESCE_WINDOW: Duration = Duration::from_secs(1);
+/// Serves the OpenBao audit device on `listener` until `stopped` resolves.
+pub async fn serve_openbao_audit(
+    listener: TcpListener,
+    wakers: Wakers,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let metrics = wakers.ctx.metrics.clone();
+    let health = wakers.ctx.event_sources.clone();
+    let entry = Arc::new(move |audited: Option<&Audited>| {
+        if let Some(audited) = audited {
+            health.audit_entry(&audited.namespace);
+        }
+        if audited.is_none_or(|a| a.path.is_none()) {
+            metrics.store_event(EventSource::OpenBaoAudit, "ignored");
+        }
+    });
+    let dispatch = Arc::new(move |changed: &Changed| {
+        let woken = wakers.changed_where(EventSource::OpenBaoAudit, |_, spec| {
+            key_in_store(spec, changed)
+        });
+        debug!(woken = woken.len(), "store change event");
+        let outcome = if woken.is_empty() {
+            "unmatched"
+        } else {
+            "matched"
+        };
+        wakers
+            .ctx
+            .metrics
+            .store_event(EventSource::OpenBaoAudit, outcome);
+    });
+    tokio::select! {
+        () = serve(listener, dispatch, entry) => {}
+        () = stopped => {}
+    }
+}
 
 /// The few fields of an audit entry that say what changed; serde skips the rest unread.
 #[derive(Deserialize)]
@@ -57,26 +91,34 @@ pub struct Changed {
     pub path: String,
 }
 
-/// What an audit line reports, if it is the response to a successful change. Requests
-/// are skipped (their response follows once the change is made), and so are reads and
+/// One audit entry: its namespace (any entry shows the device reaches the operator), and
+/// the path it changed if it is the response to a successful change.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Audited {
+    pub namespace: String,
+    pub path: Option<String>,
+}
+
+/// What an audit line reports, `None` for a line that is no audit entry. Requests have
+/// no path (their response follows once the change is made), and neither have reads and
 /// failed operations.
-pub fn changed(line: &[u8]) -> Option<Changed> {
+pub fn audited(line: &[u8]) -> Option<Audited> {
     let entry: Entry = serde_json::from_slice(line).ok()?;
     let request = entry.request?;
     let changes = matches!(
         request.operation.as_str(),
         "create" | "update" | "patch" | "delete"
     );
-    (entry.kind == "response" && entry.error.is_none_or(|e| e.is_empty()) && changes).then(|| {
-        Changed {
-            namespace: request
-                .namespace
-                .and_then(|n| n.path)
-                .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_owned(),
-            path: request.path,
-        }
+    let namespace = request
+        .namespace
+        .and_then(|n| n.path)
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_owned();
+    let changed = entry.kind == "response" && entry.error.is_none_or(|e| e.is_empty()) && changes;
+    Some(Audited {
+        namespace,
+        path: changed.then_some(request.path),
     })
 }
 
@@ -112,74 +154,23 @@ pub fn key_in_store(spec: &SecretStoreSpec, changed: &Changed) -> Option<String>
     key_under(vault.mount(), vault.kv_version(), &changed.path)
 }
 
-/// Per path: when its last refresh went out, and whether one more is due at the end of
-/// the window.
-#[derive(Default)]
-pub struct Coalescer {
-    paths: Mutex<HashMap<Changed, (Instant, bool)>>,
-}
-
-/// What to do with one event.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Coalesced {
-    /// Refresh now: the first event in a window.
-    Now,
-    /// Refresh at this instant, the end of the window: the first event after the leading
-    /// one.
-    At(Instant),
-    /// A refresh is already due at the end of the window.
-    Folded,
-}
-
-/// Above this many recent paths, an offer first forgets the quiet ones; below it they wait,
-/// so a burst over many keys costs no scan per event.
-const PRUNE_ABOVE: usize = 4096;
-
-impl Coalescer {
-    pub fn offer(&self, changed: &Changed, now: Instant) -> Coalesced {
-        let quiet = |fired: Instant, pending: bool| !pending && now >= fired + COALESCE_WINDOW;
-        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
-        if paths.len() > PRUNE_ABOVE {
-            paths.retain(|_, (fired, pending)| !quiet(*fired, *pending));
-        }
-        match paths.get_mut(changed) {
-            Some((_, true)) => Coalesced::Folded,
-            Some((fired, pending)) if !quiet(*fired, false) => {
-                *pending = true;
-                Coalesced::At(*fired + COALESCE_WINDOW)
-            }
-            _ => {
-                paths.insert(changed.clone(), (now, false));
-                Coalesced::Now
-            }
-        }
-    }
-
-    /// The trailing refresh went out at `now`: the window starts again from it.
-    pub fn fired(&self, changed: &Changed, now: Instant) {
-        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
-        paths.insert(changed.clone(), (now, false));
-    }
-}
-
 /// What a change is handed to once coalesced.
 pub type Dispatch = Arc<dyn Fn(&Changed) + Send + Sync>;
 
+/// What sees every line: its entry, change or not (`None`: no audit entry).
+pub type OnEntry = Arc<dyn Fn(Option<&Audited>) + Send + Sync>;
+
 /// Accepts the audit device's connections and hands each change to `dispatch`, coalesced;
-/// `ignored` counts the entries that are no change. Runs until the process stops; a
-/// connection that breaks is the device's to reopen.
-pub async fn serve(
-    listener: TcpListener,
-    dispatch: Dispatch,
-    ignored: Arc<dyn Fn() + Send + Sync>,
-) {
+/// `entry` sees every entry first. Runs until the process stops; a connection that breaks
+/// is the device's to reopen.
+pub async fn serve(listener: TcpListener, dispatch: Dispatch, entry: OnEntry) {
     let coalescer = Arc::new(Coalescer::default());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 debug!(%peer, "audit device connected");
                 let entries =
-                    read_entries(stream, coalescer.clone(), dispatch.clone(), ignored.clone());
+                    read_entries(stream, coalescer.clone(), dispatch.clone(), entry.clone());
                 tokio::spawn(entries);
             }
             Err(error) => {
@@ -193,9 +184,9 @@ pub async fn serve(
 /// One connection's entries, until it ends.
 async fn read_entries(
     stream: TcpStream,
-    coalescer: Arc<Coalescer>,
+    coalescer: Arc<Coalescer<Changed>>,
     dispatch: Dispatch,
-    ignored: Arc<dyn Fn() + Send + Sync>,
+    entry: OnEntry,
 ) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -209,25 +200,15 @@ async fn read_entries(
                 return;
             }
         }
-        match changed(&line) {
-            Some(changed) => coalesce(&coalescer, changed, &dispatch),
-            None => ignored(),
-        }
-    }
-}
-
-/// Dispatches `changed` now, at the end of its window, or not at all (one is due then).
-fn coalesce(coalescer: &Arc<Coalescer>, changed: Changed, dispatch: &Dispatch) {
-    match coalescer.offer(&changed, Instant::now()) {
-        Coalesced::Now => dispatch(&changed),
-        Coalesced::Folded => {}
-        Coalesced::At(at) => {
-            let (coalescer, dispatch) = (coalescer.clone(), dispatch.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                coalescer.fired(&changed, Instant::now());
-                dispatch(&changed);
-            });
+        let audited = audited(&line);
+        entry(audited.as_ref());
+        if let Some(Audited {
+            namespace,
+            path: Some(path),
+        }) = audited
+        {
+            let changed = Changed { namespace, path };
+            coalesce(&coalescer, changed, dispatch.clone());
         }
     }
 }
@@ -268,6 +249,15 @@ async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The change an audit line reports, if any.
+    fn changed(line: &[u8]) -> Option<Changed> {
+        let audited = audited(line)?;
+        Some(Changed {
+            namespace: audited.namespace,
+            path: audited.path?,
+        })
+    }
     use serde_json::json;
 
     fn line(kind: &str, operation: &str, path: &str) -> Vec<u8> {
@@ -367,62 +357,6 @@ mod tests {
         assert_eq!(
             key_in_store(&store(true, Some("team/")), &at("team")).as_deref(),
             Some("app/db")
-        );
-    }
-
-    #[test]
-    fn a_burst_for_one_path_is_one_refresh_now_and_one_at_the_end_of_the_window() {
-        let coalescer = Coalescer::default();
-        let path = |p: &str| Changed {
-            namespace: String::new(),
-            path: p.into(),
-        };
-        let t0 = Instant::now();
-        assert_eq!(coalescer.offer(&path("a"), t0), Coalesced::Now);
-        let end = t0 + COALESCE_WINDOW;
-        for ms in [1, 10, 500, 999] {
-            let offered = coalescer.offer(&path("a"), t0 + Duration::from_millis(ms));
-            let expected = if ms == 1 {
-                Coalesced::At(end)
-            } else {
-                Coalesced::Folded
-            };
-            assert_eq!(offered, expected, "{ms} ms");
-        }
-        // Another path is its own.
-        assert_eq!(coalescer.offer(&path("b"), t0), Coalesced::Now);
-        coalescer.fired(&path("a"), end);
-        assert_eq!(
-            coalescer.offer(&path("a"), end + Duration::from_millis(1)),
-            Coalesced::At(end + COALESCE_WINDOW)
-        );
-        // Quiet for a window: the next event goes at once.
-        let later = end + COALESCE_WINDOW * 3;
-        coalescer.fired(&path("a"), end);
-        assert_eq!(coalescer.offer(&path("a"), later), Coalesced::Now);
-    }
-
-    #[test]
-    fn quiet_paths_are_forgotten_once_many_are_held() {
-        let coalescer = Coalescer::default();
-        let t0 = Instant::now();
-        for i in 0..=PRUNE_ABOVE {
-            let path = Changed {
-                namespace: String::new(),
-                path: format!("secret/data/k{i}"),
-            };
-            assert_eq!(coalescer.offer(&path, t0), Coalesced::Now);
-        }
-        let later = t0 + COALESCE_WINDOW * 2;
-        let next = Changed {
-            namespace: String::new(),
-            path: "secret/data/next".into(),
-        };
-        assert_eq!(coalescer.offer(&next, later), Coalesced::Now);
-        assert_eq!(
-            coalescer.paths.lock().unwrap().len(),
-            1,
-            "the quiet ones went"
         );
     }
 
