@@ -34,10 +34,18 @@ fn provider(double: &AzureDouble, auth: Value) -> Value {
 
 /// Creates the SecretStore `name` with the `azurekv` provider block `provider`.
 async fn create_store(env: &Env, name: &str, provider: Value) {
+    create_store_with(env, name, provider, json!({})).await;
+}
+
+/// Like [`create_store`], with `extra` spec fields.
+async fn create_store_with(env: &Env, name: &str, provider: Value, extra: Value) {
+    let mut spec = json!({"refreshInterval": "1s", "provider": {"azurekv": provider}});
+    for (field, value) in extra.as_object().into_iter().flatten() {
+        spec[field] = value.clone();
+    }
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": name},
-        "spec": {"refreshInterval": "1s", "provider": {"azurekv": provider}},
+        "metadata": {"name": name}, "spec": spec,
     }))
     .unwrap();
     env.api::<SecretStore>()
@@ -49,6 +57,11 @@ async fn create_store(env: &Env, name: &str, provider: Value) {
 /// The service principal's credentials in Secret `azure` (with `client_secret`) and a
 /// SecretStore `azure` for `double` using them.
 pub async fn azure_store(env: &Env, double: &AzureDouble, client_secret: &str) {
+    azure_store_with(env, double, client_secret, json!({})).await;
+}
+
+/// Like [`azure_store`], with `extra` spec fields.
+pub async fn azure_store_with(env: &Env, double: &AzureDouble, client_secret: &str, extra: Value) {
     env.string_secret(
         "azure",
         &[
@@ -64,7 +77,7 @@ pub async fn azure_store(env: &Env, double: &AzureDouble, client_secret: &str) {
             "clientSecret": {"name": "azure", "key": "client-secret"},
         },
     });
-    create_store(env, "azure", provider(double, auth)).await;
+    create_store_with(env, "azure", provider(double, auth), extra).await;
 }
 
 #[tokio::test]

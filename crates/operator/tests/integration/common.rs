@@ -795,15 +795,28 @@ impl Env {
     /// Waits for the store's Ready condition to be `status` with `reason`; returns its
     /// message.
     pub async fn wait_store(&self, store: &str, status: &str, reason: &str) -> String {
+        self.wait_store_condition(store, "Ready", status, reason)
+            .await
+    }
+
+    /// Waits for the store's condition `type_` to be `status` with `reason`; returns its
+    /// message.
+    pub async fn wait_store_condition(
+        &self,
+        store: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> String {
         self.wait_for::<SecretStore, _>(
             store,
-            &format!("store {store} Ready={status} {reason}"),
+            &format!("store {store} {type_}={status} {reason}"),
             |s| {
                 s.status
                     .as_ref()?
                     .conditions
                     .iter()
-                    .find(|c| c.type_ == "Ready" && c.status == status && c.reason == reason)
+                    .find(|c| c.type_ == type_ && c.status == status && c.reason == reason)
                     .map(|c| c.message.clone())
             },
         )

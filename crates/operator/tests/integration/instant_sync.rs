@@ -65,6 +65,8 @@ async fn a_kv_put_is_synced_and_rolled_out_at_once_with_an_hourly_refresh() {
     env.wait_version("db", 1).await;
     hourly_sync(&env, "slow", "polled").await;
     env.wait_condition("db", "RolledOut", "True").await;
+    env.wait_store_condition("vault", "EventsReady", "True", "EventsListening")
+        .await;
 
     bao.kv_put("secret", "app/db", &[("password", "two")]);
     env.wait_version("db", 2).await;
