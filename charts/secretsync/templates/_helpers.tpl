@@ -87,7 +87,8 @@ Secrets that is never used).
 # Secrets: create each version; watch the managed ones (metadata only, by label) and list
 # them to recover version numbers; delete versions beyond history, revoked ones, and all of
 # them on deletion with deletionPolicy Delete; patch drops the ownerReferences for Retain;
-# get reads the credentials a store names (Vault token, AppRole secret-id).
+# get reads the credentials a store names (Vault token, AppRole secret-id) and the key its
+# event listener route checks requests with (spec.events.secretRef).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "delete", "get", "list", "patch", "watch"]
