@@ -252,8 +252,8 @@ async fn install_chart_operator(
 /// Runs the operator as the chart's `deployment` would run it: as its ServiceAccount with a
 /// token from the TokenRequest API, with the container's exact arguments (leader election on)
 /// and POD_NAME `pod_name` / POD_NAMESPACE. Only the bind addresses move to free loopback
-/// ports, as journeys share a host (the OpenBao audit listener to loopback, on the port the
-/// journey chose). Returns the arguments.
+/// ports, as journeys share a host (the OpenBao audit and event listeners to loopback, on the
+/// ports the journey chose). Returns the arguments.
 async fn run_as_chart_deployment(
     j: &mut Journey,
     deployment: &Value,
@@ -301,7 +301,7 @@ async fn run_as_chart_deployment(
                     format!("{flag}=127.0.0.1:{}", free_port())
                 }
                 // The port is the journey's choice (its OpenBao writes there): loopback only.
-                Some((flag @ "--openbao-audit-listen", address)) => {
+                Some((flag @ ("--openbao-audit-listen" | "--events-listen"), address)) => {
                     format!("{flag}={}", address.replace("0.0.0.0", "127.0.0.1"))
                 }
                 _ => a,
@@ -1361,7 +1361,11 @@ async fn j9_eso_user_migrates_with_import_and_gets_the_same_secrets() {
         &format!("e2e.secretsync.io/migrate={run}"),
     ])
     .await;
-    let events = format!("events={{\"openbaoAudit\":{{\"enabled\":true,\"port\":{audit_port}}}}}");
+    let listener_port = free_port();
+    let events = format!(
+        "events={{\"openbaoAudit\":{{\"enabled\":true,\"port\":{audit_port}}},\
+         \"listener\":{{\"enabled\":true,\"port\":{listener_port}}}}}"
+    );
     install_chart_operator(&mut j, &[&ns], None, &[&events]).await;
 
     let (store, shared) = (format!("openbao-{run}"), format!("registry-{run}"));
@@ -1504,4 +1508,95 @@ spec:
         j.secret_data("db-credentials-v2").await.unwrap(),
         data(&[("host", "db.internal"), ("password", "pw-2")])
     );
+    wait_events_ready(&j, "vault-backend", "EventsListening").await;
+
+    // A pipeline that writes to OpenBao tells the operator itself: the store switched to
+    // signed webhooks, and the example's notify.sh run as the pipeline would run it.
+    j.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "webhook-key",
+        "-n",
+        &ns,
+        "--from-literal=key=e2e-signing-key",
+    ])
+    .await;
+    j.ok(&[
+        "patch",
+        "secretstores.secretsync.io",
+        "vault-backend",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"events":{"source":"Webhook","secretRef":{"name":"webhook-key","key":"key"}}}}"#,
+    ])
+    .await;
+    wait_events_ready(&j, "vault-backend", "EventsListening").await;
+    let edited = j
+        .get(&["secretstores.secretsync.io", "vault-backend"])
+        .await
+        .unwrap()["metadata"]["generation"]
+        .clone();
+    eventually("db read through the store now on webhooks", || async {
+        let sync = j.get(&["secretsync", "db"]).await?;
+        let read = &sync["status"]["storeGeneration"];
+        (*read == edited)
+            .then_some(())
+            .ok_or_else(|| format!("storeGeneration {read}, the store is at {edited}"))
+    })
+    .await;
+    bao.kv_put(
+        "secret",
+        "app/db",
+        &[("username", "app"), ("password", "pw-3")],
+    );
+    let notified =
+        std::process::Command::new(repo_root().join("examples/webhook-instant/notify.sh"))
+            .args([
+                &format!("http://127.0.0.1:{listener_port}"),
+                ns.as_str(),
+                "vault-backend",
+                "app/db",
+            ])
+            .env("WEBHOOK_KEY", "e2e-signing-key")
+            .output()
+            .expect("run notify.sh");
+    assert!(
+        notified.status.success(),
+        "notify.sh: {}{}",
+        String::from_utf8_lossy(&notified.stdout),
+        String::from_utf8_lossy(&notified.stderr)
+    );
+    j.wait_active("db", 3).await;
+    assert_eq!(
+        j.secret_data("db-credentials-v3").await.unwrap(),
+        data(&[("host", "db.internal"), ("password", "pw-3")])
+    );
+}
+
+/// Waits for the store's `EventsReady` to be `True` with `reason`, for its current spec.
+async fn wait_events_ready(j: &Journey, store: &str, reason: &str) {
+    eventually(&format!("{store} EventsReady {reason}"), || async {
+        let store = j.get(&["secretstores.secretsync.io", store]).await?;
+        let conditions = store["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let events = conditions
+            .iter()
+            .find(|c| c["type"] == "EventsReady")
+            .ok_or("no EventsReady yet")?;
+        let current = events["observedGeneration"] == store["metadata"]["generation"];
+        (current && events["status"] == "True" && events["reason"] == reason)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "EventsReady {} {}: {}",
+                    events["status"], events["reason"], events["message"]
+                )
+            })
+    })
+    .await;
 }
