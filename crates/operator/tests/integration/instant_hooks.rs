@@ -358,7 +358,8 @@ async fn events_ready_says_why_events_cannot_arrive_and_the_refresh_still_syncs(
 }
 
 /// OpenBao's socket device writes where no operator listens: the store's check is audited
-/// but nothing reaches this operator's listener, so `EventsReady=False NoAuditEntries`.
+/// but nothing reaches this operator's listener, so `EventsReady=False NoAuditEntries`; a
+/// `kv put` is still synced, at the SecretSync's refresh slot.
 #[tokio::test]
 async fn an_audit_device_that_does_not_reach_the_operator_is_reported() {
     let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -380,6 +381,20 @@ async fn an_audit_device_that_does_not_reach_the_operator_is_reported() {
         .wait_store_condition("vault", "EventsReady", "False", "NoAuditEntries")
         .await;
     assert!(message.contains("bao audit list"), "{message}");
+    bao.kv_put("secret", "app/db", &[("password", "one")]);
+    env.create::<SecretSync>(&sync_yaml("db", "vault", "  refreshInterval: 2s"))
+        .await;
+    env.wait_version("db", 1).await;
+    bao.kv_put("secret", "app/db", &[("password", "two")]);
+    env.wait_version("db", 2).await;
+    assert_eq!(password(&env.secret("db-v2").await.unwrap()), b"two");
+    assert_eq!(
+        env.operator()
+            .metrics
+            .store_events_of(secretsync_api::EventSource::OpenBaoAudit, "matched"),
+        0,
+        "no event reached this operator"
+    );
 }
 
 /// Each event source without what it needs is refused by the API server (the CRD's CEL
