@@ -20,19 +20,34 @@ KEEP = 4
 HASHED = re.compile(r"^(?P<name>.+)-(?P<hash>[0-9a-f]{16})(?P<ext>\..+)?$")
 
 
+def lstat(path):
+    """The entry's stat, or None once it is gone: a build running beside the prune (another
+    checkout sharing the target) removes its temporary files as it goes."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def newest_first(paths):
-    return sorted(paths, key=lambda p: os.lstat(p).st_mtime, reverse=True)
+    stats = [(p, lstat(p)) for p in paths]
+    present = [(p, s) for p, s in stats if s is not None]
+    return [p for p, _ in sorted(present, key=lambda e: e[1].st_mtime, reverse=True)]
 
 
 def remove(path):
     size = 0
     if os.path.isdir(path) and not os.path.islink(path):
         for root, _, files in os.walk(path):
-            size += sum(os.lstat(os.path.join(root, f)).st_size for f in files)
+            size += sum(s.st_size for s in map(lstat, (os.path.join(root, f) for f in files)) if s)
         shutil.rmtree(path, ignore_errors=True)
     else:
-        size = os.lstat(path).st_size
-        os.remove(path)
+        stat = lstat(path)
+        size = stat.st_size if stat else 0
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
     return size
 
 
