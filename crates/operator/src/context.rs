@@ -23,7 +23,7 @@ use crate::cache::versions::VersionIndex;
 use crate::cache::workloads::Workloads;
 use crate::events::Publisher;
 use crate::hash_key::KeySecret;
-use crate::instant::health::EventsHealth;
+use crate::instant::readiness::EventsHealth;
 use crate::process::metrics::Metrics;
 use crate::rollout::RolloutHandles;
 use crate::rollout::batch::Batcher;

@@ -57,8 +57,8 @@ use crate::cache::{Cache, Listed, fill};
 use crate::context::{Config, Context, Shared};
 use crate::fanout::{self, Fanout};
 use crate::hash_key;
-use crate::instant::health::{EventsHealth, Listeners};
-use crate::instant::{Sources, Wakers, listener, openbao};
+use crate::instant::readiness::{EventsHealth, Listeners};
+use crate::instant::{self, Sources, Wakers};
 use crate::process::metrics::Metrics;
 use crate::process::supervise::Stopped;
 use crate::reconcile::{error_policy, reconcile};
@@ -105,7 +105,7 @@ impl Default for RunOptions {
 pub async fn run(
     client: Client,
     config: Config,
-    options: RunOptions,
+    mut options: RunOptions,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Stopped> {
@@ -128,17 +128,7 @@ pub async fn run(
     let workloads = Arc::new(Workloads::new());
     workloads.set_rollouts_served(rollouts_served);
     let providers = Arc::new(ProviderCache::default());
-    let event_sources = Arc::new(EventsHealth::new(Listeners {
-        openbao_audit: options.openbao_audit.is_some(),
-        http: options.events_listen.is_some(),
-    }));
-    let checks = store_checks(
-        &client,
-        &providers,
-        &metrics,
-        &event_sources,
-        config.max_backoff,
-    );
+    let checks = store_checks(&client, &providers, &metrics, &options, config.max_backoff);
     let store_ctx = checks.ctx;
     let (stores, stores_writer) = reflector::store::<SecretStore>();
     let (cluster_stores, cluster_writer) = reflector::store::<ClusterSecretStore>();
@@ -152,7 +142,7 @@ pub async fn run(
         cluster_stores: cluster_stores.clone(),
         namespaces: Arc::new(NamespaceLabels::default()),
         health: store_ctx.health.clone(),
-        event_sources,
+        event_sources: store_ctx.sources.health.clone(),
         hash_key,
     };
     let ctx = Arc::new(Context::new(client.clone(), config, metrics, shared));
@@ -178,18 +168,9 @@ pub async fn run(
     }
     watches.namespaces(&ctx.namespaces, &syncs_index);
 
-    let wakers = Wakers {
-        ctx: ctx.clone(),
-        syncs: syncs.clone(),
-        wake: watches.wake.clone(),
-    };
-    store_ctx.sources.started(wakers.clone());
-    spawn_event_listeners(
-        options.openbao_audit,
-        options.events_listen,
-        &wakers,
-        &stopping,
-    );
+    let wakers = Wakers::new(&ctx, &syncs, &watches.wake);
+    let listeners = (options.openbao_audit.take(), options.events_listen.take());
+    instant::start(&store_ctx.sources, wakers, listeners, || stopping.wait());
     let fan = Fanout::new(ctx.clone(), syncs.clone(), &options.namespaces);
     let cluster_syncs = fanout::run(&client, fan, fanout_woken, stopping.wait());
     let controller = Controller::for_stream(sync_events, syncs)
@@ -240,23 +221,6 @@ pub async fn run(
     running
         .until_stopped(syncs_run, store_checks, drained)
         .await
-}
-
-/// Instant sync: OpenBao's audit device and the HTTP event listener, where the operator
-/// listens for them.
-fn spawn_event_listeners(
-    openbao_audit: Option<tokio::net::TcpListener>,
-    events_listen: Option<tokio::net::TcpListener>,
-    wakers: &Wakers,
-    stopping: &Stopping,
-) {
-    if let Some(listener) = openbao_audit {
-        let serve = openbao::serve_openbao_audit(listener, wakers.clone(), stopping.wait());
-        tokio::spawn(serve);
-    }
-    if let Some(listener) = events_listen {
-        tokio::spawn(listener::serve(listener, wakers.clone(), stopping.wait()));
-    }
 }
 
 /// `/readyz`: ready once every cache has listed.
@@ -388,9 +352,13 @@ fn store_checks(
     client: &Client,
     providers: &Arc<ProviderCache>,
     metrics: &Arc<Metrics>,
-    event_sources: &Arc<EventsHealth>,
+    options: &RunOptions,
     max_backoff: std::time::Duration,
 ) -> StoreChecks {
+    let event_sources = Arc::new(EventsHealth::new(Listeners {
+        openbao_audit: options.openbao_audit.is_some(),
+        http: options.events_listen.is_some(),
+    }));
     let (store_checks_tx, store_checks_rx) = mpsc::unbounded::<ObjectRef<SecretStore>>();
     let (cluster_checks_tx, cluster_checks_rx) = mpsc::unbounded::<ObjectRef<ClusterSecretStore>>();
     let (recovered_tx, recovered_rx) = mpsc::unbounded::<(SyncRef, String)>();
@@ -414,7 +382,7 @@ fn store_checks(
         providers.clone(),
         metrics.clone(),
         health.clone(),
-        Arc::new(Sources::new(event_sources.clone(), health.clone())),
+        Arc::new(Sources::new(event_sources, health.clone())),
         max_backoff,
     ));
     StoreChecks {

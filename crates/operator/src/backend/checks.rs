@@ -37,7 +37,7 @@ use crate::backoff::Backoff;
 use crate::cache::syncs::StoreKey;
 use crate::conditions::set_condition;
 use crate::error::{Error, Result, Retry};
-use crate::instant::health::EventsState;
+use crate::instant::readiness::EventsState;
 use crate::instant::{Sources, StoreAt};
 use crate::process::metrics::Metrics;
 

@@ -39,8 +39,8 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::Wakers;
 use super::coalesce::{Coalescer, coalesce};
+use super::wakers::Wakers;
 use crate::cache::syncs::StoreKey;
 
 /// The largest body taken; a larger one is refused unread.
@@ -59,16 +59,6 @@ const MAX_KEYS: usize = 1000;
 
 /// The header a webhook's signature travels in.
 pub const SIGNATURE_HEADER: &str = "x-secretsync-signature";
-
-/// The URL path a store's events are sent to.
-pub fn path_of(store: &StoreKey) -> String {
-    match store {
-        (StoreKind::SecretStore, Some(namespace), name) => {
-            format!("/events/v1/namespaces/{namespace}/secretstores/{name}")
-        }
-        (_, _, name) => format!("/events/v1/clustersecretstores/{name}"),
-    }
-}
 
 struct Listener {
     wakers: Wakers,
@@ -584,18 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_name_the_store() {
-        let ns = (
-            StoreKind::SecretStore,
-            Some("team".to_owned()),
-            "vault".to_owned(),
-        );
-        assert_eq!(
-            path_of(&ns),
-            "/events/v1/namespaces/team/secretstores/vault"
-        );
-        let cluster = (StoreKind::ClusterSecretStore, None, "shared".to_owned());
-        assert_eq!(path_of(&cluster), "/events/v1/clustersecretstores/shared");
+    fn a_vault_is_named_by_its_host() {
         assert_eq!(
             vault_name("https://team-vault.vault.azure.net/").as_deref(),
             Some("team-vault")

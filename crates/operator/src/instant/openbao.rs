@@ -15,8 +15,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::Wakers;
 use super::coalesce::{Coalescer, coalesce};
+use super::wakers::Wakers;
 
 /// The longest audit entry read; a longer line (a huge request body) is skipped whole.
 const MAX_ENTRY_BYTES: usize = 1 << 20;
