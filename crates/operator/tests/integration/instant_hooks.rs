@@ -14,7 +14,9 @@ use secretsync_testkit::openbao::OpenBao;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::common::{DEADLINE, Env, Operator, create_deployment, password, sync_yaml};
+use secretsync_testkit::leak::LeakScan;
+
+use crate::common::{DEADLINE, Env, Operator, create_deployment, logs, password, sync_yaml};
 use crate::user_actions::wait_template;
 use crate::vault::vault_store_with;
 
@@ -161,6 +163,16 @@ async fn a_signed_webhook_syncs_at_once_and_forged_ones_read_nothing() {
     assert_eq!(bao.audited_responses("secret/data/app/db"), reads_before);
     assert_eq!(env.status("db").await.current_version, Some(2));
     assert!(env.secret("db-v3").await.is_none());
+
+    // Neither the signing key nor a signature shows in the logs, events, statuses or
+    // metrics (the key's own Secret apart: the scan skips Secrets' data).
+    let signature_hex = good.split("v1=").nth(1).unwrap().to_owned();
+    let mut scan = LeakScan::new([KEY.to_owned(), signature_hex]);
+    let logs = logs().contents();
+    scan.items("operator debug log lines", logs.lines());
+    scan.text("metrics", &metrics.encode());
+    scan.cluster(&env.client).await;
+    eprintln!("{}", scan.assert_clean());
 }
 
 /// A flood of requests at the listener: past its burst (200) and rate (100/s) they are
