@@ -1470,34 +1470,8 @@ spec:
         data(&[("password", "pw-1")])
     );
 
-    // Instant sync, turned on as a user would: the store is named by its group, as with ESO's
-    // kinds beside ours.
-    j.ok(&[
-        "patch",
-        "secretstores.secretsync.io",
-        "vault-backend",
-        "-n",
-        &ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"events":{"source":"OpenBaoAudit"}}}"#,
-    ])
-    .await;
-    // The store edit itself reads again: once that read is done (the status names the edited
-    // store's generation), a write at OpenBao is the event's alone to bring.
-    let edited = j
-        .get(&["secretstores.secretsync.io", "vault-backend"])
-        .await
-        .unwrap()["metadata"]["generation"]
-        .clone();
-    eventually("db read through the edited store", || async {
-        let sync = j.get(&["secretsync", "db"]).await?;
-        let read = &sync["status"]["storeGeneration"];
-        (*read == edited)
-            .then_some(())
-            .ok_or_else(|| format!("storeGeneration {read}, the store is at {edited}"))
-    })
-    .await;
+    // Instant sync, turned on as a user would.
+    set_store_events(&j, r#"{"source":"OpenBaoAudit"}"#).await;
     bao.kv_put(
         "secret",
         "app/db",
@@ -1522,31 +1496,12 @@ spec:
         "--from-literal=key=e2e-signing-key",
     ])
     .await;
-    j.ok(&[
-        "patch",
-        "secretstores.secretsync.io",
-        "vault-backend",
-        "-n",
-        &ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"events":{"source":"Webhook","secretRef":{"name":"webhook-key","key":"key"}}}}"#,
-    ])
+    set_store_events(
+        &j,
+        r#"{"source":"Webhook","secretRef":{"name":"webhook-key","key":"key"}}"#,
+    )
     .await;
     wait_events_ready(&j, "vault-backend", "EventsListening").await;
-    let edited = j
-        .get(&["secretstores.secretsync.io", "vault-backend"])
-        .await
-        .unwrap()["metadata"]["generation"]
-        .clone();
-    eventually("db read through the store now on webhooks", || async {
-        let sync = j.get(&["secretsync", "db"]).await?;
-        let read = &sync["status"]["storeGeneration"];
-        (*read == edited)
-            .then_some(())
-            .ok_or_else(|| format!("storeGeneration {read}, the store is at {edited}"))
-    })
-    .await;
     bao.kv_put(
         "secret",
         "app/db",
@@ -1574,6 +1529,35 @@ spec:
         j.secret_data("db-credentials-v3").await.unwrap(),
         data(&[("host", "db.internal"), ("password", "pw-3")])
     );
+}
+
+/// Sets the store `vault-backend`'s `spec.events` as a user would (`kubectl patch`, the store
+/// named by its group, as with ESO's kinds beside ours). The store edit itself reads again:
+/// once `db` has read through the edited store (its status names the store's generation), a
+/// write at OpenBao is the event's alone to bring.
+async fn set_store_events(j: &Journey, events: &str) {
+    let store = ["secretstores.secretsync.io", "vault-backend"];
+    let patch = format!(r#"{{"spec":{{"events":{events}}}}}"#);
+    j.ok(&[
+        "patch",
+        store[0],
+        store[1],
+        "-n",
+        &j.ns,
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .await;
+    let edited = j.get(&store).await.unwrap()["metadata"]["generation"].clone();
+    eventually("db read through the edited store", || async {
+        let sync = j.get(&["secretsync", "db"]).await?;
+        let read = &sync["status"]["storeGeneration"];
+        (*read == edited)
+            .then_some(())
+            .ok_or_else(|| format!("storeGeneration {read}, the store is at {edited}"))
+    })
+    .await;
 }
 
 /// Waits for the store's `EventsReady` to be `True` with `reason`, for its current spec.

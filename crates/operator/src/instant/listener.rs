@@ -100,9 +100,9 @@ pub async fn serve(
     let app = Router::new()
         .route(
             "/events/v1/namespaces/{namespace}/secretstores/{name}",
-            any(namespaced),
+            any(store_route),
         )
-        .route("/events/v1/clustersecretstores/{name}", any(cluster))
+        .route("/events/v1/clustersecretstores/{name}", any(store_route))
         .with_state(state);
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
@@ -125,33 +125,20 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-async fn namespaced(
+/// Either route: a `namespace` in the path names a SecretStore, none a ClusterSecretStore.
+async fn store_route(
     State(listener): State<Arc<Listener>>,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(mut path): Path<HashMap<String, String>>,
     Query(query): Query<TokenQuery>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let store = (StoreKind::SecretStore, Some(namespace), name);
-    let request = Request {
-        method,
-        headers,
-        token: query.token,
-        body,
+    let name = path.remove("name").unwrap_or_default();
+    let store = match path.remove("namespace") {
+        Some(namespace) => (StoreKind::SecretStore, Some(namespace), name),
+        None => (StoreKind::ClusterSecretStore, None, name),
     };
-    listener.handle(store, request).await
-}
-
-async fn cluster(
-    State(listener): State<Arc<Listener>>,
-    Path(name): Path<String>,
-    Query(query): Query<TokenQuery>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let store = (StoreKind::ClusterSecretStore, None, name);
     let request = Request {
         method,
         headers,

@@ -1021,6 +1021,17 @@ pub fn keyed_sync_yaml(name: &str, store: &str, key: &str) -> String {
     sync_manifest(name, store, key, "  refreshInterval: 1s")
 }
 
+/// The file `examples/<dir>/<file>`, with the examples' OpenBao address replaced by `addr`.
+pub fn example(dir: &str, file: &str, addr: &str) -> String {
+    let path = secretsync_testkit::repo_root()
+        .join("examples")
+        .join(dir)
+        .join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .replace("http://127.0.0.1:8200", addr)
+}
+
 /// A SecretSync manifest reading `password` from the fake store's `app/db`.
 pub fn sync_yaml(name: &str, store: &str, extra: &str) -> String {
     sync_manifest(name, store, "app/db", extra)

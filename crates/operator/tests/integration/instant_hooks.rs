@@ -16,7 +16,9 @@ use sha2::Sha256;
 
 use secretsync_testkit::leak::LeakScan;
 
-use crate::common::{DEADLINE, Env, Operator, create_deployment, logs, password, sync_yaml};
+use crate::common::{
+    DEADLINE, Env, Operator, create_deployment, example, logs, password, sync_yaml,
+};
 use crate::user_actions::wait_template;
 use crate::vault::vault_store_with;
 
@@ -60,15 +62,7 @@ async fn post(url: &str, signature: Option<&str>, body: String) -> StatusCode {
 
 /// The examples' webhook store and SecretSync, with a Deployment on v1; `db` at v1.
 async fn webhook_example(env: &Env, bao: &OpenBao) {
-    let example = |file: &str| {
-        std::fs::read_to_string(
-            secretsync_testkit::repo_root()
-                .join("examples/webhook-instant")
-                .join(file),
-        )
-        .unwrap()
-        .replace("http://127.0.0.1:8200", &bao.addr())
-    };
+    let example = |file: &str| example("webhook-instant", file, &bao.addr());
     env.string_secret("vault-token", &[("token", bao.root_token())])
         .await;
     env.string_secret("webhook-key", &[("key", KEY)]).await;
@@ -418,55 +412,28 @@ async fn an_event_source_without_what_it_needs_is_refused_by_the_api_server() {
     let vault = json!({"vault": {"server": "http://127.0.0.1:8200", "path": "secret",
         "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}}});
     let aws = json!({"aws": {"region": "eu-west-1"}});
-    let key = json!({"name": "k", "key": "key"});
-    let queue = "http://127.0.0.1:4566/000000000000/events";
+    let key = r#""secretRef": {"name": "k", "key": "key"}"#;
+    let queue = r#""queueURL": "http://127.0.0.1:4566/000000000000/events""#;
+    // name, provider, the fields of spec.events besides `source`, whether it is valid
     let cases = [
-        ("no-key", &vault, json!({"source": "Webhook"}), false),
-        (
-            "sqs-on-vault",
-            &vault,
-            json!({"source": "AwsSqs", "queueURL": queue}),
-            false,
-        ),
-        ("sqs-no-queue", &aws, json!({"source": "AwsSqs"}), false),
-        (
-            "pubsub-on-aws",
-            &aws,
-            json!({"source": "GcpPubSub", "secretRef": key}),
-            false,
-        ),
-        (
-            "grid-on-aws",
-            &aws,
-            json!({"source": "AzureEventGrid", "secretRef": key}),
-            false,
-        ),
-        (
-            "audit-on-aws",
-            &aws,
-            json!({"source": "OpenBaoAudit"}),
-            false,
-        ),
-        (
-            "hook-on-aws",
-            &aws,
-            json!({"source": "Webhook", "secretRef": key}),
-            true,
-        ),
-        (
-            "sqs-on-aws",
-            &aws,
-            json!({"source": "AwsSqs", "queueURL": queue}),
-            true,
-        ),
-        (
-            "audit-on-vault",
-            &vault,
-            json!({"source": "OpenBaoAudit"}),
-            true,
-        ),
+        ("no-key", &vault, "Webhook", "", false),
+        ("sqs-on-vault", &vault, "AwsSqs", queue, false),
+        ("sqs-no-queue", &aws, "AwsSqs", "", false),
+        ("pubsub-on-aws", &aws, "GcpPubSub", key, false),
+        ("grid-on-aws", &aws, "AzureEventGrid", key, false),
+        ("audit-on-aws", &aws, "OpenBaoAudit", "", false),
+        ("hook-on-aws", &aws, "Webhook", key, true),
+        ("sqs-on-aws", &aws, "AwsSqs", queue, true),
+        ("audit-on-vault", &vault, "OpenBaoAudit", "", true),
     ];
-    for (name, provider, events, valid) in cases {
+    for (name, provider, source, fields, valid) in cases {
+        let fields = if fields.is_empty() {
+            String::new()
+        } else {
+            format!(", {fields}")
+        };
+        let events: Value =
+            serde_json::from_str(&format!(r#"{{"source": "{source}"{fields}}}"#)).unwrap();
         let store: SecretStore = serde_json::from_value(json!({
             "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
             "metadata": {"name": name},

@@ -10,7 +10,7 @@ use secretsync_testkit::openbao::OpenBao;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{Env, Operator, create_deployment, password, sync_yaml};
+use crate::common::{Env, Operator, create_deployment, example, password, sync_yaml};
 use crate::user_actions::wait_template;
 use crate::vault::{vault_store_at, vault_store_with};
 
@@ -47,15 +47,7 @@ async fn a_kv_put_is_synced_and_rolled_out_at_once_with_an_hourly_refresh() {
     let Some((bao, env, _)) = listening("payments").await else {
         return;
     };
-    let example = |file: &str| {
-        std::fs::read_to_string(
-            secretsync_testkit::repo_root()
-                .join("examples/vault-instant")
-                .join(file),
-        )
-        .unwrap()
-        .replace("http://127.0.0.1:8200", &bao.addr())
-    };
+    let example = |file: &str| example("vault-instant", file, &bao.addr());
     env.string_secret("vault-token", &[("token", bao.root_token())])
         .await;
     env.create::<SecretStore>(&example("store.yaml")).await;
