@@ -60,18 +60,24 @@ async fn post(url: &str, signature: Option<&str>, body: String) -> StatusCode {
     request.send().await.unwrap().status()
 }
 
-/// The examples' webhook store and SecretSync, with a Deployment on v1; `db` at v1.
-async fn webhook_example(env: &Env, bao: &OpenBao) {
+/// An OpenBao with `app/db` = `one`; the examples' webhook store and SecretSync on it with
+/// a Deployment, `db` at v1, the store's events ready. Returns the store's URL too.
+async fn webhook_example() -> Option<(OpenBao, Env, String)> {
+    let bao = OpenBao::start()?;
+    bao.kv_put("secret", "app/db", &[("password", "one")]);
+    let (env, base) = listening("payments").await;
     let example = |file: &str| example("webhook-instant", file, &bao.addr());
     env.string_secret("vault-token", &[("token", bao.root_token())])
         .await;
     env.string_secret("webhook-key", &[("key", KEY)]).await;
     env.create::<SecretStore>(&example("store.yaml")).await;
-    create_deployment(env, "app", "db-v1").await;
+    create_deployment(&env, "app", "db-v1").await;
     env.create::<SecretSync>(&example("secretsync.yaml")).await;
     env.wait_version("db", 1).await;
     env.wait_store_condition("vault", "EventsReady", "True", "EventsListening")
         .await;
+    let url = format!("{base}/events/v1/namespaces/{}/secretstores/vault", env.ns);
+    Some((bao, env, url))
 }
 
 /// Waits until `count()` reaches `n`.
@@ -94,13 +100,9 @@ async fn wait_count(what: &str, n: u64, count: impl Fn() -> u64) {
 /// OpenBao stays unsynced.
 #[tokio::test]
 async fn a_signed_webhook_syncs_at_once_and_forged_ones_read_nothing() {
-    let Some(bao) = OpenBao::start() else {
+    let Some((bao, env, url)) = webhook_example().await else {
         return;
     };
-    bao.kv_put("secret", "app/db", &[("password", "one")]);
-    let (env, base) = listening("payments").await;
-    webhook_example(&env, &bao).await;
-    let url = format!("{base}/events/v1/namespaces/{}/secretstores/vault", env.ns);
 
     bao.kv_put("secret", "app/db", &[("password", "two")]);
     let body = json!({"keys": ["app/db"]}).to_string();
@@ -174,13 +176,9 @@ async fn a_signed_webhook_syncs_at_once_and_forged_ones_read_nothing() {
 /// over the time the flood took.
 #[tokio::test]
 async fn a_flood_of_requests_is_refused_past_the_listeners_rate() {
-    let Some(bao) = OpenBao::start() else {
+    let Some((bao, env, url)) = webhook_example().await else {
         return;
     };
-    bao.kv_put("secret", "app/db", &[("password", "one")]);
-    let (env, base) = listening("payments").await;
-    webhook_example(&env, &bao).await;
-    let url = format!("{base}/events/v1/namespaces/{}/secretstores/vault", env.ns);
     let client = reqwest::Client::new();
     let started = tokio::time::Instant::now();
     let sends = (0..1000).map(|_| {
