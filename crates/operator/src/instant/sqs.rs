@@ -318,6 +318,9 @@ impl Poller {
                         unavailable(&error),
                     ));
                     tokio::time::sleep(retry).await;
+                    if self.wakers.wake.is_closed() {
+                        return;
+                    }
                     retry = (retry * 2).min(LAST_RETRY);
                 }
             }
@@ -351,6 +354,11 @@ impl Poller {
                     receiving = Box::pin(receive(queue.clone(), pause));
                 }
                 _ = tick.tick() => {}
+            }
+            // The controllers that take the wakes have stopped (leadership lost, the
+            // operator stopping): nothing would read, so nothing is taken from the queue.
+            if self.wakers.wake.is_closed() {
+                return;
             }
             rounds.step(
                 Timestamp::now(),
