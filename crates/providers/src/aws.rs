@@ -746,7 +746,7 @@ impl Queue {
             .max_number_of_messages(MAX_MESSAGES as i32)
             .send()
             .await
-            .map_err(|e| self.describe(e, "receiving messages (ReceiveMessage)"))?;
+            .map_err(|e| self.describe(e, "receiving messages (ReceiveMessage)", true))?;
         Ok(received
             .messages
             .unwrap_or_default()
@@ -762,49 +762,60 @@ impl Queue {
 
     /// Deletes the messages these receipt handles name (`DeleteMessageBatch`, 10 a call).
     /// A message not deleted comes back after its visibility timeout, so a failure costs a
-    /// read, never a change.
+    /// read, never a change; every batch is tried, and the first failure returned.
     pub async fn delete(&self, receipts: &[String]) -> Result<()> {
+        let mut first_error = None;
         for chunk in receipts.chunks(MAX_MESSAGES) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, receipt)| {
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt)
-                        .build()
-                        .map_err(|e| {
-                            ProviderError::InvalidConfig(format!(
-                                "cannot build DeleteMessageBatch: {}",
-                                root_cause(&e)
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let deleted = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| self.describe(e, "deleting messages (DeleteMessageBatch)"))?;
-            if let Some(failed) = deleted.failed.first() {
-                // The failure's code and message only: its id is our index, never a receipt.
-                return Err(ProviderError::Unavailable(format!(
-                    "SQS queue {} did not delete {} of {} messages ({}: {})",
-                    self.url,
-                    deleted.failed.len(),
-                    chunk.len(),
-                    failed.code,
-                    failed.message.as_deref().map(cut).unwrap_or_default()
-                )));
+            if let Err(error) = self.delete_batch(chunk).await {
+                first_error.get_or_insert(error);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    fn describe<E>(&self, error: SdkError<E>, doing: &str) -> ProviderError
+    async fn delete_batch(&self, receipts: &[String]) -> Result<()> {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, receipt)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .map_err(|e| {
+                        ProviderError::InvalidConfig(format!(
+                            "cannot build DeleteMessageBatch: {}",
+                            root_cause(&e)
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let deleted = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            // AWS's message may quote a receipt handle: the error code only.
+            .map_err(|e| self.describe(e, "deleting messages (DeleteMessageBatch)", false))?;
+        match deleted.failed.first() {
+            // The failure's code only: its message may quote the receipt handle, and its id
+            // is our index.
+            Some(failed) => Err(ProviderError::Unavailable(format!(
+                "SQS queue {} did not delete {} of {} messages ({})",
+                self.url,
+                deleted.failed.len(),
+                receipts.len(),
+                failed.code,
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The user-facing error for `error` while `doing` something; AWS's own message is
+    /// quoted only when `quote` (a request that carries no receipt handle).
+    fn describe<E>(&self, error: SdkError<E>, doing: &str, quote: bool) -> ProviderError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -816,7 +827,8 @@ impl Queue {
             SdkError::ServiceError(_) => {
                 let status = error.raw_response().map(|r| r.status().as_u16());
                 let code = error.code().unwrap_or_default();
-                let detail = match (code, error.message().map(cut)) {
+                let message = error.message().filter(|_| quote).map(cut);
+                let detail = match (code, message) {
                     ("", None) => {
                         status.map_or_else(|| "no error code".to_owned(), |s| s.to_string())
                     }
