@@ -234,6 +234,15 @@ impl Moto {
         .sum()
     }
 
+    /// The ARN moto gave secret `name` (with the six characters AWS appends).
+    pub fn arn_of(&self, name: &str) -> String {
+        let described = self.secretsmanager_ok("DescribeSecret", &json!({"SecretId": name}));
+        described["ARN"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no ARN in {described}"))
+            .to_owned()
+    }
+
     /// Starts counting requests afresh: what moto received so far is forgotten.
     pub fn record(&self) {
         for call in ["reset-recording", "start-recording"] {
@@ -404,6 +413,35 @@ impl Moto {
             body: body.to_owned(),
         })
     }
+}
+
+/// The message EventBridge delivers to SQS for a `PutSecretValue` CloudTrail recorded at
+/// `time` (RFC 3339, to the second as both services give it), the secret named by its ARN
+/// (as in the API's answer) and by `asked` in the request. moto sends no such events: tests
+/// send this where EventBridge would.
+pub fn put_secret_value_event(arn: &str, asked: &str, time: &str) -> String {
+    json!({
+        "version": "0",
+        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.secretsmanager",
+        "account": "123456789012",
+        "time": time,
+        "region": REGION,
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.08",
+            "eventTime": time,
+            "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": "PutSecretValue",
+            "awsRegion": REGION,
+            "requestParameters": {"secretId": asked,
+                "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+            "responseElements": {"arn": arn},
+            "eventType": "AwsApiCall",
+        },
+    })
+    .to_string()
 }
 
 /// An `Authorization` header moto routes by (service and region in the credential scope)

@@ -7,46 +7,18 @@
 use std::time::Duration;
 
 use secretsync_api::{EventSource, SecretStore, SecretSync};
-use secretsync_testkit::moto::Moto;
+use secretsync_testkit::moto::{self, Moto};
 use serde_json::json;
 
 use crate::aws::aws_store_with;
 use crate::common::{DEADLINE, Env, create_deployment, password, sync_yaml};
 use crate::user_actions::wait_template;
 
-/// The message EventBridge delivers to SQS for a `PutSecretValue` CloudTrail recorded at
-/// `at`, the secret named by its ARN (as in the API's answer) and by `asked` in the request.
-fn put_secret_value_event(arn: &str, asked: &str, at: jiff::Timestamp) -> String {
-    // Both services give the time to the second.
+/// The message EventBridge delivers for a `PutSecretValue` of `app/db` (named by `arn`) at
+/// `at`.
+fn put_secret_value_event(arn: &str, at: jiff::Timestamp) -> String {
     let time = at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    json!({
-        "version": "0",
-        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
-        "detail-type": "AWS API Call via CloudTrail",
-        "source": "aws.secretsmanager",
-        "account": "123456789012",
-        "time": time,
-        "region": "us-east-1",
-        "resources": [],
-        "detail": {
-            "eventVersion": "1.08",
-            "eventTime": time,
-            "eventSource": "secretsmanager.amazonaws.com",
-            "eventName": "PutSecretValue",
-            "awsRegion": "us-east-1",
-            "requestParameters": {"secretId": asked,
-                "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-            "responseElements": {"arn": arn},
-            "eventType": "AwsApiCall",
-        },
-    })
-    .to_string()
-}
-
-/// The ARN moto gave secret `name` (with the six characters AWS appends).
-fn arn_of(moto: &Moto, name: &str) -> String {
-    let described = moto.secretsmanager_ok("DescribeSecret", &json!({"SecretId": name}));
-    described["ARN"].as_str().expect("an ARN").to_owned()
+    moto::put_secret_value_event(arn, "app/db", &time)
 }
 
 /// Waits for the store's `EventsReady` condition to be `status` with `reason`; returns its
@@ -117,10 +89,10 @@ async fn an_aws_change_through_sqs_is_synced_and_rolled_out_at_once() {
     let listening = wait_events_ready(&env, "aws", "True", "EventsListening").await;
     assert!(listening.contains(&queue), "{listening}");
 
-    let arn = arn_of(&moto, "app/db");
+    let arn = moto.arn_of("app/db");
     let changed_at = jiff::Timestamp::now();
     moto.put_secret_value("app/db", r#"{"password":"two"}"#);
-    moto.send_message(&queue, &put_secret_value_event(&arn, "app/db", changed_at));
+    moto.send_message(&queue, &put_secret_value_event(&arn, changed_at));
     env.wait_version("db", 2).await;
     let v2 = env.secret("db-v2").await.expect("db-v2 made");
     assert_eq!(password(&v2), b"two");
@@ -218,8 +190,8 @@ async fn a_thousand_messages_for_one_secret_cost_at_most_two_reads() {
     }
     wait_events_ready(&env, "aws", "True", "EventsListening").await;
     // Copies of one event, as a replay or a misconfigured fan-out sends them.
-    let arn = arn_of(&moto, "app/db");
-    let bodies = vec![put_secret_value_event(&arn, "app/db", jiff::Timestamp::now()); 1000];
+    let arn = moto.arn_of("app/db");
+    let bodies = vec![put_secret_value_event(&arn, jiff::Timestamp::now()); 1000];
     moto.record();
     let sent = std::time::Instant::now();
     moto.send_messages(&queue, &bodies);
