@@ -6,6 +6,7 @@
 #
 #   scripts/bench-instant.sh                 # 100 keys, written 10 per second
 #   scripts/bench-instant.sh --n 200 --rate 20
+#   scripts/bench-instant.sh --source sqs    # AWS Secrets Manager on moto, events through SQS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretsync/target}"

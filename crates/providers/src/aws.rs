@@ -107,14 +107,7 @@ impl Aws {
     /// Connects to the store `spec` describes. Access keys named by `auth.secretRef` are
     /// read through `ctx` when the SDK first needs them.
     pub async fn connect(spec: &AwsProvider, ctx: &ConnectContext) -> Result<Aws> {
-        let (credentials, identity) = match &spec.auth {
-            Some(AwsAuth::SecretRef(refs)) => {
-                let provider = SecretRefCredentials::new(ctx, refs)?;
-                let identity = format!("the access keys in {}", provider.location);
-                (Some(SharedCredentialsProvider::new(provider)), identity)
-            }
-            None => (None, DEFAULT_CHAIN.to_owned()),
-        };
+        let (credentials, identity) = credentials_of(spec, ctx)?;
         Self::build(spec, credentials, identity).await
     }
 
@@ -125,20 +118,8 @@ impl Aws {
         access_key_id: &str,
         secret_access_key: SecretString,
     ) -> Result<Aws> {
-        let credentials = Credentials::new(
-            access_key_id,
-            secret_access_key.expose_secret(),
-            None,
-            None,
-            "secretsync-static",
-        );
-        let identity = format!("access key {access_key_id}");
-        Self::build(
-            spec,
-            Some(SharedCredentialsProvider::new(credentials)),
-            identity,
-        )
-        .await
+        let (credentials, identity) = static_credentials(access_key_id, secret_access_key);
+        Self::build(spec, credentials, identity).await
     }
 
     async fn build(
@@ -146,65 +127,16 @@ impl Aws {
         credentials: Option<SharedCredentialsProvider>,
         identity: String,
     ) -> Result<Aws> {
-        let region = spec.region.trim();
-        if region.is_empty() {
-            return Err(ProviderError::InvalidConfig("region is empty".to_owned()));
-        }
-        let endpoint = spec
-            .endpoint
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty());
-        if let Some(endpoint) = endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(ProviderError::InvalidConfig(format!(
-                "endpoint {endpoint:?} must start with http:// or https://"
-            )));
-        }
-
-        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12())
-            .region(Region::new(region.to_owned()))
-            .http_client(https_client())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(1)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .operation_timeout(OPERATION_TIMEOUT)
-                    .build(),
-            );
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let mut sdk: SdkConfig = loader.load().await;
-        let mut identity = identity;
-        if let Some(role) = spec.role.as_deref().filter(|r| !r.is_empty()) {
-            let assumed = AssumeRoleProvider::builder(role)
-                .session_name("secretsync")
-                .configure(&sdk)
-                .build()
-                .await;
-            sdk = sdk
-                .into_builder()
-                .credentials_provider(SharedCredentialsProvider::new(assumed))
-                .build();
-            identity = format!("role {role} (assumed with {identity})");
-        }
-        let mut config = aws_sdk_secretsmanager::config::Builder::from(&sdk);
-        if let Some(endpoint) = endpoint {
+        let shared = SharedConfig::load(spec, credentials, identity).await?;
+        let mut config = aws_sdk_secretsmanager::config::Builder::from(&shared.sdk);
+        if let Some(endpoint) = &shared.endpoint {
             config = config.endpoint_url(endpoint);
         }
         Ok(Aws {
             client: Client::from_conf(config.build()),
-            region: region.to_owned(),
-            endpoint: endpoint.map(str::to_owned),
-            identity,
+            region: shared.region,
+            endpoint: shared.endpoint,
+            identity: shared.identity,
             batch_denied: AtomicBool::new(false),
         })
     }
@@ -535,6 +467,118 @@ impl Aws {
     }
 }
 
+/// What every AWS client of a store is built from: the SDK config (region, HTTPS client,
+/// retries, timeouts, credentials, the assumed role), so the store and its SQS queue are
+/// read as the same identity.
+struct SharedConfig {
+    sdk: SdkConfig,
+    region: String,
+    /// `spec.endpoint`: Secrets Manager's only.
+    endpoint: Option<String>,
+    identity: String,
+}
+
+impl SharedConfig {
+    async fn load(
+        spec: &AwsProvider,
+        credentials: Option<SharedCredentialsProvider>,
+        identity: String,
+    ) -> Result<SharedConfig> {
+        let region = spec.region.trim();
+        if region.is_empty() {
+            return Err(ProviderError::InvalidConfig("region is empty".to_owned()));
+        }
+        let endpoint = spec
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        if let Some(endpoint) = endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ProviderError::InvalidConfig(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            )));
+        }
+
+        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12())
+            .region(Region::new(region.to_owned()))
+            .http_client(https_client())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(1)),
+            )
+            .timeout_config(timeouts(ATTEMPT_TIMEOUT));
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let mut sdk: SdkConfig = loader.load().await;
+        let mut identity = identity;
+        if let Some(role) = spec.role.as_deref().filter(|r| !r.is_empty()) {
+            let assumed = AssumeRoleProvider::builder(role)
+                .session_name("secretsync")
+                .configure(&sdk)
+                .build()
+                .await;
+            sdk = sdk
+                .into_builder()
+                .credentials_provider(SharedCredentialsProvider::new(assumed))
+                .build();
+            identity = format!("role {role} (assumed with {identity})");
+        }
+        Ok(SharedConfig {
+            sdk,
+            region: region.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
+            identity,
+        })
+    }
+}
+
+/// Timeouts with this much time for one attempt (a long poll needs its wait on top).
+fn timeouts(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(OPERATION_TIMEOUT.max(attempt * MAX_ATTEMPTS))
+        .build()
+}
+
+/// The credentials `spec.auth` names (`None`: the SDK's default chain), and whose they
+/// are, for messages.
+fn credentials_of(
+    spec: &AwsProvider,
+    ctx: &ConnectContext,
+) -> Result<(Option<SharedCredentialsProvider>, String)> {
+    Ok(match &spec.auth {
+        Some(AwsAuth::SecretRef(refs)) => {
+            let provider = SecretRefCredentials::new(ctx, refs)?;
+            let identity = format!("the access keys in {}", provider.location);
+            (Some(SharedCredentialsProvider::new(provider)), identity)
+        }
+        None => (None, DEFAULT_CHAIN.to_owned()),
+    })
+}
+
+fn static_credentials(
+    access_key_id: &str,
+    secret_access_key: SecretString,
+) -> (Option<SharedCredentialsProvider>, String) {
+    let credentials = Credentials::new(
+        access_key_id,
+        secret_access_key.expose_secret(),
+        None,
+        None,
+        "secretsync-static",
+    );
+    (
+        Some(SharedCredentialsProvider::new(credentials)),
+        format!("access key {access_key_id}"),
+    )
+}
+
 const DEFAULT_CHAIN: &str =
     "the SDK's default credentials (environment, IRSA web identity or instance metadata)";
 
@@ -614,6 +658,263 @@ fn credentials_failure(error: &(dyn std::error::Error + 'static)) -> Option<Prov
             root_cause(credentials)
         )),
     })
+}
+
+/// `ReceiveMessage` waits at most this long for a message (the API's maximum).
+pub const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(20);
+/// `ReceiveMessage` and `DeleteMessageBatch` take at most this many messages.
+const MAX_MESSAGES: usize = 10;
+
+/// An SQS queue read with a store's AWS settings and credentials (instant sync's
+/// `events.queueURL`). Requests go to the queue URL's own host: `spec.endpoint` is Secrets
+/// Manager's, and a queue URL names where its queue lives (a VPC endpoint, an emulator).
+pub struct Queue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+    identity: String,
+}
+
+/// One received message. Its receipt handle deletes it; it is a credential of sorts (it
+/// deletes the message), so it is never shown: `Debug` leaves it out.
+pub struct Message {
+    pub body: String,
+    pub receipt: String,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// The queue at `url`, read with the store's region, credentials and role.
+    pub async fn connect(spec: &AwsProvider, url: &str, ctx: &ConnectContext) -> Result<Queue> {
+        let (credentials, identity) = credentials_of(spec, ctx)?;
+        Self::build(spec, url, credentials, identity).await
+    }
+
+    /// Like [`Queue::connect`] with access keys given directly, for tests and tools.
+    pub async fn with_static_credentials(
+        spec: &AwsProvider,
+        url: &str,
+        access_key_id: &str,
+        secret_access_key: SecretString,
+    ) -> Result<Queue> {
+        let (credentials, identity) = static_credentials(access_key_id, secret_access_key);
+        Self::build(spec, url, credentials, identity).await
+    }
+
+    async fn build(
+        spec: &AwsProvider,
+        url: &str,
+        credentials: Option<SharedCredentialsProvider>,
+        identity: String,
+    ) -> Result<Queue> {
+        let url = url.trim();
+        let origin = queue_origin(url).ok_or_else(|| {
+            ProviderError::InvalidConfig(format!(
+                "events.queueURL {url:?} is not an http(s) URL with a host"
+            ))
+        })?;
+        let shared = SharedConfig::load(spec, credentials, identity).await?;
+        let config = aws_sdk_sqs::config::Builder::from(&shared.sdk)
+            .endpoint_url(origin)
+            // A long poll holds the request open for its wait: the attempt gets it on top.
+            .timeout_config(timeouts(MAX_RECEIVE_WAIT + ATTEMPT_TIMEOUT));
+        Ok(Queue {
+            client: aws_sdk_sqs::Client::from_conf(config.build()),
+            url: url.to_owned(),
+            identity: shared.identity,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Up to 10 messages, waiting up to `wait` (at most 20 s) for the first (a long poll).
+    pub async fn receive(&self, wait: Duration) -> Result<Vec<Message>> {
+        let wait = wait.min(MAX_RECEIVE_WAIT).as_secs() as i32;
+        let received = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .wait_time_seconds(wait)
+            .max_number_of_messages(MAX_MESSAGES as i32)
+            .send()
+            .await
+            .map_err(|e| self.describe(e, "receiving messages (ReceiveMessage)", true))?;
+        Ok(received
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(Message {
+                    receipt: m.receipt_handle?,
+                    body: m.body.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes the messages these receipt handles name (`DeleteMessageBatch`, 10 a call).
+    /// A message not deleted comes back after its visibility timeout, so a failure costs a
+    /// read, never a change; every batch is tried, and the first failure returned.
+    pub async fn delete(&self, receipts: &[String]) -> Result<()> {
+        let mut first_error = None;
+        for chunk in receipts.chunks(MAX_MESSAGES) {
+            if let Err(error) = self.delete_batch(chunk).await {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn delete_batch(&self, receipts: &[String]) -> Result<()> {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, receipt)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .map_err(|e| {
+                        ProviderError::InvalidConfig(format!(
+                            "cannot build DeleteMessageBatch: {}",
+                            root_cause(&e)
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let deleted = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            // AWS's message may quote a receipt handle: the error code only.
+            .map_err(|e| self.describe(e, "deleting messages (DeleteMessageBatch)", false))?;
+        match deleted.failed.first() {
+            // The failure's code only: its message may quote the receipt handle, and its id
+            // is our index.
+            Some(failed) => Err(ProviderError::Unavailable(format!(
+                "SQS queue {} did not delete {} of {} messages ({})",
+                self.url,
+                deleted.failed.len(),
+                receipts.len(),
+                failed.code,
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The user-facing error for `error` while `doing` something; AWS's own message is
+    /// quoted only when `quote` (a request that carries no receipt handle).
+    fn describe<E>(&self, error: SdkError<E>, doing: &str, quote: bool) -> ProviderError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(found) = credentials_failure(&error) {
+            return found;
+        }
+        let (url, identity) = (&self.url, &self.identity);
+        match &error {
+            SdkError::ServiceError(_) => {
+                let status = error.raw_response().map(|r| r.status().as_u16());
+                let code = error.code().unwrap_or_default();
+                let message = error.message().filter(|_| quote).map(cut);
+                let detail = match (code, message) {
+                    ("", None) => {
+                        status.map_or_else(|| "no error code".to_owned(), |s| s.to_string())
+                    }
+                    ("", Some(m)) => m,
+                    (c, None) => c.to_owned(),
+                    (c, Some(m)) => format!("{c}: {m}"),
+                };
+                match code {
+                    "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => {
+                        ProviderError::InvalidConfig(format!(
+                            "SQS queue {url} does not exist ({detail})"
+                        ))
+                    }
+                    "AccessDenied"
+                    | "AccessDeniedException"
+                    | "KmsAccessDenied"
+                    | "KMS.AccessDeniedException" => ProviderError::PermissionDenied(format!(
+                        "{identity} may not do this on SQS queue {url} {doing} ({detail}); it \
+                         needs sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes"
+                    )),
+                    "InvalidClientTokenId"
+                    | "UnrecognizedClientException"
+                    | "SignatureDoesNotMatch"
+                    | "InvalidSignatureException"
+                    | "IncompleteSignature"
+                    | "MissingAuthenticationToken"
+                    | "ExpiredToken"
+                    | "ExpiredTokenException" => ProviderError::AuthFailed(format!(
+                        "SQS rejected {identity} {doing} ({detail})"
+                    )),
+                    _ if matches!(status, Some(401 | 403)) => ProviderError::AuthFailed(format!(
+                        "SQS rejected {identity} {doing} ({detail})"
+                    )),
+                    _ if status.is_some_and(|s| s == 429 || s >= 500) => {
+                        ProviderError::Unavailable(format!(
+                            "SQS queue {url} failed {doing} ({detail})"
+                        ))
+                    }
+                    _ => ProviderError::InvalidConfig(format!(
+                        "SQS queue {url} refused {doing} ({detail})"
+                    )),
+                }
+            }
+            SdkError::TimeoutError(_) => {
+                ProviderError::Unavailable(format!("no answer from SQS queue {url} {doing}"))
+            }
+            SdkError::DispatchFailure(_) => {
+                let cause = root_cause(&error);
+                if crate::error::is_tls_trust_failure(&cause) {
+                    ProviderError::TlsFailed(format!(
+                        "SQS queue {url} {doing}: {cause}; its certificate is not trusted by the \
+                         operator's roots"
+                    ))
+                } else {
+                    ProviderError::Unavailable(format!(
+                        "cannot reach SQS queue {url} {doing}: {cause}"
+                    ))
+                }
+            }
+            SdkError::ConstructionFailure(_) => ProviderError::InvalidConfig(format!(
+                "cannot build the request {doing}: {}",
+                root_cause(&error)
+            )),
+            _ => ProviderError::Unavailable(format!(
+                "unexpected answer from SQS queue {url} {doing}"
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("url", &self.url)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host[:port]` of a queue URL: where its requests go.
+fn queue_origin(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host_len = rest.find('/').unwrap_or(rest.len());
+    (host_len > 0).then(|| &url[..url.len() - rest.len() + host_len])
 }
 
 impl fmt::Debug for Aws {
@@ -729,5 +1030,33 @@ mod tests {
             assert!(VersionSelector::parse(latest).is_current());
         }
         assert!(VersionSelector::parse(Some("AWSCURRENT")).is_current());
+    }
+
+    #[test]
+    fn a_queue_url_is_sent_to_its_own_host() {
+        let aws = "https://sqs.eu-west-1.amazonaws.com/123456789012/secrets";
+        assert_eq!(
+            queue_origin(aws),
+            Some("https://sqs.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            queue_origin("http://127.0.0.1:5000/123456789012/q"),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(
+            queue_origin("http://localhost:4566"),
+            Some("http://localhost:4566")
+        );
+        assert_eq!(queue_origin("https:///q"), None);
+        assert_eq!(queue_origin("sqs.amazonaws.com/q"), None);
+    }
+
+    #[test]
+    fn a_message_shows_no_receipt() {
+        let message = Message {
+            body: "{}".into(),
+            receipt: "AQEB-receipt-handle".into(),
+        };
+        assert!(!format!("{message:?}").contains("AQEB"));
     }
 }

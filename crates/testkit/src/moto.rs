@@ -152,6 +152,97 @@ impl Moto {
         version_id(&answer)
     }
 
+    /// Calls SQS action `action` (`CreateQueue`, …) in SQS's JSON protocol; panics (with
+    /// the answer) unless it succeeds, and returns the answer's JSON.
+    pub fn sqs_ok(&self, action: &str, body: &Value) -> Value {
+        let headers = [
+            ("X-Amz-Target", format!("AmazonSQS.{action}")),
+            ("Content-Type", "application/x-amz-json-1.0".to_owned()),
+            ("Authorization", placeholder_authorization("sqs")),
+        ];
+        let answer = self.request("POST", "/", &headers, body.to_string().as_bytes());
+        assert!(
+            answer.status == 200,
+            "SQS {action} failed ({}): {}",
+            answer.status,
+            answer.body
+        );
+        if answer.body.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("SQS {action}: answer is not JSON ({e}): {}", answer.body))
+    }
+
+    /// Creates queue `name` (its messages invisible for `visibility` once received);
+    /// returns its URL, on this server.
+    pub fn create_queue(&self, name: &str, visibility: Duration) -> String {
+        let answer = self.sqs_ok(
+            "CreateQueue",
+            &json!({"QueueName": name,
+                "Attributes": {"VisibilityTimeout": visibility.as_secs().to_string()}}),
+        );
+        answer["QueueUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no QueueUrl in {answer}"))
+            .to_owned()
+    }
+
+    /// Sends one message to the queue at `url`.
+    pub fn send_message(&self, url: &str, body: &str) {
+        self.sqs_ok(
+            "SendMessage",
+            &json!({"QueueUrl": url, "MessageBody": body}),
+        );
+    }
+
+    /// Sends these messages to the queue at `url`, ten a request (`SendMessageBatch`).
+    pub fn send_messages(&self, url: &str, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| json!({"Id": i.to_string(), "MessageBody": body}))
+                .collect();
+            let answer = self.sqs_ok(
+                "SendMessageBatch",
+                &json!({"QueueUrl": url, "Entries": entries}),
+            );
+            let failed = answer["Failed"].as_array().map_or(0, Vec::len);
+            assert!(failed == 0, "SendMessageBatch: {answer}");
+        }
+    }
+
+    /// How many messages the queue at `url` holds, received ones not yet deleted included.
+    pub fn queue_messages(&self, url: &str) -> usize {
+        let answer = self.sqs_ok(
+            "GetQueueAttributes",
+            &json!({"QueueUrl": url, "AttributeNames": [
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]}),
+        );
+        [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        ]
+        .iter()
+        .map(|a| {
+            answer["Attributes"][*a]
+                .as_str()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no {a} in {answer}"))
+        })
+        .sum()
+    }
+
+    /// The ARN moto gave secret `name` (with the six characters AWS appends).
+    pub fn arn_of(&self, name: &str) -> String {
+        let described = self.secretsmanager_ok("DescribeSecret", &json!({"SecretId": name}));
+        described["ARN"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no ARN in {described}"))
+            .to_owned()
+    }
+
     /// Starts counting requests afresh: what moto received so far is forgotten.
     pub fn record(&self) {
         for call in ["reset-recording", "start-recording"] {
@@ -324,6 +415,35 @@ impl Moto {
     }
 }
 
+/// The message EventBridge delivers to SQS for a `PutSecretValue` CloudTrail recorded at
+/// `time` (RFC 3339, to the second as both services give it), the secret named by its ARN
+/// (as in the API's answer) and by `asked` in the request. moto sends no such events: tests
+/// send this where EventBridge would.
+pub fn put_secret_value_event(arn: &str, asked: &str, time: &str) -> String {
+    json!({
+        "version": "0",
+        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.secretsmanager",
+        "account": "123456789012",
+        "time": time,
+        "region": REGION,
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.08",
+            "eventTime": time,
+            "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": "PutSecretValue",
+            "awsRegion": REGION,
+            "requestParameters": {"secretId": asked,
+                "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+            "responseElements": {"arn": arn},
+            "eventType": "AwsApiCall",
+        },
+    })
+    .to_string()
+}
+
 /// An `Authorization` header moto routes by (service and region in the credential scope)
 /// but does not verify while authentication is off.
 fn placeholder_authorization(service: &str) -> String {
@@ -376,6 +496,12 @@ mod tests {
         );
         assert_eq!(moto.recorded("GetSecretValue"), 2);
         assert_eq!(moto.recorded("PutSecretValue"), 0);
+
+        let queue = moto.create_queue("events", Duration::from_secs(30));
+        assert!(queue.starts_with(&moto.endpoint()), "{queue}");
+        moto.send_message(&queue, "one");
+        moto.send_messages(&queue, &vec!["many".to_owned(); 15]);
+        assert_eq!(moto.queue_messages(&queue), 16);
 
         moto.stop();
         assert!(!moto.is_running());

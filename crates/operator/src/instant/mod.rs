@@ -13,6 +13,7 @@ pub mod listener;
 pub mod openbao;
 pub mod readiness;
 pub mod sources;
+pub mod sqs;
 pub mod wakers;
 
 pub use sources::{Sources, StoreAt};

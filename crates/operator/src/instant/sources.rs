@@ -8,6 +8,7 @@ use secretsync_api::{EventSource, Reason, SecretStoreSpec, StoreKind};
 use tokio::time::Instant;
 
 use super::readiness::{AUDIT_HEARTBEAT, EventsHealth, EventsState};
+use super::sqs;
 use super::wakers::Wakers;
 use crate::backend::health::BackendHealth;
 use crate::cache::syncs::StoreKey;
@@ -95,7 +96,25 @@ impl Sources {
                 self.health.report(store.uid, store.generation, state);
             }
             EventSource::Webhook | EventSource::GcpPubSub | EventSource::AzureEventGrid => {}
-            EventSource::AwsSqs => {}
+            EventSource::AwsSqs => {
+                // Without the SecretSync caches nothing could be woken: the next check
+                // starts it.
+                if !self.health.polls(store.uid, store.generation)
+                    && let Some(wakers) = self.wakers.get()
+                {
+                    let poller = sqs::spawn(sqs::Poller {
+                        wakers: wakers.clone(),
+                        health: self.health.clone(),
+                        backend: self.backend.clone(),
+                        client: client.clone(),
+                        store: store.key.clone(),
+                        uid: store.uid.to_owned(),
+                        generation: store.generation,
+                        spec: store.spec.clone(),
+                    });
+                    self.health.set_poller(store.uid, store.generation, poller);
+                }
+            }
         }
         self.health
             .condition(store.uid, store.generation, store.spec)

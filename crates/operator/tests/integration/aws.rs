@@ -7,25 +7,41 @@ use std::time::Duration;
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
 use secretsync_testkit::moto::Moto;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{Env, secret_data};
 
 /// Static credentials and a SecretStore `aws` pointing at `moto`.
 pub async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
+    aws_store_with(
+        env,
+        moto,
+        key_id,
+        secret_key,
+        json!({"refreshInterval": "1s"}),
+    )
+    .await;
+}
+
+/// Static credentials and a SecretStore `aws` pointing at `moto`, with the top-level spec
+/// fields in `extra` (`refreshInterval`, `events`, …).
+pub async fn aws_store_with(env: &Env, moto: &Moto, key_id: &str, secret_key: &str, extra: Value) {
     env.string_secret("aws", &[("id", key_id), ("secret", secret_key)])
         .await;
+    let mut spec = json!({"provider": {"aws": {
+        "region": moto.region(),
+        "endpoint": moto.endpoint(),
+        "auth": {"secretRef": {
+            "accessKeyIdSecretRef": {"name": "aws", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "aws", "key": "secret"},
+        }},
+    }}});
+    for (field, value) in extra.as_object().into_iter().flatten() {
+        spec[field] = value.clone();
+    }
     let store: SecretStore = serde_json::from_value(json!({
         "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": "aws"},
-        "spec": {"refreshInterval": "1s", "provider": {"aws": {
-            "region": moto.region(),
-            "endpoint": moto.endpoint(),
-            "auth": {"secretRef": {
-                "accessKeyIdSecretRef": {"name": "aws", "key": "id"},
-                "secretAccessKeySecretRef": {"name": "aws", "key": "secret"},
-            }},
-        }}},
+        "metadata": {"name": "aws"}, "spec": spec,
     }))
     .unwrap();
     env.api::<SecretStore>()

@@ -14,6 +14,7 @@ mod examples;
 mod failures;
 mod gcp;
 mod hash_key;
+mod instant_aws;
 mod instant_hooks;
 mod instant_sync;
 mod leader;
