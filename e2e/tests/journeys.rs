@@ -1418,7 +1418,7 @@ kind: ClusterExternalSecret
 metadata: {{name: {shared}}}
 spec:
   externalSecretName: {shared}
-  namespaceSelector: {{matchLabels: {{e2e.secretsync.io/migrate: {run}}}}}
+  namespaceSelector: {{matchLabels: {{e2e.secretsync.io/migrate: '{run}'}}}}
   externalSecretSpec:
     refreshInterval: 1h
     secretStoreRef: {{name: {store}, kind: ClusterSecretStore}}
