@@ -116,6 +116,13 @@ async fn a_signed_webhook_syncs_at_once_and_forged_ones_read_nothing() {
     wait_template(&env, "app", "db-v2").await;
 
     let metrics = &env.operator().metrics;
+    // The version the event made was timed from the event.
+    let timed = metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("secretsync_event_to_secret_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(timed, Some(1), "event_to_secret observations");
     let webhook = secretsync_api::EventSource::Webhook;
     bao.kv_put("secret", "app/db", &[("password", "three")]);
     let reads_before = bao.audited_responses("secret/data/app/db");
