@@ -1021,6 +1021,20 @@ pub fn keyed_sync_yaml(name: &str, store: &str, key: &str) -> String {
     sync_manifest(name, store, key, "  refreshInterval: 1s")
 }
 
+/// `count()` once it has stopped moving: an upper bound needs an observation window, so the
+/// count is taken once two seconds (twice instant sync's coalescing window) pass without a
+/// new one.
+pub async fn settled<T: PartialEq>(count: impl Fn() -> T) -> T {
+    let mut seen = count();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if count() == seen {
+            return seen;
+        }
+        seen = count();
+    }
+}
+
 /// The file `examples/<dir>/<file>`, with the examples' OpenBao address replaced by `addr`.
 pub fn example(dir: &str, file: &str, addr: &str) -> String {
     let path = secretsync_testkit::repo_root()

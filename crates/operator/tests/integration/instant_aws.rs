@@ -11,7 +11,7 @@ use secretsync_testkit::moto::{self, Moto};
 use serde_json::json;
 
 use crate::aws::aws_store_with;
-use crate::common::{DEADLINE, Env, create_deployment, password, sync_yaml};
+use crate::common::{DEADLINE, Env, create_deployment, password, settled, sync_yaml};
 use crate::user_actions::wait_template;
 
 /// The message EventBridge delivers for a `PutSecretValue` of `app/db` (named by `arn`) at
@@ -205,16 +205,7 @@ async fn a_thousand_messages_for_one_secret_cost_at_most_two_reads() {
     )
     .await;
     let reads = || moto.recorded("GetSecretValue") + moto.recorded("BatchGetSecretValue");
-    // An upper bound needs an observation window: the reads are counted once two seconds
-    // (twice the coalescing window) pass without a new one.
-    let mut seen = reads();
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if reads() == seen {
-            break;
-        }
-        seen = reads();
-    }
+    let seen = settled(reads).await;
     let matched = metrics.store_events_of(EventSource::AwsSqs, "matched");
     eprintln!("1,000 messages sent in {sending:?}: {seen} reads at moto, {matched} asked for");
     assert!(seen >= 1, "the messages read nothing");

@@ -10,7 +10,7 @@ use secretsync_testkit::openbao::OpenBao;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{Env, Operator, create_deployment, example, password, sync_yaml};
+use crate::common::{Env, Operator, create_deployment, example, password, settled, sync_yaml};
 use crate::user_actions::wait_template;
 use crate::vault::{vault_store_at, vault_store_with};
 
@@ -132,16 +132,7 @@ async fn a_burst_of_events_for_one_key_costs_at_most_two_reads() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // An upper bound needs an observation window: the reads are counted once two seconds
-    // (twice the coalescing window) pass without a new one.
-    let mut seen = reads();
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if reads() == seen {
-            break;
-        }
-        seen = reads();
-    }
+    let seen = settled(reads).await;
     assert!(
         seen <= 2,
         "{seen} reads at OpenBao for 1,000 events of one key"
