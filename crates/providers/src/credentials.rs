@@ -35,8 +35,10 @@ pub(crate) fn namespace_for<'a>(
     }
 }
 
-/// The value of `selector` as a string credential (tokens, secret-ids, keys).
-pub(crate) async fn read_key(
+/// The value of `selector` as a string credential (tokens, secret-ids, keys), a trailing
+/// newline dropped (`kubectl create secret --from-file` keeps the file's). The Secret's
+/// resourceVersion is recorded in `ctx.credentials`.
+pub async fn read_key(
     ctx: &ConnectContext,
     selector: &SecretKeySelector,
     field: &str,

@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use secretsync_api::{Find, PkiIssue};
 
+#[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
+pub use credentials::read_key;
 pub use error::{ProviderError, Result};
 pub use value::{Issued, Lease, RemoteValue, SecretBytes, SecretData};
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secretsync_api::{EventSource, SecretStoreSpec, VaultKvVersion};
+use secretsync_api::{EventSource, SecretStoreSpec, VaultKvVersion, VaultProvider};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -142,6 +142,11 @@ pub fn key_under(mount: &str, version: VaultKvVersion, path: &str) -> Option<Str
     (!key.is_empty()).then(|| key.to_owned())
 }
 
+/// The OpenBao namespace a store reads in, as audit entries name it (`""`: the root one).
+pub fn vault_namespace(vault: &VaultProvider) -> &str {
+    vault.namespace.as_deref().unwrap_or("").trim_matches('/')
+}
+
 /// The remote key `changed` names in a store that listens to the audit device, if any.
 pub fn key_in_store(spec: &SecretStoreSpec, changed: &Changed) -> Option<String> {
     (spec.events.as_ref()?.source == EventSource::OpenBaoAudit).then_some(())?;
@@ -149,8 +154,7 @@ pub fn key_in_store(spec: &SecretStoreSpec, changed: &Changed) -> Option<String>
         secretsync_api::Provider::Vault(vault) => vault,
         _ => return None,
     };
-    let namespace = vault.namespace.as_deref().unwrap_or("").trim_matches('/');
-    (namespace == changed.namespace).then_some(())?;
+    (vault_namespace(vault) == changed.namespace).then_some(())?;
     key_under(vault.mount(), vault.kv_version(), &changed.path)
 }
 

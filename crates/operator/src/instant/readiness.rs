@@ -149,6 +149,26 @@ impl EventsHealth {
         }
     }
 
+    /// `EventsReady=False EventListenerOff` when this process runs without the listener
+    /// `source` needs.
+    pub fn listener_off(&self, source: EventSource) -> Option<EventsState> {
+        let (listening, flag) = match source {
+            EventSource::OpenBaoAudit => (self.listeners.openbao_audit, "--openbao-audit-listen"),
+            EventSource::Webhook | EventSource::GcpPubSub | EventSource::AzureEventGrid => {
+                (self.listeners.http, "--events-listen")
+            }
+            EventSource::AwsSqs => (true, ""),
+        };
+        (!listening).then(|| {
+            EventsState::not_ready(
+                Reason::EventListenerOff,
+                format!(
+                    "the operator runs without {flag}: changes are synced at the refresh interval"
+                ),
+            )
+        })
+    }
+
     /// The `EventsReady` the store's status shows: `None` for a store without events (the
     /// condition goes), or one whose source has not reported yet (the condition stays).
     pub fn condition(
@@ -158,26 +178,8 @@ impl EventsHealth {
         spec: &SecretStoreSpec,
     ) -> Option<EventsState> {
         let source = spec.events.as_ref()?.source;
-        let listening = match source {
-            EventSource::OpenBaoAudit => self.listeners.openbao_audit,
-            EventSource::Webhook | EventSource::GcpPubSub | EventSource::AzureEventGrid => {
-                self.listeners.http
-            }
-            EventSource::AwsSqs => true,
-        };
-        if !listening {
-            let flag = match source {
-                EventSource::OpenBaoAudit => "--openbao-audit-listen",
-                _ => "--events-listen",
-            };
-            return Some(EventsState::not_ready(
-                Reason::EventListenerOff,
-                format!(
-                    "the operator runs without {flag}: changes are synced at the refresh interval"
-                ),
-            ));
-        }
-        self.reported(uid, generation)
+        self.listener_off(source)
+            .or_else(|| self.reported(uid, generation))
     }
 }
 

@@ -2,14 +2,15 @@
 
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::Client;
 use secretsync_api::{EventSource, Reason, SecretStoreSpec, StoreKind};
+use secretsync_providers::ConnectContext;
+use secretsync_providers::value::ExposeSecret;
 use tokio::time::Instant;
 
 use super::readiness::{AUDIT_HEARTBEAT, EventsHealth, EventsState};
-use super::sqs;
 use super::wakers::Wakers;
+use super::{openbao, sqs};
 use crate::backend::health::BackendHealth;
 use crate::cache::syncs::StoreKey;
 
@@ -68,14 +69,8 @@ impl Sources {
             self.health.forget(store.uid);
             return None;
         };
-        let listening = self
-            .health
-            .condition(store.uid, store.generation, store.spec);
-        if listening
-            .as_ref()
-            .is_some_and(|s| s.reason == Reason::EventListenerOff)
-        {
-            return listening;
+        if let off @ Some(_) = self.health.listener_off(events.source) {
+            return off;
         }
         match events.source {
             EventSource::OpenBaoAudit => {
@@ -124,15 +119,10 @@ impl Sources {
     /// when what it finds differs from what the status says, the store's status is written
     /// again.
     fn hear_audit_device(&self, store: &StoreAt<'_>, checked_at: Instant) {
-        let namespace = match &store.spec.provider {
-            secretsync_api::Provider::Vault(vault) => vault
-                .namespace
-                .as_deref()
-                .unwrap_or("")
-                .trim_matches('/')
-                .to_owned(),
-            _ => return,
+        let secretsync_api::Provider::Vault(vault) = &store.spec.provider else {
+            return;
         };
+        let namespace = openbao::vault_namespace(vault).to_owned();
         let (health, backend) = (self.health.clone(), self.backend.clone());
         let (key, uid, generation) = (store.key.clone(), store.uid.to_owned(), store.generation);
         tokio::spawn(async move {
@@ -162,7 +152,8 @@ impl Sources {
     }
 }
 
-/// The key or token in the store's `events.secretRef`.
+/// The key or token in the store's `events.secretRef`, read as the providers read
+/// credentials; an empty one is refused (it would check nothing).
 async fn read_key(client: &Client, store: &StoreAt<'_>) -> Result<Arc<[u8]>, String> {
     let Some(secret_ref) = store
         .spec
@@ -172,29 +163,19 @@ async fn read_key(client: &Client, store: &StoreAt<'_>) -> Result<Arc<[u8]>, Str
     else {
         return Err("events.secretRef is required by this source".into());
     };
-    let namespace = secret_ref
-        .namespace
-        .as_deref()
-        .or(store.key.1.as_deref())
-        .unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let missing = |what: &str| {
-        format!(
-            "events.secretRef: {what} (Secret {namespace}/{}, key {:?}); events are refused until it exists",
-            secret_ref.name, secret_ref.key
-        )
-    };
-    let secret = api
-        .get_opt(&secret_ref.name)
+    let ctx = ConnectContext::new(client.clone(), store.key.1.clone());
+    let refused = |why: String| format!("{why}; events are refused until it is there");
+    let key = secretsync_providers::read_key(&ctx, secret_ref, "spec.events.secretRef")
         .await
-        .map_err(|e| missing(&format!("cannot read the Secret: {e}")))?
-        .ok_or_else(|| missing("no such Secret"))?;
-    let value = secret
-        .data
-        .and_then(|mut d| d.remove(&secret_ref.key))
-        .filter(|v| !v.0.is_empty())
-        .ok_or_else(|| missing("no such key, or it is empty"))?;
-    Ok(value.0.into())
+        .map_err(|e| refused(e.to_string()))?;
+    let key = key.expose_secret().as_bytes();
+    if key.is_empty() {
+        return Err(refused(format!(
+            "events.secretRef: key {:?} of Secret {} is empty",
+            secret_ref.key, secret_ref.name
+        )));
+    }
+    Ok(key.into())
 }
 
 #[cfg(test)]

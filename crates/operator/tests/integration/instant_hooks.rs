@@ -69,7 +69,9 @@ async fn webhook_example() -> Option<(OpenBao, Env, String)> {
     let example = |file: &str| example("webhook-instant", file, &bao.addr());
     env.string_secret("vault-token", &[("token", bao.root_token())])
         .await;
-    env.string_secret("webhook-key", &[("key", KEY)]).await;
+    // With the newline `kubectl create secret --from-file` keeps: the key is without it.
+    env.string_secret("webhook-key", &[("key", &format!("{KEY}\n"))])
+        .await;
     env.create::<SecretStore>(&example("store.yaml")).await;
     create_deployment(&env, "app", "db-v1").await;
     env.create::<SecretSync>(&example("secretsync.yaml")).await;
