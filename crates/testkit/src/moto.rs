@@ -415,11 +415,11 @@ impl Moto {
     }
 }
 
-/// The message EventBridge delivers to SQS for a `PutSecretValue` CloudTrail recorded at
-/// `time` (RFC 3339, to the second as both services give it), the secret named by its ARN
-/// (as in the API's answer) and by `asked` in the request. moto sends no such events: tests
-/// send this where EventBridge would.
-pub fn put_secret_value_event(arn: &str, asked: &str, time: &str) -> String {
+/// The message EventBridge delivers to SQS for the Secrets Manager call `name` CloudTrail
+/// recorded at `time` (RFC 3339, to the second as both services give it), with its request
+/// and response as CloudTrail logs them. moto sends no such events: tests send this where
+/// EventBridge would.
+pub fn cloudtrail_event(name: &str, request: Value, response: Value, time: &str) -> Value {
     json!({
         "version": "0",
         "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
@@ -431,17 +431,32 @@ pub fn put_secret_value_event(arn: &str, asked: &str, time: &str) -> String {
         "resources": [],
         "detail": {
             "eventVersion": "1.08",
+            "userIdentity": {"type": "IAMUser", "accountId": "123456789012",
+                "accessKeyId": "AKIAEXAMPLE", "userName": "deployer"},
             "eventTime": time,
             "eventSource": "secretsmanager.amazonaws.com",
-            "eventName": "PutSecretValue",
+            "eventName": name,
             "awsRegion": REGION,
-            "requestParameters": {"secretId": asked,
-                "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-            "responseElements": {"arn": arn},
+            "sourceIPAddress": "203.0.113.7",
+            "userAgent": "aws-cli/2.15.0",
+            "requestParameters": request,
+            "responseElements": response,
+            "requestID": "9c1a7f0e-2f2e-4a53-bb2f-9b4c2c1d0e11",
+            "eventID": "0d6a2e7e-6f55-4f6b-9d1e-8d1b6f1d3b8a",
+            "readOnly": false,
             "eventType": "AwsApiCall",
+            "managementEvent": true,
+            "recipientAccountId": "123456789012",
+            "eventCategory": "Management",
         },
     })
-    .to_string()
+}
+
+/// [`cloudtrail_event`] for a `PutSecretValue`, the secret named by its ARN (as in the
+/// API's answer) and by `asked` in the request.
+pub fn put_secret_value_event(arn: &str, asked: &str, time: &str) -> String {
+    let request = json!({"secretId": asked, "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"});
+    cloudtrail_event("PutSecretValue", request, json!({"arn": arn}), time).to_string()
 }
 
 /// An `Authorization` header moto routes by (service and region in the credential scope)

@@ -455,36 +455,7 @@ mod tests {
 
     /// What EventBridge delivers to SQS for a Secrets Manager call CloudTrail recorded.
     fn api_call(name: &str, request: Value, response: Value) -> Value {
-        json!({
-            "version": "0",
-            "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
-            "detail-type": "AWS API Call via CloudTrail",
-            "source": "aws.secretsmanager",
-            "account": "123456789012",
-            "time": "2026-12-07T10:00:00Z",
-            "region": "eu-west-1",
-            "resources": [],
-            "detail": {
-                "eventVersion": "1.08",
-                "userIdentity": {"type": "IAMUser", "accountId": "123456789012",
-                    "accessKeyId": "AKIAEXAMPLE", "userName": "deployer"},
-                "eventTime": "2026-12-07T10:00:00Z",
-                "eventSource": "secretsmanager.amazonaws.com",
-                "eventName": name,
-                "awsRegion": "eu-west-1",
-                "sourceIPAddress": "203.0.113.7",
-                "userAgent": "aws-cli/2.15.0",
-                "requestParameters": request,
-                "responseElements": response,
-                "requestID": "9c1a7f0e-2f2e-4a53-bb2f-9b4c2c1d0e11",
-                "eventID": "0d6a2e7e-6f55-4f6b-9d1e-8d1b6f1d3b8a",
-                "readOnly": false,
-                "eventType": "AwsApiCall",
-                "managementEvent": true,
-                "recipientAccountId": "123456789012",
-                "eventCategory": "Management",
-            },
-        })
+        secretsync_testkit::moto::cloudtrail_event(name, request, response, "2026-12-07T10:00:00Z")
     }
 
     /// The secret a message names: its name and ARN.
