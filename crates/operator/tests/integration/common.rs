@@ -1021,6 +1021,15 @@ pub fn keyed_sync_yaml(name: &str, store: &str, key: &str) -> String {
     sync_manifest(name, store, key, "  refreshInterval: 1s")
 }
 
+/// Polls `done` every 50 ms until it holds, failing with `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `count()` once it has stopped moving: an upper bound needs an observation window, so the
 /// count is taken once two seconds (twice instant sync's coalescing window) pass without a
 /// new one.

@@ -11,7 +11,7 @@ use secretsync_testkit::moto::{self, Moto};
 use serde_json::json;
 
 use crate::aws::aws_store_with;
-use crate::common::{DEADLINE, Env, create_deployment, password, settled, sync_yaml};
+use crate::common::{DEADLINE, Env, create_deployment, password, settled, sync_yaml, wait_until};
 use crate::user_actions::wait_template;
 
 /// The message EventBridge delivers for a `PutSecretValue` of `app/db` (named by `arn`) at
@@ -37,15 +37,6 @@ async fn wait_events_ready(env: &Env, store: &str, status: &str, reason: &str) -
         },
     )
     .await
-}
-
-/// Polls `done` every 50 ms until it holds, failing with `what` after `within`.
-async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// moto with `app/db` = `one` and an empty queue; returns the queue's URL.

@@ -4,8 +4,6 @@
 //! replayed, oversized and flooding requests are refused and read nothing; a store whose
 //! events cannot arrive says so in `EventsReady`, and its refresh interval still syncs.
 
-use std::time::Duration;
-
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use secretsync_api::{SecretStore, SecretSync};
@@ -17,7 +15,7 @@ use sha2::Sha256;
 use secretsync_testkit::leak::LeakScan;
 
 use crate::common::{
-    DEADLINE, Env, Operator, create_deployment, example, logs, password, sync_yaml,
+    DEADLINE, Env, Operator, create_deployment, example, logs, password, sync_yaml, wait_until,
 };
 use crate::user_actions::wait_template;
 use crate::vault::vault_store_with;
@@ -80,19 +78,6 @@ async fn webhook_example() -> Option<(OpenBao, Env, String)> {
         .await;
     let url = format!("{base}/events/v1/namespaces/{}/secretstores/vault", env.ns);
     Some((bao, env, url))
-}
-
-/// Waits until `count()` reaches `n`.
-async fn wait_count(what: &str, n: u64, count: impl Fn() -> u64) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} of {n}",
-            count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `kv put` then a signed webhook naming `app/db`, with `refreshInterval: 1h`: the next
@@ -161,8 +146,8 @@ async fn a_signed_webhook_syncs_at_once_and_forged_ones_read_nothing() {
     let tell = json!({"keys": ["app/other"]}).to_string();
     let signed = signature(KEY, now(), &tell);
     assert_eq!(post(&url, Some(&signed), tell).await, StatusCode::ACCEPTED);
-    wait_count("the genuine event counted", 1, || {
-        metrics.store_events_of(webhook, "unmatched")
+    wait_until("the genuine event counted", DEADLINE, || {
+        metrics.store_events_of(webhook, "unmatched") >= 1
     })
     .await;
     assert_eq!(bao.audited_responses("secret/data/app/db"), reads_before);

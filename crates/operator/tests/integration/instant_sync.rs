@@ -10,7 +10,9 @@ use secretsync_testkit::openbao::OpenBao;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{Env, Operator, create_deployment, example, password, settled, sync_yaml};
+use crate::common::{
+    DEADLINE, Env, Operator, create_deployment, example, password, settled, sync_yaml, wait_until,
+};
 use crate::user_actions::wait_template;
 use crate::vault::{vault_store_at, vault_store_with};
 
@@ -70,14 +72,10 @@ async fn a_kv_put_is_synced_and_rolled_out_at_once_with_an_hourly_refresh() {
 
     // A key nothing reads: an unmatched event, no version anywhere.
     bao.kv_put("secret", "app/other", &[("password", "x")]);
-    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
-    while metrics.openbao_audit_events("unmatched") == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no unmatched event counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("an unmatched event counted", DEADLINE, || {
+        metrics.openbao_audit_events("unmatched") > 0
+    })
+    .await;
     assert_eq!(env.status("db").await.current_version, Some(2));
     // The store that did not opt in waits for its hourly refresh.
     assert_eq!(env.status("slow").await.current_version, Some(1));
@@ -114,24 +112,12 @@ async fn a_burst_of_events_for_one_key_costs_at_most_two_reads() {
     let metrics = &env.operator().metrics;
     // The first event wakes them at once (or, within a second of the setup's own `kv put`,
     // at the end of that one's window); the rest at the end of the window.
-    let deadline = tokio::time::Instant::now() + crate::common::DEADLINE;
-    while metrics.openbao_audit_events("matched") < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the burst woke nothing: {} unmatched, {} ignored",
-            metrics.openbao_audit_events("unmatched"),
-            metrics.openbao_audit_events("ignored"),
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the burst woke a SecretSync", DEADLINE, || {
+        metrics.openbao_audit_events("matched") >= 1
+    })
+    .await;
     let reads = || bao.audited_responses("secret/data/app/db") - before;
-    while reads() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the events read nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the events read at OpenBao", DEADLINE, || reads() > 0).await;
     let seen = settled(reads).await;
     assert!(
         seen <= 2,
