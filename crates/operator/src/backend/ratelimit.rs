@@ -1,10 +1,11 @@
 //! Per-store rate limiting of backend reads (`SecretStore.spec.rateLimit`), so a refresh
 //! storm — a restart after downtime, a store edit waking thousands of SecretSyncs — reaches
-//! the backend at a pace it was promised.
+//! the backend at a pace it was promised. The event listener refuses requests over its own
+//! bucket ([`RateLimiter::try_acquire`]).
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// A token bucket: `burst` reads at once, refilled at `qps` per second. Callers over the
@@ -42,17 +43,33 @@ impl RateLimiter {
     /// Waits until a read may go out.
     pub async fn acquire(&self) {
         let wait = {
-            let mut bucket = self.bucket.lock().await;
-            let now = Instant::now();
-            let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
-            bucket.tokens = (bucket.tokens + elapsed * self.qps).min(self.burst);
-            bucket.refilled_at = now;
+            let mut bucket = self.refilled();
             bucket.tokens -= 1.0;
             (bucket.tokens < 0.0).then(|| Duration::from_secs_f64(-bucket.tokens / self.qps))
         };
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Takes a token if one is there now; never waits, and reserves none.
+    pub fn try_acquire(&self) -> bool {
+        let mut bucket = self.refilled();
+        let taken = bucket.tokens >= 1.0;
+        if taken {
+            bucket.tokens -= 1.0;
+        }
+        taken
+    }
+
+    /// The bucket, refilled up to now. The lock is never held across an await.
+    fn refilled(&self) -> MutexGuard<'_, Bucket> {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.qps).min(self.burst);
+        bucket.refilled_at = now;
+        bucket
     }
 }
 
@@ -85,6 +102,22 @@ mod tests {
         assert!(
             last >= Duration::from_millis(1999) && last <= Duration::from_millis(2001),
             "{last:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trying_takes_the_burst_then_the_rate_and_reserves_nothing() {
+        let limiter = RateLimiter::new(100, Some(200));
+        let taken = (0..1000).filter(|_| limiter.try_acquire()).count();
+        assert_eq!(taken, 200);
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!((0..10).filter(|_| limiter.try_acquire()).count(), 2);
+        // Nothing was reserved by the refusals: a waiting read goes after 10 ms.
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(
+            Instant::now().duration_since(start),
+            Duration::from_millis(10)
         );
     }
 

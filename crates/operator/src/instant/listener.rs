@@ -41,6 +41,7 @@ use tracing::{debug, warn};
 
 use super::coalesce::{Coalescer, coalesce};
 use super::wakers::Wakers;
+use crate::backend::ratelimit::RateLimiter;
 use crate::cache::syncs::StoreKey;
 
 /// The largest body taken; a larger one is refused unread.
@@ -51,8 +52,8 @@ pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
 /// Requests per second the listener takes, with bursts of [`BURST`]; more are refused
 /// with 429 (a sender retries), so a flood costs neither the backend nor the API server.
-const RATE_PER_SECOND: f64 = 100.0;
-const BURST: f64 = 200.0;
+const RATE_PER_SECOND: u32 = 100;
+const BURST: u32 = 200;
 
 /// The most keys one request may name.
 const MAX_KEYS: usize = 1000;
@@ -63,23 +64,9 @@ pub const SIGNATURE_HEADER: &str = "x-secretsync-signature";
 struct Listener {
     wakers: Wakers,
     coalescer: Arc<Coalescer<(StoreKey, String)>>,
-    bucket: Mutex<Bucket>,
+    limiter: RateLimiter,
     /// Webhook signatures seen within [`MAX_SKEW`], with when they expire.
     seen: Mutex<HashMap<Vec<u8>, Instant>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.at).as_secs_f64() * RATE_PER_SECOND;
-        self.tokens = (self.tokens + refill).min(BURST);
-        self.at = now;
-        (self.tokens >= 1.0).then(|| self.tokens -= 1.0).is_some()
-    }
 }
 
 /// Serves the event listener on `listener` until `stopped` resolves.
@@ -91,10 +78,7 @@ pub async fn serve(
     let state = Arc::new(Listener {
         wakers,
         coalescer: Arc::default(),
-        bucket: Mutex::new(Bucket {
-            tokens: BURST,
-            at: Instant::now(),
-        }),
+        limiter: RateLimiter::new(RATE_PER_SECOND, Some(BURST)),
         seen: Mutex::default(),
     });
     let app = Router::new()
@@ -188,11 +172,7 @@ impl Listener {
             debug!(store = %store.2, source = source.name(), why, "event refused");
             refuse(status, why)
         };
-        let allowed = {
-            let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-            bucket.take(Instant::now())
-        };
-        if !allowed {
+        if !self.limiter.try_acquire() {
             return refused(StatusCode::TOO_MANY_REQUESTS, "over the listener's rate\n");
         }
         let Some(key) = self.wakers.ctx.event_sources.key(&uid) else {
@@ -546,18 +526,6 @@ mod tests {
             answer.headers().get("webhook-allowed-origin").unwrap(),
             "eventgrid.azure.net"
         );
-    }
-
-    #[test]
-    fn the_bucket_takes_a_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut bucket = Bucket {
-            tokens: BURST,
-            at: t0,
-        };
-        let taken = (0..1000).filter(|_| bucket.take(t0)).count();
-        assert_eq!(taken, BURST as usize);
-        assert!(bucket.take(t0 + Duration::from_millis(20)), "refilled 2");
     }
 
     #[test]
