@@ -20,7 +20,9 @@ pub mod install;
 pub mod leak;
 pub mod moto;
 pub mod openbao;
+pub mod openbao_db;
 pub mod pki;
+pub mod postgres;
 
 /// A server's stdout and stderr, both appended to the log file at `path` (a restarted
 /// server keeps adding to the same log).
