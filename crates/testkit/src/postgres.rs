@@ -140,6 +140,13 @@ impl Postgres {
             .map_err(|e| error_text(&e))
     }
 
+    /// Opens a connection as `user` and keeps it: a [`Session`], to see a revocation end
+    /// the sessions of the user it drops. Its connection runs on the caller's runtime.
+    pub async fn session(&self, user: &str, password: &str) -> Result<Session, String> {
+        let client = self.client(user, password).await?;
+        Ok(Session { client })
+    }
+
     /// [`Postgres::connect`] on a thread of its own.
     pub fn connect_blocking(&self, user: &str, password: &str) -> Result<(), String> {
         blocking(self.connect(user, password))
@@ -315,6 +322,24 @@ impl Postgres {
         });
         self.child = Some(child);
         self
+    }
+}
+
+/// An open connection to the test server ([`Postgres::session`]), closed when dropped.
+#[derive(Debug)]
+pub struct Session {
+    client: tokio_postgres::Client,
+}
+
+impl Session {
+    /// Runs `SELECT 1` on this connection; the error's text when it fails (after the server
+    /// ended the session: `connection closed`).
+    pub async fn select_1(&self) -> Result<(), String> {
+        self.client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(|e| error_text(&e))
     }
 }
 

@@ -88,12 +88,19 @@ async fn dynamic_credentials_work_until_their_lease_is_revoked_and_the_user_is_d
         .await
         .unwrap();
 
+    let open = pg.session(&first.username, &first.password).await.unwrap();
+    open.select_1().await.unwrap();
+
     bao.bao_ok(&["lease", "revoke", &lease]);
     eventually("the revoked user is dropped", || async {
         !pg.role_exists(&first.username).await
     })
     .await;
     assert!(!pg.roles().await.contains(&first.username));
+    eventually("the revoked user's open session is ended", || async {
+        open.select_1().await.is_err()
+    })
+    .await;
     let refused = pg
         .connect(&first.username, &first.password)
         .await
@@ -102,7 +109,17 @@ async fn dynamic_credentials_work_until_their_lease_is_revoked_and_the_user_is_d
         refused.contains("password authentication failed"),
         "{refused}"
     );
-    // The other lease's user is untouched.
+    // The other lease's user is untouched, and its lease renews (the plugin's default
+    // renewal statement moves the user's VALID UNTIL).
+    let renewed = bao.bao_ok(&[
+        "lease",
+        "renew",
+        "-format=json",
+        "-increment=900",
+        second.lease_id.as_deref().unwrap(),
+    ]);
+    let renewed: serde_json::Value = serde_json::from_str(&renewed).unwrap();
+    assert_eq!(renewed["lease_duration"], 900, "{renewed}");
     pg.connect(&second.username, &second.password)
         .await
         .unwrap();
