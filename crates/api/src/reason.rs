@@ -138,6 +138,12 @@ pub mod event {
     /// A version's lease could not be revoked at the backend; its Secret is kept (with the
     /// lease id) and revocation retried.
     pub const LEASE_REVOKE_FAILED: &str = "LeaseRevokeFailed";
+    /// A dynamic credential's lease could not be renewed after retries; for the newest
+    /// version the next one was made at once, while the old credential was still valid.
+    pub const LEASE_RENEW_FAILED: &str = "LeaseRenewFailed";
+    /// Leases under a SecretSync's path that no version holds, left by an operator process
+    /// that stopped between issuing and writing the Secret, were revoked at start.
+    pub const ORPHAN_LEASES_REVOKED: &str = "OrphanLeasesRevoked";
     /// The newest version's Secret was deleted by someone else; the next version was made
     /// from a fresh read (never a step back to an older one).
     pub const ACTIVE_VERSION_DELETED: &str = "ActiveVersionDeleted";

@@ -203,9 +203,9 @@ impl RemoteRef {
     }
 }
 
-/// Exactly one of `extract`, `find` and `pki`.
+/// Exactly one of `extract`, `find`, `pki` and `dynamic`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("(has(self.extract) ? 1 : 0) + (has(self.find) ? 1 : 0) + (has(self.pki) ? 1 : 0) == 1").message("exactly one of extract, find or pki is required in each dataFrom item"))]
+#[x_kube(validation = Rule::new("(has(self.extract) ? 1 : 0) + (has(self.find) ? 1 : 0) + (has(self.pki) ? 1 : 0) + (has(self.dynamic) ? 1 : 0) == 1").message("exactly one of extract, find, pki or dynamic is required in each dataFrom item"))]
 #[x_kube(validation = Rule::new("!has(self.rewrite) || has(self.find)").message("rewrite applies to find only"))]
 #[serde(rename_all = "camelCase")]
 pub struct DataFrom {
@@ -223,6 +223,78 @@ pub struct DataFrom {
     /// be the only entry of `data` and `dataFrom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pki: Option<PkiIssue>,
+    /// A credential a Vault/OpenBao secrets engine issues for each version
+    /// (`database/creds/<role>`, `aws/creds/<role>`, `rabbitmq/creds/<role>`, …): the Secret
+    /// holds what the path returned, with a lease the operator renews while the version is
+    /// kept and revokes when it goes; or a static role (`database/static-creds/<role>`),
+    /// read again right after the backend rotates it. Must be the only entry of `data` and
+    /// `dataFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<DynamicSecret>,
+}
+
+/// Where a Vault/OpenBao secrets engine hands out credentials, and how to treat them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicSecret {
+    /// The API path, without `/v1/`: `database/creds/app`, `database/static-creds/app`.
+    #[schemars(length(min = 1))]
+    pub path: String,
+    /// `GET` (default; what `database/creds` and `aws/creds` answer) or `POST` (engines that
+    /// take `parameters`, such as `aws/sts/<role>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<DynamicMethod>,
+    /// The request body's fields for `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub parameters: Option<crate::StringMap>,
+    /// A renewable lease is renewed when this share of its TTL has passed, until the
+    /// backend's max TTL; 1 to 90, default 67.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 90))]
+    pub renewal_percent: Option<u8>,
+    /// Whether `path` is a static role, whose password the backend rotates on its own
+    /// schedule: read (not issued) at every refresh and right after each rotation, with no
+    /// lease. Default: true when the path has a `static-creds` or `static-cred` segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_role: Option<bool>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DynamicMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+/// The renewal share of a lease's TTL when `renewalPercent` is omitted.
+pub const DEFAULT_RENEWAL_PERCENT: u8 = 67;
+
+impl DynamicSecret {
+    /// The path without surrounding slashes.
+    pub fn path(&self) -> &str {
+        self.path.trim_matches('/')
+    }
+
+    pub fn method(&self) -> DynamicMethod {
+        self.method.unwrap_or_default()
+    }
+
+    pub fn renewal_percent(&self) -> u8 {
+        self.renewal_percent
+            .unwrap_or(DEFAULT_RENEWAL_PERCENT)
+            .clamp(1, 90)
+    }
+
+    /// A static role: read like a key, never leased (see `staticRole`).
+    pub fn is_static_role(&self) -> bool {
+        self.static_role.unwrap_or_else(|| {
+            self.path()
+                .split('/')
+                .any(|segment| segment == "static-creds" || segment == "static-cred")
+        })
+    }
 }
 
 /// What to ask a Vault/OpenBao PKI engine for (`<mount>/issue/<role>`). Each version is a
@@ -487,6 +559,8 @@ impl SecretSyncSpec {
         let data = self.data.iter().flatten().any(|d| d.remote_ref.key == key);
         let from = self.data_from.iter().flatten().any(|f| {
             f.extract.as_ref().is_some_and(|e| e.key == key)
+                // A static role is read again when its rotation is reported at that path.
+                || f.dynamic.as_ref().is_some_and(|d| d.path() == key)
                 || f.find.as_ref().is_some_and(|find| {
                     find.path.as_deref().is_none_or(|path| {
                         key.strip_prefix(path.trim_end_matches('/'))
@@ -578,11 +652,25 @@ impl SecretSyncSpec {
         self.data_from_items().iter().find_map(|f| f.pki.as_ref())
     }
 
+    /// The `dataFrom[].dynamic` source, if any (validation makes it the only source).
+    pub fn dynamic(&self) -> Option<&DynamicSecret> {
+        self.data_from_items()
+            .iter()
+            .find_map(|f| f.dynamic.as_ref())
+    }
+
+    /// Whether each version is issued by the backend (a `pki` certificate, a leased
+    /// `dynamic` credential): reading issues a new credential, so it happens only when a
+    /// version must be made, never at a refresh.
+    pub fn issues_credentials(&self) -> bool {
+        self.pki().is_some() || self.dynamic().is_some_and(|d| !d.is_static_role())
+    }
+
     /// Whether its versions carry leases at the backend, which must be revoked when the
     /// SecretSync is deleted: such a SecretSync needs the finalizer whatever its
     /// `deletionPolicy`.
     pub fn holds_leases(&self) -> bool {
-        self.pki().is_some()
+        self.issues_credentials()
     }
 
     pub fn revoke_policy(&self) -> RevokePolicy {

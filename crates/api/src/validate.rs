@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::duration::parse_duration;
 use crate::keys::validate_secret_key;
 use crate::naming::validate_base_name;
-use crate::secretsync::{Find, PkiIssue, SecretSync, SecretSyncSpec};
+use crate::secretsync::{DynamicMethod, DynamicSecret, Find, PkiIssue, SecretSync, SecretSyncSpec};
 use crate::store::{
     AzureAuthType, AzureProvider, Provider, SecretKeySelector, SecretStoreSpec, VaultAuth,
 };
@@ -72,16 +72,18 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
     }
     for (i, item) in spec.data_from_items().iter().enumerate() {
         let field = format!("spec.dataFrom[{i}]");
-        match (&item.extract, &item.find, &item.pki) {
-            (Some(extract), None, None) => {
+        match (&item.extract, &item.find, &item.pki, &item.dynamic) {
+            (Some(extract), None, None, None) => {
                 if extract.key.is_empty() {
                     problems.push(format!("{field}.extract.key must not be empty"));
                 }
             }
-            (None, Some(find), None) => validate_find(find, &field, &mut problems),
-            (None, None, Some(pki)) => validate_pki(pki, &field, &mut problems),
+            (None, Some(find), None, None) => validate_find(find, &field, &mut problems),
+            (None, None, Some(pki), None) => validate_pki(pki, &field, &mut problems),
+            (None, None, None, Some(dynamic)) => validate_dynamic(dynamic, &field, &mut problems),
             _ => problems.push(format!(
-                "{field}: exactly one of extract, find or pki is required in each dataFrom item"
+                "{field}: exactly one of extract, find, pki or dynamic is required in each \
+                 dataFrom item"
             )),
         }
         if let Some(rewrite) = &item.rewrite {
@@ -101,6 +103,14 @@ pub fn validate_spec(spec: &SecretSyncSpec, metadata_name: &str) -> Result<(), P
             "spec.dataFrom[].pki must be the only entry of spec.data and spec.dataFrom: each \
              version is one issued certificate (tls.crt, tls.key, ca.crt); use a template to \
              rename or add keys"
+                .into(),
+        );
+    }
+    if spec.dynamic().is_some() && sources > 1 {
+        problems.push(
+            "spec.dataFrom[].dynamic must be the only entry of spec.data and spec.dataFrom: \
+             each version is one credential the backend issued; use a template to rename or \
+             add keys"
                 .into(),
         );
     }
@@ -188,6 +198,41 @@ fn validate_find(find: &Find, field: &str, problems: &mut Problems) {
     {
         problems.push(format!(
             "{field}.find.name.regexp is not a valid regular expression: {e}"
+        ));
+    }
+}
+
+fn validate_dynamic(dynamic: &DynamicSecret, field: &str, problems: &mut Problems) {
+    let path = dynamic.path();
+    if path.is_empty()
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        problems.push(format!(
+            "{field}.dynamic.path {:?} must be a path such as database/creds/app, without \
+             empty, . or .. segments",
+            dynamic.path
+        ));
+    }
+    if path.starts_with("v1/") {
+        problems.push(format!(
+            "{field}.dynamic.path {:?} starts with v1/: give the path without it",
+            dynamic.path
+        ));
+    }
+    if dynamic.parameters.as_ref().is_some_and(|p| !p.is_empty())
+        && dynamic.method() == DynamicMethod::Get
+    {
+        problems.push(format!(
+            "{field}.dynamic.parameters are sent only with method: POST"
+        ));
+    }
+    if let Some(percent) = dynamic.renewal_percent
+        && !(1..=90).contains(&percent)
+    {
+        problems.push(format!(
+            "{field}.dynamic.renewalPercent must be between 1 and 90, got {percent}"
         ));
     }
 }

@@ -236,7 +236,7 @@ fn cel_rejects_pin_to_revoked_and_missing_data() {
 }
 
 #[test]
-fn cel_wants_exactly_one_of_extract_find_and_pki() {
+fn cel_wants_exactly_one_of_extract_find_pki_and_dynamic() {
     let with_data_from = |data_from: Value| {
         let mut spec = base_spec();
         spec["dataFrom"] = data_from;
@@ -245,11 +245,11 @@ fn cel_wants_exactly_one_of_extract_find_and_pki() {
     let cases = [
         (
             json!([{"extract": {"key": "a"}, "find": {"path": "app"}}]),
-            "exactly one of extract, find or pki",
+            "exactly one of extract, find, pki or dynamic",
         ),
         (
             json!([{"rewrite": {"regexp": {"source": "a", "target": "b"}}}]),
-            "exactly one of extract, find or pki",
+            "exactly one of extract, find, pki or dynamic",
         ),
         (
             json!([{"extract": {"key": "a"}, "rewrite": {"regexp": {"source": "a", "target": "b"}}}]),
@@ -257,8 +257,12 @@ fn cel_wants_exactly_one_of_extract_find_and_pki() {
         ),
         (json!([{"find": {}}]), "at least one of name, tags or path"),
         (
+            json!([{"dynamic": {"path": "database/creds/app"}, "extract": {"key": "a"}}]),
+            "exactly one of extract, find, pki or dynamic",
+        ),
+        (
             json!([{"pki": {"role": "app", "commonName": "a.example"}, "extract": {"key": "a"}}]),
-            "exactly one of extract, find or pki",
+            "exactly one of extract, find, pki or dynamic",
         ),
     ];
     for (data_from, want) in cases {
@@ -269,6 +273,10 @@ fn cel_wants_exactly_one_of_extract_find_and_pki() {
         {"extract": {"key": "app/config"}},
         {"find": {"name": {"regexp": "^app/"}, "tags": {"team": "payments"}},
          "rewrite": {"regexp": {"source": "^app/(.*)", "target": "$1"}}},
+    ])))
+    .unwrap();
+    kube::core::cel::validate_cel(&with_data_from(json!([
+        {"dynamic": {"path": "database/creds/app", "renewalPercent": 50}},
     ])))
     .unwrap();
     kube::core::cel::validate_cel(&with_data_from(json!([

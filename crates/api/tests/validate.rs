@@ -101,12 +101,12 @@ fn each_invalid_spec_names_its_field() {
         (
             "{dataFrom: [{extract: {key: app/config}, find: {path: app}}]}",
             "db",
-            "spec.dataFrom[0]: exactly one of extract, find or pki",
+            "spec.dataFrom[0]: exactly one of extract, find, pki or dynamic",
         ),
         (
             "{dataFrom: [{rewrite: {regexp: {source: a, target: b}}}]}",
             "db",
-            "spec.dataFrom[0]: exactly one of extract, find or pki",
+            "spec.dataFrom[0]: exactly one of extract, find, pki or dynamic",
         ),
         (
             "{dataFrom: [{extract: {key: ''}}]}",
@@ -166,7 +166,7 @@ fn each_invalid_spec_names_its_field() {
         (
             "{data: [], dataFrom: [{pki: {role: app, commonName: a}, extract: {key: k}}]}",
             "db",
-            "spec.dataFrom[0]: exactly one of extract, find or pki",
+            "spec.dataFrom[0]: exactly one of extract, find, pki or dynamic",
         ),
     ];
     for (extra, name, want) in cases {
@@ -191,6 +191,60 @@ fn a_pki_source_alone_is_valid_and_defaults_to_a_tls_secret() {
     assert_eq!(issue.ttl(), Some(std::time::Duration::from_secs(30)));
     assert!(!spec("{}").holds_leases());
     assert_eq!(spec("{}").secret_type(), "Opaque");
+}
+
+#[test]
+fn a_dynamic_source_issues_and_holds_leases_unless_it_is_a_static_role() {
+    let creds = spec("{data: [], dataFrom: [{dynamic: {path: /database/creds/app}}]}");
+    validate_spec(&creds, "db").unwrap();
+    let dynamic = creds.dynamic().unwrap();
+    assert_eq!(dynamic.path(), "database/creds/app");
+    assert_eq!(dynamic.renewal_percent(), 67);
+    assert!(creds.issues_credentials() && creds.holds_leases());
+    assert_eq!(creds.secret_type(), "Opaque");
+
+    let static_role = spec("{data: [], dataFrom: [{dynamic: {path: database/static-creds/app}}]}");
+    validate_spec(&static_role, "db").unwrap();
+    assert!(static_role.dynamic().unwrap().is_static_role());
+    assert!(!static_role.issues_credentials() && !static_role.holds_leases());
+    assert!(static_role.reads_key("database/static-creds/app"));
+    // said outright, whatever the path
+    let told = spec("{data: [], dataFrom: [{dynamic: {path: ldap/creds/app, staticRole: true}}]}");
+    assert!(told.dynamic().unwrap().is_static_role());
+
+    let cases = [
+        (
+            "{dataFrom: [{dynamic: {path: database/creds/app}}]}",
+            "dynamic must be the only entry",
+        ),
+        (
+            "{data: [], dataFrom: [{dynamic: {path: 'database//app'}}]}",
+            "without empty",
+        ),
+        (
+            "{data: [], dataFrom: [{dynamic: {path: v1/database/creds/app}}]}",
+            "starts with v1/",
+        ),
+        (
+            "{data: [], dataFrom: [{dynamic: {path: aws/sts/app, parameters: {ttl: 1h}}}]}",
+            "only with method: POST",
+        ),
+        (
+            "{data: [], dataFrom: [{dynamic: {path: database/creds/app, renewalPercent: 95}}]}",
+            "between 1 and 90",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let problems = validate_spec(&spec(yaml), "db").expect_err(yaml);
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{yaml}: expected {want:?}, got {problems:?}"
+        );
+    }
+    let post = spec(
+        "{data: [], dataFrom: [{dynamic: {path: aws/sts/app, method: POST, parameters: {ttl: 1h}}}]}",
+    );
+    validate_spec(&post, "db").unwrap();
 }
 
 #[test]
