@@ -150,6 +150,9 @@ pub struct Memory {
     /// When a store's change event last named a key this SecretSync reads: a read is due
     /// if none started since (`backend::audit`).
     pub asked: PerSync<jiff::Timestamp>,
+    /// When the backend rotates a static role's credential next, from the `ttl` of the last
+    /// read: it is read again just after.
+    pub rotations: PerSync<jiff::Timestamp>,
     /// The status this process last wrote. See [`Memory::written_status`].
     statuses: Mutex<WrittenStatuses>,
 }
@@ -187,6 +190,7 @@ impl Memory {
         self.refreshes.forget(uid);
         self.reported_mismatches.forget(uid);
         self.asked.forget(uid);
+        self.rotations.forget(uid);
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())

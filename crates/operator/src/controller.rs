@@ -109,6 +109,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Stopped> {
+    // Leases issued from now on are this process's own; any older that no Secret holds
+    // were left by an earlier one (`reconcile::sweep_orphan_leases`).
+    let started = jiff::Timestamp::now();
     // Before anything is hashed: a version made with another key would look new forever.
     let hash_key = hash_key::load_or_create(&client, &config.hash_key).await?;
     let stopping = Stopping::on(shutdown);
@@ -171,6 +174,12 @@ pub async fn run(
     let wakers = Wakers::new(&ctx, &syncs, &watches.wake);
     let listeners = (options.openbao_audit.take(), options.events_listen.take());
     instant::start(&store_ctx.sources, wakers, listeners, || stopping.wait());
+    tokio::spawn(crate::reconcile::sweep_orphan_leases(
+        ctx.clone(),
+        syncs.clone(),
+        started,
+        stopping.wait(),
+    ));
     let fan = Fanout::new(ctx.clone(), syncs.clone(), &options.namespaces);
     let cluster_syncs = fanout::run(&client, fan, fanout_woken, stopping.wait());
     let controller = Controller::for_stream(sync_events, syncs)

@@ -29,13 +29,23 @@ mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use secretsync_api::{Find, PkiIssue};
+use secretsync_api::{DynamicSecret, Find, PkiIssue};
 
 #[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
 pub use credentials::read_key;
 pub use error::{ProviderError, Result};
-pub use value::{Issued, Lease, RemoteValue, SecretBytes, SecretData};
+pub use value::{Issued, Lease, RemoteValue, Renewed, SecretBytes, SecretData, StaticRead};
+
+/// What a version's credential is issued from.
+#[derive(Clone, Copy, Debug)]
+pub enum IssueFrom<'a> {
+    /// A PKI engine's certificate.
+    Pki(&'a PkiIssue),
+    /// Any other engine's lease-issuing path (`database/creds/<role>`).
+    Dynamic(&'a DynamicSecret),
+}
 
 /// Everything a provider may need to connect: the API client for credential Secrets and
 /// ServiceAccount tokens, and where the store lives.
@@ -234,12 +244,59 @@ impl Provider {
         }
     }
 
-    /// Issues a certificate from a PKI engine, with its lease. Only Vault/OpenBao issues.
-    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // pki: only Vault issues
-    pub async fn issue(&self, pki: &PkiIssue) -> Result<Issued> {
+    /// Issues a credential (a PKI certificate, a database login), with its lease. Only
+    /// Vault/OpenBao issues.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // from: only Vault issues
+    pub async fn issue(&self, from: IssueFrom<'_>) -> Result<Issued> {
+        match (self, from) {
+            #[cfg(feature = "vault")]
+            (Provider::Vault(v), IssueFrom::Pki(pki)) => v.issue(pki).await,
+            #[cfg(feature = "vault")]
+            (Provider::Vault(v), IssueFrom::Dynamic(dynamic)) => v.issue_dynamic(dynamic).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => Err(self.cannot_issue()),
+        }
+    }
+
+    /// Reads a static role's credential, and how long until the backend rotates it.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // only Vault issues
+    pub async fn read_static(&self, dynamic: &DynamicSecret) -> Result<StaticRead> {
         match *self {
             #[cfg(feature = "vault")]
-            Provider::Vault(ref v) => v.issue(pki).await,
+            Provider::Vault(ref v) => v.read_static(dynamic).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => Err(self.cannot_issue()),
+        }
+    }
+
+    /// Renews a lease this backend issued by `increment`, as far as its max TTL allows.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // only Vault issues
+    pub async fn renew_lease(&self, lease_id: &str, increment: Duration) -> Result<Renewed> {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(ref v) => v.renew_lease(lease_id, increment).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => Err(self.cannot_issue()),
+        }
+    }
+
+    /// The ids of the leases directly under `prefix`.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // only Vault issues
+    pub async fn leases_under(&self, prefix: &str) -> Result<Vec<String>> {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(ref v) => v.leases_under(prefix).await,
+            #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
+            _ => Err(self.cannot_issue()),
+        }
+    }
+
+    /// When a lease was issued (RFC 3339); `None` for one the backend no longer knows.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))] // only Vault issues
+    pub async fn lease_issue_time(&self, lease_id: &str) -> Result<Option<String>> {
+        match *self {
+            #[cfg(feature = "vault")]
+            Provider::Vault(ref v) => v.lease_issue_time(lease_id).await,
             #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
             _ => Err(self.cannot_issue()),
         }
@@ -259,7 +316,8 @@ impl Provider {
 
     fn cannot_issue(&self) -> ProviderError {
         ProviderError::InvalidConfig(format!(
-            "the {} provider issues no dynamic secrets (pki needs a Vault/OpenBao store)",
+            "the {} provider issues no dynamic secrets (pki and dynamic need a Vault/OpenBao \
+             store)",
             self.name()
         ))
     }

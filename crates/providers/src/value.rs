@@ -114,3 +114,27 @@ impl fmt::Debug for Lease {
             .finish()
     }
 }
+
+/// A static role's credential as read: its data without `ttl` (which changes at every
+/// read, so it would make a version each time), and how long until the backend rotates it.
+pub struct StaticRead {
+    pub data: SecretData,
+    pub rotates_in: Option<std::time::Duration>,
+}
+
+/// Keys only: the values (a password) never reach a log.
+impl fmt::Debug for StaticRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticRead")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("rotates_in", &self.rotates_in)
+            .finish()
+    }
+}
+
+/// What a renewal gave: the lease's new TTL from now, and whether it may be renewed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewed {
+    pub duration: std::time::Duration,
+    pub renewable: bool,
+}

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use secretsync_api::{Find, PkiIssue, VaultAuth, VaultKvVersion, VaultProvider};
+mod dynamic;
+
+use secretsync_api::{DynamicSecret, Find, PkiIssue, VaultAuth, VaultKvVersion, VaultProvider};
 use tokio::sync::Mutex;
 use vaultrs::api::EndpointMiddleware;
 use vaultrs::api::kv2::requests::ReadSecretRequest;
@@ -30,7 +32,8 @@ use crate::credentials;
 use crate::error::{ProviderError, Result};
 use crate::find::{MAX_FOUND, Matcher, too_many};
 use crate::value::{
-    ExposeSecret, Issued, Lease, RemoteValue, SecretBytes, SecretData, SecretSlice, SecretString,
+    ExposeSecret, Issued, Lease, RemoteValue, Renewed, SecretBytes, SecretData, SecretSlice,
+    SecretString, StaticRead,
 };
 
 /// Whole-request timeout for every call to Vault.
@@ -213,6 +216,33 @@ impl Vault {
     /// certificate too. A lease OpenBao no longer knows counts as revoked.
     pub async fn revoke_lease(&self, lease_id: &str) -> Result<()> {
         self.0.revoke_lease(lease_id).await
+    }
+
+    /// Issues a credential at `dynamic.path` (`database/creds/app`): the Secret data is
+    /// the answer's fields, with the lease Vault attached.
+    pub async fn issue_dynamic(&self, dynamic: &DynamicSecret) -> Result<Issued> {
+        self.0.issue_dynamic(dynamic).await
+    }
+
+    /// Reads a static role's credential (`database/static-creds/app`) and when it rotates.
+    pub async fn read_static(&self, dynamic: &DynamicSecret) -> Result<StaticRead> {
+        self.0.read_static(dynamic).await
+    }
+
+    /// Renews a lease by `increment` (`sys/leases/renew`); Vault caps it at the lease's max
+    /// TTL, so a shorter answer means the lease is near its end.
+    pub async fn renew_lease(&self, lease_id: &str, increment: Duration) -> Result<Renewed> {
+        self.0.renew_lease(lease_id, increment).await
+    }
+
+    /// The ids of the leases directly under `prefix` (`sys/leases/lookup`, LIST).
+    pub async fn leases_under(&self, prefix: &str) -> Result<Vec<String>> {
+        self.0.leases_under(prefix).await
+    }
+
+    /// When a lease was issued (RFC 3339); `None` for one Vault no longer knows.
+    pub async fn lease_issue_time(&self, lease_id: &str) -> Result<Option<String>> {
+        self.0.lease_issue_time(lease_id).await
     }
 }
 

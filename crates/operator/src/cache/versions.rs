@@ -364,6 +364,18 @@ impl VersionIndex {
             .collect()
     }
 
+    /// The lease id of every version's Secret, ours or let go (retained, disowned): the
+    /// leases some Secret still holds.
+    pub fn lease_ids(&self) -> std::collections::HashSet<String> {
+        let inner = self.lock();
+        let owned = inner.by_owner.values().flatten();
+        let orphans = inner.orphans.values().map(|o| &o.meta);
+        owned
+            .chain(orphans)
+            .filter_map(|m| m.lease.as_ref().map(|l| l.id.clone()))
+            .collect()
+    }
+
     /// The Secret `name` in `namespace` if it looks like a version and no one owns it.
     pub fn orphan(&self, namespace: &str, name: &str) -> Option<Orphan> {
         self.lock()

@@ -156,6 +156,16 @@ pub fn key_in_store(spec: &SecretStoreSpec, changed: &Changed) -> Option<String>
     };
     (vault_namespace(vault) == changed.namespace).then_some(())?;
     key_under(vault.mount(), vault.kv_version(), &changed.path)
+        .or_else(|| static_role_rotated(&changed.path))
+}
+
+/// The path a static role is read at (`<mount>/static-creds/<role>`, the key a
+/// `dataFrom.dynamic` SecretSync reads) when `path` rotated it by hand
+/// (`<mount>/rotate-role/<role>`).
+pub fn static_role_rotated(path: &str) -> Option<String> {
+    let (mount, role) = path.split_once("/rotate-role/")?;
+    (!mount.is_empty() && !role.is_empty() && !role.contains('/'))
+        .then(|| format!("{mount}/static-creds/{role}"))
 }
 
 /// What a change is handed to once coalesced.
@@ -263,6 +273,21 @@ mod tests {
         })
     }
     use serde_json::json;
+
+    #[test]
+    fn rotating_a_static_role_names_the_path_it_is_read_at() {
+        assert_eq!(
+            static_role_rotated("database/rotate-role/app").as_deref(),
+            Some("database/static-creds/app")
+        );
+        assert_eq!(
+            static_role_rotated("teams/db/rotate-role/app").as_deref(),
+            Some("teams/db/static-creds/app")
+        );
+        assert_eq!(static_role_rotated("database/rotate-root/pg"), None);
+        assert_eq!(static_role_rotated("database/rotate-role/"), None);
+        assert_eq!(static_role_rotated("secret/data/rotate-role"), None);
+    }
 
     fn line(kind: &str, operation: &str, path: &str) -> Vec<u8> {
         json!({

@@ -45,6 +45,7 @@ pub fn build(sync: &SecretSync, fetched: Fetched, key: &HashKey) -> Result<Conte
         data: fetched,
         sources: source_versions,
         issued,
+        ..
     } = fetched;
     let template = sync
         .spec
@@ -170,6 +171,7 @@ spec:
                 data,
                 sources,
                 issued: None,
+                rotates_at: None,
             },
             &test_key(),
         )

@@ -43,17 +43,23 @@ pub fn longest_rollout(rollout: Option<&RolloutStatus>) -> Option<Duration> {
         .and_then(|d| parse_duration(d).ok())
 }
 
-/// When a `pki` SecretSync must make its next version: the newest version's lease expiry
-/// minus [`lead`]. `None` when nothing expires (no lease, not a `pki` SecretSync) or the
-/// newest version is revoked (its replacement is made at once anyway).
+/// When a SecretSync holding leases must make its next version: the newest version's lease
+/// expiry minus [`lead`]. `None` when nothing expires (no lease, no leased source), while
+/// the lease is still renewed (`renew.rs`; a renewal capped by the max TTL ends that), or
+/// when the newest version is revoked (its replacement is made at once anyway).
 pub fn rotate_at(
     spec: &SecretSyncSpec,
     newest: Option<&VersionMeta>,
     rollout: Option<&RolloutStatus>,
 ) -> Option<jiff::Timestamp> {
-    spec.pki()?;
+    if !spec.holds_leases() {
+        return None;
+    }
     let newest = newest.filter(|n| !spec.is_revoked(n.version))?;
-    let lease = newest.lease.as_ref()?;
+    let lease = newest
+        .lease
+        .as_ref()
+        .filter(|l| !(l.renewable && spec.dynamic().is_some()))?;
     let lead = jiff::SignedDuration::try_from(lead(lease, longest_rollout(rollout))).ok()?;
     lease.expires_at.checked_sub(lead).ok()
 }

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use secretsync_api::{DataFrom, PkiIssue, SecretSync, SecretSyncSpec};
-use secretsync_providers::{RemoteValue, SecretData, extract};
+use secretsync_api::{DataFrom, DynamicSecret, SecretSync, SecretSyncSpec};
+use secretsync_providers::{IssueFrom, RemoteValue, SecretData, extract};
 
 use super::decode::decode;
 use super::store::ResolvedStore;
@@ -21,8 +21,11 @@ use crate::process::metrics::Metrics;
 pub struct Fetched {
     pub data: SecretData,
     pub sources: BTreeMap<String, String>,
-    /// What a dynamic-secret engine issued it with (`dataFrom.pki`).
+    /// What a dynamic-secret engine issued it with (`dataFrom.pki`, `dataFrom.dynamic`).
     pub issued: Option<IssuedMeta>,
+    /// When the backend rotates a static role's credential next (`dataFrom.dynamic` of a
+    /// static role): it is read again right after.
+    pub rotates_at: Option<jiff::Timestamp>,
 }
 
 /// The public half of an issue: the lease (its id goes onto the Secret) and the serial.
@@ -32,29 +35,21 @@ pub struct IssuedMeta {
     pub serial: Option<String>,
 }
 
-/// Issues a new credential for a `pki` SecretSync. A re-issue always differs, so this runs
-/// only when a version must be made (see `version::plan_refresh`).
+/// Issues a new credential for a `pki` or leased `dynamic` SecretSync. A re-issue always
+/// differs, so this runs only when a version must be made (see `version::plan_refresh`).
 pub(super) async fn issue(
     store: &ResolvedStore,
-    pki: &PkiIssue,
+    from: IssueFrom<'_>,
     metrics: &Metrics,
 ) -> Result<Fetched> {
     let connected = &store.connected;
-    if !connected.provider.issues() {
-        return Err(Error::InvalidSpec(vec![format!(
-            "spec.dataFrom[].pki: {} {:?} is a {} store, and only a Vault/OpenBao store issues \
-             certificates",
-            store.kind.as_str(),
-            store.name,
-            connected.provider.name()
-        )]));
-    }
+    only_vault_issues(store, from)?;
     if let Some(limiter) = &connected.limiter {
         limiter.acquire().await;
     }
     // Before the request: the lease is counted from no later than OpenBao counts it.
     let asked = jiff::Timestamp::now();
-    let issued = connected.provider.issue(pki).await;
+    let issued = connected.provider.issue(from).await;
     metrics.backend_request(connected.provider.name(), issued.is_ok());
     let issued = issued.map_err(|source| Error::Provider {
         store: store.name.clone(),
@@ -76,6 +71,60 @@ pub(super) async fn issue(
             lease,
             serial: issued.serial,
         }),
+        rotates_at: None,
+    })
+}
+
+/// A store that cannot issue is a spec error the user fixes by pointing at another store.
+fn only_vault_issues(store: &ResolvedStore, from: IssueFrom<'_>) -> Result<()> {
+    let provider = &store.connected.provider;
+    if provider.issues() {
+        return Ok(());
+    }
+    let (field, what) = match from {
+        IssueFrom::Pki(_) => ("pki", "certificates"),
+        IssueFrom::Dynamic(_) => ("dynamic", "dynamic credentials"),
+    };
+    Err(Error::InvalidSpec(vec![format!(
+        "spec.dataFrom[].{field}: {} {:?} is a {} store, and only a Vault/OpenBao store issues \
+         {what}",
+        store.kind.as_str(),
+        store.name,
+        provider.name()
+    )]))
+}
+
+/// Reads a static role's credential (`database/static-creds/<role>`): like a key, its
+/// content makes a version when the backend rotated it; and when it rotates next.
+pub(super) async fn read_static(
+    store: &ResolvedStore,
+    dynamic: &DynamicSecret,
+    metrics: &Metrics,
+) -> Result<Fetched> {
+    let connected = &store.connected;
+    only_vault_issues(store, IssueFrom::Dynamic(dynamic))?;
+    if let Some(limiter) = &connected.limiter {
+        limiter.acquire().await;
+    }
+    let asked = jiff::Timestamp::now();
+    let read = connected.provider.read_static(dynamic).await;
+    metrics.backend_request(connected.provider.name(), read.is_ok());
+    let read = read.map_err(|source| Error::Provider {
+        store: store.name.clone(),
+        source,
+    })?;
+    // The backend rotates a moment after the TTL runs out: until then, read again each
+    // second, not in a loop.
+    let rotates_at = read
+        .rotates_in
+        .map(|d| d.max(Duration::from_secs(1)))
+        .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+        .and_then(|d| asked.checked_add(d).ok());
+    Ok(Fetched {
+        data: read.data,
+        sources: BTreeMap::new(),
+        issued: None,
+        rotates_at,
     })
 }
 
@@ -217,6 +266,7 @@ pub fn assemble(
         data,
         sources,
         issued: None,
+        rotates_at: None,
     })
 }
 

@@ -11,6 +11,7 @@
 //! | decode values | `decode.rs` | [`decode::decode`] (all of it) | — |
 //! | write a version | `version.rs` | [`version::plan_refresh`], [`version::next_number`] | Secret create |
 //! | when a leased version must be replaced | `expiry.rs` | [`expiry::rotate_at`], [`expiry::expired_in_use`] | lease revoke (for prune and cleanup) |
+//! | keep leases alive | `renew.rs` | [`renew::renew_at`], [`renew::renewed`] | lease renew, Secret metadata patch |
 //! | roll out | the `rollout/` wing | `rollout::plan`, `rollout::decide` | workload patches |
 //! | prune | `prune.rs` | [`prune::candidates`], [`prune::decide`] | reference scan, Secret deletes |
 //! | status | `status.rs` | [`status::synced`], [`status::failed`] | status apply, events |
@@ -27,8 +28,10 @@ mod expiry;
 mod fetch;
 mod history;
 mod malformed;
+mod orphans;
 mod prune;
 mod rekey;
+mod renew;
 mod status;
 mod store;
 mod version;
@@ -51,6 +54,8 @@ use crate::cache::versions::VersionMeta;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::rollout;
+
+pub use orphans::sweep as sweep_orphan_leases;
 
 /// Entry point for the controller: the finalizer wraps apply and cleanup when deletion needs
 /// work of ours ([`cleanup::needs_finalizer`]). An object that does not deserialize is
@@ -180,16 +185,23 @@ async fn apply(sync: Arc<SecretSync>, ctx: &Context) -> Result<Action> {
     }
 }
 
-/// Reads what the spec needs through `store`, or for a `pki` source issues a certificate.
+/// Reads what the spec needs through `store`; for a `pki` or leased `dynamic` source,
+/// issues a credential.
 async fn read_backend(
     store: &store::ResolvedStore,
     sync: &SecretSync,
     ctx: &Context,
     fresh: bool,
 ) -> Result<fetch::Fetched> {
-    let read = match sync.spec.pki() {
-        Some(pki) => fetch::issue(store, pki, &ctx.metrics).await,
-        None => fetch::fetch(store, sync, &ctx.metrics, fresh).await,
+    use secretsync_providers::IssueFrom;
+    let metrics = &ctx.metrics;
+    let read = match (sync.spec.pki(), sync.spec.dynamic()) {
+        (Some(pki), _) => fetch::issue(store, IssueFrom::Pki(pki), metrics).await,
+        (None, Some(dynamic)) if dynamic.is_static_role() => {
+            fetch::read_static(store, dynamic, metrics).await
+        }
+        (None, Some(dynamic)) => fetch::issue(store, IssueFrom::Dynamic(dynamic), metrics).await,
+        (None, None) => fetch::fetch(store, sync, metrics, fresh).await,
     };
     store::report(ctx, store, sync, &read);
     read
@@ -226,6 +238,10 @@ struct Known {
     /// The highest number ever used: the next version is above it.
     highest_used: i64,
     events: Vec<Event>,
+    /// The newest version's lease could not be renewed: the next version is due now.
+    renewal_failed: bool,
+    /// When the next lease renewal is due.
+    renew_wait: Option<Duration>,
 }
 
 async fn pipeline(
@@ -242,6 +258,10 @@ async fn pipeline(
         });
     };
     let now = jiff::Timestamp::now();
+    let renewals = renew::renew(sync, ctx, &mut known.existing, now).await?;
+    known.events.extend(renewals.events);
+    known.renewal_failed = renewals.newest_failed;
+    known.renew_wait = renewals.wait;
     let refreshed = refresh(sync, ctx, previous, store_generation, now, &mut known).await?;
     roll_out_and_prune(sync, ctx, previous, refreshed, known).await
 }
@@ -306,6 +326,8 @@ async fn versions(
         bases,
         highest_used,
         events,
+        renewal_failed: false,
+        renew_wait: None,
     }))
 }
 
@@ -322,8 +344,10 @@ async fn refresh(
     let (uid, spec) = (sync.uid().unwrap_or_default(), &sync.spec);
     let newest = known.existing.values().next_back().cloned();
     let grid = version::Grid::of(sync);
-    let lease_due = expiry::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
-        .is_some_and(|at| now >= at);
+    let lease_due = known.renewal_failed
+        || expiry::rotate_at(spec, newest.as_ref(), previous.rollout.as_ref())
+            .is_some_and(|at| now >= at);
+    let rotated = ctx.memory.rotations.get(&uid).is_some_and(|at| now >= at);
     // The newest version was deleted by someone else: the next one is made from a fresh
     // read. Rolling the workloads back to an older one would serve an older credential.
     let lost_newest = known.lost.as_ref().map(|_| version::Refresh {
@@ -350,6 +374,7 @@ async fn refresh(
             store_generation,
             now,
             lease_due,
+            rotated,
             asked: asked_since_last_read.is_some(),
         })
     });
@@ -372,6 +397,10 @@ async fn refresh(
             }
             fetched => fetched?,
         };
+        match fetched.rotates_at {
+            Some(at) => ctx.memory.rotations.update(&uid, |_| at),
+            None => ctx.memory.rotations.forget(&uid),
+        }
         let content = content::build(sync, fetched, &ctx.hash_key)?;
         if let Some(number) =
             version::next_number(newest.as_ref(), &content, why.rotate, known.highest_used)
@@ -418,6 +447,7 @@ async fn roll_out_and_prune(
         mut existing,
         bases,
         mut events,
+        renew_wait,
         ..
     } = known;
     let grid = version::Grid::of(sync);
@@ -490,12 +520,20 @@ async fn roll_out_and_prune(
         .and_then(|v| existing.get(&v)?.lease.as_ref())
         .filter(|l| l.expires_at > now)
         .map(|l| expiry::until(l.expires_at, now));
+    // A static role is read again just after the backend rotates it.
+    let rotation_wait = ctx
+        .memory
+        .rotations
+        .get(&sync.uid().unwrap_or_default())
+        .map(|at| expiry::until(at, now));
     let requeue = [
         refresh_wait,
         rollout.requeue,
         pruned.requeue,
         lease_wait,
         expiry_wait,
+        renew_wait,
+        rotation_wait,
     ]
     .into_iter()
     .flatten()

@@ -57,8 +57,11 @@ pub struct RefreshInput<'a> {
     /// The store's generation now (from the cache).
     pub store_generation: Option<i64>,
     pub now: jiff::Timestamp,
-    /// A `pki` SecretSync's lease-aware deadline has passed (`expiry::rotate_at`).
+    /// A leased version's deadline has passed (`expiry::rotate_at`), or its renewal failed
+    /// (`renew::renew`).
     pub lease_due: bool,
+    /// The backend has rotated a static role's credential since the last read.
+    pub rotated: bool,
     /// A store's change event named a key this SecretSync reads after its last read began.
     pub asked: bool,
 }
@@ -74,9 +77,9 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
     // A version exists, or the status names one (its Secret since deleted).
     let made_before = input.newest.is_some() || input.previous.current_version.is_some();
     let fresh = rotate && made_before;
-    if spec.pki().is_some() {
-        // A re-issued certificate always differs, so a refresh would make a version every
-        // time: a pki SecretSync issues only when a version must be made.
+    if spec.issues_credentials() {
+        // A re-issued credential always differs, so a refresh would make a version every
+        // time: a pki or leased dynamic SecretSync issues only when a version must be made.
         return (rotate || input.lease_due).then_some(Refresh {
             rotate: true,
             ahead_of_lease: !rotate,
@@ -102,9 +105,9 @@ pub fn plan_refresh(input: &RefreshInput<'_>) -> Option<Refresh> {
     );
     let due = match spec.refresh_policy() {
         RefreshPolicy::Periodic => {
-            rotate || spec_changed || refresh_due || store_changed || input.asked
+            rotate || spec_changed || refresh_due || store_changed || input.asked || input.rotated
         }
-        RefreshPolicy::OnChange => rotate || spec_changed,
+        RefreshPolicy::OnChange => rotate || spec_changed || input.rotated,
         RefreshPolicy::CreatedOnce => rotate,
     };
     due.then_some(Refresh {
@@ -487,6 +490,7 @@ storeGeneration: 1
             store_generation,
             now: now.parse().unwrap(),
             lease_due: false,
+            rotated: false,
             asked: false,
         }
     }

@@ -1265,3 +1265,21 @@ impl Env {
         (env, objects)
     }
 }
+
+/// What the env's operator serves at `/metrics`.
+pub async fn metrics_text(env: &Env) -> String {
+    use tower::ServiceExt as _;
+    let response =
+        secretsync_operator::process::server::metrics_routes(env.operator().metrics.clone())
+            .oneshot(
+                http::Request::get("/metrics")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    let metrics = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(metrics.to_vec()).unwrap()
+}

@@ -5,7 +5,6 @@
 //! content-hash key and the unkeyed digest of the content are canaries too: neither may
 //! show anywhere.
 
-use axum::body::Body;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -16,7 +15,6 @@ use secretsync_operator::hash_key::{DATA_KEY, KeySecret};
 use secretsync_testkit::leak::LeakScan;
 use secretsync_testkit::openbao::OpenBao;
 use serde_json::json;
-use tower::ServiceExt;
 
 use crate::common::{Env, logs, sync_yaml};
 use crate::vault::vault_store_at;
@@ -130,15 +128,7 @@ spec:
     assert!(logs.contains("version created"), "logs were captured");
     scan.items("operator debug log lines", logs.lines());
     scan.cluster(&env.client).await;
-    let response =
-        secretsync_operator::process::server::metrics_routes(env.operator().metrics.clone())
-            .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-    let metrics = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    let metrics = crate::common::metrics_text(&env).await;
     assert!(metrics.contains("secretsync_reconciles_total"), "{metrics}");
     scan.text("/metrics", &metrics);
     let report = scan.assert_clean();
