@@ -378,3 +378,66 @@ async fn leases_are_renewed_until_the_max_ttl_and_the_next_login_is_rolled_out_b
     );
     assert_leases_match(&env, &bao).await;
 }
+
+/// A static role (`database/static-creds/app-static`, rotated hourly by OpenBao) read through
+/// a store that listens to OpenBao's audit device: `rotate-role` by hand makes the next
+/// version within 2 s and rolls it out; the new password connects, the old one no longer
+/// does (the unavoidable gap: OpenBao changed it at once).
+#[tokio::test]
+async fn rotating_a_static_role_makes_and_rolls_out_the_next_version_at_once() {
+    let (bao, env, _) = crate::instant_sync::audited(
+        "payments",
+        secretsync_sandbox::Sandbox::builder().ready_delay(Duration::from_millis(500)),
+    )
+    .await
+    .expect("OpenBao");
+    let pg = Arc::new(Postgres::start());
+    bao.enable_database(&pg, "database");
+    bao.database_static_role(
+        &pg,
+        "database",
+        "app-static",
+        "app_static",
+        Duration::from_secs(3600),
+    );
+    crate::vault::vault_store_with(
+        &env,
+        "vault",
+        &bao.addr(),
+        bao.root_token(),
+        json!({"events": {"source": "OpenBaoAudit"}}),
+    )
+    .await;
+    create_deployment(&env, "api", "db-v1").await;
+    env.create::<SecretSync>(
+        &db_sync("  refreshInterval: 1h")
+            .replace("database/creds/app", "database/static-creds/app-static"),
+    )
+    .await;
+    wait_rolled_out(&env, 1).await;
+    let (user, v1_password) = credentials(&env.secret("db-v1").await.unwrap());
+    assert_eq!(user, "app_static");
+    pg.connect(&user, &v1_password).await.unwrap();
+    env.wait_store_condition("vault", "EventsReady", "True", "EventsListening")
+        .await;
+
+    let rotated = tokio::time::Instant::now();
+    bao.rotate_static_role("database", "app-static");
+    env.wait_version("db", 2).await;
+    let made_in = rotated.elapsed();
+    wait_rolled_out(&env, 2).await;
+    let rolled_in = rotated.elapsed();
+    let v2_password = credentials(&env.secret("db-v2").await.unwrap()).1;
+    assert_ne!(v2_password, v1_password);
+    pg.connect(&user, &v2_password).await.unwrap();
+    assert!(pg.connect(&user, &v1_password).await.is_err());
+    assert!(
+        made_in < Duration::from_secs(2),
+        "v2 made {made_in:?} after rotate-role"
+    );
+    eprintln!("static role: rotate-role → db-v2 in {made_in:?}, rolled out in {rolled_in:?}");
+    // Its ttl and rotation time are no version of their own: refreshes make nothing new.
+    let data = env.secret("db-v2").await.unwrap().data.unwrap();
+    assert!(!data.contains_key("ttl"), "{:?}", data.keys());
+    assert!(bao.leases("database/static-creds/").is_empty(), "no lease");
+}

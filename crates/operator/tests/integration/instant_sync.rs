@@ -19,17 +19,26 @@ use crate::vault::{vault_store_at, vault_store_with};
 /// An OpenBao with `app/db` = `one` and a `socket` audit device pointed at the listener of
 /// the env's operator. Returns the listener's port too.
 async fn listening(ns: &str) -> Option<(OpenBao, Env, u16)> {
+    let (bao, env, port) = audited(ns, secretsync_sandbox::Sandbox::builder()).await?;
+    bao.kv_put("secret", "app/db", &[("password", "one")]);
+    Some((bao, env, port))
+}
+
+/// An OpenBao whose `socket` audit device is pointed at the listener of the env's operator,
+/// and the listener's port.
+pub(crate) async fn audited(
+    ns: &str,
+    sandbox: secretsync_sandbox::SandboxBuilder,
+) -> Option<(OpenBao, Env, u16)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let bao = OpenBao::start_with_socket_audit(&format!("127.0.0.1:{port}"))?;
-    bao.kv_put("secret", "app/db", &[("password", "one")]);
-    let env =
-        Env::without_operator(ns)
-            .await
-            .with_operator_options(secretsync_operator::RunOptions {
-                openbao_audit: Some(listener),
-                ..Operator::options()
-            });
+    let env = Env::with_sandbox(ns, sandbox).await.with_operator_options(
+        secretsync_operator::RunOptions {
+            openbao_audit: Some(listener),
+            ..Operator::options()
+        },
+    );
     Some((bao, env, port))
 }
 

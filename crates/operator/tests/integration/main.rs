@@ -9,6 +9,7 @@ mod azure;
 mod cluster_sync;
 mod common;
 mod crash;
+mod crash_leases;
 mod database;
 mod endpoints;
 mod examples;
