@@ -41,7 +41,6 @@ use secretsync_api::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backend::checks::{self, StoreContext, StoreObject, key_of};
@@ -60,8 +59,8 @@ use crate::hash_key;
 use crate::instant::readiness::{EventsHealth, Listeners};
 use crate::instant::{self, Sources, Wakers};
 use crate::process::metrics::Metrics;
-use crate::process::supervise::Stopped;
-use crate::reconcile::{error_policy, reconcile};
+use crate::process::supervise::{Stopped, Stopping};
+use crate::reconcile::{error_policy, reconcile, sweep_orphan_leases};
 use crate::rollout::argo::{self, Rollout};
 
 /// `kubectl apply`'s record of the applied object, kept out of the SecretSync cache.
@@ -162,19 +161,13 @@ pub async fn run(
         &syncs_index,
         &store_ctx,
     );
-    watches.workloads::<Deployment>("deployments", &workloads, &syncs_index);
-    watches.workloads::<StatefulSet>("statefulsets", &workloads, &syncs_index);
-    watches.workloads::<DaemonSet>("daemonsets", &workloads, &syncs_index);
-    // Without the CRD a watch would only fail.
-    if rollouts_served {
-        watches.workloads::<Rollout>("rollouts", &workloads, &syncs_index);
-    }
+    watches.workload_kinds(&workloads, &syncs_index, rollouts_served);
     watches.namespaces(&ctx.namespaces, &syncs_index);
 
     let wakers = Wakers::new(&ctx, &syncs, &watches.wake);
     let listeners = (options.openbao_audit.take(), options.events_listen.take());
     instant::start(&store_ctx.sources, wakers, listeners, || stopping.wait());
-    tokio::spawn(crate::reconcile::sweep_orphan_leases(
+    tokio::spawn(sweep_orphan_leases(
         ctx.clone(),
         syncs.clone(),
         started,
@@ -402,31 +395,6 @@ fn store_checks(
     }
 }
 
-/// Whether the operator was asked to stop, for every part that must wind down.
-struct Stopping(watch::Receiver<bool>);
-
-impl Stopping {
-    fn on(shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            tx.send_replace(true);
-        });
-        Self(rx)
-    }
-
-    fn is_stopping(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        let mut rx = self.0.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    }
-}
-
 /// The watches being declared: each fills its cache ([`fill`]), reports its end, and sends
 /// the SecretSyncs its changes concern to the controller.
 struct Watches {
@@ -600,6 +568,22 @@ impl Watches {
             react,
         )
         .applied_objects()
+    }
+
+    /// Every workload kind a rollout can target; Argo Rollouts only where its CRD is served
+    /// (without it a watch would only fail).
+    fn workload_kinds(
+        &mut self,
+        workloads: &Arc<Workloads>,
+        syncs: &Arc<SyncIndex>,
+        rollouts_served: bool,
+    ) {
+        self.workloads::<Deployment>("deployments", workloads, syncs);
+        self.workloads::<StatefulSet>("statefulsets", workloads, syncs);
+        self.workloads::<DaemonSet>("daemonsets", workloads, syncs);
+        if rollouts_served {
+            self.workloads::<Rollout>("rollouts", workloads, syncs);
+        }
     }
 
     /// A workload kind, kept reduced in [`Workloads`]; a change wakes the SecretSyncs that

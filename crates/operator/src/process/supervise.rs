@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Why [`crate::run`] stopped without being asked to.
@@ -49,5 +50,30 @@ impl Tasks {
 
     fn name(&self, id: tokio::task::Id) -> &'static str {
         self.names.get(&id).copied().unwrap_or("background")
+    }
+}
+
+/// Whether the operator was asked to stop, for every part that must wind down.
+pub(crate) struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    pub(crate) fn on(shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tx.send_replace(true);
+        });
+        Self(rx)
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 }
