@@ -6,7 +6,7 @@
 # plane built from the Go module proxy (e2e/run-real.sh, scripts/control-plane.sh; the build
 # is cached in ~/.cache/secretsync/; journey 8 there runs the real `helm`, built by
 # scripts/tools.sh) together with part of the operator's integration suite
-# (stress.rs, user_actions.rs and matrix.rs; `--real`: all of it but the sandbox-only tests,
+# (stress.rs, user_actions.rs, matrix.rs and database.rs; `--real`: all of it but the sandbox-only tests,
 # scripts/integration-real.sh), then the compare bench's smoke run.
 # Tests that need those tools fail, rather than skip, when they are missing; so does the real
 # leg when Go is missing or its control plane cannot be built or started.
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretsync/target}"
 # The integration tests that run on the real control plane too (every one runs on the sandbox).
-real_integration=(stress:: user_actions:: matrix::)
+real_integration=(stress:: user_actions:: matrix:: database::)
 if [ "${1:-}" = --real ]; then
   shift
   real_integration=()

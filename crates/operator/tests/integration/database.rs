@@ -16,7 +16,7 @@ use secretsync_testkit::openbao::OpenBao;
 use secretsync_testkit::postgres::Postgres;
 use serde_json::json;
 
-use crate::common::{DEADLINE, Env, create_deployment, logs, wait_until};
+use crate::common::{DEADLINE, Env, create_deployment, example, logs, wait_until};
 use crate::vault::vault_store;
 
 /// OpenBao's database engine at `database/` on a fresh PostgreSQL, a dynamic role `app`
@@ -40,21 +40,12 @@ pub async fn start(ttl: u64, max_ttl: u64, ready: Duration) -> (Arc<Postgres>, O
     (pg, bao, env)
 }
 
-/// SecretSync `db` issuing from `database/creds/app`, rolled out to Deployment `api`.
+/// SecretSync `db` issuing from `database/creds/app`, rolled out to Deployment `api`: the
+/// example's, with `extra` fields.
 pub fn db_sync(extra: &str) -> String {
     format!(
-        r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: db}}
-spec:
-  storeRef: {{name: vault}}
-  dataFrom:
-    - dynamic: {{path: database/creds/app}}
-  rollout:
-    targets: [{{kind: Deployment, name: api}}]
-{extra}
-"#
+        "{}{extra}\n",
+        example("vault-database", "secretsync.yaml", "")
     )
 }
 
@@ -184,7 +175,12 @@ async fn leak_scan(env: &Env, extra: String) {
 #[tokio::test]
 async fn rotations_and_a_revoke_roll_out_new_database_logins_with_zero_failed_connections() {
     let (pg, bao, env) = start(3600, 86_400, Duration::from_millis(500)).await;
-    create_deployment(&env, "api", "db-v1").await;
+    env.create::<k8s_openapi::api::apps::v1::Deployment>(&example(
+        "vault-database",
+        "deployment.yaml",
+        "",
+    ))
+    .await;
     env.create::<SecretSync>(&db_sync("  revokePolicy: Immediate"))
         .await;
     wait_rolled_out(&env, 1).await;
@@ -420,8 +416,7 @@ async fn rotating_a_static_role_makes_and_rolls_out_the_next_version_at_once() {
     .await;
     create_deployment(&env, "api", "db-v1").await;
     env.create::<SecretSync>(
-        &db_sync("  refreshInterval: 1h")
-            .replace("database/creds/app", "database/static-creds/app-static"),
+        &example("vault-database", "static-role.yaml", "").replace("name: db-static", "name: db"),
     )
     .await;
     wait_rolled_out(&env, 1).await;
