@@ -167,12 +167,8 @@ pub async fn run(
     let wakers = Wakers::new(&ctx, &syncs, &watches.wake);
     let listeners = (options.openbao_audit.take(), options.events_listen.take());
     instant::start(&store_ctx.sources, wakers, listeners, || stopping.wait());
-    tokio::spawn(sweep_orphan_leases(
-        ctx.clone(),
-        syncs.clone(),
-        started,
-        stopping.wait(),
-    ));
+    let orphans = sweep_orphan_leases(ctx.clone(), syncs.clone(), started, stopping.wait());
+    tokio::spawn(orphans);
     let fan = Fanout::new(ctx.clone(), syncs.clone(), &options.namespaces);
     let cluster_syncs = fanout::run(&client, fan, fanout_woken, stopping.wait());
     let controller = Controller::for_stream(sync_events, syncs)
