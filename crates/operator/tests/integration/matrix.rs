@@ -381,9 +381,12 @@ spec:
                 if secrets.contains(&secret) {
                     continue;
                 }
-                // Gone since the list, with its Pod, is fine.
+                // Gone since the list, with its Pod, is fine. By UID: a StatefulSet's Pod
+                // replaced since the list comes back under the same name.
                 let still = env.api::<Pod>().get_opt(&pod.name_any()).await.unwrap();
-                if still.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+                if still.is_some_and(|p| {
+                    p.metadata.uid == pod.metadata.uid && p.metadata.deletion_timestamp.is_none()
+                }) {
                     self.fail(&format!("Pod {} runs on deleted {secret}", pod.name_any()));
                 }
             }
