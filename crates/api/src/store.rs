@@ -146,6 +146,11 @@ pub enum Provider {
     /// Azure Key Vault secrets (External Secrets Operator's `azurekv`).
     #[serde(rename = "azurekv")]
     Azurekv(AzureProvider),
+    /// CyberArk Conjur (Secrets Manager Self-Hosted or Open Source), External Secrets
+    /// Operator's field names.
+    Conjur(ConjurProvider),
+    /// Akeyless static secrets, External Secrets Operator's field names.
+    Akeyless(AkeylessProvider),
     /// In-memory values, for demos and tests.
     Fake(FakeProvider),
 }
@@ -158,6 +163,8 @@ impl Provider {
             Provider::Aws(_) => "aws",
             Provider::Azurekv(_) => "azurekv",
             Provider::Gcpsm(_) => "gcpsm",
+            Provider::Conjur(_) => "conjur",
+            Provider::Akeyless(_) => "akeyless",
             Provider::Fake(_) => "fake",
         }
     }
@@ -455,6 +462,173 @@ pub struct AzureAuthSecretRef {
     pub client_secret: Option<SecretKeySelector>,
 }
 
+/// A CyberArk Conjur server. The fields follow External Secrets Operator's `conjur`
+/// provider, so its stores move over by renaming the kind.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConjurProvider {
+    /// The server's URL, e.g. `https://conjur.example.com` (no trailing path).
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// Base64-encoded PEM bundle to trust for the server's certificate, replacing the
+    /// system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    pub auth: ConjurAuth,
+}
+
+/// Exactly one way to log in to Conjur.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ConjurAuth {
+    /// `authn`: a host's (or user's) login and API key, read from Secrets.
+    #[serde(rename = "apikey")]
+    ApiKey(ConjurApiKey),
+    /// `authn-jwt`: a token of a Kubernetes ServiceAccount (TokenRequest), checked by a JWT
+    /// authenticator configured in Conjur with the cluster's JWKS.
+    #[serde(rename = "jwt")]
+    Jwt(ConjurJwt),
+}
+
+impl ConjurAuth {
+    /// The Conjur account (organization) the login is in.
+    pub fn account(&self) -> &str {
+        match self {
+            ConjurAuth::ApiKey(k) => &k.account,
+            ConjurAuth::Jwt(j) => &j.account,
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConjurApiKey {
+    /// The Conjur account (organization), e.g. `default`.
+    #[schemars(length(min = 1))]
+    pub account: String,
+    /// The login, e.g. `host/data/app1/host001`.
+    pub user_ref: SecretKeySelector,
+    /// Its API key.
+    pub api_key_ref: SecretKeySelector,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConjurJwt {
+    /// The Conjur account (organization), e.g. `default`.
+    #[schemars(length(min = 1))]
+    pub account: String,
+    /// The `authn-jwt` authenticator's service id.
+    #[serde(rename = "serviceID")]
+    #[schemars(length(min = 1))]
+    pub service_id: String,
+    /// The host to log in as, when the authenticator does not take it from a claim
+    /// (`token-app-property`), e.g. `host/data/app1/host001`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub host_id: Option<String>,
+    /// The ServiceAccount whose token is presented.
+    pub service_account_ref: TokenServiceAccountRef,
+}
+
+/// Akeyless, through its public API or a gateway. The fields follow External Secrets
+/// Operator's `akeyless` provider, so its stores move over by renaming the kind.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AkeylessProvider {
+    /// The API's URL: `https://api.akeyless.io` (the default), or a gateway's
+    /// (`https://gateway.example.com:8081/v2`).
+    #[serde(
+        default,
+        rename = "akeylessGWApiURL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub gateway_url: Option<String>,
+    /// Base64-encoded PEM bundle to trust for the API's certificate, replacing the system
+    /// roots (a gateway with a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    pub auth_secret_ref: AkeylessAuth,
+}
+
+impl AkeylessProvider {
+    /// The API's URL, defaulted.
+    pub fn url(&self) -> &str {
+        self.gateway_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .unwrap_or("https://api.akeyless.io")
+    }
+}
+
+/// Exactly one way to authenticate to Akeyless.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum AkeylessAuth {
+    /// An access id and access key read from Secrets (`access_key` auth).
+    SecretRef(AkeylessSecretRef),
+    /// Kubernetes auth: a ServiceAccount token, checked by Akeyless through the gateway's
+    /// Kubernetes auth config.
+    KubernetesAuth(AkeylessKubernetesAuth),
+    /// OAuth2/JWT auth: a ServiceAccount token, checked by Akeyless against the cluster's
+    /// JWKS.
+    Jwt(AkeylessJwtAuth),
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AkeylessSecretRef {
+    /// The access id (`p-…`).
+    #[serde(rename = "accessID")]
+    pub access_id: SecretKeySelector,
+    /// The access type; only `access_key` (the default) is read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_type: Option<SecretKeySelector>,
+    /// The access key.
+    pub access_type_param: SecretKeySelector,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AkeylessKubernetesAuth {
+    /// The Kubernetes auth method's access id (`p-…`).
+    #[serde(rename = "accessID")]
+    #[schemars(length(min = 1))]
+    pub access_id: String,
+    /// The gateway's Kubernetes auth config name.
+    #[schemars(length(min = 1))]
+    pub k8s_conf_name: String,
+    /// The ServiceAccount whose token is presented.
+    pub service_account_ref: TokenServiceAccountRef,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AkeylessJwtAuth {
+    /// The OAuth2/JWT auth method's access id (`p-…`).
+    #[serde(rename = "accessID")]
+    #[schemars(length(min = 1))]
+    pub access_id: String,
+    /// The ServiceAccount whose token is presented.
+    pub service_account_ref: TokenServiceAccountRef,
+}
+
+/// A ServiceAccount to request a token for, with the token's audiences.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenServiceAccountRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Required in a ClusterSecretStore; refused in a SecretStore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The token's audiences (what the authenticator's `audience` expects). Default: the
+    /// API server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+}
+
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FakeProvider {
@@ -519,7 +693,8 @@ impl StoreCondition {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreStatus {
-    /// The provider in use (`vault`, `aws`, `gcpsm`, `fake`).
+    /// The provider in use (`vault`, `aws`, `gcpsm`, `azurekv`, `conjur`, `akeyless`,
+    /// `fake`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -387,6 +387,51 @@ fn all_refs(spec: &SecretStoreSpec) -> Vec<CredentialRef<'_>> {
                 ));
             }
         }
+        Provider::Conjur(conjur) => match &conjur.auth {
+            crate::store::ConjurAuth::ApiKey(key) => {
+                refs.push(key_ref(
+                    "spec.provider.conjur.auth.apikey.userRef",
+                    &key.user_ref,
+                ));
+                refs.push(key_ref(
+                    "spec.provider.conjur.auth.apikey.apiKeyRef",
+                    &key.api_key_ref,
+                ));
+            }
+            crate::store::ConjurAuth::Jwt(jwt) => refs.push((
+                "spec.provider.conjur.auth.jwt.serviceAccountRef",
+                jwt.service_account_ref.namespace.as_deref(),
+                None,
+            )),
+        },
+        Provider::Akeyless(akeyless) => match &akeyless.auth_secret_ref {
+            crate::store::AkeylessAuth::SecretRef(keys) => {
+                refs.push(key_ref(
+                    "spec.provider.akeyless.authSecretRef.secretRef.accessID",
+                    &keys.access_id,
+                ));
+                if let Some(access_type) = &keys.access_type {
+                    refs.push(key_ref(
+                        "spec.provider.akeyless.authSecretRef.secretRef.accessType",
+                        access_type,
+                    ));
+                }
+                refs.push(key_ref(
+                    "spec.provider.akeyless.authSecretRef.secretRef.accessTypeParam",
+                    &keys.access_type_param,
+                ));
+            }
+            crate::store::AkeylessAuth::KubernetesAuth(k8s) => refs.push((
+                "spec.provider.akeyless.authSecretRef.kubernetesAuth.serviceAccountRef",
+                k8s.service_account_ref.namespace.as_deref(),
+                None,
+            )),
+            crate::store::AkeylessAuth::Jwt(jwt) => refs.push((
+                "spec.provider.akeyless.authSecretRef.jwt.serviceAccountRef",
+                jwt.service_account_ref.namespace.as_deref(),
+                None,
+            )),
+        },
         Provider::Fake(_) => {}
     }
     if let Some(secret_ref) = spec.events.as_ref().and_then(|e| e.secret_ref.as_ref()) {
