@@ -1,15 +1,35 @@
 //! Reading credentials from Kubernetes: Secrets named by a store, ServiceAccount tokens.
 
-#[cfg(any(feature = "vault", feature = "azure"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "azure",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::Secret;
-#[cfg(any(feature = "vault", feature = "azure"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "azure",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
-#[cfg(any(feature = "vault", feature = "azure"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "azure",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 use kube::api::PostParams;
 use secretsync_api::SecretKeySelector;
-#[cfg(any(feature = "vault", feature = "azure"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "azure",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 use secretsync_api::ServiceAccountRef;
 
 use crate::ConnectContext;
@@ -90,12 +110,22 @@ pub async fn read_key(
     ))
 }
 
-#[cfg(any(feature = "vault", feature = "azure"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "azure",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 /// How long a requested ServiceAccount token lives: the API server's minimum. It is used
 /// once, to log in, so it never needs to outlive that.
 const SERVICE_ACCOUNT_TOKEN_SECONDS: i64 = 600;
 
-#[cfg(any(feature = "vault", feature = "azure"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "azure",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 /// A short-lived token for the ServiceAccount `account` (TokenRequest API), for
 /// `audiences` (empty: the API server's own).
 pub(crate) async fn service_account_token(

@@ -68,7 +68,13 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// `s` with its whitespace runs (an emulator's indented text, a line break) made one
 /// space, cut to 300 characters and marked with an ellipsis when cut.
-#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+#[cfg(any(
+    feature = "aws",
+    feature = "azure",
+    feature = "gcp",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 pub(crate) fn cut(s: &str) -> String {
     let tidy = tidy(s);
     let mut cut: String = tidy.chars().take(300).collect();

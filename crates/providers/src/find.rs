@@ -11,6 +11,8 @@ pub const MAX_FOUND: usize = 500;
     feature = "aws",
     feature = "azure",
     feature = "gcp",
+    feature = "conjur",
+    feature = "akeyless",
     feature = "fake"
 ))]
 pub(crate) use matching::{Matcher, too_many};
@@ -20,10 +22,18 @@ pub(crate) use matching::{Matcher, too_many};
     feature = "aws",
     feature = "azure",
     feature = "gcp",
+    feature = "conjur",
+    feature = "akeyless",
     feature = "fake"
 ))]
 mod matching {
-    #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+    #[cfg(any(
+        feature = "aws",
+        feature = "azure",
+        feature = "gcp",
+        feature = "conjur",
+        feature = "akeyless"
+    ))]
     use std::collections::BTreeMap;
 
     use regex::Regex;
@@ -35,11 +45,23 @@ mod matching {
     /// A compiled `find`: the name pattern and the exact tags to match.
     pub(crate) struct Matcher<'a> {
         name: Option<Regex>,
-        /// Only AWS and Azure secrets have tags (GCP's labels play their part).
-        #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+        /// Only AWS and Azure secrets have tags (GCP's labels and Conjur's annotations play
+        /// their part).
+        #[cfg(any(
+            feature = "aws",
+            feature = "azure",
+            feature = "gcp",
+            feature = "conjur",
+            feature = "akeyless"
+        ))]
         pub(crate) tags: Option<&'a BTreeMap<String, String>>,
         /// The folder (no leading or trailing '/') for backends with paths.
-        #[cfg(any(feature = "vault", feature = "fake"))]
+        #[cfg(any(
+            feature = "vault",
+            feature = "fake",
+            feature = "conjur",
+            feature = "akeyless"
+        ))]
         pub(crate) path: Option<&'a str>,
     }
 
@@ -68,9 +90,20 @@ mod matching {
                 .transpose()?;
             Ok(Self {
                 name,
-                #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+                #[cfg(any(
+                    feature = "aws",
+                    feature = "azure",
+                    feature = "gcp",
+                    feature = "conjur",
+                    feature = "akeyless"
+                ))]
                 tags: find.tags.as_ref(),
-                #[cfg(any(feature = "vault", feature = "fake"))]
+                #[cfg(any(
+                    feature = "vault",
+                    feature = "fake",
+                    feature = "conjur",
+                    feature = "akeyless"
+                ))]
                 path: find
                     .path
                     .as_deref()
@@ -83,7 +116,13 @@ mod matching {
             self.name.as_ref().is_none_or(|re| re.is_match(name))
         }
 
-        #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+        #[cfg(any(
+            feature = "aws",
+            feature = "azure",
+            feature = "gcp",
+            feature = "conjur",
+            feature = "akeyless"
+        ))]
         /// Whether `tags` (the secret's own, key and value) hold every wanted tag with its value.
         pub(crate) fn tags_match(&self, tags: &[(&str, &str)]) -> bool {
             self.tags.is_none_or(|wanted| {
@@ -93,7 +132,7 @@ mod matching {
             })
         }
 
-        #[cfg(feature = "fake")]
+        #[cfg(any(feature = "fake", feature = "conjur", feature = "akeyless"))]
         /// Whether `name` lies under the `path` (itself or below it).
         pub(crate) fn under_path(&self, name: &str) -> bool {
             self.path.is_none_or(|path| {

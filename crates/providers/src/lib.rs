@@ -7,10 +7,14 @@
 //! Values travel in redacting types ([`value::SecretBytes`]) from the backend to the Secret
 //! body.
 
+#[cfg(feature = "akeyless")]
+pub mod akeyless;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "conjur")]
+pub mod conjur;
 pub mod error;
 pub mod extract;
 #[cfg(feature = "fake")]
@@ -22,9 +26,23 @@ pub mod value;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-#[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "azure",
+    feature = "gcp",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 mod credentials;
-#[cfg(any(feature = "vault", feature = "gcp"))]
+#[cfg(any(feature = "conjur", feature = "akeyless"))]
+mod rest;
+#[cfg(any(
+    feature = "vault",
+    feature = "gcp",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 mod tls;
 
 use std::collections::BTreeMap;
@@ -33,7 +51,14 @@ use std::time::Duration;
 
 use secretsync_api::{DynamicSecret, Find, PkiIssue};
 
-#[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "azure",
+    feature = "gcp",
+    feature = "conjur",
+    feature = "akeyless"
+))]
 pub use credentials::read_key;
 pub use error::{ProviderError, Result};
 pub use value::{Issued, Lease, RemoteValue, Renewed, SecretBytes, SecretData, StaticRead};
@@ -107,6 +132,10 @@ pub enum Provider {
     Azurekv(azure::AzureKv),
     #[cfg(feature = "gcp")]
     Gcp(gcp::Gcp),
+    #[cfg(feature = "conjur")]
+    Conjur(conjur::Conjur),
+    #[cfg(feature = "akeyless")]
+    Akeyless(akeyless::Akeyless),
     #[cfg(feature = "fake")]
     Fake(fake::Fake),
 }
@@ -115,7 +144,14 @@ impl Provider {
     /// Connects to the backend a store describes, reading its credentials. Logging in may
     /// be deferred to the first fetch.
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp")),
+        not(any(
+            feature = "vault",
+            feature = "aws",
+            feature = "azure",
+            feature = "gcp",
+            feature = "conjur",
+            feature = "akeyless"
+        )),
         allow(unused_variables)
     )] // ctx: credentials
     pub async fn connect(spec: &secretsync_api::Provider, ctx: &ConnectContext) -> Result<Self> {
@@ -136,6 +172,14 @@ impl Provider {
             secretsync_api::Provider::Gcpsm(gcp) => {
                 Ok(Provider::Gcp(gcp::Gcp::connect(gcp, ctx).await?))
             }
+            #[cfg(feature = "conjur")]
+            secretsync_api::Provider::Conjur(conjur) => Ok(Provider::Conjur(
+                conjur::Conjur::connect(conjur, ctx).await?,
+            )),
+            #[cfg(feature = "akeyless")]
+            secretsync_api::Provider::Akeyless(akeyless) => Ok(Provider::Akeyless(
+                akeyless::Akeyless::connect(akeyless, ctx).await?,
+            )),
             #[cfg(feature = "fake")]
             secretsync_api::Provider::Fake(fake) => Ok(Provider::Fake(fake::Fake::new(fake))),
             #[allow(unreachable_patterns)] // reachable exactly when a provider feature is off
@@ -153,6 +197,8 @@ impl Provider {
             feature = "aws",
             feature = "azure",
             feature = "gcp",
+            feature = "conjur",
+            feature = "akeyless",
             feature = "fake"
         )),
         allow(unused_variables)
@@ -167,6 +213,10 @@ impl Provider {
             Provider::Azurekv(ref a) => a.fetch(key, version).await,
             #[cfg(feature = "gcp")]
             Provider::Gcp(ref g) => g.fetch(key, version).await,
+            #[cfg(feature = "conjur")]
+            Provider::Conjur(ref c) => c.fetch(key, version).await,
+            #[cfg(feature = "akeyless")]
+            Provider::Akeyless(ref a) => a.fetch(key, version).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.fetch(key, version),
         }
@@ -174,12 +224,14 @@ impl Provider {
 
     /// Reads many remote secrets, each `(key, version)` like [`Provider::fetch`]; the
     /// results are in the order of `refs`. Backends with a batch API (AWS
-    /// `BatchGetSecretValue`) read the latest versions in few requests; the others read one
+    /// `BatchGetSecretValue`, Conjur `GET /secrets?variable_ids=`) read the latest versions in few requests; the others read one
     /// by one.
     pub async fn fetch_many(&self, refs: &[(&str, Option<&str>)]) -> Vec<Result<RemoteValue>> {
         match *self {
             #[cfg(feature = "aws")]
             Provider::Aws(ref a) => a.fetch_many(refs).await,
+            #[cfg(feature = "conjur")]
+            Provider::Conjur(ref c) => c.fetch_many(refs).await,
             #[allow(unreachable_patterns)] // reachable exactly when another provider is built in
             _ => {
                 let mut values = Vec::with_capacity(refs.len());
@@ -199,6 +251,8 @@ impl Provider {
             feature = "aws",
             feature = "azure",
             feature = "gcp",
+            feature = "conjur",
+            feature = "akeyless",
             feature = "fake"
         )),
         allow(unused_variables)
@@ -213,6 +267,10 @@ impl Provider {
             Provider::Azurekv(ref a) => a.find(find).await,
             #[cfg(feature = "gcp")]
             Provider::Gcp(ref g) => g.find(find).await,
+            #[cfg(feature = "conjur")]
+            Provider::Conjur(ref c) => c.find(find).await,
+            #[cfg(feature = "akeyless")]
+            Provider::Akeyless(ref a) => a.find(find).await,
             #[cfg(feature = "fake")]
             Provider::Fake(ref f) => f.find(find),
         }
@@ -229,6 +287,10 @@ impl Provider {
             Provider::Azurekv(ref a) => a.check().await,
             #[cfg(feature = "gcp")]
             Provider::Gcp(ref g) => g.check().await,
+            #[cfg(feature = "conjur")]
+            Provider::Conjur(ref c) => c.check().await,
+            #[cfg(feature = "akeyless")]
+            Provider::Akeyless(ref a) => a.check().await,
             #[cfg(feature = "fake")]
             Provider::Fake(_) => Ok(()),
         }
@@ -332,6 +394,10 @@ impl Provider {
             Provider::Azurekv(_) => "azurekv",
             #[cfg(feature = "gcp")]
             Provider::Gcp(_) => "gcpsm",
+            #[cfg(feature = "conjur")]
+            Provider::Conjur(_) => "conjur",
+            #[cfg(feature = "akeyless")]
+            Provider::Akeyless(_) => "akeyless",
             #[cfg(feature = "fake")]
             Provider::Fake(_) => "fake",
         }
