@@ -11,8 +11,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
+pub mod akeyless_double;
 pub mod apiproxy;
 pub mod azure_double;
+pub mod conjur_double;
 pub mod eso;
 pub mod faults;
 pub mod gcp_double;
@@ -23,6 +25,7 @@ pub mod openbao;
 pub mod openbao_db;
 pub mod pki;
 pub mod postgres;
+pub mod tls_server;
 
 /// A server's stdout and stderr, both appended to the log file at `path` (a restarted
 /// server keeps adding to the same log).

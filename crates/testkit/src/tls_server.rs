@@ -1,0 +1,154 @@
+//! A TLS HTTP/1 server on 127.0.0.1 for test doubles: a throwaway CA from [`crate::pki`]
+//! signs its certificate (a store's `caBundle` is [`TlsServer::ca_bundle`]), every request
+//! goes to one synchronous handler with its body read, and it can go down (the listener
+//! and every open connection close, so connections are refused) and come back on the same
+//! port.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::pki::TestPki;
+
+/// What a double answers a request with.
+pub type Handler = Arc<dyn Fn(Request<Bytes>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A running server, stopped when dropped.
+pub struct TlsServer {
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    handler: Handler,
+    tasks: Mutex<Option<JoinSet<()>>>,
+    pki: TestPki,
+}
+
+impl TlsServer {
+    /// Serves `handler` on a free port. `None` when `openssl` (for the throwaway CA) is
+    /// missing and SECRETSYNC_SKIP_TOOLS is set.
+    pub async fn start(handler: Handler) -> Option<TlsServer> {
+        let pki = TestPki::generate()?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pki.path("server.pem"))
+                .expect("read server.pem")
+                .collect::<Result<_, _>>()
+                .expect("parse server.pem");
+        let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).expect("read server.key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let server = TlsServer {
+            addr: listener.local_addr().expect("local address"),
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            handler,
+            tasks: Mutex::new(None),
+            pki,
+        };
+        server.serve(listener);
+        Some(server)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let mut tasks = JoinSet::new();
+        let acceptor = self.acceptor.clone();
+        let handler = self.handler.clone();
+        tasks.spawn(async move {
+            // Connections live in this task's set: aborting it closes them all.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let handler = handler.clone();
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            Ok::<_, std::convert::Infallible>(handler(Request::from_parts(
+                                parts, body,
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        *self.tasks.lock().unwrap() = Some(tasks);
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA that signed the server's certificate, base64 PEM (a store's `caBundle`).
+    pub fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.pki.ca_pem())
+    }
+
+    /// A CA that did not sign it, base64 PEM.
+    pub fn wrong_ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.pki.wrong_ca_pem())
+    }
+
+    /// Goes down: connections are refused until [`TlsServer::come_back`].
+    pub fn go_down(&self) {
+        if let Some(mut tasks) = self.tasks.lock().unwrap().take() {
+            tasks.abort_all();
+        }
+    }
+
+    /// Comes back on the same port.
+    pub async fn come_back(&self) {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("bind the double's port again");
+        self.serve(listener);
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.go_down();
+    }
+}
+
+/// A response with `status`, `content_type` and `body`.
+pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("response")
+}
