@@ -262,7 +262,19 @@ pub const SANDBOX_ONLY: &[(&str, &str)] = &[
         "lists the SecretSyncs of every namespace for its leak check, and another test's deliberately malformed SecretSync fails the list: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
     ),
     (
-        "gcp::gcp_values_and_keys_never_appear_in_logs_or_statuses",
+        "gcp::conformance_values_never_leak",
+        "lists the SecretSyncs of every namespace for its leak check: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "azure::conformance_values_never_leak",
+        "lists the SecretSyncs of every namespace for its leak check: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "akeyless::conformance_values_never_leak",
+        "lists the SecretSyncs of every namespace for its leak check: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
+    ),
+    (
+        "conjur::conformance_values_never_leak",
         "lists the SecretSyncs of every namespace for its leak check: makes cluster-scoped objects (ClusterSecretStores, Namespaces, ClusterRoles) under fixed names, or lists every namespace: on a shared real cluster the tests running at once collide",
     ),
     (

@@ -2,12 +2,15 @@
 //! One test binary, so the harness is shared and linked once.
 
 mod actions;
+mod akeyless;
 mod apifaults;
 mod argo;
 mod aws;
 mod azure;
 mod cluster_sync;
 mod common;
+mod conformance;
+mod conjur;
 mod crash;
 mod crash_leases;
 mod database;
