@@ -17,6 +17,7 @@ pub mod azure_double;
 pub mod conjur_double;
 pub mod eso;
 pub mod faults;
+pub mod gate;
 pub mod gcp_double;
 pub mod install;
 pub mod leak;

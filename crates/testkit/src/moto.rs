@@ -14,7 +14,8 @@
 //! moto keeps everything in memory and accepts any credentials until
 //! [`Moto::enable_auth`]. The helpers here talk plain HTTP with a placeholder signature
 //! (moto routes a request by the service in its credential scope), so they work only
-//! while authentication is off: seed first, then enable it. Requests are counted with
+//! while authentication is off: seed first, then enable it, or seed inside
+//! [`Moto::without_auth`]. Requests are counted with
 //! moto's recorder, which appends each request to a file in the handle's temporary
 //! directory.
 
@@ -35,6 +36,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const REGION: &str = "us-east-1";
 /// Access key id on the helpers' requests; moto ignores it while authentication is off.
 const HELPER_KEY_ID: &str = "AKIDSECRETSYNCTESTKIT";
+/// The IAM user [`Moto::enable_auth`] makes.
+const AUTH_USER: &str = "secretsync";
 
 /// A running moto server, killed when dropped.
 #[derive(Debug)]
@@ -279,17 +282,11 @@ impl Moto {
     /// Turns authentication on and returns access keys (id, secret) of an IAM user allowed
     /// every Secrets Manager action. From then on moto checks every signature: unknown keys
     /// are refused with `InvalidClientTokenId`, wrong secrets with `SignatureDoesNotMatch`,
-    /// and the helpers of this type no longer work.
+    /// and the helpers of this type work only inside [`Moto::without_auth`].
     pub fn enable_auth(&self) -> (String, String) {
         // moto authenticates once it has served this many actions: the three calls below.
-        let answer = self.request("POST", "/moto-api/reset-auth", &[], b"3");
-        assert!(
-            answer.status == 200,
-            "moto reset-auth failed ({}): {}",
-            answer.status,
-            answer.body
-        );
-        let user = "secretsync";
+        self.reset_auth("3");
+        let user = AUTH_USER;
         let policy = json!({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}],
@@ -307,6 +304,54 @@ impl Moto {
             xml_text(&keys, "AccessKeyId"),
             xml_text(&keys, "SecretAccessKey"),
         )
+    }
+
+    /// Runs `f` (seeding, say) with authentication off, once [`Moto::enable_auth`] turned it
+    /// on; IAM keeps its users and keys, and checks signatures again afterwards. Other
+    /// clients' requests in the meantime are not checked either: call it while nothing
+    /// expects a refusal.
+    pub fn without_auth<T>(&self, f: impl FnOnce(&Moto) -> T) -> T {
+        self.reset_auth("inf");
+        let out = f(self);
+        self.reset_auth("0");
+        out
+    }
+
+    /// Refuses (`true`) or allows again every Secrets Manager action of the user
+    /// [`Moto::enable_auth`] made, by an explicit Deny policy: its keys stay valid.
+    pub fn deny_user(&self, denied: bool) {
+        self.without_auth(|moto| {
+            if denied {
+                let policy = json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Deny", "Action": "secretsmanager:*", "Resource": "*"}],
+                })
+                .to_string();
+                moto.iam_ok(&[
+                    ("Action", "PutUserPolicy"),
+                    ("UserName", AUTH_USER),
+                    ("PolicyName", "deny"),
+                    ("PolicyDocument", &policy),
+                ]);
+            } else {
+                moto.iam_ok(&[
+                    ("Action", "DeleteUserPolicy"),
+                    ("UserName", AUTH_USER),
+                    ("PolicyName", "deny"),
+                ]);
+            }
+        });
+    }
+
+    /// moto checks signatures once it has served `after` more actions (`inf`: never).
+    fn reset_auth(&self, after: &str) {
+        let answer = self.request("POST", "/moto-api/reset-auth", &[], after.as_bytes());
+        assert!(
+            answer.status == 200,
+            "moto reset-auth failed ({}): {}",
+            answer.status,
+            answer.body
+        );
     }
 
     /// An IAM (query protocol) call that must succeed; returns the XML answer.

@@ -1,15 +1,18 @@
-//! The operator against a real AWS Secrets Manager emulator (moto): versions follow the
-//! backend, shared remote keys are read once per refresh window however many SecretSyncs
-//! use them, and each failure is reported with its reason while Secrets stay intact.
+//! The operator against a real AWS Secrets Manager emulator (moto). The conformance kit's
+//! cases (`crate::conformance`), with moto checking signatures and IAM policies and behind a
+//! [`Gate`] so an outage keeps its in-memory state; then what is AWS's own: version stages
+//! (`AWSPREVIOUS`) and the VersionIds each version records.
 
-use std::time::Duration;
+use std::collections::HashSet;
 
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
+use secretsync_testkit::gate::Gate;
 use secretsync_testkit::moto::Moto;
 use serde_json::{Value, json};
 
 use crate::common::{Env, secret_data};
+use crate::conformance::{Backend, conformance_suite};
 
 /// Static credentials and a SecretStore `aws` pointing at `moto`.
 pub async fn aws_store(env: &Env, moto: &Moto, key_id: &str, secret_key: &str) {
@@ -50,20 +53,112 @@ pub async fn aws_store_with(env: &Env, moto: &Moto, key_id: &str, secret_key: &s
         .unwrap();
 }
 
+/// The kit's fixture: moto with authentication on, the store's keys those of the IAM user
+/// [`Moto::enable_auth`] makes; seeding happens inside [`Moto::without_auth`].
+struct Aws {
+    moto: Moto,
+    gate: Gate,
+    keys: (String, String),
+    created: HashSet<String>,
+}
+
+impl Aws {
+    async fn start() -> Option<Aws> {
+        let moto = Moto::start()?;
+        let gate = Gate::start(moto.port()).await;
+        let keys = moto.enable_auth();
+        moto.record();
+        Some(Aws {
+            moto,
+            gate,
+            keys,
+            created: HashSet::new(),
+        })
+    }
+}
+
+impl Backend for Aws {
+    const PROVIDER: &'static str = "aws";
+    const TAGS: bool = true;
+
+    fn key(&self, name: &str) -> String {
+        format!("app/{name}")
+    }
+
+    async fn put(&mut self, key: &str, value: &[u8], tags: &[(&str, &str)]) -> String {
+        let first = self.created.insert(key.to_owned());
+        self.moto
+            .without_auth(|moto| match std::str::from_utf8(value) {
+                Ok(text) if first => moto.create_secret(key, text, tags),
+                Ok(text) => moto.put_secret_value(key, text),
+                Err(_) => {
+                    assert!(first, "binary values are written once");
+                    moto.create_binary_secret(key, value)
+                }
+            })
+    }
+
+    fn missing_version(&self) -> String {
+        "00000000-0000-4000-8000-000000000009".to_owned()
+    }
+
+    fn credentials(&self, stale: bool) -> Vec<(String, String)> {
+        let (id, secret) = if stale {
+            ("AKIASTALE00000000000", "stale-secret-access-key-4d1f")
+        } else {
+            (self.keys.0.as_str(), self.keys.1.as_str())
+        };
+        vec![
+            ("id".to_owned(), id.to_owned()),
+            ("secret".to_owned(), secret.to_owned()),
+        ]
+    }
+
+    fn provider(&self, secret: &str) -> Value {
+        json!({"aws": {
+            "region": self.moto.region(),
+            "endpoint": format!("http://127.0.0.1:{}", self.gate.port()),
+            "auth": {"secretRef": {
+                "accessKeyIdSecretRef": {"name": secret, "key": "id"},
+                "secretAccessKeySecretRef": {"name": secret, "key": "secret"},
+            }},
+        }})
+    }
+
+    async fn deny(&mut self, denied: bool) {
+        self.moto.deny_user(denied);
+    }
+
+    async fn go_down(&mut self) {
+        self.gate.go_down();
+    }
+
+    async fn come_back(&mut self) {
+        self.gate.come_back().await;
+    }
+
+    fn reads(&self) -> u64 {
+        (self.moto.recorded("GetSecretValue") + self.moto.recorded("BatchGetSecretValue")) as u64
+    }
+
+    /// The secret access keys: an access key id names who is refused, and may be said.
+    fn canaries(&self) -> Vec<String> {
+        [false, true]
+            .into_iter()
+            .map(|stale| self.credentials(stale)[1].1.clone())
+            .collect()
+    }
+}
+
+conformance_suite!(Aws::start());
+
+/// Version stages: `AWSPREVIOUS` follows the backend, a pinned VersionId does not, and
+/// each version records the VersionId behind every key (`key@stage` for staged reads).
 #[tokio::test]
-async fn versions_follow_aws_secrets_manager() {
+async fn version_stages_and_version_ids_are_recorded() {
     let Some(moto) = Moto::start() else { return };
-    let first = moto.create_secret(
-        "app/db",
-        r#"{"password":"first","owner":{"user":"app"}}"#,
-        &[],
-    );
-    let db = moto.put_secret_value("app/db", r#"{"password":"second","owner":{"user":"app"}}"#);
-    moto.create_binary_secret("app/cert", b"\x00\x01binary\xff");
-    moto.create_secret("app/config", r#"{"host":"db.internal","port":"5432"}"#, &[]);
-    moto.create_secret("app/payments/api", "api-key", &[("team", "payments")]);
-    moto.create_secret("app/payments/queue", "queue-key", &[("team", "payments")]);
-    moto.create_secret("app/payments/other", "not-tagged", &[]);
+    let first = moto.create_secret("app/db", r#"{"password":"first"}"#, &[]);
+    let second = moto.put_secret_value("app/db", r#"{"password":"second"}"#);
     let env = Env::start("payments").await;
     aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
     env.create::<SecretSync>(
@@ -76,165 +171,36 @@ spec:
   refreshInterval: 1s
   data:
     - {secretKey: password, remoteRef: {key: app/db, property: password}}
-    - {secretKey: user, remoteRef: {key: app/db, property: owner.user}}
-    - {secretKey: cert, remoteRef: {key: app/cert}}
     - {secretKey: previous, remoteRef: {key: app/db, property: password, version: AWSPREVIOUS}}
     - {secretKey: pinned, remoteRef: {key: app/db, property: password, version: VERSION_ID}}
-  dataFrom:
-    - extract: {key: app/config}
-    - find: {name: {regexp: "^app/payments/"}, tags: {team: payments}}
-      rewrite: {regexp: {source: "^app/payments/", target: ""}}
 "#
         .replace("VERSION_ID", &first),
     )
     .await;
     let synced = env.wait_version("db", 1).await;
     let v1 = secret_data(&env.secret("db-v1").await.unwrap());
-    let expected: [(&str, &[u8]); 9] = [
-        ("api", b"api-key"),
-        ("cert", b"\x00\x01binary\xff"),
-        ("host", b"db.internal"),
-        ("password", b"second"),
-        ("pinned", b"first"),
-        ("port", b"5432"),
-        ("previous", b"first"),
-        ("queue", b"queue-key"),
-        ("user", b"app"),
-    ];
     assert_eq!(
-        v1,
-        expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect()
+        (&v1["password"][..], &v1["previous"][..], &v1["pinned"][..]),
+        (&b"second"[..], &b"first"[..], &b"first"[..])
     );
     let sources = synced.status.unwrap().versions[0]
         .source_versions
         .clone()
         .unwrap();
-    assert_eq!(sources["app/db"], db);
+    assert_eq!(sources["app/db"], second);
     assert_eq!(sources["app/db@AWSPREVIOUS"], first);
     assert_eq!(sources[&format!("app/db@{first}")], first);
-    assert!(sources.contains_key("app/payments/api") && sources.contains_key("app/cert"));
 
-    // A new value in AWS becomes v2 at the next refresh, with the new VersionId.
-    let second = moto.put_secret_value("app/db", r#"{"password":"third","owner":{"user":"app"}}"#);
+    // A new value moves AWSCURRENT and AWSPREVIOUS; the pinned VersionId stays.
+    let third = moto.put_secret_value("app/db", r#"{"password":"third"}"#);
     let synced = env.wait_version("db", 2).await;
     let v2 = secret_data(&env.secret("db-v2").await.unwrap());
-    assert_eq!(v2["password"], b"third");
     assert_eq!(v2["previous"], b"second", "AWSPREVIOUS moved too");
     assert_eq!(v2["pinned"], b"first", "a pinned VersionId does not move");
-    assert_eq!(
-        secret_data(&env.secret("db-v1").await.unwrap())["password"],
-        b"second"
-    );
-    assert_eq!(
-        synced.status.unwrap().versions[0]
-            .source_versions
-            .as_ref()
-            .unwrap()["app/db"],
-        second
-    );
-    // The store says it works.
-    env.wait_store("aws", "True", "Valid").await;
-    let store = env.api::<SecretStore>().get("aws").await.unwrap();
-    assert_eq!(store.status.unwrap().provider.as_deref(), Some("aws"));
-}
-
-/// 100 SecretSyncs over 5 remote keys in one store: each refresh window costs at most one
-/// read per key at moto, not one per SecretSync.
-#[tokio::test]
-async fn shared_remote_keys_are_read_once_per_refresh_window() {
-    const SYNCS: usize = 100;
-    const KEYS: usize = 5;
-    // Values read for one SecretSync serve the others for half an interval: long enough
-    // that a loaded CI machine finishing one window's passes late still shares the read.
-    const INTERVAL: Duration = Duration::from_secs(6);
-    let Some(moto) = Moto::start() else { return };
-    for k in 0..KEYS {
-        moto.create_secret(
-            &format!("app/k{k}"),
-            &format!(r#"{{"password":"p{k}"}}"#),
-            &[],
-        );
-    }
-    let env = Env::start("payments").await;
-    aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
-    env.many_syncs(SYNCS, "aws", |i| i % KEYS, "  refreshInterval: 6s")
-        .await;
-    moto.record();
-    let refreshes_before = env.operator().metrics.backend_requests();
-    // An observation window of two refresh intervals.
-    let window = INTERVAL * 2;
-    tokio::time::sleep(window).await;
-    let reads = moto.recorded("GetSecretValue") + moto.recorded("BatchGetSecretValue");
-    let refreshed = env.operator().metrics.backend_requests() - refreshes_before;
-    eprintln!(
-        "{SYNCS} SecretSyncs over {KEYS} keys, {window:?}: {reads} reads at moto, {refreshed} counted by the operator"
-    );
-    assert!(reads >= KEYS, "the SecretSyncs did refresh ({reads} reads)");
-    // Two windows, plus one that the observation may cut in two.
-    assert!(
-        reads <= KEYS * 3,
-        "{reads} backend reads for {SYNCS} SecretSyncs over {KEYS} keys in {window:?} \
-         ({refreshed} counted by the operator)"
-    );
-    assert_eq!(
-        env.version_secrets("s0").await,
-        ["s0-v1"],
-        "nothing changed"
-    );
-}
-
-#[tokio::test]
-async fn aws_failures_say_why_and_keep_the_secrets() {
-    let Some(mut moto) = Moto::start() else {
-        return;
-    };
-    moto.create_secret("app/db", r#"{"password":"kept"}"#, &[]);
-    let env = Env::start("payments").await;
-    aws_store(&env, &moto, "AKIDEXAMPLE", "any").await;
-    let sync = |name: &str, key: &str| {
-        format!(
-            r#"
-apiVersion: secretsync.io/v1alpha1
-kind: SecretSync
-metadata: {{name: {name}}}
-spec:
-  storeRef: {{name: aws}}
-  refreshInterval: 1s
-  data: [{{secretKey: password, remoteRef: {{key: {key}, property: password}}}}]
-"#
-        )
-    };
-    env.create::<SecretSync>(&sync("db", "app/db")).await;
-    env.wait_version("db", 1).await;
-
-    // A key that does not exist.
-    env.create::<SecretSync>(&sync("missing", "app/nowhere"))
-        .await;
-    env.wait_failure("missing", "Ready", "RemoteKeyNotFound")
-        .await;
-
-    // The server goes away: the refresh fails as unavailable, db-v1 stays.
-    moto.stop();
-    env.wait_failure("db", "Ready", "ProviderUnavailable").await;
-    env.wait_store("aws", "False", "ProviderUnavailable").await;
-    assert_eq!(
-        secret_data(&env.secret("db-v1").await.unwrap())["password"],
-        b"kept"
-    );
-    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
-
-    // Back, with authentication on: the store's keys are refused.
-    moto.start_again();
-    moto.create_secret("app/db", r#"{"password":"kept"}"#, &[]);
-    let _valid = moto.enable_auth();
-    env.wait_failure("db", "Ready", "ProviderAuthFailed").await;
-    env.wait_store("aws", "False", "ProviderAuthFailed").await;
-    assert_eq!(env.version_secrets("db").await, ["db-v1"]);
-    assert_eq!(
-        secret_data(&env.secret("db-v1").await.unwrap())["password"],
-        b"kept"
-    );
+    let sources = synced.status.unwrap().versions[0]
+        .source_versions
+        .clone()
+        .unwrap();
+    assert_eq!(sources["app/db"], third);
+    assert_eq!(sources["app/db@AWSPREVIOUS"], second);
 }

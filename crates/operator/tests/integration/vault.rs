@@ -1,12 +1,18 @@
-//! The operator against a real OpenBao dev server: versions follow the backend, and each
-//! backend failure is reported with its reason while existing Secrets stay intact.
+//! The operator against a real OpenBao dev server. The conformance kit's cases
+//! (`crate::conformance`), behind a [`Gate`] so an outage keeps the dev server's in-memory
+//! state; then what is Vault's own: a steady state writes nothing, the KV versions recorded
+//! per key, and a refused token re-checked only after the backoff.
+
+use std::process::Stdio;
 
 use kube::api::PostParams;
 use secretsync_api::{SecretStore, SecretSync};
+use secretsync_testkit::gate::Gate;
 use secretsync_testkit::openbao::OpenBao;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::common::Env;
+use crate::conformance::{Backend, conformance_suite};
 
 /// A token Secret and a SecretStore `vault` for `bao`, KV v2 at `secret/`.
 pub async fn vault_store(env: &Env, bao: &OpenBao, token: &str) {
@@ -49,6 +55,136 @@ pub async fn vault_store_with(
         .unwrap();
 }
 
+/// The kit's fixture: KV v2 at `secret/`, read with a token of the policy `reader`, whose
+/// rules [`Backend::deny`] swaps.
+struct Vault {
+    bao: OpenBao,
+    gate: Gate,
+    token: String,
+}
+
+/// What the store's token may do.
+const READER: &str = r#"path "secret/*" { capabilities = ["read", "list"] }"#;
+const DENIED: &str = r#"path "secret/*" { capabilities = ["deny"] }"#;
+
+impl Vault {
+    async fn start() -> Option<Vault> {
+        let bao = OpenBao::start()?;
+        let gate = Gate::start(bao.port()).await;
+        let mut vault = Vault {
+            bao,
+            gate,
+            token: String::new(),
+        };
+        vault.policy(READER);
+        vault.token = vault
+            .bao
+            .bao_ok(&["token", "create", "-policy=reader", "-field=token"]);
+        Some(vault)
+    }
+
+    fn policy(&self, rules: &str) {
+        self.bao_stdin(&["policy", "write", "reader", "-"], rules);
+    }
+
+    /// The `bao` CLI with `input` on its stdin; its stdout.
+    fn bao_stdin(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write as _;
+        let mut child = self
+            .bao
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run bao");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "bao {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// A KV secret's fields: the value's own when it is a JSON object, else one `value` field.
+fn fields(value: &[u8]) -> Map<String, Value> {
+    match serde_json::from_slice(value) {
+        Ok(Value::Object(fields)) => fields,
+        _ => {
+            let text = std::str::from_utf8(value).expect("KV values are text");
+            Map::from_iter([("value".to_owned(), Value::from(text))])
+        }
+    }
+}
+
+impl Backend for Vault {
+    const PROVIDER: &'static str = "vault";
+    /// KV secrets have no tags the provider selects by.
+    const TAGS: bool = false;
+    /// KV values are JSON objects of text fields.
+    const BINARY: bool = false;
+
+    fn key(&self, name: &str) -> String {
+        format!("app/{name}")
+    }
+
+    async fn put(&mut self, key: &str, value: &[u8], _tags: &[(&str, &str)]) -> String {
+        let fields = Value::Object(fields(value)).to_string();
+        let args = ["kv", "put", "-mount=secret", "-format=json", key, "-"];
+        let written: Value = serde_json::from_str(&self.bao_stdin(&args, &fields)).unwrap();
+        written["data"]["version"].to_string()
+    }
+
+    /// A whole KV secret reads as the JSON object of its fields.
+    fn whole(&self, value: &[u8]) -> Vec<u8> {
+        serde_json::to_vec(&fields(value)).unwrap()
+    }
+
+    fn credentials(&self, stale: bool) -> Vec<(String, String)> {
+        let token = if stale {
+            "s.stale-token-2b7e"
+        } else {
+            &self.token
+        };
+        vec![("token".to_owned(), token.to_owned())]
+    }
+
+    fn provider(&self, secret: &str) -> Value {
+        json!({"vault": {
+            "server": format!("http://127.0.0.1:{}", self.gate.port()),
+            "path": "secret",
+            "version": "v2",
+            "auth": {"tokenSecretRef": {"name": secret, "key": "token"}},
+        }})
+    }
+
+    async fn deny(&mut self, denied: bool) {
+        self.policy(if denied { DENIED } else { READER });
+    }
+
+    async fn go_down(&mut self) {
+        self.gate.go_down();
+    }
+
+    async fn come_back(&mut self) {
+        self.gate.come_back().await;
+    }
+
+    fn reads(&self) -> u64 {
+        self.bao.audited_responses("secret/data/") as u64
+    }
+}
+
+conformance_suite!(Vault::start());
+
 const SYNC: &str = r#"
 apiVersion: secretsync.io/v1alpha1
 kind: SecretSync
@@ -63,8 +199,10 @@ spec:
     - extract: {key: app/config}
 "#;
 
+/// Vault's own part of versions: a steady state writes nothing to the API server, and each
+/// version records the KV version of every key it was made from.
 #[tokio::test]
-async fn versions_follow_openbao() {
+async fn a_steady_state_writes_nothing_and_kv_versions_are_recorded() {
     let Some(bao) = OpenBao::start() else { return };
     bao.kv_put("secret", "app/db", &[("password", "first")]);
     bao.kv_put(
@@ -119,8 +257,9 @@ async fn versions_follow_openbao() {
     assert_eq!(sources["app/db"], "2");
 }
 
+/// A refused token is re-checked only after the backoff, not at each status write.
 #[tokio::test]
-async fn a_wrong_token_is_provider_auth_failed() {
+async fn a_refused_token_is_checked_again_only_after_the_backoff() {
     let Some(bao) = OpenBao::start() else { return };
     bao.kv_put("secret", "app/db", &[("password", "x")]);
     bao.kv_put("secret", "app/config", &[("host", "h")]);
@@ -145,125 +284,4 @@ async fn a_wrong_token_is_provider_auth_failed() {
     // for when it comes over a second later (backend/health.rs's SUSPECT_CHECK_EVERY; a loaded real
     // cluster is that slow).
     assert!((1..=2).contains(&checks), "{checks} store checks");
-}
-
-#[tokio::test]
-async fn an_openbao_outage_is_reported_and_heals_with_secrets_intact() {
-    let Some(mut bao) = OpenBao::start() else {
-        return;
-    };
-    let seed = |bao: &OpenBao| {
-        bao.kv_put("secret", "app/db", &[("password", "stable")]);
-        bao.kv_put("secret", "app/config", &[("host", "h")]);
-    };
-    seed(&bao);
-    let env = Env::start("payments").await;
-    vault_store(&env, &bao, bao.root_token()).await;
-    env.create::<SecretSync>(SYNC).await;
-    env.wait_version("db", 1).await;
-    let before = env.secret("db-v1").await.unwrap();
-
-    bao.stop();
-    let (reason, message) = env.wait_condition("db", "Ready", "False").await;
-    assert_eq!(reason, "ProviderUnavailable", "{message}");
-    let during = env
-        .secret("db-v1")
-        .await
-        .expect("db-v1 survives the outage");
-    assert_eq!(during.data, before.data);
-    assert_eq!(
-        during.metadata.resource_version,
-        before.metadata.resource_version
-    );
-    let status = env.status("db").await;
-    assert_eq!(
-        status.active_secret_name.as_deref(),
-        Some("db-v1"),
-        "status keeps the active version"
-    );
-
-    // Dev mode keeps nothing across restarts: seed the same values again. The root token
-    // is fixed per OpenBao handle, so the token Secret still works.
-    bao.start_again();
-    seed(&bao);
-    env.wait_condition("db", "Ready", "True").await;
-    assert_eq!(
-        env.version_secrets("db").await,
-        ["db-v1"],
-        "same content, no new version"
-    );
-}
-
-#[tokio::test]
-async fn a_missing_path_is_remote_key_not_found() {
-    let Some(bao) = OpenBao::start() else { return };
-    bao.kv_put("secret", "app/db", &[("password", "x")]);
-    let env = Env::start("payments").await;
-    vault_store(&env, &bao, bao.root_token()).await;
-    env.create::<SecretSync>(SYNC).await; // app/config is missing
-    let message = env.wait_failure("db", "Ready", "RemoteKeyNotFound").await;
-    assert!(message.contains("app/config"), "{message}");
-}
-
-/// 100 SecretSyncs over 5 keys in one Vault store: OpenBao's audit log shows at most one
-/// read per key per refresh window, not one per SecretSync.
-#[tokio::test]
-async fn shared_remote_keys_are_read_once_per_refresh_window_at_openbao() {
-    const SYNCS: usize = 100;
-    const KEYS: usize = 5;
-    let Some(bao) = OpenBao::start() else { return };
-    for k in 0..KEYS {
-        bao.kv_put(
-            "secret",
-            &format!("app/k{k}"),
-            &[("password", &format!("p{k}"))],
-        );
-    }
-    let env = Env::start("payments").await;
-    vault_store(&env, &bao, bao.root_token()).await;
-    env.many_syncs(SYNCS, "vault", |i| i % KEYS, "  refreshInterval: 4s")
-        .await;
-    let before = bao.audited_responses("secret/data/app/");
-    // An observation window of three refresh intervals.
-    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
-    let reads = bao.audited_responses("secret/data/app/") - before;
-    eprintln!("{SYNCS} SecretSyncs over {KEYS} keys, 12 s: {reads} reads in OpenBao's audit log");
-    assert!(reads >= KEYS, "the SecretSyncs did refresh ({reads} reads)");
-    assert!(
-        reads <= KEYS * 4,
-        "{reads} reads at OpenBao for {KEYS} keys in 12 s"
-    );
-}
-
-#[tokio::test]
-async fn a_token_replaced_in_its_secret_is_used_without_editing_the_store() {
-    let Some(bao) = OpenBao::start() else { return };
-    bao.kv_put("secret", "app/db", &[("password", "first")]);
-    bao.kv_put("secret", "app/config", &[("host", "h")]);
-    let first = bao.bao_ok(&["token", "create", "-policy=root", "-field=token"]);
-    let env = Env::start("payments").await;
-    vault_store(&env, &bao, first.trim()).await;
-    env.create::<SecretSync>(SYNC).await;
-    env.wait_version("db", 1).await;
-
-    // The on-call way to rotate a store credential: a new token into the Secret, then the
-    // old one revoked. The store object is not touched.
-    let second = bao.bao_ok(&["token", "create", "-policy=root", "-field=token"]);
-    env.api::<k8s_openapi::api::core::v1::Secret>()
-        .patch(
-            "vault-token",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"stringData": {"token": second.trim()}})),
-        )
-        .await
-        .unwrap();
-    bao.bao_ok(&["token", "revoke", first.trim()]);
-
-    bao.kv_put("secret", "app/db", &[("password", "second")]);
-    env.wait_version("db", 2).await;
-    assert_eq!(
-        env.secret("db-v2").await.unwrap().data.unwrap()["password"].0,
-        b"second"
-    );
-    env.wait_condition("db", "Ready", "True").await;
 }
