@@ -41,16 +41,20 @@ trap cleanup EXIT
 # One release per values set, each in its own namespace, so that no two share an object.
 # The last one turns on everything optional (the NetworkPolicy, the ServiceMonitor, the
 # dashboard, the PrometheusRule).
-releases=(secretsync ss-vault ss-aws ss-azure ss-gcp ss-full)
+releases=(secretsync ss-vault ss-aws ss-azure ss-gcp ss-conjur ss-akeyless ss-full)
 values=(
   ""
   charts/secretsync/examples/values-vault.yaml
   charts/secretsync/examples/values-aws.yaml
   charts/secretsync/examples/values-azure.yaml
   charts/secretsync/examples/values-gcp.yaml
+  charts/secretsync/examples/values-conjur.yaml
+  charts/secretsync/examples/values-akeyless.yaml
   ""
 )
 extra=(
+  ""
+  ""
   ""
   ""
   ""

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Output;
 
+use secretsync_testkit::akeyless_double::{self, AkeylessDouble};
+use secretsync_testkit::conjur_double::{self, ConjurDouble};
 use secretsync_testkit::gcp_double::{self, GcpDouble};
 use secretsync_testkit::openbao::OpenBao;
 use secretsync_testkit::{repo_root, require_tool};
@@ -291,5 +293,134 @@ async fn the_gcp_example_syncs_from_the_secret_manager_double() {
         .collect()
     );
     env.wait_store("gcp", "True", "Valid").await;
+    env.stop_operator().await;
+}
+
+/// Applies every file of `examples/<dir>`, each passed through `adapt` (the replacements a
+/// user makes: their server, their credentials), with real kubectl to a cluster with the CRDs
+/// and the operator; returns the Secret data of the SecretSync `payments`'s first version.
+async fn apply_example(
+    env: &mut Env,
+    kubectl: &Kubectl,
+    dir: &str,
+    adapt: impl Fn(String) -> String,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    kubectl.ok(&["apply", "-f", &path("crds")]).await;
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/secretstores.secretsync.io",
+        ])
+        .await;
+    install_namespace(&env.client, "payments").await;
+    env.operator = Some(Operator::start(env.client.clone(), None));
+    let adapted = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_root().join("examples").join(dir)).unwrap() {
+        let file = entry.unwrap().path();
+        let text = adapt(std::fs::read_to_string(&file).unwrap());
+        std::fs::write(adapted.path().join(file.file_name().unwrap()), text).unwrap();
+    }
+    let adapted = adapted.path().to_string_lossy();
+    kubectl
+        .ok(&["apply", "-n", "payments", "-f", &adapted])
+        .await;
+    env.wait_version("payments", 1).await;
+    crate::common::secret_data(&env.secret("payments-v1").await.unwrap())
+}
+
+fn expected(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The Conjur example, its server, account and host's API key replaced by the double's.
+#[tokio::test]
+async fn the_conjur_example_syncs_from_the_conjur_double() {
+    let Some(double) = ConjurDouble::start().await else {
+        return;
+    };
+    let Some((mut env, kubectl)) = kubectl_env().await else {
+        return;
+    };
+    double.set_value("data/payments/db/username", b"app");
+    double.set_value("data/payments/db/password", b"old-horse");
+    double.set_value("data/payments/db/password", b"correct-horse-1");
+    double.set_value("data/payments/keys/api", b"api-key");
+    double.annotate("data/payments/keys/api", "team", "payments");
+    double.set_value("data/payments/keys/ledger", b"ledger-key");
+    double.annotate("data/payments/keys/ledger", "team", "ledger");
+    let data = apply_example(&mut env, &kubectl, "conjur", |text| {
+        text.replace(
+            "url: https://conjur.example.com\n      auth",
+            &format!(
+                "url: {}\n      caBundle: {}\n      auth",
+                double.url(),
+                double.ca_bundle()
+            ),
+        )
+        .replace(
+            "account: default",
+            &format!("account: {}", conjur_double::ACCOUNT),
+        )
+        .replace("host/data/payments/secretsync", conjur_double::HOST)
+        .replace("replace-with-the-host-api-key", conjur_double::API_KEY)
+    })
+    .await;
+    assert_eq!(
+        data,
+        expected(&[
+            ("api", "api-key"),
+            ("password", "correct-horse-1"),
+            ("previous-password", "old-horse"),
+            ("username", "app"),
+        ])
+    );
+    env.wait_store("conjur", "True", "Valid").await;
+    env.stop_operator().await;
+}
+
+/// The Akeyless example, its API URL and access key replaced by the double's.
+#[tokio::test]
+async fn the_akeyless_example_syncs_from_the_akeyless_double() {
+    let Some(double) = AkeylessDouble::start().await else {
+        return;
+    };
+    let Some((mut env, kubectl)) = kubectl_env().await else {
+        return;
+    };
+    for password in ["old-horse", "correct-horse-1"] {
+        let value = format!(r#"{{"db":{{"user":"app","password":"{password}"}}}}"#);
+        double.set_value("/payments/db", &value, &[]);
+    }
+    double.set_value("/payments/config", r#"{"host":"db.internal"}"#, &[]);
+    double.set_value("/payments/keys/api", "api-key", &["team=payments"]);
+    double.set_value("/payments/keys/ledger", "ledger-key", &["team=ledger"]);
+    let data = apply_example(&mut env, &kubectl, "akeyless", |text| {
+        text.replace(
+            "akeylessGWApiURL: https://api.akeyless.io",
+            &format!(
+                "akeylessGWApiURL: {}\n      caBundle: {}",
+                double.url(),
+                double.ca_bundle()
+            ),
+        )
+        .replace("p-replace-with-access-id", akeyless_double::ACCESS_ID)
+        .replace("replace-with-the-access-key", akeyless_double::ACCESS_KEY)
+    })
+    .await;
+    assert_eq!(
+        data,
+        expected(&[
+            ("api", "api-key"),
+            ("host", "db.internal"),
+            ("password", "correct-horse-1"),
+            ("previous-password", "old-horse"),
+            ("username", "app"),
+        ])
+    );
+    env.wait_store("akeyless", "True", "Valid").await;
     env.stop_operator().await;
 }
