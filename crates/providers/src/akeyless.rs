@@ -230,12 +230,12 @@ impl Akeyless {
     /// [`Akeyless::post`] with the token in the body, logging in again once when it is
     /// refused.
     async fn call(&self, path: &str, mut body: Value, doing: &str, key: &str) -> Result<Value> {
-        let mut fresh = false;
+        let mut refused = None;
         loop {
-            let token = self.token.get(fresh, self.log_in()).await?;
+            let token = self.token.get(refused.as_ref(), self.log_in()).await?;
             body["token"] = Value::String(token.expose_secret().to_owned());
             match self.post(path, &body, doing, key).await {
-                Err(ProviderError::AuthFailed(_)) if !fresh => fresh = true,
+                Err(ProviderError::AuthFailed(_)) if refused.is_none() => refused = Some(token),
                 answer => return answer,
             }
         }

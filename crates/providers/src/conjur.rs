@@ -212,9 +212,9 @@ impl Conjur {
         doing: &str,
         key: &str,
     ) -> Result<Vec<u8>> {
-        let mut fresh = false;
+        let mut refused = None;
         loop {
-            let token = self.token.get(fresh, self.log_in()).await?;
+            let token = self.token.get(refused.as_ref(), self.log_in()).await?;
             let mut request = self.http.get(url.clone()).header(
                 "authorization",
                 format!("Token token=\"{}\"", token.expose_secret()),
@@ -227,8 +227,8 @@ impl Conjur {
                 .await
                 .map_err(|e| rest::transport(&e, self.server(), doing))?;
             let code = response.status().as_u16();
-            if code == 401 && !fresh {
-                fresh = true;
+            if code == 401 && refused.is_none() {
+                refused = Some(token);
                 continue;
             }
             if !response.status().is_success() {

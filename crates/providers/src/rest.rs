@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use secrecy::ExposeSecret as _;
 
 use crate::error::{ProviderError, Result, cut, is_tls_trust_failure};
 
@@ -116,16 +117,21 @@ impl KeptToken {
         }
     }
 
-    /// The kept token, or a new one from `log_in` (also when `fresh`). Concurrent callers
-    /// wait for one login.
-    pub(crate) async fn get<F>(&self, fresh: bool, log_in: F) -> Result<crate::value::SecretString>
+    /// The kept token, or a new one from `log_in` (also when the kept one is `refused`).
+    /// Concurrent callers wait for one login, and callers refused the same token share one
+    /// new login: a token another caller already replaced is not replaced again.
+    pub(crate) async fn get<F>(
+        &self,
+        refused: Option<&crate::value::SecretString>,
+        log_in: F,
+    ) -> Result<crate::value::SecretString>
     where
         F: std::future::Future<Output = Result<crate::value::SecretString>>,
     {
         let mut kept = self.token.lock().await;
-        if !fresh
-            && let Some((token, at)) = kept.as_ref()
+        if let Some((token, at)) = kept.as_ref()
             && at.elapsed() < self.reuse
+            && refused.is_none_or(|r| r.expose_secret() != token.expose_secret())
         {
             return Ok(token.clone());
         }
