@@ -4,11 +4,9 @@
 //! Kubernetes and JWT auth with a ServiceAccount token checked against the cluster's JWKS,
 //! and one login serving reads until its token is refused.
 
-use secretsync_api::{SecretStore, SecretSync};
 use secretsync_testkit::akeyless_double::{self, AkeylessDouble};
 use serde_json::{Value, json};
 
-use crate::common::{DEADLINE, keyed_sync_yaml, secret_data, wait_until};
 use crate::conformance::{self, Backend, conformance_suite};
 
 /// The kit's fixture: the double, logged in to with an access id and key.
@@ -57,21 +55,7 @@ impl Backend for Akeyless {
         }})
     }
 
-    async fn deny(&mut self, denied: bool) {
-        self.0.deny(denied);
-    }
-
-    async fn go_down(&mut self) {
-        self.0.go_down();
-    }
-
-    async fn come_back(&mut self) {
-        self.0.come_back().await;
-    }
-
-    fn reads(&self) -> u64 {
-        self.0.reads()
-    }
+    conformance::double_controls!();
 }
 
 conformance_suite!(async { AkeylessDouble::start().await.map(Akeyless) });
@@ -92,19 +76,12 @@ async fn service_account_store(
     if auth == "kubernetesAuth" {
         method["k8sConfName"] = json!("k8s-conf");
     }
-    env.create::<SecretStore>(
-        &json!({
-            "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-            "metadata": {"name": name},
-            "spec": {"refreshInterval": "1s", "provider": {"akeyless": {
-                "akeylessGWApiURL": double.url(),
-                "caBundle": double.ca_bundle(),
-                "authSecretRef": {auth: method},
-            }}},
-        })
-        .to_string(),
-    )
-    .await;
+    let provider = json!({"akeyless": {
+        "akeylessGWApiURL": double.url(),
+        "caBundle": double.ca_bundle(),
+        "authSecretRef": {auth: method},
+    }});
+    conformance::store(env, name, provider).await;
 }
 
 /// Kubernetes auth and JWT auth each present the ServiceAccount's token (base64-wrapped
@@ -121,14 +98,7 @@ async fn a_service_account_token_logs_in_by_kubernetes_and_jwt_auth() {
     double.allow_service_account(jwks, "akeyless-jwt", &sub, None);
 
     service_account_store(&env, &double, "k8s", "kubernetesAuth", "akeyless").await;
-    env.create::<SecretSync>(&keyed_sync_yaml("db", "k8s", "/apps/db"))
-        .await;
-    env.wait_version("db", 1).await;
-    assert_eq!(
-        secret_data(&env.secret("db-v1").await.unwrap())["password"],
-        b"by-token"
-    );
-    env.wait_store("k8s", "True", "Valid").await;
+    conformance::syncs_password(&env, "k8s", "/apps/db", b"by-token").await;
     service_account_store(&env, &double, "jwt", "jwt", "akeyless-jwt").await;
     env.wait_store("jwt", "True", "Valid").await;
 
@@ -148,42 +118,10 @@ async fn one_login_serves_reads_until_its_token_is_refused() {
     let Some(double) = AkeylessDouble::start().await else {
         return;
     };
-    for k in 0..3 {
-        double.set_value(
-            &format!("/apps/k{k}"),
-            &format!(r#"{{"password":"p{k}"}}"#),
-            &[],
-        );
-    }
-    let b = Akeyless(double);
-    let env = conformance::env().await;
-    conformance::create_store(&env, &b, "store", false).await;
-    for k in 0..3 {
-        env.create::<SecretSync>(&keyed_sync_yaml(
-            &format!("s{k}"),
-            "store",
-            &format!("/apps/k{k}"),
-        ))
-        .await;
-    }
-    for k in 0..3 {
-        env.wait_version(&format!("s{k}"), 1).await;
-    }
-    let reads = b.reads();
-    wait_until("six more reads", DEADLINE, || b.0.reads() >= reads + 6).await;
-    assert_eq!(b.0.logins(), 1, "one login for every read and check");
-    b.0.expire_tokens();
-    let reads = b.reads();
-    wait_until("reads after the token was refused", DEADLINE, || {
-        b.0.reads() >= reads + 6
-    })
+    conformance::one_login_until_the_token_ends(
+        &mut Akeyless(double),
+        |b| b.0.logins(),
+        |b| b.0.expire_tokens(),
+    )
     .await;
-    assert_eq!(b.0.logins(), 2, "one new login");
-    for k in 0..3 {
-        env.wait_condition(&format!("s{k}"), "Ready", "True").await;
-        assert_eq!(
-            env.version_secrets(&format!("s{k}")).await,
-            [format!("s{k}-v1")]
-        );
-    }
 }

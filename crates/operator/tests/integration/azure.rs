@@ -11,7 +11,7 @@ use secretsync_testkit::azure_double::{self, AzureDouble};
 use serde_json::{Value, json};
 
 use crate::common::{Env, keyed_sync_yaml, secret_data};
-use crate::conformance::{Backend, conformance_suite};
+use crate::conformance::{self, Backend, conformance_suite};
 
 /// The kit's fixture: the double, with a service principal's client secret.
 struct Azure(AzureDouble);
@@ -54,21 +54,7 @@ impl Backend for Azure {
         json!({"azurekv": provider(&self.0, auth)})
     }
 
-    async fn deny(&mut self, denied: bool) {
-        self.0.deny(denied);
-    }
-
-    async fn go_down(&mut self) {
-        self.0.go_down();
-    }
-
-    async fn come_back(&mut self) {
-        self.0.come_back().await;
-    }
-
-    fn reads(&self) -> u64 {
-        self.0.reads()
-    }
+    conformance::double_controls!();
 }
 
 conformance_suite!(async { AzureDouble::start().await.map(Azure) });
@@ -230,12 +216,5 @@ async fn workload_identity_exchanges_a_service_account_token() {
         json!({"authType": "WorkloadIdentity", "serviceAccountRef": {"name": "app"}}),
     );
     create_store(&env, "azure", spec).await;
-    env.create::<SecretSync>(&keyed_sync_yaml("db", "azure", "app-db"))
-        .await;
-    env.wait_version("db", 1).await;
-    assert_eq!(
-        secret_data(&env.secret("db-v1").await.unwrap())["password"],
-        b"federated"
-    );
-    env.wait_store("azure", "True", "Valid").await;
+    conformance::syncs_password(&env, "azure", "app-db", b"federated").await;
 }

@@ -21,7 +21,7 @@ use secretsync_operator::Config;
 use secretsync_testkit::leak::LeakScan;
 use serde_json::{Map, Value, json};
 
-use crate::common::{Env, keyed_sync_yaml, logs, secret_data};
+use crate::common::{DEADLINE, Env, keyed_sync_yaml, logs, secret_data, wait_until};
 
 /// A backend the kit runs against, with the hooks its cases need.
 pub(crate) trait Backend {
@@ -106,15 +106,33 @@ pub(crate) async fn create_store<B: Backend>(env: &Env, backend: &B, name: &str,
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     env.string_secret(name, &entries).await;
+    store(env, name, backend.provider(name)).await;
+}
+
+/// The SecretStore `name` with `spec.provider` `provider`, refreshed every second.
+pub(crate) async fn store(env: &Env, name: &str, provider: Value) {
     env.create::<SecretStore>(
-        &serde_json::to_string(&json!({
+        &json!({
             "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
             "metadata": {"name": name},
-            "spec": {"refreshInterval": "1s", "provider": backend.provider(name)},
-        }))
-        .unwrap(),
+            "spec": {"refreshInterval": "1s", "provider": provider},
+        })
+        .to_string(),
     )
     .await;
+}
+
+/// The SecretSync `db` reading `key` through `store` makes `db-v1` with `password`, and the
+/// store is Ready: what a store logging in some other way than the kit's must show.
+pub(crate) async fn syncs_password(env: &Env, store: &str, key: &str, password: &[u8]) {
+    env.create::<SecretSync>(&keyed_sync_yaml("db", store, key))
+        .await;
+    env.wait_version("db", 1).await;
+    assert_eq!(
+        secret_data(&env.secret("db-v1").await.unwrap())["password"],
+        password
+    );
+    env.wait_store(store, "True", "Valid").await;
 }
 
 fn expected(pairs: &[(&str, Vec<u8>)]) -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -418,6 +436,71 @@ pub(crate) async fn values_never_leak<B: Backend>(b: &mut B) {
     scan.cluster(&env.client).await;
     eprintln!("{}", scan.assert_clean());
 }
+
+/// A backend fixture's access-token reuse, for backends that log in first (Conjur, Akeyless):
+/// one login serves every read of three SecretSyncs, and once `expire` ends the token, one
+/// new login follows without any SecretSync noticing. `logins` counts logins at the backend.
+pub(crate) async fn one_login_until_the_token_ends<B: Backend>(
+    b: &mut B,
+    logins: impl Fn(&B) -> u64,
+    expire: impl Fn(&B),
+) {
+    let keys: Vec<String> = (0..3).map(|k| b.key(&format!("k{k}"))).collect();
+    for (k, key) in keys.iter().enumerate() {
+        b.put(key, format!(r#"{{"password":"p{k}"}}"#).as_bytes(), &[])
+            .await;
+    }
+    let env = env().await;
+    create_store(&env, b, "store", false).await;
+    for (k, key) in keys.iter().enumerate() {
+        env.create::<SecretSync>(&keyed_sync_yaml(&format!("s{k}"), "store", key))
+            .await;
+    }
+    for k in 0..keys.len() {
+        env.wait_version(&format!("s{k}"), 1).await;
+    }
+    // Several refreshes of every SecretSync, on one login.
+    let reads = b.reads();
+    wait_until("six more reads", DEADLINE, || b.reads() >= reads + 6).await;
+    assert_eq!(logins(b), 1, "one login for every read and check");
+    expire(b);
+    let reads = b.reads();
+    wait_until("reads after the token ended", DEADLINE, || {
+        b.reads() >= reads + 6
+    })
+    .await;
+    assert_eq!(logins(b), 2, "one new login once the token ended");
+    for k in 0..keys.len() {
+        env.wait_condition(&format!("s{k}"), "Ready", "True").await;
+        assert_eq!(
+            env.version_secrets(&format!("s{k}")).await,
+            [format!("s{k}-v1")]
+        );
+    }
+}
+
+/// The [`Backend`] methods of a fixture `struct F(Double)` whose double has the same
+/// controls (`deny`, `go_down`, `come_back`, `reads`): the TLS doubles.
+macro_rules! double_controls {
+    () => {
+        async fn deny(&mut self, denied: bool) {
+            self.0.deny(denied);
+        }
+
+        async fn go_down(&mut self) {
+            self.0.go_down();
+        }
+
+        async fn come_back(&mut self) {
+            self.0.come_back().await;
+        }
+
+        fn reads(&self) -> u64 {
+            self.0.reads()
+        }
+    };
+}
+pub(crate) use double_controls;
 
 /// One `#[tokio::test]` per case of the kit, for the backend `$start` (an expression
 /// giving `Option<impl Backend>`: `None` skips, as when a tool is missing).

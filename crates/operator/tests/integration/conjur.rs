@@ -4,11 +4,11 @@
 //! ServiceAccount token checked against the cluster's JWKS, the access token reused until
 //! it expires, and the CA bundle.
 
-use secretsync_api::{SecretStore, SecretSync};
+use secretsync_api::SecretStore;
 use secretsync_testkit::conjur_double::{self, ConjurDouble};
 use serde_json::{Value, json};
 
-use crate::common::{Env, keyed_sync_yaml, secret_data};
+use crate::common::Env;
 use crate::conformance::{self, Backend, conformance_suite};
 
 /// The kit's fixture: the double, logged in to with an API key.
@@ -54,21 +54,7 @@ impl Backend for Conjur {
         }})
     }
 
-    async fn deny(&mut self, denied: bool) {
-        self.0.deny(denied);
-    }
-
-    async fn go_down(&mut self) {
-        self.0.go_down();
-    }
-
-    async fn come_back(&mut self) {
-        self.0.come_back().await;
-    }
-
-    fn reads(&self) -> u64 {
-        self.0.reads()
-    }
+    conformance::double_controls!();
 }
 
 conformance_suite!(async { ConjurDouble::start().await.map(Conjur) });
@@ -90,17 +76,10 @@ async fn jwt_store(
     if let Some(host) = host {
         jwt["hostId"] = json!(host);
     }
-    env.create::<SecretStore>(
-        &json!({
-            "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
-            "metadata": {"name": name},
-            "spec": {"refreshInterval": "1s", "provider": {"conjur": {
-                "url": double.url(), "caBundle": double.ca_bundle(), "auth": {"jwt": jwt},
-            }}},
-        })
-        .to_string(),
-    )
-    .await;
+    let provider = json!({"conjur": {
+        "url": double.url(), "caBundle": double.ca_bundle(), "auth": {"jwt": jwt},
+    }});
+    conformance::store(env, name, provider).await;
 }
 
 /// `authn-jwt`: the ServiceAccount's token, signed by the cluster and for the
@@ -118,14 +97,7 @@ async fn a_service_account_token_logs_in_by_authn_jwt() {
     double.enable_jwt("k8s", "https://conjur.example.com", jwks, &[(&sub, host)]);
 
     jwt_store(&env, &double, "jwt", "https://conjur.example.com", None).await;
-    env.create::<SecretSync>(&keyed_sync_yaml("db", "jwt", "apps/db"))
-        .await;
-    env.wait_version("db", 1).await;
-    assert_eq!(
-        secret_data(&env.secret("db-v1").await.unwrap())["password"],
-        b"by-jwt"
-    );
-    env.wait_store("jwt", "True", "Valid").await;
+    conformance::syncs_password(&env, "jwt", "apps/db", b"by-jwt").await;
 
     jwt_store(
         &env,
@@ -158,50 +130,12 @@ async fn the_access_token_is_reused_until_it_expires() {
     let Some(double) = ConjurDouble::start().await else {
         return;
     };
-    for k in 0..3 {
-        double.set_value(
-            &format!("apps/k{k}"),
-            format!(r#"{{"password":"p{k}"}}"#).as_bytes(),
-        );
-    }
-    let b = Conjur(double);
-    let env = conformance::env().await;
-    conformance::create_store(&env, &b, "store", false).await;
-    for k in 0..3 {
-        env.create::<SecretSync>(&keyed_sync_yaml(
-            &format!("s{k}"),
-            "store",
-            &format!("apps/k{k}"),
-        ))
-        .await;
-    }
-    for k in 0..3 {
-        env.wait_version(&format!("s{k}"), 1).await;
-    }
-    // Several refreshes of every SecretSync, on one login.
-    let reads = b.reads();
-    crate::common::wait_until("three more reads", crate::common::DEADLINE, || {
-        b.0.reads() >= reads + 6
-    })
-    .await;
-    assert_eq!(b.0.logins(), 1, "one login for every read and check");
-
-    b.0.expire_tokens();
-    let reads = b.reads();
-    crate::common::wait_until(
-        "reads after the token expired",
-        crate::common::DEADLINE,
-        || b.0.reads() >= reads + 6,
+    conformance::one_login_until_the_token_ends(
+        &mut Conjur(double),
+        |b| b.0.logins(),
+        |b| b.0.expire_tokens(),
     )
     .await;
-    assert_eq!(b.0.logins(), 2, "one new login once the token expired");
-    for k in 0..3 {
-        env.wait_condition(&format!("s{k}"), "Ready", "True").await;
-        assert_eq!(
-            env.version_secrets(&format!("s{k}")).await,
-            [format!("s{k}-v1")]
-        );
-    }
 }
 
 /// `caBundle` replaces the system roots: a CA that did not sign the server's certificate is

@@ -167,15 +167,7 @@ async fn the_vault_example_syncs_from_openbao() {
         "app/config",
         &[("host", "db.internal"), ("port", "5432")],
     );
-    kubectl.ok(&["apply", "-f", &path("crds")]).await;
-    kubectl
-        .ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/secretstores.secretsync.io",
-        ])
-        .await;
-    install_namespace(&env.client, "payments").await;
+    install(&env, &kubectl).await;
     env.operator = Some(Operator::start(env.client.clone(), None));
 
     // The examples as a user would adapt them: the token and the server address.
@@ -229,15 +221,7 @@ async fn the_gcp_example_syncs_from_the_secret_manager_double() {
     double.add_version("app-config", br#"{"host":"db.internal"}"#);
     double.add_version("payments-api", b"api-key");
     double.set_labels("payments-api", &[("team", "payments")]);
-    kubectl.ok(&["apply", "-f", &path("crds")]).await;
-    kubectl
-        .ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/secretstores.secretsync.io",
-        ])
-        .await;
-    install_namespace(&env.client, "payments").await;
+    install(&env, &kubectl).await;
     env.string_secret(
         "gcp-key",
         &[("key.json", &double.service_account_key(account))],
@@ -296,15 +280,8 @@ async fn the_gcp_example_syncs_from_the_secret_manager_double() {
     env.stop_operator().await;
 }
 
-/// Applies every file of `examples/<dir>`, each passed through `adapt` (the replacements a
-/// user makes: their server, their credentials), with real kubectl to a cluster with the CRDs
-/// and the operator; returns the Secret data of the SecretSync `payments`'s first version.
-async fn apply_example(
-    env: &mut Env,
-    kubectl: &Kubectl,
-    dir: &str,
-    adapt: impl Fn(String) -> String,
-) -> std::collections::BTreeMap<String, Vec<u8>> {
+/// The CRDs applied with kubectl, and the namespace `payments`.
+async fn install(env: &Env, kubectl: &Kubectl) {
     kubectl.ok(&["apply", "-f", &path("crds")]).await;
     kubectl
         .ok(&[
@@ -314,6 +291,20 @@ async fn apply_example(
         ])
         .await;
     install_namespace(&env.client, "payments").await;
+}
+
+/// Applies every file of `examples/<dir>`, each passed through `adapt` (the replacements a
+/// user makes: their server, their credentials), with real kubectl to a cluster with the CRDs
+/// and the operator; checks that the store `<dir>` is Ready and the SecretSync `payments`'s
+/// first version holds `want`.
+async fn apply_example(
+    env: &mut Env,
+    kubectl: &Kubectl,
+    dir: &str,
+    adapt: impl Fn(String) -> String,
+    want: &[(&str, &str)],
+) {
+    install(env, kubectl).await;
     env.operator = Some(Operator::start(env.client.clone(), None));
     let adapted = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(repo_root().join("examples").join(dir)).unwrap() {
@@ -326,14 +317,16 @@ async fn apply_example(
         .ok(&["apply", "-n", "payments", "-f", &adapted])
         .await;
     env.wait_version("payments", 1).await;
-    crate::common::secret_data(&env.secret("payments-v1").await.unwrap())
-}
-
-fn expected(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, Vec<u8>> {
-    pairs
+    let want: std::collections::BTreeMap<String, Vec<u8>> = want
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-        .collect()
+        .collect();
+    assert_eq!(
+        crate::common::secret_data(&env.secret("payments-v1").await.unwrap()),
+        want
+    );
+    env.wait_store(dir, "True", "Valid").await;
+    env.stop_operator().await;
 }
 
 /// The Conjur example, its server, account and host's API key replaced by the double's.
@@ -352,7 +345,7 @@ async fn the_conjur_example_syncs_from_the_conjur_double() {
     double.annotate("data/payments/keys/api", "team", "payments");
     double.set_value("data/payments/keys/ledger", b"ledger-key");
     double.annotate("data/payments/keys/ledger", "team", "ledger");
-    let data = apply_example(&mut env, &kubectl, "conjur", |text| {
+    let adapt = |text: String| {
         text.replace(
             "url: https://conjur.example.com\n      auth",
             &format!(
@@ -367,19 +360,14 @@ async fn the_conjur_example_syncs_from_the_conjur_double() {
         )
         .replace("host/data/payments/secretsync", conjur_double::HOST)
         .replace("replace-with-the-host-api-key", conjur_double::API_KEY)
-    })
-    .await;
-    assert_eq!(
-        data,
-        expected(&[
-            ("api", "api-key"),
-            ("password", "correct-horse-1"),
-            ("previous-password", "old-horse"),
-            ("username", "app"),
-        ])
-    );
-    env.wait_store("conjur", "True", "Valid").await;
-    env.stop_operator().await;
+    };
+    let want = [
+        ("api", "api-key"),
+        ("password", "correct-horse-1"),
+        ("previous-password", "old-horse"),
+        ("username", "app"),
+    ];
+    apply_example(&mut env, &kubectl, "conjur", adapt, &want).await;
 }
 
 /// The Akeyless example, its API URL and access key replaced by the double's.
@@ -398,7 +386,7 @@ async fn the_akeyless_example_syncs_from_the_akeyless_double() {
     double.set_value("/payments/config", r#"{"host":"db.internal"}"#, &[]);
     double.set_value("/payments/keys/api", "api-key", &["team=payments"]);
     double.set_value("/payments/keys/ledger", "ledger-key", &["team=ledger"]);
-    let data = apply_example(&mut env, &kubectl, "akeyless", |text| {
+    let adapt = |text: String| {
         text.replace(
             "akeylessGWApiURL: https://api.akeyless.io",
             &format!(
@@ -409,18 +397,13 @@ async fn the_akeyless_example_syncs_from_the_akeyless_double() {
         )
         .replace("p-replace-with-access-id", akeyless_double::ACCESS_ID)
         .replace("replace-with-the-access-key", akeyless_double::ACCESS_KEY)
-    })
-    .await;
-    assert_eq!(
-        data,
-        expected(&[
-            ("api", "api-key"),
-            ("host", "db.internal"),
-            ("password", "correct-horse-1"),
-            ("previous-password", "old-horse"),
-            ("username", "app"),
-        ])
-    );
-    env.wait_store("akeyless", "True", "Valid").await;
-    env.stop_operator().await;
+    };
+    let want = [
+        ("api", "api-key"),
+        ("host", "db.internal"),
+        ("password", "correct-horse-1"),
+        ("previous-password", "old-horse"),
+        ("username", "app"),
+    ];
+    apply_example(&mut env, &kubectl, "akeyless", adapt, &want).await;
 }
