@@ -1,10 +1,13 @@
-//! Journeys 1–7 of issue 11: the platform team, the app team and on-call, as each meets
-//! the product with kubectl, the `kubectl secretsync` plugin and the operator binary. Each
-//! runs in its own namespaces, on the sandbox or on `E2E_CLUSTER=existing`.
+//! The journeys: the platform team, the app team and on-call, as each meets the product
+//! with kubectl, helm, the `kubectl secretsync` plugin and the operator binary (1–7 of issue
+//! 11, then helm, a move from ESO, and the same life on Conjur and Akeyless). Each runs in
+//! its own namespaces, on the sandbox, `E2E_CLUSTER=existing` or `E2E_CLUSTER=real`.
 
 use std::time::Duration;
 
 use secretsync_e2e::{Journey, eventually};
+use secretsync_testkit::akeyless_double::{self, AkeylessDouble};
+use secretsync_testkit::conjur_double::{self, ConjurDouble};
 use secretsync_testkit::moto::Moto;
 use secretsync_testkit::openbao::OpenBao;
 use secretsync_testkit::{free_port, repo_root};
@@ -1583,4 +1586,178 @@ async fn wait_events_ready(j: &Journey, store: &str, reason: &str) {
             })
     })
     .await;
+}
+
+// ---- 10. The same life on CyberArk Conjur and on Akeyless ---------------------------------
+
+/// A backend of journey 10: a TLS double of its REST API (no server of either can be had
+/// here), the store that logs in to it with the credentials in Secret `creds`, and how a
+/// value is written there.
+trait ThirdParty {
+    fn provider(&self) -> Value;
+    fn credentials(&self) -> [(&'static str, &'static str); 2];
+    fn key(&self, name: &str) -> String;
+    fn put(&self, name: &str, value: &str);
+}
+
+impl ThirdParty for ConjurDouble {
+    fn provider(&self) -> Value {
+        json!({"conjur": {
+            "url": self.url(),
+            "caBundle": self.ca_bundle(),
+            "auth": {"apikey": {
+                "account": conjur_double::ACCOUNT,
+                "userRef": {"name": "creds", "key": "hostid"},
+                "apiKeyRef": {"name": "creds", "key": "apikey"},
+            }},
+        }})
+    }
+    fn credentials(&self) -> [(&'static str, &'static str); 2] {
+        [
+            ("hostid", conjur_double::HOST),
+            ("apikey", conjur_double::API_KEY),
+        ]
+    }
+    fn key(&self, name: &str) -> String {
+        format!("data/app/{name}")
+    }
+    fn put(&self, name: &str, value: &str) {
+        self.set_value(&self.key(name), value.as_bytes());
+    }
+}
+
+impl ThirdParty for AkeylessDouble {
+    fn provider(&self) -> Value {
+        json!({"akeyless": {
+            "akeylessGWApiURL": self.url(),
+            "caBundle": self.ca_bundle(),
+            "authSecretRef": {"secretRef": {
+                "accessID": {"name": "creds", "key": "access-id"},
+                "accessTypeParam": {"name": "creds", "key": "access-key"},
+            }},
+        }})
+    }
+    fn credentials(&self) -> [(&'static str, &'static str); 2] {
+        [
+            ("access-id", akeyless_double::ACCESS_ID),
+            ("access-key", akeyless_double::ACCESS_KEY),
+        ]
+    }
+    fn key(&self, name: &str) -> String {
+        format!("/app/{name}")
+    }
+    fn put(&self, name: &str, value: &str) {
+        self.set_value(&self.key(name), value, &[]);
+    }
+}
+
+/// The app team's and on-call's life on `backend`, with kubectl and the plugin, the
+/// operator binary reading the double over TLS with the store's `caBundle`: synced and
+/// rolled out, the source changed, a rotation, a revoke and a rollback — each time the
+/// Secret's data and the Pods' version checked.
+async fn third_party_journey(j: &mut Journey, backend: &impl ThirdParty) {
+    let ns = j.ns.clone();
+    j.start_operator(&[&ns], None);
+    backend.put("username", "app");
+    backend.put("password", "pw-1");
+    let mut create = vec!["create", "secret", "generic", "creds", "-n", &ns];
+    let literals: Vec<String> = backend
+        .credentials()
+        .iter()
+        .map(|(k, v)| format!("--from-literal={k}={v}"))
+        .collect();
+    create.extend(literals.iter().map(String::as_str));
+    j.ok(&create).await;
+    let store = json!({
+        "apiVersion": "secretsync.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": "vault"},
+        "spec": {"provider": backend.provider()},
+    });
+    j.apply(&ns, "store.yaml", &store.to_string()).await;
+    let sync = format!(
+        "apiVersion: secretsync.io/v1alpha1
+kind: SecretSync
+metadata: {{name: db}}
+spec:
+  storeRef: {{name: vault}}
+  refreshInterval: 2s
+  data:
+    - {{secretKey: username, remoteRef: {{key: {}}}}}
+    - {{secretKey: password, remoteRef: {{key: {}}}}}
+  history: {{limit: 3}}
+  rollout:
+    targets: [{{kind: Deployment, name: app}}]
+    timeout: 5m
+",
+        backend.key("username"),
+        backend.key("password")
+    );
+    j.apply(&ns, "secretsync.yaml", &sync).await;
+    j.apply(&ns, "deployment.yaml", DEPLOYMENT).await;
+    j.wait_active("db", 1).await;
+    j.wait_pods_on(APP, 2, "db-v1").await;
+    let pw = |p: &str| data(&[("password", p), ("username", "app")]);
+    assert_eq!(j.secret_data("db-v1").await.unwrap(), pw("pw-1"));
+
+    // The value changes at the backend: the next refresh makes db-v2 and rolls it out.
+    backend.put("password", "pw-2");
+    j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+    assert_eq!(j.secret_data("db-v2").await.unwrap(), pw("pw-2"));
+
+    // On-call rotates: a fresh read, db-v3, rolled out.
+    oncall(j, "rotate", &[]).await;
+    j.wait_active("db", 3).await;
+    j.wait_pods_on(APP, 2, "db-v3").await;
+    assert_eq!(j.secret_data("db-v3").await.unwrap(), pw("pw-2"));
+
+    // db-v3 leaked: revoked, replaced by db-v4 and deleted once no Pod uses it.
+    oncall(j, "revoke", &["--version", "3"]).await;
+    j.wait_active("db", 4).await;
+    j.wait_pods_on(APP, 2, "db-v4").await;
+    eventually("db-v3 deleted", || async {
+        let v = j.versions("db").await;
+        (!v.contains(&"db-v3".to_owned()))
+            .then_some(())
+            .ok_or(format!("{v:?}"))
+    })
+    .await;
+    assert_eq!(status_version_state(j, 3).await, "Revoked");
+
+    // Rolled back past the revoked version to db-v2.
+    oncall(j, "rollback", &[]).await;
+    j.wait_active("db", 2).await;
+    j.wait_pods_on(APP, 2, "db-v2").await;
+    assert_eq!(template_refs(j).await, ["db-v2"; 3]);
+}
+
+/// `kubectl secretsync <verb> db [extra…] --wait`, in the journey's namespace.
+async fn oncall(j: &Journey, verb: &str, extra: &[&str]) {
+    let ns = j.ns.clone();
+    let mut args = vec!["secretsync", verb, "db", "-n", &ns];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--wait", "--timeout", "90s"]);
+    j.ok(&args).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j10_conjur_sync_rotate_revoke_rollback_rolled_out() {
+    let Some(mut j) = Journey::start("e2e-conjur").await else {
+        return;
+    };
+    let Some(conjur) = ConjurDouble::start().await else {
+        return;
+    };
+    third_party_journey(&mut j, &conjur).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j10_akeyless_sync_rotate_revoke_rollback_rolled_out() {
+    let Some(mut j) = Journey::start("e2e-akeyless").await else {
+        return;
+    };
+    let Some(akeyless) = AkeylessDouble::start().await else {
+        return;
+    };
+    third_party_journey(&mut j, &akeyless).await;
 }
