@@ -36,7 +36,6 @@ use azure_security_keyvault_secrets::models::{
     SecretClientGetSecretOptions, SecretClientListSecretPropertiesOptions,
 };
 use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
-use base64::Engine as _;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
@@ -349,7 +348,7 @@ fn client_options(spec: &AzureProvider) -> Result<ClientOptions> {
         .redirect(reqwest::redirect::Policy::none());
     if let Some(bundle) = spec.ca_bundle.as_deref() {
         // caBundle replaces the system roots: the store trusts exactly that CA.
-        http = http.tls_certs_only(parse_ca_bundle(bundle)?);
+        http = http.tls_certs_only(crate::tls::parse_ca_bundle(bundle)?);
     }
     let http = http.build().map_err(|e| {
         ProviderError::InvalidConfig(format!("cannot set up TLS for Key Vault (caBundle?): {e}"))
@@ -373,23 +372,6 @@ fn client_options(spec: &AzureProvider) -> Result<ClientOptions> {
         cloud,
         ..ClientOptions::default()
     })
-}
-
-/// The certificates of a base64-encoded PEM bundle.
-fn parse_ca_bundle(bundle: &str) -> Result<Vec<reqwest::Certificate>> {
-    let compact: String = bundle.split_whitespace().collect();
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|_| ProviderError::InvalidConfig("caBundle is not valid base64".to_owned()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-        ProviderError::InvalidConfig("caBundle is not a PEM certificate bundle".to_owned())
-    })?;
-    if certs.is_empty() {
-        return Err(ProviderError::InvalidConfig(
-            "caBundle holds no PEM certificate".to_owned(),
-        ));
-    }
-    Ok(certs)
 }
 
 /// The process's rustls provider: ring, like kube's client. Installed at most once, and

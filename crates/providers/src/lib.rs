@@ -39,6 +39,7 @@ mod credentials;
 mod rest;
 #[cfg(any(
     feature = "vault",
+    feature = "azure",
     feature = "gcp",
     feature = "conjur",
     feature = "akeyless"

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 
 use crate::error::{ProviderError, Result, cut, is_tls_trust_failure};
@@ -30,7 +29,7 @@ pub(crate) fn client(url: &str, ca_bundle: Option<&str>) -> Result<reqwest::Clie
         .tls_backend_rustls()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT);
-    let roots = ca_bundle.map(parse_ca_bundle).transpose()?;
+    let roots = ca_bundle.map(crate::tls::parse_ca_bundle).transpose()?;
     http = match (https, roots) {
         (true, Some(roots)) => http.tls_certs_only(roots),
         (true, None) => http,
@@ -39,23 +38,6 @@ pub(crate) fn client(url: &str, ca_bundle: Option<&str>) -> Result<reqwest::Clie
     http.build().map_err(|e| {
         ProviderError::InvalidConfig(format!("cannot set up TLS for {url} (caBundle?): {e}"))
     })
-}
-
-/// The certificates of a base64-encoded PEM bundle.
-fn parse_ca_bundle(bundle: &str) -> Result<Vec<reqwest::Certificate>> {
-    let compact: String = bundle.split_whitespace().collect();
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|_| ProviderError::InvalidConfig("caBundle is not valid base64".to_owned()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-        ProviderError::InvalidConfig("caBundle is not a PEM certificate bundle".to_owned())
-    })?;
-    if certs.is_empty() {
-        return Err(ProviderError::InvalidConfig(
-            "caBundle holds no PEM certificate".to_owned(),
-        ));
-    }
-    Ok(certs)
 }
 
 /// The error for a request that got no answer while `doing` something at `server`.

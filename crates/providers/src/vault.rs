@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 mod dynamic;
 
 use secretsync_api::{DynamicSecret, Find, PkiIssue, VaultAuth, VaultKvVersion, VaultProvider};
@@ -1158,7 +1157,11 @@ fn build_client(spec: &VaultProvider, identity: Option<reqwest::Identity>) -> Re
         .tls_backend_rustls()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT);
-    let roots = spec.ca_bundle.as_deref().map(parse_ca_bundle).transpose()?;
+    let roots = spec
+        .ca_bundle
+        .as_deref()
+        .map(crate::tls::parse_ca_bundle)
+        .transpose()?;
     http = match (https, roots) {
         // caBundle replaces the system roots: the store trusts exactly that CA.
         (true, Some(roots)) => http.tls_certs_only(roots),
@@ -1225,23 +1228,6 @@ async fn client_identity(
             "{cert_field} and {key_field} must hold a PEM certificate and its PEM private key"
         ))
     })
-}
-
-/// The certificates of a base64-encoded PEM bundle.
-fn parse_ca_bundle(bundle: &str) -> Result<Vec<reqwest::Certificate>> {
-    let compact: String = bundle.split_whitespace().collect();
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|_| ProviderError::InvalidConfig("caBundle is not valid base64".to_owned()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-        ProviderError::InvalidConfig("caBundle is not a PEM certificate bundle".to_owned())
-    })?;
-    if certs.is_empty() {
-        return Err(ProviderError::InvalidConfig(
-            "caBundle holds no PEM certificate".to_owned(),
-        ));
-    }
-    Ok(certs)
 }
 
 /// `base` with a token: the vaultrs client interface over a shared HTTP client.
