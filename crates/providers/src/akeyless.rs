@@ -317,14 +317,7 @@ impl Akeyless {
                 break;
             }
         }
-        names.sort();
-        names.dedup();
-        let mut found = Vec::with_capacity(names.len());
-        for name in names {
-            let value = self.fetch(&name, None).await?;
-            found.push((name, value));
-        }
-        Ok(found)
+        crate::find::read_each(names, |name| async move { self.fetch(&name, None).await }).await
     }
 
     /// Checks the login: a token, and Akeyless answering a one-item listing with it. A

@@ -196,14 +196,7 @@ impl AzureKv {
                 }
             }
         }
-        names.sort();
-        names.dedup();
-        let mut found = Vec::with_capacity(names.len());
-        for name in names {
-            let value = self.fetch(&name, None).await?;
-            found.push((name, value));
-        }
-        Ok(found)
+        crate::find::read_each(names, |name| async move { self.fetch(&name, None).await }).await
     }
 
     /// Checks that the vault accepts the credentials, by listing one secret's properties.

@@ -5,6 +5,27 @@
 /// asking to narrow it, instead of holding every value in memory.
 pub const MAX_FOUND: usize = 500;
 
+/// `find`'s answer where the backend lists names and reads each: every name once, in name
+/// order, with its latest value. One failed read fails the whole `find`.
+#[cfg(any(feature = "azure", feature = "gcp", feature = "akeyless"))]
+pub(crate) async fn read_each<F, Fut>(
+    mut names: Vec<String>,
+    read: F,
+) -> crate::error::Result<Vec<(String, crate::value::RemoteValue)>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<crate::value::RemoteValue>>,
+{
+    names.sort();
+    names.dedup();
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        let value = read(name.clone()).await?;
+        found.push((name, value));
+    }
+    Ok(found)
+}
+
 /// The helpers below serve the backends; with none built in they have no caller.
 #[cfg(any(
     feature = "vault",

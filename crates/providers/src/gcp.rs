@@ -226,14 +226,7 @@ impl Gcp {
             }
             page_token = page.next_page_token;
         }
-        names.sort();
-        names.dedup();
-        let mut found = Vec::with_capacity(names.len());
-        for name in names {
-            let value = self.fetch(&name, None).await?;
-            found.push((name, value));
-        }
-        Ok(found)
+        crate::find::read_each(names, |name| async move { self.fetch(&name, None).await }).await
     }
 
     /// Checks that Google accepts the credentials, by listing one secret. A denial still

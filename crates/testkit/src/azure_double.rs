@@ -22,7 +22,6 @@
 //! reads ([`AzureDouble::reads`]), deny access, and take it down and up again.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,14 +31,14 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::pki::TestPki;
+use crate::serving::Serving;
+use crate::tls_server;
 
 /// The tenant, service principal and workload identity the double knows.
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -87,9 +86,8 @@ struct Shared {
 /// A running double, stopped when dropped.
 pub struct AzureDouble {
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    serving: Serving,
     acceptor: TlsAcceptor,
-    tasks: Mutex<Option<JoinSet<()>>>,
     pki: TestPki,
 }
 
@@ -98,24 +96,8 @@ impl AzureDouble {
     /// missing and SECRETSYNC_SKIP_TOOLS is set.
     pub async fn start() -> Option<AzureDouble> {
         let pki = TestPki::generate()?;
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(pki.path("server.pem"))
-                .expect("read server.pem")
-                .collect::<Result<_, _>>()
-                .expect("parse server.pem");
-        let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).expect("read server.key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server certificate");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("local address");
+        let (serving, listener) = Serving::bind().await;
+        let addr = serving.addr();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 client_secret: CLIENT_SECRET.to_owned(),
@@ -127,9 +109,8 @@ impl AzureDouble {
         });
         let double = AzureDouble {
             shared,
-            addr,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            tasks: Mutex::new(None),
+            serving,
+            acceptor: tls_server::acceptor(&pki),
             pki,
         };
         double.serve(listener);
@@ -137,11 +118,10 @@ impl AzureDouble {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let mut tasks = JoinSet::new();
         let acceptor = self.acceptor.clone();
         let shared = self.shared.clone();
         let mut connections = JoinSet::new();
-        tasks.spawn(async move {
+        self.serving.run(async move {
             // Connections live in this task's set: aborting it closes them all.
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -164,7 +144,6 @@ impl AzureDouble {
                 while connections.try_join_next().is_some() {}
             }
         });
-        *self.tasks.lock().unwrap() = Some(tasks);
     }
 
     /// `https://127.0.0.1:PORT`: the `vaultUrl` and the `authorityHost`.
@@ -186,7 +165,7 @@ impl AzureDouble {
         let id = format!(
             "{:016x}{:016x}",
             state.next.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            u64::from(self.addr.port()) << 32 | state.next
+            u64::from(self.serving.addr().port()) << 32 | state.next
         );
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -245,23 +224,12 @@ impl AzureDouble {
     /// Goes down: the listener and every open connection close, so connections are
     /// refused.
     pub fn go_down(&self) {
-        if let Some(mut tasks) = self.tasks.lock().unwrap().take() {
-            tasks.abort_all();
-        }
+        self.serving.go_down();
     }
 
     /// Comes back on the same port, with the same contents.
     pub async fn come_back(&self) {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("bind the double's port again");
-        self.serve(listener);
-    }
-}
-
-impl Drop for AzureDouble {
-    fn drop(&mut self) {
-        self.go_down();
+        self.serve(self.serving.rebind().await);
     }
 }
 

@@ -12,39 +12,30 @@
 //! # }
 //! ```
 
-use std::net::SocketAddr;
-use std::sync::Mutex;
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+
+use crate::serving::Serving;
 
 /// A forwarder to `127.0.0.1:<target>`, stopped when dropped.
 #[derive(Debug)]
 pub struct Gate {
-    addr: SocketAddr,
+    serving: Serving,
     target: u16,
-    tasks: Mutex<Option<JoinSet<()>>>,
 }
 
 impl Gate {
     /// Forwards a free port of 127.0.0.1 to `127.0.0.1:<target>`.
     pub async fn start(target: u16) -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
-        let gate = Gate {
-            addr: listener.local_addr().expect("local address"),
-            target,
-            tasks: Mutex::new(None),
-        };
+        let (serving, listener) = Serving::bind().await;
+        let gate = Gate { serving, target };
         gate.serve(listener);
         gate
     }
 
     fn serve(&self, listener: TcpListener) {
         let target = self.target;
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
+        self.serving.run(async move {
             // Connections live in this task's set: aborting it cuts them all.
             let mut connections = JoinSet::new();
             loop {
@@ -60,32 +51,20 @@ impl Gate {
                 while connections.try_join_next().is_some() {}
             }
         });
-        *self.tasks.lock().unwrap() = Some(tasks);
     }
 
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.serving.addr().port()
     }
 
     /// Goes down: open connections are cut and new ones refused until [`Gate::come_back`].
     pub fn go_down(&self) {
-        if let Some(mut tasks) = self.tasks.lock().unwrap().take() {
-            tasks.abort_all();
-        }
+        self.serving.go_down();
     }
 
     /// Comes back on the same port.
     pub async fn come_back(&self) {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("bind the gate's port again");
-        self.serve(listener);
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        self.go_down();
+        self.serve(self.serving.rebind().await);
     }
 }

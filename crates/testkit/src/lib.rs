@@ -26,6 +26,7 @@ pub mod openbao;
 pub mod openbao_db;
 pub mod pki;
 pub mod postgres;
+mod serving;
 pub mod tls_server;
 
 /// A server's stdout and stderr, both appended to the log file at `path` (a restarted

@@ -4,8 +4,7 @@
 //! and every open connection close, so connections are refused) and come back on the same
 //! port.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
@@ -20,16 +19,16 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::pki::TestPki;
+use crate::serving::Serving;
 
 /// What a double answers a request with.
 pub type Handler = Arc<dyn Fn(Request<Bytes>) -> Response<Full<Bytes>> + Send + Sync>;
 
 /// A running server, stopped when dropped.
 pub struct TlsServer {
-    addr: SocketAddr,
+    serving: Serving,
     acceptor: TlsAcceptor,
     handler: Handler,
-    tasks: Mutex<Option<JoinSet<()>>>,
     pki: TestPki,
 }
 
@@ -38,28 +37,11 @@ impl TlsServer {
     /// missing and SECRETSYNC_SKIP_TOOLS is set.
     pub async fn start(handler: Handler) -> Option<TlsServer> {
         let pki = TestPki::generate()?;
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(pki.path("server.pem"))
-                .expect("read server.pem")
-                .collect::<Result<_, _>>()
-                .expect("parse server.pem");
-        let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).expect("read server.key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server certificate");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
+        let (serving, listener) = Serving::bind().await;
         let server = TlsServer {
-            addr: listener.local_addr().expect("local address"),
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            serving,
+            acceptor: acceptor(&pki),
             handler,
-            tasks: Mutex::new(None),
             pki,
         };
         server.serve(listener);
@@ -67,10 +49,9 @@ impl TlsServer {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let mut tasks = JoinSet::new();
         let acceptor = self.acceptor.clone();
         let handler = self.handler.clone();
-        tasks.spawn(async move {
+        self.serving.run(async move {
             // Connections live in this task's set: aborting it closes them all.
             let mut connections = JoinSet::new();
             loop {
@@ -104,12 +85,11 @@ impl TlsServer {
                 while connections.try_join_next().is_some() {}
             }
         });
-        *self.tasks.lock().unwrap() = Some(tasks);
     }
 
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.serving.addr())
     }
 
     /// The CA that signed the server's certificate, base64 PEM (a store's `caBundle`).
@@ -124,24 +104,31 @@ impl TlsServer {
 
     /// Goes down: connections are refused until [`TlsServer::come_back`].
     pub fn go_down(&self) {
-        if let Some(mut tasks) = self.tasks.lock().unwrap().take() {
-            tasks.abort_all();
-        }
+        self.serving.go_down();
     }
 
     /// Comes back on the same port.
     pub async fn come_back(&self) {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("bind the double's port again");
-        self.serve(listener);
+        self.serve(self.serving.rebind().await);
     }
 }
 
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.go_down();
-    }
+/// A TLS acceptor presenting the certificate `pki` issued for 127.0.0.1.
+pub(crate) fn acceptor(pki: &TestPki) -> TlsAcceptor {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .expect("read server.pem")
+        .collect::<Result<_, _>>()
+        .expect("parse server.pem");
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).expect("read server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server certificate");
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// A response with `status`, `content_type` and `body`.
