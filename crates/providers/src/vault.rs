@@ -491,18 +491,11 @@ impl Inner {
     }
 
     async fn revoke_lease(&self, lease_id: &str) -> Result<()> {
-        let body = serde_json::json!({ "lease_id": lease_id }).to_string();
-        let body = &body;
         let revoked = self
-            .authorized(|token| async move {
-                self.call(
-                    &token,
-                    reqwest::Method::PUT,
-                    "sys/leases/revoke",
-                    Some(body),
-                )
-                .await
-            })
+            .put_lease(
+                "sys/leases/revoke",
+                serde_json::json!({ "lease_id": lease_id }),
+            )
             .await;
         match revoked {
             Ok(_) => Ok(()),
@@ -662,6 +655,17 @@ impl Inner {
         })
         .await
         .map_err(|f| self.describe(f, "looking up its own token (auth/token/lookup-self)"))
+    }
+
+    /// A `PUT` of `body` to one of Vault's `sys/leases/*` endpoints, with the store's token.
+    async fn put_lease(&self, path: &str, body: serde_json::Value) -> Result<SecretBytes, Failure> {
+        let body = body.to_string();
+        let body = &body;
+        self.authorized(|token| async move {
+            self.call(&token, reqwest::Method::PUT, path, Some(body))
+                .await
+        })
+        .await
     }
 
     /// Runs `op` with the current token; when Vault answers 403, drops that token and runs

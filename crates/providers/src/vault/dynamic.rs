@@ -100,15 +100,10 @@ impl Inner {
         let body = serde_json::json!({
             "lease_id": lease_id,
             "increment": increment.as_secs().max(1),
-        })
-        .to_string();
-        let body = &body;
+        });
         let doing = "renewing a lease (sys/leases/renew)";
         let raw = self
-            .authorized(|token| async move {
-                self.call(&token, reqwest::Method::PUT, "sys/leases/renew", Some(body))
-                    .await
-            })
+            .put_lease("sys/leases/renew", body)
             .await
             .map_err(|f| self.describe(f, doing))?;
         let answer: Answer = serde_json::from_slice(raw.expose())
@@ -162,18 +157,11 @@ impl Inner {
     /// When the lease was issued (RFC 3339, as Vault says it), `None` for a lease Vault no
     /// longer knows.
     pub(super) async fn lease_issue_time(&self, lease_id: &str) -> Result<Option<String>> {
-        let body = serde_json::json!({ "lease_id": lease_id }).to_string();
-        let body = &body;
         let looked = self
-            .authorized(|token| async move {
-                self.call(
-                    &token,
-                    reqwest::Method::PUT,
-                    "sys/leases/lookup",
-                    Some(body),
-                )
-                .await
-            })
+            .put_lease(
+                "sys/leases/lookup",
+                serde_json::json!({ "lease_id": lease_id }),
+            )
             .await;
         let doing = "looking up a lease (sys/leases/lookup)";
         let raw = match looked {
