@@ -17,8 +17,7 @@
 //! rotate the access key, take the API down and up, and count value reads and logins.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -27,7 +26,7 @@ use hyper::body::Bytes;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 
-use crate::tls_server::{Handler, TlsServer, respond};
+use crate::tls_server::{Counted, Double, respond};
 
 /// The access id of every auth method the double knows.
 pub const ACCESS_ID: &str = "p-secretsync0001";
@@ -51,8 +50,9 @@ struct Item {
     tags: Vec<String>,
 }
 
+/// The double's state (its fields are its own).
 #[derive(Default)]
-struct State {
+pub struct State {
     access_key: String,
     rules: Vec<TokenRule>,
     tokens: Vec<String>,
@@ -60,47 +60,20 @@ struct State {
     denied: bool,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    reads: AtomicU64,
-    logins: AtomicU64,
-}
+/// What the double keeps, under [`Double`]'s lock.
+type Shared = Counted<State>;
 
 /// A running double, stopped when dropped.
-pub struct AkeylessDouble {
-    shared: Arc<Shared>,
-    server: TlsServer,
-}
+pub type AkeylessDouble = Double<State>;
 
 impl AkeylessDouble {
     /// Starts the double. `None` when the throwaway CA cannot be made.
     pub async fn start() -> Option<AkeylessDouble> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                access_key: ACCESS_KEY.to_owned(),
-                ..State::default()
-            }),
-            reads: AtomicU64::new(0),
-            logins: AtomicU64::new(0),
-        });
-        let handler_shared = shared.clone();
-        let handler: Handler = Arc::new(move |request| handle(&handler_shared, request));
-        let server = TlsServer::start(handler).await?;
-        Some(AkeylessDouble { shared, server })
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap()
-    }
-
-    /// The store's `akeylessGWApiURL`.
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// The store's `caBundle`.
-    pub fn ca_bundle(&self) -> String {
-        self.server.ca_bundle()
+        let state = State {
+            access_key: ACCESS_KEY.to_owned(),
+            ..State::default()
+        };
+        Double::serve(state, handle).await
     }
 
     /// Stores `value` as the next version of item `name` (a full name, `/a/b`), replacing
@@ -147,24 +120,6 @@ impl AkeylessDouble {
     /// Denies (or allows again) reading values: 403.
     pub fn deny(&self, denied: bool) {
         self.state().denied = denied;
-    }
-
-    pub fn go_down(&self) {
-        self.server.go_down();
-    }
-
-    pub async fn come_back(&self) {
-        self.server.come_back().await;
-    }
-
-    /// Values served so far.
-    pub fn reads(&self) -> u64 {
-        self.shared.reads.load(Ordering::SeqCst)
-    }
-
-    /// Successful logins so far.
-    pub fn logins(&self) -> u64 {
-        self.shared.logins.load(Ordering::SeqCst)
     }
 }
 

@@ -19,8 +19,7 @@
 //! and count value reads and logins.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -31,7 +30,7 @@ use hyper::{Method, Request, Response};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{Value, json};
 
-use crate::tls_server::{Handler, TlsServer, respond};
+use crate::tls_server::{Counted, Double, respond};
 
 /// The Conjur account (organization) the double serves.
 pub const ACCOUNT: &str = "secretsync";
@@ -56,8 +55,9 @@ struct Variable {
     annotations: BTreeMap<String, String>,
 }
 
+/// The double's state (its fields are its own).
 #[derive(Default)]
-struct State {
+pub struct State {
     api_keys: BTreeMap<String, String>,
     jwt: BTreeMap<String, JwtAuthenticator>,
     tokens: BTreeMap<String, (String, Instant)>,
@@ -66,18 +66,11 @@ struct State {
     issued: u64,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    /// Variable values served (a batch counts each variable).
-    reads: AtomicU64,
-    logins: AtomicU64,
-}
+/// What the double keeps, under [`Double`]'s lock.
+type Shared = Counted<State>;
 
 /// A running double, stopped when dropped.
-pub struct ConjurDouble {
-    shared: Arc<Shared>,
-    server: TlsServer,
-}
+pub type ConjurDouble = Double<State>;
 
 impl ConjurDouble {
     /// Starts the double, knowing [`HOST`] with [`API_KEY`]. `None` when the throwaway CA
@@ -85,29 +78,7 @@ impl ConjurDouble {
     pub async fn start() -> Option<ConjurDouble> {
         let mut state = State::default();
         state.api_keys.insert(HOST.to_owned(), API_KEY.to_owned());
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            reads: AtomicU64::new(0),
-            logins: AtomicU64::new(0),
-        });
-        let handler_shared = shared.clone();
-        let handler: Handler = Arc::new(move |request| handle(&handler_shared, request));
-        let server = TlsServer::start(handler).await?;
-        Some(ConjurDouble { shared, server })
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap()
-    }
-
-    /// The store's `url`.
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// The store's `caBundle`.
-    pub fn ca_bundle(&self) -> String {
-        self.server.ca_bundle()
+        Double::serve(state, handle).await
     }
 
     /// Stores `value` as the next version of variable `id` (creating it); returns the
@@ -160,29 +131,6 @@ impl ConjurDouble {
     /// Denies (or allows again) reading any variable: 403, as when a host loses `execute`.
     pub fn deny(&self, denied: bool) {
         self.state().denied = denied;
-    }
-
-    /// A CA bundle that did not sign the server's certificate.
-    pub fn wrong_ca_bundle(&self) -> String {
-        self.server.wrong_ca_bundle()
-    }
-
-    pub fn go_down(&self) {
-        self.server.go_down();
-    }
-
-    pub async fn come_back(&self) {
-        self.server.come_back().await;
-    }
-
-    /// Variable values served so far.
-    pub fn reads(&self) -> u64 {
-        self.shared.reads.load(Ordering::SeqCst)
-    }
-
-    /// Successful logins so far.
-    pub fn logins(&self) -> u64 {
-        self.shared.logins.load(Ordering::SeqCst)
     }
 }
 

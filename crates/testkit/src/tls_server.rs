@@ -4,7 +4,8 @@
 //! and every open connection close, so connections are refused) and come back on the same
 //! port.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
@@ -110,6 +111,79 @@ impl TlsServer {
     /// Comes back on the same port.
     pub async fn come_back(&self) {
         self.serve(self.serving.rebind().await);
+    }
+}
+
+/// What a REST double keeps between requests: its state, and the counts tests read.
+pub(crate) struct Counted<S> {
+    pub(crate) state: Mutex<S>,
+    /// Values served (a batch counts each value).
+    pub(crate) reads: AtomicU64,
+    /// Successful logins.
+    pub(crate) logins: AtomicU64,
+}
+
+/// A REST double on a [`TlsServer`]: its state (`S`), what every double offers tests, and
+/// each double's own controls in an `impl Double<its State>`.
+pub struct Double<S> {
+    shared: Arc<Counted<S>>,
+    server: TlsServer,
+}
+
+impl<S: Send + 'static> Double<S> {
+    /// Serves `handle` over `state`. `None` when the throwaway CA cannot be made (no
+    /// `openssl` and SECRETSYNC_SKIP_TOOLS set).
+    pub(crate) async fn serve(
+        state: S,
+        handle: fn(&Counted<S>, Request<Bytes>) -> Response<Full<Bytes>>,
+    ) -> Option<Self> {
+        let shared = Arc::new(Counted {
+            state: Mutex::new(state),
+            reads: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+        });
+        let handler_shared = shared.clone();
+        let handler: Handler = Arc::new(move |request| handle(&handler_shared, request));
+        let server = TlsServer::start(handler).await?;
+        Some(Double { shared, server })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, S> {
+        self.shared.state.lock().unwrap()
+    }
+
+    /// `https://127.0.0.1:PORT`: the store's URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The store's `caBundle`.
+    pub fn ca_bundle(&self) -> String {
+        self.server.ca_bundle()
+    }
+
+    /// A CA bundle that did not sign the server's certificate.
+    pub fn wrong_ca_bundle(&self) -> String {
+        self.server.wrong_ca_bundle()
+    }
+
+    /// Connections refused until [`Double::come_back`], with the state kept.
+    pub fn go_down(&self) {
+        self.server.go_down();
+    }
+
+    pub async fn come_back(&self) {
+        self.server.come_back().await;
+    }
+
+    /// Values served so far.
+    pub fn reads(&self) -> u64 {
+        self.shared.reads.load(Ordering::SeqCst)
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> u64 {
+        self.shared.logins.load(Ordering::SeqCst)
     }
 }
 
