@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use secretsync_api::{SecretSync, TargetState};
+use secretsync_api::SecretSync;
 use secretsync_operator::Config;
 use secretsync_testkit::apiproxy::ApiProxy;
 use secretsync_testkit::faults::{Effect, Fault};
@@ -29,19 +29,7 @@ async fn seed(env: &Env) {
     create_deployment(env, "api", "db-v1").await;
     env.create::<SecretSync>(&sync_yaml("db", "vault", SPEC))
         .await;
-    wait_rolled_out(env, 1).await;
-}
-
-async fn wait_rolled_out(env: &Env, version: i64) {
-    env.wait_for::<SecretSync, _>("db", &format!("api on v{version}"), |s| {
-        let status = s.status.as_ref()?;
-        let done =
-            status.rollout.as_ref()?.targets.iter().any(|t| {
-                t.name == "api" && t.version == version && t.state == TargetState::Complete
-            });
-        (status.active_version == Some(version) && done).then_some(())
-    })
-    .await;
+    env.wait_rolled_out("db", "api", 1).await;
 }
 
 /// Each version Secret's `spec-version` annotation, by version.
@@ -109,7 +97,7 @@ async fn api_errors_and_dropped_watches_lose_no_version_and_cause_no_hot_loop() 
             for_ms: Some(1500),
             ..Fault::default()
         });
-        wait_rolled_out(&env, version).await;
+        env.wait_rolled_out("db", "api", version).await;
     }
     let injected = proxy.faults().stats();
     proxy.faults().clear();
@@ -181,7 +169,7 @@ async fn a_create_that_lands_after_the_client_gave_up_is_adopted_not_doubled() {
         ..fault(&["create"], "secrets", Effect::Delay { ms: 1500 }, 1)
     });
     env.merge_sync("db", json!({"spec": {"version": 2}})).await;
-    wait_rolled_out(&env, 2).await;
+    env.wait_rolled_out("db", "api", 2).await;
     assert_eq!(env.proxy().faults().stats().injected, 1);
     assert!(env.operator().metrics.api_write_timeouts() >= 1);
     assert_eq!(
@@ -239,7 +227,7 @@ async fn racing_writers_lose_no_update_and_start_no_fight() {
     let sync: SecretSync = env.api::<SecretSync>().get("db").await.unwrap();
     assert_eq!(sync.spec.version, Some(3));
     assert_eq!(sync.metadata.labels.unwrap()["touched"], "19");
-    wait_rolled_out(&env, 3).await;
+    env.wait_rolled_out("db", "api", 3).await;
     // The operator saw spec.version 2 and then 3, or only 3: one version per spec.version
     // it saw, the newest for 3.
     let made: Vec<String> = spec_versions(&env)

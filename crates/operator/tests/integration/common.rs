@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
-use secretsync_api::{SecretStore, SecretSync, VersionState};
+use secretsync_api::{SecretStore, SecretSync, SecretSyncStatus, TargetState, VersionState};
 use secretsync_operator::hash_key::KeySecret;
 use secretsync_operator::process::metrics::Metrics;
 use secretsync_operator::process::supervise::Stopped;
@@ -839,6 +839,15 @@ impl Env {
         .await
     }
 
+    /// Waits until `version` is active and `target` completed its rollout to it.
+    pub async fn wait_rolled_out(&self, sync: &str, target: &str, version: i64) {
+        let what = format!("{sync}: v{version} rolled out to {target}");
+        self.wait_for::<SecretSync, _>(sync, &what, |s| {
+            rolled_out(s.status.as_ref()?, target, version).then_some(())
+        })
+        .await;
+    }
+
     /// Waits for the SecretSync's `status.currentVersion` to reach `version`.
     pub async fn wait_version(&self, sync: &str, version: i64) -> SecretSync {
         self.wait_for::<SecretSync, _>(sync, &format!("{sync} at version {version}"), |s| {
@@ -1298,4 +1307,14 @@ pub async fn metrics_text(env: &Env) -> String {
         .await
         .unwrap();
     String::from_utf8(metrics.to_vec()).unwrap()
+}
+
+/// Whether `version` is active and `target` completed its rollout to it.
+pub fn rolled_out(status: &SecretSyncStatus, target: &str, version: i64) -> bool {
+    status.active_version == Some(version)
+        && status.rollout.as_ref().is_some_and(|r| {
+            r.targets.iter().any(|t| {
+                t.name == target && t.version == version && t.state == TargetState::Complete
+            })
+        })
 }

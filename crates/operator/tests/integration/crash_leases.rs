@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use secretsync_api::{SecretSync, TargetState, labels};
+use secretsync_api::{SecretSync, labels};
 use secretsync_sandbox::Sandbox;
 use secretsync_testkit::openbao::OpenBao;
 use secretsync_testkit::postgres::Postgres;
@@ -73,21 +73,6 @@ async fn apply(env: &Env, seed: u64, step: usize) {
     }
 }
 
-async fn wait_rolled_out(env: &Env, seed: u64, v: i64) {
-    let target = format!("api{seed}");
-    env.wait_for::<SecretSync, _>(&format!("db{seed}"), &format!("v{v} rolled out"), |s| {
-        let status = s.status.as_ref()?;
-        let complete = status
-            .rollout
-            .as_ref()?
-            .targets
-            .iter()
-            .any(|t| t.name == target && t.version == v && t.state == TargetState::Complete);
-        (status.active_version == Some(v) && complete).then_some(())
-    })
-    .await;
-}
-
 /// The lease ids the versioned Secrets of `db<seed>` hold.
 async fn held(env: &Env, seed: u64) -> BTreeSet<String> {
     let mut held = BTreeSet::new();
@@ -139,7 +124,8 @@ async fn run(
                 false,
             );
         }
-        wait_rolled_out(env, seed, *active).await;
+        env.wait_rolled_out(&format!("db{seed}"), &format!("api{seed}"), *active)
+            .await;
     }
     println!(
         "crash-leases seed {seed}: {} kills: {}",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams};
-use secretsync_api::{SecretSync, TargetState, labels};
+use secretsync_api::{SecretSync, labels};
 use secretsync_testkit::leak::LeakScan;
 use secretsync_testkit::openbao::OpenBao;
 use secretsync_testkit::postgres::Postgres;
@@ -117,21 +117,6 @@ pub fn client_loop(
     (seen, task)
 }
 
-/// Waits until version `v` is active and `api` completed its rollout to it.
-pub async fn wait_rolled_out(env: &Env, v: i64) {
-    env.wait_for::<SecretSync, _>("db", &format!("v{v} rolled out to api"), |s| {
-        let status = s.status.as_ref()?;
-        let complete = status
-            .rollout
-            .as_ref()?
-            .targets
-            .iter()
-            .any(|t| t.name == "api" && t.version == v && t.state == TargetState::Complete);
-        (status.active_version == Some(v) && complete).then_some(())
-    })
-    .await;
-}
-
 /// The lease id on each versioned Secret of `db`, by Secret name.
 async fn held_leases(env: &Env) -> BTreeMap<String, String> {
     let mut held = BTreeMap::new();
@@ -183,7 +168,7 @@ async fn rotations_and_a_revoke_roll_out_new_database_logins_with_zero_failed_co
     .await;
     env.create::<SecretSync>(&db_sync("  revokePolicy: Immediate"))
         .await;
-    wait_rolled_out(&env, 1).await;
+    env.wait_rolled_out("db", "api", 1).await;
     let v1 = env.secret("db-v1").await.unwrap();
     let (v1_user, v1_password) = credentials(&v1);
     assert!(v1_user.starts_with("v-"), "an OpenBao-made user: {v1_user}");
@@ -199,7 +184,7 @@ async fn rotations_and_a_revoke_roll_out_new_database_logins_with_zero_failed_co
         env.merge_sync("db", json!({"spec": {"version": rotation}}))
             .await;
         let v = rotation + 1;
-        wait_rolled_out(&env, v).await;
+        env.wait_rolled_out("db", "api", v).await;
         let (user, _) = credentials(&env.secret(&format!("db-v{v}")).await.unwrap());
         assert!(!users.contains(&user), "v{v} is a new login");
         users.push(user);
@@ -213,7 +198,7 @@ async fn rotations_and_a_revoke_roll_out_new_database_logins_with_zero_failed_co
 
     env.merge_sync("db", json!({"spec": {"revokedVersions": [4]}}))
         .await;
-    wait_rolled_out(&env, 5).await;
+    env.wait_rolled_out("db", "api", 5).await;
     env.wait_for_absent::<Secret>("db-v4").await;
     let v5_user = credentials(&env.secret("db-v5").await.unwrap()).0;
     // Connections go on until the revoked login is out of every Pod.
@@ -296,15 +281,6 @@ async fn wait_status(
     }
 }
 
-fn rolled_out(status: &secretsync_api::SecretSyncStatus, v: i64) -> bool {
-    status.active_version == Some(v)
-        && status.rollout.as_ref().is_some_and(|r| {
-            r.targets
-                .iter()
-                .any(|t| t.name == "api" && t.version == v && t.state == TargetState::Complete)
-        })
-}
-
 /// A version's lease expiry as its Secret records it.
 async fn lease_expiry(env: &Env, secret: &str) -> jiff::Timestamp {
     let secret = env.secret(secret).await.expect("the Secret");
@@ -321,7 +297,7 @@ async fn leases_are_renewed_until_the_max_ttl_and_the_next_login_is_rolled_out_b
     let (pg, bao, env) = start(10, 40, Duration::from_secs(1)).await;
     create_deployment(&env, "api", "db-v1").await;
     env.create::<SecretSync>(&db_sync("")).await;
-    wait_rolled_out(&env, 1).await;
+    env.wait_rolled_out("db", "api", 1).await;
     let v1_made = env
         .secret("db-v1")
         .await
@@ -333,7 +309,7 @@ async fn leases_are_renewed_until_the_max_ttl_and_the_next_login_is_rolled_out_b
     let (seen, client) = client_loop(&env, &pg);
 
     let status = wait_status(&env, "v2 rolled out", Duration::from_secs(70), |s| {
-        rolled_out(s, 2)
+        crate::common::rolled_out(s, "api", 2)
     })
     .await;
     let rolled_at = jiff::Timestamp::now();
@@ -419,7 +395,7 @@ async fn rotating_a_static_role_makes_and_rolls_out_the_next_version_at_once() {
         &example("vault-database", "static-role.yaml", "").replace("name: db-static", "name: db"),
     )
     .await;
-    wait_rolled_out(&env, 1).await;
+    env.wait_rolled_out("db", "api", 1).await;
     let (user, v1_password) = credentials(&env.secret("db-v1").await.unwrap());
     assert_eq!(user, "app_static");
     pg.connect(&user, &v1_password).await.unwrap();
@@ -430,7 +406,7 @@ async fn rotating_a_static_role_makes_and_rolls_out_the_next_version_at_once() {
     bao.rotate_static_role("database", "app-static");
     env.wait_version("db", 2).await;
     let made_in = rotated.elapsed();
-    wait_rolled_out(&env, 2).await;
+    env.wait_rolled_out("db", "api", 2).await;
     let rolled_in = rotated.elapsed();
     let v2_password = credentials(&env.secret("db-v2").await.unwrap()).1;
     assert_ne!(v2_password, v1_password);
@@ -455,7 +431,7 @@ async fn a_lease_that_cannot_be_renewed_makes_the_next_version_at_once() {
     let (pg, bao, env) = start(10, 3600, Duration::from_millis(500)).await;
     create_deployment(&env, "api", "db-v1").await;
     env.create::<SecretSync>(&db_sync("")).await;
-    wait_rolled_out(&env, 1).await;
+    env.wait_rolled_out("db", "api", 1).await;
     let lease = held_leases(&env).await["db-v1"].clone();
     bao.bao_ok(&["lease", "revoke", &lease]);
 
@@ -474,7 +450,7 @@ async fn a_lease_that_cannot_be_renewed_makes_the_next_version_at_once() {
         !note.contains(&lease),
         "the lease id stays out of events: {note}"
     );
-    wait_rolled_out(&env, 2).await;
+    env.wait_rolled_out("db", "api", 2).await;
     let (user, password) = credentials(&env.secret("db-v2").await.unwrap());
     pg.connect(&user, &password).await.unwrap();
     let status = env.status("db").await;
