@@ -232,8 +232,10 @@ impl ProviderCache {
             credentials_compared: Arc::default(),
         };
         let mut cache = self.lock();
-        // Older generations of this store are dead: drop them with their tokens.
-        cache.retain(|(uid, _), _| uid != &key.0);
+        // Older generations of this store are dead: drop them with their tokens. Not this
+        // generation's: callers that missed together each connected, and the first one
+        // cached is the one all share (one login, one token).
+        cache.retain(|(uid, generation), _| uid != &key.0 || *generation >= key.1);
         Ok(cache.entry(key).or_insert(connected).clone())
     }
 
